@@ -1,0 +1,232 @@
+"""Configuration: Hydra composes the YAML tree in `configs/`, then every section is turned into a
+validated dataclass, so a wrong key or value stops at start with the key, the value and what is
+allowed. Each area keeps its own section schema next to its code; this module assembles them.
+
+    cfg = compose(["factor=s10_t3", "model=tiny", "train.steps=20"])
+    cfg.factor.recipe()      # recipe(s, t) with any overrides from the config applied
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpcsr.factors import FactorPair, MassFunction, Recipe, recipe
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that cannot be used; the message says what is allowed."""
+
+
+@dataclass
+class FactorConfig:
+    """The factor pair and optional overrides of its recipe (None = take recipe(s, t))."""
+
+    s: int = 10  # spatial factor, 1..25
+    t: int = 3  # temporal factor, 1..6
+    context: typing.Optional[int] = None  # L, LR frames of context (None: recipe)
+    beta_end: typing.Optional[float] = None  # end of the linear noise schedule (None: recipe)
+    mass_power: typing.Optional[float] = None  # p in f(x) = min(max(x^p - c, 0), cap) (None: recipe)
+    mass_offset: typing.Optional[float] = None  # c in f (None: recipe)
+    mass_cap: typing.Optional[float] = None  # cap in f (None: recipe, no cap)
+    patch: typing.Optional[int] = None  # HR patch side, a multiple of s (None: recipe)
+
+    def __post_init__(self):
+        try:
+            FactorPair(self.s, self.t)
+        except ValueError as err:
+            raise ConfigError(f"factor: {err}") from None
+        if self.context is not None and not 1 <= self.context <= 48:
+            raise ConfigError(f"factor.context={self.context} must be in 1..48 LR frames")
+        if self.beta_end is not None and not 1e-4 < self.beta_end < 1:
+            raise ConfigError(f"factor.beta_end={self.beta_end} must be in (1e-4, 1)")
+        if self.patch is not None and (self.patch <= 0 or self.patch % self.s):
+            raise ConfigError(f"factor.patch={self.patch} must be a positive multiple of s={self.s}")
+
+    @property
+    def pair(self) -> FactorPair:
+        return FactorPair(self.s, self.t)
+
+    def recipe(self) -> Recipe:
+        base = recipe(self.s, self.t)
+        mass = MassFunction(
+            base.mass.power if self.mass_power is None else self.mass_power,
+            base.mass.offset if self.mass_offset is None else self.mass_offset,
+            base.mass.cap if self.mass_cap is None else self.mass_cap,
+        )
+        return dataclasses.replace(
+            base,
+            context=base.context if self.context is None else self.context,
+            beta_end=base.beta_end if self.beta_end is None else self.beta_end,
+            patch=base.patch if self.patch is None else self.patch,
+            mass=mass,
+        )
+
+
+# section name -> "module:Class"; each area owns its schema.
+SECTIONS = {
+    "factor": "hpcsr.config:FactorConfig",
+    "model": "hpcsr.models.config:ModelConfig",
+    "data": "hpcsr.data.config:DataConfig",
+    "train": "hpcsr.train.config:TrainConfig",
+    "deepspeed": "hpcsr.train.config:DeepSpeedConfig",
+    "launcher": "hpcsr.launch.config:LauncherConfig",
+    "cluster": "hpcsr.launch.config:ClusterConfig",
+    "grid": "hpcsr.launch.config:GridConfig",
+}
+ROOT_KEYS = {
+    "seed": int,  # global seed
+    "data_dir": str,  # preprocessing output folder: hr.h5 and shards/
+    "run_root": str,  # parent folder of all run folders
+    "run_dir": str,  # this pair's run folder (deterministic, no timestamps)
+}
+
+
+class RootConfig(types.SimpleNamespace):
+    """The validated configuration: one attribute per section plus the root keys."""
+
+    def to_dict(self) -> dict:
+        return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in vars(self).items()}
+
+    def hash(self) -> str:
+        """Stable hash of the configuration (sha256 of its sorted JSON), recorded in checkpoints."""
+        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _section_class(name: str):
+    module, cls = SECTIONS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def _convert(tp, value, key: str):
+    """Check `value` against the annotation `tp` and convert it (ints to floats, lists to tuples)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is typing.Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}={value!r}: none of {args} fits")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{key}={value!r} is not allowed: choose one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r} must be a list")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{key}={value!r} must have {len(args)} items")
+            return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        item = args[0] if args else typing.Any
+        out = [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r} must be a mapping")
+        return {k: _convert(args[1] if args else typing.Any, v, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, key)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str) and value.lower() in ("inf", "+inf", ".inf"):
+                return math.inf
+            raise ConfigError(f"{key}={value!r} must be a number")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r} must be an integer")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} must be true or false")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r} must be a string")
+        return value
+    return value
+
+
+def build(cls, data, key: str):
+    """Instantiate dataclass `cls` from a mapping, refusing unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{key} must be a mapping of keys for {cls.__name__}, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ConfigError(f"unknown key {key}.{unknown[0]}: {cls.__name__} allows {', '.join(sorted(fields))}")
+    kwargs = {name: _convert(hints[name], value, f"{key}.{name}") for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{key}: {err}") from None
+
+
+def config_dir() -> Path:
+    """The configs/ folder: $HPCSR_CONFIG_DIR, else the repository's (editable install), else the
+    copy installed inside the package (pip install .)."""
+    env = os.environ.get("HPCSR_CONFIG_DIR")
+    candidates = [Path(env)] if env else []
+    here = Path(__file__).resolve().parent
+    candidates += [here.parent / "configs", here / "conf"]
+    for path in candidates:
+        if (path / "config.yaml").is_file():
+            return path
+    raise ConfigError(f"no config.yaml found in {', '.join(map(str, candidates))}: set HPCSR_CONFIG_DIR to your configs/ folder")
+
+
+def from_container(data: dict) -> RootConfig:
+    """Validate a plain dict (e.g. a composed Hydra config) into a RootConfig."""
+    unknown = sorted(set(data) - set(SECTIONS) - set(ROOT_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown top-level key {unknown[0]!r}: allowed are {', '.join(sorted(set(SECTIONS) | set(ROOT_KEYS)))}")
+    out = {}
+    for name, tp in ROOT_KEYS.items():
+        if name not in data:
+            raise ConfigError(f"missing top-level key {name!r} in config.yaml")
+        out[name] = _convert(tp, data[name], name)
+    for name in SECTIONS:
+        out[name] = build(_section_class(name), data.get(name), name)
+    return RootConfig(**out)
+
+
+def compose(overrides=(), config_path=None) -> RootConfig:
+    """Compose configs/config.yaml with Hydra overrides ('group=option', 'a.b=value') and validate."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    path = Path(config_path) if config_path else config_dir()
+    try:
+        with initialize_config_dir(config_dir=str(path.resolve()), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+        data = OmegaConf.to_container(cfg, resolve=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(f"cannot compose configs from {path} with overrides {list(overrides)}: {err}") from None
+    return from_container(data)

@@ -1,0 +1,26 @@
+"""Schema of the `data` config section: where the shards are and how training patches are drawn."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+
+
+@dataclass
+class DataConfig:
+    shard: typing.Optional[str] = None  # shard file; None: <data_dir>/shards/s{s}_t{t}.h5
+    batch_size: int = 8  # patches per rank and step
+    num_workers: int = 0  # DataLoader worker processes per rank (each opens its own HDF5 handles)
+    min_valid: float = 1.0  # minimum fraction of valid HR pixels in a patch
+    normalisation: typing.Literal["log1p", "scale"] = "log1p"  # transform of mm before the networks
+    future_context: int = 0  # LR frames after the super-resolved one also given (0: causal, as the author)
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"data.batch_size={self.batch_size} must be >= 1")
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers={self.num_workers} must be >= 0")
+        if not 0.0 < self.min_valid <= 1.0:
+            raise ValueError(f"data.min_valid={self.min_valid} must be in (0, 1]")
+        if self.future_context < 0:
+            raise ValueError(f"data.future_context={self.future_context} must be >= 0")

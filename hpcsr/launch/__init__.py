@@ -1,0 +1,1 @@
+"""Launching: factor grids to Slurm job arrays through submitit, or local processes."""

@@ -1,0 +1,1 @@
+"""Training: DeepSpeed ZeRO engine for the mean and diffusion stages, checkpoints, resume."""
