@@ -1,0 +1,10 @@
+"""Evaluation of HR precipitation ensembles: metrics, baselines, plots and a report.
+
+`evaluate(truth, ensemble, lr, s, t, ...) -> dict` scores an ensemble and the baselines (nearest,
+bicubic + linear in time, mean network only) against the truth; `python -m hpcsr.evaluate` does the
+same from netCDF files and writes metrics JSON/CSV and a report with figures.
+"""
+
+from hpcsr.evaluate.evaluation import DEFAULT_QUANTILES, DEFAULT_SCALES, DEFAULT_THRESHOLDS, evaluate
+
+__all__ = ["evaluate", "DEFAULT_THRESHOLDS", "DEFAULT_SCALES", "DEFAULT_QUANTILES"]

@@ -1,0 +1,274 @@
+"""`evaluate`: every score of an HR ensemble, and of the baselines, against the HR truth.
+
+One pass over the time axis in chunks of whole LR blocks, so inputs may be lazy arrays (xarray
+variables of an open netCDF, h5py datasets) larger than memory: each chunk is read, scored into
+running sums, and dropped. All scores are NaN-aware: a point counts only where the truth and the
+forecast (every member) are finite, and the counts are reported.
+
+Array layout: truth (T, Y, X) and ensemble (members, T, Y, X) in mm per HR step; lr (T/t, Y/s, X/s)
+in mm per HR step (block means, as `hpcsr.coarsen.coarsen` makes them); `mean` (T, Y, X) the mean
+network's prediction. Thresholds are in mm per HR step, FSS scales in HR pixels (odd).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+
+import numpy as np
+from tqdm import tqdm
+
+from hpcsr.coarsen import coarsen
+from hpcsr.evaluate import baselines as bl
+from hpcsr.evaluate.fss import check_scale, fss_from_terms, fss_terms, neighbourhood_fraction
+from hpcsr.evaluate.mass_error import MassSums, mass_error_sums
+from hpcsr.evaluate.metrics import (
+    MIN_MEMBERS_FOR_CRPS, crps_ensemble, ensemble_variance, observation_rank, rank_histogram, spread_skill_ratio,
+)
+from hpcsr.evaluate.quantiles import UpperTail
+from hpcsr.evaluate.spectra import log_spectral_distance, radial_power_spectrum
+from hpcsr.factors import FactorPair
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLDS = (0.1, 1.0, 5.0)  # mm per HR step
+DEFAULT_SCALES = (1, 5, 15, 45)  # HR pixels, odd
+DEFAULT_QUANTILES = (0.99, 0.999, 0.9999)
+QQ_LEVELS = tuple(1.0 - 10.0 ** -np.linspace(1.0, 4.0, 13))  # 0.9 .. 0.9999 for the QQ plot
+CHUNK_VALUES = 2**23  # ensemble values read per chunk when time_chunk is not given
+
+
+class _ForecastScores:
+    """Running sums of every score of one forecast (an ensemble, or a baseline as 1 member)."""
+
+    def __init__(self, members, capacity, thresholds, scales, lowest_level, s, t, tile_cells):
+        self.members, self.s, self.t, self.tile_cells = members, s, t, tile_cells
+        self.thresholds, self.scales = thresholds, scales
+        self.n_truth = self.n_valid = 0
+        self.sq = self.abs = self.crps = self.crps_standard = self.variance = 0.0
+        self.ranks = np.zeros(members + 1, dtype=np.int64)
+        self.truth_tail = UpperTail(capacity, lowest_level)
+        self.forecast_tail = UpperTail(capacity * members, lowest_level)
+        self.fss = {(q, n): np.zeros(2) for q in thresholds for n in scales}
+        self.fss_member = {(q, n): np.zeros((members, 2)) for q in thresholds for n in scales}
+        self.events = {q: 0 for q in thresholds}
+        self.mass = MassSums()
+
+    def update(self, truth, forecast, lr, rng):
+        m = self.members
+        valid = np.isfinite(truth) & np.isfinite(forecast).all(axis=0)
+        self.n_truth += int(np.isfinite(truth).sum())
+        self.n_valid += int(valid.sum())
+        self.mass.add(mass_error_sums(forecast, lr, self.s, self.t, self.tile_cells))
+        if not valid.any():
+            return
+        y = truth[valid].astype(np.float64)
+        x = forecast[:, valid].astype(np.float64)
+        error = x.mean(axis=0) - y
+        self.sq += float(np.sum(error**2))
+        self.abs += float(np.sum(np.abs(error)))
+        if m > 1:
+            self.crps += float(crps_ensemble(x, y, fair=True).sum())
+            self.crps_standard += float(crps_ensemble(x, y, fair=False).sum())
+            self.variance += float(ensemble_variance(x).sum())
+            self.ranks += rank_histogram(observation_rank(x, y, rng), m)
+        self.truth_tail.add(y)
+        self.forecast_tail.add(x)
+        truth_joint = np.where(valid, truth, np.nan)
+        forecast_joint = np.where(valid, forecast, np.nan)
+        for q in self.thresholds:
+            self.events[q] += int(np.sum(y >= q))
+            for n in self.scales:
+                observed = neighbourhood_fraction(truth_joint, q, n)
+                members = neighbourhood_fraction(forecast_joint, q, n)
+                self.fss[q, n] += fss_terms(members.mean(axis=0), observed, valid)
+                for i in range(m):
+                    self.fss_member[q, n][i] += fss_terms(members[i], observed, valid)
+
+    def result(self, quantile_levels) -> dict:
+        m, n = self.members, self.n_valid
+        nan = float("nan")
+        out = {
+            "members": m,
+            "deterministic": m == 1,
+            "n_truth_valid": self.n_truth,
+            "n_valid": n,
+            "n_forecast_missing": self.n_truth - n,
+            "rmse": math.sqrt(self.sq / n) if n else nan,
+            "mae": self.abs / n if n else nan,
+            # a point forecast's CRPS is its absolute error
+            "crps": (self.crps / n if m > 1 else self.abs / n) if n else nan,
+            "flags": [],
+        }
+        if m > 1:
+            out["crps_standard"] = self.crps_standard / n if n else nan
+            out["spread"] = math.sqrt(self.variance / n) if n else nan
+            out["spread_skill_ratio"] = spread_skill_ratio(self.variance / n, self.sq / n, m) if n else nan
+            out["rank_histogram"] = self.ranks.tolist()
+            if m < MIN_MEMBERS_FOR_CRPS:
+                out["flags"].append(f"fewer_than_{MIN_MEMBERS_FOR_CRPS}_members")
+        out["quantiles"] = {}
+        for level in quantile_levels:
+            truth_q, forecast_q = self.truth_tail.quantile(level), self.forecast_tail.quantile(level)
+            out["quantiles"][f"{level:g}"] = {
+                "truth": truth_q, "forecast": forecast_q, "error": forecast_q - truth_q,
+                "relative_error": (forecast_q - truth_q) / truth_q if truth_q > 0 else nan,
+            }
+        out["qq"] = {"levels": list(QQ_LEVELS),
+                     "truth": [self.truth_tail.quantile(v) for v in QQ_LEVELS],
+                     "forecast": [self.forecast_tail.quantile(v) for v in QQ_LEVELS]}
+        out["fss"] = {f"{q:g}": {str(k): fss_from_terms(*self.fss[q, k]) for k in self.scales} for q in self.thresholds}
+        if m > 1:
+            out["fss_member_mean"] = {
+                f"{q:g}": {str(k): float(np.nanmean([fss_from_terms(*row) for row in self.fss_member[q, k]]))
+                           if np.any(self.fss_member[q, k][:, 1] > 0) else nan for k in self.scales}
+                for q in self.thresholds}
+        # FSS above 0.5 + f_o / 2 is "useful" (Roberts and Lean 2008), f_o the observed base rate
+        out["fss_useful"] = {f"{q:g}": (0.5 + self.events[q] / n / 2) if n else nan for q in self.thresholds}
+        out["mass"] = self.mass.scores()
+        return out
+
+
+def _check_inputs(truth, ensemble, lr, mean, s, t, baselines, thresholds, scales, quantile_levels):
+    pair = FactorPair(s, t)
+    if len(truth.shape) != 3:
+        raise ValueError(f"truth must be (time, y, x), got shape {tuple(truth.shape)}")
+    if len(ensemble.shape) != 4:
+        raise ValueError(f"ensemble must be (member, time, y, x), got shape {tuple(ensemble.shape)}: "
+                         "add a member axis of length 1 for a single forecast")
+    if tuple(ensemble.shape[1:]) != tuple(truth.shape):
+        raise ValueError(f"ensemble (member, time, y, x) = {tuple(ensemble.shape)} does not match truth {tuple(truth.shape)}")
+    T, Y, X = truth.shape
+    if T % t:
+        raise ValueError(f"{T} HR steps are not whole LR blocks of t={t}: trim to {T - T % t} steps")
+    if Y % s or X % s:
+        raise ValueError(f"HR grid {Y} x {X} is not divisible by s={s}: crop to {Y - Y % s} x {X - X % s}")
+    if lr is not None and tuple(lr.shape) != (T // t, Y // s, X // s):
+        raise ValueError(f"LR has shape {tuple(lr.shape)}, but {T} x {Y} x {X} HR at (s={s}, t={t}) needs "
+                         f"{(T // t, Y // s, X // s)}: check the factor pair and that LR and HR cover the same steps and grid")
+    unknown = [b for b in baselines if b not in bl.NAMES]
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}: choose from {bl.NAMES}")
+    if "mean" in baselines and mean is None:
+        raise ValueError("baseline 'mean' needs the mean network's prediction: pass mean=array (T, Y, X)")
+    if mean is not None:
+        if tuple(mean.shape) != (T, Y, X):
+            raise ValueError(f"mean prediction has shape {tuple(mean.shape)}, truth has {(T, Y, X)}: give it for the same steps and grid")
+    if not thresholds or any(not np.isfinite(q) for q in thresholds):
+        raise ValueError(f"FSS thresholds {thresholds!r} must be a non-empty list of finite values (mm per HR step)")
+    for n in scales:
+        check_scale(n)
+    if any(not 0.0 < q < 1.0 for q in quantile_levels):
+        raise ValueError(f"quantile levels {quantile_levels!r} must lie in (0, 1)")
+    return pair
+
+
+def perfect_model_lr(truth, s: int, t: int, chunk: int = 240):
+    """coarsen(truth, s, t) read `chunk` HR steps (a multiple of t) at a time."""
+    chunk = max(t, chunk // t * t)
+    return np.concatenate([coarsen(np.asarray(truth[a:a + chunk], dtype=np.float32), s, t)
+                           for a in range(0, truth.shape[0], chunk)])
+
+
+def evaluate(truth, ensemble, lr=None, s: int = 1, t: int = 1, *, baselines=("nearest", "bicubic"), mean=None,
+             thresholds=DEFAULT_THRESHOLDS, scales=DEFAULT_SCALES, quantile_levels=DEFAULT_QUANTILES,
+             tile_cells: int | None = None, time_chunk: int | None = None, seed: int = 0,
+             spectrum_window: str | None = "hann", pixel_size_km: float | None = None, progress: bool = True) -> dict:
+    """Score `ensemble` and the named `baselines` against `truth`; returns a JSON-ready dict (NaN for undefined).
+
+    truth (T, Y, X), ensemble (members, T, Y, X), lr (T/t, Y/s, X/s) or None for the perfect-model LR
+    `coarsen(truth, s, t)`; mean (T, Y, X) adds the 'mean' (mean network only) baseline. Any
+    array-like indexable by [a:b] works (numpy, xarray, h5py). `tile_cells`: tile side in LR cells
+    for the tile-scale mass error (None: whole frame). `time_chunk`: HR steps per chunk (rounded
+    down to whole LR blocks). `seed`: rank-histogram tie breaking (reproducible for a given seed and
+    chunking). Fewer than 10 members: a UserWarning and the flag 'fewer_than_10_members'.
+    """
+    baselines = tuple(baselines) + (("mean",) if mean is not None and "mean" not in baselines else ())
+    thresholds, scales = tuple(float(q) for q in thresholds), tuple(int(n) for n in scales)
+    quantile_levels = tuple(float(q) for q in quantile_levels)
+    pair = _check_inputs(truth, ensemble, lr, mean, s, t, baselines, thresholds, scales, quantile_levels)
+    members = ensemble.shape[0]
+    T, Y, X = truth.shape
+    chunk = time_chunk or max(1, CHUNK_VALUES // (members * Y * X))
+    chunk = max(t, chunk // t * t)
+    warn = []
+    if members < MIN_MEMBERS_FOR_CRPS:
+        warn.append(f"{members} members < {MIN_MEMBERS_FOR_CRPS}: fair CRPS, spread-skill and rank histogram are noisy; "
+                    "results flagged 'fewer_than_10_members'")
+    lr_source = "given"
+    if lr is None:
+        lr, lr_source = perfect_model_lr(truth, s, t, chunk), "perfect model: coarsen(truth, s, t)"
+    lr = np.asarray(lr, dtype=np.float32)
+    lowest = min(min(quantile_levels), min(QQ_LEVELS))
+    forecast_members = {"ensemble": members, **{b: 1 for b in baselines}}
+    scores = {name: _ForecastScores(m, T * Y * X, thresholds, scales, lowest, s, t, tile_cells)
+              for name, m in forecast_members.items()}
+    spectra_ok = min(Y, X) >= 4
+    if not spectra_ok:
+        warn.append(f"grid {Y} x {X} is below 4 x 4: no power spectra")
+    spectrum_sums = {name: 0.0 for name in ["truth", *forecast_members]}
+    spectrum_frames, masked_fraction, wavenumber = 0, 0.0, None
+    step_totals = np.full(T, -np.inf)
+    rng = np.random.default_rng(seed)
+    starts = range(0, T, chunk)
+    for a in tqdm(starts, desc=f"evaluate {pair.name}", unit="chunk", disable=not progress or len(starts) < 2):
+        b = min(a + chunk, T)
+        y = np.asarray(truth[a:b], dtype=np.float32)
+        lr_chunk = lr[a // t:b // t]
+        fields = {"ensemble": np.asarray(ensemble[:, a:b], dtype=np.float32)}
+        for name in baselines:
+            if name == "nearest":
+                fields[name] = bl.nearest(lr, s, t, a, b)[None]
+            elif name == "bicubic":
+                fields[name] = bl.bicubic_linear(lr, s, t, a, b)[None]
+            else:
+                fields[name] = bl.mean_only(np.asarray(mean[a:b], dtype=np.float32), y.shape)[None]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN frames
+            step_totals[a:b] = np.where(np.isfinite(y).any(axis=(1, 2)), np.nansum(y, axis=(1, 2)), -np.inf)
+        for name, x in fields.items():
+            scores[name].update(y, x, lr_chunk, rng)
+        if spectra_ok:
+            missing = ~np.isfinite(y)
+            for x in fields.values():
+                missing |= ~np.isfinite(x).all(axis=0)
+            usable = ~missing.all(axis=(1, 2))
+            if usable.any():
+                masked_fraction += float(missing[usable].mean(axis=(1, 2)).sum())
+                spectrum_frames += int(usable.sum())
+                wavenumber, p = radial_power_spectrum(np.where(missing, 0.0, y)[usable], spectrum_window)
+                spectrum_sums["truth"] = spectrum_sums["truth"] + p.sum(axis=0)
+                for name, x in fields.items():
+                    _, p = radial_power_spectrum(np.where(missing, 0.0, x)[:, usable], spectrum_window)
+                    spectrum_sums[name] = spectrum_sums[name] + p.mean(axis=0).sum(axis=0)
+    forecasts = {name: sc.result(quantile_levels) for name, sc in scores.items()}
+    spectra = None
+    if spectrum_frames:
+        spectra = {"k_cycles_per_pixel": wavenumber.tolist(), "window": spectrum_window,
+                   "frames": spectrum_frames, "masked_fraction": masked_fraction / spectrum_frames,
+                   "power": {name: (v / spectrum_frames).tolist() for name, v in spectrum_sums.items()}}
+        for name in forecasts:
+            forecasts[name]["lsd_db"] = log_spectral_distance(spectra["power"]["truth"], spectra["power"][name])
+    else:
+        warn.append("no frame had valid data for a power spectrum")
+    for message in warn:
+        warnings.warn(message, UserWarning, stacklevel=2)
+        log.warning(message)
+    truth_valid = forecasts["ensemble"]["n_truth_valid"]
+    return {
+        "pair": {"s": s, "t": t, "name": pair.name},
+        "members": members,
+        "shape": {"time": T, "y": Y, "x": X},
+        "lr_source": lr_source,
+        "counts": {"truth_values": T * Y * X, "truth_missing": T * Y * X - truth_valid,
+                   "lr_values": int(lr.size), "lr_missing": int(np.isnan(lr).sum())},
+        "settings": {"thresholds_mm_per_step": list(thresholds), "fss_scales_px": list(scales),
+                     "quantile_levels": list(quantile_levels), "tile_cells": tile_cells, "seed": seed,
+                     "time_chunk": chunk, "pixel_size_km": pixel_size_km,
+                     "baseline_timing": "LR block mean placed at its block centre j*t+(t-1)/2; HR step i at i"},
+        "showcase_step": int(np.argmax(step_totals)),
+        "warnings": warn,
+        "forecasts": forecasts,
+        "spectra": spectra,
+    }
