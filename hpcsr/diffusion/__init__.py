@@ -1,0 +1,21 @@
+"""Residual diffusion: noise schedules, the v-parametrisation and the DDPM / DDIM samplers.
+
+Conventions (Ho et al. 2020; Salimans & Ho 2022 for v): step n in 0..N-1, a_n = sqrt(alphabar_n),
+sigma_n = sqrt(1 - alphabar_n), x_n = a_n x0 + sigma_n eps, v = a_n eps - sigma_n x0.
+"""
+
+from hpcsr.diffusion.parametrization import eps_from_v, v_from_x0_eps, x0_from_eps, x0_from_v
+from hpcsr.diffusion.samplers import ddim_sample, ddim_timesteps, ddpm_sample
+from hpcsr.diffusion.schedule import NoiseSchedule, make_betas
+
+__all__ = [
+    "NoiseSchedule",
+    "make_betas",
+    "v_from_x0_eps",
+    "x0_from_v",
+    "eps_from_v",
+    "x0_from_eps",
+    "ddpm_sample",
+    "ddim_sample",
+    "ddim_timesteps",
+]

@@ -1,0 +1,67 @@
+"""Convolutional building blocks shared by the mean network, the denoiser and the context encoder."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def norm_groups(channels: int) -> int:
+    """Largest of 8, 4, 2, 1 groups that divides `channels` (GroupNorm)."""
+    return next(g for g in (8, 4, 2, 1) if channels % g == 0)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv twice with a residual path; with `emb_dim`, FiLM (scale, shift) from an
+    embedding (N, E) modulates the second half."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int | None = None):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(norm_groups(in_ch), in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.norm2 = nn.GroupNorm(norm_groups(out_ch), out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.film = nn.Linear(emb_dim, 2 * out_ch) if emb_dim else None
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x, emb=None):
+        h = self.norm2(self.conv1(F.silu(self.norm1(x))))
+        if self.film is not None:
+            scale, shift = self.film(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+            h = h * (1 + scale) + shift
+        return self.skip(x) + self.conv2(F.silu(h))
+
+
+class Downsample(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int):
+    """Replicate-pad the last two dims of x (N, C, H, W) up to multiples of `multiple`; returns the
+    padded tensor and the (top, left, H, W) window that `crop` cuts back out."""
+    H, W = x.shape[-2:]
+    ph, pw = -H % multiple, -W % multiple
+    if ph == 0 and pw == 0:
+        return x, (0, 0, H, W)
+    top, left = ph // 2, pw // 2
+    return F.pad(x, (left, pw - left, top, ph - top), mode="replicate"), (top, left, H, W)
+
+
+def crop(x: torch.Tensor, window) -> torch.Tensor:
+    top, left, H, W = window
+    return x[..., top : top + H, left : left + W]

@@ -1,0 +1,55 @@
+"""Schema of the `model` config section: sizes of the mean network and the residual denoiser.
+
+The default is the author's size (widths 16-32-64-128-256, 4 heads, windows [3,3,1,1,1]);
+`ModelConfig.tiny()` is the CPU test size. Nothing here depends on the factor pair: (s, t, L) and
+the noise schedule's beta range come from `hpcsr.factors.recipe`.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+
+
+@dataclass
+class ModelConfig:
+    widths: tuple[int, ...] = (16, 32, 64, 128, 256)  # channels per UNet level (level count = length)
+    heads: int = 4  # attention heads (every width must be divisible by it)
+    windows: tuple[int, ...] = (3, 3, 1, 1, 1)  # spatial attention window per level (odd; 1 = none)
+    blocks_per_level: int = 1  # residual conv blocks per encoder level
+    emb_dim: int = 64  # width of the time / diffusion-step / frame-position embeddings
+    static_channels: int = 0  # static HR input fields (elevation, land mask, ...) given to both nets
+    upsample: typing.Literal["bicubic", "bilinear", "nearest"] = "bicubic"  # LR -> HR grid interpolation
+    schedule: typing.Literal["linear", "cosine", "sigmoid"] = "linear"  # beta schedule (cosine ignores beta_end)
+    diffusion_steps: int = 1000  # steps of the forward noising chain
+    residual_scale: float = 1.0  # residual (hr - mean) is divided by this before diffusion
+
+    def __post_init__(self):
+        self.widths = tuple(self.widths)
+        self.windows = tuple(self.windows)
+        if not self.widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.widths):
+            raise ValueError(f"model.widths={list(self.widths)} must be a non-empty list of positive integers")
+        if self.heads < 1 or any(w % self.heads for w in self.widths):
+            raise ValueError(f"model.heads={self.heads} must divide every width in {list(self.widths)}: pick a common divisor")
+        if len(self.windows) != len(self.widths):
+            raise ValueError(f"model.windows={list(self.windows)} needs one entry per level ({len(self.widths)} widths)")
+        if any(w < 1 or w % 2 == 0 for w in self.windows):
+            raise ValueError(f"model.windows={list(self.windows)} must be odd and >= 1 (1 = no spatial attention)")
+        for key in ("blocks_per_level", "emb_dim", "diffusion_steps"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"model.{key}={getattr(self, key)} must be >= 1")
+        if self.emb_dim % 2:
+            raise ValueError(f"model.emb_dim={self.emb_dim} must be even (sine and cosine halves)")
+        if self.static_channels < 0:
+            raise ValueError(f"model.static_channels={self.static_channels} must be >= 0")
+        if not self.residual_scale > 0:
+            raise ValueError(f"model.residual_scale={self.residual_scale} must be > 0")
+
+    @property
+    def levels(self) -> int:
+        return len(self.widths)
+
+    @classmethod
+    def tiny(cls) -> "ModelConfig":
+        """Three levels 8-16-32, 2 heads: a fwd+bwd of a few patches takes well under a second on CPU."""
+        return cls(widths=(8, 16, 32), heads=2, windows=(3, 1, 1), emb_dim=16)

@@ -1,0 +1,89 @@
+"""The conditional-mean network: LR frames on the HR grid -> the t HR frames of the target block.
+
+A UNet whose encoder runs on every LR frame (frames folded into the batch, shared weights), with,
+at each level, per-pixel temporal multi-head self-attention across the frames (frame-time
+embeddings, any number of frames) and, where the level's window is > 1, w x w windowed spatial
+self-attention. The decoder starts from the target frame's features only (its skips too, which
+the temporal attention has already mixed with the other frames). One output head is applied once
+per output frame, FiLM-conditioned on the frame's time (k + 0.5) / t inside the block, and adds
+to the interpolated target LR frame (the net learns the correction to bicubic).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hpcsr.models.attention import TemporalAttention, WindowAttention
+from hpcsr.models.blocks import Downsample, ResBlock, Upsample, crop, norm_groups, pad_to_multiple
+from hpcsr.models.config import ModelConfig
+from hpcsr.models.embeddings import HR_FRAME, LR_FRAME, FrameEmbedding, context_times, output_times
+
+
+def frame_inputs(channels: list[torch.Tensor], static, frames: int) -> torch.Tensor:
+    """Stack per-frame fields (each (B, F, H, W)) and the static fields (B, S, H, W), repeated on
+    every frame, into (B*F, C, H, W)."""
+    parts = [c[:, :, None] for c in channels]
+    if static is not None:
+        B, S, H, W = static.shape
+        parts.append(static[:, None].expand(B, frames, S, H, W).to(channels[0].dtype))
+    x = torch.cat(parts, dim=2)
+    return x.reshape(-1, *x.shape[2:])
+
+
+class EncoderLevel(nn.Module):
+    def __init__(self, cfg: ModelConfig, level: int, emb_dim=None, with_context=False):
+        super().__init__()
+        width, window = cfg.widths[level], cfg.windows[level]
+        self.blocks = nn.ModuleList(ResBlock(width, width, emb_dim) for _ in range(cfg.blocks_per_level))
+        self.temporal = TemporalAttention(width, cfg.heads, cfg.emb_dim, with_context)
+        self.spatial = WindowAttention(width, cfg.heads, window, norm_groups(width)) if window > 1 else None
+        self.down = Downsample(width, cfg.widths[level + 1]) if level + 1 < cfg.levels else None
+
+
+class DecoderLevel(nn.Module):
+    def __init__(self, cfg: ModelConfig, level: int, emb_dim=None):
+        super().__init__()
+        width = cfg.widths[level]
+        self.up = Upsample(cfg.widths[level + 1], width)
+        self.block = ResBlock(2 * width, width, emb_dim)
+
+
+class MeanNet(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        width = cfg.widths[0]
+        self.stem = nn.Conv2d(2 + cfg.static_channels, width, 3, padding=1)
+        self.frame_emb = FrameEmbedding(cfg.emb_dim)
+        self.encoder = nn.ModuleList(EncoderLevel(cfg, i) for i in range(cfg.levels))
+        self.decoder = nn.ModuleList(DecoderLevel(cfg, i) for i in range(cfg.levels - 1))
+        self.head = ResBlock(width, width, cfg.emb_dim)
+        self.out = nn.Sequential(nn.GroupNorm(norm_groups(width), width), nn.SiLU(), nn.Conv2d(width, 1, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, lr_up, lr_valid, static, t: int, target: int):
+        """lr_up, lr_valid (B, F, H, W) on the HR grid; static (B, S, H, W) or None -> (B, t, H, W)."""
+        B, frames = lr_up.shape[:2]
+        x, window = pad_to_multiple(frame_inputs([lr_up, lr_valid], static, frames), 2 ** (self.cfg.levels - 1))
+        h = self.stem(x)
+        emb = self.frame_emb(context_times(frames, target, x.device), LR_FRAME)
+        skips = []
+        for level in self.encoder:
+            for block in level.blocks:
+                h = block(h)
+            h = level.temporal(h.view(B, frames, *h.shape[1:]), emb).flatten(0, 1)
+            if level.spatial is not None:
+                h = level.spatial(h)
+            skips.append(h.view(B, frames, *h.shape[1:])[:, target])
+            if level.down is not None:
+                h = level.down(h)
+        d = skips[-1]
+        for i in reversed(range(len(self.decoder))):
+            level = self.decoder[i]
+            d = level.block(torch.cat([level.up(d), skips[i]], dim=1))
+        d = d[:, None].expand(B, t, *d.shape[1:]).flatten(0, 1)
+        out_emb = self.frame_emb(output_times(t, x.device), HR_FRAME).repeat(B, 1)
+        y = self.out(self.head(d, out_emb)).view(B, t, *d.shape[2:])
+        return crop(y, window) + lr_up[:, target, None]

@@ -1,0 +1,109 @@
+"""SRModel: the mean network, the residual denoiser and the noise schedule of one factor pair,
+with the training losses and the sampler entry point. All tensors are in normalised units.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hpcsr.diffusion import NoiseSchedule, ddim_sample, ddpm_sample, v_from_x0_eps
+from hpcsr.factors import Recipe
+from hpcsr.models.config import ModelConfig
+from hpcsr.models.denoiser import Denoiser
+from hpcsr.models.inputs import check_hr_like, check_lr, check_static, prepare_lr
+from hpcsr.models.mean_net import MeanNet
+
+SAMPLERS = ("ddim", "ddpm")
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of (pred - target)^2 over the valid entries (0 when none is valid); float32."""
+    zero = torch.zeros((), device=pred.device)
+    diff = torch.where(valid, pred.float() - torch.where(valid, target.float(), zero), zero)
+    return diff.pow(2).sum() / valid.sum().clamp_min(1)
+
+
+class SRModel(nn.Module):
+    """lr (B, frames, Y/s, X/s) with frames = recipe.context + future_context: the L frames up to and
+    including the target frame (index L-1), then `future_context` later frames. NaN marks missing
+    LR values. hr and means are (B, t, Y, X); static fields, if configured, (B, S, Y, X)."""
+
+    def __init__(self, cfg: ModelConfig, recipe: Recipe, future_context: int = 0):
+        super().__init__()
+        if future_context < 0:
+            raise ValueError(f"future_context={future_context} must be >= 0")
+        self.cfg, self.recipe = cfg, recipe
+        self.s, self.t = recipe.pair.s, recipe.pair.t
+        self.target = recipe.context - 1
+        self.future_context = future_context
+        self.frames = recipe.context + future_context
+        self.mean_net = MeanNet(cfg)
+        self.denoiser = Denoiser(cfg)
+        self.schedule = NoiseSchedule(cfg.schedule, cfg.diffusion_steps, recipe.beta_start, recipe.beta_end)
+
+    def _prepare(self, lr, static):
+        check_lr(lr, self.s, self.frames, self.future_context)
+        check_static(static, lr, self.s, self.cfg.static_channels)
+        return prepare_lr(lr, self.s, self.cfg.upsample)
+
+    def predict_mean(self, lr, static=None) -> torch.Tensor:
+        """The conditional mean (B, t, Y, X)."""
+        lr_up, lr_valid = self._prepare(lr, static)
+        return self.mean_net(lr_up, lr_valid, static, self.t, self.target)
+
+    def mean_loss(self, lr, hr, static=None) -> torch.Tensor:
+        """MSE of the mean against hr (B, t, Y, X), NaN in hr left out."""
+        check_hr_like("hr", hr, lr, self.s, self.t)
+        return masked_mse(self.predict_mean(lr, static), hr, torch.isfinite(hr))
+
+    def diffusion_loss(self, lr, hr, mean, generator=None, static=None) -> torch.Tensor:
+        """v-prediction MSE on the residual (hr - mean) / residual_scale at a uniform random step.
+        `mean` is a constant here (detached): the mean network learns from `mean_loss` only."""
+        check_hr_like("hr", hr, lr, self.s, self.t)
+        check_hr_like("mean", mean, lr, self.s, self.t)
+        lr_up, lr_valid = self._prepare(lr, static)
+        mean = mean.detach().float()
+        valid = torch.isfinite(hr)
+        residual = torch.where(valid, hr.float() - mean, torch.zeros((), device=hr.device)) / self.cfg.residual_scale
+        B = hr.shape[0]
+        steps = torch.randint(0, self.schedule.steps, (B,), generator=generator, device=hr.device)
+        eps = torch.randn(residual.shape, generator=generator, device=hr.device, dtype=torch.float32)
+        a, sigma = self.schedule.coefficients(steps, residual.dim())
+        noisy = a * residual + sigma * eps
+        cond = self.denoiser.encode(lr_up, lr_valid, static, mean, self.target)
+        v = self.denoiser(noisy, steps, cond)
+        return masked_mse(v, v_from_x0_eps(residual, eps, a, sigma), valid)
+
+    @torch.no_grad()
+    def sample(self, lr, members: int, sampler: str = "ddim", steps: int = 50, eta: float = 0.0, generator=None, mean=None, static=None):
+        """`members` samples per item: mean + residual, (B, members, t, Y, X), before
+        denormalisation, relu and the mass transform. `steps` and `eta` are DDIM's; 'ddpm' always
+        runs every step of the schedule. `mean` (B, t, Y, X) skips the mean network."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler {sampler!r} unknown: use 'ddim' (fast, `steps` steps) or 'ddpm' (all {self.schedule.steps} steps)")
+        if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+            raise ValueError(f"members={members!r} must be a positive integer")
+        lr_up, lr_valid = self._prepare(lr, static)
+        if mean is None:
+            mean = self.mean_net(lr_up, lr_valid, static, self.t, self.target)
+        else:
+            check_hr_like("mean", mean, lr, self.s, self.t)
+        mean = mean.float()
+        cond = self.denoiser.encode(lr_up, lr_valid, static, mean, self.target).repeat(members)
+        B, t, Y, X = mean.shape
+        shape = (B * members, t, Y, X)
+
+        def predict_v(x, n):
+            return self.denoiser(x, n, cond)
+
+        if sampler == "ddpm":
+            residual = ddpm_sample(predict_v, self.schedule, shape, generator, lr.device)
+        else:
+            residual = ddim_sample(predict_v, self.schedule, shape, steps, eta, generator, lr.device)
+        return mean[:, None] + self.cfg.residual_scale * residual.view(B, members, t, Y, X)
+
+
+def build_model(cfg: ModelConfig, recipe: Recipe, future_context: int = 0) -> SRModel:
+    """The model of one factor pair: architecture from `cfg`, (s, t, L, beta range) from `recipe`."""
+    return SRModel(cfg, recipe, future_context)
