@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Stop the one-node Slurm started by slurm/start.sh: cancel its jobs, then end slurmd, slurmctld
+# and munged by the PIDs in their pid files (TERM, then KILL after a timeout). Safe to repeat.
+# --purge also deletes the state folder, the /etc/slurm/slurm.conf link and the sacct bridge.
+set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+purge=0
+for a in "$@"; do
+  case "$a" in
+    --purge) purge=1 ;;
+    *) die "unknown option '$a' (allowed: --purge)" ;;
+  esac
+done
+
+# Jobs first, so no job processes (slurmstepd and its children) outlive the daemons.
+if live_pid slurmctld >/dev/null; then
+  jobs=$(SLURM_CONF="$CONF" timeout 10 squeue -h -o '%A' -t pending,running,suspended,completing 2>/dev/null | sort -u)
+  if [ -n "$jobs" ]; then
+    say "cancelling $(echo "$jobs" | wc -l) unfinished job(s)"
+    # shellcheck disable=SC2086
+    SLURM_CONF="$CONF" timeout 10 scancel $jobs 2>/dev/null
+    deadline=$(( $(date +%s) + WAIT_S ))
+    while [ -n "$(SLURM_CONF="$CONF" timeout 5 squeue -h -o '%A' -t running,completing 2>/dev/null)" ]; do
+      [ "$(date +%s)" -lt "$deadline" ] || { say "jobs still ending after ${WAIT_S}s; stopping the daemons anyway"; break; }
+      sleep 0.3
+    done
+  fi
+fi
+
+failed=0
+for daemon in slurmd slurmctld munged; do
+  pid=$(live_pid "$daemon") || continue
+  kill -TERM "$pid" 2>/dev/null
+  deadline=$(( $(date +%s) + WAIT_S ))
+  while live_pid "$daemon" >/dev/null; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      say "$daemon (pid $pid) ignored SIGTERM for ${WAIT_S}s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null
+      sleep 0.5
+      live_pid "$daemon" >/dev/null && { say "ERROR: $daemon (pid $pid) still alive; see $(log_file "$daemon")"; failed=1; }
+      break
+    fi
+    sleep 0.1
+  done
+  say "stopped $daemon (pid $pid)"
+done
+
+if [ "$purge" = 1 ] && [ "$failed" = 0 ]; then
+  ours() { [ -L "$1" ] || { [ -f "$1" ] && grep -q "$MARKER" "$1"; }; }
+  [ -L "$ETC_CONF" ] && [ "$(readlink "$ETC_CONF")" = "$CONF" ] && rm -f "$ETC_CONF"
+  [ -f "$SACCT_SHIM" ] && ours "$SACCT_SHIM" && rm -f "$SACCT_SHIM"
+  rm -rf "$HPCSR_SLURM_DIR"
+  say "removed $HPCSR_SLURM_DIR, the $ETC_CONF link and the sacct bridge"
+fi
+exit "$failed"
