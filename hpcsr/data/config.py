@@ -8,12 +8,16 @@ from dataclasses import dataclass
 
 @dataclass
 class DataConfig:
+    """Where the training patches come from and how they are batched (see hpcsr.data.patches)."""
+
     shard: typing.Optional[str] = None  # shard file; None: <data_dir>/shards/s{s}_t{t}.h5
     batch_size: int = 8  # patches per rank and step
     num_workers: int = 0  # DataLoader worker processes per rank (each opens its own HDF5 handles)
     min_valid: float = 1.0  # minimum fraction of valid HR pixels in a patch
     normalisation: typing.Literal["log1p", "scale"] = "log1p"  # transform of mm before the networks
     future_context: int = 0  # LR frames after the super-resolved one also given (0: causal, as the author)
+    val_patches: int = 64  # fixed validation patches (items 0..n-1 of the val split's own seeded stream)
+    prefetch_factor: int = 2  # micro-batches each DataLoader worker reads ahead (with num_workers > 0)
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -24,3 +28,7 @@ class DataConfig:
             raise ValueError(f"data.min_valid={self.min_valid} must be in (0, 1]")
         if self.future_context < 0:
             raise ValueError(f"data.future_context={self.future_context} must be >= 0")
+        if self.val_patches < 0:
+            raise ValueError(f"data.val_patches={self.val_patches} must be >= 0 (0: no validation)")
+        if self.prefetch_factor < 1:
+            raise ValueError(f"data.prefetch_factor={self.prefetch_factor} must be >= 1")

@@ -8,26 +8,62 @@ from dataclasses import dataclass
 
 @dataclass
 class TrainConfig:
-    stage: typing.Literal["mean", "diffusion", "joint"] = "mean"  # what is trained
-    steps: int = 1000  # optimiser steps in total
+    """What is trained, for how long, and how progress is saved and reported."""
+
+    stage: typing.Literal["mean", "diffusion", "joint"] = "mean"  # mean net alone, denoiser on a frozen mean (CorrDiff), or both (author)
+    steps: int = 1000  # optimiser steps in total (skipped non-finite steps count)
     lr: float = 1e-4  # peak learning rate (AdamW)
-    warmup_steps: int = 100  # linear warm-up, then cosine decay to 0
+    warmup_steps: int = 100  # linear warm-up from 0, then cosine decay
+    min_lr_ratio: float = 0.0  # learning rate at the end of the cosine, as a fraction of lr
     weight_decay: float = 0.0  # AdamW weight decay
-    checkpoint_every: int = 100  # steps between DeepSpeed checkpoints
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW moment decay rates
+    ema_decay: float = 0.999  # EMA of the denoiser weights (diffusion and joint stages; 0: off)
+    checkpoint_every: int = 100  # steps between DeepSpeed checkpoints (a signal or the end also saves)
     keep_checkpoints: int = 2  # complete checkpoints kept (older ones deleted)
-    init_from: typing.Optional[str] = None  # run folder or export to initialise from (ignored on resume)
+    export_every: int = 0  # steps between milestone fp32 exports (0: only the final export)
+    init_from: typing.Optional[str] = None  # export (model.pt) or run stage folder to initialise from (ignored on resume)
+    mean_from: typing.Optional[str] = None  # diffusion stage: the mean stage's export (None: <run_dir>/mean/export/model.pt)
+    log_every: int = 10  # steps between metric records (JSONL, CSV, TensorBoard)
+    val_every: int = 100  # steps between validation losses on the fixed val patches (0: off)
+    max_bad_steps: int = 5  # consecutive non-finite losses (each skipped) after which the run stops
+    deterministic: bool = True  # torch deterministic algorithms (bitwise-reproducible resume on CPU)
+    progress: bool = True  # progress bar on rank 0
+    dist_timeout_s: float = 1800.0  # seconds a collective waits for the other ranks before failing
 
     def __post_init__(self):
-        for key in ("steps", "checkpoint_every", "keep_checkpoints"):
+        for key in ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "max_bad_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"train.{key}={getattr(self, key)} must be >= 1")
+        for key in ("warmup_steps", "export_every", "val_every"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"train.{key}={getattr(self, key)} must be >= 0")
         if self.lr <= 0:
             raise ValueError(f"train.lr={self.lr} must be > 0")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"train.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+        if self.weight_decay < 0:
+            raise ValueError(f"train.weight_decay={self.weight_decay} must be >= 0")
+        self.betas = tuple(self.betas)
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"train.betas={list(self.betas)} must be two numbers in [0, 1)")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay={self.ema_decay} must be in [0, 1) (0: no EMA)")
+        if self.dist_timeout_s <= 0:
+            raise ValueError(f"train.dist_timeout_s={self.dist_timeout_s} must be > 0")
 
 
 @dataclass
 class DeepSpeedConfig:
-    zero_stage: typing.Literal[0, 1, 2, 3] = 1  # ZeRO stage
-    precision: typing.Literal["fp32", "bf16"] = "fp32"  # training precision
+    """The DeepSpeed engine: ZeRO stage, precision, accumulation, clipping, activation checkpointing."""
+
+    zero_stage: typing.Literal[1, 2, 3] = 1  # ZeRO stage: 1 optimizer states, 2 + gradients, 3 + parameters sharded
+    precision: typing.Literal["fp32", "bf16"] = "fp32"  # training precision (bf16 keeps fp32 master weights)
     gradient_accumulation: int = 1  # micro-batches per optimiser step
     gradient_clipping: float = 1.0  # max global gradient norm (0: off)
+    activation_checkpointing: bool = False  # recompute the UNet blocks' activations in backward (less memory, ~30 % more compute)
+
+    def __post_init__(self):
+        if self.gradient_accumulation < 1:
+            raise ValueError(f"deepspeed.gradient_accumulation={self.gradient_accumulation} must be >= 1")
+        if self.gradient_clipping < 0:
+            raise ValueError(f"deepspeed.gradient_clipping={self.gradient_clipping} must be >= 0 (0: off)")

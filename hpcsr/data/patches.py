@@ -1,0 +1,171 @@
+"""Spatiotemporal training patches from one factor pair's shard.
+
+An item is the input/target pair of one super-resolution problem, normalised:
+    'lr': (L + F, P/s, P/s)  LR frames of consecutive blocks i-L+1 .. i+F (F future frames, 0 by default)
+    'hr': (t, P, P)          the t HR frames under block i
+with NaN where data are missing. Patch corners lie on the LR grid (multiples of s inside the
+shard's HR window) where the fraction of radar coverage (the HR store's valid mask) is at least
+`min_valid`; all blocks of the window lie in the requested split and follow each other with no gap.
+
+Item numbers map to patches deterministically (`PatchDataset.locate`), so a sampler only has to
+hand out numbers: numbers 0..n-1 of the stream visit the n windows of the split once each in a
+seeded random order (an "epoch"), each at a random corner. A drawn patch whose HR frames have
+fewer valid pixels than `min_valid` (a partly missing hour) is redrawn, deterministically.
+HDF5 files are opened on first use in each process, so DataLoader workers get their own handles.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from hpcsr.data.normalise import Normaliser
+from hpcsr.data.store import SPLIT_CODES, Shard
+
+MAX_REDRAWS = 64  # draws tried per item before giving up on finding enough valid HR pixels
+
+
+@dataclass(frozen=True)
+class PatchSpec:
+    """Geometry of one item: context L, future frames F, HR patch side P (multiple of s)."""
+
+    context: int
+    patch: int
+    future: int = 0
+
+    def __post_init__(self):
+        if self.context < 1 or self.future < 0 or self.patch < 1:
+            raise ValueError(f"patch spec context={self.context} (>= 1), future={self.future} (>= 0), "
+                             f"patch={self.patch} (>= 1) out of range")
+
+
+def valid_corners(valid_mask: np.ndarray, patch: int, s: int, min_valid: float) -> np.ndarray:
+    """(K, 2) int64 top-left corners (y, x), multiples of s, of patch x patch windows inside `valid_mask`
+    whose valid fraction is >= min_valid (an exact count with a summed-area table)."""
+    if patch % s:
+        raise ValueError(f"patch={patch} must be a multiple of s={s}")
+    Y, X = valid_mask.shape
+    if patch > Y or patch > X:
+        raise ValueError(f"patch={patch} is larger than the HR grid {Y} x {X}: set factor.patch to at most {min(Y, X) // s * s}")
+    area = np.zeros((Y + 1, X + 1), np.int64)
+    area[1:, 1:] = np.cumsum(np.cumsum(valid_mask.astype(np.int64), axis=0), axis=1)
+    ys = np.arange(0, Y - patch + 1, s)
+    xs = np.arange(0, X - patch + 1, s)
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    count = area[yy + patch, xx + patch] - area[yy, xx + patch] - area[yy + patch, xx] + area[yy, xx]
+    ok = count >= np.ceil(min_valid * patch * patch - 1e-9)
+    return np.stack([yy[ok], xx[ok]], axis=1).astype(np.int64)
+
+
+def split_windows(shard: Shard, spec: PatchSpec, split: str) -> np.ndarray:
+    """Target blocks i whose whole window i-L+1 .. i+F is consecutive and inside `split`."""
+    targets = shard.context_windows(spec.context, spec.future, split)
+    code = SPLIT_CODES[split]
+    offsets = np.arange(-spec.context + 1, spec.future + 1)
+    inside = (shard.split[targets[:, None] + offsets[None, :]] == code).all(axis=1)
+    return targets[inside]
+
+
+def _stream_key(name: str) -> int:
+    return zlib.crc32(name.encode())
+
+
+class PatchDataset(Dataset):
+    """Map-style dataset over item numbers 0.. (unbounded: numbers past one epoch start the next).
+
+    shard_path: the pair's shard; split: 'train', 'val' or 'test'; stream: name that, with `seed`,
+    fixes the order and corners (the validation set is items 0..n-1 of its own stream).
+    """
+
+    def __init__(self, shard_path, spec: PatchSpec, split: str, normaliser: Normaliser, seed: int,
+                 min_valid: float = 1.0, stream: str | None = None):
+        self.shard_path = Path(shard_path)
+        self.spec, self.split, self.normaliser, self.seed = spec, split, normaliser, int(seed)
+        self.min_valid = float(min_valid)
+        self.stream = _stream_key(stream or split)
+        shard = Shard(self.shard_path)
+        self.pair = shard.pair
+        s = self.pair.s
+        if spec.patch % s:
+            raise ValueError(f"patch={spec.patch} must be a multiple of s={s} (shard {self.shard_path})")
+        self.windows = split_windows(shard, spec, split)
+        if len(self.windows) == 0:
+            raise ValueError(f"split {split!r} of {self.shard_path} has no window of {spec.context} consecutive LR blocks "
+                             f"(+{spec.future} future): give more data, a shorter context, or other split bounds")
+        store = shard.hr_store()
+        y0, y1, x0, x1 = shard.hr_window
+        self.corners = valid_corners(store.valid_mask[y0:y1, x0:x1], spec.patch, s, self.min_valid)
+        if len(self.corners) == 0:
+            raise ValueError(f"no {spec.patch} x {spec.patch} patch of {self.shard_path} has a valid fraction >= "
+                             f"{self.min_valid}: lower data.min_valid or factor.patch")
+        store.close()
+        shard.close()
+        self._shard = None
+        self._store = None
+
+    def __len__(self) -> int:
+        """Items in one epoch (one visit of every window); the dataset accepts any item number >= 0."""
+        return len(self.windows)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_shard"] = state["_store"] = None
+        return state
+
+    def _open(self):
+        if self._shard is None:
+            self._shard = Shard(self.shard_path)
+            self._store = self._shard.hr_store()
+        return self._shard, self._store
+
+    @functools.lru_cache(maxsize=4)
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.stream, 0, epoch]).permutation(len(self.windows))
+
+    def locate(self, item: int, attempt: int = 0) -> tuple[int, int, int]:
+        """(target block i, corner y, corner x) of item number `item` at redraw `attempt`."""
+        if item < 0:
+            raise IndexError(f"item {item} must be >= 0")
+        rng = np.random.default_rng([self.seed, self.stream, 1, item, attempt])
+        if attempt == 0:
+            n = len(self.windows)
+            window = self.windows[self._epoch_order(item // n)[item % n]]
+        else:
+            window = self.windows[rng.integers(len(self.windows))]
+        y, x = self.corners[rng.integers(len(self.corners))]
+        return int(window), int(y), int(x)
+
+    def read(self, i: int, y: int, x: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (lr, hr) in mm for target block i at HR corner (y, x)."""
+        shard, store = self._open()
+        s, P = self.pair.s, self.spec.patch
+        lr = shard.lr[i - self.spec.context + 1: i + self.spec.future + 1, y // s: (y + P) // s, x // s: (x + P) // s]
+        hr = shard.read_hr_block(store, i, slice(y, y + P), slice(x, x + P))
+        return lr, hr
+
+    def __getitem__(self, item: int) -> dict:
+        item = int(item)
+        for attempt in range(MAX_REDRAWS):
+            i, y, x = self.locate(item, attempt)
+            lr, hr = self.read(i, y, x)
+            if np.isfinite(hr).mean() >= self.min_valid - 1e-9:
+                break
+        else:
+            raise RuntimeError(f"item {item} of split {self.split!r} ({self.shard_path}): {MAX_REDRAWS} draws found no patch "
+                               f"with a valid HR fraction >= {self.min_valid}; the split is mostly missing data: "
+                               "lower data.min_valid or check the data")
+        return {"lr": torch.from_numpy(self.normaliser.forward(np.ascontiguousarray(lr, np.float32))),
+                "hr": torch.from_numpy(self.normaliser.forward(np.ascontiguousarray(hr, np.float32))),
+                "where": torch.tensor([i, y, x], dtype=torch.int64)}
+
+    def close(self) -> None:
+        if self._shard is not None:
+            self._store.close()
+            self._shard.close()
+        self._shard = self._store = None
