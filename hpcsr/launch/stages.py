@@ -1,0 +1,159 @@
+"""The stages a launch chains, and the element: the function every rank of a job array task runs.
+
+A stage is a function `(spec, info) -> dict` (info: hpcsr.dist.DistInfo of this rank); a returned
+`{'requeue': True}` means "I checkpointed after a signal, run me again". The element around it:
+  - finds its rank through hpcsr.dist,
+  - does nothing when the stage already finished with the same configuration (a done marker),
+  - requeues the job when the stage asks (Slurm: `scontrol requeue` by rank 0; local: exit code 144,
+    which submitit's local controller restarts), at most launcher.max_requeues times,
+  - writes the done marker (rank 0, atomically) after success.
+Stages are imported only when an element runs or a plan is checked, so a missing optional module
+stops the plan with its name instead of failing inside a queued job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from hpcsr.factors import FactorPair
+from hpcsr.launch.records import write_json_atomic
+
+# submitit's local controller restarts the tasks of a job that exits with this code
+REQUEUE_EXIT_CODE = 144
+
+
+@dataclass(frozen=True)
+class Stage:
+    target: str  # "module:function" run by every rank
+    per_pair: bool = True  # one element per factor pair (False: one element for the whole grid)
+    training: bool = False  # trains: in a transfer chain it waits for the parent and starts from its run (train.init_from)
+    train_stage: Optional[str] = None  # value of train.stage for this stage
+
+
+STAGES = {
+    # a stand-in for training (checkpoints, signals, requeue, init_from): site checks and tests
+    "probe": Stage("hpcsr.launch.probe:run", training=True),
+}
+
+
+def stage_function(name: str):
+    """Import the function of stage `name`; a clear error when it is unknown or not installed."""
+    if name not in STAGES:
+        raise ValueError(f"stage {name!r} is not available in this installation: "
+                         f"available stages are {', '.join(STAGES)}")
+    module, func = STAGES[name].target.split(":")
+    try:
+        return getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"stage {name!r} needs {STAGES[name].target}, which cannot be imported ({err}); "
+                         "install the full package or drop the stage from launcher.stages") from None
+
+
+@dataclass(frozen=True)
+class ElementSpec:
+    """Everything one element needs, pickled into its job: the stage, its pair and its config."""
+
+    stage: str
+    pair: Optional[FactorPair]  # None for a stage run once for the whole grid
+    parent: Optional[FactorPair]  # transfer parent whose export initialises this run
+    cfg: object  # hpcsr.config.RootConfig composed for this pair and stage (absolute paths)
+    pairs: tuple  # every pair of the grid (for stages run once)
+    max_requeues: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage}:{self.pair.name if self.pair else 'all'}"
+
+
+# config parts that say how a stage is launched, not what it computes
+_LAUNCH_ONLY = {"cluster", "grid"}
+_LAUNCHER_KEEP = {"probe"}
+
+
+def identity(cfg) -> str:
+    """Hash of everything in the config that changes a stage's result (not where or how it runs)."""
+    data = {k: v for k, v in cfg.to_dict().items() if k not in _LAUNCH_ONLY}
+    data["launcher"] = {k: v for k, v in data.get("launcher", {}).items() if k in _LAUNCHER_KEEP}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def done_marker(spec: ElementSpec) -> Path:
+    base = Path(spec.cfg.run_dir) if spec.pair is not None else Path(spec.cfg.data_dir)
+    return base / "launch" / f"{spec.stage}.done.json"
+
+
+def _job_label() -> str:
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '?')}"
+    return env.get("SLURM_JOB_ID") or env.get("SUBMITIT_LOCAL_JOB_ID") or f"pid {os.getpid()}"
+
+
+def _slurm_state(job: str) -> tuple[str, str]:
+    """(state, reason) of a Slurm job as squeue shows it; ('', '') when squeue cannot tell."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T|%r"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "", ""
+    state, _, reason = out.stdout.strip().partition("|")
+    return state, reason
+
+
+def _requeue(spec: ElementSpec, info, result: dict) -> None:
+    """Requeue this job (every rank gets here) and end the process without a result. A signal
+    before the time limit (SIGUSR2, the job still RUNNING), the time limit itself or a preemption
+    requeue; a cancel (SIGTERM from scancel) does not."""
+    done = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    if done >= spec.max_requeues:
+        raise RuntimeError(f"{spec.name} asks for requeue number {done + 1} but launcher.max_requeues="
+                           f"{spec.max_requeues}: raise cluster.time_min (or launcher.max_requeues) so each "
+                           "attempt makes enough progress")
+    executor = os.environ.get("SUBMITIT_EXECUTOR")
+    if executor == "slurm":
+        job = os.environ["SLURM_JOB_ID"]
+        state = _slurm_state(job)
+        if state[0] in ("COMPLETING", "CANCELLED") and state[1] != "TimeLimit" and "Preempt" not in state[1]:
+            # scancel by a person (or Slurm's own requeue) sends SIGTERM too: do not undo it
+            raise RuntimeError(f"{spec.name}: job {job} is ending ({'/'.join(state)}), not requeued; the checkpoint "
+                               f"is saved ({result}): resubmit the launch to resume")
+        if info.rank == 0:
+            out = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+            if out.returncode != 0:
+                raise RuntimeError(f"{spec.name}: `scontrol requeue {job}` failed ({out.stderr.strip()}); the "
+                                   "checkpoint is saved: resubmit the same launch to resume")
+            print(f"[hpcsr-launch] {spec.name}: requeued job {job} (requeue {done + 1} of at most "
+                  f"{spec.max_requeues}) at {result}", flush=True)
+    elif executor != "local":
+        raise RuntimeError(f"{spec.name} asks for a requeue but runs outside hpcsr-launch: run it again by hand")
+    raise SystemExit(REQUEUE_EXIT_CODE)
+
+
+def run_element(spec: ElementSpec) -> dict:
+    """Run one element on this rank (see the module docstring)."""
+    from hpcsr.dist import discover
+
+    info = discover()
+    marker = done_marker(spec)
+    ident = identity(spec.cfg)
+    if marker.is_file():
+        previous = json.loads(marker.read_text())
+        if previous.get("identity") == ident:
+            if info.rank == 0:
+                print(f"[hpcsr-launch] {spec.name}: finished before with this configuration ({marker}); "
+                      "nothing to do", flush=True)
+            return {**previous.get("result", {}), "skipped": True}
+    fn = stage_function(spec.stage)
+    result = dict(fn(spec, info) or {})
+    if result.pop("requeue", False):
+        _requeue(spec, info, result)
+    if info.rank == 0:
+        write_json_atomic(marker, {"stage": spec.stage, "pair": spec.pair.name if spec.pair else None,
+                                   "identity": ident, "job": _job_label(), "result": result})
+    return result
