@@ -151,7 +151,8 @@ def _check_inputs(truth, ensemble, lr, mean, s, t, baselines, thresholds, scales
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}: choose from {bl.NAMES}")
     if "mean" in baselines and mean is None:
-        raise ValueError("baseline 'mean' needs the mean network's prediction: pass mean=array (T, Y, X)")
+        raise ValueError("baseline 'mean' needs the mean network's prediction: pass mean=array (T, Y, X) "
+                         "(command line: --mean FILE, or a precip_mean variable in the ensemble file)")
     if mean is not None:
         if tuple(mean.shape) != (T, Y, X):
             raise ValueError(f"mean prediction has shape {tuple(mean.shape)}, truth has {(T, Y, X)}: give it for the same steps and grid")
@@ -191,7 +192,7 @@ def evaluate(truth, ensemble, lr=None, s: int = 1, t: int = 1, *, baselines=("ne
     members = ensemble.shape[0]
     T, Y, X = truth.shape
     chunk = time_chunk or max(1, CHUNK_VALUES // (members * Y * X))
-    chunk = max(t, chunk // t * t)
+    chunk = min(max(t, chunk // t * t), T)
     warn = []
     if members < MIN_MEMBERS_FOR_CRPS:
         warn.append(f"{members} members < {MIN_MEMBERS_FOR_CRPS}: fair CRPS, spread-skill and rank histogram are noisy; "

@@ -93,7 +93,7 @@ def _select(da: xr.DataArray, dim: str, wanted: np.ndarray, tolerance, role: str
         position = index.get_indexer(wanted, method="nearest", tolerance=tolerance)
     if (position < 0).any():
         missing = np.asarray(wanted)[position < 0]
-        raise ValueError(f"{role} lacks {len(missing)} of the {dim} values needed, first {missing[0]!r}: "
+        raise ValueError(f"{role} lacks {len(missing)} of the {dim} values needed, first {missing[0]}: "
                          f"it must cover every {dim} of the ensemble")
     return da.isel({dim: position})
 

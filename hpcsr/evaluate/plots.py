@@ -42,8 +42,7 @@ def plot_panels(path, lr_frame, truth_frame, members, mean_frame, baseline_frame
     finite = np.concatenate([v[np.isfinite(v)] for v in stack]) if stack else np.zeros(1)
     vmax = max(float(np.percentile(finite, 99.9)) if finite.size else 1.0, 1e-3)
     norm = colors.PowerNorm(gamma=0.5, vmin=0.0, vmax=vmax)
-    cmap = matplotlib.colormaps[PRECIP_CMAP].copy()
-    cmap.set_bad("lightgrey")
+    cmap = matplotlib.colormaps[PRECIP_CMAP].with_extremes(bad="lightgrey")
     ny, nx = np.shape(truth_frame)
     side = 2.3
     fig = Figure(figsize=(side * ncols + 1.2, 2 * side * min(max(ny / nx, 0.3), 3.0) + 0.7), layout="constrained")
@@ -190,7 +189,9 @@ def plot_factor_grid(path, results: list[dict]) -> Path:
         image = ax.imshow(np.ma.masked_invalid(grid), cmap="magma", origin="lower", aspect="auto")
         for (i, j), value in np.ndenumerate(grid):
             if np.isfinite(value):
-                ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=8, color="cyan")
+                shade = image.norm(value)
+                ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=8,
+                        color="black" if np.isfinite(shade) and shade > 0.5 else "white")
         ax.set_xticks(range(len(s_values)), [str(v) for v in s_values])
         ax.set_yticks(range(len(t_values)), [str(v) for v in t_values])
         ax.set_xlabel("s")

@@ -32,9 +32,10 @@ def radial_power_spectrum(field: np.ndarray, window: str | None = "hann") -> tup
     """Radially averaged power spectrum of `field` (..., Y, X), finite values only.
 
     Returns (k, power) with k (n_rings,) in cycles per pixel and power (..., n_rings).
-    `window='hann'` tapers the field with a 2-D Hann window (rescaled to keep the mean power), which
-    stops the jump between opposite edges of a non-periodic radar field from leaking power into
-    every wavenumber; `window=None` uses the field as it is (exact for periodic fields).
+    `window='hann'` removes each field's mean and tapers it with a 2-D Hann window (rescaled to keep
+    the mean power), which stops the jump between opposite edges of a non-periodic radar field (and
+    the tapered mean) from leaking power into every wavenumber; `window=None` uses the field as it
+    is (exact for periodic fields).
     """
     if window not in WINDOWS:
         raise ValueError(f"spectrum window {window!r} unknown: use one of {WINDOWS}")
@@ -46,6 +47,7 @@ def radial_power_spectrum(field: np.ndarray, window: str | None = "hann") -> tup
         raise ValueError("field has NaN or inf: fill or mask missing values before taking a spectrum")
     if window == "hann":
         taper = np.outer(np.hanning(ny), np.hanning(nx))
+        field = field - field.mean(axis=(-2, -1), keepdims=True)
         field = field * (taper / np.sqrt(np.mean(taper**2)))
     power = np.abs(np.fft.fft2(field)) ** 2 / float(ny * nx) ** 2
     ring, k, counts = radial_bins(ny, nx)
