@@ -1,0 +1,145 @@
+"""Generic CF netCDF reader: `precip(time, y, x)` in mm accumulated over `interval_minutes` ending at
+`time`, 1-D regular `x`/`y` cell centres and a grid-mapping variable with `crs_wkt`/`spatial_ref`/
+`proj4` (the format of `../shared/data/*.nc`).
+
+Sub-hourly (or any finer) steps can be aggregated to a coarser base cadence: the output step ending
+at E is the sum of the k = cadence / interval source steps ending in (E - cadence, E], and is NaN
+wherever any of them is NaN. Output steps end on multiples of the cadence since the epoch; an
+output step with some of its source steps absent from the file is not produced (recorded).
+Values are checked (negative, above the plausibility cap) on the source steps, before summing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import netCDF4
+import numpy as np
+
+from preprocessing.geotiff import Grid
+from preprocessing.quality import FrameQC, cap_amount, clean_mm
+
+PRECIP = "precip"
+_TIME_UNITS = re.compile(r"\s*(seconds|second|minutes|minute|hours|hour|days|day)\s+since\s+(\S+)(?:[ T](\S+))?\s*$")
+_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def _time_seconds(values: np.ndarray, units: str, path: str) -> np.ndarray:
+    m = _TIME_UNITS.match(units or "")
+    if not m:
+        raise ValueError(f"{path}: time units {units!r} not understood: expected '<minutes|hours|...> since <date>'")
+    unit, day, clock = m.groups()
+    ref = np.datetime64(f"{day}T{clock.rstrip('Z') if clock else '00:00:00'}", "s").astype(np.int64)
+    seconds = np.asarray(values, dtype=np.float64) * _UNIT_SECONDS[unit.rstrip("s")] + ref
+    rounded = np.rint(seconds).astype(np.int64)
+    if np.any(np.abs(seconds - rounded) > 1e-3):
+        raise ValueError(f"{path}: time values are not whole seconds")
+    return rounded
+
+
+def _regular(coord: np.ndarray, name: str, path: str) -> float:
+    if coord.ndim != 1 or coord.size < 2:
+        raise ValueError(f"{path}: coordinate {name} must be 1-D with >= 2 values")
+    step = np.diff(coord)
+    if not np.allclose(step, step[0], rtol=1e-6, atol=1e-9 * max(1.0, abs(step[0]))):
+        raise ValueError(f"{path}: coordinate {name} is not regularly spaced (steps {step.min()}..{step.max()}): regrid it first")
+    return float((coord[-1] - coord[0]) / (coord.size - 1))
+
+
+@dataclass(frozen=True)
+class NetcdfPlan:
+    """What one file contributes: its grid and, per output step, the source indices to sum."""
+
+    path: str
+    grid: Grid
+    interval_minutes: int  # of the source steps
+    out_times: np.ndarray  # (M,) int64 seconds, end of each output step
+    sources: np.ndarray  # (M, k) int64 source time indices summed into each output step
+    x_units: str
+    y_units: str
+
+
+def plan_file(path: str, cadence_minutes: int, interval_minutes: int | None = None) -> tuple[NetcdfPlan, list[dict]]:
+    """Read the axes of one file and decide its output steps; returns (plan, skipped records)."""
+    with netCDF4.Dataset(path) as ds:
+        if PRECIP not in ds.variables:
+            raise ValueError(f"{path} has no variable '{PRECIP}' (variables: {', '.join(ds.variables)}): "
+                             "rename the precipitation variable to precip(time, y, x)")
+        var = ds.variables[PRECIP]
+        if var.dimensions != ("time", "y", "x"):
+            raise ValueError(f"{path}: precip has dimensions {var.dimensions}, expected (time, y, x)")
+        if interval_minutes is None:
+            attr = getattr(var, "interval_minutes", getattr(ds, "interval_minutes", None))
+            if attr is None:
+                raise ValueError(f"{path}: no interval_minutes attribute on precip or the file: pass --source-interval MINUTES")
+            interval_minutes = float(attr)
+        if abs(interval_minutes - round(interval_minutes)) > 1e-9 or interval_minutes <= 0:
+            raise ValueError(f"{path}: interval_minutes={interval_minutes} must be a positive whole number of minutes")
+        interval_minutes = int(round(interval_minutes))
+        tvar = ds.variables["time"]
+        tvar.set_auto_mask(False)
+        times = _time_seconds(tvar[:], getattr(tvar, "units", ""), path)
+        x = np.asarray(ds.variables["x"][:], dtype=np.float64)
+        y = np.asarray(ds.variables["y"][:], dtype=np.float64)
+        x_units = str(getattr(ds.variables["x"], "units", ""))
+        y_units = str(getattr(ds.variables["y"], "units", ""))
+        proj4, wkt = "", ""
+        mapping = getattr(var, "grid_mapping", None)
+        if mapping and mapping in ds.variables:
+            gm = ds.variables[mapping]
+            wkt = str(getattr(gm, "crs_wkt", getattr(gm, "spatial_ref", "")))
+            proj4 = str(getattr(gm, "proj4", ""))
+    dx, dy = _regular(x, "x", path), _regular(y, "y", path)
+    grid = Grid(len(x), len(y), x[0] - dx / 2, y[0] - dy / 2, dx, dy, proj4, wkt)
+    if cadence_minutes % interval_minutes:
+        raise ValueError(f"{path}: source steps of {interval_minutes} min cannot be summed to a cadence of "
+                         f"{cadence_minutes} min: choose --cadence as a multiple of {interval_minutes}")
+    if np.any(np.diff(times) <= 0):
+        raise ValueError(f"{path}: time axis is not strictly increasing")
+    k = cadence_minutes // interval_minutes
+    cadence_s, step_s = cadence_minutes * 60, interval_minutes * 60
+    index = {int(t): i for i, t in enumerate(times)}
+    ends = np.unique(-(-times // cadence_s) * cadence_s)  # output step containing each source step
+    out_times, sources, skipped = [], [], []
+    for end in ends:
+        wanted = [int(end - (k - 1 - j) * step_s) for j in range(k)]
+        have = [index.get(w) for w in wanted]
+        if None in have:
+            n = k - have.count(None)
+            skipped.append({"input": path, "member": "", "time": int(end),
+                            "reason": f"only {n} of {k} source steps of the {cadence_minutes}-min step in the file"})
+            continue
+        out_times.append(int(end))
+        sources.append(have)
+    plan = NetcdfPlan(path, grid, interval_minutes, np.asarray(out_times, np.int64),
+                      np.asarray(sources, np.int64).reshape(-1, k), x_units, y_units)
+    return plan, skipped
+
+
+def read_steps(plan: NetcdfPlan, first: int, stop: int, cap_mm_per_hour: float):
+    """Yield (end time, mm float32 frame, FrameQC) for output steps first..stop-1 of the plan."""
+    rows = plan.sources[first:stop]
+    if rows.size == 0:
+        return
+    lo, hi = int(rows.min()), int(rows.max()) + 1
+    limit = cap_amount(cap_mm_per_hour, plan.interval_minutes)
+    with netCDF4.Dataset(plan.path) as ds:
+        var = ds.variables[PRECIP]
+        fills = [float(np.asarray(var.getncattr(a)).ravel()[0]) for a in ("_FillValue", "missing_value") if a in var.ncattrs()]
+        var.set_auto_mask(False)
+        block = np.asarray(var[lo:hi], dtype=np.float32)
+    for fill in fills:
+        if not np.isnan(fill):
+            block[block == np.float32(fill)] = np.nan
+    cleaned, qcs = {}, {}
+    for i in np.unique(rows):
+        cleaned[i], qcs[i] = clean_mm(block[i - lo], limit)
+    for end, idx in zip(plan.out_times[first:stop], rows):
+        qc = FrameQC()
+        total = np.zeros(block.shape[1:], np.float64)
+        for i in idx:
+            total += cleaned[i]
+            qc += qcs[i]
+        yield int(end), total.astype(np.float32), qc
+
