@@ -97,3 +97,25 @@ def slurm(slurm_up) -> SlurmCluster:
     cluster = SlurmCluster()
     yield cluster
     cluster.cancel_all()
+
+
+# ------------------------------------------------------------------ preprocessing: a small processed dataset
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory):
+    """Synthetic Comephore archives (3 days, 100 x 100 px, 2 hours missing) run through ingest and
+    shards for the paper's pairs plus (3, 2) (grid not divisible by 3) and (4, 5) (t not dividing
+    24 h), in-process on one rank. Returns {'raw', 'out', 'pairs'}; tests must not modify it."""
+    from hpcsr.factors import PAPER_PAIRS, FactorPair
+    from preprocessing.ingest import IngestConfig, ingest
+    from preprocessing.parallel import Comm
+    from preprocessing.shards import ShardConfig, make_shards
+    from preprocessing.synth import SynthConfig, synthesize
+
+    root = tmp_path_factory.mktemp("preprocessed")
+    raw, out = root / "raw", root / "out"
+    synthesize(raw, SynthConfig(days=3, size=100, seed=7, missing_hours=2), progress=False)
+    pairs = PAPER_PAIRS + (FactorPair(3, 2), FactorPair(4, 5))
+    ingest(out, IngestConfig(comephore=(str(raw),)), Comm(), progress=False)
+    make_shards(out, ShardConfig(pairs=pairs), Comm(), progress=False)
+    return {"raw": raw, "out": out, "pairs": pairs}
