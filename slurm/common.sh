@@ -25,16 +25,25 @@ log_file() { echo "$LOG_DIR/$1.log"; }
 say() { printf '[slurm] %s\n' "$*"; }
 die() { printf '[slurm] ERROR: %s\n' "$*" >&2; exit 1; }
 
-# Prints the pid of daemon $1 if its pid file names a live process of that program, else nothing.
+# Prints the pid of daemon $1 if its pid file (in run folder $2, default ours) names a live
+# process of that program, else nothing.
 live_pid() {
   local f pid comm
-  f=$(pid_file "$1")
+  f=${2:-$RUN_DIR}/$1.pid
   [ -r "$f" ] || return 1
-  pid=$(tr -dc '0-9' < "$f")
+  pid=$(tr -dc '0-9' 2>/dev/null < "$f")
   [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] || return 1
   comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
   [ "$comm" = "$1" ] || return 1   # a recycled pid of another program is not our daemon
+  grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null && return 1   # exited, not yet reaped
   echo "$pid"
+}
+
+# True when any daemon of the hpcsr cluster with state folder $1 runs.
+cluster_alive() {
+  local d
+  for d in munged slurmctld slurmd; do live_pid "$d" "$1/run" >/dev/null && return 0; done
+  return 1
 }
 
 # The node's state as sinfo reports it (idle, mixed, allocated, down*, ...), empty if unreachable.

@@ -18,11 +18,29 @@ install_bridge() {  # the sacct bridge (slurm/bin/sacct) on PATH, refreshed when
     || die "cannot install the sacct bridge at $SACCT_SHIM"
 }
 
+# Dies unless /etc/slurm/slurm.conf is absent, ours, or a leftover of a stopped hpcsr cluster.
+check_conf_link() {
+  local target
+  [ -e "$ETC_CONF" ] || return 0   # absent, or a dangling link: nothing to lose
+  target=$(readlink -f "$ETC_CONF")
+  [ "$target" = "$(readlink -f "$CONF")" ] && return 0
+  grep -q "$MARKER" "$ETC_CONF" || die "$ETC_CONF exists and was not written by this script (a site \
+Slurm?). Refusing to replace it. Move it away, or use that cluster directly (see slurm/README.md)"
+  if cluster_alive "$(dirname "$target")"; then
+    die "another hpcsr cluster runs from $(dirname "$target") and owns $ETC_CONF. Use it, or stop it \
+first: HPCSR_SLURM_DIR=$(dirname "$target") bash slurm/stop.sh"
+  fi
+}
+
 # ---- already running? (the fast path of a second call) ------------------------------------------
 if live_pid munged >/dev/null && live_pid slurmctld >/dev/null && live_pid slurmd >/dev/null; then
   state=$(node_state)
   if ready_state "$state"; then
-    [ "$(id -u)" = 0 ] && install_bridge
+    if [ "$(id -u)" = 0 ]; then
+      check_conf_link
+      ln -sfn "$CONF" "$ETC_CONF"
+      install_bridge
+    fi
     say "already running (node localhost $state, config $CONF); stop with: bash slurm/stop.sh"
     exit 0
   fi
@@ -70,13 +88,9 @@ Slurm? 'systemctl stop $daemon') or choose a free port: $var=<port> bash slurm/s
 done
 
 # Installed files that are not ours are never overwritten.
-ours() { [ -L "$1" ] || { [ -f "$1" ] && grep -q "$MARKER" "$1"; }; }
-if [ -e "$ETC_CONF" ] || [ -L "$ETC_CONF" ]; then
-  ours "$ETC_CONF" || die "$ETC_CONF exists and was not written by this script (a site Slurm?). \
-Refusing to replace it. Move it away, or use that cluster directly (see slurm/README.md)"
-fi
-if [ -e "$SACCT_SHIM" ]; then
-  ours "$SACCT_SHIM" || die "$SACCT_SHIM exists and is not the hpcsr sacct bridge; move it away and rerun"
+check_conf_link
+if [ -e "$SACCT_SHIM" ] && ! grep -q "$MARKER" "$SACCT_SHIM"; then
+  die "$SACCT_SHIM exists and is not the hpcsr sacct bridge; move it away and rerun"
 fi
 
 # ---- folders, munge key, config -----------------------------------------------------------------
@@ -155,7 +169,7 @@ ln -sfn "$CONF" "$ETC_CONF" || die "cannot link $ETC_CONF -> $CONF"
 install_bridge
 
 # ---- start the daemons --------------------------------------------------------------------------
-# Waits up to WAIT_S seconds for command "$2..." to succeed; on timeout explains which daemon failed.
+# Waits up to WAIT_S seconds for command (or function) "$2..." to succeed; on timeout explains which daemon failed.
 wait_for() {
   local daemon=$1; shift
   local deadline=$(( $(date +%s) + WAIT_S ))
@@ -182,14 +196,16 @@ launch() {  # runs a daemon detached from our stdout/stderr (a test's pipe must 
 
 launch munged munged --socket="$MUNGE_SOCKET" --key-file="$key" --pid-file="$(pid_file munged)" \
   --log-file="$(log_file munged)" --seed-file="$HPCSR_SLURM_DIR/munge/seed"
-wait_for munged bash -c "munge -n -S '$MUNGE_SOCKET' | unmunge -S '$MUNGE_SOCKET'"
+munge_ok() { munge -n -S "$MUNGE_SOCKET" | unmunge -S "$MUNGE_SOCKET"; }
+wait_for munged munge_ok
 
 export SLURM_CONF="$CONF"
 launch slurmctld slurmctld
 wait_for slurmctld scontrol ping
 
 launch slurmd slurmd -N localhost
-wait_for slurmd bash -c "source '$SLURM_HOME/common.sh'; case \$(node_state) in idle|mixed|allocated|completing) exit 0;; esac; exit 1"
+node_ready() { ready_state "$(node_state)"; }
+wait_for slurmd node_ready
 
 t_end=$(date +%s.%N)
 say "up in $(awk -v a="$t_start" -v b="$t_end" 'BEGIN{printf "%.1f", b-a}') s: node localhost, \

@@ -47,10 +47,10 @@ for daemon in slurmd slurmctld munged; do
 done
 
 if [ "$purge" = 1 ] && [ "$failed" = 0 ]; then
-  ours() { [ -L "$1" ] || { [ -f "$1" ] && grep -q "$MARKER" "$1"; }; }
   [ -L "$ETC_CONF" ] && [ "$(readlink "$ETC_CONF")" = "$CONF" ] && rm -f "$ETC_CONF"
-  [ -f "$SACCT_SHIM" ] && ours "$SACCT_SHIM" && rm -f "$SACCT_SHIM"
+  # the bridge is shared: it stays while the config link belongs to another hpcsr cluster
+  [ ! -e "$ETC_CONF" ] && [ -f "$SACCT_SHIM" ] && grep -q "$MARKER" "$SACCT_SHIM" && rm -f "$SACCT_SHIM"
   rm -rf "$HPCSR_SLURM_DIR"
-  say "removed $HPCSR_SLURM_DIR, the $ETC_CONF link and the sacct bridge"
+  say "removed $HPCSR_SLURM_DIR and, unless another hpcsr cluster uses them, the $ETC_CONF link and the sacct bridge"
 fi
 exit "$failed"

@@ -99,6 +99,35 @@ def slurm(slurm_up) -> SlurmCluster:
     cluster.cancel_all()
 
 
+# ------------------------------------------------------------------ model: host-sync detector
+
+# Ops that copy a device value to the host (a GPU stream sync): .item(), bool(tensor), nonzero, ...
+_HOST_SYNC_OPS = ("_local_scalar_dense", "nonzero", "masked_select", "is_nonzero", "unique", "_unique2")
+
+
+@pytest.fixture
+def no_host_sync():
+    """Context manager factory: fails the test if code inside calls an op that forces a host sync.
+    Runs on CPU through a TorchDispatchMode, so it catches on CPU what would stall a GPU."""
+    import contextlib
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Detector(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if name in _HOST_SYNC_OPS:
+                pytest.fail(f"host synchronisation inside a forward pass: aten.{name}")
+            return func(*args, **(kwargs or {}))
+
+    @contextlib.contextmanager
+    def guard():
+        with _Detector():
+            yield
+
+    return guard
+
+
 # ------------------------------------------------------------------ preprocessing: a small processed dataset
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,9 @@ def mpirun(venv_bin, env, *args, timeout=120):
 
 
 def test_mpi_hello(venv_bin, launch_env):
-    code = ("from mpi4py import MPI; c = MPI.COMM_WORLD; "
-            "print('hello', c.Get_rank(), c.Get_size(), c.allreduce(c.Get_rank() + 1), flush=True)")
+    # one write per line: the two ranks share mpirun's stdout, and print() may write in pieces
+    code = ("import sys; from mpi4py import MPI; c = MPI.COMM_WORLD; "
+            "sys.stdout.write(f'hello {c.Get_rank()} {c.Get_size()} {c.allreduce(c.Get_rank() + 1)}\\n')")
     lines = sorted(line.split() for line in mpirun(venv_bin, launch_env, "-c", code).splitlines()
                    if line.startswith("hello"))
     assert lines == [["hello", "0", "2", "3"], ["hello", "1", "2", "3"]]

@@ -55,24 +55,29 @@ def test_second_start_is_a_fast_no_op(slurm):
 @pytest.mark.slow  # 10-30 s: two ranks import torch and DeepSpeed on 2 shared cores
 @pytest.mark.dist
 @pytest.mark.mpi
-def test_two_task_job_all_reduce_via_srun_and_batch_step_and_mpirun(slurm, launch_env, tmp_path):
-    python = sys.executable
-    script = tmp_path / "job.sh"
-    script.write_text(
-        "#!/bin/bash\n"
-        "set -e\n"
-        f"srun {python} -m hpcsr.dist --timeout 90\n"
-        f"echo BATCH; {python} -m hpcsr.dist --discover-only\n"
-        f"echo MPI; {Path(python).parent}/mpirun -n 2 {python} -m hpcsr.dist --discover-only\n")
+def test_second_cluster_in_another_folder_is_refused(slurm, tmp_path):
+    from hpcsr.dist import free_port
+
+    env = os.environ | {"HPCSR_SLURM_DIR": str(tmp_path / "s"), "HPCSR_SLURMCTLD_PORT": str(free_port()),
+                        "HPCSR_SLURMD_PORT": str(free_port())}
+    out = subprocess.run(["bash", "slurm/start.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert f"another hpcsr cluster runs from {STATE_DIR}" in out.stderr
+    assert not (tmp_path / "s").exists()
+    assert slurm.run("sinfo", "--noheader", "--format=%N").stdout.strip() == "localhost"
+
+
+def test_two_task_job_all_reduce_via_srun_and_batch_step_and_mpirun(slurm, launch_env, venv_bin, tmp_path):
     out_file = tmp_path / "job.out"
-    job = slurm.sbatch("--ntasks=2", f"--chdir={REPO}", f"--output={out_file}", str(script),
-                       env=launch_env | {"PYTHONPATH": str(REPO)})
+    env = launch_env | {"PYTHONPATH": str(REPO), "HPCSR_PYTHON": sys.executable,
+                        "HPCSR_MPIRUN": str(venv_bin / "mpirun")}
+    job = slurm.sbatch(f"--chdir={REPO}", f"--output={out_file}", str(REPO / "slurm" / "dist_check.sbatch"), env=env)
     states = slurm.wait(job, timeout=240)
     text = out_file.read_text()
     assert states == {job: "COMPLETED"}, text
 
-    srun_part, rest = text.split("BATCH\n")
-    batch_part, mpi_part = rest.split("MPI\n")
+    srun_part, rest = text.split("== batch step")
+    batch_part, mpi_part = rest.split("== mpirun")
     ranks = read_self_check(srun_part)
     assert [(r["rank"], r["world_size"], r["local_rank"], r["source"]) for r in ranks] == \
         [(0, 2, 0, "slurm"), (1, 2, 1, "slurm")]
@@ -81,7 +86,8 @@ def test_two_task_job_all_reduce_via_srun_and_batch_step_and_mpirun(slurm, launc
     # the job script itself (no srun) is one process, even though the job has 2 tasks
     assert [(r["rank"], r["world_size"]) for r in read_self_check(batch_part)] == [(0, 1)]
     # mpirun inside the job: the MPI ranks, not the Slurm step, describe the processes
-    assert [(r["rank"], r["world_size"], r["source"]) for r in read_self_check(mpi_part)] == [(0, 2, "mpi"), (1, 2, "mpi")]
+    assert [(r["rank"], r["world_size"], r["source"]) for r in read_self_check(mpi_part)] == \
+        [(0, 2, "mpi"), (1, 2, "mpi")]
 
 
 def test_array_of_four_completes(slurm, tmp_path):
