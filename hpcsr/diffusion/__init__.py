@@ -5,7 +5,7 @@ sigma_n = sqrt(1 - alphabar_n), x_n = a_n x0 + sigma_n eps, v = a_n eps - sigma_
 """
 
 from hpcsr.diffusion.parametrization import eps_from_v, v_from_x0_eps, x0_from_eps, x0_from_v
-from hpcsr.diffusion.samplers import ddim_sample, ddim_timesteps, ddpm_sample
+from hpcsr.diffusion.samplers import ddim_sample, ddpm_sample, dpmpp_2m_sample, sampling_steps
 from hpcsr.diffusion.schedule import NoiseSchedule, make_betas
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "x0_from_eps",
     "ddpm_sample",
     "ddim_sample",
-    "ddim_timesteps",
+    "dpmpp_2m_sample",
+    "sampling_steps",
 ]

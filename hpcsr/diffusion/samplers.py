@@ -1,12 +1,18 @@
 """Reverse-process samplers driven by a v-predicting denoiser.
 
 `predict_v(x_n, n) -> v` takes the current state (N, ...) and the integer step of every item (N,).
-Both samplers start from x_{N-1} ~ N(0, I) and return the final x0 estimate, in float32.
+All samplers start from x_{N-1} ~ N(0, I) and return the final x0 estimate, in float32.
 
 - `ddpm_sample`: ancestral sampling through all N steps with the posterior variance beta_tilde
   (the paper's sampler).
-- `ddim_sample`: Song et al. 2021 on a sub-sequence of `steps` steps ("trailing" spacing: it
-  starts at step N-1); eta=0 is deterministic, eta=1 with steps=N is exactly the ancestral sampler.
+- `ddim_sample`: Song et al. 2021 on a sub-sequence of `steps` steps; eta=0 is deterministic,
+  eta=1 with steps=N is exactly the ancestral sampler.
+- `dpmpp_2m_sample`: DPM-Solver++(2M) (Lu et al. 2022), the deterministic DDIM update with the
+  x0 estimate extrapolated from the last two steps (second order in log-SNR).
+
+Sub-sequences use quadratic spacing by default (n_i = (N-1) (1 - i/(S-1))^2, denser at low noise).
+On Gaussian data with the exact denoiser (tests/test_diffusion.py), 50 steps of DDIM (eta 0)
+give ~6-8 % too little variance, DPM-Solver++(2M) ~1 %, ancestral DDPM-1000 ~1-3 %.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from __future__ import annotations
 import torch
 
 from hpcsr.diffusion.parametrization import eps_from_v, x0_from_v
+
+SPACINGS = ("quadratic", "linear")
 
 
 def _noise(shape, generator, device):
@@ -34,24 +42,36 @@ def ddpm_sample(predict_v, schedule, shape, generator=None, device=None):
     return x
 
 
-def ddim_timesteps(total: int, steps: int) -> list[int]:
-    """`steps` distinct steps from total-1 down to 0 (evenly spaced, both ends included)."""
-    if not 1 <= steps <= total:
-        raise ValueError(f"sampler steps={steps} must be in 1..{total} (the schedule's length)")
-    grid = torch.linspace(total - 1, 0, steps, dtype=torch.float64).round().long().tolist()
-    return list(dict.fromkeys(grid))
+def sampling_steps(total: int, steps: int, spacing: str = "quadratic") -> list[int]:
+    """`steps` distinct integer steps from total-1 down to 0, 'quadratic' (denser near 0) or 'linear'."""
+    if spacing not in SPACINGS:
+        raise ValueError(f"step spacing {spacing!r} unknown: use one of {', '.join(SPACINGS)}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= total:
+        raise ValueError(f"sampler steps={steps!r} must be an integer in 1..{total} (the schedule's length)")
+    if steps == 1:
+        return [total - 1]
+    frac = [1 - i / (steps - 1) for i in range(steps)]
+    grid = [round((total - 1) * (f * f if spacing == "quadratic" else f)) for f in frac]
+    for i in range(steps - 2, -1, -1):  # make strictly decreasing (rounding can merge low steps)
+        grid[i] = max(grid[i], grid[i + 1] + 1)
+    return grid
 
 
-def ddim_sample(predict_v, schedule, shape, steps=50, eta=0.0, generator=None, device=None):
+def _step_coefficients(schedule, step, shape, device, x):
+    n = torch.full((shape[0],), step, device=device, dtype=torch.long)
+    a, sigma = schedule.coefficients(n, x.dim())
+    return n, a, sigma
+
+
+def ddim_sample(predict_v, schedule, shape, steps=50, eta=0.0, generator=None, device=None, spacing="quadratic"):
     """DDIM over `steps` steps; eta in [0, 1] scales the injected noise (0: deterministic)."""
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"DDIM eta={eta} must be in [0, 1] (0 deterministic, 1 ancestral)")
     device = schedule.betas.device if device is None else device
+    grid = sampling_steps(schedule.steps, steps, spacing)
     x = _noise(shape, generator, device)
-    grid = ddim_timesteps(schedule.steps, steps)
     for i, step in enumerate(grid):
-        n = torch.full((shape[0],), step, device=device, dtype=torch.long)
-        a, sigma = schedule.coefficients(n, x.dim())
+        n, a, sigma = _step_coefficients(schedule, step, shape, device, x)
         v = predict_v(x, n).float()
         x0, eps = x0_from_v(x, v, a, sigma), eps_from_v(x, v, a, sigma)
         if i == len(grid) - 1:
@@ -61,4 +81,28 @@ def ddim_sample(predict_v, schedule, shape, steps=50, eta=0.0, generator=None, d
         x = ab_prev.sqrt() * x0 + (1 - ab_prev - noise_std**2).clamp_min(0).sqrt() * eps
         if eta > 0:
             x = x + noise_std * _noise(shape, generator, device)
+    return x
+
+
+def dpmpp_2m_sample(predict_v, schedule, shape, steps=50, generator=None, device=None, spacing="quadratic"):
+    """DPM-Solver++(2M) over `steps` steps (deterministic given the starting noise)."""
+    device = schedule.betas.device if device is None else device
+    grid = sampling_steps(schedule.steps, steps, spacing)
+    log_snr = 0.5 * (schedule.alphabar / (1 - schedule.alphabar)).log()  # lambda = log(a / sigma)
+    x = _noise(shape, generator, device)
+    previous = None  # (x0 estimate, lambda) of the step before
+    for i, step in enumerate(grid):
+        n, a, sigma = _step_coefficients(schedule, step, shape, device, x)
+        x0 = x0_from_v(x, predict_v(x, n).float(), a, sigma)
+        if i == len(grid) - 1:
+            return x0
+        nxt = grid[i + 1]
+        h = log_snr[nxt] - log_snr[step]
+        x0_eff = x0
+        if previous is not None:
+            half_ratio = 0.5 * h / (log_snr[step] - previous[1])  # 1 / (2 r), r = h_prev / h
+            x0_eff = (1 + half_ratio) * x0 - half_ratio * previous[0]
+        previous = (x0, log_snr[step])
+        sigma_next = schedule.sqrt_one_minus_alphabar[nxt]
+        x = (sigma_next / sigma) * x - schedule.sqrt_alphabar[nxt] * torch.expm1(-h) * x0_eff
     return x

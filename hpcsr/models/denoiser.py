@@ -80,11 +80,12 @@ class Denoiser(nn.Module):
         """lr_up, lr_valid (B, F, H, W); static (B, S, H, W) or None; mean (B, t, H, W)."""
         B, frames = lr_up.shape[:2]
         t = mean.shape[1]
-        ctx, _ = pad_to_multiple(frame_inputs([lr_up, lr_valid], static, frames), self.multiple)
+        dtype = self.stem.weight.dtype  # inputs follow the model's dtype (bf16 under DeepSpeed bf16)
+        ctx, _ = pad_to_multiple(frame_inputs([lr_up, lr_valid], static, frames).to(dtype), self.multiple)
         context = [f.view(B, frames, *f.shape[1:]) for f in self.context_encoder(ctx)]
         target_up = lr_up[:, target, None].expand(B, t, *lr_up.shape[2:])
         target_valid = lr_valid[:, target, None].expand(B, t, *lr_up.shape[2:])
-        constant = frame_inputs([mean.to(lr_up.dtype), target_up, target_valid], static, t)
+        constant = frame_inputs([mean.to(lr_up.dtype), target_up, target_valid], static, t).to(dtype)
         constant = constant.view(B, t, *constant.shape[1:])
         return Condition(constant, context, self.frame_emb(context_times(frames, target, lr_up.device), LR_FRAME))
 

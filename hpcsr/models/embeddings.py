@@ -45,11 +45,11 @@ class FrameEmbedding(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.dim = dim
-        self.kind = nn.Embedding(2, dim)
+        self.kind = nn.Parameter(torch.randn(2, dim))  # a direct parameter: gathered with this module under ZeRO-3
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, times: torch.Tensor, kind: int) -> torch.Tensor:
-        feats = fourier_features(times, self.dim, TIME_PERIODS) + self.kind.weight[kind]
+        feats = fourier_features(times, self.dim, TIME_PERIODS).to(self.kind.dtype) + self.kind[kind]
         return self.mlp(feats)
 
 
@@ -62,4 +62,4 @@ class StepEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, steps: torch.Tensor) -> torch.Tensor:
-        return self.mlp(fourier_features(steps, self.dim, STEP_PERIODS))
+        return self.mlp(fourier_features(steps, self.dim, STEP_PERIODS).to(self.mlp[0].weight.dtype))

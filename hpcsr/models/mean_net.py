@@ -66,7 +66,8 @@ class MeanNet(nn.Module):
     def forward(self, lr_up, lr_valid, static, t: int, target: int):
         """lr_up, lr_valid (B, F, H, W) on the HR grid; static (B, S, H, W) or None -> (B, t, H, W)."""
         B, frames = lr_up.shape[:2]
-        x, window = pad_to_multiple(frame_inputs([lr_up, lr_valid], static, frames), 2 ** (self.cfg.levels - 1))
+        x = frame_inputs([lr_up, lr_valid], static, frames).to(self.stem.weight.dtype)  # bf16 when the model is
+        x, window = pad_to_multiple(x, 2 ** (self.cfg.levels - 1))
         h = self.stem(x)
         emb = self.frame_emb(context_times(frames, target, x.device), LR_FRAME)
         skips = []

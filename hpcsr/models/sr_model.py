@@ -7,14 +7,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hpcsr.diffusion import NoiseSchedule, ddim_sample, ddpm_sample, v_from_x0_eps
+from hpcsr.diffusion import NoiseSchedule, ddim_sample, ddpm_sample, dpmpp_2m_sample, v_from_x0_eps
 from hpcsr.factors import Recipe
 from hpcsr.models.config import ModelConfig
 from hpcsr.models.denoiser import Denoiser
 from hpcsr.models.inputs import check_hr_like, check_lr, check_static, prepare_lr
 from hpcsr.models.mean_net import MeanNet
 
-SAMPLERS = ("ddim", "ddpm")
+SAMPLERS = ("ddim", "ddpm", "dpmpp2m")
+STAGES = ("mean", "diffusion", "joint")
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -75,13 +76,40 @@ class SRModel(nn.Module):
         v = self.denoiser(noisy, steps, cond)
         return masked_mse(v, v_from_x0_eps(residual, eps, a, sigma), valid)
 
+    def forward(self, lr, hr, stage: str = "joint", generator=None, static=None) -> dict:
+        """Training losses of one stage, for engines that call the module (DeepSpeed):
+        'mean': mean MSE; 'diffusion': v-MSE around the mean network's output taken without
+        gradient (frozen mean, CorrDiff); 'joint': both, summed (the author's recipe).
+        Returns {'loss': the tensor to backpropagate, 'mean_loss', 'diffusion_loss': detached or None}."""
+        if stage not in STAGES:
+            raise ValueError(f"training stage {stage!r} unknown: use one of {', '.join(STAGES)}")
+        mean_loss = diffusion_loss = None
+        if stage == "diffusion":
+            with torch.no_grad():
+                mean = self.predict_mean(lr, static)
+        else:
+            check_hr_like("hr", hr, lr, self.s, self.t)
+            mean = self.predict_mean(lr, static)
+            mean_loss = masked_mse(mean, hr, torch.isfinite(hr))
+        if stage != "mean":
+            diffusion_loss = self.diffusion_loss(lr, hr, mean, generator, static)
+        loss = diffusion_loss if mean_loss is None else mean_loss if diffusion_loss is None else mean_loss + diffusion_loss
+        return {
+            "loss": loss,
+            "mean_loss": None if mean_loss is None else mean_loss.detach(),
+            "diffusion_loss": None if diffusion_loss is None else diffusion_loss.detach(),
+        }
+
     @torch.no_grad()
     def sample(self, lr, members: int, sampler: str = "ddim", steps: int = 50, eta: float = 0.0, generator=None, mean=None, static=None):
         """`members` samples per item: mean + residual, (B, members, t, Y, X), before
-        denormalisation, relu and the mass transform. `steps` and `eta` are DDIM's; 'ddpm' always
-        runs every step of the schedule. `mean` (B, t, Y, X) skips the mean network."""
+        denormalisation, relu and the mass transform. 'ddim' (`steps` steps, noise `eta`) and
+        'dpmpp2m' (`steps` steps, deterministic, more accurate at few steps) are fast; 'ddpm' (the
+        paper's) runs every step of the schedule. `mean` (B, t, Y, X) skips the mean network."""
         if sampler not in SAMPLERS:
-            raise ValueError(f"sampler {sampler!r} unknown: use 'ddim' (fast, `steps` steps) or 'ddpm' (all {self.schedule.steps} steps)")
+            raise ValueError(
+                f"sampler {sampler!r} unknown: use 'ddim' or 'dpmpp2m' (fast, `steps` steps) or 'ddpm' (all {self.schedule.steps} steps)"
+            )
         if isinstance(members, bool) or not isinstance(members, int) or members < 1:
             raise ValueError(f"members={members!r} must be a positive integer")
         lr_up, lr_valid = self._prepare(lr, static)
@@ -99,6 +127,8 @@ class SRModel(nn.Module):
 
         if sampler == "ddpm":
             residual = ddpm_sample(predict_v, self.schedule, shape, generator, lr.device)
+        elif sampler == "dpmpp2m":
+            residual = dpmpp_2m_sample(predict_v, self.schedule, shape, steps, generator, lr.device)
         else:
             residual = ddim_sample(predict_v, self.schedule, shape, steps, eta, generator, lr.device)
         return mean[:, None] + self.cfg.residual_scale * residual.view(B, members, t, Y, X)

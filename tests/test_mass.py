@@ -1,0 +1,168 @@
+"""Mass-conservation transform: exact for every pair of the paper's grid in float32, hand-computed
+cases, guards, NaN handling, differentiability (gradcheck in float64) and clear errors."""
+
+import math
+
+import pytest
+import torch
+
+from hpcsr.coarsen import coarsen, repeat_blocks
+from hpcsr.factors import PAPER_PAIRS, MassFunction, recipe
+from hpcsr.mass import MODES, SCALES, conserve, mass_function, region_totals
+
+IDENTITY = MassFunction(1.0, 0.0)
+
+
+def rain(shape, seed, wet=0.5):
+    """Skewed amounts in mm (exponential times uniform) on a fraction `wet` of the pixels."""
+    g = torch.Generator().manual_seed(seed)
+    amount = -2 * torch.rand(shape, generator=g).log() * torch.rand(shape, generator=g)
+    return amount * (torch.rand(shape, generator=g) < wet)
+
+
+def relative_mass_error(y, lr, s, t, scale):
+    """|HR mass - LR mass| per region over the region's absolute mass (LR, or |y| if larger:
+    the additive mode can make terms of both signs)."""
+    hr_mass, lr_mass = region_totals(y, lr, s, t, scale)
+    abs_mass, _ = region_totals(y.abs(), lr, s, t, scale)
+    scale_of = torch.maximum(lr_mass.abs(), abs_mass).clamp_min(1e-30)
+    return ((hr_mass - lr_mass).abs() / scale_of).max()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("pair", PAPER_PAIRS, ids=str)
+def test_exact_for_every_paper_pair_in_float32(pair, scale, mode):
+    r = recipe(pair.s, pair.t)
+    P = 2 * pair.s if pair.s >= 10 else 20  # 2 x 2 LR cells at s = 10, 25
+    x = rain((3, 2 * pair.t, P, P), seed=pair.s * 10 + pair.t)
+    lr = coarsen(rain((3, 2 * pair.t, P, P), seed=99, wet=0.7), pair.s, pair.t)
+    y = conserve(x, lr, pair.s, pair.t, r.mass, scale, mode)
+    assert y.dtype == torch.float32 and bool(torch.isfinite(y).all())
+    assert float(relative_mass_error(y, lr, pair.s, pair.t, scale)) <= 1e-5
+
+
+@pytest.mark.parametrize("pair", PAPER_PAIRS, ids=str)
+def test_exact_at_the_recipe_patch(pair):
+    """Full-size patch (largest sums) for the author's default: multiplicative at image scale."""
+    r = recipe(pair.s, pair.t)
+    x = rain((2, pair.t, r.patch, r.patch), seed=5)
+    lr = coarsen(rain((2, pair.t, r.patch, r.patch), seed=6, wet=0.8), pair.s, pair.t)
+    y = conserve(x, lr, pair.s, pair.t, r.mass)
+    assert float(relative_mass_error(y, lr, pair.s, pair.t, "image")) <= 1e-5
+
+
+def test_hand_computed_2x2():
+    x = torch.tensor([[[[1.0, 3.0], [0.0, 0.0]]]])  # (1, 1, 2, 2), sum 4
+    lr = torch.tensor([[[[2.0]]]])  # LR mean 2 -> HR sum 8
+    torch.testing.assert_close(conserve(x, lr, 2, 1, IDENTITY, "cell"), torch.tensor([[[[2.0, 6.0], [0.0, 0.0]]]]))
+    torch.testing.assert_close(conserve(x, lr, 2, 1, IDENTITY, "cell", "additive"), torch.tensor([[[[2.0, 4.0], [1.0, 1.0]]]]))
+    e = torch.tensor([math.e, math.e**3, 1.0, 1.0])
+    expected = (8 * e / e.sum()).view(1, 1, 2, 2)
+    torch.testing.assert_close(conserve(x, lr, 2, 1, IDENTITY, "cell", "softmax"), expected)
+    # sqrt with offset 0.5: f = [0.5, sqrt(3) - 0.5, 0, 0]
+    f = torch.tensor([0.5, math.sqrt(3) - 0.5, 0.0, 0.0])
+    torch.testing.assert_close(conserve(x, lr, 2, 1, MassFunction(0.5, 0.5), "cell"), (8 * f / f.sum()).view(1, 1, 2, 2))
+
+
+def test_mass_function_values_and_cap():
+    x = torch.tensor([-1.0, 0.0, 0.005, 0.04, 1.0, 100.0])
+    torch.testing.assert_close(mass_function(x, MassFunction(0.5, 0.1)), torch.tensor([0, 0, 0, 0.1, 0.9, 9.9]))
+    torch.testing.assert_close(mass_function(x, MassFunction(1.0, 0.02, cap=50.0)), torch.tensor([0, 0, 0, 0.02, 0.98, 50.0]))
+    with pytest.raises(ValueError, match="power > 0"):
+        mass_function(x, MassFunction(0.0, 0.1))
+
+
+def test_scales_differ_as_documented():
+    """Two LR time steps (n = 2): 'cell' fixes every cell, 'frame' each time step, 'image' only the total."""
+    s, t = 2, 3
+    x = rain((1, 2 * t, 4, 4), seed=1, wet=1.0)
+    lr = coarsen(rain((1, 2 * t, 4, 4), seed=2, wet=1.0), s, t)
+    for scale in SCALES:
+        y = conserve(x, lr, s, t, IDENTITY, scale)
+        c = coarsen(y, s, t)
+        total_ok = torch.isclose(c.sum(), lr.sum(), rtol=1e-6)
+        frame_ok = torch.allclose(c.sum((-2, -1)), lr.sum((-2, -1)), rtol=1e-6)
+        cell_ok = torch.allclose(c, lr, rtol=1e-5)
+        assert bool(total_ok)
+        assert frame_ok == (scale in ("frame", "cell"))
+        assert cell_ok == (scale == "cell")
+    # multiplicative at image scale keeps the spatial pattern of f(x): one common factor
+    y = conserve(x, lr, s, t, IDENTITY, "image")
+    ratio = y / x
+    torch.testing.assert_close(ratio, ratio.flatten()[0].expand_as(ratio))
+
+
+def test_guards_all_dry_and_zero_mass():
+    s, t = 2, 1
+    x = torch.zeros(1, 1, 4, 4, requires_grad=True)
+    lr = torch.tensor([[[[1.0, 0.0], [0.0, 3.0]]]])
+    for mode in MODES:
+        for scale in SCALES:
+            y = conserve(x, lr, s, t, IDENTITY, scale, mode)
+            assert bool(torch.isfinite(y).all())
+            torch.testing.assert_close(coarsen(y, s, t).sum(), lr.sum())
+            y.sum().backward()
+            assert bool(torch.isfinite(x.grad).all())
+            x.grad = None
+    # all-dry f(x) under wet LR: spread uniformly (per cell: the LR value itself)
+    torch.testing.assert_close(conserve(x, lr, s, t, IDENTITY, "cell"), repeat_blocks(lr, s, t))
+    # dry LR: multiplicative gives exact zeros even where x is wet
+    wet = torch.rand(1, 1, 4, 4) + 0.1
+    assert float(conserve(wet, torch.zeros(1, 1, 2, 2), s, t, IDENTITY, "image").abs().max()) == 0.0
+
+
+def test_missing_lr_cells_are_left_out_and_unchanged():
+    s, t = 2, 1
+    x = rain((1, 1, 4, 4), seed=3, wet=1.0)
+    lr = torch.tensor([[[[1.0, float("nan")], [2.0, 0.5]]]])
+    y = conserve(x, lr, s, t, IDENTITY, "image")
+    assert bool(torch.isfinite(y).all())
+    torch.testing.assert_close(y[..., :2, 2:], x[..., :2, 2:])  # under the NaN cell
+    valid = torch.isfinite(lr)
+    torch.testing.assert_close(coarsen(y, s, t)[valid].sum(), lr[valid].sum())
+
+
+def test_broadcast_over_members_and_bf16_input():
+    s, t = 5, 2
+    x = rain((2, 3, t, 10, 10), seed=4).to(torch.bfloat16)  # (B, members, t, Y, X)
+    lr = coarsen(rain((2, 1, t, 10, 10), seed=5, wet=0.9), s, t)  # (B, 1, 1, 2, 2)
+    y = conserve(x, lr, s, t, recipe(10, 3).mass)
+    assert y.shape == x.shape and y.dtype == torch.float32
+    c = coarsen(y, s, t).sum((-3, -2, -1))
+    torch.testing.assert_close(c, lr.sum((-3, -2, -1)).expand_as(c), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("scale", SCALES)
+def test_gradcheck_float64(scale, mode):
+    s, t = 2, 2
+    g = torch.Generator().manual_seed(7)
+    x = (torch.rand(1, 2 * t, 4, 4, generator=g, dtype=torch.float64) + 0.05) * (torch.rand(1, 2 * t, 4, 4, generator=g) < 0.8)
+    x.requires_grad_(True)
+    lr = (torch.rand(1, 2, 2, 2, generator=g, dtype=torch.float64) + 0.1).requires_grad_(True)
+    fn = MassFunction(0.5, 0.01)  # kink at x = 1e-4: no entry within the finite-difference step
+    assert torch.autograd.gradcheck(lambda a, b: conserve(a, b, s, t, fn, scale, mode), (x, lr))
+
+
+def test_no_host_sync_inside(no_host_sync):
+    x = rain((2, 3, 20, 20), seed=8)
+    lr = coarsen(rain((2, 3, 20, 20), seed=9), 10, 3)
+    with no_host_sync():
+        for mode in MODES:
+            conserve(x, lr, 10, 3, recipe(10, 3).mass, "image", mode)
+
+
+def test_bad_inputs_name_the_values():
+    x = torch.rand(1, 3, 20, 20)
+    lr = torch.rand(1, 1, 2, 2)
+    with pytest.raises(ValueError, match="scale 'tile' unknown"):
+        conserve(x, lr, 10, 3, IDENTITY, "tile")
+    with pytest.raises(ValueError, match="mode 'exp' unknown"):
+        conserve(x, lr, 10, 3, IDENTITY, "image", "exp")
+    with pytest.raises(ValueError, match=r"3 x 21 x 20 is not divisible by \(t=3, s=10\)"):
+        conserve(torch.rand(1, 3, 21, 20), lr, 10, 3, IDENTITY)
+    with pytest.raises(ValueError, match=r"lr must end in \(1, 4, 4\)"):
+        conserve(x, lr, 5, 3, IDENTITY)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        conserve(x, torch.rand(2, 1, 2, 2), 10, 3, IDENTITY)

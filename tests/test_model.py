@@ -1,0 +1,277 @@
+"""The SRModel at tiny size: forward + backward for every pair of the paper's grid, the wiring
+(target frame, residual on the interpolated LR), NaN masking, transfer across pairs, bf16,
+no host syncs, and errors that name the bad values."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from hpcsr.coarsen import upsample_space
+from hpcsr.factors import PAPER_PAIRS, recipe
+from hpcsr.models import ModelConfig, build_model
+
+TINY = ModelConfig.tiny()
+
+
+def patch_for(s: int) -> int:
+    """Small HR patches, multiples of s: 2 x 2 LR cells for s >= 10, else 24 pixels."""
+    return 2 * s if s >= 10 else 24
+
+
+def batch(model, P, B=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lr = torch.randn(B, model.frames, P // model.s, P // model.s, generator=g)
+    hr = torch.randn(B, model.t, P, P, generator=g)
+    return lr, hr
+
+
+def randomise(model, seed=0):
+    """Zero-initialised output layers make a fresh model trivial; give every weight a value."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
+@pytest.mark.parametrize("pair", PAPER_PAIRS, ids=str)
+def test_forward_backward_every_paper_pair(pair):
+    torch.manual_seed(0)
+    r = recipe(pair.s, pair.t)
+    model = randomise(build_model(TINY, r))
+    P = patch_for(pair.s)
+    lr, hr = batch(model, P)
+    mean = model.predict_mean(lr)
+    assert mean.shape == (2, pair.t, P, P)
+    loss = model.mean_loss(lr, hr) + model.diffusion_loss(lr, hr, mean, generator=torch.Generator().manual_seed(1))
+    loss.backward()
+    assert torch.isfinite(loss)
+    for name, p in model.named_parameters():
+        assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
+    assert any(float(p.grad.abs().sum()) > 0 for p in model.mean_net.parameters())
+    assert any(float(p.grad.abs().sum()) > 0 for p in model.denoiser.context_encoder.parameters())
+
+
+def test_fresh_mean_is_the_interpolated_target_frame():
+    """Output layers start at zero: the mean equals bicubic upsampling of the target frame (index L-1,
+    also when future frames follow it) for each of the t output frames."""
+    r = recipe(10, 3)
+    model = build_model(TINY, r, future_context=2)
+    assert model.frames == 7 and model.target == 4
+    lr = torch.rand(2, 7, 3, 3)
+    mean = model.predict_mean(lr)
+    expected = upsample_space(lr[:, 4], 10)[:, None].expand(2, 3, 30, 30)
+    torch.testing.assert_close(mean, expected)
+
+
+def test_every_lr_frame_influences_the_mean():
+    model = randomise(build_model(TINY, recipe(10, 3))).eval()
+    lr, _ = batch(model, 20)
+    lr.requires_grad_(True)
+    model.predict_mean(lr).sum().backward()
+    per_frame = lr.grad.abs().sum((0, 2, 3))
+    assert bool((per_frame > 0).all()), per_frame
+
+
+def test_output_frames_differ_through_the_frame_time_conditioning():
+    model = randomise(build_model(TINY, recipe(25, 6))).eval()
+    lr, _ = batch(model, 50)
+    with torch.no_grad():
+        mean = model.predict_mean(lr)
+    assert float((mean[:, 0] - mean[:, -1]).abs().max()) > 1e-3
+
+
+def test_non_power_of_two_and_rectangular_patches():
+    """Patch sides need not divide by 2^(levels-1): padded inside, cropped back; samples keep the shape."""
+    model = randomise(build_model(TINY, recipe(10, 3))).eval()
+    lr = torch.randn(1, 5, 3, 5)  # 30 x 50 HR
+    with torch.no_grad():
+        mean = model.predict_mean(lr)
+        out = model.sample(lr, members=2, steps=3, generator=torch.Generator().manual_seed(0))
+    assert mean.shape == (1, 3, 30, 50) and out.shape == (1, 2, 3, 30, 50)
+    assert bool(torch.isfinite(out).all())
+
+
+def test_nan_in_lr_is_masked_not_propagated():
+    model = randomise(build_model(TINY, recipe(10, 3)))
+    lr, hr = batch(model, 40)
+    lr[0, :, 1, 2] = float("nan")
+    lr[1, 2] = float("nan")  # a whole missing frame
+    mean = model.predict_mean(lr)
+    assert bool(torch.isfinite(mean).all())
+    loss = model.mean_loss(lr, hr) + model.diffusion_loss(lr, hr, mean)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+    # a missing value is not a value: the validity channel tells it apart from a zero
+    zeros = torch.nan_to_num(lr, nan=0.0)
+    with torch.no_grad():
+        assert not torch.allclose(model.predict_mean(lr), model.predict_mean(zeros))
+
+
+def test_nan_in_hr_is_left_out_of_the_losses():
+    model = randomise(build_model(TINY, recipe(10, 3)))
+    lr, hr = batch(model, 20)
+    hr_nan = hr.clone()
+    hr_nan[0, 1, :5] = float("nan")
+    valid = torch.isfinite(hr_nan)
+    with torch.no_grad():
+        mean = model.predict_mean(lr)
+        expected = ((mean - hr)[valid] ** 2).mean()
+        torch.testing.assert_close(model.mean_loss(lr, hr_nan), expected)
+        assert torch.isfinite(model.diffusion_loss(lr, hr_nan, mean))
+        all_missing = torch.full_like(hr, float("nan"))
+        assert float(model.mean_loss(lr, all_missing)) == 0.0
+
+
+def test_diffusion_loss_at_a_perfect_denoiser_is_zero():
+    """With the denoiser replaced by the exact v for a known residual, the loss vanishes: the target
+    and the noising follow the v-parametrisation."""
+    model = build_model(TINY, recipe(10, 1))
+    lr, hr = batch(model, 20, B=3)
+    mean = torch.zeros_like(hr)
+    replay = torch.Generator().manual_seed(0)  # the loss draws the steps, then the noise
+    steps = torch.randint(0, model.schedule.steps, (3,), generator=replay)
+    eps = torch.randn(hr.shape, generator=replay)
+    a, sigma = model.schedule.coefficients(steps, 4)
+    v_true = a * eps - sigma * hr
+
+    class Oracle(torch.nn.Module):
+        def encode(self, *args):
+            return None
+
+        def forward(self, noisy, n, cond):
+            assert torch.equal(n, steps)
+            torch.testing.assert_close(noisy, a * hr + sigma * eps)
+            return v_true
+
+    model.denoiser = Oracle()
+    assert float(model.diffusion_loss(lr, hr, mean, generator=torch.Generator().manual_seed(0))) == 0.0
+
+
+def test_state_dict_is_identical_in_shape_for_every_pair_and_context():
+    """Transferable by design: a state dict of one pair loads strictly into any other pair's model,
+    including another context length L."""
+    source = randomise(build_model(TINY, recipe(10, 3)))
+    state = source.state_dict()
+    assert not any("schedule" in k for k in state)
+    for pair in PAPER_PAIRS:
+        r = recipe(pair.s, pair.t)
+        for context in (r.context, r.context + 3):
+            target = build_model(TINY, dataclasses.replace(r, context=context))
+            target.load_state_dict(state, strict=True)
+            lr, _ = batch(target, patch_for(pair.s))
+            with torch.no_grad():
+                assert bool(torch.isfinite(target.predict_mean(lr)).all())
+            assert float(target.schedule.betas[-1]) == pytest.approx(r.beta_end)
+
+
+def test_sample_shapes_determinism_and_members():
+    model = randomise(build_model(dataclasses.replace(TINY, diffusion_steps=20), recipe(10, 3))).eval()
+    lr, _ = batch(model, 20)
+    for sampler, steps in (("ddim", 4), ("dpmpp2m", 4), ("ddpm", 50)):
+        a = model.sample(lr, 3, sampler=sampler, steps=min(steps, 20), generator=torch.Generator().manual_seed(0))
+        b = model.sample(lr, 3, sampler=sampler, steps=min(steps, 20), generator=torch.Generator().manual_seed(0))
+        assert a.shape == (2, 3, 3, 20, 20) and bool(torch.isfinite(a).all())
+        assert torch.equal(a, b)
+        assert float((a[:, 0] - a[:, 1]).abs().max()) > 0  # members differ
+    mean = torch.zeros(2, 3, 20, 20)
+    c = model.sample(lr, 2, steps=2, mean=mean, generator=torch.Generator().manual_seed(0))
+    d = model.sample(lr, 2, steps=2, mean=mean + 1, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(d - c, torch.ones_like(c))  # the mean conditions the denoiser too
+    assert c.shape == (2, 2, 3, 20, 20)
+
+
+def test_bf16_autocast_forward_backward_and_sampling():
+    model = randomise(build_model(TINY, recipe(10, 3)))
+    lr, hr = batch(model, 20)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mean = model.predict_mean(lr)
+        loss = model.mean_loss(lr, hr) + model.diffusion_loss(lr, hr, mean)
+        out = model.sample(lr, 2, steps=3)
+    loss.backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
+    # a model cast to bf16 (DeepSpeed bf16) takes float32 inputs and keeps a float32 schedule
+    half = randomise(build_model(TINY, recipe(10, 3))).to(torch.bfloat16)
+    assert half.schedule.alphabar.dtype == torch.float32
+    losses = half(lr, hr, stage="joint")
+    losses["loss"].backward()
+    assert torch.isfinite(losses["loss"]) and half.mean_net.stem.weight.grad.dtype == torch.bfloat16
+    assert bool(torch.isfinite(half.sample(lr, 2, steps=3)).all())
+
+
+def test_forward_returns_the_stage_losses():
+    model = randomise(build_model(TINY, recipe(10, 3)))
+    lr, hr = batch(model, 20)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    joint = model(lr, hr, stage="joint", generator=g())
+    with torch.no_grad():
+        mean = model.predict_mean(lr)
+        torch.testing.assert_close(joint["mean_loss"], model.mean_loss(lr, hr))
+        torch.testing.assert_close(joint["diffusion_loss"], model.diffusion_loss(lr, hr, mean, generator=g()))
+    torch.testing.assert_close(joint["loss"], joint["mean_loss"] + joint["diffusion_loss"])
+    only_mean = model(lr, hr, stage="mean")
+    assert only_mean["diffusion_loss"] is None
+    frozen = model(lr, hr, stage="diffusion", generator=g())
+    frozen["loss"].backward()
+    assert all(p.grad is None for p in model.mean_net.parameters())  # the mean is frozen in this stage
+    assert any(p.grad is not None for p in model.denoiser.parameters())
+    with pytest.raises(ValueError, match="training stage 'both' unknown"):
+        model(lr, hr, stage="both")
+
+
+def test_host_sync_detector_catches_item(no_host_sync):
+    with pytest.raises(pytest.fail.Exception, match="_local_scalar_dense"):
+        with no_host_sync():
+            torch.ones(2).sum().item()
+
+
+def test_no_host_sync_in_forward_and_losses(no_host_sync):
+    model = randomise(build_model(TINY, recipe(10, 3)))
+    lr, hr = batch(model, 20)
+    lr[0, 0, 0, 0] = float("nan")
+    hr[0, 0, 0, 0] = float("nan")
+    with no_host_sync():
+        mean = model.predict_mean(lr)
+        loss = model.mean_loss(lr, hr) + model.diffusion_loss(lr, hr, mean)
+        loss.backward()
+        model.sample(lr, 2, steps=2)
+
+
+def test_static_channels():
+    cfg = dataclasses.replace(TINY, static_channels=2)
+    model = randomise(build_model(cfg, recipe(10, 3)))
+    lr, hr = batch(model, 20)
+    static = torch.randn(2, 2, 20, 20)
+    mean = model.predict_mean(lr, static=static)
+    (model.mean_loss(lr, hr, static=static) + model.diffusion_loss(lr, hr, mean, static=static)).backward()
+    assert model.sample(lr, 1, steps=2, static=static).shape == (2, 1, 3, 20, 20)
+    with pytest.raises(ValueError, match=r"static fields must have shape \(2, 2, 20, 20\).*got None"):
+        model.predict_mean(lr)
+    with pytest.raises(ValueError, match="model.static_channels=0"):
+        build_model(TINY, recipe(10, 3)).predict_mean(lr, static=static)
+
+
+def test_bad_inputs_name_the_values():
+    model = build_model(TINY, recipe(10, 3))
+    lr, hr = batch(model, 20)
+    with pytest.raises(ValueError, match=r"lr has 4 frames but this model expects 5 \(recipe context L=5\)"):
+        model.predict_mean(lr[:, :4])
+    with pytest.raises(ValueError, match=r"lr must be \(batch, frames, Y/s, X/s\), got shape \(5, 2, 2\)"):
+        model.predict_mean(lr[0])
+    with pytest.raises(ValueError, match="hr has 2 frames but the factor pair has t=3"):
+        model.mean_loss(lr, hr[:, :2])
+    with pytest.raises(ValueError, match="hr patch side 25 is not divisible by s=10: use a patch of 20 or 30"):
+        model.mean_loss(lr, torch.zeros(2, 3, 25, 25))
+    with pytest.raises(ValueError, match=r"hr shape \(2, 3, 30, 30\) does not match lr \(2, 5, 2, 2\)"):
+        model.mean_loss(lr, torch.zeros(2, 3, 30, 30))
+    with pytest.raises(ValueError, match=r"mean shape \(1, 3, 20, 20\) does not match"):
+        model.diffusion_loss(lr, hr, hr[:1])
+    with pytest.raises(ValueError, match="sampler 'euler' unknown"):
+        model.sample(lr, 2, sampler="euler")
+    with pytest.raises(ValueError, match="members=0 must be a positive integer"):
+        model.sample(lr, 0)
+    with pytest.raises(ValueError, match="steps=2000 must be an integer in 1..1000"):
+        model.sample(lr, 1, steps=2000)

@@ -1,0 +1,73 @@
+"""Model config: the YAML files mirror ModelConfig key for key (each with a comment), compose through
+hpcsr.config, bad values are refused by name; the size-table command runs."""
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hpcsr.config import ConfigError, compose
+from hpcsr.models import ModelConfig
+from hpcsr.models.size_table import pair_sizes
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
+
+
+@pytest.mark.parametrize("name,expected", [("default", ModelConfig()), ("tiny", ModelConfig.tiny())])
+def test_yaml_mirrors_the_dataclass(name, expected):
+    text = (CONFIGS / f"{name}.yaml").read_text()
+    data = yaml.safe_load(text)
+    assert set(data) == {f.name for f in dataclasses.fields(ModelConfig)}
+    assert ModelConfig(**data) == expected
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            assert "#" in line, f"key without a comment in {name}.yaml: {line}"
+
+
+def test_author_size_is_the_default():
+    cfg = compose().model
+    assert cfg.widths == (16, 32, 64, 128, 256) and cfg.heads == 4 and cfg.windows == (3, 3, 1, 1, 1)
+    assert compose(["model=tiny"]).model == ModelConfig.tiny()
+    assert compose(["model=tiny", "model.widths=[8,16,32,64]", "model.windows=[3,3,1,1]"]).model.levels == 4
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.heads=3", r"model.heads=3 must divide every width"),
+        ("model.windows=[3,1]", r"model.windows=\[3, 1\] needs one entry per level \(5 widths\)"),
+        ("model.windows=[2,3,1,1,1]", r"must be odd"),
+        ("model.schedule=quadratic", r"model.schedule='quadratic' is not allowed: choose one of 'linear', 'cosine', 'sigmoid'"),
+        ("model.residual_scale=0", r"model.residual_scale=0.0 must be > 0"),
+    ],
+)
+def test_bad_values_are_refused_by_name(override, message):
+    with pytest.raises(ConfigError, match=message):
+        compose([override])
+
+
+def test_size_table_counts():
+    one, three = pair_sizes(ModelConfig.tiny(), 10, 1, 40), pair_sizes(ModelConfig.tiny(), 10, 3, 40)
+    assert one["params_mean"] == three["params_mean"] and one["params_denoiser"] == three["params_denoiser"]
+    # the denoiser runs once per output frame (3 against 1), attending to L = 5 against 10 LR frames
+    assert 2.0 < three["gflop_step"] / one["gflop_step"] < 3.0
+    assert three["gflop_ddim50"] == pytest.approx(50 * three["gflop_step"])
+    assert one["gflop_mean"] > three["gflop_mean"]  # the mean encoder runs on L = 10 frames against 5
+
+
+def test_size_table_command_runs():
+    out = subprocess.run(
+        [sys.executable, "-m", "hpcsr.models.size_table", "--tiny", "--patch", "50"],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("s")]
+    assert [r[0] for r in rows] == ["s1_t3", "s10_t1", "s10_t3", "s25_t6"]
+    assert len({(r[3], r[4]) for r in rows}) == 1  # same parameters for every pair
+    bad = subprocess.run([sys.executable, "-m", "hpcsr.models.size_table", "--patch", "30"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert bad.returncode != 0 and "--patch 30 is not a multiple of s=25" in bad.stderr
