@@ -58,7 +58,7 @@ def test_exchangeable_ensemble_is_calibrated_and_perfect_ensemble_scores_zero():
     p = perfect["forecasts"]["ensemble"]
     assert p["rmse"] == 0.0 and p["crps"] == 0.0 and p["lsd_db"] == pytest.approx(0.0, abs=1e-9)
     assert p["mass"]["cell_relative"] == pytest.approx(0.0, abs=1e-6) and perfect["lr_source"].startswith("perfect model")
-    assert all(v == 1.0 for by_scale in p["fss"].values() for v in by_scale.values())
+    assert all(v == pytest.approx(1.0, abs=1e-6) for by_scale in p["fss"].values() for v in by_scale.values())
     assert perfect["forecasts"]["nearest"]["mass"]["cell_relative"] == 0.0
 
 
@@ -88,6 +88,15 @@ def test_few_members_warn_and_flag():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         evaluate(truth, np.concatenate([ens, ens, ens]), None, 5, 3, baselines=(), scales=(1,), progress=False)
+
+
+def test_tile_mass_error_between_cell_and_frame():
+    truth, ens = _case()
+    res = {k: evaluate(truth, ens, None, 5, 3, baselines=(), scales=(1,), tile_cells=k, progress=False)
+           for k in (1, 2, None)}
+    mass = {k: r["forecasts"]["ensemble"]["mass"] for k, r in res.items()}
+    assert mass[1]["tile_relative"] == pytest.approx(mass[1]["cell_relative"])  # one-cell tiles are cells
+    assert mass[1]["tile_relative"] >= mass[2]["tile_relative"] >= mass[None]["tile_relative"] > 0
 
 
 def test_mean_network_baseline_is_scored():
@@ -122,6 +131,8 @@ def test_all_missing_truth_gives_nan_scores_and_counts():
     (dict(scales=(1, 4)), r"FSS neighbourhood size 4 must be an odd integer"),
     (dict(s=30), r"factor s=30 is outside"),
     (dict(quantile_levels=(0.99, 1.0)), r"quantile levels"),
+    (dict(tile_cells=4), r"tile_cells=4 does not divide the LR grid 4 x 6"),
+    (dict(time_chunk=0), r"time_chunk=0 must be a positive"),
 ])
 def test_bad_input_is_named(change, message):
     truth, ens = _case()

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from hpcsr.coarsen import coarsen
 from hpcsr.evaluate import baselines as bl
-from hpcsr.evaluate.fss import check_scale, fss_from_terms, fss_terms, neighbourhood_fraction
+from hpcsr.evaluate.fss import check_scale, fss_from_terms, fss_terms
 from hpcsr.evaluate.mass_error import MassSums, mass_error_sums
 from hpcsr.evaluate.metrics import (
     MIN_MEMBERS_FOR_CRPS, crps_ensemble, ensemble_variance, observation_rank, rank_histogram, spread_skill_ratio,
@@ -75,16 +75,11 @@ class _ForecastScores:
             self.ranks += rank_histogram(observation_rank(x, y, rng), m)
         self.truth_tail.add(y)
         self.forecast_tail.add(x)
-        truth_joint = np.where(valid, truth, np.nan)
-        forecast_joint = np.where(valid, forecast, np.nan)
         for q in self.thresholds:
             self.events[q] += int(np.sum(y >= q))
-            for n in self.scales:
-                observed = neighbourhood_fraction(truth_joint, q, n)
-                members = neighbourhood_fraction(forecast_joint, q, n)
-                self.fss[q, n] += fss_terms(members.mean(axis=0), observed, valid)
-                for i in range(m):
-                    self.fss_member[q, n][i] += fss_terms(members[i], observed, valid)
+            for n, (ensemble_terms, member_terms) in fss_terms(truth, forecast, valid, q, self.scales).items():
+                self.fss[q, n] += ensemble_terms
+                self.fss_member[q, n] += member_terms
 
     def result(self, quantile_levels) -> dict:
         m, n = self.members, self.n_valid
@@ -130,7 +125,7 @@ class _ForecastScores:
         return out
 
 
-def _check_inputs(truth, ensemble, lr, mean, s, t, baselines, thresholds, scales, quantile_levels):
+def _check_inputs(truth, ensemble, lr, mean, s, t, baselines, thresholds, scales, quantile_levels, tile_cells, time_chunk):
     pair = FactorPair(s, t)
     if len(truth.shape) != 3:
         raise ValueError(f"truth must be (time, y, x), got shape {tuple(truth.shape)}")
@@ -162,6 +157,10 @@ def _check_inputs(truth, ensemble, lr, mean, s, t, baselines, thresholds, scales
         check_scale(n)
     if any(not 0.0 < q < 1.0 for q in quantile_levels):
         raise ValueError(f"quantile levels {quantile_levels!r} must lie in (0, 1)")
+    if tile_cells is not None and (tile_cells < 1 or (Y // s) % tile_cells or (X // s) % tile_cells):
+        raise ValueError(f"tile_cells={tile_cells} does not divide the LR grid {Y // s} x {X // s}: pick a common divisor or None")
+    if time_chunk is not None and time_chunk < 1:
+        raise ValueError(f"time_chunk={time_chunk} must be a positive number of HR steps (or None)")
     return pair
 
 
@@ -188,7 +187,8 @@ def evaluate(truth, ensemble, lr=None, s: int = 1, t: int = 1, *, baselines=("ne
     baselines = tuple(baselines) + (("mean",) if mean is not None and "mean" not in baselines else ())
     thresholds, scales = tuple(float(q) for q in thresholds), tuple(int(n) for n in scales)
     quantile_levels = tuple(float(q) for q in quantile_levels)
-    pair = _check_inputs(truth, ensemble, lr, mean, s, t, baselines, thresholds, scales, quantile_levels)
+    pair = _check_inputs(truth, ensemble, lr, mean, s, t, baselines, thresholds, scales, quantile_levels, tile_cells,
+                         time_chunk)
     members = ensemble.shape[0]
     T, Y, X = truth.shape
     chunk = time_chunk or max(1, CHUNK_VALUES // (members * Y * X))
