@@ -61,9 +61,15 @@ class DeepSpeedConfig:
     gradient_accumulation: int = 1  # micro-batches per optimiser step
     gradient_clipping: float = 1.0  # max global gradient norm (0: off)
     activation_checkpointing: bool = False  # recompute the UNet blocks' activations in backward (less memory, ~30 % more compute)
+    param_persistence_threshold: int = 100000  # ZeRO-3: parameters with fewer elements stay whole on every rank
+    bucket_size: int = 500000000  # elements per gradient reduce / allgather bucket (capped at the trainable parameter count)
 
     def __post_init__(self):
         if self.gradient_accumulation < 1:
             raise ValueError(f"deepspeed.gradient_accumulation={self.gradient_accumulation} must be >= 1")
         if self.gradient_clipping < 0:
             raise ValueError(f"deepspeed.gradient_clipping={self.gradient_clipping} must be >= 0 (0: off)")
+        if self.bucket_size < 1:
+            raise ValueError(f"deepspeed.bucket_size={self.bucket_size} must be >= 1")
+        if self.param_persistence_threshold < 0:
+            raise ValueError(f"deepspeed.param_persistence_threshold={self.param_persistence_threshold} must be >= 0")

@@ -1,0 +1,220 @@
+"""Consolidated fp32 exports of a trained stage: the file sampling and transfer read.
+
+`<stage folder>/export/model.pt` (final) and `model_step_<N>.pt` (milestones), each a torch file
+    {'format': 'hpcsr-export', 'format_version': 1,
+     'state_dict': SRModel weights in fp32, the denoiser's EMA average substituted when kept,
+     'raw_state_dict': the optimised weights when they differ from state_dict (EMA), else absent,
+     'metadata': see below}
+with the metadata also written beside it as JSON (`model.json`), for people and tools.
+Metadata: stage, trained submodules, pair {s, t, name}, recipe (L, beta range, mass f, patch),
+model (ModelConfig fields), future_context, normalisation {kind, shift, scale, stats (the shard's
+train-split statistics)}, step, samples_seen, config_hash, config, code_version, ema, shard,
+lineage (oldest first: every export this one descends from, each {role, stage, pair, step,
+config_hash, export}; this export is the last entry, role 'self').
+
+The weights come from the DeepSpeed checkpoint of the same step (DeepSpeed's zero_to_fp32 merges
+the fp32 master weights of every rank and ZeRO stage), so an export is exactly a checkpoint.
+
+`init_from_export(model, path)` is the initialisation hook of `train.init_from`: a strict copy of
+every tensor with a clear error for missing keys or other shapes. The transfer step
+(hpcsr.transfer) builds its strategies on the same loaders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hpcsr.data.normalise import Normaliser
+from hpcsr.factors import FactorPair, MassFunction, Recipe
+
+EXPORT_FORMAT = "hpcsr-export"
+EXPORT_VERSION = 1
+EXPORT_DIR = "export"
+FINAL_NAME = "model.pt"
+
+
+class ExportError(ValueError):
+    """An export that cannot be used here; the message names the file and the fix."""
+
+
+def code_version() -> dict:
+    """hpcsr's version and, in a git checkout, the commit and whether the tree had changes."""
+    import hpcsr
+
+    out = {"hpcsr": hpcsr.__version__}
+    repo = Path(hpcsr.__file__).resolve().parent.parent
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        run = dict(cwd=repo, capture_output=True, text=True, timeout=10)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], **run)
+        if head.returncode == 0:
+            out["git_commit"] = head.stdout.strip()
+            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **run)
+            out["git_dirty"] = bool(status.stdout.strip())
+    return out
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    return {"s": recipe.pair.s, "t": recipe.pair.t, "context": recipe.context, "beta_start": recipe.beta_start,
+            "beta_end": recipe.beta_end, "mass": dataclasses.asdict(recipe.mass), "patch": recipe.patch,
+            "published": recipe.published}
+
+
+def recipe_from_dict(d: dict) -> Recipe:
+    return Recipe(FactorPair(int(d["s"]), int(d["t"])), int(d["context"]), float(d["beta_start"]),
+                  float(d["beta_end"]), MassFunction(**d["mass"]), int(d["patch"]), bool(d["published"]))
+
+
+def strip_prefix(state_dict: dict, prefix: str) -> dict:
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
+
+
+def consolidated_fp32(checkpoint_root: Path, tag: str) -> dict:
+    """Whole fp32 tensors of a DeepSpeed checkpoint (any ZeRO stage and world size), keys as saved."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_root), tag=tag)
+    return {k: v.float().contiguous() for k, v in state.items()}
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_export(path, state_dict: dict, metadata: dict, raw_state_dict: dict | None = None) -> Path:
+    """Write an export (torch file + JSON metadata beside it), each atomically. Returns the path."""
+    from hpcsr.train.checkpoint import write_json_atomic
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {"format": EXPORT_FORMAT, "format_version": EXPORT_VERSION,
+            "state_dict": {k: v.detach().float().cpu().contiguous() for k, v in state_dict.items()},
+            "metadata": metadata}
+    if raw_state_dict is not None:
+        blob["raw_state_dict"] = {k: v.detach().float().cpu().contiguous() for k, v in raw_state_dict.items()}
+    _atomic_torch_save(blob, path)
+    write_json_atomic(path.with_suffix(".json"), metadata)
+    return path
+
+
+def resolve_export(path) -> Path:
+    """An export file from a path to it, to an export/ folder, or to a stage folder."""
+    path = Path(path)
+    for candidate in (path, path / FINAL_NAME, path / EXPORT_DIR / FINAL_NAME):
+        if candidate.is_file():
+            return candidate
+    raise ExportError(f"no export at {path} (looked for {path}, {path / FINAL_NAME}, {path / EXPORT_DIR / FINAL_NAME}): "
+                      "point to a model.pt written by `hpcsr train`, or train that stage first")
+
+
+@dataclass(frozen=True)
+class Export:
+    """A loaded export: weights, metadata and what sampling needs, rebuilt from the metadata."""
+
+    path: Path
+    state_dict: dict
+    metadata: dict
+    raw_state_dict: dict | None = None
+
+    @property
+    def pair(self) -> FactorPair:
+        return FactorPair(int(self.metadata["pair"]["s"]), int(self.metadata["pair"]["t"]))
+
+    @property
+    def recipe(self) -> Recipe:
+        return recipe_from_dict(self.metadata["recipe"])
+
+    @property
+    def model_config(self):
+        from hpcsr.config import build
+        from hpcsr.models.config import ModelConfig
+
+        return build(ModelConfig, dict(self.metadata["model"]), "model")
+
+    @property
+    def normaliser(self) -> Normaliser:
+        return Normaliser.from_dict(self.metadata["normalisation"])
+
+    @property
+    def lineage(self) -> list:
+        return list(self.metadata.get("lineage", []))
+
+    def build_model(self):
+        """The SRModel of this export with its weights loaded (eval mode, CPU)."""
+        from hpcsr.models import build_model
+
+        model = build_model(self.model_config, self.recipe, int(self.metadata.get("future_context", 0)))
+        load_weights(model, self.state_dict, str(self.path))
+        return model.eval()
+
+
+def load_export(path) -> Export:
+    """Read and check an export (file, export/ folder or stage folder)."""
+    path = resolve_export(path)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ExportError(f"cannot read export {path}: {err}; the file is damaged or not an hpcsr export") from None
+    if not isinstance(blob, dict) or blob.get("format") != EXPORT_FORMAT:
+        raise ExportError(f"{path} is not an hpcsr export (format {blob.get('format') if isinstance(blob, dict) else type(blob).__name__!r})")
+    if blob.get("format_version") != EXPORT_VERSION:
+        raise ExportError(f"{path} is export format version {blob.get('format_version')}, this code reads "
+                          f"version {EXPORT_VERSION}: re-export it with a matching hpcsr")
+    return Export(path, blob["state_dict"], blob["metadata"], blob.get("raw_state_dict"))
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict, source: str, prefixes: tuple[str, ...] | None = None) -> int:
+    """Copy `state_dict` into `model` (only keys under `prefixes` when given), refusing missing keys
+    and shape mismatches with one error listing them. Returns the number of tensors copied."""
+    own = model.state_dict()
+    wanted = [k for k in own if prefixes is None or k.startswith(prefixes)]
+    missing = [k for k in wanted if k not in state_dict]
+    shapes = [(k, tuple(state_dict[k].shape), tuple(own[k].shape)) for k in wanted
+              if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    unexpected = [k for k in state_dict if k not in own and (prefixes is None or k.startswith(prefixes))]
+    if missing or shapes or unexpected:
+        lines = [f"{source} does not fit this model:"]
+        lines += [f"  missing {k}" for k in missing[:10]]
+        lines += [f"  {k}: checkpoint {a} vs model {b}" for k, a, b in shapes[:10]]
+        lines += [f"  unexpected {k}" for k in unexpected[:10]]
+        lines.append("the architecture (model config) differs: use the model config it was trained with "
+                     "(see its metadata 'model'), or the transfer step for a partial copy")
+        raise ExportError("\n".join(lines))
+    with torch.no_grad():
+        for k in wanted:
+            own[k].copy_(state_dict[k])
+    return len(wanted)
+
+
+def lineage_entry(role: str, metadata: dict, export_path) -> dict:
+    return {"role": role, "stage": metadata.get("stage"), "pair": metadata.get("pair", {}).get("name"),
+            "step": metadata.get("step"), "config_hash": metadata.get("config_hash"), "export": str(export_path)}
+
+
+def inherited_lineage(export: Export, role: str) -> list:
+    """The lineage a run starting from `export` inherits: its ancestors, then the export itself as `role`."""
+    chain = [e for e in export.lineage if e.get("role") != "self"]
+    return chain + [lineage_entry(role, export.metadata, export.path)]
+
+
+def init_from_export(model: torch.nn.Module, path) -> dict:
+    """The `train.init_from` hook: load every tensor of the export at `path` into `model` (strict).
+    Returns a report {source, pair, loaded, lineage}. The factor pair may differ (the networks'
+    shapes do not depend on it); the architecture may not."""
+    export = load_export(path)
+    loaded = load_weights(model, export.state_dict, str(export.path))
+    return {"source": str(export.path), "pair": export.pair.name, "loaded": loaded,
+            "lineage": inherited_lineage(export, "init_from")}

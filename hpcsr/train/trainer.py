@@ -1,0 +1,519 @@
+"""The trainer of one stage, in named phases:
+
+    setup      paths, data, model, then one of: resume (a complete checkpoint exists: it wins over
+               every initial-weights option) | initialise (train.init_from, and for the diffusion
+               stage the mean stage's export) | fresh start; then the DeepSpeed engine
+    train      the step loop: micro-batches, a non-finite loss poisons the step so that ZeRO skips
+               it, one all_reduce per step for the loss, the skip count and stop requests
+    validate   loss on the fixed validation patches every train.val_every steps
+    checkpoint collective save every train.checkpoint_every steps, at a stop request and at the end
+    export     consolidated fp32 export at milestones and at the end
+
+Run folder: <run_dir>/<stage>/{checkpoints/step_<N>/, export/model.pt, logs/}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from hpcsr.data.normalise import Normaliser
+from hpcsr.data.patches import PatchDataset, PatchSpec
+from hpcsr.data.sampler import SamplesSeenSampler
+from hpcsr.data.store import Shard, shard_name
+from hpcsr.train import export as exports
+from hpcsr.train.checkpoint import CheckpointIncompatible, CheckpointManager, tag_of
+from hpcsr.train.ema import ShardedEMA
+from hpcsr.train.metrics import MetricsLog
+from hpcsr.train.objective import PREFIX, TRAINED, StageObjective
+from hpcsr.train.signals import REQUEUE_EXIT_CODE, StopRequest, ignore_stop_signals
+
+log = logging.getLogger("hpcsr.train")
+
+EXIT_DIVERGED = 4  # too many non-finite losses in a row; the last checkpoint is intact
+EXIT_SAVE_FAILED = 5  # training ended but its final checkpoint could not be written
+
+
+@dataclass
+class RunResult:
+    """How a call of `hpcsr.train.run` ended. `requeue`: checkpointed after a stop request."""
+
+    status: str  # 'complete', 'requeue', 'diverged' or 'save_failed'
+    exit_code: int  # 0, REQUEUE_EXIT_CODE (3), EXIT_DIVERGED (4), EXIT_SAVE_FAILED (5)
+    step: int
+    samples_seen: int
+    stage_dir: Path
+    export: Path | None
+    message: str
+
+    @property
+    def requeue(self) -> bool:
+        return self.status == "requeue"
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.update(requeue=self.requeue, stage_dir=str(self.stage_dir), export=str(self.export) if self.export else None)
+        return d
+
+
+@dataclass
+class TrainState:
+    """Progress that the checkpoint's client state carries besides DeepSpeed's own."""
+
+    samples_seen: int = 0
+    skipped_total: int = 0
+    bad_in_row: int = 0
+    lineage: list = dataclasses.field(default_factory=list)
+
+
+TRAIN_NOISE, VAL_NOISE = 0, 1  # noise streams
+
+
+def noise_generator(seed: int, stream: int, step: int, rank: int, micro: int) -> torch.Generator:
+    """The diffusion noise of one micro-batch: a function of (seed, stream, step, rank, micro-batch)
+    only, so a resumed run draws exactly the noise an uninterrupted one would."""
+    value = np.random.SeedSequence([seed, stream, step, rank, micro]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(value[0]) << 32 | int(value[1]))
+
+
+def rss_mb() -> float:
+    """Resident memory of this process in MiB (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _all_reduce(values: list[float], op=None) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+class Trainer:
+    """One stage on this rank. `stop`: a StopRequest installed earlier (default: installed now)."""
+
+    def __init__(self, cfg, info, stop: StopRequest | None = None):
+        self.cfg, self.info = cfg, info
+        self.rank, self.world = info.rank, info.world_size
+        self.stage = cfg.train.stage
+        self.stage_dir = Path(cfg.run_dir) / self.stage
+        self.ckpt = CheckpointManager(self.stage_dir / "checkpoints", cfg.train.keep_checkpoints, self.rank, self.world)
+        self.recipe = cfg.factor.recipe()
+        self.state = TrainState()
+        self.ema = None
+        self.metrics = None
+        self.stop = stop or StopRequest()  # a signal during setup is honoured at the first step
+        self.resumed_from = None
+
+    # ------------------------------------------------------------------ setup
+
+    def shard_path(self) -> Path:
+        path = Path(self.cfg.data.shard) if self.cfg.data.shard else Path(self.cfg.data_dir) / "shards" / shard_name(self.recipe.pair)
+        if not path.is_file():
+            raise FileNotFoundError(f"shard {path} for factor pair {self.recipe.pair.name} does not exist: run "
+                                    f"`hpcsr-preprocess` with this pair, or set data.shard / data_dir")
+        return path
+
+    def _marker_extra(self) -> dict:
+        cfg = self.cfg
+        return {"stage": self.stage, "pair": self.recipe.pair.name, "model": dataclasses.asdict(cfg.model),
+                "zero_stage": cfg.deepspeed.zero_stage, "precision": cfg.deepspeed.precision,
+                "config_hash": cfg.hash(), "samples_seen": self.state.samples_seen,
+                "code_version": self.code_version}
+
+    def check_compatible(self, marker: dict, where) -> None:
+        """Refuse a checkpoint of another factor pair, architecture or stage, naming both."""
+        mine = {"pair": self.recipe.pair.name, "model": dataclasses.asdict(self.cfg.model), "stage": self.stage}
+        theirs = {k: marker.get(k) for k in mine}
+        theirs["model"] = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in (theirs["model"] or {}).items()}
+        mine["model"] = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in mine["model"].items()}
+        diffs = []
+        if theirs["pair"] != mine["pair"]:
+            diffs.append(f"factor pair {theirs['pair']} (checkpoint) vs {mine['pair']} (this run)")
+        if theirs["stage"] != mine["stage"]:
+            diffs.append(f"stage {theirs['stage']} (checkpoint) vs {mine['stage']} (this run)")
+        for key in sorted(set(theirs["model"]) | set(mine["model"])):
+            if theirs["model"].get(key) != mine["model"].get(key):
+                diffs.append(f"model.{key}={theirs['model'].get(key)} (checkpoint) vs {mine['model'].get(key)} (this run)")
+        if diffs:
+            raise CheckpointIncompatible(f"checkpoint {where} does not belong to this run: " + "; ".join(diffs)
+                                         + ". Use another run_dir for this configuration, or the settings it was made with.")
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        torch.use_deterministic_algorithms(cfg.train.deterministic)
+        if cfg.model.static_channels:
+            raise ValueError(f"model.static_channels={cfg.model.static_channels}: the training data provide no static "
+                             "fields yet; set it to 0")
+        self.code_version = exports.code_version()
+        shard_path = self.shard_path()
+        with Shard(shard_path) as shard:
+            if shard.pair != self.recipe.pair:
+                raise ValueError(f"shard {shard_path} holds factor pair {shard.pair.name}, this run is "
+                                 f"{self.recipe.pair.name}: point data.shard to the {self.recipe.pair.name} shard")
+            self.shard_stats = dict(shard.stats)
+        self.normaliser = Normaliser.from_stats(self.shard_stats, cfg.data.normalisation)
+
+        # the newest complete checkpoint wins over every initial-weights option
+        self.resumed_from = self.ckpt.latest()
+        universal = False
+        if self.resumed_from is not None:
+            self.check_compatible(self.resumed_from.marker, self.resumed_from.path)
+            universal = self.ckpt.needs_universal(self.resumed_from, cfg.deepspeed.zero_stage)
+            if universal:
+                self.ckpt.prepare_universal(self.resumed_from)
+
+        from hpcsr.models import build_model
+
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        self.model = build_model(cfg.model, self.recipe, cfg.data.future_context)
+        if self.resumed_from is None:
+            self.initialise_weights()
+        if cfg.deepspeed.activation_checkpointing:
+            from hpcsr.train.activation import enable_activation_checkpointing
+
+            enable_activation_checkpointing(self.model)
+        objective = StageObjective(self.model, self.stage, autocast_bf16=cfg.deepspeed.precision == "bf16")
+
+        from hpcsr.train.engine import build_engine
+
+        self.engine = build_engine(objective, cfg, load_universal=universal)
+        if self.ema_wanted:
+            named = {n: p for n, p in self.engine.module.named_parameters() if n.startswith(PREFIX + "denoiser.")}
+            self.ema = ShardedEMA(named, cfg.train.ema_decay)
+        if self.resumed_from is not None:
+            self.resume(universal)
+
+        self.train_data = PatchDataset(shard_path, self.spec, "train", self.normaliser, cfg.seed, cfg.data.min_valid, "train")
+        self.val_data = None
+        if cfg.data.val_patches and cfg.train.val_every:
+            self.val_data = PatchDataset(shard_path, self.spec, "val", self.normaliser, cfg.seed, cfg.data.min_valid, "val")
+        if self.rank == 0:
+            self.metrics = MetricsLog(self.stage_dir / "logs", resume_step=self.step)
+            self.metrics.record("event", self.step, {"event": "start", "resumed_from": str(self.resumed_from.path) if self.resumed_from else None,
+                                                     "universal": universal, "world_size": self.world,
+                                                     "config_hash": cfg.hash(), "lineage": self.state.lineage})
+
+    @property
+    def spec(self) -> PatchSpec:
+        return PatchSpec(self.recipe.context, self.recipe.patch, self.cfg.data.future_context)
+
+    @property
+    def ema_wanted(self) -> bool:
+        return self.cfg.train.ema_decay > 0 and "denoiser" in TRAINED[self.stage]
+
+    @property
+    def step(self) -> int:
+        return int(self.engine.global_steps) if hasattr(self, "engine") else 0
+
+    def initialise_weights(self) -> None:
+        """No checkpoint: train.init_from (any pair, same architecture), then for the diffusion
+        stage the frozen mean network from the mean stage's export (same pair and normalisation)."""
+        cfg = self.cfg
+        if cfg.train.init_from:
+            report = exports.init_from_export(self.model, cfg.train.init_from)
+            self.state.lineage += report["lineage"]
+            log.info("initialised %d tensors from %s (pair %s)", report["loaded"], report["source"], report["pair"])
+        if self.stage == "diffusion":
+            source = cfg.train.mean_from or Path(cfg.run_dir) / "mean" / exports.EXPORT_DIR / exports.FINAL_NAME
+            try:
+                mean_export = exports.load_export(source)
+            except exports.ExportError as err:
+                raise exports.ExportError(f"the diffusion stage needs the trained mean network: {err} "
+                                          "(train stage 'mean' first, or set train.mean_from)") from None
+            if mean_export.pair != self.recipe.pair:
+                raise exports.ExportError(f"mean export {mean_export.path} is for factor pair {mean_export.pair.name}, "
+                                          f"this run is {self.recipe.pair.name}: train the mean stage of this pair")
+            if mean_export.normaliser != self.normaliser:
+                raise exports.ExportError(f"mean export {mean_export.path} was trained with normalisation "
+                                          f"{mean_export.normaliser}, this run uses {self.normaliser}: use the same shard "
+                                          "and data.normalisation as the mean stage")
+            loaded = exports.load_weights(self.model, mean_export.state_dict, str(mean_export.path), ("mean_net.",))
+            self.state.lineage += exports.inherited_lineage(mean_export, "mean_from")
+            log.info("frozen mean network: %d tensors from %s", loaded, mean_export.path)
+
+    def resume(self, universal: bool) -> None:
+        info = self.resumed_from
+        client = self.ckpt.load(self.engine, info, universal).get("hpcsr", {})
+        self.state = TrainState(**client["state"])
+        saved = Normaliser.from_dict(client["normalisation"])
+        if saved != self.normaliser:
+            log.warning("the shard's statistics changed since %s; keeping the checkpoint's normalisation %s", info.tag, saved)
+            self.normaliser = saved
+        if self.ema is not None and client.get("ema"):
+            self.ema.load_full_state(client["ema"])
+        if int(self.engine.global_steps) != info.step:
+            raise RuntimeError(f"checkpoint {info.path} holds DeepSpeed step {self.engine.global_steps}, its marker says {info.step}")
+        if client.get("config_hash") != self.cfg.hash() and self.rank == 0:
+            log.warning("resuming %s made with config %s under config %s (changed settings apply from here on)",
+                        info.tag, client.get("config_hash"), self.cfg.hash())
+        log.info("resumed from %s (step %d, %d samples seen%s)", info.path, info.step, self.state.samples_seen,
+                 ", universal checkpoint" if universal else "")
+
+    # ------------------------------------------------------------------ data
+
+    def train_loader(self):
+        cfg = self.cfg
+        sampler = SamplesSeenSampler(cfg.data.batch_size, self.rank, self.world, self.state.samples_seen)
+        workers = cfg.data.num_workers
+        return DataLoader(self.train_data, batch_sampler=sampler, num_workers=workers,
+                          worker_init_fn=ignore_stop_signals if workers else None,
+                          prefetch_factor=cfg.data.prefetch_factor if workers else None,
+                          multiprocessing_context="fork" if workers else None)
+
+    def val_batches(self) -> list[tuple[list[int], int]]:
+        """This rank's validation micro-batches as (items, real count): every rank gets the same
+        number of batches (ZeRO-3 runs collectives in forward); padding items count 0."""
+        n, b = self.cfg.data.val_patches, self.cfg.data.batch_size
+        rounds = math.ceil(n / (b * self.world))
+        out = []
+        for r in range(rounds):
+            start = (r * self.world + self.rank) * b
+            items = [i for i in range(start, start + b) if i < n]
+            out.append((items or [0], len(items)))
+        return out
+
+    # ------------------------------------------------------------------ phases
+
+    def validate(self) -> float:
+        self.engine.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for k, (items, real) in enumerate(self.val_batches()):
+                batch = [self.val_data[i] for i in items]
+                lr = torch.stack([x["lr"] for x in batch])
+                hr = torch.stack([x["hr"] for x in batch])
+                gen = noise_generator(self.cfg.seed, VAL_NOISE, 0, self.rank, k)
+                loss, _ = self.engine(lr, hr, gen)
+                if real:
+                    total += float(loss) * real
+                    count += real
+        self.engine.train()
+        total, count = _all_reduce([total, float(count)])
+        return total / max(count, 1)
+
+    def client_state(self) -> dict:
+        """Collective (the EMA gathers under ZeRO-3)."""
+        ema = self.ema.full_state() if self.ema is not None else None
+        return {"hpcsr": {"state": dataclasses.asdict(self.state), "normalisation": self.normaliser.to_dict(),
+                          "ema": ema, "config_hash": self.cfg.hash(), "pair": self.recipe.pair.name,
+                          "recipe": exports.recipe_to_dict(self.recipe), "stage": self.stage,
+                          "code_version": self.code_version}}
+
+    def checkpoint(self) -> bool:
+        client = self.client_state()
+        ok = self.ckpt.save(self.engine, self.step, client, self._marker_extra())
+        self._last_client = client
+        if self.metrics:
+            self.metrics.record("event", self.step, {"event": "checkpoint" if ok else "checkpoint_failed",
+                                                     "message": self.ckpt.last_error})
+        return ok
+
+    def export(self, final: bool) -> Path | None:
+        """Rank 0 writes the export of the checkpoint just saved; all ranks agree it worked."""
+        tag = tag_of(self.step)
+        name = exports.FINAL_NAME if final else f"model_step_{self.step}.pt"
+        path = self.stage_dir / exports.EXPORT_DIR / name
+        error = None
+        if self.rank == 0:
+            try:
+                self._write_export(path, tag)
+            except Exception as err:  # reported on every rank below
+                error = err
+                log.error("export %s failed: %s", path, err)
+        failed = _all_reduce([1.0 if error else 0.0], dist.ReduceOp.MAX)[0] > 0
+        if failed:
+            raise RuntimeError(f"export {path} failed ({error or 'see rank 0'}); the checkpoint {tag} is complete: "
+                               "rerun the same command to export it")
+        return path
+
+    def _write_export(self, path: Path, tag: str) -> None:
+        weights = exports.strip_prefix(exports.consolidated_fp32(self.ckpt.root, tag), PREFIX)
+        own = self.model.state_dict()
+        missing = [k for k in own if k not in weights]
+        if missing and self.cfg.deepspeed.zero_stage < 3:
+            # ZeRO 1 does not save frozen parameters separately; the module holds them whole
+            module_state = exports.strip_prefix(self.engine.module.state_dict(), PREFIX)
+            for k in missing:
+                weights[k] = module_state[k].float()
+            missing = [k for k in own if k not in weights]
+        if missing:
+            raise RuntimeError(f"checkpoint {tag} lacks {len(missing)} tensors (e.g. {missing[0]})")
+        weights = {k: weights[k] for k in own}
+        hp = self._last_client["hpcsr"]
+        raw = None
+        if hp["ema"] is not None:
+            raw = weights
+            weights = dict(weights)
+            for name, tensor in hp["ema"]["weights"].items():
+                weights[name[len(PREFIX):]] = tensor
+        cfg = self.cfg
+        metadata = {
+            "format": exports.EXPORT_FORMAT, "format_version": exports.EXPORT_VERSION,
+            "stage": self.stage, "trained": list(TRAINED[self.stage]),
+            "pair": {"s": self.recipe.pair.s, "t": self.recipe.pair.t, "name": self.recipe.pair.name},
+            "recipe": exports.recipe_to_dict(self.recipe), "model": dataclasses.asdict(cfg.model),
+            "future_context": cfg.data.future_context,
+            "normalisation": {**self.normaliser.to_dict(), "stats": self.shard_stats},
+            "step": self.step, "samples_seen": self.state.samples_seen, "config_hash": cfg.hash(),
+            "config": cfg.to_dict(), "code_version": self.code_version,
+            "ema": {"decay": cfg.train.ema_decay, "applied": raw is not None,
+                    "updates": hp["ema"]["updates"] if hp["ema"] else 0},
+            "shard": str(self.shard_path()), "precision": cfg.deepspeed.precision,
+            "zero_stage": cfg.deepspeed.zero_stage, "world_size": self.world,
+        }
+        metadata["lineage"] = self.state.lineage + [exports.lineage_entry("self", metadata, path)]
+        exports.write_export(path, weights, metadata, raw)
+        log.info("exported %s (step %d)", path, self.step)
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self) -> RunResult:
+        cfg, tc = self.cfg, self.cfg.train
+        total = tc.steps
+        final_export = self.stage_dir / exports.EXPORT_DIR / exports.FINAL_NAME
+        if self.step >= total:
+            # finished before (e.g. a requeue of a completed job): make sure the final export exists
+            if self.resumed_from is not None and not final_export.exists():
+                self._last_client = self.client_state()
+                self.export(final=True)
+            self.stop.restore()
+            return self._result("complete", 0, final_export, f"stage {self.stage} already complete at step {self.step}")
+
+        gas = cfg.deepspeed.gradient_accumulation
+        global_micro = cfg.data.batch_size * self.world
+        batches = iter(self.train_loader())
+        bar = None
+        if self.rank == 0 and tc.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=self.step, desc=f"train {self.stage}", unit="step", dynamic_ncols=True, file=sys.stderr)
+        window_t, window_steps = 0.0, 0
+        last_saved = self.resumed_from.step if self.resumed_from else -1
+        try:
+            while self.step < total:
+                t0 = time.perf_counter()
+                step = self.step
+                sums = [0.0, 0.0, 0.0, 0.0, 0.0]  # loss, mean term, diffusion term, finite micro-batches, non-finite
+                for micro in range(gas):
+                    batch = next(batches)
+                    loss, parts = self.engine(batch["lr"], batch["hr"], noise_generator(cfg.seed, TRAIN_NOISE, step, self.rank, micro))
+                    if torch.isfinite(loss):
+                        self.engine.backward(loss)
+                        sums[0] += float(loss.detach())
+                        sums[1] += float(parts[0].nan_to_num(0.0))
+                        sums[2] += float(parts[1].nan_to_num(0.0))
+                        sums[3] += 1
+                    else:
+                        # NaN gradients make every ZeRO stage skip this optimiser step (no update)
+                        self.engine.backward(loss * float("nan"))
+                        sums[4] += 1
+                    self.engine.step()
+                applied = self.engine.was_step_applied()
+                self.state.samples_seen += global_micro * gas
+                if applied and self.ema is not None:
+                    self.ema.update()
+                loss_sum, mean_sum, diff_sum, n_ok, n_bad, stop = _all_reduce(sums + [float(self.stop.signal)])
+                if n_bad and applied:
+                    raise RuntimeError(f"DeepSpeed applied step {step} although its loss was not finite: "
+                                       "use ZeRO stage 1-3 (their overflow check skips such steps)")
+                if applied:
+                    self.state.bad_in_row = 0
+                else:
+                    self.state.bad_in_row += 1
+                    self.state.skipped_total += 1
+                    if self.metrics:
+                        self.metrics.record("event", self.step, {"event": "skipped_step", "nonfinite_losses": n_bad,
+                                                                 "in_a_row": self.state.bad_in_row})
+                    log.warning("step %d skipped: %d non-finite loss(es) (%d in a row, %d in total)", step,
+                                int(n_bad), self.state.bad_in_row, self.state.skipped_total)
+                window_t += time.perf_counter() - t0
+                window_steps += 1
+                if bar is not None:
+                    bar.update(1)
+                    if n_ok:
+                        bar.set_postfix(loss=f"{loss_sum / n_ok:.4g}")
+
+                if self.state.bad_in_row >= tc.max_bad_steps:
+                    done = self.ckpt.latest()
+                    msg = (f"stopped at step {self.step}: {self.state.bad_in_row} non-finite losses in a row "
+                           f"(train.max_bad_steps={tc.max_bad_steps}); the last checkpoint "
+                           f"{done.tag if done else '(none)'} is intact. Lower train.lr or check the data, then resume.")
+                    log.error(msg)
+                    if self.metrics:
+                        self.metrics.record("event", self.step, {"event": "diverged", "message": msg})
+                    return self._result("diverged", EXIT_DIVERGED, None, msg)
+
+                if self.step % tc.log_every == 0 or self.step == total:
+                    mem = _all_reduce([rss_mb()], dist.ReduceOp.MAX)[0]
+                    if self.metrics:
+                        self.metrics.record("train", self.step, {
+                            "samples_seen": self.state.samples_seen,
+                            "loss": loss_sum / n_ok if n_ok else float("nan"),
+                            "loss_mean": mean_sum / n_ok if n_ok and "mean_net" in TRAINED[self.stage] else None,
+                            "loss_diffusion": diff_sum / n_ok if n_ok and "denoiser" in TRAINED[self.stage] else None,
+                            "lr": float(self.engine.get_lr()[0]), "grad_norm": _grad_norm(self.engine),
+                            "samples_per_s": global_micro * gas * window_steps / max(window_t, 1e-9),
+                            "step_s": window_t / max(window_steps, 1), "rss_mb_max": mem,
+                            "skipped_total": self.state.skipped_total})
+                    window_t, window_steps = 0.0, 0
+                if self.val_data is not None and self.step % tc.val_every == 0:
+                    val = self.validate()
+                    if self.metrics:
+                        self.metrics.record("val", self.step, {"val_loss": val, "samples_seen": self.state.samples_seen})
+
+                milestone = tc.export_every and self.step % tc.export_every == 0 and self.step < total
+                if stop or self.step % tc.checkpoint_every == 0 or self.step == total or milestone:
+                    ok = self.checkpoint()
+                    if ok:
+                        last_saved = self.step
+                        if milestone:
+                            self.export(final=False)
+                    if stop:
+                        name = self.stop.name or "a signal"
+                        msg = (f"stop requested ({name} on some rank) at step {self.step}: "
+                               + (f"checkpoint {tag_of(self.step)} saved" if ok else self.ckpt.last_error)
+                               + "; exiting for a requeue")
+                        log.warning(msg)
+                        if self.metrics:
+                            self.metrics.record("event", self.step, {"event": "stop_request", "message": msg})
+                        return self._result("requeue", REQUEUE_EXIT_CODE, None, msg)
+            if last_saved != self.step:
+                return self._result("save_failed", EXIT_SAVE_FAILED, None,
+                                    f"training reached step {self.step} but its checkpoint could not be saved: "
+                                    f"{self.ckpt.last_error}. Free space and rerun the same command.")
+            path = self.export(final=True)
+            return self._result("complete", 0, path, f"stage {self.stage} complete at step {self.step}")
+        finally:
+            if bar is not None:
+                bar.close()
+            self.stop.restore()
+
+    def _result(self, status: str, code: int, export, message: str) -> RunResult:
+        if self.metrics:
+            self.metrics.record("event", self.step, {"event": "end", "status": status, "message": message})
+            self.metrics.close()
+            self.metrics = None
+        return RunResult(status, code, self.step, self.state.samples_seen, self.stage_dir, export, message)
+
+
+def _grad_norm(engine) -> float | None:
+    value = engine.get_global_grad_norm()
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
