@@ -59,6 +59,7 @@ class LauncherConfig:
     python: typing.Optional[str] = None  # command that starts Python in a job (None: this interpreter)
     max_requeues: int = 10  # requeues of one element (preemption, time limit) before it counts as failed
     poll_s: float = 5.0  # seconds between state polls of --wait
+    preprocess: list[typing.Union[str, int, float]] = field(default_factory=lambda: ["all"])  # hpcsr-preprocess arguments of the preprocess stage (the launcher adds --out <data_dir> --pairs <grid>)
     probe: ProbeConfig = field(default_factory=ProbeConfig)  # settings of the probe stage
 
     def __post_init__(self):
@@ -77,11 +78,19 @@ class LauncherConfig:
             raise ValueError(f"launcher.max_requeues={self.max_requeues} must be >= 0")
         if self.poll_s <= 0:
             raise ValueError(f"launcher.poll_s={self.poll_s} must be > 0")
+        self.preprocess = [str(arg) for arg in self.preprocess]  # numbers as the command line writes them
+        if not self.preprocess or self.preprocess[0] not in ("all", "shards"):
+            raise ValueError(f"launcher.preprocess={list(self.preprocess)} must start with the hpcsr-preprocess command "
+                             "'all' (ingest + shards) or 'shards' (the grid's shards from an existing HR store)")
+        for arg in self.preprocess:
+            if arg.split("=")[0] in ("--out", "--pairs", "--grid"):
+                raise ValueError(f"launcher.preprocess: {arg} is set by the launcher (data_dir and the grid); remove it")
 
 
 @dataclass
 class StageResources:
-    """Per-stage changes to the cluster's resources (None: keep the cluster value)."""
+    """Per-stage changes to the cluster's resources (None: keep the cluster value; "" clears a
+    partition, qos or constraint)."""
 
     nodes: typing.Optional[int] = None  # nodes per element
     tasks_per_node: typing.Optional[int] = None  # ranks per node
@@ -89,9 +98,9 @@ class StageResources:
     cpus_per_task: typing.Optional[int] = None  # CPU cores per rank
     mem_gb: typing.Optional[float] = None  # memory per node in GB
     time_min: typing.Optional[int] = None  # wall-clock limit in minutes
-    partition: typing.Optional[str] = None  # Slurm partition
-    qos: typing.Optional[str] = None  # quality of service
-    constraint: typing.Optional[str] = None  # node features
+    partition: typing.Optional[str] = None  # Slurm partition ("": the default)
+    qos: typing.Optional[str] = None  # quality of service ("": the default)
+    constraint: typing.Optional[str] = None  # node features ("": any node)
 
 
 @dataclass

@@ -1,10 +1,12 @@
 """`python -m hpcsr.launch.job FOLDER`: what every rank of a launched element runs.
 
 It is submitit's own job runner (load the pickled element, run it, pickle its result next to the
-logs) with two additions: under the local backend it exports the rank variables hpcsr.dist reads
-(RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_SIZE, MASTER_ADDR, MASTER_PORT) from submitit's local ones, and
-it ends the process with os._exit after flushing, so threads left by torch.distributed (gloo) cannot
-abort an element that has finished its work (DESIGN.md section 7). Exit codes: 0 done, 1 failed,
+logs) with three additions: it notes SIGUSR2/SIGTERM from its first moment (a signal during the
+imports asks for a requeue instead of killing the process; hpcsr.launch.stages.note_signals);
+under the local backend it exports the rank variables hpcsr.dist reads (RANK, WORLD_SIZE,
+LOCAL_RANK, LOCAL_SIZE, MASTER_ADDR, MASTER_PORT) from submitit's local ones; and it ends the
+process with os._exit after flushing, so threads left by torch.distributed (gloo) cannot abort an
+element that has finished its work (DESIGN.md section 7). Exit codes: 0 done, 1 failed,
 144 requeue requested (submitit's local requeue code; under Slurm the job was requeued already).
 """
 
@@ -36,6 +38,9 @@ def main(argv=None) -> int:
     if len(argv) != 1:
         print("usage: python -m hpcsr.launch.job SUBMITIT_FOLDER (started by hpcsr-launch)", file=sys.stderr)
         return 2
+    from hpcsr.launch.stages import note_signals
+
+    note_signals()  # before the slow imports of unpickling: a signal now asks for a requeue
     export_local_ranks()
     from submitit.core.submission import process_job
 

@@ -7,11 +7,11 @@ Arrays and dependencies (the choice, and why):
     as soon as element i of the stage before has succeeded, so a slow pair never holds back the
     others (Slurm's per-element dependency between arrays of equal size and order);
   - a stage run once for the whole grid (preprocess) is a single job; what follows it uses `afterok`;
-  - the first training stage of transfer level k waits (`afterok`) for the parents' elements of the
-    last training stage of level k-1, i.e. for the parents' complete runs. Slurm applies an array's
-    dependency to all its elements, so a child may wait for its level's other parents too: correct,
-    sometimes later than needed. Every training stage of a child is initialised from its parent's run
-    folder (train.init_from; a child that already has a checkpoint resumes instead).
+  - a training stage of transfer level k also waits (`afterok`) for the parents' elements of the same
+    stage at level k-1, and is initialised from the parent's export of that stage
+    (train.init_from = <parent run_dir>/<stage>; a child that already has a checkpoint resumes
+    instead). Slurm applies an array's dependency to all its elements, so a child may wait for its
+    level's other parents too: correct, sometimes later than needed.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from hpcsr.config import ConfigError, RootConfig, compose
+from hpcsr.config import ConfigError, RootConfig, compose, compose_variants
 from hpcsr.factors import FactorPair
 from hpcsr.launch.grid import expand, levels, parse_parents
 from hpcsr.launch.stages import STAGES, ElementSpec, stage_function
@@ -52,6 +52,7 @@ class Resources:
         change = cluster.stages.get(stage)
         if change is not None:
             values.update({k: v for k, v in dataclasses.asdict(change).items() if v is not None})
+        values = {k: (None if v == "" else v) for k, v in values.items()}  # "" clears partition/qos/constraint
         return cls(account=cluster.account, **values)
 
     @property
@@ -108,17 +109,23 @@ def absolute_paths(cfg: RootConfig) -> RootConfig:
 
 
 class _Composer:
-    """compose() per pair and stage, cached (Hydra takes a few tenths of a second per call)."""
+    """Configs per pair and stage: one Hydra composition per set of stage overrides, the pairs set
+    as plain values (compose_variants), cached; paths made absolute."""
 
     def __init__(self, overrides: list[str], config_path):
         self.overrides, self.config_path, self.cache = list(overrides), config_path, {}
+        self.pairs: list[FactorPair] = []
 
-    def __call__(self, pair: Optional[FactorPair] = None, extra: tuple = ()) -> RootConfig:
-        key = (pair, tuple(extra))
-        if key not in self.cache:
-            more = [f"factor.s={pair.s}", f"factor.t={pair.t}"] if pair is not None else []
-            self.cache[key] = absolute_paths(compose(self.overrides + more + list(extra), self.config_path))
-        return self.cache[key]
+    def base(self) -> RootConfig:
+        return absolute_paths(compose(self.overrides, self.config_path))
+
+    def __call__(self, pair: FactorPair, extra: tuple = ()) -> RootConfig:
+        if (pair, extra) not in self.cache:
+            pairs = list(dict.fromkeys(self.pairs + [pair]))
+            variants = [{"factor.s": p.s, "factor.t": p.t} for p in pairs]
+            for p, cfg in zip(pairs, compose_variants(self.overrides + list(extra), variants, self.config_path)):
+                self.cache[(p, extra)] = absolute_paths(cfg)
+        return self.cache[(pair, extra)]
 
     def for_stage(self, pair: FactorPair, stage: str, launcher) -> RootConfig:
         extra = list(launcher.stage_overrides.get(stage, []))
@@ -133,14 +140,15 @@ class _Composer:
 def build(overrides=(), config_path=None, export_exists: Callable[[FactorPair], bool] | None = None) -> Plan:
     """Compose, expand the grid and lay out the arrays; raises ConfigError/ValueError on bad input."""
     composer = _Composer(list(overrides), config_path)
-    base = composer()
+    base = composer.base()
     launcher, cluster = base.launcher, base.cluster
-    pairs = expand(base.grid)
+    pairs = composer.pairs = expand(base.grid)
     for stage in launcher.stages:
         stage_function(stage)  # every stage importable before anything is planned
     if export_exists is None:
-        def export_exists(pair):
-            return (Path(composer(pair).run_dir) / "export" / "model.pt").is_file()
+        def export_exists(pair):  # every training stage of the launch has its finished export
+            run_dir = Path(composer(pair).run_dir)
+            return all((run_dir / s / STAGES[s].export).is_file() for s in launcher.stages if STAGES[s].training)
     transfers = parse_parents(base.grid.parents, pairs, export_exists)
     once = [s for s in launcher.stages if not STAGES[s].per_pair]
     per_pair = [s for s in launcher.stages if STAGES[s].per_pair]
@@ -160,8 +168,6 @@ def build(overrides=(), config_path=None, export_exists: Callable[[FactorPair], 
         deps = [Dep("afterok", arrays[-1].key)] if arrays else []
         arrays.append(ArrayPlan(stage, stage, 0, [spec], Resources.for_stage(cluster, stage), deps))
     after_once = arrays[-1].key if arrays else None
-    training = [s for s in per_pair if STAGES[s].training]
-    last_training: dict[int, ArrayPlan] = {}
     for level, level_pairs in enumerate(levels(pairs, transfers)):
         previous = None
         for stage in per_pair:
@@ -171,7 +177,8 @@ def build(overrides=(), config_path=None, export_exists: Callable[[FactorPair], 
                 cfg = composer.for_stage(pair, stage, launcher)
                 if link is not None and STAGES[stage].training:
                     cfg = RootConfig(**vars(cfg))
-                    cfg.train = dataclasses.replace(cfg.train, init_from=composer(link.parent).run_dir)
+                    init = os.path.join(composer(link.parent).run_dir, stage)
+                    cfg.train = dataclasses.replace(cfg.train, init_from=init)
                 elements.append(ElementSpec(stage, pair, link.parent if link else None, cfg, tuple(pairs),
                                             launcher.max_requeues))
             deps = []
@@ -179,15 +186,12 @@ def build(overrides=(), config_path=None, export_exists: Callable[[FactorPair], 
                 deps.append(Dep("aftercorr", previous.key))
             elif after_once is not None:
                 deps.append(Dep("afterok", after_once))
-            if level > 0 and training and stage == training[0]:
-                parents = last_training[level - 1]
+            if level > 0 and STAGES[stage].training:
+                parents = next(a for a in arrays if a.key == f"L{level - 1}.{stage}")
                 wanted = {transfers[p].parent for p in level_pairs if transfers[p].in_grid}
                 index = sorted(i for i, e in enumerate(parents.elements) if e.pair in wanted)
                 deps.append(Dep("afterok", parents.key, tuple(index)))
             array = ArrayPlan(f"L{level}.{stage}", stage, level, elements, Resources.for_stage(cluster, stage), deps)
             arrays.append(array)
             previous = array
-        if training:
-            last_training[level] = next(a for a in arrays if a.level == level and a.stage == training[-1]
-                                        and STAGES[a.stage].per_pair)
     return Plan(arrays, base, list(overrides), pairs)

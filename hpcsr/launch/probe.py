@@ -4,8 +4,10 @@ spent, and the launcher's tests use it as their element.
 It runs gradient descent on a fixed least-squares problem (seeded by the factor pair), one step
 every `launcher.probe.step_s` seconds, and behaves like a training stage: rank discovery through
 hpcsr.dist, an atomic JSON checkpoint every `checkpoint_every` steps, SIGUSR2/SIGTERM -> checkpoint
--> ask for a requeue, resume from the checkpoint, and a per-step progress log (`progress.jsonl`)
-whose rows after a resume continue the uninterrupted curve exactly (`curve()` computes it).
+-> ask for a requeue, resume from the checkpoint, an export of the final iterate (`export.json`,
+the start of a transfer child: train.init_from = the parent's probe folder), and a per-step
+progress log (`progress.jsonl`) whose rows after a resume continue the uninterrupted curve exactly
+(`curve()` computes it).
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ def curve(seed: int, steps: int, lr: float = 0.05, x0=None) -> list[float]:
     return out
 
 
-def seed_of(cfg) -> int:
-    return int(cfg.seed) * 1000 + cfg.factor.s * 10 + cfg.factor.t
+def seed_of(seed: int, s: int, t: int) -> int:
+    """The problem's seed for a run's global seed and factor pair."""
+    return seed * 1000 + s * 10 + t
 
 
 def folder_of(cfg) -> Path:
@@ -60,14 +63,13 @@ def run(spec, info) -> dict:
     settings = cfg.launcher.probe
     folder = folder_of(cfg)
     state_path, log_path = folder / "state.json", folder / "progress.jsonl"
-    a, b = _problem(seed_of(cfg))
-    attempt = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
-    step, x = 0, np.zeros(len(b))
+    a, b = _problem(seed_of(cfg.seed, cfg.factor.s, cfg.factor.t))
+    step, x, attempt = 0, np.zeros(len(b)), 0
     if state_path.is_file():  # resume beats init
         state = json.loads(state_path.read_text())
-        step, x = state["step"], np.array(state["x"])
-    elif cfg.train.init_from:  # transfer: start from the parent's final iterate
-        x = np.array(json.loads((Path(cfg.train.init_from) / "probe" / "state.json").read_text())["x"])
+        step, x, attempt = state["step"], np.array(state["x"]), state["attempts"]
+    elif cfg.train.init_from:  # transfer: start from the parent's final iterate (its export)
+        x = np.array(json.loads((Path(cfg.train.init_from) / "export.json").read_text())["x"])
     if info.rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
         # rows written after the checkpoint by an attempt that was killed are dropped
@@ -83,7 +85,7 @@ def run(spec, info) -> dict:
 
     def save():
         if info.rank == 0:
-            write_json_atomic(state_path, {"step": step, "x": x.tolist()})
+            write_json_atomic(state_path, {"step": step, "x": x.tolist(), "attempts": attempt + 1})
 
     try:
         with open(log_path, "a") if info.rank == 0 else open(os.devnull, "w") as log:
@@ -103,6 +105,8 @@ def run(spec, info) -> dict:
                 if step % settings.checkpoint_every == 0:
                     save()
             save()
+            if info.rank == 0:
+                write_json_atomic(folder / "export.json", {"x": x.tolist(), "steps": step, "seed": seed_of(cfg.seed, cfg.factor.s, cfg.factor.t)})
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

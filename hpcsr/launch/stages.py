@@ -3,6 +3,7 @@
 A stage is a function `(spec, info) -> dict` (info: hpcsr.dist.DistInfo of this rank); a returned
 `{'requeue': True}` means "I checkpointed after a signal, run me again". The element around it:
   - finds its rank through hpcsr.dist,
+  - notes SIGUSR2/SIGTERM arriving outside the stage's own handlers (and then requeues),
   - does nothing when the stage already finished with the same configuration (a done marker),
   - requeues the job when the stage asks (Slurm: `scontrol requeue` by rank 0; local: exit code 144,
     which submitit's local controller restarts), at most launcher.max_requeues times,
@@ -15,9 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import json
 import os
+import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -35,12 +39,27 @@ class Stage:
     per_pair: bool = True  # one element per factor pair (False: one element for the whole grid)
     training: bool = False  # trains: in a transfer chain it waits for the parent and starts from its run (train.init_from)
     train_stage: Optional[str] = None  # value of train.stage for this stage
+    export: Optional[str] = None  # training: the finished run's export, relative to <run_dir>/<stage>/
+    needs: tuple = ()  # modules the stage imports when it runs (checked when a plan is built)
 
 
 STAGES = {
+    "preprocess": Stage("hpcsr.launch.stages:preprocess", per_pair=False, needs=("preprocessing.cli",)),
     # a stand-in for training (checkpoints, signals, requeue, init_from): site checks and tests
-    "probe": Stage("hpcsr.launch.probe:run", training=True),
+    "probe": Stage("hpcsr.launch.probe:run", training=True, export="export.json"),
 }
+
+
+def preprocess(spec: "ElementSpec", info) -> dict:
+    """HR store and the grid's LR shards in data_dir (hpcsr-preprocess; resumable, MPI over the ranks)."""
+    from preprocessing.cli import main
+
+    args = list(spec.cfg.launcher.preprocess) + ["--out", spec.cfg.data_dir,
+                                                  "--pairs", ",".join(f"{p.s}x{p.t}" for p in spec.pairs)]
+    code = main(args)
+    if code != 0:
+        raise RuntimeError(f"hpcsr-preprocess {' '.join(args)} failed with exit code {code} (its error is above)")
+    return {"data_dir": spec.cfg.data_dir, "pairs": [p.name for p in spec.pairs]}
 
 
 def stage_function(name: str):
@@ -50,6 +69,9 @@ def stage_function(name: str):
                          f"available stages are {', '.join(STAGES)}")
     module, func = STAGES[name].target.split(":")
     try:
+        for needed in STAGES[name].needs:
+            if importlib.util.find_spec(needed) is None:
+                raise ImportError(f"no module named {needed!r}")
         return getattr(importlib.import_module(module), func)
     except (ImportError, AttributeError) as err:
         raise ValueError(f"stage {name!r} needs {STAGES[name].target}, which cannot be imported ({err}); "
@@ -74,19 +96,33 @@ class ElementSpec:
 
 # config parts that say how a stage is launched, not what it computes
 _LAUNCH_ONLY = {"cluster", "grid"}
-_LAUNCHER_KEEP = {"probe"}
+_LAUNCHER_KEEP = {"probe", "preprocess"}
 
 
-def identity(cfg) -> str:
+def identity(spec: ElementSpec) -> str:
     """Hash of everything in the config that changes a stage's result (not where or how it runs)."""
-    data = {k: v for k, v in cfg.to_dict().items() if k not in _LAUNCH_ONLY}
+    data = {k: v for k, v in spec.cfg.to_dict().items() if k not in _LAUNCH_ONLY}
     data["launcher"] = {k: v for k, v in data.get("launcher", {}).items() if k in _LAUNCHER_KEEP}
+    if spec.pair is None:  # a stage run once for the grid depends on the grid's pairs
+        data["pairs"] = [p.name for p in spec.pairs]
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def done_marker(spec: ElementSpec) -> Path:
     base = Path(spec.cfg.run_dir) if spec.pair is not None else Path(spec.cfg.data_dir)
     return base / "launch" / f"{spec.stage}.done.json"
+
+
+# SIGUSR2/SIGTERM received outside a stage's own handlers (while the job starts, between stages)
+SIGNALS_SEEN: list[int] = []
+
+
+def note_signals() -> None:
+    """Route SIGUSR2 and SIGTERM to SIGNALS_SEEN: the job runner does it first thing (a signal
+    during the imports would otherwise kill the process), the element again after submitit has
+    put its own handlers in place."""
+    for sig in (signal.SIGUSR2, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: SIGNALS_SEEN.append(signum))
 
 
 def _job_label() -> str:
@@ -141,7 +177,7 @@ def run_element(spec: ElementSpec) -> dict:
 
     info = discover()
     marker = done_marker(spec)
-    ident = identity(spec.cfg)
+    ident = identity(spec)
     if marker.is_file():
         previous = json.loads(marker.read_text())
         if previous.get("identity") == ident:
@@ -150,10 +186,18 @@ def run_element(spec: ElementSpec) -> dict:
                       "nothing to do", flush=True)
             return {**previous.get("result", {}), "skipped": True}
     fn = stage_function(spec.stage)
+    note_signals()  # instead of submitit's handler, which fails a job that is not "checkpointable"
+    if SIGNALS_SEEN:  # arrived while the job was starting: nothing done yet, run again
+        _requeue(spec, info, {"signal": signal.Signals(SIGNALS_SEEN[0]).name, "step": "start"})
+    started = time.time()
     result = dict(fn(spec, info) or {})
     if result.pop("requeue", False):
         _requeue(spec, info, result)
     if info.rank == 0:
+        import hpcsr
+
         write_json_atomic(marker, {"stage": spec.stage, "pair": spec.pair.name if spec.pair else None,
-                                   "identity": ident, "job": _job_label(), "result": result})
+                                   "identity": ident, "job": _job_label(), "result": result,
+                                   "started": started, "finished": time.time(),
+                                   "code": str(Path(hpcsr.__file__).resolve().parent)})
     return result

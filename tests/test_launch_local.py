@@ -1,0 +1,126 @@
+"""hpcsr-launch's local backend with real processes: the queue process, submitit's local executor,
+the job runner and the probe stage (a real checkpointed workload). A transfer chain runs in order
+with the child started from the parent's export; resubmitting a finished launch does nothing; a
+longer run resumes where the shorter one stopped; a time-limit signal requeues; cancel stops all."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hpcsr.launch import probe
+from hpcsr.launch.records import find_launch, read_record
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def launch(tmp_path, env, *args, timeout=240):
+    """Run the hpcsr-launch CLI in a child process from tmp_path; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "hpcsr.launch.cli", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def env(launch_env):
+    return launch_env | {"PYTHONPATH": str(REPO)}
+
+
+def progress(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "probe" / "progress.jsonl").read_text().splitlines()]
+
+
+def marker(run_dir: Path) -> dict:
+    return json.loads((run_dir / "launch" / "probe.done.json").read_text())
+
+
+def losses_match(rows, expected):
+    assert [r["step"] for r in rows] == list(range(len(expected)))
+    assert [r["loss"] for r in rows] == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+@pytest.mark.slow  # three local launches, each element a fresh Python process (~40 s on 2 shared cores)
+def test_local_transfer_chain_resubmit_and_resume(tmp_path, env):
+    common = ["launcher.stages=[probe]", "grid.pairs=[[10,1],[10,3]]", "+grid.parents={s10_t3:s10_t1}",
+              "launcher.probe.step_s=0", "launcher.poll_s=0.5", "launcher.snapshot=true"]
+    out = launch(tmp_path, env, *common, "launcher.probe.steps=6", "--wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "started launch 0001 locally" in out.stdout and "tail -f" in out.stdout
+    parent, child = tmp_path / "runs" / "s10_t1", tmp_path / "runs" / "s10_t3"
+    launch_dir = find_launch(tmp_path / "runs" / "launch")
+    # dependency order: the child started after its parent finished; it ran the snapshot's code
+    assert marker(child)["started"] >= marker(parent)["finished"]
+    assert marker(child)["code"] == str(launch_dir / "code" / "hpcsr")
+    # transfer: the child's curve starts from the parent's exported iterate
+    seed = {parent: probe.seed_of(0, 10, 1), child: probe.seed_of(0, 10, 3)}.get
+    x6 = json.loads((parent / "probe" / "export.json").read_text())["x"]
+    losses_match(progress(parent), probe.curve(seed(parent), 6))
+    losses_match(progress(child), probe.curve(seed(child), 6, x0=x6))
+
+    # resubmitting the finished launch does nothing
+    before = {p: (marker(p), (p / "probe" / "progress.jsonl").read_bytes()) for p in (parent, child)}
+    out = launch(tmp_path, env, *common, "launcher.probe.steps=6", "--wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert {p: (marker(p), (p / "probe" / "progress.jsonl").read_bytes()) for p in (parent, child)} == before
+    logs = sorted((tmp_path / "runs" / "launch" / "0002").glob("L*.probe/*_0_log.out"))
+    assert len(logs) == 2 and all("nothing to do" in log.read_text() for log in logs)
+
+    # a longer run resumes each pair from its own checkpoint (resume beats init) and continues the curve
+    out = launch(tmp_path, env, *common, "launcher.probe.steps=10", "--wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    losses_match(progress(parent), probe.curve(seed(parent), 10))
+    losses_match(progress(child), probe.curve(seed(child), 10, x0=x6))
+    assert [r["attempt"] for r in progress(parent)] == [0] * 6 + [1] * 4
+
+
+@pytest.mark.slow  # the time limit is 1 minute, the signal 40 s before it: 2-3 attempts of ~20 s
+def test_local_time_limit_signal_requeues_and_finishes(tmp_path, env):
+    out = launch(tmp_path, env, "launcher.stages=[probe]", "grid.pairs=[[2,1]]", "cluster.time_min=1",
+                 "cluster.signal_delay_s=40", "launcher.probe.steps=20", "launcher.probe.step_s=1",
+                 "launcher.poll_s=0.5", "--wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    run_dir = tmp_path / "runs" / "s2_t1"
+    rows = progress(run_dir)
+    losses_match(rows, probe.curve(probe.seed_of(0, 2, 1), 20))
+    attempts = sorted({r["attempt"] for r in rows})
+    assert len(attempts) >= 2, f"expected at least one requeue, got attempts {attempts}"
+    log = next((tmp_path / "runs" / "launch" / "0001" / "L0.probe").glob("*_0_log.out")).read_text()
+    assert "SIGUSR2" in log and "asking for a requeue" in log
+
+
+def test_local_cancel_stops_queue_and_elements(tmp_path, env):
+    out = launch(tmp_path, env, "launcher.stages=[probe]", "grid.pairs=[[5,1],[5,2],[5,3]]",
+                 "launcher.probe.steps=400", "launcher.probe.step_s=0.5")
+    assert out.returncode == 0, out.stdout + out.stderr
+    folder = tmp_path / "runs" / "launch"
+    launch_dir = find_launch(folder)
+    deadline = time.monotonic() + 90
+    while "RUNNING" not in (status := launch(tmp_path, env, "status", "--folder", str(folder))).stdout:
+        assert time.monotonic() < deadline, status.stdout + status.stderr
+        time.sleep(0.5)
+    state = json.loads((launch_dir / "local_state.json").read_text())["elements"]
+    job = next(e["job_id"] for e in state.values() if e["state"] == "RUNNING")
+    out = launch(tmp_path, env, "cancel", "--folder", str(folder))
+    assert out.returncode == 0 and "stopped local queue" in out.stdout, out.stdout + out.stderr
+    deadline = time.monotonic() + 30
+    while not all(s["state"] == "CANCELLED" for s in
+                  json.loads((launch_dir / "local_state.json").read_text())["elements"].values()):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    pid = read_record(launch_dir)["local_queue_pid"]
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{p}").exists() and Path(f"/proc/{p}/stat").read_text().split()[2] != "Z"
+              for p in (pid, int(job))):
+        assert time.monotonic() < deadline, "queue or element process still alive after cancel"
+        time.sleep(0.2)
+    status = launch(tmp_path, env, "status", "--folder", str(folder))
+    assert "3 elements: 3 CANCELLED" in status.stdout, status.stdout
+    assert not any((tmp_path / "runs").glob("s5_t*/launch/probe.done.json"))
+
+
+def test_status_without_a_launch_says_what_to_do(tmp_path, env):
+    out = launch(tmp_path, env, "status", "--folder", str(tmp_path / "nowhere"))
+    assert out.returncode == 2 and "no launch recorded" in out.stderr and "hpcsr-launch submit" in out.stderr
