@@ -214,19 +214,53 @@ def from_container(data: dict) -> RootConfig:
     return RootConfig(**out)
 
 
-def compose(overrides=(), config_path=None) -> RootConfig:
-    """Compose configs/config.yaml with Hydra overrides ('group=option', 'a.b=value') and validate."""
+def _hydra_compose(overrides, config_path):
+    """Hydra's composition of configs/config.yaml with the overrides (interpolations unresolved)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     path = Path(config_path) if config_path else config_dir()
     try:
         with initialize_config_dir(config_dir=str(path.resolve()), version_base="1.3"):
-            cfg = hydra_compose(config_name="config", overrides=list(overrides))
-        data = OmegaConf.to_container(cfg, resolve=True)
+            return hydra_compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(f"cannot compose configs from {path} with overrides {list(overrides)}: {err}") from None
-    return from_container(data)
+
+
+def _resolve(cfg, overrides) -> dict:
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot resolve the configuration with overrides {list(overrides)}: {err}") from None
+
+
+def compose(overrides=(), config_path=None) -> RootConfig:
+    """Compose configs/config.yaml with Hydra overrides ('group=option', 'a.b=value') and validate."""
+    return from_container(_resolve(_hydra_compose(overrides, config_path), overrides))
+
+
+def compose_variants(overrides, variants, config_path=None) -> list:
+    """[compose(overrides + variant) for variant in variants] with one Hydra composition: each
+    variant is a {dotted key: value} of plain values (no group choices) set before interpolations
+    are resolved, e.g. [{"factor.s": 5, "factor.t": 1}, ...] for a grid of factor pairs."""
+    import copy
+
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    base = _hydra_compose(overrides, config_path)
+    out = []
+    for variant in variants:
+        cfg = copy.deepcopy(base)
+        try:
+            for key, value in variant.items():
+                OmegaConf.update(cfg, key, value, merge=False)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"cannot set {variant} on the configuration: {err}") from None
+        out.append(from_container(_resolve(cfg, list(overrides) + [f"{k}={v}" for k, v in variant.items()])))
+    return out
