@@ -148,3 +148,23 @@ def small_dataset(tmp_path_factory):
     ingest(out, IngestConfig(comephore=(str(raw),)), Comm(), progress=False)
     make_shards(out, ShardConfig(pairs=pairs), Comm(), progress=False)
     return {"raw": raw, "out": out, "pairs": pairs}
+
+
+# ------------------------------------------------------------------ training: a tiny processed dataset
+
+@pytest.fixture(scope="session")
+def train_dataset(tmp_path_factory):
+    """Synthetic Comephore archives (4 days, 48 x 48 px, 2 hours missing) through the real ingest
+    and shard writers for pairs (4, 3) and (2, 1). Returns the output folder (hr.h5, shards/);
+    tests must not modify it."""
+    from preprocessing.ingest import IngestConfig, ingest
+    from preprocessing.parallel import Comm
+    from preprocessing.shards import ShardConfig, make_shards
+    from preprocessing.synth import SynthConfig, synthesize
+
+    root = tmp_path_factory.mktemp("train_data")
+    raw, out = root / "raw", root / "out"
+    synthesize(raw, SynthConfig(days=4, size=48, seed=3, missing_hours=2), progress=False)
+    ingest(out, IngestConfig(comephore=(str(raw),)), Comm(), progress=False)
+    make_shards(out, ShardConfig(pairs=("4x3", "2x1")), Comm(), progress=False)
+    return out
