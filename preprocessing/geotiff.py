@@ -269,9 +269,10 @@ class GeoTags:
 
 
 def write_geotiff(target, data: np.ndarray, geotags: GeoTags, *, description: str, datetime: str,
-                  software: str, artist: str, rows_per_strip: int = 64) -> None:
-    """Write a single-band uncompressed GeoTIFF (path or binary stream)."""
-    extratags = geotags.extratags() + [(315, "s", 0, artist, True)]
+                  software: str, artist: str, host: str = "hpcsr", rows_per_strip: int = 64) -> None:
+    """Write a single-band uncompressed GeoTIFF (path or binary stream) with the descriptive tags
+    Meteo-France's files carry (tifffile leaves out SampleFormat for unsigned integers, TIFF's default)."""
+    extratags = geotags.extratags() + [(315, "s", 0, artist, True), (316, "s", 0, host, True)]
     tifffile.imwrite(target, data, photometric="minisblack", rowsperstrip=rows_per_strip,
                      description=description, datetime=datetime, software=software,
                      metadata=None, extratags=extratags)

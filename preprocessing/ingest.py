@@ -200,7 +200,7 @@ def write_unit(out: Path, unit: Unit, cfg: IngestConfig, plan=None, progress=Non
                     progress.update(1)
                 if grid0 is None:
                     grid0, label0 = grid, label
-                    ds = f.create_dataset("precip", **cfg.layout.dataset_kwargs((0, grid.height, grid.width), stored.dtype, enc.fill))
+                    ds = cfg.layout.create(f, "precip", (0, grid.height, grid.width), stored.dtype, enc.fill)
                     valid_any = np.zeros((grid.height, grid.width), bool)
                 elif not grid.same_as(grid0):
                     raise ValueError(f"grid changes inside the dataset: {label} has {grid.describe()} but {label0} has "
@@ -271,7 +271,7 @@ def assemble(out: Path, units: list[Unit], cfg: IngestConfig, listing_skipped: l
         shape = (len(times), grid0.height, grid0.width)
         dtype = np.uint16 if enc.dtype == "uint16" else np.float32
         with atomic_path(out / HR_FILE) as tmp, h5py.File(tmp, "w") as f:
-            ds = f.create_dataset("precip", **cfg.layout.dataset_kwargs(shape, dtype, enc.fill))
+            ds = cfg.layout.create(f, "precip", shape, dtype, enc.fill)
             cy, cx = ds.chunks[1:]
             offsets = [(y, x) for y in range(0, shape[1], cy) for x in range(0, shape[2], cx)]
             qc = np.zeros((len(times), 3), np.int64)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import hdf5plugin
 import numpy as np
 
+import hpcsr.data.store  # noqa: F401  (registers hdf5plugin's blosc filter, see there)
+
 COMPRESSIONS = "none, lzf, gzip<1-9>, blosc-lz4<0-9>, blosc-zstd<0-9>"
 
 
@@ -46,11 +48,11 @@ class StoreLayout:
             raise ValueError(f"chunk={self.chunk} must be in 8..4096 pixels")
         compression_kwargs(self.compression)
 
-    def dataset_kwargs(self, shape: tuple, dtype, fill) -> dict:
-        """Keywords for a (T, Y, X) dataset of this layout (T may be 0 for a growing dataset)."""
+    def create(self, group, name: str, shape: tuple, dtype, fill):
+        """Create a (T, Y, X) dataset of this layout in `group` (T may be 0 for a growing dataset)."""
         _, ny, nx = shape
-        return dict(shape=shape, dtype=dtype, chunks=(1, min(self.chunk, ny), min(self.chunk, nx)),
-                    fillvalue=fill, maxshape=(None, ny, nx), **compression_kwargs(self.compression))
+        return group.create_dataset(name, shape=shape, dtype=dtype, chunks=(1, min(self.chunk, ny), min(self.chunk, nx)),
+                                    fillvalue=fill, maxshape=(None, ny, nx), **compression_kwargs(self.compression))
 
 
 @dataclass(frozen=True)

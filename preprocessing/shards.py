@@ -137,7 +137,7 @@ class _PartWriter:
         self._ctx = atomic_path(path)
         tmp = self._ctx.__enter__()
         self.f = h5py.File(tmp, "w")
-        self.lr = self.f.create_dataset("lr", **layout.dataset_kwargs((0, *plan.lr_shape), np.float32, np.float32(np.nan)))
+        self.lr = layout.create(self.f, "lr", (0, *plan.lr_shape), np.float32, np.float32(np.nan))
         self.hr_hist = self.lr_hist = None
         self.hr_rows, self.lr_rows = [], []
 
@@ -263,7 +263,11 @@ def merge_pair(out: Path, plan: PairPlan, part_rels: list[str], store: HRStore, 
             hr_rows.append(p["hr_rows"][()])
             lr_rows.append(p["lr_rows"][()])
         coded = bool(store.units_per_mm)
-        hr_values = (np.arange(65536) / store.units_per_mm) if coded else st.log_bin_values(len(hr_hist) if hr_hist is not None else 1)
+        # code histogram bins take the values the reader returns (decode), so statistics describe them exactly;
+        # the fill code's bin is empty
+        codes = np.arange(65536, dtype=np.uint16)
+        hr_values = (np.nan_to_num(decode(codes, store.units_per_mm, store.fill_value).astype(np.float64)) if coded
+                     else st.log_bin_values(len(hr_hist) if hr_hist is not None else 1))
         hr_scalars, hr_arrays = st.summarise(hr_hist, None if coded else np.concatenate(hr_rows), hr_values,
                                              cfg.wet_threshold, "hr")
         lr_scalars, lr_arrays = st.summarise(lr_hist, np.concatenate(lr_rows), st.log_bin_values(len(lr_hist) if lr_hist is not None else 1),
@@ -273,7 +277,7 @@ def merge_pair(out: Path, plan: PairPlan, part_rels: list[str], store: HRStore, 
         s = plan.pair.s
         x0, dx, _, y0, _, dy = store.transform
         with atomic_path(out / plan.rel) as tmp, h5py.File(tmp, "w") as f:
-            ds = f.create_dataset("lr", **cfg.layout.dataset_kwargs((n, ly, lx), np.float32, np.float32(np.nan)))
+            ds = cfg.layout.create(f, "lr", (n, ly, lx), np.float32, np.float32(np.nan))
             ds.attrs["units"] = "mm per HR step (mean over the s x s x t block)"
             cy, cx = ds.chunks[1:]
             offsets = [(y, x) for y in range(0, ly, cy) for x in range(0, lx, cx)]

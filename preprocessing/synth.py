@@ -75,7 +75,7 @@ class RainField:
         self.amplitude = np.maximum(k, k_floor) ** (-cfg.spectral_slope / 2)
         self.amplitude[0, 0] = 0.0
         wavelength_km = 1.0 / np.maximum(k, k_floor)  # 1 km pixels
-        lifetime_h = np.clip(1.5 * (wavelength_km / 10.0) ** 0.7, 0.3, 48.0)
+        lifetime_h = np.clip(2.5 * (wavelength_km / 10.0) ** 0.7, 0.5, 48.0)
         self.phi = np.exp(-1.0 / lifetime_h).astype(np.float32)
         self.innovation = np.sqrt(1.0 - self.phi ** 2).astype(np.float32)
         self.state = self._white()

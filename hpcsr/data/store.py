@@ -2,7 +2,8 @@
 (`<out>/shards/s{s}_t{t}.h5`). This docstring is the reference of the on-disk layout; the writer
 (package `preprocessing`) imports the names below, so both sides agree by construction.
 
-Times are int64 seconds since 1970-01-01 00:00 UTC and mark the END of an accumulation interval.
+The datasets are blosc-compressed: read them through this module (or `import hdf5plugin` first when
+using h5py directly). Times are int64 seconds since 1970-01-01 00:00 UTC and mark the END of an accumulation interval.
 Precipitation is in mm accumulated over one HR step (`interval_minutes`); NaN (or the fill code)
 means missing.
 
@@ -55,10 +56,15 @@ import os
 from pathlib import Path
 
 import h5py
-import hdf5plugin  # noqa: F401  (registers the blosc/zstd filters the files may use)
+import hdf5plugin
 import numpy as np
 
 from hpcsr.factors import FactorPair
+
+# Use hdf5plugin's own blosc filter even when another is visible: importing netCDF4 sets
+# HDF5_PLUGIN_PATH to its plugins, built against netCDF4's private HDF5 copy, and h5py cannot create
+# datasets through those (its child processes inherit the variable too).
+hdf5plugin.register(("blosc",), force=True)
 
 HR_FORMAT = "hpcsr-hr-store"
 SHARD_FORMAT = "hpcsr-lr-shard"
