@@ -121,7 +121,11 @@ def test_states_through_the_sacct_bridge(slurm, tmp_path):
 
     slurm.wait(requeued, timeout=60, until=lambda s: s.get(requeued) == "RUNNING")
     assert slurm.run("scontrol", "requeue", requeued).returncode == 0
-    assert submitit_state(requeued) == "PENDING"  # held until its begin time: release it
+    requeued_at = time.monotonic()
+    slurm.wait(requeued, timeout=60, until=lambda s: s.get(requeued) == "PENDING")
+    assert submitit_state(requeued) == "PENDING"  # held until its begin time (~2 min): release it,
+    # but in a later second than the requeue, or slurmd rejects the launch ("credential revoked")
+    time.sleep(max(0.0, 1.1 - (time.monotonic() - requeued_at)))
     assert slurm.run("scontrol", "update", f"JobId={requeued}", "StartTime=now").returncode == 0
     assert slurm.wait(requeued, timeout=90) == {requeued: "COMPLETED"}
     assert submitit_state(requeued) == "COMPLETED"
