@@ -1,0 +1,90 @@
+"""The result contract shared by every benchmark script and `benchmarks/run_all.py`.
+
+A benchmark script accepts `--out PATH` (JSON written there atomically) and `--quick` (a smaller,
+faster run with the same figures), measures each figure and its named baseline in the same run
+(medians of several repeats) and writes
+
+    {"benchmark": "loader", "quick": false, "meta": {...},
+     "figures": [{"name": ..., "unit": ..., "value": median, "repeats": [...],
+                  "higher_is_better": true,
+                  "baseline": {"name": ..., "value": median, "repeats": [...]},
+                  "ratio": improvement factor over the baseline (> 1: better),
+                  "target": {"value": ..., "ratio": ...} or null, "met": true/false/null}]}
+
+`figure(...)` builds one entry (ratio and target check included); `write_result(...)` adds the
+machine description and writes the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+
+def median(values) -> float:
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("median of no repeats: run at least one repeat")
+    return statistics.median(values)
+
+
+def figure(name: str, unit: str, repeats, baseline_name: str, baseline_repeats, higher_is_better: bool = True,
+           target_value: float | None = None, target_ratio: float | None = None, **extra) -> dict:
+    """One figure: medians of the repeats, the ratio to the baseline (oriented so that > 1 means
+    better than the baseline) and whether the target (absolute value and/or ratio) is met."""
+    value, base = median(repeats), median(baseline_repeats)
+    if higher_is_better:
+        ratio = value / base if base > 0 else float("inf")
+    else:
+        ratio = base / value if value > 0 else float("inf")
+    met = None
+    if target_value is not None or target_ratio is not None:
+        met = True
+        if target_value is not None:
+            met = met and (value >= target_value if higher_is_better else value <= target_value)
+        if target_ratio is not None:
+            met = met and ratio >= target_ratio
+    target = None if met is None else {"value": target_value, "ratio": target_ratio}
+    return {"name": name, "unit": unit, "value": value, "repeats": [float(v) for v in repeats],
+            "higher_is_better": higher_is_better,
+            "baseline": {"name": baseline_name, "value": base, "repeats": [float(v) for v in baseline_repeats]},
+            "ratio": ratio, "target": target, "met": met, **extra}
+
+
+def machine() -> dict:
+    """What the numbers were measured on (load average included: the machine may be shared)."""
+    import torch
+
+    info = {"host": platform.node(), "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "load_average_1_5_15": list(os.getloadavg()), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def write_result(path, benchmark: str, figures: list[dict], quick: bool, meta: dict | None = None) -> Path:
+    """Write the benchmark's JSON (temp name + flush + os.replace) and return its path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = {"benchmark": benchmark, "quick": bool(quick), "meta": {**machine(), **(meta or {})}, "figures": figures}
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, out)
+    return out
+
+
+def format_value(value: float) -> str:
+    """A number as a table shows it: 3 significant digits, thousands separated."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"

@@ -1,0 +1,179 @@
+"""Training-patch loading speed: random patch samples/s per process from the HDF5 shards through
+`hpcsr.data.PatchDataset` at (s, t) = (10, 3), L = 5, patch 100, one thread.
+
+Named baseline in the same run: the same patches (same blocks and corners, checked equal) read
+per sample with xarray from CF netCDF copies of the HR store and the LR shard (opened once,
+lazily, then `isel(...).values` per sample), normalised and turned into tensors the same way.
+
+    python benchmarks/loader.py [--quick] [--repeats 5] [--samples 2000] [--profile] [--out benchmarks/results/loader.json]
+
+The synthetic data (Comephore-format archives -> hr.h5 -> shard, and the netCDF copies) are made
+once in --data (default .hpcsr/bench/loader) and reused. Targets: >= 2000 samples/s and >= 10x
+the baseline. Prints a table of medians over the repeats and writes JSON (benchmarks/common.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import figure, format_value, write_result  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PAIR = (10, 3)
+CONTEXT = 5
+PATCH = 100
+TARGET_RATE = 2000.0  # samples/s per process
+TARGET_RATIO = 10.0  # x the xarray baseline
+
+
+def prepare(data_dir: Path, size: int, days: int) -> dict:
+    """Synthetic archives -> HR store -> (10, 3) shard -> netCDF copies; each step skipped when done."""
+    from hpcsr.factors import FactorPair
+    from preprocessing.ingest import IngestConfig, ingest
+    from preprocessing.parallel import Comm
+    from preprocessing.shards import ShardConfig, make_shards
+    from preprocessing.synth import SynthConfig, synthesize
+
+    raw, out = data_dir / "raw", data_dir / "out"
+    synthesize(raw, SynthConfig(days=days, size=size, seed=11), progress=False)
+    ingest(out, IngestConfig(comephore=(str(raw),)), Comm(), progress=False)
+    make_shards(out, ShardConfig(pairs=(FactorPair(*PAIR),)), Comm(), progress=False)
+    shard = out / "shards" / f"s{PAIR[0]}_t{PAIR[1]}.h5"
+    hr_nc, lr_nc = data_dir / "hr.nc", data_dir / "lr_s10_t3.nc"
+    if not (hr_nc.is_file() and lr_nc.is_file()) or hr_nc.stat().st_mtime < shard.stat().st_mtime:
+        write_netcdf_copies(shard, hr_nc, lr_nc)
+    return {"shard": shard, "hr_nc": hr_nc, "lr_nc": lr_nc}
+
+
+def write_netcdf_copies(shard_path: Path, hr_nc: Path, lr_nc: Path) -> None:
+    """The HR store and the LR shard as plain CF netCDF precip(time, y, x) in float32 mm (NaN missing),
+    written by xarray's defaults, as a user without the HDF5 layout would keep them."""
+    import xarray as xr
+
+    from hpcsr.data.store import Shard
+
+    with Shard(shard_path) as shard, shard.hr_store() as store:
+        hr = store.read(0, store.shape[0])
+        lr = shard.lr[()]
+        for path, values, times in ((hr_nc, hr, store.time_s), (lr_nc, lr, shard.time_s)):
+            ds = xr.Dataset({"precip": (("time", "y", "x"), values, {"units": "mm"})},
+                            coords={"time": times.astype("datetime64[s]")})
+            tmp = path.with_name(f".{path.name}.tmp")
+            ds.to_netcdf(tmp)
+            os.replace(tmp, path)
+
+
+class XarrayPatches:
+    """The baseline: one patch per call, read with xarray from the netCDF copies."""
+
+    def __init__(self, hr_nc: Path, lr_nc: Path, dataset):
+        import xarray as xr
+
+        from hpcsr.data.store import Shard
+
+        self.hr = xr.open_dataset(hr_nc)["precip"]
+        self.lr = xr.open_dataset(lr_nc)["precip"]
+        with Shard(dataset.shard_path) as shard:
+            self.hr_start, self.window = shard.hr_start.copy(), shard.hr_window
+        self.s, self.t = dataset.pair.s, dataset.pair.t
+        self.context, self.patch, self.normaliser = dataset.spec.context, dataset.spec.patch, dataset.normaliser
+
+    def get(self, i: int, y: int, x: int) -> dict:
+        s, P, h = self.s, self.patch, int(self.hr_start[i])
+        y0, x0 = self.window[0] + y, self.window[2] + x
+        lr = self.lr.isel(time=slice(i - self.context + 1, i + 1), y=slice(y // s, (y + P) // s),
+                          x=slice(x // s, (x + P) // s)).values
+        hr = self.hr.isel(time=slice(h, h + self.t), y=slice(y0, y0 + P), x=slice(x0, x0 + P)).values
+        return {"lr": torch.from_numpy(self.normaliser.forward(np.ascontiguousarray(lr, np.float32))),
+                "hr": torch.from_numpy(self.normaliser.forward(np.ascontiguousarray(hr, np.float32)))}
+
+
+def rate(fn, items) -> float:
+    start = time.perf_counter()
+    for item in items:
+        fn(item)
+    return len(items) / (time.perf_counter() - start)
+
+
+def check_same(dataset, baseline, items) -> None:
+    """The baseline reads exactly the candidate's patches (else the comparison means nothing)."""
+    for item in items:
+        got = dataset[item]
+        i, y, x = (int(v) for v in got["where"])
+        want = baseline.get(i, y, x)
+        for key in ("lr", "hr"):
+            if not torch.equal(torch.nan_to_num(got[key], nan=-999.0), torch.nan_to_num(want[key], nan=-999.0)):
+                raise AssertionError(f"item {item}: {key} differs between PatchDataset and the xarray baseline")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smaller data, fewer samples and repeats")
+    p.add_argument("--repeats", type=int, help="timed repeats (default 5, quick 3)")
+    p.add_argument("--samples", type=int, help="samples per repeat of PatchDataset (default 2000, quick 500); "
+                                               "the baseline reads a tenth as many")
+    p.add_argument("--data", type=Path, default=REPO / ".hpcsr" / "bench" / "loader", help="data folder (reused)")
+    p.add_argument("--profile", action="store_true", help="print where PatchDataset spends its time (cProfile)")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "loader.json")
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    repeats = a.repeats or (3 if a.quick else 5)
+    samples = a.samples or (500 if a.quick else 2000)
+    size, days = (200, 3) if a.quick else (400, 6)
+
+    from hpcsr.data.normalise import Normaliser
+    from hpcsr.data.patches import PatchDataset, PatchSpec
+    from hpcsr.data.store import Shard
+
+    print(f"[loader] data in {a.data} ({size} x {size} px, {days} days; made once)", flush=True)
+    paths = prepare(a.data / ("quick" if a.quick else "full"), size, days)
+    with Shard(paths["shard"]) as shard:
+        normaliser = Normaliser.from_stats(shard.stats, "log1p")
+    dataset = PatchDataset(paths["shard"], PatchSpec(CONTEXT, PATCH), "train", normaliser, seed=0)
+    baseline = XarrayPatches(paths["hr_nc"], paths["lr_nc"], dataset)
+    check_same(dataset, baseline, range(20))
+    base_samples = max(samples // 10, 20)
+    cand, base = [], []
+    for r in range(repeats):
+        items = list(range((r + 1) * 100_000, (r + 1) * 100_000 + samples))  # fresh random patches each repeat
+        cand.append(rate(dataset.__getitem__, items))
+        where = [dataset.locate(item) for item in items[:base_samples]]
+        base.append(rate(lambda w: baseline.get(*w), where))
+        print(f"[loader] repeat {r + 1}/{repeats}: PatchDataset {cand[-1]:,.0f} samples/s, "
+              f"xarray {base[-1]:,.0f} samples/s", flush=True)
+    fig = figure(f"random patch samples/s per process (s10_t3, L={CONTEXT}, P={PATCH})", "samples/s", cand,
+                 "xarray/netCDF per-sample read", base, target_value=TARGET_RATE, target_ratio=TARGET_RATIO,
+                 samples_per_repeat=samples, baseline_samples_per_repeat=base_samples)
+    print(f"\n{'reader':<34}{'samples/s (median)':>20}")
+    print(f"{'PatchDataset (HDF5 shards)':<34}{format_value(fig['value']):>20}")
+    print(f"{'xarray/netCDF per sample':<34}{format_value(fig['baseline']['value']):>20}")
+    print(f"ratio {fig['ratio']:.1f}x; targets >= {TARGET_RATE:,.0f} samples/s and >= {TARGET_RATIO:.0f}x: "
+          f"{'met' if fig['met'] else 'MISSED'}")
+    if a.profile or not fig["met"]:
+        print("\nwhere PatchDataset spends its time (cProfile, 500 samples):")
+        prof = cProfile.Profile()
+        prof.runcall(rate, dataset.__getitem__, list(range(900_000, 900_500)))
+        text = io.StringIO()
+        pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(15)
+        print(text.getvalue())
+    meta = {"pair": f"s{PAIR[0]}_t{PAIR[1]}", "context": CONTEXT, "patch": PATCH, "threads": 1, "grid": size,
+            "days": days, "shard": str(paths["shard"]), "repeats": repeats}
+    print(f"wrote {write_result(a.out, 'loader', [fig], a.quick, meta)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
