@@ -300,7 +300,7 @@ def _from_mpi(environ: Mapping[str, str]) -> DistInfo:
     local.Free()
     if rank == 0:
         addr = LOOPBACK if local_size == world else socket.gethostname()
-        port = _port(environ) if "MASTER_PORT" in environ else free_port("" if addr != LOOPBACK else LOOPBACK)
+        port = _port(environ) if "MASTER_PORT" in environ else free_port(addr if addr == LOOPBACK else "")
         chosen = (environ.get("MASTER_ADDR", "").strip() or addr, port)
     else:
         chosen = None
