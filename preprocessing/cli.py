@@ -86,7 +86,7 @@ def _shard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-fractions", default="0.8,0.1,0.1", help="train,val,test shares of the time span (default %(default)s)")
     p.add_argument("--split-bounds", default=None, help="END_OF_TRAIN,END_OF_VAL as ISO times (instead of fractions)")
     p.add_argument("--wet-threshold", type=float, default=0.1, help="mm per step below which a value is dry (default %(default)s)")
-    p.add_argument("--window-frames", type=int, default=24, help="HR steps read at once per rank (default %(default)s)")
+    p.add_argument("--window-frames", type=int, default=12, help="HR steps read at once per rank (default %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:

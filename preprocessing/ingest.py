@@ -314,6 +314,17 @@ def assemble(out: Path, units: list[Unit], cfg: IngestConfig, listing_skipped: l
     return out / HR_FILE
 
 
+def share_of_units(units: list[Unit], n_ranks: int) -> list[list[Unit]]:
+    """Units per rank, balanced by frame count (largest first to the least loaded rank), each
+    rank's list in time order. Deterministic, so every rank computes the same assignment."""
+    loads, shares = [0] * n_ranks, [[] for _ in range(n_ranks)]
+    for u in sorted(units, key=lambda u: (-u.n_frames, u.uid)):
+        r = loads.index(min(loads))
+        shares[r].append(u)
+        loads[r] += u.n_frames
+    return [sorted(share, key=lambda u: u.uid) for share in shares]
+
+
 def ingest(out_dir, cfg: IngestConfig, comm, progress: bool = True) -> dict:
     """Run the whole ingest on all ranks of `comm`; returns the manifest entry of hr.h5 (all ranks)."""
     out = Path(out_dir)
@@ -324,7 +335,7 @@ def ingest(out_dir, cfg: IngestConfig, comm, progress: bool = True) -> dict:
     if done_before and comm.rank == 0:
         log.info("hr.h5 is complete for these inputs and settings: nothing to ingest")
     todo = [] if done_before else [u for u in units if not _part_complete(out, u)]
-    mine = todo[comm.rank::comm.size]
+    mine = share_of_units(todo, comm.size)[comm.rank]
     if comm.rank == 0:
         log.info("ingest: %d units (%d frames), %d already done, %d ranks", len(units),
                  sum(u.n_frames for u in units), len(units) - len(todo), comm.size)

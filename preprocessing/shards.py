@@ -50,7 +50,7 @@ class ShardConfig:
     splits: SplitSpec = field(default_factory=SplitSpec)  # train/val/test time ranges
     wet_threshold: float = 0.1  # mm per HR step; HR values below are "dry" in the statistics
     layout: StoreLayout = field(default_factory=StoreLayout)  # LR chunking and compression
-    window_frames: int = 24  # HR steps read at once per rank (memory: window x Y x X x 6 bytes)
+    window_frames: int = 12  # HR steps read at once per rank (memory ~ window x Y x X x 6 bytes); work is split by windows
 
     def __post_init__(self):
         if not self.pairs:
@@ -119,8 +119,9 @@ def _strip_rows(s: int) -> int:
 
 def coarsen_blocks(mm: np.ndarray, s: int, t: int, min_valid: float) -> np.ndarray:
     """coarsen(mm, s, t, min_valid) computed over horizontal strips of rows (a multiple of s), which
-    keeps the work in cache; each LR value depends only on its own block, so the result is that of
-    one call on the whole array (tests compare them bit for bit)."""
+    keeps the work in cache. Each LR value depends only on its own block, so this is one call on the
+    whole array up to float32 rounding (numpy's summation order depends on array shapes). The strips
+    depend only on the window, never on the number of ranks, so outputs stay byte-identical."""
     n, ny, nx = mm.shape
     out = np.empty((n // t, ny // s, nx // s), np.float32)
     rows = _strip_rows(s)
@@ -174,11 +175,11 @@ def _part_complete(path: Path, key: str) -> bool:
 
 def compute_parts(out: Path, store: HRStore, plans: list[PairPlan], windows: list[tuple[int, int]], lo: int, hi: int,
                   cfg: ShardConfig, progress) -> dict:
-    """Process windows lo..hi-1 for every plan; returns {pair name: part path relative to out}
-    (empty when this rank has no window)."""
+    """Process windows lo..hi-1 for every plan; returns ({pair name: part path relative to out}
+    (empty when this rank has no window), {stage: seconds})."""
     parts, writers = {}, {}
     if lo >= hi:
-        return parts
+        return parts, {}
     a_hr, b_hr = windows[lo][0], windows[hi - 1][1]
     for plan in plans:
         rel = os.path.join(PARTS_DIR, plan.pair.name, f"{a_hr:08d}-{b_hr:08d}.h5")
@@ -188,36 +189,43 @@ def compute_parts(out: Path, store: HRStore, plans: list[PairPlan], windows: lis
             first = int(np.searchsorted(plan.starts, a_hr))
             writers[plan.pair.name] = _PartWriter(out / rel, key, plan, first, cfg.layout)
     if not writers:
-        return parts
+        return parts, {}
     active = [p for p in plans if p.pair.name in writers]
     coded = bool(store.units_per_mm)
+    clock = dict.fromkeys(("read", "coarsen", "statistics", "write"), 0.0)
     try:
         for a, b in windows[lo:hi]:
+            t0 = time.perf_counter()
             raw = store.read_raw(a, b)
             mm = decode(raw, store.units_per_mm, store.fill_value)
+            clock["read"] += time.perf_counter() - t0
             frame_hist = functools.lru_cache(maxsize=None)(lambda k, raw=raw: st.code_histogram(raw[k], store.fill_value))
             for plan in active:
-                _process_window(writers[plan.pair.name], plan, a, raw, mm, coded, frame_hist, store, cfg)
+                _process_window(writers[plan.pair.name], plan, a, raw, mm, coded, frame_hist, store, cfg, clock)
             if progress is not None:
                 progress.update(b - a)
     except BaseException as exc:
         for w in writers.values():
             w.abort(exc)
         raise
+    t0 = time.perf_counter()
     for w in writers.values():
         w.close()
-    return parts
+    clock["write"] += time.perf_counter() - t0
+    return parts, clock
 
 
 def _process_window(w: _PartWriter, plan: PairPlan, a: int, raw, mm, coded: bool, frame_hist, store: HRStore,
-                    cfg: ShardConfig):
+                    cfg: ShardConfig, clock: dict):
     """Coarsen the blocks of `plan` that start in this window (HR frames a.. held in raw/mm) and
-    add the train blocks to the statistics (full-frame code histograms come from `frame_hist`)."""
+    add the train blocks to the statistics (full-frame code histograms come from `frame_hist`);
+    seconds spent are added to `clock`."""
     s, t = plan.pair.s, plan.pair.t
     sel = np.flatnonzero((plan.starts >= a) & (plan.starts < a + len(raw)))
     if sel.size == 0:
         return
     y0, y1, x0, x1 = plan.hr_window
+    t0 = time.perf_counter()
     lr = np.empty((sel.size, *plan.lr_shape), np.float32)
     # runs of back-to-back blocks are coarsened in one call
     breaks = np.flatnonzero(np.diff(plan.starts[sel]) != t) + 1
@@ -225,10 +233,22 @@ def _process_window(w: _PartWriter, plan: PairPlan, a: int, raw, mm, coded: bool
         h0 = int(plan.starts[sel[run[0]]]) - a
         hr = mm[h0:h0 + t * run.size, y0:y1, x0:x1]
         lr[run] = coarsen_blocks(hr, s, t, cfg.min_valid)
+    t1 = time.perf_counter()
     w.append(lr)
+    t2 = time.perf_counter()
+    clock["coarsen"] += t1 - t0
+    clock["write"] += t2 - t1
     train = plan.split[sel] == 0
-    if not train.any():
-        return
+    if train.any():
+        _add_statistics(w, plan, a, raw, mm, lr, sel, train, coded, frame_hist, store, cfg)
+    clock["statistics"] += time.perf_counter() - t2
+
+
+def _add_statistics(w: _PartWriter, plan: PairPlan, a: int, raw, mm, lr, sel, train, coded: bool, frame_hist,
+                    store: HRStore, cfg: ShardConfig):
+    """Add the HR frames under the train blocks `sel[train]` and their LR values to the statistics."""
+    t = plan.pair.t
+    y0, y1, x0, x1 = plan.hr_window
     frames = (plan.starts[sel[train]][:, None] + np.arange(t)[None, :]).ravel() - a
     for k in frames:
         if coded:
@@ -350,11 +370,13 @@ def make_shards(out_dir, cfg: ShardConfig, comm, progress: bool = True, store_pa
         n_mine = sum(b - a for a, b in windows[lo:hi])
         bar = tqdm(total=n_mine, desc=f"shards rank {comm.rank}", unit="frame", disable=(not progress) or comm.rank != 0)
         t0 = time.perf_counter()
-        all_parts = comm.run_step("coarsening", compute_parts, out, store, todo, windows, lo, hi, cfg, bar)
+        results = comm.run_step("coarsening", compute_parts, out, store, todo, windows, lo, hi, cfg, bar)
         bar.close()
         elapsed = time.perf_counter() - t0
-        log.info("rank %d: %d HR frames x %d pairs in %.1f s (%.1f frames/s)", comm.rank, n_mine, len(todo), elapsed,
-                 n_mine / max(elapsed, 1e-9))
+        all_parts = [parts for parts, _ in results]
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in results[comm.rank][1].items())
+        log.info("rank %d: %d HR frames x %d pairs in %.1f s (%.1f frames/s; seconds by stage: %s)", comm.rank, n_mine,
+                 len(todo), elapsed, n_mine / max(elapsed, 1e-9), stages or "none")
 
         def merge_mine():
             return [merge_pair(out, plan, [parts[plan.pair.name] for parts in all_parts if parts], store, hr_path, hr_sha,
