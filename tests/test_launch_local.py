@@ -124,3 +124,22 @@ def test_local_cancel_stops_queue_and_elements(tmp_path, env):
 def test_status_without_a_launch_says_what_to_do(tmp_path, env):
     out = launch(tmp_path, env, "status", "--folder", str(tmp_path / "nowhere"))
     assert out.returncode == 2 and "no launch recorded" in out.stderr and "hpcsr-launch submit" in out.stderr
+
+
+@pytest.mark.slow  # real preprocessing and two real DeepSpeed stages, each a fresh process (~1-2 min)
+def test_local_real_chain_preprocess_mean_diffusion(tmp_path, env):
+    out = launch(tmp_path, env, "launcher.stages=[preprocess,mean,diffusion]", "grid.pairs=[[2,1]]",
+                 "launcher.preprocess=[all,--days,2,--size,48,--quiet]", "model=tiny", "factor.patch=16",
+                 "train.steps=2", "train.warmup_steps=1", "train.val_every=0", "train.progress=false",
+                 "data.batch_size=2", "data.val_patches=0", "launcher.poll_s=1", "--wait", timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    run_dir = tmp_path / "runs" / "s2_t1"
+    for stage in ("mean", "diffusion"):
+        done = json.loads((run_dir / "launch" / f"{stage}.done.json").read_text())
+        assert done["result"]["step"] == 2 and Path(done["result"]["export"]).is_file()
+        assert done["result"]["export"] == str(run_dir / stage / "export" / "model.pt")
+    pre = json.loads((tmp_path / "data" / "default" / "launch" / "preprocess.done.json").read_text())
+    assert pre["result"]["pairs"] == ["s2_t1"]
+    mean_done = json.loads((run_dir / "launch" / "mean.done.json").read_text())
+    diffusion_done = json.loads((run_dir / "launch" / "diffusion.done.json").read_text())
+    assert pre["finished"] <= mean_done["started"] and mean_done["finished"] <= diffusion_done["started"]

@@ -280,3 +280,16 @@ def test_cli_bad_input_exits_2_with_the_message(capsys):
     assert cli.main(["plan", "grid.pairs=[[30,1]]"]) == 2
     err = capsys.readouterr().err
     assert "hpcsr-launch: " in err and "grid.pairs[0]=[30, 1]" in err and "pick an integer s in 1..25" in err
+
+
+def test_sbatch_templates_parse_and_keep_the_launch_options():
+    import subprocess
+
+    templates = Path(__file__).resolve().parents[1] / "slurm" / "templates"
+    for name in ("train_array.sbatch", "chain.sh"):
+        out = subprocess.run(["bash", "-n", str(templates / name)], capture_output=True, text=True)
+        assert out.returncode == 0, f"{name}: {out.stderr}"
+    text = (templates / "train_array.sbatch").read_text()
+    for option in ("--signal=USR2@", "--requeue", "--kill-on-invalid-dep=yes", "scontrol requeue", '"$code" = 3'):
+        assert option in text
+    assert "aftercorr:" in (templates / "chain.sh").read_text()

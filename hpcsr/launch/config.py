@@ -60,6 +60,7 @@ class LauncherConfig:
     max_requeues: int = 10  # requeues of one element (preemption, time limit) before it counts as failed
     poll_s: float = 5.0  # seconds between state polls of --wait
     preprocess: list[typing.Union[str, int, float]] = field(default_factory=lambda: ["all"])  # hpcsr-preprocess arguments of the preprocess stage (the launcher adds --out <data_dir> --pairs <grid>)
+    sample: list[typing.Union[str, int, float]] = field(default_factory=list)  # more `hpcsr sample` options of the sample stage, e.g. [--members, 20]
     probe: ProbeConfig = field(default_factory=ProbeConfig)  # settings of the probe stage
 
     def __post_init__(self):
@@ -79,6 +80,11 @@ class LauncherConfig:
         if self.poll_s <= 0:
             raise ValueError(f"launcher.poll_s={self.poll_s} must be > 0")
         self.preprocess = [str(arg) for arg in self.preprocess]  # numbers as the command line writes them
+        self.sample = [str(arg) for arg in self.sample]
+        for arg in self.sample:
+            if arg.split("=")[0] in ("--export", "--lr", "--hr", "--out", "--pair", "--time-range"):
+                raise ValueError(f"launcher.sample: {arg} is set by the launcher (the pair's export, shard and test "
+                                 "split); remove it")
         if not self.preprocess or self.preprocess[0] not in ("all", "shards"):
             raise ValueError(f"launcher.preprocess={list(self.preprocess)} must start with the hpcsr-preprocess command "
                              "'all' (ingest + shards) or 'shards' (the grid's shards from an existing HR store)")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from hpcsr.config import ConfigError, RootConfig, compose, compose_variants
+from hpcsr.config import ConfigError, RootConfig, compose_section, compose_variants
 from hpcsr.factors import FactorPair
 from hpcsr.launch.grid import expand, levels, parse_parents
 from hpcsr.launch.stages import STAGES, ElementSpec, stage_function
@@ -84,7 +84,7 @@ class ArrayPlan:
 @dataclass
 class Plan:
     arrays: list  # ArrayPlan, each after the arrays it depends on
-    base: RootConfig  # the configuration composed from the user's overrides alone
+    base: RootConfig  # the configuration of the grid's first pair (launcher, cluster, grid sections)
     overrides: list
     pairs: list
 
@@ -116,8 +116,8 @@ class _Composer:
         self.overrides, self.config_path, self.cache = list(overrides), config_path, {}
         self.pairs: list[FactorPair] = []
 
-    def base(self) -> RootConfig:
-        return absolute_paths(compose(self.overrides, self.config_path))
+    def grid(self):
+        return compose_section("grid", self.overrides, self.config_path)
 
     def __call__(self, pair: FactorPair, extra: tuple = ()) -> RootConfig:
         if (pair, extra) not in self.cache:
@@ -140,9 +140,9 @@ class _Composer:
 def build(overrides=(), config_path=None, export_exists: Callable[[FactorPair], bool] | None = None) -> Plan:
     """Compose, expand the grid and lay out the arrays; raises ConfigError/ValueError on bad input."""
     composer = _Composer(list(overrides), config_path)
-    base = composer.base()
+    pairs = composer.pairs = expand(composer.grid())
+    base = composer(pairs[0])  # launcher, cluster and grid sections; the config of stages run once
     launcher, cluster = base.launcher, base.cluster
-    pairs = composer.pairs = expand(base.grid)
     for stage in launcher.stages:
         stage_function(stage)  # every stage importable before anything is planned
     if export_exists is None:

@@ -66,13 +66,21 @@ def states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     return {j: out.get(j, ("UNKNOWN", "")) for j in job_ids}
 
 
-def release_requeued(current: dict[str, tuple[str, str]]) -> list[str]:
-    """Start requeued elements now instead of after Slurm's hold (reason BeginTime); returns ids."""
+def release_requeued(current: dict[str, tuple[str, str]], held_since: dict[str, float], now: float,
+                     settle_s: float = 3.0) -> list[str]:
+    """Start requeued elements now instead of after Slurm's ~2 min hold (pending, reason BeginTime).
+    An element is released only `settle_s` after it was first seen held: slurmd refuses a job
+    started within the second its previous run was killed ("Job credential revoked") and fails it.
+    `held_since` (job id -> first time seen held) is updated in place; returns the released ids."""
     released = []
     for jid, (state, reason) in current.items():
-        if state == "PENDING" and reason == "BeginTime":
-            if _run(["scontrol", "update", f"JobId={jid}", "StartTime=now"]).returncode == 0:
-                released.append(jid)
+        if not (state == "PENDING" and reason == "BeginTime"):
+            held_since.pop(jid, None)
+            continue
+        first = held_since.setdefault(jid, now)
+        if now - first >= settle_s and _run(["scontrol", "update", f"JobId={jid}", "StartTime=now"]).returncode == 0:
+            released.append(jid)
+            held_since.pop(jid, None)
     return released
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from hpcsr.factors import FactorPair
 from hpcsr.launch.records import write_json_atomic
 
@@ -45,6 +47,10 @@ class Stage:
 
 STAGES = {
     "preprocess": Stage("hpcsr.launch.stages:preprocess", per_pair=False, needs=("preprocessing.cli",)),
+    "mean": Stage("hpcsr.launch.stages:train", training=True, train_stage="mean", export="export/model.pt"),
+    "diffusion": Stage("hpcsr.launch.stages:train", training=True, train_stage="diffusion", export="export/model.pt"),
+    "joint": Stage("hpcsr.launch.stages:train", training=True, train_stage="joint", export="export/model.pt"),
+    "sample": Stage("hpcsr.launch.stages:sample", needs=("hpcsr.sample",)),
     # a stand-in for training (checkpoints, signals, requeue, init_from): site checks and tests
     "probe": Stage("hpcsr.launch.probe:run", training=True, export="export.json"),
 }
@@ -60,6 +66,38 @@ def preprocess(spec: "ElementSpec", info) -> dict:
     if code != 0:
         raise RuntimeError(f"hpcsr-preprocess {' '.join(args)} failed with exit code {code} (its error is above)")
     return {"data_dir": spec.cfg.data_dir, "pairs": [p.name for p in spec.pairs]}
+
+
+def train(spec: "ElementSpec", info) -> dict:
+    """One training stage (hpcsr.train.run: resume beats train.init_from beats a fresh start)."""
+    from hpcsr.train import run
+
+    result = run(spec.cfg)
+    if result.requeue:
+        return {"requeue": True, "step": result.step, "samples_seen": result.samples_seen}
+    if result.exit_code != 0:
+        raise RuntimeError(f"{spec.name}: training ended '{result.status}' (exit code {result.exit_code}) at step "
+                           f"{result.step}: {result.message}")
+    return {"step": result.step, "samples_seen": result.samples_seen, "export": str(result.export)}
+
+
+def sample(spec: "ElementSpec", info) -> dict:
+    """The pair's ensemble over its shard's test split (hpcsr sample), from the joint stage's export
+    when the launch trains 'joint', else the diffusion stage's; written to <run_dir>/sample/."""
+    from hpcsr.data.store import Shard
+    from hpcsr.sample import run as sample_run
+
+    cfg = spec.cfg
+    shard = cfg.data.shard or str(Path(cfg.data_dir) / "shards" / f"{spec.pair.name}.h5")
+    start, end = Shard(shard).splits["test"]
+    # the split is [start, end) in HR-step end times; hpcsr sample takes an inclusive range
+    last = end - np.timedelta64(1, "s")
+    trained = "joint" if "joint" in cfg.launcher.stages else "diffusion"
+    out = Path(cfg.run_dir) / "sample" / "ensemble.nc"
+    argv = ["--export", str(Path(cfg.run_dir) / trained), "--lr", shard, "--pair", f"{spec.pair.s},{spec.pair.t}",
+            "--time-range", str(start), str(last), "--out", str(out), *cfg.launcher.sample]
+    summary = sample_run(argv)
+    return {"ensemble": str(out), "summary": summary if info.rank == 0 else {}}
 
 
 def stage_function(name: str):
@@ -103,8 +141,10 @@ def identity(spec: ElementSpec) -> str:
     """Hash of everything in the config that changes a stage's result (not where or how it runs)."""
     data = {k: v for k, v in spec.cfg.to_dict().items() if k not in _LAUNCH_ONLY}
     data["launcher"] = {k: v for k, v in data.get("launcher", {}).items() if k in _LAUNCHER_KEEP}
-    if spec.pair is None:  # a stage run once for the grid depends on the grid's pairs
+    if spec.pair is None:  # a stage run once for the grid depends on the grid's pairs, not on one pair
         data["pairs"] = [p.name for p in spec.pairs]
+        for key in ("factor", "run_dir"):
+            data.pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -161,7 +201,8 @@ def _requeue(spec: ElementSpec, info, result: dict) -> None:
                                f"is saved ({result}): resubmit the launch to resume")
         if info.rank == 0:
             out = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
-            if out.returncode != 0:
+            # a negative code: scontrol itself was ended by the requeue it asked for (it runs in the job)
+            if out.returncode > 0:
                 raise RuntimeError(f"{spec.name}: `scontrol requeue {job}` failed ({out.stderr.strip()}); the "
                                    "checkpoint is saved: resubmit the same launch to resume")
             print(f"[hpcsr-launch] {spec.name}: requeued job {job} (requeue {done + 1} of at most "

@@ -187,6 +187,7 @@ def is_final(row: dict) -> bool:
 def wait(launch_dir: Path, poll_s: float, release_requeued: bool, say=print) -> list[dict]:
     """Poll until every element is final, printing each change of state; returns the last rows."""
     seen: dict[tuple, str] = {}
+    held_since: dict[str, float] = {}
     while True:
         rows = element_states(launch_dir)
         for r in rows:
@@ -198,9 +199,9 @@ def wait(launch_dir: Path, poll_s: float, release_requeued: bool, say=print) -> 
             return rows
         if release_requeued and read_record(launch_dir)["backend"] == "slurm":
             held = {r["job_id"]: (r["state"], r["reason"]) for r in rows if r["job_id"]}
-            for jid in slurm_backend.release_requeued(held):
+            for jid in slurm_backend.release_requeued(held, held_since, time.monotonic()):
                 say(f"[hpcsr-launch] released requeued job {jid} (StartTime=now)")
-        time.sleep(poll_s)
+        time.sleep(min(poll_s, 1.0) if held_since else poll_s)
 
 
 def cancel(launch_dir: Path) -> str:
