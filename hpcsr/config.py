@@ -244,6 +244,14 @@ def compose(overrides=(), config_path=None) -> RootConfig:
     return from_container(_resolve(_hydra_compose(overrides, config_path), overrides))
 
 
+def compose_section(name: str, overrides=(), config_path=None):
+    """One validated section (e.g. 'grid') of the composed configuration; the others unchecked."""
+    if name not in SECTIONS:
+        raise ConfigError(f"unknown section {name!r}: choose one of {', '.join(SECTIONS)}")
+    data = _resolve(_hydra_compose(overrides, config_path), overrides)
+    return build(_section_class(name), data.get(name), name)
+
+
 def compose_variants(overrides, variants, config_path=None) -> list:
     """[compose(overrides + variant) for variant in variants] with one Hydra composition: each
     variant is a {dotted key: value} of plain values (no group choices) set before interpolations
