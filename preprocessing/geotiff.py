@@ -87,8 +87,9 @@ class Grid:
         return (f"{self.height} x {self.width} cells of {self.dx:g} x {abs(self.dy):g}, upper-left "
                 f"({self.x0:.3f}, {self.y0:.3f}), crs '{self.crs_proj4 or 'unknown'}'")
 
-    def same_as(self, other: "Grid", tol: float = 1e-3) -> bool:
-        """Same shape, CRS and transform (corner within `tol` map units)."""
+    def same_as(self, other: "Grid", tol_pixels: float = 1e-3) -> bool:
+        """Same shape, CRS and transform (corner and spacing within `tol_pixels` of a cell)."""
+        tol = tol_pixels * min(abs(self.dx), abs(self.dy))
         return (self.width == other.width and self.height == other.height
                 and self.crs_proj4 == other.crs_proj4
                 and all(abs(a - b) <= tol for a, b in zip(self.transform, other.transform)))

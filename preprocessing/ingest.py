@@ -308,6 +308,10 @@ def assemble(out: Path, units: list[Unit], cfg: IngestConfig, listing_skipped: l
                 "provenance": json.dumps(provenance, sort_keys=True),
             }
             f.attrs.update(attrs)
+        log.info("hr.h5: %d frames of %d x %d from %s to %s, %d gap(s); masked %d negative and %d implausible "
+                 "(> %g mm/h) values; %d values missing in the source; %d frame(s) or input(s) skipped as unreadable, incomplete or empty (attribute 'skipped')",
+                 shape[0], shape[1], shape[2], np.datetime64(int(times[0]), "s"), np.datetime64(int(times[-1]), "s"),
+                 len(_gaps(times, step_s)), qc[:, 1].sum(), qc[:, 2].sum(), cfg.cap_mm_per_hour, qc[:, 0].sum(), len(skipped))
     finally:
         for part in parts:
             part.close()

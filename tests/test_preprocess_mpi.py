@@ -20,9 +20,12 @@ PAIRS = "10x3,4x5,3x2,1x1"
 
 
 def _cli(prefix, out, raw, env):
+    """The installed console script when there is one (pip install -e .), else python -m preprocessing."""
     env = dict(env, PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
+    script = Path(sys.executable).parent / "hpcsr-preprocess"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "preprocessing"]
     args = ["all", "--comephore", str(raw), "--unit-frames", "12", "--pairs", PAIRS, "--window-frames", "12"]
-    r = subprocess.run([*prefix, sys.executable, "-m", "preprocessing", *args, "--out", str(out), "--quiet"],
+    r = subprocess.run([*prefix, *command, *args, "--out", str(out), "--quiet"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, f"{prefix} {args}: {r.stderr}"
     return r.stderr
