@@ -1,0 +1,98 @@
+"""`hpcsr sample`: super-resolve an LR sequence into an HR ensemble netCDF.
+
+    hpcsr sample --export RUN/diffusion/export/model.pt --lr lr.nc --out ens.nc [options]
+    hpcsr sample --export RUN/diffusion --lr shards/s10_t3.h5 --time-range 2011-11-04T00 2011-11-05T23 --out ens.nc
+    hpcsr sample --export RUN/diffusion --hr hr.nc --coarsen --members 10 --out ens.nc    # perfect-model test
+
+Several processes (torchrun --nproc-per-node N -m hpcsr.cli sample ..., srun, mpirun) split the
+work; rank 0 writes. Exit code 2 on bad input (the message says what to change). See
+hpcsr.sampling for the method and hpcsr.sampling.writer for the netCDF layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+
+from hpcsr.sampling.ensemble import CONTEXT_POLICIES, MASS_SCALES, SampleConfig
+from hpcsr.sampling.tiles import WINDOWS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hpcsr.mass import MODES
+    from hpcsr.models.sr_model import SAMPLERS
+
+    p = argparse.ArgumentParser(prog="hpcsr sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--export", required=True, help="trained export: model.pt, its export/ folder or the stage folder")
+    p.add_argument("--lr", help="LR input: netCDF precip(time, y, x) (mm per HR step, time = end of each block) or a shard .h5")
+    p.add_argument("--hr", help="HR input (netCDF precip(time, y, x) or hr.h5), coarsened on the fly; needs --coarsen")
+    p.add_argument("--coarsen", action="store_true", help="coarsen --hr with the export's (s, t) (perfect-model test)")
+    p.add_argument("--out", required=True, help="output netCDF (written atomically)")
+    p.add_argument("--pair", help="factor pair the export must have, e.g. 10,3 or s10_t3 (error if it differs)")
+    p.add_argument("--members", type=int, default=10, help="ensemble members (default 10)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="ddim / dpmpp2m (fast) or ddpm (all schedule steps)")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps for ddim / dpmpp2m (default 50)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise, 0 deterministic .. 1 ancestral (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="base seed; each (member, time) gets its own stream (default 0)")
+    p.add_argument("--mass", choices=MASS_SCALES, default="image",
+                   help="mass-conservation scale: image (regions of --mass-region LR cells), frame (whole domain), cell, none")
+    p.add_argument("--mass-mode", choices=MODES, default="multiplicative", help="mass-transform mode (default multiplicative)")
+    p.add_argument("--mass-region", type=int, help="image scale: region side in LR cells (default: the tile side)")
+    p.add_argument("--tile", type=int, help="HR tile side, a multiple of s (default: the recipe's patch)")
+    p.add_argument("--overlap", type=int, help="HR overlap of neighbouring tiles, a multiple of s (default: ~1/4 tile)")
+    p.add_argument("--window", choices=WINDOWS, default="cosine", help="tile blending window (default cosine)")
+    p.add_argument("--batch", type=int, default=16, help="tiles per network forward (default 16)")
+    p.add_argument("--time-range", nargs=2, metavar=("START", "END"),
+                   help="only blocks whose HR steps end within START..END (ISO times, inclusive)")
+    p.add_argument("--context", choices=CONTEXT_POLICIES, default="mask",
+                   help="missing context: mask (the networks ignore it) or strict (output NaN under it)")
+    p.add_argument("--hr-step-minutes", type=int, help="HR step if the input lacks interval_minutes")
+    p.add_argument("--phase-minutes", type=int, default=0, help="--coarsen: blocks start this many minutes after 00 UTC")
+    p.add_argument("--time-chunk", type=int, help="target blocks gathered and written at once (default: automatic)")
+    p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK when a GPU is visible, else cpu), cpu or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def run(argv) -> dict:
+    from hpcsr.sampling.run import sample_to_netcdf
+
+    args = build_parser().parse_args(argv)
+    if args.hr is not None and not args.coarsen:
+        raise ValueError("--hr is only used coarsened (perfect-model test): add --coarsen, or give LR data with --lr")
+    if args.coarsen and args.hr is None:
+        raise ValueError("--coarsen needs --hr (the HR file to coarsen)")
+    cfg = SampleConfig(members=args.members, sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
+                       mass=args.mass, mass_mode=args.mass_mode, mass_region=args.mass_region, tile=args.tile,
+                       overlap=args.overlap, window=args.window, batch=args.batch, context=args.context,
+                       time_chunk=args.time_chunk)
+    command = "hpcsr sample " + " ".join(shlex.quote(a) for a in argv)
+    return sample_to_netcdf(args.export, args.out, cfg, lr=args.lr, hr=args.hr, pair=args.pair,
+                            time_range=args.time_range, hr_step_minutes=args.hr_step_minutes,
+                            phase_minutes=args.phase_minutes, device=args.device, progress=not args.quiet,
+                            command=command)
+
+
+def main(argv=None) -> int:
+    """CLI entry (`hpcsr sample ...`); under several processes each rank ends through hpcsr.dist.shutdown."""
+    from hpcsr.dist import discover
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    code = 0
+    try:
+        run(argv)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"hpcsr sample: error: {err}", file=sys.stderr)
+        code = 2
+    if discover().world_size > 1:
+        from hpcsr.dist import shutdown
+
+        shutdown(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""Super-resolution of an LR sequence into an HR ensemble over the full domain.
+
+For every target LR block n (time tau) the model sees the L + F LR frames at tau + (j - L + 1) *
+block for j = 0..L+F-1 (L = recipe context, F = the export's future frames); frames absent from
+the input are all-NaN, and NaN cells are masked by the networks (never propagated). Per target:
+
+1. mean: the mean network on every tile (batched), blended into the domain (tiles.py);
+2. ensemble members: the residual diffusion runs over the WHOLE domain at once. At every sampler
+   step the state is cut into the overlapping tiles, the denoiser predicts v on each (tiles
+   batched, conditioned on the tile's LR and the blended mean), and the v tiles are blended back
+   with the same windows (as CorrDiff's patch-based sampling). The domain is one consistent field
+   at every step: no seams and no drop of ensemble spread in the overlaps, which independent
+   tiles averaged afterwards would give.
+3. output = relu(denormalised(mean + residual_scale * residual)), then the mass transform
+   (hpcsr.mass.conserve with the recipe's mass function) over the full domain at the chosen scale:
+   'cell' each s x s x t block (exact per LR cell), 'frame' the whole domain of the target block,
+   'image' each region of `mass_region` x `mass_region` LR cells (default the tile side: the
+   author's patch-scale default) in a partition of the domain, 'none' skips it. Masses are matched
+   exactly at that scale (float32 rounding).
+4. masking: HR pixels under a NaN target LR cell are NaN (counted); with context='strict' also those
+   under a cell that is NaN in any context frame. The mean (precip_mean) gets steps 3-4 as well.
+
+Reproducibility: the noise of member m at target time tau comes from its own generator, seeded by
+SeedSequence(seed, spawn_key=(m, tau)); it does not depend on the batch size, on the number of
+ranks, on which other times or members are sampled, only on the device type (CPU vs CUDA random
+streams) and on the tiling (tile, overlap), which shapes the field.
+
+Work split: units (target, member) of a chunk of targets go round-robin to the ranks; rank 0
+gathers each chunk (gloo, CPU tensors) and writes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hpcsr.coarsen import repeat_blocks
+from hpcsr.diffusion import ddim_sample, ddpm_sample, dpmpp_2m_sample
+from hpcsr.mass import SCALES, conserve
+from hpcsr.models.inputs import prepare_lr
+from hpcsr.models.sr_model import SAMPLERS
+from hpcsr.sampling.inputs import LRSequence
+from hpcsr.sampling.tiles import WINDOWS, Blender, TileLayout, default_overlap
+
+log = logging.getLogger(__name__)
+
+MASS_SCALES = SCALES + ("none",)
+CONTEXT_POLICIES = ("mask", "strict")
+
+
+@dataclass
+class SampleConfig:
+    """How to sample; every field is recorded in the output's attributes."""
+
+    members: int = 10  # ensemble members
+    sampler: str = "ddim"  # 'ddim' / 'dpmpp2m' (fast, `steps` steps) or 'ddpm' (every step of the schedule)
+    steps: int = 50  # sampler steps (ignored by 'ddpm')
+    eta: float = 0.0  # DDIM noise (0 deterministic given the start noise, 1 ancestral)
+    seed: int = 0  # base seed of the per-(member, time) generators
+    mass: str = "image"  # mass-transform scale: image, frame, cell or none
+    mass_mode: str = "multiplicative"  # mass-transform mode (see hpcsr.mass)
+    mass_region: int | None = None  # image scale: region side in LR cells (None: the tile side)
+    tile: int | None = None  # HR tile side, multiple of s (None: the recipe's patch)
+    overlap: int | None = None  # HR overlap of neighbouring tiles, multiple of s (None: ~1/4 tile)
+    window: str = "cosine"  # blending window: cosine (raised cosine ramps) or uniform (plain average)
+    batch: int = 16  # tiles per network forward
+    context: str = "mask"  # missing context frames/cells: 'mask' (the networks mask them) or 'strict' (output NaN)
+    time_chunk: int | None = None  # target blocks gathered and written at once (None: enough to feed every rank twice)
+
+    def __post_init__(self):
+        if isinstance(self.members, bool) or not isinstance(self.members, int) or self.members < 1:
+            raise ValueError(f"members={self.members!r} must be a positive integer")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler {self.sampler!r} unknown: use one of {', '.join(SAMPLERS)}")
+        if self.mass not in MASS_SCALES:
+            raise ValueError(f"mass scale {self.mass!r} unknown: use one of {', '.join(MASS_SCALES)}")
+        if self.context not in CONTEXT_POLICIES:
+            raise ValueError(f"context policy {self.context!r} unknown: use one of {', '.join(CONTEXT_POLICIES)}")
+        if self.window not in WINDOWS:
+            raise ValueError(f"blend window {self.window!r} unknown: use one of {', '.join(WINDOWS)}")
+        if self.batch < 1:
+            raise ValueError(f"batch={self.batch} must be >= 1 tile per forward")
+        if self.seed < 0:
+            raise ValueError(f"seed={self.seed} must be >= 0")
+        if self.mass_region is not None and self.mass_region < 1:
+            raise ValueError(f"mass_region={self.mass_region} must be >= 1 LR cell")
+        if self.time_chunk is not None and self.time_chunk < 1:
+            raise ValueError(f"time_chunk={self.time_chunk} must be >= 1 target block")
+
+
+def unit_generator(seed: int, member: int, time_s: int, device) -> torch.Generator:
+    """The noise generator of one member at one target time (see the module docstring)."""
+    state = np.random.SeedSequence(seed, spawn_key=(member, int(time_s) % 2**64)).generate_state(1, np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(state) & (2**63 - 1))
+
+
+def target_times(seq: LRSequence, time_range=None) -> np.ndarray:
+    """Target block end times: a regular axis from the first to the last input block, restricted to
+    blocks whose HR steps all lie in `time_range` (start, end) of HR step end times (inclusive)."""
+    block = seq.block_s
+    off = (seq.times - seq.times[0]) % block
+    if off.any():
+        bad = seq.times[np.flatnonzero(off)[0]].astype("datetime64[s]")
+        raise ValueError(f"LR block time {bad} is off the regular {block // 60} min block axis that starts at "
+                         f"{seq.times[0].astype('datetime64[s]')}: LR times must be block ends, t={seq.pair.t} HR steps apart")
+    times = np.arange(seq.times[0], seq.times[-1] + 1, block, dtype=np.int64)
+    if time_range is not None:
+        start, end = (int(np.datetime64(v, "s").astype(np.int64)) for v in time_range)
+        first_step = times - (seq.pair.t - 1) * seq.hr_step_s
+        times = times[(first_step >= start) & (times <= end)]
+        if len(times) == 0:
+            raise ValueError(f"no LR block lies inside --time-range {time_range[0]} .. {time_range[1]}: the input covers "
+                             f"{(seq.times[0] - seq.block_s + seq.hr_step_s).astype('datetime64[s]')} .. "
+                             f"{seq.times[-1].astype('datetime64[s]')}")
+    return times
+
+
+class EnsembleSampler:
+    """Holds the model, the tiling and the settings; samples one target block at a time."""
+
+    def __init__(self, export, seq: LRSequence, cfg: SampleConfig, device="cpu"):
+        self.export, self.seq, self.cfg = export, seq, cfg
+        self.device = torch.device(device)
+        self.model = export.build_model().to(self.device)
+        self.recipe = export.recipe
+        self.normaliser = export.normaliser
+        self.s, self.t = self.recipe.pair.s, self.recipe.pair.t
+        if self.model.cfg.static_channels:
+            raise ValueError(f"export {export.path} needs {self.model.cfg.static_channels} static fields; hpcsr sample "
+                             "has no static input yet: use an export trained with model.static_channels=0")
+        self.past = self.recipe.context
+        self.frames = self.model.frames  # context + future frames
+        tile = cfg.tile if cfg.tile is not None else self.recipe.patch
+        overlap = cfg.overlap if cfg.overlap is not None else default_overlap(tile, self.s)
+        ny, nx = seq.shape
+        self.layout = TileLayout(self.s, ny, nx, tile, overlap, cfg.window)
+        self.blender = Blender(self.layout, self.device)
+        self.region = cfg.mass_region if cfg.mass_region is not None else tile // self.s
+        schedule = self.model.schedule
+        self.steps = schedule.steps if cfg.sampler == "ddpm" else cfg.steps
+        if not isinstance(self.steps, int) or not 1 <= self.steps <= schedule.steps:
+            raise ValueError(f"steps={cfg.steps!r} must be an integer in 1..{schedule.steps} (the schedule's length)")
+        if "denoiser" not in export.metadata.get("trained", ["denoiser"]):
+            log.warning("export %s is stage %r: its denoiser was not trained, members are the mean plus untrained "
+                        "residuals; use the diffusion (or joint) stage's export", export.path, export.metadata.get("stage"))
+
+    # ------------------------------------------------------------------ inputs
+
+    def context_frames(self, times: np.ndarray) -> tuple[np.ndarray, int]:
+        """LR context (n, frames, ny, nx) in mm for target `times`, NaN where absent; and the number of
+        absent context frames (not counting absent targets)."""
+        seq = self.seq
+        position = {int(v): i for i, v in enumerate(seq.times)}
+        offsets = (np.arange(self.frames) - (self.past - 1)) * seq.block_s
+        wanted = [[position.get(int(tau + o)) for o in offsets] for tau in times]
+        needed = sorted({p for row in wanted for p in row if p is not None})
+        read = dict(zip(needed, seq.read(np.asarray(needed, np.int64)))) if needed else {}
+        out = np.full((len(times), self.frames, *seq.shape), np.nan, np.float32)
+        absent = 0
+        for n, row in enumerate(wanted):
+            for j, p in enumerate(row):
+                if p is not None:
+                    out[n, j] = read[p]
+                elif j != self.past - 1:
+                    absent += 1
+        return out, absent
+
+    def tiles_of(self, field: torch.Tensor, first: int, count: int, hr: bool) -> torch.Tensor:
+        """Tiles first..first+count-1 of `field` (..., Y, X) or (..., ny, nx), stacked on a new dim 0."""
+        slices = self.layout.hr_slices if hr else self.layout.lr_slices
+        return torch.stack([field[(..., *slices(k))] for k in range(first, first + count)])
+
+    def batches(self):
+        """(first tile, tile count) of every network batch."""
+        K, b = len(self.layout), self.cfg.batch
+        return [(i, min(b, K - i)) for i in range(0, K, b)]
+
+    # ------------------------------------------------------------------ networks
+
+    @torch.no_grad()
+    def mean_field(self, lr_z: torch.Tensor) -> torch.Tensor:
+        """Blended mean (t, Y, X) in normalised units from one target's LR context (frames, ny, nx)."""
+        out = torch.zeros(self.t, *self.layout.hr_shape, device=self.device)
+        for first, count in self.batches():
+            self.blender.blend(self.model.predict_mean(self.tiles_of(lr_z, first, count, hr=False)), first, out)
+        return out
+
+    @torch.no_grad()
+    def conditions(self, lr_z: torch.Tensor, mean: torch.Tensor) -> list:
+        """The denoiser's per-tile conditions of one target, one per network batch."""
+        conds = []
+        for first, count in self.batches():
+            lr_up, lr_valid = prepare_lr(self.tiles_of(lr_z, first, count, hr=False), self.s, self.model.cfg.upsample)
+            conds.append(self.model.denoiser.encode(lr_up, lr_valid, None, self.tiles_of(mean, first, count, hr=True),
+                                                    self.model.target))
+        return conds
+
+    @torch.no_grad()
+    def residual(self, conds: list, generator: torch.Generator) -> torch.Tensor:
+        """One member's residual (t, Y, X) over the whole domain (tiled denoiser, blended v)."""
+        model, cfg = self.model, self.cfg
+        shape = (1, self.t, *self.layout.hr_shape)
+
+        def predict_v(x, n):
+            v = torch.zeros(shape[1:], device=self.device)
+            for (first, count), cond in zip(self.batches(), conds):
+                tiles = self.tiles_of(x[0], first, count, hr=True)
+                self.blender.blend(model.denoiser(tiles, n.expand(count), cond).float(), first, v)
+            return v[None]
+
+        if cfg.sampler == "ddpm":
+            r = ddpm_sample(predict_v, model.schedule, shape, generator, self.device)
+        elif cfg.sampler == "dpmpp2m":
+            r = dpmpp_2m_sample(predict_v, model.schedule, shape, self.steps, generator, self.device)
+        else:
+            r = ddim_sample(predict_v, model.schedule, shape, self.steps, cfg.eta, generator, self.device)
+        return model.cfg.residual_scale * r[0]
+
+    # ------------------------------------------------------------------ physical output
+
+    def mask(self, lr_mm: torch.Tensor) -> torch.Tensor:
+        """HR mask (t, Y, X) of the pixels to set NaN for one target's context (frames, ny, nx) in mm."""
+        bad = ~torch.isfinite(lr_mm[self.past - 1])
+        if self.cfg.context == "strict":
+            bad = bad | (~torch.isfinite(lr_mm)).any(dim=0)
+        return repeat_blocks(bad[None], self.s, self.t)
+
+    def mass_transform(self, x: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        """x (t, Y, X) mm with the mass of lr (1, ny, nx) at the configured scale."""
+        cfg, s = self.cfg, self.s
+        fn = self.recipe.mass
+        if cfg.mass == "none":
+            return x
+        if cfg.mass != "image":
+            return conserve(x, lr, s, self.t, fn, cfg.mass, cfg.mass_mode)
+        out = torch.empty_like(x)
+        ny, nx = lr.shape[-2:]
+        R = self.region
+        for r0 in range(0, ny, R):
+            for c0 in range(0, nx, R):
+                ys, xs = slice(r0 * s, min(r0 + R, ny) * s), slice(c0 * s, min(c0 + R, nx) * s)
+                out[:, ys, xs] = conserve(x[:, ys, xs], lr[:, r0:r0 + R, c0:c0 + R], s, self.t, fn, "image", cfg.mass_mode)
+        return out
+
+    def to_mm(self, z: torch.Tensor, lr_mm: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Normalised (t, Y, X) -> relu(mm) -> mass transform -> NaN where masked."""
+        mm = torch.relu(self.normaliser.inverse(z))
+        mm = self.mass_transform(mm, lr_mm[self.past - 1][None])
+        return torch.where(mask, torch.full_like(mm, float("nan")), mm)
+
+    # ------------------------------------------------------------------ settings record
+
+    def attributes(self) -> dict:
+        meta = self.export.metadata
+        cfg = self.cfg
+        fn = self.recipe.mass
+        return {
+            "factor_pair": self.recipe.pair.name, "factor_s": self.s, "factor_t": self.t,
+            "model_export": str(self.export.path), "model_config_hash": meta.get("config_hash", ""),
+            "model_stage": meta.get("stage", ""), "model_step": meta.get("step", -1),
+            "model_lineage": meta.get("lineage", []), "model_config": meta.get("model", {}),
+            "model_recipe": {**meta.get("recipe", {}), "mass": {"power": fn.power, "offset": fn.offset, "cap": str(fn.cap)}},
+            "model_normalisation": {k: v for k, v in meta.get("normalisation", {}).items() if k != "stats"},
+            "context_frames": self.recipe.context, "future_frames": self.frames - self.recipe.context,
+            "sampler": cfg.sampler, "sampler_steps": self.steps, "eta": cfg.eta, "seed": cfg.seed,
+            "seed_rule": "member m at target block end tau: torch generator seeded from "
+                         "numpy SeedSequence(seed, spawn_key=(m, tau seconds since 1970))",
+            "mass_scale": cfg.mass, "mass_mode": cfg.mass_mode, "mass_function": fn.label,
+            "mass_region_cells": self.region if cfg.mass == "image" else 0,
+            "tile": self.layout.tile, "overlap": self.layout.overlap, "blend_window": cfg.window,
+            "tiles_per_frame": len(self.layout), "context_policy": cfg.context,
+            "config": asdict(cfg),
+        }
+
+
+def chunk_size(cfg: SampleConfig, world: int) -> int:
+    return cfg.time_chunk or max(1, math.ceil(2 * world / cfg.members))
+
+
+def sample_sequence(sampler: EnsembleSampler, times: np.ndarray, writer=None, rank: int = 0, world: int = 1,
+                    group=None, progress: bool = True) -> dict:
+    """Sample every (target, member) of `times`, split over `world` ranks; rank 0 writes each chunk
+    through `writer` and gets the counts of masked values back (other ranks get {})."""
+    cfg, t = sampler.cfg, sampler.t
+    Y, X = sampler.layout.hr_shape
+    M = cfg.members
+    chunk = chunk_size(cfg, world)
+    counts = {"target_blocks": len(times), "absent_target_blocks": 0, "masked_target_cells": 0,
+              "targets_with_incomplete_context": 0, "absent_context_frames": 0, "masked_pixels_per_member": 0}
+    chunks = [times[c:c + chunk] for c in range(0, len(times), chunk)]
+    bar = tqdm(total=sum(len(range(rank, len(block) * M, world)) for block in chunks), desc="sampling" if world == 1 else "sampling (rank 0's share)",
+               unit="member", disable=not progress or rank != 0)
+    present = set(int(v) for v in sampler.seq.times)
+    for c, block in zip(range(0, len(times), chunk), chunks):
+        lr_mm_np, absent = sampler.context_frames(block)
+        lr_mm = torch.from_numpy(lr_mm_np).to(sampler.device)
+        lr_z = sampler.normaliser.forward(lr_mm)
+        units = [(n, m) for n in range(len(block)) for m in range(M)]
+        mine = units[rank::world]
+        needed = range(len(block)) if rank == 0 else sorted({n for n, _ in mine})
+        means = {n: sampler.mean_field(lr_z[n]) for n in needed}
+        masks = {n: sampler.mask(lr_mm[n]) for n in needed}
+        conds = {}
+        results = torch.empty(math.ceil(len(units) / world), t, Y, X)
+        for i, (n, m) in enumerate(mine):
+            if n not in conds and not masks[n].all():
+                conds = {n: sampler.conditions(lr_z[n], means[n])}  # one target's conditions at a time
+            if masks[n].all():  # nothing to predict (target block missing): skip the sampler
+                results[i] = float("nan")
+            else:
+                gen = unit_generator(cfg.seed, m, int(block[n]), sampler.device)
+                z = means[n] + sampler.residual(conds[n], gen)
+                results[i] = sampler.to_mm(z, lr_mm[n], masks[n]).cpu()
+            bar.update(1)
+        conds = {}
+        if world > 1:
+            import torch.distributed as dist
+
+            gathered = [torch.empty_like(results) for _ in range(world)] if rank == 0 else None
+            dist.gather(results, gathered, dst=0, group=group)
+        else:
+            gathered = [results]
+        if rank != 0:
+            continue
+        members = np.empty((M, len(block) * t, Y, X), np.float32)
+        for u, (n, m) in enumerate(units):
+            members[m, n * t:(n + 1) * t] = gathered[u % world][u // world].numpy()
+        mean = np.concatenate([sampler.to_mm(means[n], lr_mm[n], masks[n]).cpu().numpy() for n in range(len(block))])
+        masked = np.concatenate([masks[n].sum(dim=(-2, -1)).cpu().numpy() for n in range(len(block))]).astype(np.int32)
+        if writer is not None:
+            writer.write(c * t, members, mean, masked)
+        target = lr_mm_np[:, sampler.past - 1]
+        context = np.delete(lr_mm_np, sampler.past - 1, axis=1)
+        counts["absent_target_blocks"] += sum(int(v) not in present for v in block)
+        counts["masked_target_cells"] += int(np.isnan(target).sum())
+        counts["targets_with_incomplete_context"] += int(np.isnan(context).any(axis=(1, 2, 3)).sum())
+        counts["absent_context_frames"] += absent
+        counts["masked_pixels_per_member"] += int(masked.sum())
+    bar.close()
+    return counts if rank == 0 else {}

@@ -1,0 +1,112 @@
+"""The ensemble netCDF (CF-1.8), written chunk by chunk under a temporary name and moved into place
+only once complete, so an interrupted run never leaves a file that looks finished.
+
+Layout (xarray opens it directly):
+    dims       member (M), time (T = target blocks x t HR steps), y (Y), x (X)
+    precip     (member, time, y, x) float32  mm per HR step, NaN = masked (missing input)
+    precip_mean (time, y, x) float32         the mean network alone, same post-processing
+    masked_pixels (time) int32               NaN HR pixels per step (identical for every member)
+    member     (member) int32                0..M-1
+    time       (time) int64                  seconds since 1970-01-01, END of each HR step
+    y, x       float64                       HR cell centres (attributes copied from the input)
+    crs        int32 scalar                  CF grid mapping copied from the input
+Global attributes record the factor pair, the model (export, config hash, lineage), the sampler
+settings, the seed rule, the mass transform, the tiling, the input, the counts of masked values and
+the code version (dicts as JSON strings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+
+TIME_UNITS = "seconds since 1970-01-01 00:00:00"
+CHUNK_SIDE = 256  # spatial chunk side of the netCDF variables
+
+
+def attr_value(value):
+    """A netCDF-storable attribute: numbers and strings as they are, everything else as JSON."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float, str, np.integer, np.floating)):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+class EnsembleWriter:
+    """Rank 0's writer: `write(first_step, members, mean, masked)` per chunk, then `close(attrs)`."""
+
+    def __init__(self, path, members: int, times_s: np.ndarray, x: np.ndarray, y: np.ndarray,
+                 x_attrs: dict, y_attrs: dict, crs: dict, hr_step_minutes: int, attrs: dict):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        ds = netCDF4.Dataset(self.tmp, "w", format="NETCDF4")
+        self.ds = ds
+        T, Y, X = len(times_s), len(y), len(x)
+        ds.createDimension("member", members)
+        ds.createDimension("time", T)
+        ds.createDimension("y", Y)
+        ds.createDimension("x", X)
+        v = ds.createVariable("member", "i4", ("member",))
+        v[:] = np.arange(members, dtype=np.int32)
+        v.long_name = "ensemble member"
+        v = ds.createVariable("time", "i8", ("time",))
+        v[:] = np.asarray(times_s, np.int64)
+        v.setncatts({"units": TIME_UNITS, "calendar": "standard", "standard_name": "time", "axis": "T",
+                     "long_name": "end of accumulation interval"})
+        for name, values, extra in (("y", y, y_attrs), ("x", x, x_attrs)):
+            v = ds.createVariable(name, "f8", (name,))
+            v[:] = np.asarray(values, np.float64)
+            v.setncatts({"long_name": f"{name} of cell centre", **{k: attr_value(a) for k, a in extra.items()}})
+        grid_mapping = None
+        if crs:
+            grid_mapping = "crs"
+            v = ds.createVariable(grid_mapping, "i4", ())
+            v.setncatts({k: attr_value(a) for k, a in crs.items() if k != "name"})
+        chunks = (1, 1, min(Y, CHUNK_SIDE), min(X, CHUNK_SIDE))
+        common = {"units": "mm", "standard_name": "precipitation_amount", "interval_minutes": hr_step_minutes,
+                  "cell_methods": "time: sum"}
+        if grid_mapping:
+            common["grid_mapping"] = grid_mapping
+        self.precip = ds.createVariable("precip", "f4", ("member", "time", "y", "x"), zlib=True, complevel=1,
+                                        shuffle=True, chunksizes=chunks, fill_value=np.float32(np.nan))
+        self.precip.setncatts({**common, "long_name": f"precipitation over the {hr_step_minutes} minutes ending at time, "
+                                                      "ensemble member (mean + sampled residual, relu, mass transform)"})
+        self.mean = ds.createVariable("precip_mean", "f4", ("time", "y", "x"), zlib=True, complevel=1, shuffle=True,
+                                      chunksizes=chunks[1:], fill_value=np.float32(np.nan))
+        self.mean.setncatts({**common, "long_name": "mean network prediction (relu, mass transform), no sampled residual"})
+        self.masked = ds.createVariable("masked_pixels", "i4", ("time",))
+        self.masked.long_name = "HR pixels set to NaN in this step (missing LR input), the same for every member"
+        ds.setncatts({k: attr_value(a) for k, a in attrs.items()})
+
+    def write(self, first_step: int, members: np.ndarray, mean: np.ndarray, masked: np.ndarray) -> None:
+        """members (M, n, Y, X), mean (n, Y, X), masked (n,) for HR steps first_step .. first_step+n-1."""
+        n = mean.shape[0]
+        self.precip[:, first_step:first_step + n] = members
+        self.mean[first_step:first_step + n] = mean
+        self.masked[first_step:first_step + n] = masked
+
+    def close(self, attrs: dict) -> Path:
+        """Add the final attributes, flush, and move the file into place."""
+        self.ds.setncatts({k: attr_value(a) for k, a in attrs.items()})
+        self.ds.sync()
+        self.ds.close()
+        with open(self.tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the unfinished file."""
+        try:
+            self.ds.close()
+        except RuntimeError:
+            pass
+        if self.tmp.exists():
+            self.tmp.unlink()
+

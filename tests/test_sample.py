@@ -1,0 +1,387 @@
+"""hpcsr sample on real radar data (Comephore, 4-5 Nov 2011 flood) with a small export written by
+hand through hpcsr.train.export.write_export (random weights: these tests check the mechanics,
+geometry, masses, masks and seeds, not skill).
+
+The export is a 2-level model (widths 8-16, no spatial attention) at factor pair (4, 2): L = 6
+context frames, so the 8 hourly frames make 4 target blocks whose context is partly missing at the
+start of the sequence, a real case of the masking rules. Weights are the initial ones plus noise
+(the output layers start at zero) so that every output depends on the input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from hpcsr.coarsen import coarsen
+from hpcsr.data.normalise import Normaliser
+from hpcsr.factors import FactorPair, recipe
+from hpcsr.models import ModelConfig, build_model
+from hpcsr.sample import main as sample_main
+from hpcsr.sampling import EnsembleSampler, SampleConfig, target_times
+from hpcsr.sampling.inputs import open_hr
+from hpcsr.sampling.tiles import Blender, TileLayout
+from hpcsr.train.export import load_export, recipe_to_dict, write_export
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+COMEPHORE = DATA / "comephore_sample_20111104.nc"
+pytestmark = pytest.mark.skipif(not COMEPHORE.is_file(), reason=f"real data {COMEPHORE} is absent (see shared/data/README.md)")
+
+PAIR = FactorPair(4, 2)
+MICRO = ModelConfig(widths=(8, 16), heads=2, windows=(1, 1), emb_dim=8)
+HR_SHAPE = (42, 37)  # cropped by sampling to (40, 36): 10 x 9 LR cells
+TILE_ARGS = ["--tile", "16", "--overlap", "4"]  # 4 x 4 LR-cell tiles sharing one cell: 3 x 3 tiles
+
+
+def make_export(path: Path, pair: FactorPair, seed: int = 0) -> Path:
+    """A model of `pair` with perturbed initial weights, normalised with the Comephore file's log1p stats."""
+    torch.manual_seed(seed)
+    rec = recipe(pair.s, pair.t)
+    model = build_model(MICRO, rec)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    with xr.open_dataset(COMEPHORE) as ds:
+        values = ds["precip"].values
+    logs = np.log1p(values[np.isfinite(values)])
+    norm = Normaliser("log1p", float(logs.mean()), float(logs.std()))
+    metadata = {"stage": "joint", "trained": ["mean_net", "denoiser"], "pair": {"s": pair.s, "t": pair.t, "name": pair.name},
+                "recipe": recipe_to_dict(rec), "model": dataclasses.asdict(MICRO), "future_context": 0,
+                "normalisation": {**norm.to_dict(), "stats": {}}, "step": 7, "config_hash": f"hand-{pair.name}",
+                "lineage": [{"role": "self", "stage": "joint", "pair": pair.name, "step": 7, "export": str(path)}]}
+    return write_export(path, model.state_dict(), metadata)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("sample")
+
+
+@pytest.fixture(scope="module")
+def export(work) -> Path:
+    return make_export(work / "run" / "joint" / "export" / "model.pt", PAIR)
+
+
+@pytest.fixture(scope="module")
+def hr_nc(work) -> Path:
+    """The top-left 42 x 37 pixels of the Comephore file (not divisible by s=4)."""
+    path = work / "hr.nc"
+    with xr.open_dataset(COMEPHORE) as ds:
+        ds.isel(y=slice(0, HR_SHAPE[0]), x=slice(0, HR_SHAPE[1])).load().to_netcdf(path)
+    return path
+
+
+def run_sample(*args) -> int:
+    return sample_main([str(a) for a in args] + ["--quiet"])
+
+
+def base_args(export, hr_nc, out, *extra):
+    return ["--export", export, "--hr", hr_nc, "--coarsen", "--members", "2", "--steps", "2", *TILE_ARGS,
+            "--out", out, *extra]
+
+
+@pytest.fixture(scope="module")
+def base(export, hr_nc, work) -> Path:
+    """The reference run: 2 members, DDIM 2 steps, cell-scale mass."""
+    out = work / "base.nc"
+    assert run_sample(*base_args(export, hr_nc, out, "--mass", "cell")) == 0
+    return out
+
+
+def truth(hr_nc) -> np.ndarray:
+    with xr.open_dataset(hr_nc) as ds:
+        return ds["precip"].values[:, :40, :36]
+
+
+# ------------------------------------------------------------------ layout of the file
+
+
+def test_output_layout_coordinates_crs_and_attributes(base, hr_nc, export):
+    with xr.open_dataset(base) as ens, xr.open_dataset(hr_nc) as hr:
+        assert ens["precip"].dims == ("member", "time", "y", "x")
+        assert ens["precip"].shape == (2, 8, 40, 36)
+        assert ens["precip_mean"].dims == ("time", "y", "x")
+        np.testing.assert_array_equal(ens["time"].values, hr["time"].values)  # 4 blocks x 2 steps = all 8 frames
+        np.testing.assert_array_equal(ens["x"].values, hr["x"].values[:36])
+        np.testing.assert_array_equal(ens["y"].values, hr["y"].values[:40])
+        assert ens["x"].attrs["standard_name"] == "projection_x_coordinate" and ens["x"].attrs["units"] == "m"
+        assert ens["precip"].attrs["grid_mapping"] == "crs" and ens["precip"].attrs["units"] == "mm"
+        assert ens["crs"].attrs["crs_wkt"] == hr["crs"].attrs["crs_wkt"]
+        assert ens["crs"].attrs["grid_mapping_name"] == hr["crs"].attrs["grid_mapping_name"]
+        a = ens.attrs
+        assert a["factor_pair"] == "s4_t2" and a["factor_s"] == 4 and a["factor_t"] == 2
+        assert a["model_export"] == str(export) and a["model_config_hash"] == "hand-s4_t2"
+        assert json.loads(a["model_lineage"])[0]["role"] == "self"
+        assert (a["sampler"], a["sampler_steps"], a["eta"], a["seed"], a["mass_scale"]) == ("ddim", 2, 0.0, 0, "cell")
+        assert a["interval_minutes"] == 60 and a["context_frames"] == 6
+        assert "hpcsr" in json.loads(a["code_version"])
+        assert "cropped to 40 x 36" in json.loads(a["input"])["notes"][0]
+        values = ens["precip"].values
+    assert np.isfinite(values).all() and (values >= 0).all()
+    assert np.abs(values[0] - values[1]).max() > 1e-3, "members must differ"
+
+
+def test_cell_mass_is_the_lr_input_exactly(base, hr_nc):
+    lr = coarsen(truth(hr_nc), 4, 2)
+    with xr.open_dataset(base) as ens:
+        members, mean = ens["precip"].values, ens["precip_mean"].values
+    for field in list(members) + [mean]:
+        got = coarsen(field, 4, 2)
+        ok = np.isfinite(lr)
+        np.testing.assert_allclose(got[ok], lr[ok], rtol=1e-5, atol=1e-6)
+
+
+def test_lr_netcdf_input_gives_the_same_ensemble(base, hr_nc, export, work):
+    """An LR netCDF (block means, stamped at block ends, LR cell centres) reproduces the coarsened
+    HR run: the HR grid rebuilt from LR centres equals the HR file's grid."""
+    hr = xr.open_dataset(hr_nc).isel(y=slice(0, 40), x=slice(0, 36)).load()
+    lr = xr.Dataset(
+        {"precip": (("time", "y", "x"), coarsen(hr["precip"].values, 4, 2), {"grid_mapping": "crs", "units": "mm"}),
+         "crs": hr["crs"]},
+        coords={"time": hr["time"].values[1::2], "y": hr["y"].values.reshape(-1, 4).mean(1),
+                "x": hr["x"].values.reshape(-1, 4).mean(1)},
+        attrs={"interval_minutes": 60, "factor_pair": "s4_t2"})
+    lr_path = work / "lr.nc"
+    lr.to_netcdf(lr_path)
+    out = work / "from_lr.nc"
+    assert run_sample("--export", export, "--lr", lr_path, "--members", "1", "--steps", "2", *TILE_ARGS,
+                      "--mass", "cell", "--out", out) == 0
+    with xr.open_dataset(out) as a, xr.open_dataset(base) as b:
+        np.testing.assert_allclose(a["x"].values, b["x"].values, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(a["y"].values, b["y"].values, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(a["time"].values, b["time"].values)
+        np.testing.assert_allclose(a["precip"].values, b["precip"].values[:1], rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ seeds
+
+
+def test_seeds_do_not_depend_on_batch_chunk_member_count_or_time_range(base, export, hr_nc, work):
+    """Member 0 of the two blocks ending 00:00 and 02:00, sampled with other tile batches, chunks,
+    member count and time range than the reference run, is the reference's member 0."""
+    out = work / "regrouped.nc"
+    assert run_sample(*base_args(export, hr_nc, out, "--mass", "cell", "--members", "1", "--batch", "4",
+                                 "--time-chunk", "2", "--time-range", "2011-11-04T23:00", "2011-11-05T02:00")) == 0
+    with xr.open_dataset(base) as ref, xr.open_dataset(out) as a:
+        assert a.sizes["time"] == 4 and str(a["time"].values[0])[:13] == "2011-11-04T23"
+        np.testing.assert_allclose(a["precip"].values, ref["precip"].sel(time=a["time"]).values[:1], rtol=1e-5, atol=1e-5)
+
+
+def test_another_seed_gives_another_ensemble(base, export, hr_nc, work):
+    out = work / "seed1.nc"
+    assert run_sample(*base_args(export, hr_nc, out, "--mass", "cell", "--seed", "1", "--time-range",
+                                 "2011-11-05T03:00", "2011-11-05T04:00")) == 0
+    with xr.open_dataset(base) as ref, xr.open_dataset(out) as a:
+        diff = np.abs(a["precip"].values - ref["precip"].sel(time=a["time"]).values)
+        np.testing.assert_allclose(a["precip_mean"].values, ref["precip_mean"].sel(time=a["time"]).values, rtol=1e-5)
+    assert diff.mean() > 1e-2
+
+
+# ------------------------------------------------------------------ missing data
+
+
+def test_nan_cells_and_missing_steps_are_masked_and_counted(export, hr_nc, work):
+    """An 8 x 8 NaN patch in frame 3 masks 2 x 2 LR cells of block 1 (frames 2, 3); dropping both
+    frames of block 2 makes it absent: NaN output, counted, time axis kept regular."""
+    ds = xr.open_dataset(hr_nc).load()
+    ds["precip"][3, :8, :8] = np.nan
+    gappy = ds.drop_isel(time=[4, 5])
+    path = work / "gappy.nc"
+    gappy.to_netcdf(path)
+    out = work / "gappy_ens.nc"
+    assert run_sample(*base_args(export, path, out, "--mass", "cell", "--members", "1")) == 0
+    with xr.open_dataset(out) as ens:
+        precip, mean, masked = ens["precip"].values, ens["precip_mean"].values, ens["masked_pixels"].values
+        a = ens.attrs
+        assert ens.sizes["time"] == 8
+    expected = np.zeros((8, 40, 36), bool)
+    expected[2:4, :8, :8] = True  # block 1 (frames 2, 3): 2 x 2 LR cells
+    expected[4:6] = True  # block 2 absent
+    np.testing.assert_array_equal(np.isnan(mean), expected)
+    for member in precip:
+        np.testing.assert_array_equal(np.isnan(member), expected)
+    np.testing.assert_array_equal(masked, expected.sum(axis=(1, 2)))
+    assert a["masked_pixels_per_member"] == expected.sum() == 2 * 64 + 2 * 1440
+    assert a["masked_target_cells"] == 4 + 90
+    assert a["absent_target_blocks"] == 1
+    # L = 6: the 5 past frames of blocks 0..3 reach 5, 4, 3, 2 blocks before the data; block 3 also lacks block 2
+    assert a["absent_context_frames"] == 5 + 4 + 3 + 2 + 1
+    assert a["targets_with_incomplete_context"] == 4
+    # elsewhere the cell masses still hold
+    lr = coarsen(truth(hr_nc), 4, 2)
+    got = coarsen(precip[0], 4, 2)
+    ok = ~np.isnan(got)
+    np.testing.assert_allclose(got[ok], lr[ok], rtol=1e-5, atol=1e-6)
+
+
+def test_strict_context_masks_cells_with_any_missing_context(export, hr_nc, work):
+    out = work / "strict.nc"
+    assert run_sample(*base_args(export, hr_nc, out, "--context", "strict", "--members", "1")) == 0
+    with xr.open_dataset(out) as ens:
+        assert np.isnan(ens["precip"].values).all(), "every block lacks context frames before the data start"
+        assert ens.attrs["masked_pixels_per_member"] == 8 * 40 * 36
+
+
+# ------------------------------------------------------------------ tiles and blending
+
+
+def test_blending_weights_are_a_partition_of_unity():
+    layout = TileLayout(s=4, ny=10, nx=9, tile=16, overlap=4)
+    assert [c for c in layout.corners] == [(r, c) for r in (0, 3, 6) for c in (0, 3, 5)]
+    field = torch.randn(2, 40, 36)
+    tiles = torch.stack([field[(..., *layout.hr_slices(k))] for k in range(len(layout))])
+    out = Blender(layout).blend(tiles, 0, torch.zeros(2, 40, 36))
+    torch.testing.assert_close(out, field, rtol=0, atol=1e-5)
+    w = layout.weights(4)  # the middle tile rises on all four sides
+    assert w[0, 0] < 0.05 and w[8, 8] == 1 and torch.all(w > 0)
+
+
+def test_tiles_that_disagree_blend_without_steps():
+    """Tiles = one field + a different constant per tile. With raised-cosine ramps of O pixels the
+    normalised weights of two neighbours are sin^2 and cos^2, so the blended offset changes by at
+    most max|dc| sin(pi / 2O) from one pixel to the next; a plain average jumps by |dc| / 2 where
+    the overlap begins."""
+    overlap = 16
+    field = torch.randn(64, 48, dtype=torch.float64)
+    offsets = torch.tensor([0.0, 3.0, -2.0, 1.0, 4.0, -1.0], dtype=torch.float64)
+    steps = {}
+    for window in ("cosine", "uniform"):
+        layout = TileLayout(s=4, ny=16, nx=12, tile=32, overlap=overlap, window=window)
+        assert len(layout) == 6  # 3 x 2 tiles, neighbours overlap by exactly 16 pixels
+        tiles = torch.stack([field[layout.hr_slices(k)] + offsets[k] for k in range(6)])
+        blended = Blender(layout, dtype=torch.float64).blend(tiles, 0, torch.zeros(64, 48, dtype=torch.float64)) - field
+        steps[window] = max(blended.diff(dim=0).abs().max().item(), blended.diff(dim=1).abs().max().item())
+    dc = (offsets[:, None] - offsets[None, :]).abs().max().item()
+    assert steps["cosine"] <= dc * np.sin(np.pi / (2 * overlap)) + 1e-9
+    assert steps["uniform"] >= 0.5 * 1.0 - 1e-9  # the smallest neighbour offset difference is 1
+
+
+def _edge_ratio(layout: TileLayout, field: np.ndarray) -> float:
+    """Mean |row-to-row jump| across the rows where a tile starts or ends, over the median jump."""
+    edges = sorted({b for k in range(len(layout)) for b in (layout.hr_slices(k)[0].start, layout.hr_slices(k)[0].stop)})
+    edges = [e for e in edges if 0 < e < layout.hr_shape[0]]
+    jumps = np.abs(np.diff(field, axis=-2)).mean(axis=tuple(i for i in range(field.ndim) if i != field.ndim - 2))
+    return float(jumps[[e - 1 for e in edges]].mean() / np.median(jumps))
+
+
+def test_tiles_blend_without_seams(export, hr_nc):
+    exp = load_export(export)
+    seq = open_hr(hr_nc, exp.pair)
+    target = target_times(seq)[-1:]
+    fields = {}
+    for name, tile in (("single", 40), ("cosine", 16)):
+        sampler = EnsembleSampler(exp, seq, SampleConfig(members=1, steps=2, tile=tile, overlap=4 if tile == 16 else 0,
+                                                         mass="none"))
+        lr, _ = sampler.context_frames(target)
+        z = sampler.normaliser.forward(torch.from_numpy(lr[0]))
+        mean = sampler.mean_field(z)
+        residual = sampler.residual(sampler.conditions(z, mean), torch.Generator().manual_seed(0))
+        fields[name] = (sampler.layout, mean.numpy(), residual.numpy())
+    layout = fields["cosine"][0]
+    # no larger row-to-row change across tile edges than elsewhere (1.0 = none at all)
+    assert _edge_ratio(layout, fields["cosine"][1]) < 1.4
+    assert _edge_ratio(layout, fields["single"][1]) < 1.2
+    # the residual is sampled over the whole domain at once: no seams either
+    assert _edge_ratio(layout, fields["cosine"][2]) < 1.3
+    # tiled and single-tile means differ only by tile-border effects of the (random-weight) network
+    single = fields["single"][1]
+    rel = np.abs(fields["cosine"][1] - single).mean() / np.abs(single - single.mean()).mean()
+    assert rel < 0.35
+
+
+def test_image_and_frame_scale_masses(export, hr_nc):
+    exp = load_export(export)
+    seq = open_hr(hr_nc, exp.pair)
+    lr = torch.from_numpy(coarsen(truth(hr_nc)[2:4], 4, 2))  # (1, 10, 9)
+    x = torch.rand(2, 40, 36) * 3
+    for mass, region in (("image", 3), ("frame", None)):
+        sampler = EnsembleSampler(exp, seq, SampleConfig(members=1, mass=mass, mass_region=region, tile=16, overlap=4))
+        out = sampler.mass_transform(x, lr)
+        got = coarsen(out, 4, 2)[0]
+        if mass == "frame":
+            torch.testing.assert_close(got.sum(), lr.sum(), rtol=1e-5, atol=0)
+            continue
+        for r0 in range(0, 10, 3):  # 3 x 3-cell regions, the last row/column of regions 1 cell wide
+            for c0 in range(0, 9, 3):
+                torch.testing.assert_close(got[r0:r0 + 3, c0:c0 + 3].sum(), lr[0, r0:r0 + 3, c0:c0 + 3].sum(), rtol=1e-5, atol=0)
+        assert not torch.allclose(coarsen(out, 4, 2), lr, rtol=1e-3), "image scale must not be cell scale"
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_pair_mismatch_names_both_pairs(export, hr_nc, work, capsys):
+    assert run_sample(*base_args(export, hr_nc, work / "never.nc", "--pair", "10,3")) == 2
+    err = capsys.readouterr().err
+    assert "s4_t2" in err and "s10_t3" in err and "--pair" in err
+    assert not (work / "never.nc").exists()
+
+
+def test_missing_export_and_bad_options_are_clear_errors(hr_nc, export, work, capsys):
+    assert run_sample("--export", work / "nowhere", "--hr", hr_nc, "--coarsen", "--out", work / "x.nc") == 2
+    assert "no export at" in capsys.readouterr().err
+    assert run_sample("--export", export, "--hr", hr_nc, "--out", work / "x.nc") == 2
+    assert "add --coarsen" in capsys.readouterr().err
+    assert run_sample(*base_args(export, hr_nc, work / "x.nc", "--tile", "18")) == 2
+    assert "tile=18" in capsys.readouterr().err
+    assert run_sample(*base_args(export, hr_nc, work / "x.nc", "--time-range", "2020-01-01", "2020-01-02")) == 2
+    assert "--time-range" in capsys.readouterr().err
+    assert not (work / "x.nc").exists()
+    assert not list(work.glob(".x.nc.tmp*")), "no temporary file may be left behind"
+
+
+# ------------------------------------------------------------------ shards and several ranks
+
+
+def test_shard_input_grid_times_crs_and_pair_check(small_dataset, work):
+    from hpcsr.data.store import Shard
+
+    shard_path = small_dataset["out"] / "shards" / "s10_t3.h5"
+    export = make_export(work / "s10_t3" / "model.pt", FactorPair(10, 3))
+    with Shard(shard_path) as shard:
+        store = shard.hr_store()
+        i = int(shard.context_windows(5)[0])
+        end = shard.times[i + 1]
+        first = store.times[shard.hr_start[i]]
+        y0, y1, x0, x1 = shard.hr_window
+        x_hr, y_hr, wkt = store.x[x0:x1], store.y[y0:y1], store.crs_wkt
+        hr_times = store.times[shard.hr_start[i]:shard.hr_start[i + 1] + 3]
+        lr = shard.lr[i:i + 2]
+    out = work / "shard.nc"
+    assert run_sample("--export", export, "--lr", shard_path, "--members", "2", "--steps", "1", "--mass", "cell",
+                      "--time-range", str(first), str(end), "--out", out) == 0
+    with xr.open_dataset(out) as ens:
+        np.testing.assert_allclose(ens["x"].values, x_hr, atol=1e-6)
+        np.testing.assert_allclose(ens["y"].values, y_hr, atol=1e-6)
+        np.testing.assert_array_equal(ens["time"].values.astype("datetime64[s]"), hr_times)
+        assert ens["crs"].attrs["crs_wkt"] == wkt
+        got = coarsen(ens["precip"].values[0], 10, 3)
+    ok = np.isfinite(lr)
+    np.testing.assert_allclose(got[ok], lr[ok], rtol=1e-5, atol=1e-6)
+    other = small_dataset["out"] / "shards" / "s10_t1.h5"
+    with pytest.raises(ValueError, match="s10_t1.*s10_t3"):
+        from hpcsr.sampling.inputs import open_lr
+
+        open_lr(other, FactorPair(10, 3))
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_two_ranks_write_the_same_ensemble(base, export, hr_nc, work, launch_env, venv_bin):
+    """torchrun with 2 real processes (gloo): members split over ranks, rank 0 gathers and writes."""
+    out = work / "two_ranks.nc"
+    cmd = [str(venv_bin / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "hpcsr.cli", "sample",
+           *map(str, base_args(export, hr_nc, out, "--mass", "cell")), "--quiet"]
+    proc = subprocess.run(cmd, env=launch_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with xr.open_dataset(out) as a, xr.open_dataset(base) as b:
+        assert a.attrs["world_size"] == 2
+        np.testing.assert_allclose(a["precip"].values, b["precip"].values, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(a["precip_mean"].values, b["precip_mean"].values, rtol=1e-4, atol=1e-4)
