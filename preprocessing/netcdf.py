@@ -118,28 +118,24 @@ def plan_file(path: str, cadence_minutes: int, interval_minutes: int | None = No
 
 
 def read_steps(plan: NetcdfPlan, first: int, stop: int, cap_mm_per_hour: float):
-    """Yield (end time, mm float32 frame, FrameQC) for output steps first..stop-1 of the plan."""
-    rows = plan.sources[first:stop]
-    if rows.size == 0:
-        return
-    lo, hi = int(rows.min()), int(rows.max()) + 1
+    """Yield (end time, mm float32 frame, FrameQC) for output steps first..stop-1 of the plan,
+    reading only the source steps of one output step at a time."""
     limit = cap_amount(cap_mm_per_hour, plan.interval_minutes)
     with netCDF4.Dataset(plan.path) as ds:
         var = ds.variables[PRECIP]
-        fills = [float(np.asarray(var.getncattr(a)).ravel()[0]) for a in ("_FillValue", "missing_value") if a in var.ncattrs()]
+        fills = [np.float32(np.asarray(var.getncattr(a)).ravel()[0]) for a in ("_FillValue", "missing_value")
+                 if a in var.ncattrs()]
         var.set_auto_mask(False)
-        block = np.asarray(var[lo:hi], dtype=np.float32)
-    for fill in fills:
-        if not np.isnan(fill):
-            block[block == np.float32(fill)] = np.nan
-    cleaned, qcs = {}, {}
-    for i in np.unique(rows):
-        cleaned[i], qcs[i] = clean_mm(block[i - lo], limit)
-    for end, idx in zip(plan.out_times[first:stop], rows):
-        qc = FrameQC()
-        total = np.zeros(block.shape[1:], np.float64)
-        for i in idx:
-            total += cleaned[i]
-            qc += qcs[i]
-        yield int(end), total.astype(np.float32), qc
-
+        for end, idx in zip(plan.out_times[first:stop], plan.sources[first:stop]):
+            lo, hi = int(idx.min()), int(idx.max()) + 1
+            block = np.asarray(var[lo:hi], dtype=np.float32)
+            for fill in fills:
+                if not np.isnan(fill):
+                    block[block == fill] = np.nan
+            qc = FrameQC()
+            total = np.zeros(block.shape[1:], np.float64)
+            for i in idx:
+                mm, step_qc = clean_mm(block[i - lo], limit)
+                total += mm
+                qc += step_qc
+            yield int(end), total.astype(np.float32), qc

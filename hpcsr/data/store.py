@@ -45,7 +45,8 @@ stats   group, attrs computed on the train split only: hr_mean, hr_std, hr_log1p
         hr_max, lr_mean, lr_std, lr_log1p_mean, lr_log1p_std, lr_max, dry_fraction (HR values below
         wet_threshold mm), wet_threshold, count_hr, count_lr, quantiles_exact (bool); datasets
         quantile_levels (Q,), hr_quantiles (Q,), hr_wet_quantiles (Q,) (values >= wet_threshold),
-        lr_quantiles (Q,).
+        lr_quantiles (Q,), lr_wet_quantiles (Q,). HR quantiles of uint16 stores are exact; float
+        quantiles (LR, float32 stores) are centres of bins 0.001 wide in log1p(mm).
 """
 
 from __future__ import annotations
@@ -224,7 +225,7 @@ class Shard:
     def _read_stats(g: h5py.Group) -> dict:
         stats = {k: (bool(v) if isinstance(v, np.bool_) else float(v)) for k, v in g.attrs.items()}
         levels = g["quantile_levels"][()]
-        for name in ("hr_quantiles", "hr_wet_quantiles", "lr_quantiles"):
+        for name in ("hr_quantiles", "hr_wet_quantiles", "lr_quantiles", "lr_wet_quantiles"):
             stats[name] = {float(q): float(v) for q, v in zip(levels, g[name][()])}
         return stats
 
