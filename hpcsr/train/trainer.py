@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -198,6 +199,9 @@ class Trainer:
         if self.resumed_from is not None:
             self.resume(universal)
 
+        log.info("stage %s ready at step %d on %d rank(s): ZeRO %d, %s, %d trainable parameters",
+                 self.stage, self.step, self.world, cfg.deepspeed.zero_stage, cfg.deepspeed.precision,
+                 sum(p.numel() for p in objective.parameters() if p.requires_grad))
         self.train_data = PatchDataset(shard_path, self.spec, "train", self.normaliser, cfg.seed, cfg.data.min_valid, "train")
         self.val_data = None
         if cfg.data.val_patches and cfg.train.val_every:
@@ -484,7 +488,8 @@ class Trainer:
                         if milestone:
                             self.export(final=False)
                     if stop:
-                        name = self.stop.name or "a signal"
+                        number = int(_all_reduce([float(self.stop.signal)], dist.ReduceOp.MAX)[0])
+                        name = signal.Signals(number).name if number else "a signal"
                         msg = (f"stop requested ({name} on some rank) at step {self.step}: "
                                + (f"checkpoint {tag_of(self.step)} saved" if ok else self.ckpt.last_error)
                                + "; exiting for a requeue")
