@@ -1,23 +1,20 @@
-"""Training-step time of the SRModel on this machine: forward + backward + AdamW of the joint loss
-(mean MSE + v-prediction MSE, as the author trains) at pair (10, 3), L = 5, P = 100, batch 2,
-in fp32 and under bf16 autocast, for the tiny and the author's (default) size.
+"""Training-step time of the SRModel: forward + backward + AdamW of the joint loss (mean MSE +
+v-prediction MSE, as the author trains) at pair (10, 3), L = 5, patch 100, batch 2, in fp32 and
+under bf16 autocast, for the tiny and the author's (default) size.
 
-Named baseline in the same run: the default size without windowed spatial attention
-(windows [1,1,1,1,1]), which isolates the cost of the author's 3 x 3 windows.
+Baseline in the same run: the default size without windowed spatial attention (windows
+[1,1,1,1,1]), which isolates the cost of the author's 3 x 3 windows. Figures are seconds per step
+(lower is better), medians over the repeats after one warm-up step.
 
-    python benchmarks/model_step.py [--threads 2] [--repeats 5] [--out benchmarks/results/model_step.json]
+    python benchmarks/model_step.py [--threads 1] [--repeats 3] [--quick] [--out benchmarks/results/model_step.json]
 
-Prints a table of medians over the repeats (after one warm-up step) and writes JSON.
+--quick: tiny size (and its no-window baseline) only, patch 40 (a minute on CPU).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import platform
-import statistics
 import sys
 import time
 from contextlib import nullcontext
@@ -25,23 +22,20 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+from common import figure, write_result  # noqa: E402
+
 from hpcsr.factors import recipe  # noqa: E402
 from hpcsr.models import ModelConfig, build_model  # noqa: E402
 
-BASELINE = "default-no-window"
+
+def without_windows(cfg: ModelConfig) -> ModelConfig:
+    return dataclasses.replace(cfg, windows=(1,) * cfg.levels)
 
 
-def configs() -> dict[str, ModelConfig]:
-    default = ModelConfig()
-    return {
-        "tiny": ModelConfig.tiny(),
-        "default": default,
-        BASELINE: dataclasses.replace(default, windows=(1,) * default.levels),
-    }
-
-
-def step_times(cfg: ModelConfig, precision: str, repeats: int, batch: int, patch: int) -> list[float]:
+def step_times(cfg: ModelConfig, precision: str, repeats: int, batch: int, patch: int, label: str) -> list[float]:
     torch.manual_seed(0)
     r = recipe(10, 3)
     model = build_model(cfg, r)
@@ -61,43 +55,37 @@ def step_times(cfg: ModelConfig, precision: str, repeats: int, batch: int, patch
         elapsed = time.perf_counter() - start
         if i:  # the first step is warm-up (allocator, oneDNN primitive creation)
             times.append(elapsed)
-        print(f"  {precision} step {i}{' (warm-up)' if i == 0 else ''}: {elapsed:.3f} s", flush=True)
+        print(f"  {label} {precision} step {i}{' (warm-up)' if i == 0 else ''}: {elapsed:.3f} s", flush=True)
     return times
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    parser.add_argument("--repeats", type=int, default=5, help="timed steps after one warm-up step")
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--patch", type=int, default=100)
-    parser.add_argument("--only", nargs="*", default=None, help="subset of: " + ", ".join(configs()))
-    parser.add_argument("--out", default="benchmarks/results/model_step.json")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps after one warm-up step")
+    parser.add_argument("--quick", action="store_true", help="tiny size only, patch 40")
+    parser.add_argument("--out", default=str(HERE / "results" / "model_step.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = []
-    for name, cfg in configs().items():
-        if args.only and name not in args.only:
-            continue
+    batch, patch = 2, 40 if args.quick else 100
+    sizes = {"tiny": ModelConfig.tiny()} if args.quick else {"tiny": ModelConfig.tiny(), "default": ModelConfig()}
+    figures, rows = [], []
+    for name, cfg in sizes.items():
         params = sum(p.numel() for p in build_model(cfg, recipe(10, 3)).parameters())
         for precision in ("fp32", "bf16"):
-            print(f"{name} {precision}:", flush=True)
-            times = step_times(cfg, precision, args.repeats, args.batch, args.patch)
-            rows.append({"config": name, "precision": precision, "params": params, "median_s": statistics.median(times), "times_s": times})
-    base = {r["precision"]: r["median_s"] for r in rows if r["config"] == BASELINE}
-    print(f"\npair (10,3), L=5, P={args.patch}, batch {args.batch}, {args.threads} threads; joint loss fwd+bwd+AdamW")
-    print(f"{'config':<20}{'precision':>10}{'params':>12}{'median s':>10}{'vs ' + BASELINE:>24}")
-    for r in rows:
-        ratio = f"{r['median_s'] / base[r['precision']]:.2f}x" if r["precision"] in base else "-"
-        print(f"{r['config']:<20}{r['precision']:>10}{r['params']:>12,}{r['median_s']:>10.3f}{ratio:>24}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"torch": torch.__version__, "threads": args.threads, "cpu": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "batch": args.batch, "patch": args.patch, "pair": "s10_t3", "context": 5, "baseline": BASELINE}
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    os.replace(tmp, out)
-    print(f"wrote {out}")
+            times = step_times(cfg, precision, args.repeats, batch, patch, name)
+            base = step_times(without_windows(cfg), precision, args.repeats, batch, patch, f"{name}-no-window")
+            fig = figure(f"{name} {precision} step (joint loss fwd+bwd+AdamW)", "s/step", times, f"{name} without window attention",
+                         base, higher_is_better=False, params=params, precision=precision, size=name)
+            figures.append(fig)
+            rows.append((name, precision, params, fig["value"], fig["baseline"]["value"]))
+    print(f"\npair (10,3), L=5, patch {patch}, batch {batch}, {args.threads} thread(s), CPU {torch.backends.cpu.get_cpu_capability()}")
+    print(f"{'size':<9}{'precision':>10}{'params':>12}{'s/step':>9}{'no-window s/step':>18}")
+    for name, precision, params, value, base in rows:
+        print(f"{name:<9}{precision:>10}{params:>12,}{value:>9.3f}{base:>18.3f}")
+    meta = {"threads": args.threads, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "batch": batch,
+            "patch": patch, "pair": "s10_t3", "context": 5}
+    print(f"wrote {write_result(args.out, 'model_step', figures, args.quick, meta)}")
 
 
 if __name__ == "__main__":

@@ -196,30 +196,11 @@ def test_bf16_autocast_forward_backward_and_sampling():
     # a model cast to bf16 (DeepSpeed bf16) takes float32 inputs and keeps a float32 schedule
     half = randomise(build_model(TINY, recipe(10, 3))).to(torch.bfloat16)
     assert half.schedule.alphabar.dtype == torch.float32
-    losses = half(lr, hr, stage="joint")
-    losses["loss"].backward()
-    assert torch.isfinite(losses["loss"]) and half.mean_net.stem.weight.grad.dtype == torch.bfloat16
+    mean = half.predict_mean(lr)
+    loss = half.mean_loss(lr, hr) + half.diffusion_loss(lr, hr, mean)
+    loss.backward()
+    assert torch.isfinite(loss) and half.mean_net.stem.weight.grad.dtype == torch.bfloat16
     assert bool(torch.isfinite(half.sample(lr, 2, steps=3)).all())
-
-
-def test_forward_returns_the_stage_losses():
-    model = randomise(build_model(TINY, recipe(10, 3)))
-    lr, hr = batch(model, 20)
-    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    joint = model(lr, hr, stage="joint", generator=g())
-    with torch.no_grad():
-        mean = model.predict_mean(lr)
-        torch.testing.assert_close(joint["mean_loss"], model.mean_loss(lr, hr))
-        torch.testing.assert_close(joint["diffusion_loss"], model.diffusion_loss(lr, hr, mean, generator=g()))
-    torch.testing.assert_close(joint["loss"], joint["mean_loss"] + joint["diffusion_loss"])
-    only_mean = model(lr, hr, stage="mean")
-    assert only_mean["diffusion_loss"] is None
-    frozen = model(lr, hr, stage="diffusion", generator=g())
-    frozen["loss"].backward()
-    assert all(p.grad is None for p in model.mean_net.parameters())  # the mean is frozen in this stage
-    assert any(p.grad is not None for p in model.denoiser.parameters())
-    with pytest.raises(ValueError, match="training stage 'both' unknown"):
-        model(lr, hr, stage="both")
 
 
 def test_host_sync_detector_catches_item(no_host_sync):

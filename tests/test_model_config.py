@@ -2,8 +2,6 @@
 hpcsr.config, bad values are refused by name; the size-table command runs."""
 
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +9,7 @@ import yaml
 
 from hpcsr.config import ConfigError, compose
 from hpcsr.models import ModelConfig
-from hpcsr.models.size_table import pair_sizes
+from hpcsr.models.size_table import main, pair_sizes
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
 
@@ -58,16 +56,12 @@ def test_size_table_counts():
     assert one["gflop_mean"] > three["gflop_mean"]  # the mean encoder runs on L = 10 frames against 5
 
 
-def test_size_table_command_runs():
-    out = subprocess.run(
-        [sys.executable, "-m", "hpcsr.models.size_table", "--tiny", "--patch", "50"],
-        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
-        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
-    )
-    assert out.returncode == 0, out.stderr
-    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("s")]
+def test_size_table_command(capsys):
+    """`python -m hpcsr.models.size_table` is this main(); run in-process to spare a torch import."""
+    main(["--tiny", "--patch", "50"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("s")]
     assert [r[0] for r in rows] == ["s1_t3", "s10_t1", "s10_t3", "s25_t6"]
     assert len({(r[3], r[4]) for r in rows}) == 1  # same parameters for every pair
-    bad = subprocess.run([sys.executable, "-m", "hpcsr.models.size_table", "--patch", "30"], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1])
-    assert bad.returncode != 0 and "--patch 30 is not a multiple of s=25" in bad.stderr
+    with pytest.raises(SystemExit):
+        main(["--patch", "30"])
+    assert "--patch 30 is not a multiple of s=25" in capsys.readouterr().err

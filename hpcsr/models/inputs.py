@@ -12,7 +12,7 @@ import torch
 from hpcsr.coarsen import upsample_space
 
 
-def check_lr(lr: torch.Tensor, s: int, frames: int, future: int) -> None:
+def check_lr(lr: torch.Tensor, frames: int, future: int) -> None:
     if lr.dim() != 4:
         raise ValueError(f"lr must be (batch, frames, Y/s, X/s), got shape {tuple(lr.shape)}")
     if lr.shape[1] != frames:

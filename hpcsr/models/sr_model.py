@@ -15,7 +15,6 @@ from hpcsr.models.inputs import check_hr_like, check_lr, check_static, prepare_l
 from hpcsr.models.mean_net import MeanNet
 
 SAMPLERS = ("ddim", "ddpm", "dpmpp2m")
-STAGES = ("mean", "diffusion", "joint")
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -44,7 +43,7 @@ class SRModel(nn.Module):
         self.schedule = NoiseSchedule(cfg.schedule, cfg.diffusion_steps, recipe.beta_start, recipe.beta_end)
 
     def _prepare(self, lr, static):
-        check_lr(lr, self.s, self.frames, self.future_context)
+        check_lr(lr, self.frames, self.future_context)
         check_static(static, lr, self.s, self.cfg.static_channels)
         return prepare_lr(lr, self.s, self.cfg.upsample)
 
@@ -75,30 +74,6 @@ class SRModel(nn.Module):
         cond = self.denoiser.encode(lr_up, lr_valid, static, mean, self.target)
         v = self.denoiser(noisy, steps, cond)
         return masked_mse(v, v_from_x0_eps(residual, eps, a, sigma), valid)
-
-    def forward(self, lr, hr, stage: str = "joint", generator=None, static=None) -> dict:
-        """Training losses of one stage, for engines that call the module (DeepSpeed):
-        'mean': mean MSE; 'diffusion': v-MSE around the mean network's output taken without
-        gradient (frozen mean, CorrDiff); 'joint': both, summed (the author's recipe).
-        Returns {'loss': the tensor to backpropagate, 'mean_loss', 'diffusion_loss': detached or None}."""
-        if stage not in STAGES:
-            raise ValueError(f"training stage {stage!r} unknown: use one of {', '.join(STAGES)}")
-        mean_loss = diffusion_loss = None
-        if stage == "diffusion":
-            with torch.no_grad():
-                mean = self.predict_mean(lr, static)
-        else:
-            check_hr_like("hr", hr, lr, self.s, self.t)
-            mean = self.predict_mean(lr, static)
-            mean_loss = masked_mse(mean, hr, torch.isfinite(hr))
-        if stage != "mean":
-            diffusion_loss = self.diffusion_loss(lr, hr, mean, generator, static)
-        loss = diffusion_loss if mean_loss is None else mean_loss if diffusion_loss is None else mean_loss + diffusion_loss
-        return {
-            "loss": loss,
-            "mean_loss": None if mean_loss is None else mean_loss.detach(),
-            "diffusion_loss": None if diffusion_loss is None else diffusion_loss.detach(),
-        }
 
     @torch.no_grad()
     def sample(self, lr, members: int, sampler: str = "ddim", steps: int = 50, eta: float = 0.0, generator=None, mean=None, static=None):
