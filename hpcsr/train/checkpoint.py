@@ -128,13 +128,17 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
-def _agree_failed(failed: bool) -> bool:
-    """True on every rank if any rank failed."""
+def _agree_errors(error: Exception | None) -> list[str]:
+    """Every rank's error as 'rank r: message' on every rank; empty when no rank failed."""
     if not (dist.is_available() and dist.is_initialized()):
-        return failed
-    flag = torch.tensor([1.0 if failed else 0.0])
+        return [f"rank 0: {error}"] if error is not None else []
+    flag = torch.tensor([1.0 if error is not None else 0.0])
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item() > 0)
+    if flag.item() == 0:
+        return []
+    errors = [None] * dist.get_world_size()
+    dist.all_gather_object(errors, None if error is None else str(error))
+    return [f"rank {r}: {e}" for r, e in enumerate(errors) if e is not None]
 
 
 def _barrier() -> None:
@@ -233,8 +237,9 @@ class CheckpointManager:
             probe.unlink()
         except OSError as err:
             error = err
-        if _agree_failed(error is not None):
-            return self._failed(step, error)
+        errors = _agree_errors(error)
+        if errors:
+            return self._failed(step, errors)
 
         guard = _GuardedWrites(engine.checkpoint_engine, step, self.rank)
         engine.checkpoint_engine = guard
@@ -245,11 +250,12 @@ class CheckpointManager:
             guard._guard(self._write_bytes, path / f"rank_{self.rank:05d}.pt", buffer.getvalue())
         finally:
             engine.checkpoint_engine = guard.inner
-        if _agree_failed(guard.error is not None):
+        errors = _agree_errors(guard.error)
+        if errors:
             if self.rank == 0:
                 _remove_tree(path)
             _barrier()
-            return self._failed(step, guard.error)
+            return self._failed(step, errors)
 
         if self.rank == 0:
             try:
@@ -259,8 +265,9 @@ class CheckpointManager:
                 write_json_atomic(path / MARKER, marker)
             except OSError as err:
                 error = err
-        if _agree_failed(error is not None):
-            return self._failed(step, error)
+        errors = _agree_errors(error)
+        if errors:
+            return self._failed(step, errors)
         if self.rank == 0:
             self.prune()
         _barrier()
@@ -274,15 +281,15 @@ class CheckpointManager:
             fh.flush()
             os.fsync(fh.fileno())
 
-    def _failed(self, step: int, error: Exception | None) -> bool:
+    def _failed(self, step: int, errors: list[str]) -> bool:
         if self.rank == 0:
             done = self.complete()
             kept = f"the previous checkpoint {done[-1].tag} is kept" if done else "there is no earlier checkpoint"
         else:
             kept = "rank 0 reports which checkpoint is kept"
-        why = f"{error}" if error is not None else "another rank failed to write its part"
-        self.last_error = f"checkpoint {tag_of(step)} NOT saved (rank {self.rank}: {why}); {kept}"
-        log.error(self.last_error)
+        self.last_error = f"checkpoint {tag_of(step)} NOT saved ({'; '.join(errors)}); {kept}"
+        if self.rank == 0:
+            log.error(self.last_error)
         return False
 
     def prune(self) -> None:
@@ -323,9 +330,10 @@ class CheckpointManager:
             except Exception as err:  # reported to all ranks below
                 error = err
                 log.error("converting %s to a universal checkpoint failed: %s", info.path, err)
-        if _agree_failed(error is not None):
+        errors = _agree_errors(error)
+        if errors:
             raise RuntimeError(f"cannot resume {info.path} on world size {self.world_size}: the conversion to a "
-                               f"DeepSpeed universal checkpoint failed ({error}); resume on "
+                               f"DeepSpeed universal checkpoint failed ({'; '.join(errors)}); resume on "
                                f"{info.marker['world_size']} ranks instead")
         return target.parent
 
