@@ -28,7 +28,7 @@ from preprocessing.atomic import Manifest, atomic_path, text_hash
 from preprocessing.geotiff import GeoTiffError, Grid
 from preprocessing.layout import Encoding, StoreLayout
 from preprocessing.provenance import code_version, input_record
-from preprocessing.quality import DEFAULT_CAP_MM_PER_HOUR, FrameQC, cap_amount, clean_coded
+from preprocessing.quality import DEFAULT_CAP_MM_PER_HOUR, cap_amount, clean_coded
 
 log = logging.getLogger(__name__)
 

@@ -107,7 +107,8 @@ def test_domain_not_divisible_by_s_is_cropped(small_dataset):
     assert shard.hr_window == (0, 99, 0, 99) and shard.lr.shape[1:] == (33, 33)
     x0, dx, _, y0, _, dy = shard.lr_transform
     store = shard.hr_store()
-    assert (x0, y0) == store.transform[0::3][:1] + store.transform[3:4] and dx == 3 * store.transform[1]
+    assert (x0, y0) == (store.transform[0], store.transform[3])  # same corner, cells 3 times larger
+    assert (dx, dy) == (3 * store.transform[1], 3 * store.transform[5])
 
 
 def test_crop_is_logged(tmp_path, small_dataset, caplog):
@@ -131,7 +132,11 @@ def test_splits_are_disjoint_time_ranges(small_dataset):
             a, b = sh.splits[name]
             inside = (starts >= a) & (ends <= b)
             np.testing.assert_array_equal(sh.split == code, inside)
-        assert np.all((sh.split >= 0) | ~((starts >= tr[0]) & (ends <= te[1])) | True)
+    # a block straddling a boundary belongs to no split
+    sh = shard_of(small_dataset, next(p for p in small_dataset["pairs"] if p.t == 5))
+    starts = sh.times - np.timedelta64(5 * 3600, "s")
+    crossing = (starts < va[0]) & (sh.times > va[0]) | (starts < te[0]) & (sh.times > te[0])
+    assert crossing.any() and np.all(sh.split[crossing] == -1)
 
 
 def test_statistics_come_from_the_train_split_only(small_dataset):
