@@ -4,7 +4,6 @@ with the child started from the parent's export; resubmitting a finished launch 
 longer run resumes where the shorter one stopped; a time-limit signal requeues; cancel stops all."""
 
 import json
-import os
 import subprocess
 import sys
 import time

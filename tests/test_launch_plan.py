@@ -237,7 +237,7 @@ def test_identity_ignores_where_a_stage_runs_not_what_it_computes():
         return ElementSpec("probe", FactorPair(10, 3), None, cfg, (FactorPair(10, 3),), 3)
 
     base = identity(spec())
-    assert identity(spec("cluster.time_min=5", "launcher.poll_s=1")) == base
+    assert identity(spec("cluster.time_min=5", "launcher.poll_s=1", "launcher.preprocess=[shards]")) == base
     assert identity(spec("launcher.probe.steps=7")) != base
     assert identity(spec("train.steps=7")) != base
 

@@ -78,12 +78,13 @@ def test_2x2_grid_after_preprocess_in_order_with_dry_run_scripts(tmp_path, env):
 
 @pytest.mark.slow  # about 100 s: a 1-minute limit, three or more attempts
 def test_requeue_across_time_limits_gives_a_continuous_curve(tmp_path, env, capsys):
-    # SIGUSR2 comes when <= 45 s are left, seen by slurmctld's 30-s time-limit check: an attempt runs
-    # 15-45 s, so 85 one-second steps need at least 3 attempts (2 requeues) whatever the timing.
-    steps = 85
+    # SIGUSR2 comes once <= 55 s are left, at slurmctld's next time-limit check (every 30 s): an
+    # attempt runs 5-35 s, so 65 one-second steps need at least 3 attempts (2 requeues).
+    steps = 65
     out = launch(tmp_path, env, *slurm_args(tmp_path, "grid.pairs=[[2,1]]", "launcher.stages=[probe]",
-                                            "cluster.time_min=1", "cluster.signal_delay_s=45",
-                                            f"launcher.probe.steps={steps}", "launcher.probe.step_s=1"), "--wait")
+                                            "cluster.time_min=1", "cluster.signal_delay_s=55",
+                                            "launcher.max_requeues=30", f"launcher.probe.steps={steps}",
+                                            "launcher.probe.step_s=1"), "--wait")
     assert out.returncode == 0, out.stdout + out.stderr
     rows = [json.loads(line) for line in (tmp_path / "runs" / "s2_t1" / "probe" / "progress.jsonl").read_text().splitlines()]
     expected = probe.curve(probe.seed_of(0, 2, 1), steps)

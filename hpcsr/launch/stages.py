@@ -134,13 +134,15 @@ class ElementSpec:
 
 # config parts that say how a stage is launched, not what it computes
 _LAUNCH_ONLY = {"cluster", "grid"}
-_LAUNCHER_KEEP = {"probe", "preprocess"}
+# the launcher keys that are a stage's own settings (e.g. launcher.probe for the probe stage)
+_OWN_LAUNCHER_KEYS = {"probe": "probe", "preprocess": "preprocess", "sample": "sample"}
 
 
 def identity(spec: ElementSpec) -> str:
     """Hash of everything in the config that changes a stage's result (not where or how it runs)."""
     data = {k: v for k, v in spec.cfg.to_dict().items() if k not in _LAUNCH_ONLY}
-    data["launcher"] = {k: v for k, v in data.get("launcher", {}).items() if k in _LAUNCHER_KEEP}
+    own = _OWN_LAUNCHER_KEYS.get(spec.stage)
+    data["launcher"] = {k: v for k, v in data.get("launcher", {}).items() if k == own}
     if spec.pair is None:  # a stage run once for the grid depends on the grid's pairs, not on one pair
         data["pairs"] = [p.name for p in spec.pairs]
         for key in ("factor", "run_dir"):
