@@ -56,19 +56,25 @@ def deepspeed_config(cfg, load_universal: bool = False, trainable: int | None = 
     }
 
 
-def build_engine(module: torch.nn.Module, cfg, load_universal: bool = False):
+def build_engine(module: torch.nn.Module, cfg, load_universal: bool = False, freeze=None):
     """deepspeed.initialize with AdamW over the trainable parameters and the warm-up + cosine schedule.
+    `freeze` (hpcsr.transfer.freeze.FreezeSpec, from a transfer seed): those parameters form a second
+    group whose learning rate is 0 for the first freeze.steps steps.
     Returns the engine (engine.optimizer, engine.lr_scheduler are DeepSpeed's wrappers)."""
     import deepspeed
+
+    from hpcsr.transfer.freeze import param_groups
 
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameter in the model for this stage: check train.stage")
     tc = cfg.train
-    optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay,
-                                  foreach=False)
     factor = functools.partial(warmup_cosine, warmup=tc.warmup_steps, total=tc.steps, floor=tc.min_lr_ratio)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    groups, factors = param_groups(named, freeze, factor, strip="model.")
+    optimizer = torch.optim.AdamW([{"params": g} for g in groups], lr=tc.lr, betas=tuple(tc.betas),
+                                  weight_decay=tc.weight_decay, foreach=False)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
     engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=schedule,
                                            config=deepspeed_config(cfg, load_universal, sum(p.numel() for p in params)))
     return engine

@@ -119,6 +119,7 @@ class Trainer:
         self.metrics = None
         self.stop = stop or StopRequest()  # a signal during setup is honoured at the first step
         self.resumed_from = None
+        self.freeze = None
 
     # ------------------------------------------------------------------ setup
 
@@ -134,7 +135,7 @@ class Trainer:
         return {"stage": self.stage, "pair": self.recipe.pair.name, "model": dataclasses.asdict(cfg.model),
                 "zero_stage": cfg.deepspeed.zero_stage, "precision": cfg.deepspeed.precision,
                 "config_hash": cfg.hash(), "samples_seen": self.state.samples_seen,
-                "code_version": self.code_version}
+                "code_version": self.code_version, "freeze": self.freeze.to_dict() if self.freeze else None}
 
     def check_compatible(self, marker: dict, where) -> None:
         """Refuse a checkpoint of another factor pair, architecture or stage, naming both."""
@@ -191,8 +192,13 @@ class Trainer:
         objective = StageObjective(self.model, self.stage, autocast_bf16=cfg.deepspeed.precision == "bf16")
 
         from hpcsr.train.engine import build_engine
+        from hpcsr.transfer.freeze import freeze_for_run
 
-        self.engine = build_engine(objective, cfg, load_universal=universal)
+        # parameters a transfer seed keeps fixed for its first steps (the marker's record on resume)
+        self.freeze = freeze_for_run(cfg.train.init_from, self.resumed_from.marker if self.resumed_from else None)
+        if self.freeze:
+            log.info("frozen for steps 0..%d: parameters under %s", self.freeze.steps - 1, ", ".join(self.freeze.prefixes))
+        self.engine = build_engine(objective, cfg, load_universal=universal, freeze=self.freeze)
         if self.ema_wanted:
             named = {n: p for n, p in self.engine.module.named_parameters() if n.startswith(PREFIX + "denoiser.")}
             self.ema = ShardedEMA(named, cfg.train.ema_decay)
