@@ -1,0 +1,166 @@
+"""The main job's index report: one page (report/index.html and index.md) that says what ran and
+links each pair's evaluation report and the factor-grid report, with a table of the key scores
+against the baselines, the training curves (validation loss against step, transferred pair
+included) and the time each launched element took (from the launch's done markers)."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+
+# (column, forecast, metric) of the score table; lower is better for each
+SCORES = (("CRPS ens", "ensemble", "crps"), ("RMSE ens mean", "ensemble", "rmse"), ("RMSE mean net", "mean", "rmse"),
+          ("RMSE bicubic", "bicubic", "rmse"), ("MAE bicubic", "bicubic", "mae"))
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def curves(run_dir: Path) -> dict:
+    """{stage: {'train': [(step, loss)], 'val': [(step, val_loss)]}} from the stages' metrics.jsonl."""
+    out = {}
+    for stage in ("mean", "diffusion"):
+        records = read_jsonl(run_dir / stage / "logs" / "metrics.jsonl")
+        out[stage] = {"train": [(r["step"], r["loss"]) for r in records if r.get("kind") == "train" and r.get("loss") is not None],
+                      "val": [(r["step"], r["val_loss"]) for r in records if r.get("kind") == "val" and r.get("val_loss") is not None]}
+    return out
+
+
+def plot_curves(path: Path, pairs: list[dict]) -> Path:
+    """Validation (solid) and training (dotted) loss against step, one panel per stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, stage in zip(axes, ("mean", "diffusion")):
+        for i, p in enumerate(pairs):
+            colour = f"C{i}"
+            label = p["name"] + (f" (from {p['parent']})" if p["parent"] else "")
+            c = p["curves"][stage]
+            if c["val"]:
+                ax.plot(*zip(*c["val"]), "-o", ms=3, color=colour, label=f"{label} val")
+            if c["train"]:
+                ax.plot(*zip(*c["train"]), ":", color=colour, alpha=0.7)
+        ax.set_title(f"{stage} stage: loss (normalised units)")
+        ax.set_xlabel("optimiser step")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def blocks(summary: dict) -> list:
+    """The page as (kind, ...) blocks, rendered to markdown and HTML below."""
+    pairs = summary["pairs"]
+    chains = ", ".join(f"{p['parent']} -> {p['name']}" for p in pairs if p["parent"]) or "none"
+    out = [("h", 1, "hpcsr main job"),
+           ("p", f"Synthetic Comephore-format data ({summary['data']}) -> HR store and LR shards -> "
+                 f"{summary['backend']} launch of {len(pairs)} factor pairs (stages {' -> '.join(summary['stages'])}, "
+                 f"transfer chain {chains}) "
+                 f"-> ensembles of {summary['members']} members -> evaluation against the truth and the baselines. "
+                 f"Total {summary['seconds']:.0f} s on this machine ({summary['mode']})."),
+           ("p", "Equivalent command: " + summary["command"])]
+    head = ["pair", "origin", "L", "beta_end", "steps (mean/diff.)", "val loss (mean/diff.)"] + [c for c, _, _ in SCORES] + \
+           ["spread/skill", "mass err. tile", "report"]
+    rows = []
+    for p in pairs:
+        m = p.get("metrics") or {}
+        f = m.get("forecasts", {})
+        scores = [_fmt(f.get(name, {}).get(key)) for _, name, key in SCORES]
+        ens = f.get("ensemble", {})
+        val = "/".join(_fmt(p["curves"][s]["val"][-1][1] if p["curves"][s]["val"] else None, 3) for s in ("mean", "diffusion"))
+        rows.append([p["name"], f"transfer from {p['parent']}" if p["parent"] else "scratch", p["context"],
+                     _fmt(p["beta_end"], 3), f"{p['steps'].get('mean', '-')}/{p['steps'].get('diffusion', '-')}", val,
+                     *scores, _fmt(ens.get("spread_skill_ratio"), 3), _fmt(ens.get("mass", {}).get("tile_relative"), 2),
+                     ("link", p["report"], "report")])
+    out += [("h", 2, "Scores on the test split (lower is better; mm per HR step)"), ("table", head, rows),
+            ("p", "Each pair's report has the full metrics (fair CRPS, spread-skill, rank histogram, spectra and LSD, "
+                  "quantile errors, FSS, mass errors) with the LR / truth / members / mean panels."),
+            ("link", summary["grid_report"], "Report over the factor grid (metrics against s and t)"),
+            ("h", 2, "Training curves"), ("img", summary["curves"], "validation (solid) and training (dotted) loss")]
+    times = [[e["array"], e["pair"], _fmt(e["seconds"], 3), e["job"]] for e in summary["elements"]]
+    out += [("h", 2, "Launched elements"), ("table", ["array", "pair", "seconds", "job"], times),
+            ("p", f"Launch records and logs: {summary['launch_dir']}")]
+    return out
+
+
+def render_markdown(page: list) -> str:
+    lines = []
+    for b in page:
+        if b[0] == "h":
+            lines.append(f"{'#' * b[1]} {b[2]}\n")
+        elif b[0] == "p":
+            lines.append(b[1] + "\n")
+        elif b[0] == "link":
+            lines.append(f"[{b[2]}]({b[1]})\n")
+        elif b[0] == "img":
+            lines.append(f"![{b[2]}]({b[1]})\n")
+        elif b[0] == "table":
+            cell = lambda c: f"[{c[2]}]({c[1]})" if isinstance(c, tuple) else str(c)  # noqa: E731
+            lines += ["| " + " | ".join(b[1]) + " |", "|" + "---|" * len(b[1])]
+            lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in b[2]]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def render_html(page: list) -> str:
+    esc = html.escape
+    out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>hpcsr main job</title>",
+           "<style>body{font-family:sans-serif;max-width:1200px;margin:auto} table{border-collapse:collapse;"
+           "font-size:13px} td,th{border:1px solid #bbb;padding:3px 6px;text-align:right} img{max-width:100%}</style>",
+           "</head><body>"]
+    for b in page:
+        if b[0] == "h":
+            out.append(f"<h{b[1]}>{esc(b[2])}</h{b[1]}>")
+        elif b[0] == "p":
+            out.append(f"<p>{esc(b[1])}</p>")
+        elif b[0] == "link":
+            out.append(f"<p><a href='{esc(b[1])}'>{esc(b[2])}</a></p>")
+        elif b[0] == "img":
+            out.append(f"<figure><img src='{esc(b[1])}' alt='{esc(b[2])}'><figcaption>{esc(b[2])}</figcaption></figure>")
+        elif b[0] == "table":
+            cell = lambda c: f"<a href='{esc(c[1])}'>{esc(c[2])}</a>" if isinstance(c, tuple) else esc(str(c))  # noqa: E731
+            head = "".join(f"<th>{esc(h)}</th>" for h in b[1])
+            body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>" for row in b[2])
+            out.append(f"<table><tr>{head}</tr>{body}</table>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def _write(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def write_index(report_dir: Path, summary: dict) -> Path:
+    """report_dir/index.html, index.md and summary.json; returns the HTML path."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    page = blocks(summary)
+    _write(report_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+    _write(report_dir / "index.md", render_markdown(page))
+    return _write(report_dir / "index.html", render_html(page))

@@ -1,0 +1,91 @@
+"""Scoring of the main job: each pair's ensemble (written by the launch's sample stage) against the
+HR truth it super-resolves, through hpcsr.evaluate (metrics, baselines, plots, report), and the
+report over the factor grid. The truth is cut from the HR store at the ensemble's times and cells
+and written as CF netCDF (what `python -m hpcsr.evaluate --truth` reads); the LR is the perfect-model
+coarsening of that truth, which is exactly what the shards hold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def _newer(path: Path, *than: Path) -> bool:
+    return path.is_file() and all(path.stat().st_mtime >= p.stat().st_mtime for p in than)
+
+
+def _index(wanted: np.ndarray, have: np.ndarray, what: str) -> np.ndarray:
+    """Positions of the `wanted` coordinate values in `have` (cell centres, to a millimetre)."""
+    lookup = {round(float(v), 3): i for i, v in enumerate(have)}
+    try:
+        return np.array([lookup[round(float(v), 3)] for v in wanted])
+    except KeyError as err:
+        raise ValueError(f"ensemble {what} coordinate {err.args[0]} is not a cell of the HR store: the ensemble was "
+                         "made from other data; delete it and rerun the demo") from None
+
+
+def write_truth(ensemble: Path, hr_store: Path, out: Path) -> Path:
+    """The HR store's values at the ensemble's (time, y, x) as precip(time, y, x) netCDF (atomic)."""
+    import xarray as xr
+
+    from hpcsr.data.store import HRStore
+
+    if _newer(out, ensemble, hr_store):
+        return out
+    with xr.open_dataset(ensemble) as ens:
+        times = ens["time"].values.astype("datetime64[s]").astype(np.int64)
+        y, x = ens["y"].values, ens["x"].values
+        y_attrs, x_attrs = dict(ens["y"].attrs), dict(ens["x"].attrs)
+    with HRStore(hr_store) as store:
+        rows, cols = _index(y, store.y, "y"), _index(x, store.x, "x")
+        frames = [store.index_of(int(s)) for s in times]
+        r0, c0 = rows.min(), cols.min()
+        values = np.stack([store.read(f, f + 1, slice(r0, rows.max() + 1), slice(c0, cols.max() + 1))[0] for f in frames])
+        values = values[:, rows - r0][:, :, cols - c0]
+        interval = store.interval_minutes
+    ds = xr.Dataset({"precip": (("time", "y", "x"), values.astype(np.float32),
+                                {"units": "mm", "long_name": f"HR precipitation accumulated over {interval} min (truth)"})},
+                    coords={"time": times.astype("datetime64[s]"), "y": ("y", y, y_attrs), "x": ("x", x, x_attrs)},
+                    attrs={"source": str(hr_store), "interval_minutes": interval})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    ds.to_netcdf(tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def evaluate_pair(ensemble: Path, hr_store: Path, out_dir: Path, progress: bool = True) -> dict:
+    """metrics.json of one pair (reused when newer than its ensemble), with report.html and figures."""
+    import xarray as xr
+
+    from hpcsr.evaluate.cli import build_parser
+    from hpcsr.evaluate.cli import run as evaluate_cli
+
+    metrics = out_dir / "metrics.json"
+    if metrics.is_file() and _newer(out_dir / "report.html", ensemble):  # the report is written last
+        return json.loads(metrics.read_text())
+    truth = write_truth(ensemble, hr_store, out_dir / "truth.nc")
+    with xr.open_dataset(ensemble) as ens:
+        region, s = int(ens.attrs.get("mass_region_cells", 0)), int(ens.attrs.get("factor_s", 1))
+        lr_shape = (ens.sizes["y"] // s, ens.sizes["x"] // s)
+    args = ["--truth", str(truth), "--ensemble", str(ensemble), "--out", str(out_dir),
+            "--baselines", "nearest,bicubic,mean", "--scales", "1,5,15"]
+    if region > 0 and all(n % region == 0 for n in lr_shape):
+        args += ["--tile-cells", str(region)]  # the regions the sampler's mass transform conserved
+    if not progress:
+        args.append("--quiet")
+    evaluate_cli(build_parser().parse_args(args))
+    return json.loads(metrics.read_text())
+
+
+def grid_report(metric_files: list[Path], out_dir: Path) -> Path:
+    """The report over the factor grid (metrics against (s, t)) from the pairs' metrics.json."""
+    from hpcsr.evaluate.cli import build_parser
+    from hpcsr.evaluate.cli import run as evaluate_cli
+
+    evaluate_cli(build_parser().parse_args(["--pairs", *map(str, metric_files), "--out", str(out_dir)]))
+    return out_dir / "report.html"

@@ -1,0 +1,83 @@
+"""Sizes of the main job (full and --quick) and the hpcsr-launch overrides they turn into.
+
+The factor grid is configs/grid/demo.yaml (s2_t1 and s4_t2 from scratch, s5_t3 transferred from
+s4_t2); everything else is an override of the normal configs, so the demo runs exactly what a user
+would launch by hand (`hpcsr demo` prints the equivalent `hpcsr-launch` command).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+STAGES = ("preprocess", "mean", "diffusion", "sample")  # what hpcsr-launch chains per pair
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """One size of the main job; the full one fits 15 minutes on 2 CPU cores."""
+
+    days: int  # days of synthetic hourly Comephore data
+    val_hours: int  # validation split: at least L*t consecutive hours for every pair (s5_t3: 15)
+    test_hours: int  # test split, sampled and evaluated (sampling cost grows with it)
+    size: int  # side of the synthetic grid in 1 km pixels (a multiple of patch: whole mass regions)
+    patch: int  # HR training patch side: a multiple of every s in the grid (2, 4, 5) and of 4 (UNet levels)
+    batch: int  # patches per training step
+    mean_steps: int  # optimiser steps of the mean stage
+    diffusion_steps: int  # optimiser steps of the diffusion stage
+    warmup_steps: int  # linear learning-rate warm-up steps of each stage
+    lr: float  # peak learning rate (tiny model, few steps: higher than the default 1e-4)
+    val_patches: int  # fixed validation patches
+    val_every: int  # steps between validation losses
+    members: int  # ensemble members (>= 10 for the fair CRPS)
+    sampler_steps: int  # DPM-Solver++(2M) steps per member (accurate at few steps)
+
+    def __post_init__(self):
+        for s in (2, 4, 5):
+            if self.patch % s or self.patch % 4:
+                raise ValueError(f"demo patch={self.patch} must be a multiple of 2, 4, 5 (the grid's s) and of 4")
+        if self.val_hours < 15 or self.test_hours < 6 or self.val_hours + self.test_hours >= 24 * self.days // 2:
+            raise ValueError(f"demo splits: val_hours={self.val_hours} (>= 15), test_hours={self.test_hours} (>= 6) "
+                             f"must leave most of the {self.days} days for training")
+
+    @property
+    def split_fractions(self) -> str:
+        """hpcsr-preprocess --split-fractions of these hours (exact binary fractions of whole hours)."""
+        hours = 24 * self.days
+        return ",".join(f"{h / hours:.6g}" for h in (hours - self.val_hours - self.test_hours, self.val_hours, self.test_hours))
+
+
+FULL = DemoSize(days=5, val_hours=24, test_hours=6, size=80, patch=40, batch=4, mean_steps=120, diffusion_steps=120,
+                warmup_steps=12, lr=2e-3, val_patches=24, val_every=20, members=10, sampler_steps=6)
+QUICK = DemoSize(days=4, val_hours=24, test_hours=6, size=60, patch=20, batch=4, mean_steps=12, diffusion_steps=12,
+                 warmup_steps=2, lr=2e-3, val_patches=8, val_every=6, members=10, sampler_steps=3)
+
+
+def overrides(size: DemoSize, out: Path, backend: str) -> list[str]:
+    """hpcsr-launch overrides of the main job writing under `out`, on `backend` ('local' or 'slurm')."""
+    out = Path(out).resolve()
+    raw = out / "raw"
+    return [
+        "grid=demo",  # configs/grid/demo.yaml
+        f"launcher={backend}",  # local processes, or the one-node Slurm when it answers
+        "cluster=local",  # 1 node, 1 rank, 1 CPU per element, 2 elements at once
+        "model=tiny",  # widths 8-16-32
+        f"data_dir={out / 'data'}",  # HR store and shards
+        f"run_root={out / 'runs'}",  # one run folder per pair
+        f"launcher.folder={out / 'launch'}",  # launch records and logs
+        f"launcher.stages=[{','.join(STAGES)}]",
+        f"launcher.preprocess=[all,--comephore,{raw},--split-fractions,'{size.split_fractions}']",  # ingest the synthetic archives, then the grid's shards
+        f"launcher.sample=[--members,{size.members},--sampler,dpmpp2m,--steps,{size.sampler_steps},--mass,image]",
+        f"+launcher.stage_overrides.mean=['train.steps={size.mean_steps}']",  # steps per stage
+        f"+launcher.stage_overrides.diffusion=['train.steps={size.diffusion_steps}']",
+        "launcher.poll_s=1",
+        f"factor.patch={size.patch}",
+        f"data.batch_size={size.batch}",
+        f"data.val_patches={size.val_patches}",
+        f"train.val_every={size.val_every}",
+        f"train.warmup_steps={size.warmup_steps}",
+        f"train.lr={size.lr}",
+        "train.ema_decay=0.9",  # a short run: the EMA must follow the weights within tens of steps
+        f"train.checkpoint_every={max(size.mean_steps, size.diffusion_steps) // 2}",
+        "train.log_every=5",
+    ]
