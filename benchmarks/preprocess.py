@@ -40,8 +40,6 @@ TARGET_TWO_RANKS = 1.6
 
 def run_ours(raw: Path, out: Path) -> dict:
     """One rank's share of the whole pipeline (ingest + shards); rank 0 returns the timings."""
-    from hpcsr.coarsen import coarsen
-    from hpcsr.data.store import HRStore
     from hpcsr.factors import FactorPair
     from preprocessing.ingest import IngestConfig, ingest
     from preprocessing.parallel import Comm
@@ -52,19 +50,11 @@ def run_ours(raw: Path, out: Path) -> dict:
     t0 = time.perf_counter()
     ingest(out, IngestConfig(comephore=(str(raw),)), comm, progress=False)
     t1 = time.perf_counter()
-    make_shards(out, ShardConfig(pairs=tuple(FactorPair(*p) for p in PAIRS)), comm, progress=False)
+    stages: dict = {}
+    make_shards(out, ShardConfig(pairs=tuple(FactorPair(*p) for p in PAIRS)), comm, progress=False, timings=stages)
     comm.barrier()
     t2 = time.perf_counter()
-    result = {"seconds": t2 - t0, "ingest_s": t1 - t0, "shards_s": t2 - t1}
-    if comm.rank == 0 and comm.size == 1:
-        # the share of hpcsr.coarsen (which the pipeline must use) in this run: the same calls again
-        store = HRStore(out / "hr.h5")
-        mm = store.read(0, 24)
-        c0 = time.perf_counter()
-        for s, t in PAIRS:
-            n = mm.shape[1] - mm.shape[1] % s
-            coarsen(mm[:24 - 24 % t, :n, :n], s, t)
-        result["coarsen_s_per_frame"] = (time.perf_counter() - c0) / 24
+    result = {"seconds": t2 - t0, "ingest_s": t1 - t0, "shards_s": t2 - t1, "shard_stages_s": stages}
     return result if comm.rank == 0 else {}
 
 
@@ -176,18 +166,19 @@ def main(argv=None) -> int:
         print(f"{name:28s} {n:5d} {format_value(fps):>9s} {format_value(fps / n):>9s} {format_value(fps * input_mb / frames):>7s}"
               f" {format_value(fps / n / median(base)):>16s}")
     one = runs[f"ours_{ranks[0]}"]
-    stage = {k: median([r[k] for r in one]) for k in ("ingest_s", "shards_s") if k in one[0]}
-    coarsen_s = median([r["coarsen_s_per_frame"] for r in one if "coarsen_s_per_frame" in r])
-    print(f"ours on 1 rank: ingest {stage['ingest_s']:.2f} s, shards {stage['shards_s']:.2f} s; hpcsr.coarsen alone "
-          f"{1000 * coarsen_s:.1f} ms per frame for the four pairs = {coarsen_s * frames / median([r['seconds'] for r in one]):.0%} of the run")
+    total = median([r["seconds"] for r in one])
+    stages = {"ingest": median([r["ingest_s"] for r in one]),
+              **{k: median([r["shard_stages_s"][k] for r in one]) for k in one[0]["shard_stages_s"]}}
+    print("ours on 1 rank, seconds by stage (medians): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
+          + f"; hpcsr.coarsen is {stages['coarsen'] / total:.0%} of the run")
     print(f"baseline extraction of the archives (not counted): {median([r['extract_s'] for r in runs['baseline']]):.2f} s")
     for fig in figures:
-        print(f"{fig['name']}: {fig['ratio']:.2f}x {fig['baseline']['name']} (target {fig['target']['ratio'] if fig['target'] else '-'}x: "
+        print(f"{fig['name']}: {fig['ratio']:.3f}x {fig['baseline']['name']} (target {fig['target']['ratio'] if fig['target'] else '-'}x: "
               f"{'met' if fig['met'] else 'NOT met' if fig['met'] is False else '-'})")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} on {os.cpu_count()} CPUs (shared machine: noisy)")
     meta = {"frames": frames, "shape": [1536, 1536], "input_mb": input_mb, "pairs": PAIRS, "repeats": repeats,
             "runs": runs, "load_average_before": load_before, "load_average_after": load_after,
-            "coarsen_ms_per_frame": 1000 * coarsen_s}
+            "stages_1_rank_s": stages}
     print(f"wrote {write_result(a.out, 'preprocess', figures, a.quick, meta)}")
     return 0
 

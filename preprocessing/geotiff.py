@@ -219,13 +219,24 @@ def grid_from_tags(tags: dict, width: int, height: int) -> Grid:
 
 
 def read_geotiff(source) -> tuple[np.ndarray, Grid, dict]:
-    """Pixels, grid and a few descriptive tags of a single-band GeoTIFF (path or bytes)."""
-    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    """Pixels, grid and a few descriptive tags of a single-band GeoTIFF (path or bytes; from bytes
+    the pixels of an uncompressed file are a read-only view of them)."""
+    in_memory = isinstance(source, (bytes, bytearray, memoryview))
+    stream = io.BytesIO(source) if in_memory else source
     try:
         with tifffile.TiffFile(stream) as tif:
             page = tif.pages[0]
             tags = {tag.code: tag.value for tag in page.tags.values()}
-            data = page.asarray()
+            offsets, counts = page.dataoffsets, page.databytecounts
+            if (in_memory and page.compression == 1 and page.samplesperpixel == 1 and len(page.shape) == 2
+                    and all(o + c == n for o, c, n in zip(offsets, counts, offsets[1:]))
+                    and offsets[0] + sum(counts) <= len(source)):
+                # uncompressed strips stored back to back (Comephore's layout): a view of the bytes
+                dtype = page.dtype.newbyteorder(tif.byteorder)
+                data = np.frombuffer(source, dtype=dtype, count=page.shape[0] * page.shape[1],
+                                     offset=offsets[0]).reshape(page.shape)
+            else:
+                data = page.asarray()
     except GeoTiffError:
         raise
     except Exception as exc:  # tifffile raises many types on damaged files

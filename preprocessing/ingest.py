@@ -206,7 +206,7 @@ def write_unit(out: Path, unit: Unit, cfg: IngestConfig, plan=None, progress=Non
                     raise ValueError(f"grid changes inside the dataset: {label} has {grid.describe()} but {label0} has "
                                      f"{grid0.describe()}: give inputs on one grid (one HR store per grid)")
                 ok = ~np.isnan(stored) if enc.dtype == "float32" else stored != enc.fill
-                n_valid = int(ok.sum())
+                n_valid = int(np.count_nonzero(ok))
                 if n_valid == 0:
                     skipped.append({"input": unit.container, "member": label, "time": int(end), "reason": "all values missing"})
                     continue

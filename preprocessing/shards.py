@@ -341,9 +341,11 @@ def merge_pair(out: Path, plan: PairPlan, part_rels: list[str], store: HRStore, 
     return {"rel": plan.rel, "key": plan.key, "sha256": sha256_file(out / plan.rel)}
 
 
-def make_shards(out_dir, cfg: ShardConfig, comm, progress: bool = True, store_path=None) -> dict:
+def make_shards(out_dir, cfg: ShardConfig, comm, progress: bool = True, store_path=None, timings: dict | None = None) -> dict:
     """Build every shard of `cfg.pairs` from the HR store (default `<out_dir>/hr.h5`) into
-    `<out_dir>/shards/` on all ranks; returns the manifest entries {rel: entry} of the shards."""
+    `<out_dir>/shards/` on all ranks; returns the manifest entries {rel: entry} of the shards.
+    `timings`, when given, receives this rank's seconds by stage (read, coarsen, statistics, write,
+    merge)."""
     out = Path(out_dir)
     hr_path = Path(store_path) if store_path else out / HR_FILE
     if not hr_path.is_file():
@@ -383,7 +385,10 @@ def make_shards(out_dir, cfg: ShardConfig, comm, progress: bool = True, store_pa
                                ranges, cfg)
                     for j, plan in enumerate(todo) if j % comm.size == comm.rank]
 
+        t0 = time.perf_counter()
         merged = comm.run_step("merging shards", merge_mine)
+        if timings is not None:
+            timings.update(results[comm.rank][1], merge=time.perf_counter() - t0)
 
         def record():
             manifest = Manifest(out)

@@ -101,7 +101,8 @@ def _attr_str(value) -> str:
 
 class _LazyFile:
     """An h5py file opened on first use in each process, so objects can be sent to DataLoader
-    workers (each worker reopens its own handle)."""
+    workers (each worker reopens its own handle). Dataset handles are cached: creating an h5py
+    Dataset object costs more than reading a small patch."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -109,24 +110,32 @@ class _LazyFile:
             raise FileNotFoundError(f"{self.path} does not exist: run `hpcsr-preprocess` first (see README)")
         self._file = None
         self._pid = None
+        self._datasets = {}
 
     @property
     def file(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
             self._file = h5py.File(self.path, "r")
             self._pid = os.getpid()
+            self._datasets = {}
         return self._file
+
+    def dataset(self, name: str) -> h5py.Dataset:
+        f = self.file
+        if name not in self._datasets:
+            self._datasets[name] = f[name]
+        return self._datasets[name]
 
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():
             self._file.close()
-        self._file = None
+        self._file, self._datasets = None, {}
 
     def __getstate__(self):
         return {"path": self.path}
 
     def __setstate__(self, state):
-        self.path, self._file, self._pid = state["path"], None, None
+        self.path, self._file, self._pid, self._datasets = state["path"], None, None, {}
 
     def check_format(self, expected: str) -> None:
         fmt = _attr_str(self.file.attrs.get("format", ""))
@@ -166,7 +175,7 @@ class HRStore:
     @property
     def precip(self) -> h5py.Dataset:
         """The raw stored dataset (encoded); prefer `read`."""
-        return self._f.file["precip"]
+        return self._f.dataset("precip")
 
     def read_raw(self, t0: int, t1: int, ys: slice = slice(None), xs: slice = slice(None)) -> np.ndarray:
         return self.precip[t0:t1, ys, xs]
@@ -232,7 +241,7 @@ class Shard:
     @property
     def lr(self) -> h5py.Dataset:
         """(N, Y/s, X/s) float32 mm per HR step, NaN missing."""
-        return self._f.file["lr"]
+        return self._f.dataset("lr")
 
     def __len__(self) -> int:
         return len(self.time_s)
