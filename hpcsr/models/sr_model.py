@@ -27,7 +27,8 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) ->
 class SRModel(nn.Module):
     """lr (B, frames, Y/s, X/s) with frames = recipe.context + future_context: the L frames up to and
     including the target frame (index L-1), then `future_context` later frames. NaN marks missing
-    LR values. hr and means are (B, t, Y, X); static fields, if configured, (B, S, Y, X)."""
+    LR values. hr and means are (B, t, Y, X); static fields, if configured, (B, S, Y, X).
+    A `generator` must live on the device of the data (torch's rule for random draws)."""
 
     def __init__(self, cfg: ModelConfig, recipe: Recipe, future_context: int = 0):
         super().__init__()
