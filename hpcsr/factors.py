@@ -108,10 +108,14 @@ def context_length(t: int) -> int:
 
 
 def beta_end_rule(s: int, t: int) -> float:
-    """beta_end = 0.005 t + 0.00217 ln s, clipped to [0.01, 0.04], rounded to 1e-3.
-    A fit to the published points: exact at (1,3), (10,1), (10,3); 0.037 against 0.035 at (25,6).
-    Larger factors leave more unresolved detail, so the forward chain must reach more noise."""
-    value = 0.005 * t + 0.00217 * math.log(s)
+    """beta_end = 0.005 t + b(t) ln s, clipped to [0.01, 0.04], rounded to 1e-3, with
+    b(t) = 0.005 / ln 10 for t <= 3, falling linearly to 0.005 / ln 25 at t = 6.
+    Exact at all four published points ((1,3) 0.015, (10,1) 0.01, (10,3) 0.02, (25,6) 0.035) and
+    non-decreasing in s and in t: larger factors leave more unresolved detail, so the forward
+    chain must reach more noise."""
+    b3, b6 = 0.005 / math.log(10), 0.005 / math.log(25)
+    b = b3 if t <= 3 else b3 + (b6 - b3) * (t - 3) / 3
+    value = 0.005 * t + b * math.log(s)
     return round(min(max(value, 0.01), 0.04), 3)
 
 
