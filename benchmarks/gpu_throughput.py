@@ -42,17 +42,19 @@ PEAK_BF16_TFLOPS = (
 )
 
 
+def peak_for_name(name: str, environ=os.environ) -> float | None:
+    """Peak dense bf16 TFLOP/s of a CUDA device name; HPCSR_PEAK_TFLOPS wins; None when unknown."""
+    if environ.get("HPCSR_PEAK_TFLOPS"):
+        return float(environ["HPCSR_PEAK_TFLOPS"])
+    return next((value for key, value in PEAK_BF16_TFLOPS if key in name), None)
+
+
 def peak_tflops(device: torch.device) -> tuple[float | None, str]:
-    """(peak dense bf16 TFLOP/s, device name); None when unknown (set HPCSR_PEAK_TFLOPS)."""
+    """(peak dense bf16 TFLOP/s, device name); None for a CPU or an unknown GPU (set HPCSR_PEAK_TFLOPS)."""
     if device.type != "cuda":
         return None, "cpu"
     name = torch.cuda.get_device_name(device)
-    if os.environ.get("HPCSR_PEAK_TFLOPS"):
-        return float(os.environ["HPCSR_PEAK_TFLOPS"]), name
-    for key, value in PEAK_BF16_TFLOPS:
-        if key in name:
-            return value, name
-    return None, name
+    return peak_for_name(name), name
 
 
 def sync(device: torch.device) -> None:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,10 +36,9 @@ def supports(script: Path, flag: str, env: dict) -> bool:
     return flag in out.stdout
 
 
-def run_one(name: str, quick: bool, results: Path, env: dict, timeout_s: float) -> dict:
+def run_one(name: str, script: Path, quick: bool, results: Path, env: dict, timeout_s: float) -> dict:
     """Run one benchmark script; returns {name, status, seconds, result or error}."""
-    script = HERE / f"{name}.py"
-    entry = {"name": name, "script": str(script.relative_to(HERE.parent))}
+    entry = {"name": name, "script": str(script)}
     if not script.is_file():
         return {**entry, "status": "missing", "error": f"{script} does not exist yet"}
     out = results / f"{name}.json"
@@ -52,16 +53,24 @@ def run_one(name: str, quick: bool, results: Path, env: dict, timeout_s: float) 
     print(f"\n=== benchmark {name}: {' '.join(cmd[1:])}", flush=True)
     start = time.perf_counter()
     tail: list[str] = []
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=HERE.parent)
-    try:
-        for line in proc.stdout:
+
+    def forward(stream):  # stream the benchmark's output as it comes, keep its last lines
+        for line in stream:
             print(f"[{name}] {line}", end="", flush=True)
-            tail = (tail + [line.rstrip()])[-20:]
+            tail.append(line.rstrip())
+            del tail[:-20]
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=HERE.parent,
+                            start_new_session=True)
+    reader = threading.Thread(target=forward, args=(proc.stdout,), daemon=True)
+    reader.start()
+    try:
         code = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)  # the benchmark and any process it started (mpirun ranks)
         proc.wait()
         code = None
+    reader.join(timeout=10)
     entry["seconds"] = round(time.perf_counter() - start, 1)
     if code != 0:
         why = f"timed out after {timeout_s:.0f} s" if code is None else f"exit code {code}"
@@ -124,7 +133,7 @@ def main(argv=None) -> int:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(var, "1")
     start = time.perf_counter()
-    entries = [run_one(name, a.quick, a.results, env, a.timeout) for name in names]
+    entries = [run_one(name, HERE / f"{name}.py", a.quick, a.results, env, a.timeout) for name in names]
     md = table(entries)
     summary = {"quick": a.quick, "machine": machine(), "seconds": round(time.perf_counter() - start, 1),
                "benchmarks": entries}

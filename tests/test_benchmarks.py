@@ -1,0 +1,147 @@
+"""The benchmark harness and its contract (benchmarks/common.py, benchmarks/run_all.py), the loader
+benchmark on real shards, and the GPU script's dry mode. Timings are never asserted: only that the
+figures exist, are consistent (ratio, target) and that failures are reported."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from common import figure, format_value, median, write_result  # noqa: E402
+from run_all import run_one, table  # noqa: E402
+
+
+def test_figure_ratio_is_the_improvement_over_the_baseline():
+    faster = figure("rate", "items/s", [9, 10, 30], "base", [1, 2, 3], target_value=5, target_ratio=4)
+    assert faster["value"] == 10 and faster["baseline"]["value"] == 2
+    assert faster["ratio"] == 5.0 and faster["met"] is True
+    # lower is better (seconds): baseline 6 s vs 2 s is 3x better
+    shorter = figure("time", "s", [2, 2, 100], "base", [6, 6, 6], higher_is_better=False, target_value=1)
+    assert shorter["ratio"] == 3.0
+    assert shorter["met"] is False  # 2 s > the 1 s target
+    missed_ratio = figure("rate", "items/s", [10], "base", [5], target_value=5, target_ratio=10)
+    assert missed_ratio["met"] is False and missed_ratio["target"] == {"value": 5, "ratio": 10}
+    assert figure("rate", "items/s", [1], "base", [1])["met"] is None
+
+
+def test_median_and_format():
+    assert median([3, 1, 2]) == 2 and median([4, 1, 2, 3]) == 2.5
+    with pytest.raises(ValueError, match="at least one repeat"):
+        median([])
+    assert format_value(2345.6) == "2,346" and format_value(0.012345) == "0.0123"
+
+
+def test_write_result_is_complete_json(tmp_path):
+    fig = figure("rate", "items/s", [1, 2, 3], "base", [1, 1, 1])
+    path = write_result(tmp_path / "sub" / "x.json", "x", [fig], quick=True, meta={"pair": "s10_t3"})
+    data = json.loads(path.read_text())
+    assert data["benchmark"] == "x" and data["quick"] is True and data["figures"] == [fig]
+    assert data["meta"]["pair"] == "s10_t3" and len(data["meta"]["load_average_1_5_15"]) == 3
+    assert [p.name for p in path.parent.iterdir()] == ["x.json"]  # no temporary file left
+
+
+def _script(tmp_path, name, body) -> Path:
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+GOOD = f"""
+import argparse, sys
+sys.path.insert(0, {str(REPO / 'benchmarks')!r})
+from common import figure, write_result
+p = argparse.ArgumentParser(); p.add_argument('--out'); p.add_argument('--quick', action='store_true')
+a = p.parse_args()
+print('measuring', 'quick' if a.quick else 'full')
+write_result(a.out, 'good', [figure('rate', 'items/s', [4, 5, 6], 'naive', [1, 1, 1], target_ratio=10)], a.quick)
+"""
+
+
+def test_run_one_collects_a_contract_result(tmp_path, capsys):
+    entry = run_one("good", _script(tmp_path, "good", GOOD), True, tmp_path / "results", dict(os.environ), 120)
+    assert entry["status"] == "ok", entry
+    fig = entry["result"]["figures"][0]
+    assert entry["result"]["quick"] is True and fig["ratio"] == 5.0 and fig["met"] is False
+    assert "[good] measuring quick" in capsys.readouterr().out
+    md = table([entry])
+    assert "| good | rate | 5 items/s | naive | 1 | 5.00x | 3 | >= 10x | **no** |" in md
+
+
+def test_run_one_reports_failures_missing_scripts_and_stale_results(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "crash.json").write_text('{"figures": []}')  # an older run's file must not count
+    crash = run_one("crash", _script(tmp_path, "crash", "import sys\nprint('boom')\nsys.exit(3)\n"), False, results,
+                    dict(os.environ), 60)
+    assert crash["status"] == "failed" and crash["error"] == "exit code 3" and "boom" in crash["output_tail"]
+    assert not (results / "crash.json").exists()
+    nofig = _script(tmp_path, "nofig", "import json, sys\njson.dump({'rows': []}, open(sys.argv[2], 'w'))\n")
+    entry = run_one("nofig", nofig, False, results, dict(os.environ), 60)
+    assert entry["status"] == "failed" and "no 'figures' list" in entry["error"]
+    missing = run_one("absent", tmp_path / "absent.py", False, results, dict(os.environ), 60)
+    assert missing["status"] == "missing"
+    slow = run_one("slow", _script(tmp_path, "slow", "import time\ntime.sleep(30)\n"), False, results, dict(os.environ), 1)
+    assert slow["status"] == "failed" and "timed out" in slow["error"]
+    rows = table([crash, entry, missing, slow]).splitlines()[2:]
+    assert [r.split("|")[1].strip() for r in rows] == ["crash", "nofig", "absent", "slow"]
+
+
+def test_gpu_peak_table_by_device_name():
+    from gpu_throughput import peak_for_name
+
+    assert peak_for_name("NVIDIA H100 80GB HBM3", {}) == 989.0
+    assert peak_for_name("NVIDIA H100 PCIe", {}) == 756.0
+    assert peak_for_name("NVIDIA H200", {}) == 989.0
+    assert peak_for_name("NVIDIA A100-SXM4-80GB", {}) == 312.0
+    assert peak_for_name("Some Future GPU", {}) is None
+    assert peak_for_name("Some Future GPU", {"HPCSR_PEAK_TFLOPS": "123.5"}) == 123.5
+
+
+def test_gpu_check_refuses_unknown_options():
+    out = subprocess.run(["bash", "scripts/gpu_check.sh", "--only=tests,warp"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown step 'warp'" in out.stderr
+    out = subprocess.run(["bash", "scripts/gpu_check.sh", "--fast"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown option '--fast'" in out.stderr
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_mode_runs_on_cpu(tmp_path, launch_env):
+    """The GPU script end to end on CPU: CUDA tests collected and skipped with their reason, the
+    throughput benchmark's figures written and summarised (MFU n/a without a GPU)."""
+    out = subprocess.run(["bash", "scripts/gpu_check.sh", "--dry", "--only=tests,throughput", f"--out={tmp_path}"],
+                         cwd=REPO, capture_output=True, text=True, env=launch_env, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "mode DRY (CPU)" in out.stdout and "no CUDA GPU visible" in out.stdout
+    data = json.loads((tmp_path / "gpu_throughput.json").read_text())
+    assert [f["name"].split()[0] for f in data["figures"]] == ["training", "sampling"]
+    for fig in data["figures"]:
+        assert fig["value"] > 0 and fig["baseline"]["value"] > 0 and fig["gflop_per_item"] > 0 and fig["mfu"] is None
+    assert "pytest -m cuda: ok" in out.stdout and "bf16 throughput and MFU: ok" in out.stdout
+    assert "| gpu_throughput | training samples/s bf16" in out.stdout
+
+
+@pytest.mark.slow
+def test_loader_benchmark_reads_the_same_patches_as_its_baseline(tmp_path, launch_env):
+    """benchmarks/loader.py on freshly preprocessed synthetic data: it checks equality of the
+    PatchDataset and xarray patches itself (an AssertionError would fail the run) and writes one
+    figure with consistent ratio and target verdict."""
+    out_json = tmp_path / "loader.json"
+    out = subprocess.run([sys.executable, "benchmarks/loader.py", "--quick", "--samples", "60", "--repeats", "2",
+                          "--data", str(tmp_path / "data"), "--out", str(out_json)],
+                         cwd=REPO, capture_output=True, text=True, env=launch_env, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    fig = json.loads(out_json.read_text())["figures"][0]
+    assert len(fig["repeats"]) == 2 and all(v > 0 for v in fig["repeats"] + fig["baseline"]["repeats"])
+    assert math.isclose(fig["ratio"], fig["value"] / fig["baseline"]["value"])
+    assert fig["met"] == (fig["value"] >= 2000 and fig["ratio"] >= 10)
+    assert (tmp_path / "data" / "quick" / "hr.nc").is_file()
