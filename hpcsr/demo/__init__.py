@@ -1,13 +1,17 @@
 """`hpcsr demo [--out DIR] [--quick] [--backend auto|local|slurm]`: the main job, end to end.
 
     1. synthesise Comephore-format data (monthly tar archives of hourly GeoTIFFs) in DIR/raw;
-    2. launch the factor grid configs/grid/demo.yaml through hpcsr-launch (the one-node Slurm when
-       `sinfo` answers, else the local executor): preprocess (HR store + the pairs' LR shards), then
-       per pair the mean and diffusion stages and the ensemble of the test split; s5_t3 is a
-       transfer child whose stages start from s4_t2's exports (train.init_from);
-    3. evaluate every pair's ensemble against the truth and the baselines (hpcsr.evaluate: metrics,
+    2. launch 1 (hpcsr-launch, on the one-node Slurm when `sinfo` answers, else the local
+       executor): preprocessing of configs/grid/demo.yaml, the HR store and every pair's LR shard;
+    3. launch 2: mean stage, diffusion stage and test-split ensemble of the pairs trained from
+       scratch (s2_t1, s4_t2), two elements at a time;
+    4. transfer (hpcsr.transfer): the plan picks each further pair's parent among the trained
+       pairs (nearest by its documented distance), and a seed export per stage is made with the
+       shape-aware 'transfer' strategy and its per-tensor report;
+    5. launch 3: the same stages for the transferred pair (s5_t3), initialised from the seeds;
+    6. evaluate every pair's ensemble against the truth and the baselines (hpcsr.evaluate: metrics,
        plots, report) and the factor grid;
-    4. write DIR/report/index.html (and .md) linking everything, and print where it is.
+    7. write DIR/report/index.html (and .md) linking everything, and print where it is.
 
 Rerunning reuses what is finished: the archives, every launched element whose done marker holds
 the same configuration (the launch is skipped when all are), and the evaluations newer than their
@@ -27,9 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-from hpcsr.demo.settings import FULL, QUICK, STAGES, overrides
+from hpcsr.demo.settings import FULL, QUICK, SCRATCH, TRANSFER, preprocess_launch, training_launch
 
-STEPS = 4
+STEPS = 7
 
 
 def slurm_answers() -> bool:
@@ -80,26 +84,38 @@ def all_finished(plan) -> bool:
     return True
 
 
-def launch(plan, started: float) -> tuple[bool, Path | None]:
-    """Submit the plan and follow it to the end (or reuse a finished one); (success, launch folder)."""
+def command_line(args: list[str]) -> str:
+    return "hpcsr-launch " + " ".join(shlex.quote(a) for a in args) + " --wait"
+
+
+def launch(args: list[str], title: str) -> tuple[object, Path | None]:
+    """Plan and submit one launch, follow it to the end (or reuse a finished one); returns
+    (plan, launch folder). Raises RuntimeError naming the failed elements."""
     from hpcsr.demo.progress import follow
+    from hpcsr.launch import plan as planning
     from hpcsr.launch import submit
     from hpcsr.launch.records import find_launch
+    from hpcsr.launch.report import plan_table
 
+    plan = planning.build(args)
+    print(plan_table(plan))
+    print(f"equivalent command:\n  {command_line(args)}", flush=True)
     if all_finished(plan):
-        print("every launched element finished before with this configuration: reusing its results", flush=True)
+        print(f"{title}: every element finished before with this configuration; reusing its results", flush=True)
         try:
-            return True, find_launch(plan.base.launcher.folder)
+            return plan, find_launch(plan.base.launcher.folder)
         except (FileNotFoundError, ValueError):
-            return True, None
+            return plan, None
     launch_dir = submit.submit(plan)
-    print(f"submitted launch {launch_dir} ({plan.kind}); follow it elsewhere with: hpcsr-launch status "
-          f"--folder {launch_dir.parent} --wait", flush=True)
+    print(f"submitted {title} as {launch_dir} ({plan.kind}); from another shell: hpcsr-launch status "
+          f"--folder {launch_dir.parent} --launch {launch_dir.name}", flush=True)
     rows = follow(launch_dir, plan.base.launcher.poll_s)
     failed = [r for r in rows if r["state"] != "COMPLETED"]
-    for r in failed:
-        print(f"element {r['array']} {r['pair']} ended {r['state']} {r['reason']}; log {r.get('stdout')}", file=sys.stderr)
-    return not failed, launch_dir
+    if failed:
+        names = ", ".join(f"{r['array']} {r['pair']} ({r['state']})" for r in failed)
+        raise RuntimeError(f"{title} failed: {names}; logs under {launch_dir}. Fix the cause and rerun "
+                           "`hpcsr demo` with the same --out: finished elements are reused")
+    return plan, launch_dir
 
 
 def element_times(plan) -> list[dict]:
@@ -117,29 +133,62 @@ def element_times(plan) -> list[dict]:
     return out
 
 
-def score(plan, out: Path, elements: list[dict], quiet: bool) -> list[dict]:
+def seed_transfers(size, run_root: Path, seeds_dir: Path) -> list[dict]:
+    """hpcsr.transfer: each TRANSFER pair's parent from the plan over the trained SCRATCH pairs, and a
+    seed export per training stage from the parent's export of that stage (remade when the
+    parent's export is newer); returns one record per transferred pair for the index."""
+    from hpcsr.factors import FactorPair, recipe
+    from hpcsr.transfer import make_seed, plan_chain
+    from hpcsr.transfer.seed import report_path_for
+
+    out = []
+    for entry in plan_chain([FactorPair(*p) for p in TRANSFER], trained=[FactorPair(*p) for p in SCRATCH]):
+        if entry.parent is None:
+            raise RuntimeError(f"the transfer plan found no parent for {entry.pair.name} among {SCRATCH}")
+        print(f"transfer plan: {entry.pair.name} <- {entry.parent.name} (distance {entry.distance:.3f}: "
+              "|ln s - ln s'| + |ln t - ln t'|, nearest trained pair)", flush=True)
+        target = dataclasses.replace(recipe(entry.pair.s, entry.pair.t), patch=size.patch)
+        record = {"pair": entry.pair.name, "parent": entry.parent.name, "distance": entry.distance, "seeds": {},
+                  "reports": {}, "summaries": {}}
+        for stage in ("mean", "diffusion"):
+            source = run_root / entry.parent.name / stage
+            seed = seeds_dir / f"{entry.pair.name}_{stage}.pt"
+            report = report_path_for(seed)
+            parent_export = source / "export" / "model.pt"
+            if seed.is_file() and report.is_file() and seed.stat().st_mtime >= parent_export.stat().st_mtime:
+                print(f"  {stage}: seed {seed} is newer than {parent_export}; reusing it")
+            else:
+                result = make_seed(source, entry.pair.name, seed, strategy="transfer", recipe=target, stage=stage)
+                print(result.report.format(tensors=False), flush=True)
+            record["seeds"][stage], record["reports"][stage] = str(seed), str(report)
+            record["summaries"][stage] = json.loads(report.read_text())["summary"]
+        out.append(record)
+    return out
+
+
+def score(plans, out: Path, elements: list[dict], quiet: bool) -> list[dict]:
     """Evaluate each pair's ensemble; returns one record per pair for the index."""
     from hpcsr.demo.index import curves
     from hpcsr.demo.scoring import evaluate_pair
 
-    hr_store = Path(plan.base.data_dir) / "hr.h5"
     report = out / "report"
     records = []
-    for array in plan.arrays:
-        if array.stage != "sample":
-            continue
-        for spec in array.elements:
-            pair = spec.pair
-            ensemble = Path(spec.cfg.run_dir) / "sample" / "ensemble.nc"
-            print(f"evaluating {pair.name}: {ensemble}", flush=True)
-            metrics = evaluate_pair(ensemble, hr_store, report / pair.name, progress=not quiet)
-            recipe = spec.cfg.factor.recipe()
-            steps = {e["array"].split(".")[1]: e["result"].get("step") for e in elements
-                     if e["pair"] == pair.name and e["array"].split(".")[1] in ("mean", "diffusion")}
-            records.append({"name": pair.name, "parent": spec.parent.name if spec.parent else None,
-                            "context": recipe.context, "beta_end": recipe.beta_end, "steps": steps,
-                            "curves": curves(Path(spec.cfg.run_dir)), "metrics": metrics,
-                            "report": f"{pair.name}/report.html", "run_dir": spec.cfg.run_dir})
+    for plan in plans:
+        hr_store = Path(plan.base.data_dir) / "hr.h5"
+        for array in plan.arrays:
+            if array.stage != "sample":
+                continue
+            for spec in array.elements:
+                pair = spec.pair
+                ensemble = Path(spec.cfg.run_dir) / "sample" / "ensemble.nc"
+                print(f"evaluating {pair.name}: {ensemble}", flush=True)
+                metrics = evaluate_pair(ensemble, hr_store, report / pair.name, progress=not quiet)
+                recipe = spec.cfg.factor.recipe()
+                steps = {e["array"].split(".")[1]: e["result"].get("step") for e in elements
+                         if e["pair"] == pair.name and e["array"].split(".")[1] in ("mean", "diffusion")}
+                records.append({"name": pair.name, "parent": None, "context": recipe.context,
+                                "beta_end": recipe.beta_end, "steps": steps, "curves": curves(Path(spec.cfg.run_dir)),
+                                "metrics": metrics, "report": f"{pair.name}/report.html", "run_dir": spec.cfg.run_dir})
     return records
 
 
@@ -158,8 +207,6 @@ def run(args) -> int:
     from hpcsr.demo.index import plot_curves, write_index
     from hpcsr.demo.progress import banner
     from hpcsr.demo.scoring import grid_report
-    from hpcsr.launch import plan as planning
-    from hpcsr.launch.report import plan_table
     from preprocessing.synth import SynthConfig, synthesize
 
     started = time.monotonic()
@@ -173,35 +220,50 @@ def run(args) -> int:
     print(f"hpcsr demo{' --quick' if args.quick else ''}: output {out}, backend {backend}", flush=True)
 
     banner(1, STEPS, "synthesise Comephore-format archives (tar of hourly GeoTIFFs)", started)
-    archives = synthesize(out / "raw", synth, progress=True)
-    for path in archives:
+    for path in synthesize(out / "raw", synth, progress=True):
         print(f"  {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
-    banner(2, STEPS, f"launch: {' -> '.join(STAGES)} over the factor grid, with a transfer chain", started)
-    launch_args = overrides(size, out, backend)
-    plan = planning.build(launch_args)
-    print(plan_table(plan))
-    command = "hpcsr-launch " + " ".join(shlex.quote(a) for a in launch_args) + " --wait"
-    print(f"equivalent command:\n  {command}", flush=True)
-    ok, launch_dir = launch(plan, started)
-    if not ok:
-        print(f"hpcsr demo: the launch failed (see above); fix the cause and rerun: finished elements are reused",
-              file=sys.stderr)
-        return 1
+    banner(2, STEPS, "launch 1: preprocess (HR store, LR shards of every pair)", started)
+    commands = [preprocess_launch(size, out, backend)]
+    prep_plan, _ = launch(commands[0], "launch 1 (preprocess)")
+    grid = sorted((p.s, p.t) for p in prep_plan.pairs)
+    if grid != sorted(SCRATCH + TRANSFER):
+        raise ValueError(f"configs/grid/demo.yaml lists {grid}, the demo trains {sorted(SCRATCH + TRANSFER)}: "
+                         "make them agree (hpcsr/demo/settings.py)")
 
-    banner(3, STEPS, "evaluate each pair's ensemble against the truth and the baselines", started)
-    elements = element_times(plan)
-    records = score(plan, out, elements, quiet=False)
+    banner(3, STEPS, f"launch 2: mean -> diffusion -> sample of {', '.join(f's{s}_t{t}' for s, t in SCRATCH)} "
+                     "(from scratch)", started)
+    commands.append(training_launch(size, out, backend, SCRATCH))
+    scratch_plan, _ = launch(commands[-1], "launch 2 (from scratch)")
+
+    banner(4, STEPS, "transfer to a further pair (hpcsr.transfer: plan and seed exports)", started)
+    transfers = seed_transfers(size, Path(scratch_plan.base.run_root), out / "seeds")
+
+    banner(5, STEPS, f"launch 3: mean -> diffusion -> sample of {', '.join(t['pair'] for t in transfers)} "
+                     "(from the seeds)", started)
+    transfer_plans = []
+    for t in transfers:
+        pair = next(p for p in TRANSFER if f"s{p[0]}_t{p[1]}" == t["pair"])
+        commands.append(training_launch(size, out, backend, [pair], t["seeds"]))
+        transfer_plans.append(launch(commands[-1], f"launch 3 ({t['pair']})")[0])
+
+    banner(6, STEPS, "evaluate each pair's ensemble against the truth and the baselines", started)
+    plans = [prep_plan, scratch_plan, *transfer_plans]
+    elements = [e for plan in plans for e in element_times(plan)]
+    records = score([scratch_plan, *transfer_plans], out, elements, quiet=False)
+    for r in records:
+        r["parent"] = next((t["parent"] for t in transfers if t["pair"] == r["name"]), None)
     report = out / "report"
-    grid = grid_report([report / r["name"] / "metrics.json" for r in records], report / "grid")
+    grid_html = grid_report([report / r["name"] / "metrics.json" for r in records], report / "grid")
 
-    banner(4, STEPS, "index report", started)
-    curves_png = plot_curves(report / "training_curves.png", records)
-    summary = {"backend": backend, "mode": "--quick" if args.quick else "full", "stages": list(STAGES),
+    banner(7, STEPS, "index report", started)
+    summary = {"backend": backend, "mode": "--quick" if args.quick else "full", "stages": ["preprocess", "mean", "diffusion", "sample"],
                "data": f"{size.days} days, {size.size} x {size.size} km, hourly", "members": size.members,
-               "seconds": time.monotonic() - started, "command": command, "launch_dir": str(launch_dir),
-               "grid_report": str(grid.relative_to(report)), "curves": curves_png.name, "elements": elements,
-               "pairs": records}
+               "seconds": time.monotonic() - started, "out": str(out), "report_dir": str(report),
+               "commands": [command_line(c) for c in commands], "launch_folder": str(out / "launch"),
+               "grid_report": str(grid_html.relative_to(report)), "elements": elements, "pairs": records,
+               "transfers": transfers,
+               "curves": plot_curves(report / "training_curves.png", records).name}
     index = write_index(report, summary)
     print_scores(records)
     print(f"\nhpcsr demo finished in {time.monotonic() - started:.0f} s.\nReport: {index}\n"
@@ -218,3 +280,6 @@ def main(argv=None) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"hpcsr demo: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:  # a launch failed; its log tails are printed above
+        print(f"hpcsr demo: {err}", file=sys.stderr)
+        return 1

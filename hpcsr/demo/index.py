@@ -72,14 +72,12 @@ def plot_curves(path: Path, pairs: list[dict]) -> Path:
 def blocks(summary: dict) -> list:
     """The page as (kind, ...) blocks, rendered to markdown and HTML below."""
     pairs = summary["pairs"]
-    chains = ", ".join(f"{p['parent']} -> {p['name']}" for p in pairs if p["parent"]) or "none"
+    chains = ", ".join(f"{t['parent']} -> {t['pair']}" for t in summary["transfers"]) or "none"
     out = [("h", 1, "hpcsr main job"),
            ("p", f"Synthetic Comephore-format data ({summary['data']}) -> HR store and LR shards -> "
-                 f"{summary['backend']} launch of {len(pairs)} factor pairs (stages {' -> '.join(summary['stages'])}, "
-                 f"transfer chain {chains}) "
-                 f"-> ensembles of {summary['members']} members -> evaluation against the truth and the baselines. "
-                 f"Total {summary['seconds']:.0f} s on this machine ({summary['mode']})."),
-           ("p", "Equivalent command: " + summary["command"])]
+                 f"{summary['backend']} launches of {len(pairs)} factor pairs (stages {' -> '.join(summary['stages'])}; "
+                 f"scale transfer {chains}) -> ensembles of {summary['members']} members -> evaluation against the "
+                 f"truth and the baselines. Total {summary['seconds']:.0f} s on this machine ({summary['mode']}).")]
     head = ["pair", "origin", "L", "beta_end", "steps (mean/diff.)", "val loss (mean/diff.)"] + [c for c, _, _ in SCORES] + \
            ["spread/skill", "mass err. tile", "report"]
     rows = []
@@ -95,12 +93,27 @@ def blocks(summary: dict) -> list:
                      ("link", p["report"], "report")])
     out += [("h", 2, "Scores on the test split (lower is better; mm per HR step)"), ("table", head, rows),
             ("p", "Each pair's report has the full metrics (fair CRPS, spread-skill, rank histogram, spectra and LSD, "
-                  "quantile errors, FSS, mass errors) with the LR / truth / members / mean panels."),
+                  "quantile errors, FSS, mass errors) with the LR / truth / members / mean panels. The mass error is "
+                  "at the scale the sampler's mass transform conserves (its regions)."),
             ("link", summary["grid_report"], "Report over the factor grid (metrics against s and t)"),
             ("h", 2, "Training curves"), ("img", summary["curves"], "validation (solid) and training (dotted) loss")]
+    if summary["transfers"]:
+        rows = []
+        for t in summary["transfers"]:
+            for stage, s in t["summaries"].items():
+                rows.append([t["pair"], t["parent"], _fmt(t["distance"], 3), stage,
+                             *(s[a]["tensors"] for a in ("copied", "adapted", "re-initialised", "dropped")),
+                             f"{100 * s['reinit_fraction']:.2f} %",
+                             ("link", os.path.relpath(t["reports"][stage], summary["report_dir"]), "report JSON")])
+        out += [("h", 2, "Scale transfer (hpcsr.transfer, strategy 'transfer')"),
+                ("p", "The parent is the nearest trained pair by d = |ln s - ln s'| + |ln t - ln t'|; each training "
+                      "stage of the child starts from a seed export of the parent's stage (train.init_from)."),
+                ("table", ["pair", "parent", "distance", "stage", "copied", "adapted", "re-initialised", "dropped",
+                           "re-init share", "tensors"], rows)]
     times = [[e["array"], e["pair"], _fmt(e["seconds"], 3), e["job"]] for e in summary["elements"]]
     out += [("h", 2, "Launched elements"), ("table", ["array", "pair", "seconds", "job"], times),
-            ("p", f"Launch records and logs: {summary['launch_dir']}")]
+            ("p", f"Launch records and logs: {summary['launch_folder']}. The same launches by hand:"),
+            ("ul", summary["commands"])]
     return out
 
 
@@ -113,6 +126,8 @@ def render_markdown(page: list) -> str:
             lines.append(b[1] + "\n")
         elif b[0] == "link":
             lines.append(f"[{b[2]}]({b[1]})\n")
+        elif b[0] == "ul":
+            lines += [f"- `{item}`" for item in b[1]] + [""]
         elif b[0] == "img":
             lines.append(f"![{b[2]}]({b[1]})\n")
         elif b[0] == "table":
@@ -136,6 +151,8 @@ def render_html(page: list) -> str:
             out.append(f"<p>{esc(b[1])}</p>")
         elif b[0] == "link":
             out.append(f"<p><a href='{esc(b[1])}'>{esc(b[2])}</a></p>")
+        elif b[0] == "ul":
+            out.append("<ul>" + "".join(f"<li><code>{esc(item)}</code></li>" for item in b[1]) + "</ul>")
         elif b[0] == "img":
             out.append(f"<figure><img src='{esc(b[1])}' alt='{esc(b[2])}'><figcaption>{esc(b[2])}</figcaption></figure>")
         elif b[0] == "table":

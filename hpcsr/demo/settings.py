@@ -1,8 +1,9 @@
-"""Sizes of the main job (full and --quick) and the hpcsr-launch overrides they turn into.
+"""Sizes of the main job (full and --quick) and the hpcsr-launch overrides of its three launches.
 
-The factor grid is configs/grid/demo.yaml (s2_t1 and s4_t2 from scratch, s5_t3 transferred from
-s4_t2); everything else is an override of the normal configs, so the demo runs exactly what a user
-would launch by hand (`hpcsr demo` prints the equivalent `hpcsr-launch` command).
+The factor grid is configs/grid/demo.yaml: SCRATCH pairs trained from scratch, then TRANSFER pairs
+seeded by hpcsr.transfer from their nearest trained pair. Everything else is an override of the
+normal configs, so the demo runs exactly what a user would launch by hand (`hpcsr demo` prints
+each equivalent `hpcsr-launch` command).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-STAGES = ("preprocess", "mean", "diffusion", "sample")  # what hpcsr-launch chains per pair
+SCRATCH = ((2, 1), (4, 2))  # pairs trained from scratch (one with t > 1)
+TRANSFER = ((5, 3),)  # pairs seeded from the nearest SCRATCH pair (hpcsr.transfer plan and seed)
+PAIR_STAGES = ("mean", "diffusion", "sample")  # what hpcsr-launch chains per pair after preprocessing
 
 
 @dataclass(frozen=True)
@@ -53,23 +56,23 @@ QUICK = DemoSize(days=4, val_hours=24, test_hours=6, size=60, patch=20, batch=4,
                  warmup_steps=2, lr=2e-3, val_patches=8, val_every=6, members=10, sampler_steps=3)
 
 
+def _pairs(pairs) -> str:
+    return "[" + ",".join(f"[{s},{t}]" for s, t in pairs) + "]"
+
+
 def overrides(size: DemoSize, out: Path, backend: str) -> list[str]:
-    """hpcsr-launch overrides of the main job writing under `out`, on `backend` ('local' or 'slurm')."""
+    """Overrides shared by the demo's launches, writing under `out`, on `backend` ('local' or 'slurm')."""
     out = Path(out).resolve()
-    raw = out / "raw"
     return [
-        "grid=demo",  # configs/grid/demo.yaml
+        "grid=demo",  # configs/grid/demo.yaml: every pair of the demo
         f"launcher={backend}",  # local processes, or the one-node Slurm when it answers
         "cluster=local",  # 1 node, 1 rank, 1 CPU per element, 2 elements at once
         "model=tiny",  # widths 8-16-32
         f"data_dir={out / 'data'}",  # HR store and shards
         f"run_root={out / 'runs'}",  # one run folder per pair
         f"launcher.folder={out / 'launch'}",  # launch records and logs
-        f"launcher.stages=[{','.join(STAGES)}]",
-        f"launcher.preprocess=[all,--comephore,{raw},--split-fractions,'{size.split_fractions}']",  # ingest the synthetic archives, then the grid's shards
+        f"launcher.preprocess=[all,--comephore,{out / 'raw'},--split-fractions,'{size.split_fractions}']",
         f"launcher.sample=[--members,{size.members},--sampler,dpmpp2m,--steps,{size.sampler_steps},--mass,image]",
-        f"+launcher.stage_overrides.mean=['train.steps={size.mean_steps}']",  # steps per stage
-        f"+launcher.stage_overrides.diffusion=['train.steps={size.diffusion_steps}']",
         "launcher.poll_s=1",
         f"factor.patch={size.patch}",
         f"data.batch_size={size.batch}",
@@ -81,3 +84,21 @@ def overrides(size: DemoSize, out: Path, backend: str) -> list[str]:
         f"train.checkpoint_every={max(size.mean_steps, size.diffusion_steps) // 2}",
         "train.log_every=5",
     ]
+
+
+def preprocess_launch(size: DemoSize, out: Path, backend: str) -> list[str]:
+    """Launch 1: the HR store and the shards of every pair of the grid."""
+    return overrides(size, out, backend) + ["launcher.stages=[preprocess]"]
+
+
+def training_launch(size: DemoSize, out: Path, backend: str, pairs, seeds: dict | None = None) -> list[str]:
+    """Launches 2 and 3: mean, diffusion and sample stages of `pairs`; `seeds` {stage: seed export}
+    initialises the training stages (train.init_from) of a transferred pair."""
+    seeds = seeds or {}
+    extra = {"mean": [f"train.steps={size.mean_steps}"], "diffusion": [f"train.steps={size.diffusion_steps}"]}
+    for stage, path in seeds.items():
+        extra[stage].append(f"train.init_from={Path(path).resolve()}")
+    stage_args = [f"+launcher.stage_overrides.{stage}=[{','.join(repr(v) for v in values)}]"
+                  for stage, values in extra.items()]
+    return overrides(size, out, backend) + [f"launcher.stages=[{','.join(PAIR_STAGES)}]",
+                                            f"grid.pairs={_pairs(pairs)}"] + stage_args
