@@ -42,10 +42,10 @@ def test_warmup_then_cosine_by_hand():
 
 def test_deepspeed_config_from_hydra():
     cfg = compose(TINY + ["deepspeed=zero3", "deepspeed.precision=bf16", "deepspeed.gradient_accumulation=3"])
-    ds = deepspeed_config(cfg, load_universal=True, trainable=1000)
+    ds = deepspeed_config(cfg, load_universal=True, trainable=2000, world_size=2)
     assert ds["train_micro_batch_size_per_gpu"] == 2 and ds["gradient_accumulation_steps"] == 3
     assert ds["zero_optimization"]["stage"] == 3 and ds["bf16"]["enabled"] and ds["checkpoint"]["load_universal"]
-    assert ds["zero_optimization"]["reduce_bucket_size"] == 1024  # capped at the model, rounded up to 64
+    assert ds["zero_optimization"]["reduce_bucket_size"] == 1024  # this rank's share, rounded up to 64
     assert ds["zero_optimization"]["stage3_param_persistence_threshold"] == cfg.deepspeed.param_persistence_threshold
     plain = deepspeed_config(compose(TINY))
     assert not plain["bf16"]["enabled"] and plain["zero_optimization"]["stage"] == 1

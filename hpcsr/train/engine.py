@@ -30,14 +30,14 @@ def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.0) -> flo
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def deepspeed_config(cfg, load_universal: bool = False, trainable: int | None = None) -> dict:
+def deepspeed_config(cfg, load_universal: bool = False, trainable: int | None = None, world_size: int = 1) -> dict:
     """The DeepSpeed config dict of a RootConfig (`cfg.deepspeed`, `cfg.data.batch_size`).
 
-    `trainable` (parameter count) caps the communication buckets: DeepSpeed allocates a whole
-    bucket at every backward, and its default of 5e8 elements (2 GB) costs seconds per step on CPU
-    for a model of a few million parameters."""
+    The communication buckets are capped at this rank's share of the `trainable` parameters:
+    ZeRO 1/2 allocate a whole bucket at every backward (DeepSpeed's default of 5e8 elements, 2 GB,
+    costs seconds per step on CPU for a model of a few million parameters) and ZeRO 3 keeps one."""
     ds = cfg.deepspeed
-    bucket = int(min(ds.bucket_size, trainable)) if trainable else ds.bucket_size
+    bucket = int(min(ds.bucket_size, -(-trainable // world_size))) if trainable else ds.bucket_size
     bucket = -(-bucket // 64) * 64  # DeepSpeed wants a multiple of its alignment factor
     zero = {"stage": ds.zero_stage, "reduce_bucket_size": bucket, "allgather_bucket_size": bucket}
     if ds.zero_stage == 3:
@@ -75,6 +75,7 @@ def build_engine(module: torch.nn.Module, cfg, load_universal: bool = False, fre
     optimizer = torch.optim.AdamW([{"params": g} for g in groups], lr=tc.lr, betas=tuple(tc.betas),
                                   weight_decay=tc.weight_decay, foreach=False)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
-    engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=schedule,
-                                           config=deepspeed_config(cfg, load_universal, sum(p.numel() for p in params)))
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    config = deepspeed_config(cfg, load_universal, sum(p.numel() for p in params), world)
+    engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=schedule, config=config)
     return engine

@@ -404,6 +404,7 @@ class Trainer:
             self.stop.restore()
             return self._result("complete", 0, final_export, f"stage {self.stage} already complete at step {self.step}")
 
+        self.engine.train()
         gas = cfg.deepspeed.gradient_accumulation
         global_micro = cfg.data.batch_size * self.world
         batches = iter(self.train_loader())
@@ -493,7 +494,7 @@ class Trainer:
                         last_saved = self.step
                         if milestone:
                             self.export(final=False)
-                    if stop:
+                    if stop and self.step < total:
                         number = int(_all_reduce([float(self.stop.signal)], dist.ReduceOp.MAX)[0])
                         name = signal.Signals(number).name if number else "a signal"
                         msg = (f"stop requested ({name} on some rank) at step {self.step}: "
