@@ -1,7 +1,7 @@
 """Transfer with real training runs: `python -m hpcsr.train.cli` (one process, real DeepSpeed ZeRO 1
 with gloo on CPU, the tiny model) on shards written by the real preprocessing code (the
-`train_dataset` fixture: pairs (2, 1) and (4, 3)). A (2, 1) source run gives an export and
-DeepSpeed checkpoints; seeds for (4, 3) are made from both, and a freeze seed is trained with
+`train_dataset` fixture: pairs (2, 1) and (4, 3)). A (2, 1) source run (joint stage, with the
+denoiser's EMA) gives an export and DeepSpeed checkpoints; seeds for (4, 3) are made from both, and a freeze seed is trained with
 train.init_from, interrupted at a checkpoint and resumed with init_from pointing nowhere (resume
 beats init)."""
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ["model=tiny", "factor.patch=24", "data.batch_size=2", "train.lr=1e-3", "train.warmup_steps=1",
           "train.log_every=1", "train.progress=false", "data.val_patches=2", "train.val_every=2",
-          "train.checkpoint_every=2", "train.stage=mean"]
+          "train.checkpoint_every=2"]
 TARGET_CONTEXT = 2  # the 4-day test shard's validation split is too short for recipe(4, 3)'s L = 5
 
 
@@ -48,28 +48,34 @@ def train(run_dir, data, *overrides, expect=0) -> str:
 @pytest.fixture(scope="module")
 def source_run(train_dataset, tmp_path_factory):
     run = tmp_path_factory.mktemp("transfer_source") / "s2_t1"
-    train(run, train_dataset, "factor.s=2", "factor.t=1", "factor.context=4", "train.steps=4")
+    train(run, train_dataset, "factor.s=2", "factor.t=1", "factor.context=4", "train.steps=4", "train.stage=joint",
+          "train.ema_decay=0.5")
     return run
 
 
 def test_checkpoint_source_gives_the_export_weights(source_run, tmp_path):
-    from_ckpt = load_source(source_run / "mean" / "checkpoints" / "step_4")
-    from_export = load_source(source_run)  # run folder -> mean/export/model.pt
-    assert from_ckpt.kind == "checkpoint" and from_export.kind == "export"
-    assert from_ckpt.pair.name == "s2_t1" and from_ckpt.metadata["step"] == 4 == from_export.metadata["step"]
-    assert from_ckpt.state_dict.keys() == from_export.state_dict.keys()
-    for k, v in from_export.state_dict.items():
-        assert torch.equal(from_ckpt.state_dict[k], v), k
+    export = exports.load_export(source_run / "joint")
+    assert export.metadata["ema"]["applied"] and export.raw_state_dict is not None
+    for weights, expected in (("ema", export.state_dict), ("raw", export.raw_state_dict)):
+        from_ckpt = load_source(source_run / "joint" / "checkpoints" / "step_4", weights=weights)
+        from_run = load_source(source_run, weights=weights)  # run folder -> joint/export/model.pt
+        assert from_ckpt.kind == "checkpoint" and from_run.kind == "export"
+        assert from_ckpt.pair.name == "s2_t1" and from_ckpt.metadata["step"] == 4 == from_run.metadata["step"]
+        assert from_ckpt.state_dict.keys() == expected.keys() == from_run.state_dict.keys()
+        for k, v in expected.items():
+            assert torch.equal(from_ckpt.state_dict[k], v) and torch.equal(from_run.state_dict[k], v), (weights, k)
+    ema_differs = [k for k in export.state_dict if not torch.equal(export.state_dict[k], export.raw_state_dict[k])]
+    assert ema_differs and all(k.startswith("denoiser.") for k in ema_differs)
     r = dataclasses.replace(recipe(4, 3), context=TARGET_CONTEXT)
-    seed = make_seed(source_run / "mean" / "checkpoints", "4x3", tmp_path / "s.pt", "warm_start", recipe=r)
+    seed = make_seed(source_run / "joint" / "checkpoints", "4x3", tmp_path / "s.pt", "warm_start", recipe=r)
     lineage = exports.load_export(seed.path).metadata["lineage"]
     assert lineage[0]["role"] == "transfer:warm_start" and lineage[0]["export"].endswith("step_4")
 
 
 def test_checkpoint_without_its_completion_marker_is_refused(source_run, tmp_path, capsys):
     root = tmp_path / "checkpoints"
-    shutil.copytree(source_run / "mean" / "checkpoints" / "step_2", root / "step_2")
-    shutil.copytree(source_run / "mean" / "checkpoints" / "step_4", root / "step_6")
+    shutil.copytree(source_run / "joint" / "checkpoints" / "step_2", root / "step_2")
+    shutil.copytree(source_run / "joint" / "checkpoints" / "step_4", root / "step_6")
     (root / "step_6" / "COMPLETE.json").unlink()  # as a save killed before its marker
     with pytest.raises(SourceError, match=r"step_6 has no valid completion marker .*complete: step_2"):
         load_source(root / "step_6")
@@ -92,7 +98,7 @@ def test_freeze_seed_trains_with_init_from_and_resume_beats_init(source_run, tra
     run = tmp_path / "s4_t3"
     target = ["factor.s=4", "factor.t=3", f"factor.context={TARGET_CONTEXT}"]
 
-    log = train(run, train_dataset, *target, "train.steps=2", f"train.init_from={seed}")
+    log = train(run, train_dataset, *target, "train.stage=mean", "train.steps=2", f"train.init_from={seed}")
     assert "initialised 264 tensors from" in log and "frozen for steps 0..1" in log
     marker = json.loads((run / "mean" / "checkpoints" / "step_2" / "COMPLETE.json").read_text())
     assert marker["freeze"] == {"prefixes": list(DEFAULT_PREFIXES), "steps": 2}
@@ -103,15 +109,16 @@ def test_freeze_seed_trains_with_init_from_and_resume_beats_init(source_run, tra
     assert any(not torch.equal(at2[k], seeded[k]) for k in trained)
 
     # the run folder has a complete checkpoint: it resumes, and the initial-weights option is ignored
-    log = train(run, train_dataset, *target, "train.steps=4", f"train.init_from={tmp_path / 'missing.pt'}")
+    log = train(run, train_dataset, *target, "train.stage=mean", "train.steps=4",
+                f"train.init_from={tmp_path / 'missing.pt'}")
     assert "resumed from" in log and "initialised" not in log
     final = exports.load_export(run / "mean")
     assert final.metadata["step"] == 4
     assert any(not torch.equal(final.state_dict[k], seeded[k]) for k in frozen)  # unfrozen from step 2 on
     assert [(e["role"], e["pair"], e["stage"]) for e in final.lineage] == [
-        ("transfer:freeze", "s2_t1", "mean"), ("init_from", "s4_t3", "seed"), ("self", "s4_t3", "mean")]
+        ("transfer:freeze", "s2_t1", "joint"), ("init_from", "s4_t3", "seed"), ("self", "s4_t3", "mean")]
 
     # without a checkpoint the same missing init_from is an error: init is really read
-    log = train(tmp_path / "fresh", train_dataset, *target, "train.steps=2", f"train.init_from={tmp_path / 'missing.pt'}",
-                expect=1)
+    log = train(tmp_path / "fresh", train_dataset, *target, "train.stage=mean", "train.steps=2",
+                f"train.init_from={tmp_path / 'missing.pt'}", expect=1)
     assert "no export at" in log

@@ -2,8 +2,9 @@
 
     warm_start    every tensor of an hpcsr export or checkpoint, the architecture identical; the
                   target run starts a fresh optimizer (the seed carries no optimizer state)
-    weights_only  every tensor matched by name and shape from any torch file (a bare state dict
-                  too); no metadata is needed or used, lineage records the file and its sha256
+    weights_only  every tensor matched by name and shape from any torch file, a bare state dict
+                  too (no metadata needed: give the target's model config; lineage then records
+                  the file and its sha256)
     transfer      shape-aware: equal shapes copied, known differences adapted, the rest keeps the
                   target's fresh initialisation; refused above `max_reinit` (share of parameters)
     freeze        warm_start, plus a freeze spec in the seed's metadata: the trainer keeps the
