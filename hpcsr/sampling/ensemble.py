@@ -282,62 +282,74 @@ def chunk_size(cfg: SampleConfig, world: int) -> int:
     return cfg.time_chunk or max(1, math.ceil(2 * world / cfg.members))
 
 
+def _sample_units(sampler: EnsembleSampler, block, units, lr_mm, lr_z, means, masks, bar) -> torch.Tensor:
+    """Members (len(units), t, Y, X) in mm of the (target index, member) `units`, in order."""
+    out = torch.empty(len(units), sampler.t, *sampler.layout.hr_shape)
+    current = None  # (target index, its denoiser conditions): members of one target follow each other
+    for i, (n, m) in enumerate(units):
+        if masks[n].all():  # nothing to predict (target block missing): skip the sampler
+            out[i] = float("nan")
+        else:
+            if current is None or current[0] != n:
+                current = (n, sampler.conditions(lr_z[n], means[n]))
+            gen = unit_generator(sampler.cfg.seed, m, int(block[n]), sampler.device)
+            out[i] = sampler.to_mm(means[n] + sampler.residual(current[1], gen), lr_mm[n], masks[n]).cpu()
+        bar.update(1)
+    return out
+
+
+def _gather(results: torch.Tensor, slots: int, rank: int, world: int, group) -> list:
+    """Rank 0 gets every rank's results (each padded to `slots` units); others get []."""
+    if world == 1:
+        return [results]
+    import torch.distributed as dist
+
+    padded = torch.full((slots, *results.shape[1:]), float("nan"))
+    padded[:len(results)] = results
+    gathered = [torch.empty_like(padded) for _ in range(world)] if rank == 0 else None
+    dist.gather(padded, gathered, dst=0, group=group)
+    return gathered or []
+
+
 def sample_sequence(sampler: EnsembleSampler, times: np.ndarray, writer=None, rank: int = 0, world: int = 1,
                     group=None, progress: bool = True) -> dict:
     """Sample every (target, member) of `times`, split over `world` ranks; rank 0 writes each chunk
     through `writer` and gets the counts of masked values back (other ranks get {})."""
-    cfg, t = sampler.cfg, sampler.t
+    t, M, past = sampler.t, sampler.cfg.members, sampler.past
     Y, X = sampler.layout.hr_shape
-    M = cfg.members
-    chunk = chunk_size(cfg, world)
-    counts = {"target_blocks": len(times), "absent_target_blocks": 0, "masked_target_cells": 0,
-              "targets_with_incomplete_context": 0, "absent_context_frames": 0, "masked_pixels_per_member": 0}
-    chunks = [times[c:c + chunk] for c in range(0, len(times), chunk)]
-    bar = tqdm(total=sum(len(range(rank, len(block) * M, world)) for block in chunks), desc="sampling" if world == 1 else "sampling (rank 0's share)",
-               unit="member", disable=not progress or rank != 0)
+    chunk = chunk_size(sampler.cfg, world)
+    starts = range(0, len(times), chunk)
+    counts = dict.fromkeys(("absent_target_blocks", "masked_target_cells", "targets_with_incomplete_context",
+                            "absent_context_frames", "masked_pixels_per_member"), 0)
+    counts = {"target_blocks": len(times), **counts}
     present = set(int(v) for v in sampler.seq.times)
-    for c, block in zip(range(0, len(times), chunk), chunks):
-        lr_mm_np, absent = sampler.context_frames(block)
-        lr_mm = torch.from_numpy(lr_mm_np).to(sampler.device)
+    mine_total = sum(len(range(rank, len(times[c:c + chunk]) * M, world)) for c in starts)
+    bar = tqdm(total=mine_total, desc="sampling" if world == 1 else "sampling (rank 0's share)", unit="member",
+               disable=not progress or rank != 0)
+    for c in starts:
+        block = times[c:c + chunk]
+        lr_np, absent = sampler.context_frames(block)
+        lr_mm = torch.from_numpy(lr_np).to(sampler.device)
         lr_z = sampler.normaliser.forward(lr_mm)
         units = [(n, m) for n in range(len(block)) for m in range(M)]
         mine = units[rank::world]
         needed = range(len(block)) if rank == 0 else sorted({n for n, _ in mine})
         means = {n: sampler.mean_field(lr_z[n]) for n in needed}
         masks = {n: sampler.mask(lr_mm[n]) for n in needed}
-        conds = {}
-        results = torch.empty(math.ceil(len(units) / world), t, Y, X)
-        for i, (n, m) in enumerate(mine):
-            if n not in conds and not masks[n].all():
-                conds = {n: sampler.conditions(lr_z[n], means[n])}  # one target's conditions at a time
-            if masks[n].all():  # nothing to predict (target block missing): skip the sampler
-                results[i] = float("nan")
-            else:
-                gen = unit_generator(cfg.seed, m, int(block[n]), sampler.device)
-                z = means[n] + sampler.residual(conds[n], gen)
-                results[i] = sampler.to_mm(z, lr_mm[n], masks[n]).cpu()
-            bar.update(1)
-        conds = {}
-        if world > 1:
-            import torch.distributed as dist
-
-            gathered = [torch.empty_like(results) for _ in range(world)] if rank == 0 else None
-            dist.gather(results, gathered, dst=0, group=group)
-        else:
-            gathered = [results]
+        results = _sample_units(sampler, block, mine, lr_mm, lr_z, means, masks, bar)
+        gathered = _gather(results, math.ceil(len(units) / world), rank, world, group)
         if rank != 0:
             continue
         members = np.empty((M, len(block) * t, Y, X), np.float32)
-        for u, (n, m) in enumerate(units):
+        for u, (n, m) in enumerate(units):  # unit u was rank u % world's (u // world)-th
             members[m, n * t:(n + 1) * t] = gathered[u % world][u // world].numpy()
         mean = np.concatenate([sampler.to_mm(means[n], lr_mm[n], masks[n]).cpu().numpy() for n in range(len(block))])
         masked = np.concatenate([masks[n].sum(dim=(-2, -1)).cpu().numpy() for n in range(len(block))]).astype(np.int32)
         if writer is not None:
             writer.write(c * t, members, mean, masked)
-        target = lr_mm_np[:, sampler.past - 1]
-        context = np.delete(lr_mm_np, sampler.past - 1, axis=1)
+        context = np.delete(lr_np, past - 1, axis=1)
         counts["absent_target_blocks"] += sum(int(v) not in present for v in block)
-        counts["masked_target_cells"] += int(np.isnan(target).sum())
+        counts["masked_target_cells"] += int(np.isnan(lr_np[:, past - 1]).sum())
         counts["targets_with_incomplete_context"] += int(np.isnan(context).any(axis=(1, 2, 3)).sum())
         counts["absent_context_frames"] += absent
         counts["masked_pixels_per_member"] += int(masked.sum())
