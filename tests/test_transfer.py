@@ -130,16 +130,18 @@ def test_transfer_reinitialises_what_does_not_fit_within_the_limit(tmp_path, sou
 def test_new_static_channels_are_adapted_and_leave_the_function_unchanged(tmp_path, source):
     src_path, src_model = source
     with_static = dataclasses.replace(TINY, static_channels=1)
-    result = make_seed(src_path, "2x1", tmp_path / "seed.pt", "transfer", model=with_static)
+    result = make_seed(src_path, "2x6", tmp_path / "seed.pt", "transfer", model=with_static)  # L = 3: a cheap check
     adapted = {e.name: e.how for e in result.report.entries if e.action == "adapted" and not e.name.startswith("schedule.")}
     assert set(adapted) == {"mean_net.stem.weight", "denoiser.stem.weight", "denoiser.context_encoder.stem.weight"}
     assert all("1 new static channel(s) zero-initialised" in how for how in adapted.values())
-    model = build_model(with_static, recipe(2, 1))
+    model = build_model(with_static, recipe(2, 6))
     exports.init_from_export(model, result.path)
-    lr = torch.rand(2, 10, 8, 8)
-    static = torch.randn(2, 1, 16, 16)
+    reference = build_model(TINY, recipe(2, 6))
+    reference.load_state_dict(src_model.state_dict())
+    lr = torch.rand(2, 3, 4, 4)
+    static = torch.randn(2, 1, 8, 8)
     with torch.no_grad():
-        torch.testing.assert_close(model.predict_mean(lr, static), src_model.predict_mean(lr), rtol=0, atol=1e-6)
+        torch.testing.assert_close(model.predict_mean(lr, static), reference.predict_mean(lr), rtol=0, atol=1e-6)
 
 
 def test_weights_only_takes_a_bare_state_dict_warm_start_does_not(tmp_path, source):
@@ -154,6 +156,13 @@ def test_weights_only_takes_a_bare_state_dict_warm_start_does_not(tmp_path, sour
     assert lineage[0]["role"] == "transfer:weights_only" and len(lineage[0]["sha256"]) == 64
     with pytest.raises(ValueError, match="needs an hpcsr export or checkpoint"):
         make_seed(bare, "4x2", tmp_path / "y.pt", "warm_start", model=TINY)
+    junk = tmp_path / "junk.pt"
+    torch.save([1, 2, 3], junk)
+    with pytest.raises(SourceError, match="neither an hpcsr export nor a state dict"):
+        load_source(junk)
+    junk.write_bytes(b"not a torch file")
+    with pytest.raises(SourceError, match="cannot read"):
+        load_source(junk)
 
 
 def test_freeze_spec_travels_in_the_seed_and_bad_prefixes_are_refused(tmp_path, source):
@@ -170,7 +179,7 @@ def test_freeze_spec_travels_in_the_seed_and_bad_prefixes_are_refused(tmp_path, 
 
 
 def test_frozen_group_has_zero_learning_rate_then_the_run_schedule():
-    model = build_model(TINY, recipe(2, 1))
+    model = build_model(TINY, recipe(2, 6))  # L = 3, t = 6 on 8 x 8 patches: cheap steps
     named = [("model." + n, p) for n, p in model.named_parameters()]
     schedule = lambda step: 0.5 + step  # noqa: E731
     groups, factors = param_groups(named, FreezeSpec(("mean_net.encoder.",), 3), schedule, strip="model.")
@@ -182,8 +191,8 @@ def test_frozen_group_has_zero_learning_rate_then_the_run_schedule():
     opt = torch.optim.AdamW([{"params": g} for g in groups], lr=1e-2, weight_decay=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factors)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    lr = torch.rand(2, 10, 8, 8)
-    hr = torch.rand(2, 1, 16, 16)
+    lr = torch.rand(2, 3, 4, 4)
+    hr = torch.rand(2, 6, 8, 8)
     for _ in range(3):
         model.mean_loss(lr, hr).backward()
         opt.step()
