@@ -1,6 +1,6 @@
 """Does scale transfer pay? One command, real radar data, CPU, minutes:
 
-    .venv/bin/python benchmarks/transfer_experiment.py            # defaults below, ~15-30 min on 2 busy cores
+    .venv/bin/python benchmarks/transfer_experiment.py            # defaults: ~8 min per seed on 2 busy cores
 
 1. Data: the Australian BoM Rainfields3 day of ../shared/data/bom_c10_20201031.nc (512 x 512 px of
    500 m, 144 steps of 10 min, a thunderstorm day) through `hpcsr-preprocess ingest --cadence 10`

@@ -103,6 +103,8 @@ def test_other_widths_are_refused_with_the_list_of_mismatched_tensors(tmp_path, 
         assert not out.exists()
         rep = json.loads(out.with_name(f"{strategy}.report.json").read_text())
         assert rep["status"] == "refused" and "model.widths=[8, 16, 32] (source) vs [16, 32, 64]" in rep["error"]
+    forced = make_seed(src_path, "4x2", tmp_path / "forced.pt", "transfer", model=wide, force=True)
+    assert forced.report.status == "forced" and forced.report.reinit_fraction > 0.99 and forced.path.exists()
     # the CLI says the same and exits 3; the report keeps the full list
     code = transfer_main(["seed", str(src_path), "--to", "4x2", "--out", str(tmp_path / "cli.pt"),
                           "model.widths=[16,32,64]"])
