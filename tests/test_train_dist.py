@@ -22,7 +22,7 @@ import torch
 
 from hpcsr.dist import free_port
 
-pytestmark = pytest.mark.dist
+pytestmark = [pytest.mark.dist, pytest.mark.slow]  # each test starts DeepSpeed processes (15-140 s on 2 busy cores)
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ["model=tiny", "factor.s=4", "factor.t=3", "factor.context=2", "factor.patch=24", "data.batch_size=2",
@@ -179,7 +179,6 @@ def test_reference_run_layout_logs_and_export(reference, train_dataset):
     assert milestone["metadata"]["step"] == 4
 
 
-@pytest.mark.slow
 def test_signal_failed_save_and_kill_minus_9_then_resume_exactly(reference, train_dataset, tmp_path):
     """One run survives: a full disk at step 4 on rank 1 (step_2 kept, training goes on), SIGUSR2
     to rank 1 alone (all ranks checkpoint and exit 3), kill -9 in the middle of a later save
@@ -219,7 +218,6 @@ def test_signal_failed_save_and_kill_minus_9_then_resume_exactly(reference, trai
     assert losses(stage) == losses(reference)  # one record per step, the same losses
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", ["zero2-diffusion-accumulation-workers", "zero3-joint-ema"])
 def test_exact_resume_other_zero_stages(case, reference, train_dataset, tmp_path):
     """Stopped at step 2 and resumed, a run ends bitwise equal to the uninterrupted one: ZeRO 2 on the

@@ -109,6 +109,7 @@ def test_stop_request_records_the_first_signal_and_restores():
     assert signal.getsignal(signal.SIGUSR2) == before
 
 
+@pytest.mark.slow  # the first checkpointed call imports torch._dynamo (~10-30 s on a busy machine)
 def test_activation_checkpointing_gives_the_same_gradients():
     lr, hr = torch.randn(2, 2, 6, 6), torch.randn(2, 3, 24, 24)
     grads = []

@@ -317,12 +317,12 @@ class Trainer:
         return total / max(count, 1)
 
     def client_state(self) -> dict:
-        """Collective (the EMA gathers under ZeRO-3)."""
+        """Collective (the EMA gathers under ZeRO-3). Per-rank RNG states go to rank_<r>.pt beside it."""
         ema = self.ema.full_state() if self.ema is not None else None
         return {"hpcsr": {"state": dataclasses.asdict(self.state), "normalisation": self.normaliser.to_dict(),
-                          "ema": ema, "config_hash": self.cfg.hash(), "pair": self.recipe.pair.name,
-                          "recipe": exports.recipe_to_dict(self.recipe), "stage": self.stage,
-                          "code_version": self.code_version}}
+                          "normalisation_stats": self.shard_stats, "ema": ema, "config_hash": self.cfg.hash(),
+                          "pair": self.recipe.pair.name, "recipe": exports.recipe_to_dict(self.recipe),
+                          "stage": self.stage, "code_version": self.code_version}}
 
     def checkpoint(self) -> bool:
         client = self.client_state()
