@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -84,17 +85,39 @@ def all_finished(plan) -> bool:
     return True
 
 
+def reap_local_queue(launch_dir: Path) -> None:
+    """Wait for the local backend's queue process (our child) once its elements have ended, so it
+    leaves no zombie and its CPU time counts in this process's children (the summary reports it)."""
+    from hpcsr.launch.records import read_record
+
+    pid = read_record(launch_dir).get("local_queue_pid")
+    deadline = time.monotonic() + 30
+    while pid and time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:  # not our child (a resumed launch) or reaped already
+            return
+        time.sleep(0.2)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the local launches' elements)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def command_line(args: list[str]) -> str:
     return "hpcsr-launch " + " ".join(shlex.quote(a) for a in args) + " --wait"
 
 
-def launch(args: list[str], title: str) -> tuple[object, Path | None]:
-    """Plan and submit one launch, follow it to the end (or reuse a finished one); returns
-    (plan, launch folder). Raises RuntimeError naming the failed elements."""
+def launch(args: list[str], title: str):
+    """Plan and submit one launch and follow it to the end (or reuse a finished one); returns the
+    plan. Raises RuntimeError naming the failed elements. Ctrl-C cancels the launch (a rerun
+    resumes from the checkpoints) instead of leaving its elements running unwatched."""
     from hpcsr.demo.progress import follow
     from hpcsr.launch import plan as planning
     from hpcsr.launch import submit
-    from hpcsr.launch.records import find_launch
     from hpcsr.launch.report import plan_table
 
     plan = planning.build(args)
@@ -102,20 +125,22 @@ def launch(args: list[str], title: str) -> tuple[object, Path | None]:
     print(f"equivalent command:\n  {command_line(args)}", flush=True)
     if all_finished(plan):
         print(f"{title}: every element finished before with this configuration; reusing its results", flush=True)
-        try:
-            return plan, find_launch(plan.base.launcher.folder)
-        except (FileNotFoundError, ValueError):
-            return plan, None
+        return plan
     launch_dir = submit.submit(plan)
     print(f"submitted {title} as {launch_dir} ({plan.kind}); from another shell: hpcsr-launch status "
           f"--folder {launch_dir.parent} --launch {launch_dir.name}", flush=True)
-    rows = follow(launch_dir, plan.base.launcher.poll_s)
+    try:
+        rows = follow(launch_dir, plan.base.launcher.poll_s)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {submit.cancel(launch_dir)}; rerun the same command to resume", file=sys.stderr)
+        raise SystemExit(130) from None
+    reap_local_queue(launch_dir)
     failed = [r for r in rows if r["state"] != "COMPLETED"]
     if failed:
         names = ", ".join(f"{r['array']} {r['pair']} ({r['state']})" for r in failed)
         raise RuntimeError(f"{title} failed: {names}; logs under {launch_dir}. Fix the cause and rerun "
                            "`hpcsr demo` with the same --out: finished elements are reused")
-    return plan, launch_dir
+    return plan
 
 
 def element_times(plan) -> list[dict]:
@@ -225,7 +250,7 @@ def run(args) -> int:
 
     banner(2, STEPS, "launch 1: preprocess (HR store, LR shards of every pair)", started)
     commands = [preprocess_launch(size, out, backend)]
-    prep_plan, _ = launch(commands[0], "launch 1 (preprocess)")
+    prep_plan = launch(commands[0], "launch 1 (preprocess)")
     grid = sorted((p.s, p.t) for p in prep_plan.pairs)
     if grid != sorted(SCRATCH + TRANSFER):
         raise ValueError(f"configs/grid/demo.yaml lists {grid}, the demo trains {sorted(SCRATCH + TRANSFER)}: "
@@ -234,7 +259,7 @@ def run(args) -> int:
     banner(3, STEPS, f"launch 2: mean -> diffusion -> sample of {', '.join(f's{s}_t{t}' for s, t in SCRATCH)} "
                      "(from scratch)", started)
     commands.append(training_launch(size, out, backend, SCRATCH))
-    scratch_plan, _ = launch(commands[-1], "launch 2 (from scratch)")
+    scratch_plan = launch(commands[-1], "launch 2 (from scratch)")
 
     banner(4, STEPS, "transfer to a further pair (hpcsr.transfer: plan and seed exports)", started)
     transfers = seed_transfers(size, Path(scratch_plan.base.run_root), out / "seeds")
@@ -245,7 +270,7 @@ def run(args) -> int:
     for t in transfers:
         pair = next(p for p in TRANSFER if f"s{p[0]}_t{p[1]}" == t["pair"])
         commands.append(training_launch(size, out, backend, [pair], t["seeds"]))
-        transfer_plans.append(launch(commands[-1], f"launch 3 ({t['pair']})")[0])
+        transfer_plans.append(launch(commands[-1], f"launch 3 ({t['pair']})"))
 
     banner(6, STEPS, "evaluate each pair's ensemble against the truth and the baselines", started)
     plans = [prep_plan, scratch_plan, *transfer_plans]
@@ -266,7 +291,9 @@ def run(args) -> int:
                "curves": plot_curves(report / "training_curves.png", records).name}
     index = write_index(report, summary)
     print_scores(records)
-    print(f"\nhpcsr demo finished in {time.monotonic() - started:.0f} s.\nReport: {index}\n"
+    wall = time.monotonic() - started
+    cores = f" ({cpu_seconds():.0f} CPU-s on this machine)" if backend == "local" else ""
+    print(f"\nhpcsr demo finished in {wall:.0f} s{cores}, load average {os.getloadavg()[0]:.1f}.\nReport: {index}\n"
           f"        (also {index.with_suffix('.md')}; each pair's report is linked from it)", flush=True)
     return 0
 
