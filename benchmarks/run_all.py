@@ -90,7 +90,7 @@ def _target(fig: dict) -> str:
     if target.get("value") is not None:
         parts.append(f"{'>=' if fig.get('higher_is_better', True) else '<='} {format_value(target['value'])}")
     if target.get("ratio") is not None:
-        parts.append(f">= {target['ratio']:g}x")
+        parts.append(f">= {target['ratio']:.3g}x")
     return " and ".join(parts) or "-"
 
 

@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from hpcsr.demo.settings import FULL, QUICK, SCRATCH, TRANSFER, preprocess_launch, training_launch
+from hpcsr.demo.settings import FULL, QUICK, SCRATCH, TRANSFER, preprocess_launch, synth_command, training_launch
 
 STEPS = 7
 
@@ -232,20 +232,20 @@ def run(args) -> int:
     from hpcsr.demo.index import plot_curves, write_index
     from hpcsr.demo.progress import banner
     from hpcsr.demo.scoring import grid_report
-    from preprocessing.synth import SynthConfig, synthesize
 
     started = time.monotonic()
     size = QUICK if args.quick else FULL
     out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo")).resolve()
-    synth = SynthConfig(days=size.days, size=size.size, seed=0, coverage=0.95)  # small grids: keep most of it covered
-    claim(out, {"mode": "quick" if args.quick else "full", "size": dataclasses.asdict(size),
-                "synth": dataclasses.asdict(synth)})
+    synth = synth_command(size, out / "raw")
+    claim(out, {"mode": "quick" if args.quick else "full", "size": dataclasses.asdict(size), "synth": synth})
     backend = args.backend if args.backend != "auto" else ("slurm" if slurm_answers() else "local")
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core per element; the launcher runs two at once
     print(f"hpcsr demo{' --quick' if args.quick else ''}: output {out}, backend {backend}", flush=True)
 
     banner(1, STEPS, "synthesise Comephore-format archives (tar of hourly GeoTIFFs)", started)
-    for path in synthesize(out / "raw", synth, progress=True):
+    print("$ hpcsr-preprocess " + " ".join(synth), flush=True)
+    subprocess.run([sys.executable, "-m", "preprocessing", *synth], check=True)  # skips archives already made
+    for path in sorted((out / "raw").glob("H_COMEPHORE_*.tar")):
         print(f"  {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
     banner(2, STEPS, "launch 1: preprocess (HR store, LR shards of every pair)", started)
@@ -309,4 +309,7 @@ def main(argv=None) -> int:
         return 2
     except RuntimeError as err:  # a launch failed; its log tails are printed above
         print(f"hpcsr demo: {err}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as err:  # hpcsr-preprocess synth printed its error
+        print(f"hpcsr demo: {' '.join(map(str, err.cmd))} failed with exit code {err.returncode}", file=sys.stderr)
         return 1
