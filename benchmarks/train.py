@@ -11,15 +11,16 @@ Figures (medians over the timed steps; step time = slowest rank):
   - samples/s of each ZeRO stage, baseline DDP with the same ranks and stage.
     Target: DeepSpeed costs at most 10 % over DDP (ratio >= 1/1.1).
   - per-rank memory of ZeRO 3, baseline ZeRO 1 (same ranks and stage), lower is better: the bytes
-    of every tensor alive on the rank between backward and the optimiser step of the warm-up step
-    (the gradient peak; max over ranks) - weights, gradients, optimizer states, DeepSpeed's flat
+    of every tensor alive on the rank between backward and the optimiser step of an extra untimed
+    step after the timed ones (the gradient peak, optimizer states allocated; max over ranks) - weights, gradients, optimizer states, DeepSpeed's flat
     buffers and the fixed input batch - counted storage by storage (CPU) or
     torch.cuda.memory_allocated (GPU). The RSS growth is recorded too, but on CPU it is dominated
     by activation memory the allocator keeps. Target: at most 0.6x ZeRO 1 (ratio >= 1/0.6).
-    Per trainable fp32 parameter DeepSpeed holds, at that point, 4 (weights) + 4 (gradients) +
-    (4 fp32 partition + 8 Adam) / N bytes under ZeRO 1 and (4 + 4 + 4 + 8) / N under ZeRO 3
-    (frozen weights: 4 against 4 / N), so the ratio falls with the rank count N: about 0.71 at
-    N = 2 for trainable weights, 0.45 at N = 8.
+    Per trainable fp32 parameter DeepSpeed holds at that point 4 (whole weights) + (4 gradient +
+    4 fp32 master + 8 Adam) / N bytes under ZeRO 1 and (4 weights + 4 gradient + 4 bucket + 4 fp32
+    master + 8 Adam) / N under ZeRO 3; per frozen parameter 4 against 4 / N (less the small
+    parameters ZeRO 3 keeps whole). So the ratio depends on the rank count N: about 1.0 at N = 2
+    for trained weights, 0.6 at N = 6, 0.5 at N = 8; this machine can only run N <= 2.
 
     python benchmarks/train.py [--quick] [--out benchmarks/results/train.json] [--device auto]
         [--ranks 1,2] [--engines ddp,zero1,zero2,zero3] [--stages mean,diffusion] [--steps 3]
@@ -39,7 +40,6 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -63,9 +63,10 @@ def rss_mb() -> float:
 
 
 def live_tensor_mb(device) -> float:
-    """Bytes of every tensor storage alive in this process (each storage once), in MiB: after a
-    step that is the weights, gradients, optimizer states and engine buffers this rank holds (plus
-    the fixed input batch), whatever allocator caching does to the RSS. On CUDA: memory_allocated."""
+    """Bytes of every tensor storage reachable from Python in this process (each storage once, with
+    each tensor's .grad), in MiB: the weights, gradients, optimizer states and engine buffers this
+    rank holds (plus the fixed input batch), whatever allocator caching does to the RSS. Buffers
+    held only in C++ (DDP's reducer buckets) are not seen. On CUDA: memory_allocated."""
     import gc
 
     import torch
@@ -75,9 +76,12 @@ def live_tensor_mb(device) -> float:
     gc.collect()
     storages = {}
     for obj in gc.get_objects():
-        if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
-            storage = obj.untyped_storage()
-            storages[storage.data_ptr()] = max(storages.get(storage.data_ptr(), 0), storage.nbytes())
+        if not isinstance(obj, torch.Tensor):
+            continue
+        for t in (obj, obj.grad):
+            if t is not None and t.device.type == "cpu":
+                storage = t.untyped_storage()
+                storages[storage.data_ptr()] = max(storages.get(storage.data_ptr(), 0), storage.nbytes())
     return sum(storages.values()) / 2**20
 
 
@@ -96,7 +100,7 @@ def worker(a) -> None:
     zero = a.engine[4:] if a.engine.startswith("zero") else "1"
     cfg = compose(["factor=s10_t3", f"model={a.size}", f"deepspeed=zero{zero}", f"data.batch_size={a.batch}",
                    f"deepspeed.precision={a.precision}", f"train.stage={a.stage}", "train.warmup_steps=1",
-                   f"train.steps={a.steps + 1}"])
+                   f"train.steps={a.steps + 2}"])
     r = cfg.factor.recipe()
     gen = torch.Generator().manual_seed(100 + info.rank)
     side = r.patch // r.pair.s
@@ -119,7 +123,7 @@ def worker(a) -> None:
         trainable = [p for p in objective.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(trainable, lr=cfg.train.lr, foreach=False)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, functools.partial(warmup_cosine, warmup=1, total=a.steps + 1, floor=0.0))
+            opt, functools.partial(warmup_cosine, warmup=1, total=a.steps + 2, floor=0.0))
 
         def step(k, measure=False):
             loss, _ = net(lr, hr, torch.Generator(device=device).manual_seed(k))
@@ -142,8 +146,8 @@ def worker(a) -> None:
             engine.step()
             return held
 
+    step(0)  # warm-up: allocations, DeepSpeed's lazy buffers, torch AdamW's lazy states
     times = []
-    after_backward = step(0, measure=True)  # warm-up step; measured between backward and optimiser step
     for k in range(1, a.steps + 1):
         dist.barrier()
         start = time.perf_counter()
@@ -153,6 +157,7 @@ def worker(a) -> None:
         elapsed = torch.tensor([time.perf_counter() - start], dtype=torch.float64)
         dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
         times.append(elapsed.item())
+    after_backward = step(a.steps + 1, measure=True)  # untimed: measured between backward and optimiser step
     mem = torch.tensor([after_backward, live_tensor_mb(device), rss_mb() - base_rss,
                         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_peak], dtype=torch.float64)
     dist.all_reduce(mem, op=dist.ReduceOp.MAX)
