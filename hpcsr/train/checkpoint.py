@@ -8,12 +8,13 @@ Layout under `<stage folder>/checkpoints/`:
                                 on another world size or ZeRO stage (+ its own COMPLETE.json)
 
 Saving is collective. DeepSpeed writes its `latest` file after rank 0's own shards only, so it is
-not used (`save_latest=False`); instead every rank's writes go through a guard that records an
-error (disk full, read-only folder) rather than raising mid-collective, the ranks agree on success
-with an all_reduce, and only then rank 0 writes the marker (temp file, fsync, rename, fsync of
-the folder). A failed save deletes its partial tag and keeps the previous checkpoint; a process
-killed mid-save leaves a tag without marker, which resume ignores and the next save removes.
-Only the newest `keep` complete checkpoints are kept.
+not used (`save_latest=False`); instead every rank's writes go through a guard that fsyncs each
+file and records an error (disk full, read-only folder) rather than raising mid-collective, the
+ranks agree on success with an all_reduce, and only then rank 0 writes the marker (temp file,
+fsync, rename, fsync of the folder) listing every file with its size. A failed save deletes its
+partial tag and keeps the previous checkpoint; a process killed mid-save leaves a tag without
+marker, which resume ignores and the next save removes. Only the newest `keep` complete
+checkpoints are kept.
 
 Fault injection for tests (environment, read at each save):
     HPCSR_FAULT_SAVE_DELAY_S=<step>:<s>  sleep s seconds after each file written when saving that step
@@ -108,6 +109,7 @@ class _GuardedWrites:
 
     def save(self, state_dict, path):
         self._guard(self.inner.save, state_dict, path)
+        self._guard(_fsync_file, path)  # on disk before the marker can name it
         if self.delay:
             time.sleep(self.delay)
 
@@ -116,6 +118,14 @@ class _GuardedWrites:
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
+
+
+def _fsync_file(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def rng_state() -> dict:
@@ -368,6 +378,7 @@ def convert_to_universal(tag_path: Path, target: Path) -> None:
         (tmp.parent / "latest_universal").unlink()  # names the temporary folder; tags are always explicit here
     if target.exists():
         _remove_tree(target)
+    os.sync()  # the converted files reach the disk before the folder gets its final name and marker
     os.replace(tmp, target)
     write_json_atomic(target / MARKER, {"format": MARKER_FORMAT, "source": str(tag_path), "universal": True,
                                         "files": {}})
