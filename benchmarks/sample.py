@@ -25,8 +25,8 @@ noise stream per member and target, members sampled one after the other, tiled d
         [--train-steps 300] [--members 8] [--blocks 4] [--full] [--work /tmp/hpcsr_bench_sample]
 
 --quick: tiny size for the speed and pipeline parts, 60 training steps, 2 blocks of 6 members.
-Training data, runs and exports live in --work (reused by a rerun: the trainer resumes its
-complete run and exits at once).
+Training data, runs (one per training length) and exports live in --work, reused by a rerun: the
+trainer resumes its complete run and exits at once.
 """
 
 from __future__ import annotations
@@ -134,9 +134,9 @@ def trained_export(work: Path, steps: int, device) -> tuple[Path, dict]:
                  "train.stage=joint", f"train.steps={steps}", "train.lr=1e-3", f"train.warmup_steps={max(1, steps // 10)}",
                  "train.ema_decay=0", "train.val_every=0", f"train.log_every={max(1, steps // 10)}",
                  f"train.checkpoint_every={steps}", "train.progress=false", "data.batch_size=8",
-                 f"data_dir={data}", f"run_root={work / 'runs'}", "seed=0"]
+                 f"data_dir={data}", f"run_root={work / f'runs_{steps}_steps'}", "seed=0"]
     run([str(bindir / "hpcsr"), "train", *overrides], env)
-    stage = work / "runs" / PAIR.name / "joint"
+    stage = work / f"runs_{steps}_steps" / PAIR.name / "joint"
     log = [json.loads(line) for line in (stage / "logs" / "metrics.jsonl").read_text().splitlines() if line.strip()]
     losses = [{k: r[k] for k in ("step", "loss", "loss_mean", "loss_diffusion")} for r in log if r.get("kind") == "train"]
     return stage / "export" / "model.pt", {"steps": steps, "overrides": overrides, "losses": losses}
