@@ -160,9 +160,10 @@ def open_lr_netcdf(path, pair: FactorPair, hr_step_minutes: int | None = None) -
     for dim in ("y", "x"):
         if dim not in da.coords:
             raise ValueError(f"{path}: {VARIABLE} has no {dim} coordinate (LR cell centres): add it so the HR grid can be placed")
+        # a single-cell axis takes its spacing from pixel_size_x / pixel_size_y (LR cell side; y north-up: rows go south)
         size = ds.attrs.get(f"pixel_size_{dim}")
-        coords[dim] = _hr_centres_from_lr(np.asarray(da[dim].values, np.float64), pair.s,
-                                          None if size is None else float(size) * (-1 if dim == "y" else 1), path, dim)
+        spacing = None if size is None else float(size) * (-1 if dim == "y" else 1)
+        coords[dim] = _hr_centres_from_lr(np.asarray(da[dim].values, np.float64), pair.s, spacing, path, dim)
     values = da.variable
 
     def read(positions):
