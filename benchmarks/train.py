@@ -5,9 +5,11 @@ engine (plain PyTorch DistributedDataParallel with torch AdamW + clipping + the 
 the baseline; DeepSpeed ZeRO 1, 2, 3 as hpcsr.train builds it), one launch of `ranks` fresh
 processes (found by hpcsr.dist, gloo on CPU) trains the same model at (s, t) = (10, 3), L = 5,
 patch 100 on fixed synthetic batches (no data loading: both engines see identical tensors, so
-the figure is the engine's cost alone), one warm-up step then `--steps` timed steps.
+the figure is the engine's cost alone), one warm-up step then `--steps` timed steps; each
+configuration is launched `--repeats` times, the engine order alternating between rounds (ABBA),
+so that a machine load drifting during the run favours no engine.
 
-Figures (medians over the timed steps; step time = slowest rank):
+Figures (medians over the timed steps of all rounds; step time = slowest rank):
   - samples/s of each ZeRO stage, baseline DDP with the same ranks and stage.
     Target: DeepSpeed costs at most 10 % over DDP (ratio >= 1/1.1).
   - per-rank memory of ZeRO 3, baseline ZeRO 1 (same ranks and stage), lower is better: the bytes
@@ -23,10 +25,10 @@ Figures (medians over the timed steps; step time = slowest rank):
     for trained weights, 0.6 at N = 6, 0.5 at N = 8; this machine can only run N <= 2.
 
     python benchmarks/train.py [--quick] [--out benchmarks/results/train.json] [--device auto]
-        [--ranks 1,2] [--engines ddp,zero1,zero2,zero3] [--stages mean,diffusion] [--steps 3]
+        [--ranks 1,2] [--engines ddp,zero1,zero2,zero3] [--stages mean,diffusion] [--steps 3] [--repeats 2]
         [--batch 2] [--precision fp32|bf16]
 
---quick: tiny model, mean stage, engines ddp, zero1, zero3 (a few minutes on CPU).
+--quick: tiny model, mean stage, engines ddp, zero1, zero3, one round (a few minutes on CPU).
 On a GPU (--device cuda) ranks beyond the visible GPUs are skipped (reported).
 """
 
@@ -207,6 +209,7 @@ def main(argv=None) -> int:
     p.add_argument("--engines", default=None, help=f"comma-separated, from {','.join(ENGINES)}")
     p.add_argument("--stages", default=None, help="comma-separated, from mean,diffusion")
     p.add_argument("--steps", type=int, default=3, help="timed steps per launch (after one warm-up step)")
+    p.add_argument("--repeats", type=int, default=2, help="launches per configuration, engine order alternating")
     p.add_argument("--batch", type=int, default=2, help="patches per rank and step")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--timeout", type=float, default=1800, help="seconds one launch may take")
@@ -225,6 +228,8 @@ def main(argv=None) -> int:
 
     size = "tiny" if a.quick else "default"
     engines = (a.engines or ("ddp,zero1,zero3" if a.quick else ",".join(ENGINES))).split(",")
+    if a.quick:
+        a.repeats = 1
     stages = (a.stages or ("mean" if a.quick else ",".join(STAGES))).split(",")
     ranks = [int(r) for r in a.ranks.split(",")]
     bad = [e for e in engines if e not in ENGINES] + [s for s in stages if s not in STAGES]
@@ -241,16 +246,25 @@ def main(argv=None) -> int:
             if a.device == "cuda" and n > gpus:
                 skipped.append(f"{n} ranks: {gpus} GPU(s) visible")
                 continue
-            for engine in engines:
-                t0 = time.perf_counter()
-                args = ["--engine", engine, "--stage", stage, "--size", size, "--steps", str(a.steps),
-                        "--batch", str(a.batch), "--precision", a.precision, "--device", a.device]
-                rec = launch(n, args, a.timeout)
-                rec["samples_per_s"] = [n * a.batch / s for s in rec["step_s"]]
-                results[(stage, n, engine)] = rec
-                print(f"{stage:9s} ranks {n} {engine:5s}: {statistics.median(rec['samples_per_s']):8.3f} samples/s, "
-                      f"step {statistics.median(rec['step_s']):7.3f} s, tensors {rec['tensor_mb']:7.1f} MiB/rank, "
-                      f"RSS +{rec['rss_growth_mb']:.1f} (peak +{rec['peak_growth_mb']:.1f}), launch {time.perf_counter() - t0:.0f} s", flush=True)
+            for round_ in range(a.repeats):
+                # alternate the order (ABBA...) so a drifting machine load favours no engine
+                for engine in (engines if round_ % 2 == 0 else engines[::-1]):
+                    t0 = time.perf_counter()
+                    args = ["--engine", engine, "--stage", stage, "--size", size, "--steps", str(a.steps),
+                            "--batch", str(a.batch), "--precision", a.precision, "--device", a.device]
+                    rec = launch(n, args, a.timeout)
+                    rec["samples_per_s"] = [n * a.batch / s for s in rec["step_s"]]
+                    print(f"{stage:9s} ranks {n} {engine:5s} round {round_}: "
+                          f"{statistics.median(rec['samples_per_s']):8.3f} samples/s, "
+                          f"step {statistics.median(rec['step_s']):7.3f} s, tensors {rec['tensor_mb']:7.1f} MiB/rank, "
+                          f"RSS +{rec['rss_growth_mb']:.1f} (peak +{rec['peak_growth_mb']:.1f}), "
+                          f"launch {time.perf_counter() - t0:.0f} s", flush=True)
+                    merged = results.setdefault((stage, n, engine), {"rounds": [], "samples_per_s": [], "step_s": []})
+                    merged["rounds"].append(rec)
+                    merged["samples_per_s"] += rec["samples_per_s"]
+                    merged["step_s"] += rec["step_s"]
+                    merged["tensor_mb"] = statistics.median(r["tensor_mb"] for r in merged["rounds"])
+                    merged["trainable"] = rec["trainable"]
 
     figures, rows = [], []
     for (stage, n, engine), rec in results.items():
@@ -266,7 +280,8 @@ def main(argv=None) -> int:
                               higher_is_better=True, target_ratio=OVERHEAD_TARGET))
         if engine == "zero3" and z1:
             figures.append(figure(f"{stage} stage, {n} rank(s), ZeRO-3 live tensor memory per rank", "MiB",
-                                  [rec["tensor_mb"]], f"ZeRO-1, {n} rank(s)", [z1["tensor_mb"]],
+                                  [r["tensor_mb"] for r in rec["rounds"]], f"ZeRO-1, {n} rank(s)",
+                                  [r["tensor_mb"] for r in z1["rounds"]],
                                   higher_is_better=False, target_ratio=MEMORY_TARGET))
     print("\n| stage | ranks | engine | samples/s | vs DDP | tensor MiB/rank | vs ZeRO-1 |")
     print("|---|---:|---|---:|---:|---:|---:|")
@@ -275,11 +290,13 @@ def main(argv=None) -> int:
     if skipped:
         print("skipped: " + "; ".join(skipped))
     meta = {"size": size, "pair": "s10_t3", "context": 5, "patch": 100, "batch_per_rank": a.batch,
-            "timed_steps": a.steps, "precision": a.precision, "device": a.device, "skipped": skipped,
+            "timed_steps": a.steps, "rounds": a.repeats, "precision": a.precision, "device": a.device,
+            "skipped": skipped,
             "threads": os.environ.get("OMP_NUM_THREADS", "unset"),
             "trainable_parameters": {s: next(r["trainable"] for (st, _, _), r in results.items() if st == s)
                                      for s in stages if any(k[0] == s for k in results)},
-            "runs": [{"stage": s, "ranks": n, "engine": e, **r} for (s, n, e), r in results.items()]}
+            "runs": [{"stage": s, "ranks": n, "engine": e, "round": i, **r}
+                     for (s, n, e), merged in results.items() for i, r in enumerate(merged["rounds"])]}
     write_result(a.out, "train", figures, a.quick, meta)
     print(f"wrote {a.out}")
     return 0
