@@ -169,7 +169,8 @@ def load_export(path) -> Export:
     except Exception as err:
         raise ExportError(f"cannot read export {path}: {err}; the file is damaged or not an hpcsr export") from None
     if not isinstance(blob, dict) or blob.get("format") != EXPORT_FORMAT:
-        raise ExportError(f"{path} is not an hpcsr export (format {blob.get('format') if isinstance(blob, dict) else type(blob).__name__!r})")
+        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+        raise ExportError(f"{path} is not an hpcsr export (format {found!r}): point to a model.pt written by `hpcsr train`")
     if blob.get("format_version") != EXPORT_VERSION:
         raise ExportError(f"{path} is export format version {blob.get('format_version')}, this code reads "
                           f"version {EXPORT_VERSION}: re-export it with a matching hpcsr")

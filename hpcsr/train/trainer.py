@@ -124,7 +124,8 @@ class Trainer:
     # ------------------------------------------------------------------ setup
 
     def shard_path(self) -> Path:
-        path = Path(self.cfg.data.shard) if self.cfg.data.shard else Path(self.cfg.data_dir) / "shards" / shard_name(self.recipe.pair)
+        default = Path(self.cfg.data_dir) / "shards" / shard_name(self.recipe.pair)
+        path = Path(self.cfg.data.shard) if self.cfg.data.shard else default
         if not path.is_file():
             raise FileNotFoundError(f"shard {path} for factor pair {self.recipe.pair.name} does not exist: run "
                                     f"`hpcsr-preprocess` with this pair, or set data.shard / data_dir")
@@ -214,9 +215,10 @@ class Trainer:
             self.val_data = PatchDataset(shard_path, self.spec, "val", self.normaliser, cfg.seed, cfg.data.min_valid, "val")
         if self.rank == 0:
             self.metrics = MetricsLog(self.stage_dir / "logs", resume_step=self.step)
-            self.metrics.record("event", self.step, {"event": "start", "resumed_from": str(self.resumed_from.path) if self.resumed_from else None,
-                                                     "universal": universal, "world_size": self.world,
-                                                     "config_hash": cfg.hash(), "lineage": self.state.lineage})
+            resumed = str(self.resumed_from.path) if self.resumed_from else None
+            self.metrics.record("event", self.step, {"event": "start", "resumed_from": resumed, "universal": universal,
+                                                     "world_size": self.world, "config_hash": cfg.hash(),
+                                                     "lineage": self.state.lineage})
 
     @property
     def spec(self) -> PatchSpec:
@@ -267,7 +269,8 @@ class Trainer:
         if self.ema is not None and client.get("ema"):
             self.ema.load_full_state(client["ema"])
         if int(self.engine.global_steps) != info.step:
-            raise RuntimeError(f"checkpoint {info.path} holds DeepSpeed step {self.engine.global_steps}, its marker says {info.step}")
+            raise RuntimeError(f"checkpoint {info.path} holds DeepSpeed step {self.engine.global_steps}, "
+                               f"its marker says {info.step}")
         if client.get("config_hash") != self.cfg.hash() and self.rank == 0:
             log.warning("resuming %s made with config %s under config %s (changed settings apply from here on)",
                         info.tag, client.get("config_hash"), self.cfg.hash())
@@ -412,7 +415,8 @@ class Trainer:
         if self.rank == 0 and tc.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=total, initial=self.step, desc=f"train {self.stage}", unit="step", dynamic_ncols=True, file=sys.stderr)
+            bar = tqdm(total=total, initial=self.step, desc=f"train {self.stage}", unit="step", dynamic_ncols=True,
+                       file=sys.stderr)
         window_t, window_steps = 0.0, 0
         last_saved = self.resumed_from.step if self.resumed_from else -1
         try:
@@ -422,7 +426,8 @@ class Trainer:
                 sums = [0.0, 0.0, 0.0, 0.0, 0.0]  # loss, mean term, diffusion term, finite micro-batches, non-finite
                 for micro in range(gas):
                     batch = next(batches)
-                    loss, parts = self.engine(batch["lr"], batch["hr"], noise_generator(cfg.seed, TRAIN_NOISE, step, self.rank, micro))
+                    noise = noise_generator(cfg.seed, TRAIN_NOISE, step, self.rank, micro)
+                    loss, parts = self.engine(batch["lr"], batch["hr"], noise)
                     if torch.isfinite(loss):
                         self.engine.backward(loss)
                         sums[0] += float(loss.detach())
