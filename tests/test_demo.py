@@ -38,6 +38,7 @@ def test_launches_compose_into_valid_configs(size, tmp_path):
     assert child.launcher.stage_overrides == {"mean": [f"train.steps={size.mean_steps}", f"train.init_from={seed}"],
                                               "diffusion": [f"train.steps={size.diffusion_steps}"]}
     assert child.model.widths == (8, 16, 32) and child.factor.patch == size.patch and child.data_dir == str(tmp_path / "data")
+    assert child.cluster.tasks_per_node == 1 and child.data.batch_size == size.batch
     for s, t in SCRATCH + TRANSFER:  # every pair's validation split holds one context window of L blocks
         r = compose(training_launch(size, tmp_path, "local", [(s, t)]) + [f"factor.s={s}", f"factor.t={t}"]).factor.recipe()
         assert r.context * t <= size.val_hours and size.patch % s == 0 and size.size % size.patch == 0
