@@ -1,0 +1,97 @@
+"""Crash-safe file writes: every file the project writes for others to read goes through here.
+
+A write goes to a temporary file in the target's folder, which is flushed to disk (fsync) and only
+then renamed over the target (os.replace, atomic on POSIX filesystems); the folder is fsynced too,
+so after a power loss or node crash the rename itself is not lost (a completion marker or manifest
+that names finished work must survive the crash that it guards against; the cost is one fsync per
+file written). A reader therefore sees the old file or the new one, never a mix, even when the
+writer is killed with SIGKILL. On an exception the temporary file is removed and the target is left
+as it was; a SIGKILL leaves only a hidden temporary file behind.
+
+Temporary names are `.<name>.<pid>-<random>.tmp`: hidden, unique per writer (processes and threads),
+and never ending in the target's suffix, so a reader scanning a folder for `*.json` or `*.nc` never
+opens a half-written file. Writers that guess a format from the extension must be told it
+(`savefig(tmp, format="png")`). New files get the usual mode (0666 less the umask).
+
+    with AtomicPath(path) as tmp:            # any writer that takes a path (torch.save, h5py, netCDF)
+        torch.save(obj, tmp)
+    write_text_atomic(path, text)            # also write_bytes_atomic, write_json_atomic
+
+A writer that spans several calls keeps `a = AtomicPath(path)`, writes `a.tmp`, then calls
+`a.commit()` or `a.discard()`.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+from pathlib import Path
+
+
+class AtomicPath:
+    """A temporary file next to `path` (created empty, in `tmp`) that replaces `path` on commit().
+    As a context manager it yields `tmp`, commits on normal exit and discards on an exception."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        os.close(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+    def commit(self) -> Path:
+        """fsync the temporary file, rename it over `path`, fsync the folder. Returns `path`."""
+        _fsync(self.tmp)
+        os.replace(self.tmp, self.path)
+        _fsync(self.path.parent)
+        return self.path
+
+    def discard(self) -> None:
+        """Remove the temporary file; `path` stays as it was."""
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.discard()
+            return
+        try:
+            self.commit()
+        except BaseException:
+            self.discard()
+            raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        # some filesystems (FUSE mounts among them) cannot fsync a folder and answer EINVAL; the
+        # rename is then as durable as that filesystem makes it
+        if err.errno != errno.EINVAL or not path.is_dir():
+            raise
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path, data: bytes) -> Path:
+    """Write `data` to `path` atomically. Returns `path`."""
+    with AtomicPath(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path, text: str) -> Path:
+    """Write `text` as UTF-8 to `path` atomically, byte for byte (no newline translation)."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path, obj, **json_kwargs) -> Path:
+    """Write `obj` as JSON plus a final newline to `path` atomically. `json_kwargs` go to json.dumps;
+    the default layout is indent=1, sort_keys=True (give indent/sort_keys to change it)."""
+    json_kwargs = {"indent": 1, "sort_keys": True, **json_kwargs}
+    return write_text_atomic(path, json.dumps(obj, **json_kwargs) + "\n")
