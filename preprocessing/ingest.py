@@ -22,9 +22,10 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from hpcsr.atomic import AtomicPath
 from hpcsr.data.store import FORMAT_VERSION, HR_FILE, HR_FORMAT
 from preprocessing import comephore, netcdf
-from preprocessing.atomic import Manifest, atomic_path, text_hash
+from preprocessing.manifest import Manifest, text_hash
 from preprocessing.geotiff import GeoTiffError, Grid
 from preprocessing.layout import Encoding, StoreLayout
 from preprocessing.provenance import code_version, input_record
@@ -190,7 +191,7 @@ def write_unit(out: Path, unit: Unit, cfg: IngestConfig, plan=None, progress=Non
     frames = (_frames_comephore(unit, cfg, skipped) if cfg.comephore else _frames_netcdf(unit, cfg, plan, enc))
     t0 = time.perf_counter()
     n_read = 0
-    with atomic_path(out / unit.part) as tmp:
+    with AtomicPath(out / unit.part) as tmp:
         with h5py.File(tmp, "w") as f:
             ds = grid0 = label0 = valid_any = None
             times, qcs, valid = [], [], []
@@ -270,7 +271,7 @@ def assemble(out: Path, units: list[Unit], cfg: IngestConfig, listing_skipped: l
                              "check --cadence or the file's time axis")
         shape = (len(times), grid0.height, grid0.width)
         dtype = np.uint16 if enc.dtype == "uint16" else np.float32
-        with atomic_path(out / HR_FILE) as tmp, h5py.File(tmp, "w") as f:
+        with AtomicPath(out / HR_FILE) as tmp, h5py.File(tmp, "w") as f:
             ds = cfg.layout.create(f, "precip", shape, dtype, enc.fill)
             cy, cx = ds.chunks[1:]
             offsets = [(y, x) for y in range(0, shape[1], cy) for x in range(0, shape[2], cx)]

@@ -24,11 +24,12 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from hpcsr.atomic import AtomicPath
 from hpcsr.coarsen import coarsen
 from hpcsr.data.store import FORMAT_VERSION, HR_FILE, SHARD_DIR, SHARD_FORMAT, HRStore, decode, shard_name
 from hpcsr.factors import FactorPair
 from preprocessing import stats as st
-from preprocessing.atomic import Manifest, atomic_path, sha256_file, text_hash
+from preprocessing.manifest import Manifest, sha256_file, text_hash
 from preprocessing.blocks import block_starts, split_among, window_cuts
 from preprocessing.layout import StoreLayout
 from preprocessing.provenance import code_version
@@ -135,9 +136,8 @@ class _PartWriter:
 
     def __init__(self, path: Path, key: str, plan: PairPlan, first_block: int, layout: StoreLayout):
         self.path, self.key, self.plan, self.first_block = path, key, plan, first_block
-        self._ctx = atomic_path(path)
-        tmp = self._ctx.__enter__()
-        self.f = h5py.File(tmp, "w")
+        self._target = AtomicPath(path)
+        self.f = h5py.File(self._target.tmp, "w")
         self.lr = layout.create(self.f, "lr", (0, *plan.lr_shape), np.float32, np.float32(np.nan))
         self.hr_hist = self.lr_hist = None
         self.hr_rows, self.lr_rows = [], []
@@ -156,11 +156,11 @@ class _PartWriter:
         for name, rows in (("hr_rows", self.hr_rows), ("lr_rows", self.lr_rows)):
             f.create_dataset(name, data=np.asarray(rows, np.float64).reshape(-1, len(st.MOMENT_FIELDS)))
         f.close()
-        self._ctx.__exit__(None, None, None)
+        self._target.commit()
 
-    def abort(self, exc) -> None:
+    def abort(self) -> None:
         self.f.close()
-        self._ctx.__exit__(type(exc), exc, None)
+        self._target.discard()
 
 
 def _part_complete(path: Path, key: str) -> bool:
@@ -204,9 +204,9 @@ def compute_parts(out: Path, store: HRStore, plans: list[PairPlan], windows: lis
                 _process_window(writers[plan.pair.name], plan, a, raw, mm, coded, frame_hist, store, cfg, clock)
             if progress is not None:
                 progress.update(b - a)
-    except BaseException as exc:
+    except BaseException:
         for w in writers.values():
-            w.abort(exc)
+            w.abort()
         raise
     t0 = time.perf_counter()
     for w in writers.values():
@@ -296,7 +296,7 @@ def merge_pair(out: Path, plan: PairPlan, part_rels: list[str], store: HRStore, 
         ly, lx = plan.lr_shape
         s = plan.pair.s
         x0, dx, _, y0, _, dy = store.transform
-        with atomic_path(out / plan.rel) as tmp, h5py.File(tmp, "w") as f:
+        with AtomicPath(out / plan.rel) as tmp, h5py.File(tmp, "w") as f:
             ds = cfg.layout.create(f, "lr", (n, ly, lx), np.float32, np.float32(np.nan))
             ds.attrs["units"] = "mm per HR step (mean over the s x s x t block)"
             cy, cx = ds.chunks[1:]

@@ -23,8 +23,8 @@ import numpy as np
 from scipy.special import ndtri
 from tqdm import tqdm
 
+from hpcsr.atomic import AtomicPath, write_json_atomic
 from preprocessing import comephore
-from preprocessing.atomic import atomic_path, write_json_atomic
 from preprocessing.geotiff import write_geotiff
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def synthesize(out_dir, cfg: SynthConfig = SynthConfig(), progress: bool = True)
     bar = tqdm(total=len(ends), unit="frame", desc="synth", disable=not progress)
     index = 0
     for (year, month), path in zip(months, paths):
-        with atomic_path(path) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        with AtomicPath(path) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
             while index < len(ends) and _month_of(ends[index]) == (year, month):
                 raw = quantise(field.step())
                 if index not in dropped:

@@ -1,48 +1,16 @@
-"""Crash-safe file writing: temporary name + flush + fsync + os.replace, checksums, and the manifest
-that says which outputs are complete (an output not in the manifest with a matching checksum is
-treated as absent, so a killed run never leaves anything that looks finished)."""
+"""Checksums and the manifest that says which preprocessing outputs are complete (an output not in
+the manifest with a matching checksum is treated as absent, so a killed run never leaves anything
+that looks finished). Files themselves are written through hpcsr.atomic."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 from pathlib import Path
 
+from hpcsr.atomic import write_json_atomic
+
 MANIFEST = "manifest.json"
-
-
-@contextlib.contextmanager
-def atomic_path(final):
-    """Yield a temporary path next to `final`; on normal exit fsync it and rename it to `final`,
-    on an exception delete it. Readers never see a half-written `final`."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path, obj) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def sha256_file(path, block: int = 1 << 22) -> str:
