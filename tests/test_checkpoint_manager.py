@@ -1,10 +1,10 @@
 """Finding, checking and pruning checkpoints on disk (the completion-marker rules), without a
 DeepSpeed engine; the collective save itself is tested with real processes in test_train_faults.py."""
 
-import json
 import os
 
-from hpcsr.train.checkpoint import MARKER, MARKER_FORMAT, UNIVERSAL_DIR, CheckpointManager, write_json_atomic
+from hpcsr.atomic import write_json_atomic
+from hpcsr.train.checkpoint import MARKER, MARKER_FORMAT, UNIVERSAL_DIR, CheckpointManager
 
 
 def make_tag(root, step, complete=True, payload=b"weights", world_size=2, zero_stage=1):
@@ -61,10 +61,3 @@ def test_world_size_or_zero_stage_change_needs_universal(tmp_path):
     assert not CheckpointManager(tmp_path, keep=1, world_size=2).needs_universal(info, zero_stage=1)
     assert CheckpointManager(tmp_path, keep=1, world_size=1).needs_universal(info, zero_stage=1)
     assert CheckpointManager(tmp_path, keep=1, world_size=2).needs_universal(info, zero_stage=3)
-
-
-def test_atomic_json_leaves_no_temporary_file(tmp_path):
-    write_json_atomic(tmp_path / "a.json", {"x": 1})
-    write_json_atomic(tmp_path / "a.json", {"x": 2})
-    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 2}
-    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]

@@ -41,6 +41,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from hpcsr.atomic import write_json_atomic
+
 log = logging.getLogger(__name__)
 
 MARKER = "COMPLETE.json"
@@ -51,22 +53,6 @@ _TAG = re.compile(r"step_(\d+)")
 
 def tag_of(step: int) -> str:
     return f"step_{step}"
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON to `path` via a temporary file, fsync, rename, fsync of the folder."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class CheckpointIncompatible(ValueError):
@@ -272,7 +258,7 @@ class CheckpointManager:
                 files = {str(p.relative_to(path)): p.stat().st_size for p in sorted(path.rglob("*")) if p.is_file()}
                 marker = {"format": MARKER_FORMAT, "step": step, "tag": tag, "world_size": self.world_size,
                           "files": files, **marker_extra}
-                write_json_atomic(path / MARKER, marker)
+                write_json_atomic(path / MARKER, marker, default=str)
             except OSError as err:
                 error = err
         errors = _agree_errors(error)
@@ -381,4 +367,4 @@ def convert_to_universal(tag_path: Path, target: Path) -> None:
     os.sync()  # the converted files reach the disk before the folder gets its final name and marker
     os.replace(tmp, target)
     write_json_atomic(target / MARKER, {"format": MARKER_FORMAT, "source": str(tag_path), "universal": True,
-                                        "files": {}})
+                                        "files": {}}, default=str)

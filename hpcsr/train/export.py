@@ -25,13 +25,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from hpcsr.atomic import AtomicPath, write_json_atomic
 from hpcsr.data.normalise import Normaliser
 from hpcsr.factors import FactorPair, MassFunction, Recipe
 
@@ -85,19 +85,8 @@ def consolidated_fp32(checkpoint_root: Path, tag: str) -> dict:
     return {k: v.float().contiguous() for k, v in state.items()}
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def write_export(path, state_dict: dict, metadata: dict, raw_state_dict: dict | None = None) -> Path:
     """Write an export (torch file + JSON metadata beside it), each atomically. Returns the path."""
-    from hpcsr.train.checkpoint import write_json_atomic
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = {"format": EXPORT_FORMAT, "format_version": EXPORT_VERSION,
@@ -105,8 +94,9 @@ def write_export(path, state_dict: dict, metadata: dict, raw_state_dict: dict | 
             "metadata": metadata}
     if raw_state_dict is not None:
         blob["raw_state_dict"] = {k: v.detach().float().cpu().contiguous() for k, v in raw_state_dict.items()}
-    _atomic_torch_save(blob, path)
-    write_json_atomic(path.with_suffix(".json"), metadata)
+    with AtomicPath(path) as tmp:
+        torch.save(blob, tmp)
+    write_json_atomic(path.with_suffix(".json"), metadata, default=str)
     return path
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
+
+from hpcsr.atomic import write_text_atomic
 
 CSV_COLUMNS = ("kind", "step", "samples_seen", "loss", "loss_mean", "loss_diffusion", "val_loss", "lr", "grad_norm",
                "samples_per_s", "step_s", "rss_mb_max", "skipped_total")
@@ -55,9 +56,7 @@ class MetricsLog:
             else:
                 keep = lines[:1] + [ln for ln in lines[1:] if ln.strip() and int(ln.split(",")[1]) <= step]
             if len(keep) != len(lines):
-                tmp = path.with_name(f".{path.name}.tmp")
-                tmp.write_text("".join(keep))
-                os.replace(tmp, path)
+                write_text_atomic(path, "".join(keep))
 
     def record(self, kind: str, step: int, values: dict) -> None:
         """One record: kind 'train', 'val' or 'event' (events go to JSONL only)."""

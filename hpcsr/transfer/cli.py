@@ -166,10 +166,9 @@ def plan_command(args) -> int:
            "order": [e.to_dict() for e in entries],
            "parents": {e.pair.name: e.parent.name for e in entries if e.parent}}
     if args.json:
-        from hpcsr.train.checkpoint import write_json_atomic
+        from hpcsr.atomic import write_json_atomic
 
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(Path(args.json), doc)
+        write_json_atomic(args.json, doc, default=str)
     if args.format == "json":
         print(json.dumps(doc, indent=1))
     elif args.format == "hydra":

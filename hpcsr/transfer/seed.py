@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
+from hpcsr.atomic import write_json_atomic
 from hpcsr.factors import FactorPair, Recipe, recipe as recipe_of
 from hpcsr.train import export as exports
-from hpcsr.train.checkpoint import write_json_atomic
 from hpcsr.transfer.freeze import FreezeSpec, check_prefixes
 from hpcsr.transfer.report import TransferReport
 from hpcsr.transfer.sources import Source, load_source
@@ -157,5 +157,4 @@ def _metadata(src: Source, strategy: str, target: Recipe, model_cfg, future_cont
 
 
 def _write_report(path: Path, report: TransferReport) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, report.to_dict())
+    write_json_atomic(path, report.to_dict(), default=str)
