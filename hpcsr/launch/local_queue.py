@@ -19,7 +19,7 @@ from pathlib import Path
 
 import submitit
 
-from hpcsr.launch.records import write_json_atomic
+from hpcsr.atomic import write_json_atomic
 from hpcsr.launch.sbatch import job_command
 from hpcsr.launch.stages import run_element
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcsr.launch.records import write_json_atomic, write_text_atomic
+from hpcsr.atomic import write_json_atomic, write_text_atomic
 
 
 def _problem(seed: int, size: int = 8):

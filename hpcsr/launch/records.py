@@ -1,4 +1,4 @@
-"""Files the launcher keeps: atomic writes, numbered launch folders and the launch record.
+"""Files the launcher keeps: numbered launch folders and the launch record (written through hpcsr.atomic).
 
 Layout under `launcher.folder`:
     0001/launch.json       what was submitted: arrays, job ids, pairs, log paths (rewritten after
@@ -12,29 +12,9 @@ Numbered folders (never timestamps) keep old results of a fresh cluster's reused
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
-
-def write_text_atomic(path, text: str) -> None:
-    """Write `text` to a temporary file next to `path`, flush it to disk, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path, data) -> None:
-    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+from hpcsr.atomic import write_text_atomic
 
 
 def new_launch_dir(folder) -> Path:

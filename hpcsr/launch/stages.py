@@ -28,8 +28,8 @@ from typing import Optional
 
 import numpy as np
 
+from hpcsr.atomic import write_json_atomic
 from hpcsr.factors import FactorPair
-from hpcsr.launch.records import write_json_atomic
 
 # submitit's local controller restarts the tasks of a job that exits with this code
 REQUEUE_EXIT_CODE = 144

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from submitit.core.utils import JobPaths
 
+from hpcsr.atomic import write_json_atomic
 from hpcsr.launch import local_queue, sbatch, slurm_backend, snapshot
 from hpcsr.launch.plan import Plan
-from hpcsr.launch.records import new_launch_dir, read_record, write_json_atomic
+from hpcsr.launch.records import new_launch_dir, read_record
 
 # states of an element that will not change any more
 FINAL_STATES = slurm_backend.FINAL_STATES | local_queue.FINAL
