@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from hpcsr.atomic import write_json_atomic
 from hpcsr.demo.settings import FULL, QUICK, SCRATCH, TRANSFER, preprocess_launch, synth_command, training_launch
 
 STEPS = 7
@@ -67,10 +68,7 @@ def claim(out: Path, settings: dict) -> None:
             raise ValueError(f"{out} holds a demo made with other settings ({', '.join(changed)} differ): "
                              f"use another --out, or delete {out} to start again")
         return
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_name(f".demo.json.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(settings, indent=2))
-    os.replace(tmp, record)
+    write_json_atomic(record, settings, indent=2, sort_keys=False)
 
 
 def all_finished(plan) -> bool:

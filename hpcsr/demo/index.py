@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+from hpcsr.atomic import AtomicPath, write_json_atomic, write_text_atomic
+
 # (column, forecast, metric) of the score table; lower is better for each
 SCORES = (("CRPS ens", "ensemble", "crps"), ("RMSE ens mean", "ensemble", "rmse"), ("RMSE mean net", "mean", "rmse"),
           ("RMSE bicubic", "bicubic", "rmse"), ("MAE bicubic", "bicubic", "mae"))
@@ -62,10 +64,9 @@ def plot_curves(path: Path, pairs: list[dict]) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
+    with AtomicPath(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -164,20 +165,10 @@ def render_html(page: list) -> str:
     return "\n".join(out)
 
 
-def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
-
-
 def write_index(report_dir: Path, summary: dict) -> Path:
     """report_dir/index.html, index.md and summary.json; returns the HTML path."""
     report_dir.mkdir(parents=True, exist_ok=True)
     page = blocks(summary)
-    _write(report_dir / "summary.json", json.dumps(summary, indent=2, default=str))
-    _write(report_dir / "index.md", render_markdown(page))
-    return _write(report_dir / "index.html", render_html(page))
+    write_json_atomic(report_dir / "summary.json", summary, indent=2, sort_keys=False, default=str)
+    write_text_atomic(report_dir / "index.md", render_markdown(page))
+    return write_text_atomic(report_dir / "index.html", render_html(page))

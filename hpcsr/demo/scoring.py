@@ -8,10 +8,11 @@ coarsening of that truth, which is exactly what the shards hold.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from hpcsr.atomic import AtomicPath
 
 
 def _newer(path: Path, *than: Path) -> bool:
@@ -51,10 +52,8 @@ def write_truth(ensemble: Path, hr_store: Path, out: Path) -> Path:
                                 {"units": "mm", "long_name": f"HR precipitation accumulated over {interval} min (truth)"})},
                     coords={"time": times.astype("datetime64[s]"), "y": ("y", y, y_attrs), "x": ("x", x, x_attrs)},
                     attrs={"source": str(hr_store), "interval_minutes": interval})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    ds.to_netcdf(tmp)
-    os.replace(tmp, out)
+    with AtomicPath(out) as tmp:
+        ds.to_netcdf(tmp)
     return out
 
 
