@@ -5,7 +5,6 @@ returns the path of the PNG it wrote.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -14,15 +13,16 @@ from matplotlib import colors, ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from hpcsr.atomic import AtomicPath
+
 PRECIP_CMAP = "viridis"
 
 
 def _save(fig: Figure, path) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
     FigureCanvasAgg(fig)
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    with AtomicPath(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     return path
 
 

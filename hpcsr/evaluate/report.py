@@ -12,11 +12,11 @@ import html
 import io
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
+from hpcsr.atomic import write_text_atomic
 from hpcsr.evaluate import baselines as bl
 from hpcsr.evaluate import plots
 
@@ -25,18 +25,6 @@ SUMMARY_COLUMNS = (
     ("spread_skill_ratio", "spread/skill"), ("lsd_db", "LSD (dB)"), ("mass.cell_relative", "mass err. cell"),
     ("mass.tile_relative", "mass err. tile"), ("flags", "flags"),
 )
-
-
-def atomic_write_text(path, text: str) -> Path:
-    """Write `text` to `path` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
 
 
 def json_safe(value):
@@ -82,14 +70,14 @@ def flat_rows(result: dict) -> list[dict]:
 def write_metrics(out_dir, result: dict) -> tuple[Path, Path]:
     """metrics.json (the whole result) and metrics.csv (one row per forecast) in `out_dir`."""
     out_dir = Path(out_dir)
-    json_path = atomic_write_text(out_dir / "metrics.json", json.dumps(json_safe(result), indent=1, allow_nan=False))
+    json_path = write_text_atomic(out_dir / "metrics.json", json.dumps(json_safe(result), indent=1, allow_nan=False))
     rows = flat_rows(result)
     columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    return json_path, atomic_write_text(out_dir / "metrics.csv", buffer.getvalue())
+    return json_path, write_text_atomic(out_dir / "metrics.csv", buffer.getvalue())
 
 
 def _fmt(value) -> str:
@@ -268,7 +256,7 @@ def write_report(out_dir, result: dict | None, frames: dict | None = None, grid_
         figures = {"factor_grid": plots.plot_factor_grid(out_dir / "factor_grid.png", grid_results).name}
     blocks = report_blocks(json_safe(result) if result is not None else None, figures, grid_results, inputs)
     title = f"hpcsr evaluation {result['pair']['name']}" if result is not None else "hpcsr evaluation over factor pairs"
-    written["markdown"] = atomic_write_text(out_dir / "report.md", render_markdown(blocks))
-    written["html"] = atomic_write_text(out_dir / "report.html", render_html(blocks, title))
+    written["markdown"] = write_text_atomic(out_dir / "report.md", render_markdown(blocks))
+    written["html"] = write_text_atomic(out_dir / "report.html", render_html(blocks, title))
     written.update({k: out_dir / v for k, v in figures.items()})
     return written
