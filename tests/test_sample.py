@@ -334,7 +334,7 @@ def test_missing_export_and_bad_options_are_clear_errors(hr_nc, export, work, ca
     assert run_sample(*base_args(export, hr_nc, work / "x.nc", "--time-range", "2020-01-01", "2020-01-02")) == 2
     assert "--time-range" in capsys.readouterr().err
     assert not (work / "x.nc").exists()
-    assert not list(work.glob(".x.nc.tmp*")), "no temporary file may be left behind"
+    assert not list(work.glob(".x.nc.*.tmp")), "no temporary file may be left behind"
 
 
 # ------------------------------------------------------------------ shards and several ranks

@@ -18,11 +18,12 @@ the code version (dicts as JSON strings).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import netCDF4
 import numpy as np
+
+from hpcsr.atomic import AtomicPath
 
 TIME_UNITS = "seconds since 1970-01-01 00:00:00"
 CHUNK_SIDE = 256  # spatial chunk side of the netCDF variables
@@ -43,9 +44,8 @@ class EnsembleWriter:
     def __init__(self, path, members: int, times_s: np.ndarray, x: np.ndarray, y: np.ndarray,
                  x_attrs: dict, y_attrs: dict, crs: dict, hr_step_minutes: int, attrs: dict):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        ds = netCDF4.Dataset(self.tmp, "w", format="NETCDF4")
+        self._target = AtomicPath(self.path)
+        ds = netCDF4.Dataset(self._target.tmp, "w", format="NETCDF4")
         self.ds = ds
         T, Y, X = len(times_s), len(y), len(x)
         ds.createDimension("member", members)
@@ -96,10 +96,7 @@ class EnsembleWriter:
         self.ds.setncatts({k: attr_value(a) for k, a in attrs.items()})
         self.ds.sync()
         self.ds.close()
-        with open(self.tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp, self.path)
-        return self.path
+        return self._target.commit()
 
     def abort(self) -> None:
         """Drop the unfinished file."""
@@ -107,6 +104,5 @@ class EnsembleWriter:
             self.ds.close()
         except RuntimeError:
             pass
-        if self.tmp.exists():
-            self.tmp.unlink()
+        self._target.discard()
 
