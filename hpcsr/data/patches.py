@@ -9,9 +9,11 @@ shard's HR window) where the fraction of radar coverage (the HR store's valid ma
 
 Item numbers map to patches deterministically (`PatchDataset.locate`), so a sampler only has to
 hand out numbers: numbers 0..n-1 of the stream visit the n windows of the split once each in a
-seeded random order (an "epoch"), each at a random corner. A drawn patch whose HR frames have
+seeded random order (an "epoch"), each at a random corner (both drawn once per epoch). A drawn patch whose HR frames have
 fewer valid pixels than `min_valid` (a partly missing hour) is redrawn, deterministically.
 HDF5 files are opened on first use in each process, so DataLoader workers get their own handles.
+uint16 HR stores are decoded and normalised in one gather through a 65536-entry code table
+(`Normaliser.code_table`); `benchmarks/loader.py` measures the read path.
 """
 
 from __future__ import annotations
@@ -106,8 +108,7 @@ class PatchDataset(Dataset):
                              f"{self.min_valid}: lower data.min_valid or factor.patch")
         store.close()
         shard.close()
-        self._shard = None
-        self._store = None
+        self._shard = self._store = self._hr_table = None
 
     def __len__(self) -> int:
         """Items in one epoch (one visit of every window); the dataset accepts any item number >= 0."""
@@ -115,30 +116,36 @@ class PatchDataset(Dataset):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_shard"] = state["_store"] = None
+        state["_shard"] = state["_store"] = state["_hr_table"] = None
         return state
 
     def _open(self):
         if self._shard is None:
             self._shard = Shard(self.shard_path)
             self._store = self._shard.hr_store()
+            if self._store.units_per_mm:
+                self._hr_table = self.normaliser.code_table(self._store.units_per_mm, int(self._store.fill_value))
         return self._shard, self._store
 
     @functools.lru_cache(maxsize=4)
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, self.stream, 0, epoch]).permutation(len(self.windows))
+    def _epoch_draws(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(window order, corner index) of the epoch's items."""
+        rng = np.random.default_rng([self.seed, self.stream, 0, epoch])
+        n = len(self.windows)
+        return rng.permutation(n), rng.integers(len(self.corners), size=n)
 
     def locate(self, item: int, attempt: int = 0) -> tuple[int, int, int]:
         """(target block i, corner y, corner x) of item number `item` at redraw `attempt`."""
         if item < 0:
             raise IndexError(f"item {item} must be >= 0")
-        rng = np.random.default_rng([self.seed, self.stream, 1, item, attempt])
         if attempt == 0:
-            n = len(self.windows)
-            window = self.windows[self._epoch_order(item // n)[item % n]]
+            order, corner = self._epoch_draws(item // len(self.windows))
+            k = item % len(self.windows)
+            window, (y, x) = self.windows[order[k]], self.corners[corner[k]]
         else:
+            rng = np.random.default_rng([self.seed, self.stream, 1, item, attempt])
             window = self.windows[rng.integers(len(self.windows))]
-        y, x = self.corners[rng.integers(len(self.corners))]
+            y, x = self.corners[rng.integers(len(self.corners))]
         return int(window), int(y), int(x)
 
     def read(self, i: int, y: int, x: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,23 +156,33 @@ class PatchDataset(Dataset):
         hr = shard.read_hr_block(store, i, slice(y, y + P), slice(x, x + P))
         return lr, hr
 
+    def read_normalised(self, i: int, y: int, x: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`read` then the normaliser: (lr, hr) float32 tensors, NaN missing."""
+        shard, store = self._open()
+        if self._hr_table is None:
+            lr, hr = self.read(i, y, x)
+            hr = self.normaliser.forward(hr)
+        else:
+            s, P = self.pair.s, self.spec.patch
+            lr = shard.lr[i - self.spec.context + 1: i + self.spec.future + 1, y // s: (y + P) // s, x // s: (x + P) // s]
+            hr = np.take(self._hr_table, shard.read_hr_block_raw(store, i, slice(y, y + P), slice(x, x + P)))
+        return torch.from_numpy(self.normaliser.forward(lr)), torch.from_numpy(hr)
+
     def __getitem__(self, item: int) -> dict:
         item = int(item)
         for attempt in range(MAX_REDRAWS):
             i, y, x = self.locate(item, attempt)
-            lr, hr = self.read(i, y, x)
-            if np.isfinite(hr).mean() >= self.min_valid - 1e-9:
+            lr, hr = self.read_normalised(i, y, x)
+            if 1.0 - np.count_nonzero(np.isnan(hr.numpy())) / hr.numel() >= self.min_valid - 1e-9:
                 break
         else:
             raise RuntimeError(f"item {item} of split {self.split!r} ({self.shard_path}): {MAX_REDRAWS} draws found no patch "
                                f"with a valid HR fraction >= {self.min_valid}; the split is mostly missing data: "
                                "lower data.min_valid or check the data")
-        return {"lr": torch.from_numpy(self.normaliser.forward(np.ascontiguousarray(lr, np.float32))),
-                "hr": torch.from_numpy(self.normaliser.forward(np.ascontiguousarray(hr, np.float32))),
-                "where": torch.tensor([i, y, x], dtype=torch.int64)}
+        return {"lr": lr, "hr": hr, "where": torch.from_numpy(np.array([i, y, x], np.int64))}
 
     def close(self) -> None:
         if self._shard is not None:
             self._store.close()
             self._shard.close()
-        self._shard = self._store = None
+        self._shard = self._store = self._hr_table = None

@@ -292,10 +292,14 @@ class Shard:
 
     def read_hr_block(self, store: HRStore, i: int, ys: slice = slice(None), xs: slice = slice(None)) -> np.ndarray:
         """The t HR frames under LR block i, rows/cols relative to `hr_window`, float32 mm."""
+        return decode(self.read_hr_block_raw(store, i, ys, xs), store.units_per_mm, store.fill_value)
+
+    def read_hr_block_raw(self, store: HRStore, i: int, ys: slice = slice(None), xs: slice = slice(None)) -> np.ndarray:
+        """As `read_hr_block`, but the stored (encoded) values."""
         y0, y1, x0, x1 = self.hr_window
         ys, xs = _offset(ys, y0, y1), _offset(xs, x0, x1)
         h = int(self.hr_start[i])
-        return store.read(h, h + self.pair.t, ys, xs)
+        return store.read_raw(h, h + self.pair.t, ys, xs)
 
     def close(self) -> None:
         self._f.close()
