@@ -17,12 +17,13 @@ machine description and writes the file.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
 import time
 from pathlib import Path
+
+from hpcsr.atomic import write_json_atomic
 
 
 def median(values) -> float:
@@ -68,17 +69,9 @@ def machine() -> dict:
 
 
 def write_result(path, benchmark: str, figures: list[dict], quick: bool, meta: dict | None = None) -> Path:
-    """Write the benchmark's JSON (temp name + flush + os.replace) and return its path."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Write the benchmark's JSON atomically (hpcsr.atomic) and return its path."""
     data = {"benchmark": benchmark, "quick": bool(quick), "meta": {**machine(), **(meta or {})}, "figures": figures}
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, out)
-    return out
+    return write_json_atomic(path, data, indent=2, sort_keys=False)
 
 
 def format_value(value: float) -> str:

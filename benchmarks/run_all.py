@@ -22,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 
+from hpcsr.atomic import write_json_atomic, write_text_atomic
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import format_value, machine  # noqa: E402
@@ -111,15 +113,6 @@ def table(entries: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="each benchmark's smaller, faster variant")
@@ -137,13 +130,13 @@ def main(argv=None) -> int:
     md = table(entries)
     summary = {"quick": a.quick, "machine": machine(), "seconds": round(time.perf_counter() - start, 1),
                "benchmarks": entries}
-    write_atomic(a.results / "all.json", json.dumps(summary, indent=2))
+    write_json_atomic(a.results / "all.json", summary, indent=2, sort_keys=False)
     header = (f"# Benchmarks{' (--quick)' if a.quick else ''}\n\n"
               f"{summary['machine']['cpus']} CPUs ({summary['machine']['cpu']}), load average "
               f"{summary['machine']['load_average_1_5_15'][0]:.1f} at the end, torch {summary['machine']['torch']}; "
               f"values are medians of the repeats, ratio = improvement over the baseline measured in the same run "
               f"(> 1: better). Total {summary['seconds']:.0f} s.\n\n")
-    write_atomic(a.results / "all.md", header + md + "\n")
+    write_text_atomic(a.results / "all.md", header + md + "\n")
     print("\n" + header + md)
     print(f"\nwrote {a.results / 'all.json'} and {a.results / 'all.md'}")
     return 0 if all(e["status"] == "ok" for e in entries) else 1
