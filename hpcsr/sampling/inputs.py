@@ -77,13 +77,19 @@ def _step_minutes(value, what: str) -> int:
     return int(round(minutes))
 
 
-def _inferred_step(times: np.ndarray, per: int, path, option: str) -> int:
-    """Smallest time spacing divided by `per`, in seconds."""
+def _hr_step_seconds(ds: xr.Dataset, da: xr.DataArray, times: np.ndarray, per: int, path, hr_step_minutes) -> int:
+    """The HR step in seconds: --hr-step-minutes, else the file's interval_minutes, else the
+    smallest time spacing divided by `per` (the frames per time step of the file)."""
+    if hr_step_minutes is not None:
+        return 60 * _step_minutes(hr_step_minutes, "--hr-step-minutes")
+    interval = da.attrs.get("interval_minutes", ds.attrs.get("interval_minutes"))
+    if interval is not None:
+        return 60 * _step_minutes(interval, f"interval_minutes of {path}")
     if len(times) < 2:
-        raise ValueError(f"{path} has a single time step and no interval_minutes attribute: pass {option} MINUTES")
+        raise ValueError(f"{path} has a single time step and no interval_minutes attribute: pass --hr-step-minutes MINUTES")
     spacing = int(np.diff(times).min())
     if spacing % per:
-        raise ValueError(f"{path}: time spacing {spacing} s is not divisible by t={per}: pass {option} MINUTES")
+        raise ValueError(f"{path}: time spacing {spacing} s is not divisible by t={per}: pass --hr-step-minutes MINUTES")
     log.info("%s: no interval_minutes attribute; HR step inferred as %d min from the time spacing", path, spacing // per // 60)
     return spacing // per
 
@@ -149,13 +155,7 @@ def open_lr_netcdf(path, pair: FactorPair, hr_step_minutes: int | None = None) -
                          f"{pair.name}: use an export of {FactorPair.parse(declared).name} or the matching LR file")
     times = _seconds(da["time"].values)
     _check_times(times, path)
-    interval = da.attrs.get("interval_minutes", ds.attrs.get("interval_minutes"))
-    if hr_step_minutes is not None:
-        step = 60 * _step_minutes(hr_step_minutes, "--hr-step-minutes")
-    elif interval is not None:
-        step = 60 * _step_minutes(interval, f"interval_minutes of {path}")
-    else:
-        step = _inferred_step(times, pair.t, path, "--hr-step-minutes")
+    step = _hr_step_seconds(ds, da, times, pair.t, path, hr_step_minutes)
     coords = {}
     for dim in ("y", "x"):
         if dim not in da.coords:
@@ -231,13 +231,7 @@ def _hr_netcdf(path, hr_step_minutes) -> _HRSource:
     ds, da = _open_precip(path)
     times = _seconds(da["time"].values)
     _check_times(times, path)
-    interval = da.attrs.get("interval_minutes", ds.attrs.get("interval_minutes"))
-    if hr_step_minutes is not None:
-        step = 60 * _step_minutes(hr_step_minutes, "--hr-step-minutes")
-    elif interval is not None:
-        step = 60 * _step_minutes(interval, f"interval_minutes of {path}")
-    else:
-        step = _inferred_step(times, 1, path, "--hr-step-minutes")
+    step = _hr_step_seconds(ds, da, times, 1, path, hr_step_minutes)
     coords = {}
     for dim in ("y", "x"):
         if dim in da.coords:
