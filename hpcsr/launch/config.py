@@ -170,6 +170,7 @@ class GridConfig:
     s: list[int] = field(default_factory=list)  # spatial factors (kind=product)
     t: list[int] = field(default_factory=list)  # temporal factors (kind=product)
     parents: dict[str, str] = field(default_factory=dict)  # transfer chains, child: parent (e.g. s10_t3: s10_t1)
+    transfer: typing.Literal["none", "auto"] = "none"  # when parents is empty: none = all from scratch, auto = nearest pair (hpcsr.transfer.plan)
 
     def __post_init__(self):
         if self.kind == "product" and not (self.s and self.t):

@@ -1,8 +1,9 @@
 """The factor grid: the `grid` config section expanded into factor pairs, and transfer chains
 (child pair seeded from a parent pair's export) sorted into levels that run one after another.
 
-    pairs = expand(cfg.grid)                  # [FactorPair(1, 3), FactorPair(10, 1), ...]
-    chains = transfer_levels(pairs, cfg.grid.parents, existing_export)
+    pairs = expand(cfg.grid)                              # [FactorPair(1, 3), FactorPair(10, 1), ...]
+    transfers = parse_parents(chosen_parents(cfg.grid, pairs), pairs, export_exists)
+    for level in levels(pairs, transfers): ...            # level k waits for its parents in level k-1
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from hpcsr.factors import FactorPair
+from hpcsr.transfer.plan import grid_parents
 
 
 def expand(grid) -> list[FactorPair]:
@@ -34,6 +36,16 @@ def expand(grid) -> list[FactorPair]:
             raise ValueError(f"{where(i)}: pair {pair.name} is listed twice; remove one")
         pairs.append(pair)
     return pairs
+
+
+def chosen_parents(grid, pairs: list[FactorPair]) -> dict[str, str]:
+    """The child: parent mapping of a launch. grid.parents when given (explicit parents win, whole);
+    else with grid.transfer=auto each pair's nearest pair by hpcsr.transfer.plan (`hpcsr transfer
+    plan` prints the same), computed from the grid alone so that a relaunch gets the same parents
+    and its finished elements are skipped; else none (every pair from scratch)."""
+    if grid.parents or grid.transfer == "none":
+        return dict(grid.parents)
+    return grid_parents(pairs)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ Arrays and dependencies (the choice, and why):
     as soon as element i of the stage before has succeeded, so a slow pair never holds back the
     others (Slurm's per-element dependency between arrays of equal size and order);
   - a stage run once for the whole grid (preprocess) is a single job; what follows it uses `afterok`;
+  - parents come from grid.parents, or when it is empty and grid.transfer=auto, from the nearest-pair
+    plan of hpcsr.transfer.plan (hpcsr.launch.grid.chosen_parents);
   - a training stage of transfer level k also waits (`afterok`) for the parents' elements of the same
     stage at level k-1, and is initialised from the parent's export of that stage
     (train.init_from = <parent run_dir>/<stage>; a child that already has a checkpoint resumes
@@ -24,7 +26,7 @@ from typing import Callable, Optional
 
 from hpcsr.config import ConfigError, RootConfig, compose_section, compose_variants
 from hpcsr.factors import FactorPair
-from hpcsr.launch.grid import expand, levels, parse_parents
+from hpcsr.launch.grid import chosen_parents, expand, levels, parse_parents
 from hpcsr.launch.stages import STAGES, ElementSpec, stage_function
 
 RESOURCE_KEYS = ("nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task", "mem_gb", "time_min",
@@ -149,7 +151,7 @@ def build(overrides=(), config_path=None, export_exists: Callable[[FactorPair], 
         def export_exists(pair):  # every training stage of the launch has its finished export
             run_dir = Path(composer(pair).run_dir)
             return all((run_dir / s / STAGES[s].export).is_file() for s in launcher.stages if STAGES[s].training)
-    transfers = parse_parents(base.grid.parents, pairs, export_exists)
+    transfers = parse_parents(chosen_parents(base.grid, pairs), pairs, export_exists)
     once = [s for s in launcher.stages if not STAGES[s].per_pair]
     per_pair = [s for s in launcher.stages if STAGES[s].per_pair]
     if once and launcher.stages[: len(once)] != once:

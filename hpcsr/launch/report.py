@@ -34,6 +34,9 @@ def plan_table(plan: Plan) -> str:
     head = (f"plan: {len(plan.pairs)} factor pairs ({', '.join(p.name for p in plan.pairs)}), stages "
             f"{' -> '.join(cfg.launcher.stages)}: {len(plan.arrays)} arrays, {n} elements; backend "
             f"{plan.kind}, cluster {cfg.cluster.name}")
+    if cfg.grid.transfer == "auto" and not cfg.grid.parents:
+        head += ("\nparents: grid.transfer=auto, each pair seeded from its nearest pair "
+                 "(the distances: hpcsr transfer plan --grid ...)")
     rows = []
     for array in plan.arrays:
         r = array.resources
