@@ -12,7 +12,8 @@ their children within a launch: the small-factor runs, which see the most HR det
 seed the larger ones. The first pair (and any pair with no candidate within `max_distance`, or
 whose best parent would make the chain deeper than `max_depth` levels) trains from scratch.
 
-`grid_parents(...)` returns the mapping hpcsr-launch reads as `grid.parents` (child: parent).
+`grid_parents(...)` returns the mapping hpcsr-launch reads as `grid.parents` (child: parent);
+hpcsr-launch calls it itself for a grid with `grid.transfer=auto` and no explicit parents.
 """
 
 from __future__ import annotations
