@@ -1,10 +1,11 @@
-"""Crash-safe file writes: every file the project writes for others to read goes through here.
+"""Crash-safe file writes: every file the project writes as a whole (records, markers, manifests,
+exports, stores, ensembles, reports, figures) goes through here.
 
 A write goes to a temporary file in the target's folder, which is flushed to disk (fsync) and only
 then renamed over the target (os.replace, atomic on POSIX filesystems); the folder is fsynced too,
 so after a power loss or node crash the rename itself is not lost (a completion marker or manifest
-that names finished work must survive the crash that it guards against; the cost is one fsync per
-file written). A reader therefore sees the old file or the new one, never a mix, even when the
+that names finished work must survive the crash that it guards against; the cost is one more fsync
+per file). A reader therefore sees the old file or the new one, never a mix, even when the
 writer is killed with SIGKILL. On an exception the temporary file is removed and the target is left
 as it was; a SIGKILL leaves only a hidden temporary file behind.
 
