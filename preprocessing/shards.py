@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -193,15 +194,39 @@ def compute_parts(out: Path, store: HRStore, plans: list[PairPlan], windows: lis
     active = [p for p in plans if p.pair.name in writers]
     coded = bool(store.units_per_mm)
     clock = dict.fromkeys(("read", "coarsen", "statistics", "write"), 0.0)
+    _, ny, nx = store.shape
+    rows = _common_strip_rows(active)
+    longest = max(b - a for a, b in windows[lo:hi])
+    raw_buf = np.empty((longest, ny, nx), store.precip.dtype)  # reused by every window
     try:
         for a, b in windows[lo:hi]:
             t0 = time.perf_counter()
-            raw = store.read_raw(a, b)
-            mm = decode(raw, store.units_per_mm, store.fill_value)
+            raw = raw_buf[:b - a]
+            store.precip.read_direct(raw, np.s_[a:b], np.s_[0:b - a])
             clock["read"] += time.perf_counter() - t0
+            blocks = [_WindowBlocks(plan, a, b) for plan in active]
+            for y in range(0, ny, rows):
+                t0 = time.perf_counter()
+                part = raw[:, y:y + rows]
+                mm = decode(part, store.units_per_mm, store.fill_value)  # cache-sized, reused by malloc
+                t1 = time.perf_counter()
+                for wb in blocks:
+                    wb.coarsen_rows(mm, y, cfg.min_valid)
+                clock["read"] += t1 - t0
+                clock["coarsen"] += time.perf_counter() - t1
             frame_hist = functools.lru_cache(maxsize=None)(lambda k, raw=raw: st.code_histogram(raw[k], store.fill_value))
-            for plan in active:
-                _process_window(writers[plan.pair.name], plan, a, raw, mm, coded, frame_hist, store, cfg, clock)
+            for wb in blocks:
+                if wb.sel.size == 0:
+                    continue
+                w = writers[wb.plan.pair.name]
+                t0 = time.perf_counter()
+                w.append(wb.lr)
+                t1 = time.perf_counter()
+                train = wb.plan.split[wb.sel] == 0
+                if train.any():
+                    _add_statistics(w, wb.plan, a, raw, wb.lr, wb.sel, train, coded, frame_hist, store, cfg)
+                clock["write"] += t1 - t0
+                clock["statistics"] += time.perf_counter() - t1
             if progress is not None:
                 progress.update(b - a)
     except BaseException:
@@ -215,36 +240,39 @@ def compute_parts(out: Path, store: HRStore, plans: list[PairPlan], windows: lis
     return parts, clock
 
 
-def _process_window(w: _PartWriter, plan: PairPlan, a: int, raw, mm, coded: bool, frame_hist, store: HRStore,
-                    cfg: ShardConfig, clock: dict):
-    """Coarsen the blocks of `plan` that start in this window (HR frames a.. held in raw/mm) and
-    add the train blocks to the statistics (full-frame code histograms come from `frame_hist`);
-    seconds spent are added to `clock`."""
-    s, t = plan.pair.s, plan.pair.t
-    sel = np.flatnonzero((plan.starts >= a) & (plan.starts < a + len(raw)))
-    if sel.size == 0:
-        return
-    y0, y1, x0, x1 = plan.hr_window
-    t0 = time.perf_counter()
-    lr = np.empty((sel.size, *plan.lr_shape), np.float32)
-    # runs of back-to-back blocks are coarsened in one call
-    breaks = np.flatnonzero(np.diff(plan.starts[sel]) != t) + 1
-    for run in np.split(np.arange(sel.size), breaks):
-        h0 = int(plan.starts[sel[run[0]]]) - a
-        hr = mm[h0:h0 + t * run.size, y0:y1, x0:x1]
-        lr[run] = coarsen_blocks(hr, s, t, cfg.min_valid)
-    t1 = time.perf_counter()
-    w.append(lr)
-    t2 = time.perf_counter()
-    clock["coarsen"] += t1 - t0
-    clock["write"] += t2 - t1
-    train = plan.split[sel] == 0
-    if train.any():
-        _add_statistics(w, plan, a, raw, mm, lr, sel, train, coded, frame_hist, store, cfg)
-    clock["statistics"] += time.perf_counter() - t2
+def _common_strip_rows(plans: list[PairPlan]) -> int:
+    """Rows of HR decoded at once: a multiple of every pair's s, so each strip holds whole blocks of
+    every pair and is decoded once for all of them while it is in cache."""
+    step = math.lcm(*(p.pair.s for p in plans))
+    return step * max(1, round(STRIP_PIXELS / step))
 
 
-def _add_statistics(w: _PartWriter, plan: PairPlan, a: int, raw, mm, lr, sel, train, coded: bool, frame_hist,
+class _WindowBlocks:
+    """The blocks of one pair that start in the HR window a..b-1 and their LR values, filled strip by strip."""
+
+    def __init__(self, plan: PairPlan, a: int, b: int):
+        self.plan, self.a = plan, a
+        self.sel = np.flatnonzero((plan.starts >= a) & (plan.starts < b))
+        self.lr = np.empty((self.sel.size, *plan.lr_shape), np.float32)
+        # runs of back-to-back blocks are coarsened in one call
+        breaks = np.flatnonzero(np.diff(plan.starts[self.sel]) != plan.pair.t) + 1
+        self.runs = np.split(np.arange(self.sel.size), breaks) if self.sel.size else []
+
+    def coarsen_rows(self, mm: np.ndarray, y: int, min_valid: float) -> None:
+        """Coarsen the HR rows y.. held in `mm` (frames a.., all columns) into the LR rows they cover
+        (strips start at row 0, as every pair's hr_window does)."""
+        s, t = self.plan.pair.s, self.plan.pair.t
+        _, y1, x0, x1 = self.plan.hr_window
+        n_rows = min(y + mm.shape[1], y1) - y
+        if n_rows <= 0:
+            return
+        for run in self.runs:
+            h0 = int(self.plan.starts[self.sel[run[0]]]) - self.a
+            hr = mm[h0:h0 + t * run.size, :n_rows, x0:x1]
+            self.lr[run[0]:run[-1] + 1, y // s:(y + n_rows) // s] = coarsen_blocks(hr, s, t, min_valid)
+
+
+def _add_statistics(w: _PartWriter, plan: PairPlan, a: int, raw, lr, sel, train, coded: bool, frame_hist,
                     store: HRStore, cfg: ShardConfig):
     """Add the HR frames under the train blocks `sel[train]` and their LR values to the statistics."""
     t = plan.pair.t
@@ -259,7 +287,7 @@ def _add_statistics(w: _PartWriter, plan: PairPlan, a: int, raw, mm, lr, sel, tr
                 h = h - st.code_histogram(raw[k, :y1, x1:], store.fill_value)
             w.hr_hist = st.add_hist(w.hr_hist, h)
         else:
-            row, h = st.float_pieces(mm[k, y0:y1, x0:x1], cfg.wet_threshold)
+            row, h = st.float_pieces(raw[k, y0:y1, x0:x1], cfg.wet_threshold)  # float stores hold mm
             w.hr_rows.append(row)
             w.hr_hist = st.add_hist(w.hr_hist, h)
     for block in lr[train]:
