@@ -161,15 +161,17 @@ def _frames_comephore(unit: Unit, cfg: IngestConfig, skipped: list):
             log.warning("skipping %s: %s (recorded as a gap)", ref.label, reason)
             skipped.append({"input": ref.container, "member": ref.member, "time": ref.time, "reason": reason})
             continue
-        raw, qc = clean_coded(raw, comephore.MISSING, comephore.UNITS_PER_MM, limit)
-        yield ref.time, raw, grid, qc, ref.label
+        raw, qc, valid = clean_coded(raw, comephore.MISSING, comephore.UNITS_PER_MM, limit)
+        yield ref.time, raw, valid, grid, qc, ref.label
 
 
 def _frames_netcdf(unit: Unit, cfg: IngestConfig, plan, enc: Encoding):
     first, stop = unit.frames
     for end, mm, qc in netcdf.read_steps(plan, first, stop, cfg.cap_mm_per_hour):
         label = f"{plan.path} step ending {np.datetime64(end, 's')}"
-        yield end, enc.encode_mm(mm, label), plan.grid, qc, label
+        stored = enc.encode_mm(mm, label)
+        valid = ~np.isnan(stored) if enc.dtype == "float32" else stored != enc.fill
+        yield end, stored, valid, plan.grid, qc, label
 
 
 def _grid_attrs(grid: Grid) -> str:
@@ -195,7 +197,7 @@ def write_unit(out: Path, unit: Unit, cfg: IngestConfig, plan=None, progress=Non
         with h5py.File(tmp, "w") as f:
             ds = grid0 = label0 = valid_any = None
             times, qcs, valid = [], [], []
-            for end, stored, grid, qc, label in frames:
+            for end, stored, ok, grid, qc, label in frames:
                 n_read += 1
                 if progress is not None:
                     progress.update(1)
@@ -206,7 +208,6 @@ def write_unit(out: Path, unit: Unit, cfg: IngestConfig, plan=None, progress=Non
                 elif not grid.same_as(grid0):
                     raise ValueError(f"grid changes inside the dataset: {label} has {grid.describe()} but {label0} has "
                                      f"{grid0.describe()}: give inputs on one grid (one HR store per grid)")
-                ok = ~np.isnan(stored) if enc.dtype == "float32" else stored != enc.fill
                 n_valid = int(np.count_nonzero(ok))
                 if n_valid == 0:
                     skipped.append({"input": unit.container, "member": label, "time": int(end), "reason": "all values missing"})
@@ -277,13 +278,15 @@ def assemble(out: Path, units: list[Unit], cfg: IngestConfig, listing_skipped: l
             offsets = [(y, x) for y in range(0, shape[1], cy) for x in range(0, shape[2], cx)]
             qc = np.zeros((len(times), 3), np.int64)
             valid = np.zeros(len(times), np.int64)
+            part_qc = [part["qc"][()] for part in parts]
+            part_valid = [part["valid_count"][()] for part in parts]
             for k, (_, p, i) in enumerate(tqdm(index, desc="assemble hr.h5", unit="frame", disable=None)):
                 src = parts[p]["precip"]
                 for y, x in offsets:
                     mask, data = src.id.read_direct_chunk((i, y, x))
                     ds.id.write_direct_chunk((k, y, x), data, mask)
-                qc[k] = parts[p]["qc"][i]
-                valid[k] = parts[p]["valid_count"][i]
+                qc[k] = part_qc[p][i]
+                valid[k] = part_valid[p][i]
             valid_any = np.zeros((shape[1], shape[2]), bool)
             for part in parts:
                 if "valid_any" in part:

@@ -45,10 +45,16 @@ class Manifest:
             return False
         return not verify or sha256_file(target) == entry["sha256"]
 
-    def record(self, rel: str, key: str, sha256: str | None = None, **extra) -> dict:
-        """Record `rel` as complete (its checksum is computed unless given)."""
+    def record(self, rel: str, key: str, sha256: str | None = None, save: bool = True, **extra) -> dict:
+        """Record `rel` as complete (its checksum is computed unless given) and write the manifest,
+        or leave the writing to `save()` when recording several finished outputs at once."""
         target = self.root / rel
         entry = {"sha256": sha256 or sha256_file(target), "size": target.stat().st_size, "key": key, **extra}
         self.entries[rel] = entry
-        write_json_atomic(self.path, {"format": "hpcsr-preprocess-manifest", "version": 1, "outputs": self.entries})
+        if save:
+            self.save()
         return entry
+
+    def save(self) -> None:
+        """Write the manifest (atomic: a reader sees the old or the new list, never a mix)."""
+        write_json_atomic(self.path, {"format": "hpcsr-preprocess-manifest", "version": 1, "outputs": self.entries})

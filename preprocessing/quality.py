@@ -36,16 +36,20 @@ def cap_amount(cap_mm_per_hour: float, interval_minutes: float) -> float:
     return cap_mm_per_hour * interval_minutes / 60.0
 
 
-def clean_coded(raw: np.ndarray, missing_code: int, units_per_mm: int, limit_mm: float) -> tuple[np.ndarray, FrameQC]:
+def clean_coded(raw: np.ndarray, missing_code: int, units_per_mm: int,
+                limit_mm: float) -> tuple[np.ndarray, FrameQC, np.ndarray]:
     """Integer-coded frame (e.g. Comephore tenths): values above `limit_mm` become `missing_code`.
-    Returns a cleaned copy only when something was masked."""
-    n_missing = int(np.count_nonzero(raw == missing_code))
+    Returns the frame (a cleaned copy only when something was masked), its counts and its mask of
+    valid values (not missing after cleaning)."""
+    valid = raw != missing_code
+    n_missing = raw.size - int(np.count_nonzero(valid))
     big = raw > limit_mm * units_per_mm  # includes the missing code when it is above the limit
     n_over = int(np.count_nonzero(big)) - (n_missing if missing_code > limit_mm * units_per_mm else 0)
     if n_over:
         raw = raw.copy()
         raw[big] = missing_code
-    return raw, FrameQC(missing_source=n_missing, over_cap=n_over)
+        valid &= ~big
+    return raw, FrameQC(missing_source=n_missing, over_cap=n_over), valid
 
 
 def clean_mm(mm: np.ndarray, limit_mm: float) -> tuple[np.ndarray, FrameQC]:

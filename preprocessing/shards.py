@@ -52,7 +52,7 @@ class ShardConfig:
     splits: SplitSpec = field(default_factory=SplitSpec)  # train/val/test time ranges
     wet_threshold: float = 0.1  # mm per HR step; HR values below are "dry" in the statistics
     layout: StoreLayout = field(default_factory=StoreLayout)  # LR chunking and compression
-    window_frames: int = 12  # HR steps read at once per rank (memory ~ window x Y x X x 6 bytes); work is split by windows
+    window_frames: int = 12  # HR steps read at once per rank (memory ~ window x Y x X x 2 bytes for uint16 stores, 4 for float32); work is split by windows
 
     def __post_init__(self):
         if not self.pairs:
@@ -422,7 +422,8 @@ def make_shards(out_dir, cfg: ShardConfig, comm, progress: bool = True, store_pa
             manifest = Manifest(out)
             for results in merged:
                 for r in results:
-                    manifest.record(r["rel"], r["key"], sha256=r["sha256"])
+                    manifest.record(r["rel"], r["key"], sha256=r["sha256"], save=False)
+            manifest.save()  # once for all the shards, which are all complete by now
             return {p.rel: manifest.entries[p.rel] for p in plans}
 
         entries = comm.run_step("writing the manifest", lambda: record() if comm.rank == 0 else None)[0]

@@ -37,19 +37,21 @@ def float_pieces(values: np.ndarray, wet_threshold: float) -> tuple[np.ndarray, 
     dry = n - wet.size
     row = np.array([n, wet.sum(), np.dot(wet, wet), lp.sum(), np.dot(lp, lp),
                     dry + np.count_nonzero(wet < wet_threshold), wet.max(initial=0.0) if n else -np.inf])
-    hist = np.bincount((lp * LOG_BINS_PER_UNIT).astype(np.int64) + 1, minlength=1)
+    np.multiply(lp, LOG_BINS_PER_UNIT, out=wet)  # wet is no longer needed: its buffer takes the bin positions
+    counts = np.bincount(wet.astype(np.int64))
+    hist = np.empty(counts.size + 1, np.int64)
     hist[0] = dry
-    return row, hist.astype(np.int64)
+    hist[1:] = counts
+    return row, hist
 
 
 def code_histogram(raw: np.ndarray, fill) -> np.ndarray:
     """Counts of each uint16 code (65536 bins), the fill code excluded. Dry pixels (code 0, most
-    of them) are counted apart, which makes this several times faster than one bincount."""
+    of them) are counted apart and only wet codes are binned, which makes this several times
+    faster than one bincount."""
     flat = raw.ravel()
-    nonzero = flat[flat != 0]
-    h = np.bincount(nonzero, minlength=65536).astype(np.int64)
-    h[0] = flat.size - nonzero.size
-    h[int(fill)] = 0
+    h = np.bincount(flat[(flat != 0) & (flat != fill)], minlength=65536).astype(np.int64, copy=False)
+    h[0] = flat.size - np.count_nonzero(flat)
     return h
 
 
