@@ -81,3 +81,37 @@ def format_value(value: float) -> str:
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     return f"{value:.3g}"
+
+
+# ---------------------------------------------------------------- experiments that launch hpcsr commands
+
+REPO = Path(__file__).resolve().parents[1]
+START = time.monotonic()
+RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def log(msg: str) -> None:
+    """A progress line stamped with the seconds since the script started."""
+    print(f"[{time.monotonic() - START:7.1f} s] {msg}", flush=True)
+
+
+def child_env(threads: int) -> dict:
+    """Environment of a child hpcsr command: `threads` BLAS/OpenMP threads, one process (no rank
+    variables of an enclosing launch), unbuffered output, this checkout first on the path."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in RANK_VARIABLES and not k.startswith(("SLURM_", "PMI_", "OMPI_"))}
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
+               HPCSR_DIST_SOURCE="single", PYTHONPATH=str(REPO))
+    return env
+
+
+def run_logged(cmd: list, logfile: Path, threads: int) -> None:
+    """Run `cmd` in the repository with its output in `logfile`; on failure stop with the log's tail."""
+    import subprocess
+
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    with open(logfile, "w") as out:
+        code = subprocess.run(cmd, cwd=REPO, env=child_env(threads), stdout=out, stderr=subprocess.STDOUT).returncode
+    if code:
+        raise SystemExit(f"command failed (exit {code}): {' '.join(map(str, cmd))}\n--- {logfile}:\n"
+                         + logfile.read_text()[-3000:])

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,35 +32,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import figure, write_result  # noqa: E402
+from common import figure, log, write_result  # noqa: E402
+from common import run_logged as run  # noqa: E402
 DATA = REPO.parent / "shared" / "data" / "bom_c10_20201031.nc"
 SOURCE, TARGET = "2x1", "4x2"
 SPLIT = "2020-10-31T07:00,2020-10-31T11:00"
 CADENCE_MIN = 10
 QUICK = {"source_steps": 40, "steps": 30, "val_every": 5}  # --quick: seconds of training, not a verdict
-START = time.monotonic()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.monotonic() - START:7.1f} s] {msg}", flush=True)
-
-
-def child_env(threads: int) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-           and not k.startswith(("SLURM_", "PMI_", "OMPI_"))}
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
-               HPCSR_DIST_SOURCE="single", PYTHONPATH=str(REPO))
-    return env
-
-
-def run(cmd: list, logfile: Path, threads: int) -> None:
-    logfile.parent.mkdir(parents=True, exist_ok=True)
-    with open(logfile, "w") as out:
-        code = subprocess.run(cmd, cwd=REPO, env=child_env(threads), stdout=out, stderr=subprocess.STDOUT).returncode
-    if code:
-        raise SystemExit(f"command failed (exit {code}): {' '.join(map(str, cmd))}\n--- {logfile}:\n"
-                         + logfile.read_text()[-3000:])
 
 
 def preprocess(work: Path) -> Path:
