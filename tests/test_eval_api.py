@@ -39,7 +39,8 @@ def test_scores_match_direct_computation_on_valid_points():
     assert e["quantiles"]["0.999"]["forecast"] == pytest.approx(np.quantile(x, 0.999), rel=1e-6)
     b = res["forecasts"]["bicubic"]
     base = bicubic_linear(lr, 5, 3)
-    ok = np.isfinite(truth) & np.isfinite(base)
+    ok = valid & np.isfinite(base)  # every forecast is scored on the same points (the ensemble's NaN too)
+    assert b["n_valid"] == ok.sum() == e["n_valid"]
     assert b["deterministic"] and b["crps"] == b["mae"]
     assert b["rmse"] == pytest.approx(np.sqrt(np.mean((base[ok] - truth[ok]) ** 2)), rel=1e-6)
     assert e["flags"] == [] and res["warnings"] == []

@@ -94,3 +94,30 @@ def test_mass_error_bad_shapes():
         mass_error_sums(np.zeros((1, 2, 4, 4)), np.zeros((1, 2, 2)), 2, 1)
     with pytest.raises(ValueError, match="tiles of 3 cells"):
         mass_error_sums(np.zeros((1, 2, 8, 8)), np.zeros((2, 4, 4)), 2, 1, tile_cells=3)
+
+
+def test_bicubic_masks_only_the_pixels_of_a_missing_lr_cell():
+    """A gap in the LR masks the s x s x t pixels under it, not its bicubic neighbourhood; the
+    other pixels equal the interpolation of the LR with the gap filled by 0 (the networks' input)."""
+    rng = np.random.default_rng(3)
+    lr = rng.gamma(0.5, 2.0, size=(3, 6, 6)).astype(np.float32)
+    gap = lr.copy()
+    gap[1, 2, 3] = np.nan
+    s, t = 4, 1
+    got = bicubic_linear(gap, s, t)
+    hole = np.zeros(got.shape, bool)
+    hole[1, 8:12, 12:16] = True
+    assert np.isnan(got[hole]).all() and np.isfinite(got[~hole]).all()
+    filled = gap.copy()
+    filled[1, 2, 3] = 0.0
+    np.testing.assert_array_equal(got[~hole], bicubic_linear(filled, s, t)[~hole])
+
+
+def test_linear_time_holds_the_other_block_next_to_a_missing_one():
+    lr = np.full((3, 2, 2), 2.0, np.float32)
+    lr[1, 0, 0] = np.nan
+    s, t = 2, 2
+    got = bicubic_linear(lr, s, t)
+    assert np.isnan(got[2:4, :2, :2]).all()  # the missing block's own pixels
+    assert np.isfinite(got[[0, 1, 4, 5]]).all()  # its neighbours in time keep their own value
+    np.testing.assert_allclose(got[[0, 1, 4, 5], :2, :2], 2.0, rtol=1e-6)

@@ -13,7 +13,10 @@ sequence can be evaluated in chunks.
   to 0 (precipitation cannot be negative). It does NOT conserve block mass: bicubic
   reconstruction does not preserve block means, interpolation in time mixes neighbouring blocks
   (for t=3 a block's mean becomes 7/9 of its own value plus 1/9 of each neighbour's) and clipping
-  adds mass; the evaluation reports its mass error like any other forecast's.
+  adds mass; the evaluation reports its mass error like any other forecast's. Missing LR cells
+  are filled with 0 before the spatial interpolation (as the networks' input is); in time, a
+  missing neighbour block leaves the other one; the s x s x t pixels of a missing block are NaN,
+  so a gap masks the pixels under it only, as for `nearest`.
 - `mean_only`: the mean network's prediction (already on the HR grid, mm), checked and passed on;
   it takes an array so this module does not depend on the model code.
 """
@@ -60,9 +63,13 @@ def bicubic_linear(lr: np.ndarray, s: int, t: int, start: int = 0, stop: int | N
     right = np.minimum(left + 1, n_blocks - 1)
     weight = (position - left).astype(np.float32)[:, None, None]
     needed = np.arange(left.min(), right.max() + 1)
-    space = upsample_space(lr[needed], s, mode="bicubic")
+    missing = ~np.isfinite(lr[needed])
+    space = upsample_space(np.where(missing, np.float32(0), lr[needed]), s, mode="bicubic")
+    space[np.repeat(np.repeat(missing, s, axis=-2), s, axis=-1)] = np.nan
     a, b = space[left - needed[0]], space[right - needed[0]]
     out = np.where(weight > 0, (1 - weight) * a + weight * b, a)
+    out = np.where(np.isnan(out), np.where(np.isnan(a), b, a), out)  # a missing neighbour block: hold the other
+    out[np.isnan(nearest(lr, s, t, start, stop))] = np.nan  # the step's own block is missing
     return np.maximum(out, 0.0) if clip_negative else out
 
 

@@ -55,9 +55,11 @@ class _ForecastScores:
         self.events = {q: 0 for q in thresholds}
         self.mass = MassSums()
 
-    def update(self, truth, forecast, lr, rng):
+    def update(self, truth, forecast, lr, rng, scored):
+        """Add one chunk; only the points of `scored` (where the truth and every forecast are
+        valid) count, so all forecasts are scored on the same points."""
         m = self.members
-        valid = np.isfinite(truth) & np.isfinite(forecast).all(axis=0)
+        valid = scored & np.isfinite(forecast).all(axis=0)
         self.n_truth += int(np.isfinite(truth).sum())
         self.n_valid += int(valid.sum())
         self.mass.add(mass_error_sums(forecast, lr, self.s, self.t, self.tile_cells))
@@ -228,8 +230,11 @@ def evaluate(truth, ensemble, lr=None, s: int = 1, t: int = 1, *, baselines=("ne
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN frames
             step_totals[a:b] = np.where(np.isfinite(y).any(axis=(1, 2)), np.nansum(y, axis=(1, 2)), -np.inf)
+        scored = np.isfinite(y)
+        for x in fields.values():
+            scored &= np.isfinite(x).all(axis=0)
         for name, x in fields.items():
-            scores[name].update(y, x, lr_chunk, rng)
+            scores[name].update(y, x, lr_chunk, rng, scored)
         if spectra_ok:
             missing = ~np.isfinite(y)
             for x in fields.values():

@@ -155,7 +155,8 @@ def report_blocks(result: dict | None, figures: dict, grid_results: list[dict] |
             blocks.append(("h", 2, "Warnings"))
             blocks.append(("ul", list(result["warnings"])))
         blocks.append(("h", 2, "Scores"))
-        blocks.append(("p", "RMSE, MAE: of the ensemble mean (a baseline is its own mean). CRPS: fair (unbiased) "
+        blocks.append(("p", "Every forecast is scored on the same points: where the truth and all forecasts are valid. "
+                            "RMSE, MAE: of the ensemble mean (a baseline is its own mean). CRPS: fair (unbiased) "
                             "ensemble estimator; for a single forecast it equals the MAE. Spread/skill: "
                             "sqrt((m+1)/m mean member variance) / RMSE, 1 when calibrated. LSD: log-spectral "
                             "distance to the truth's spectrum. Mass error: |coarsen(forecast) - LR| summed over "
