@@ -37,9 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise, 0 deterministic .. 1 ancestral (default 0)")
     p.add_argument("--seed", type=int, default=0, help="base seed; each (member, time) gets its own stream (default 0)")
     p.add_argument("--mass", choices=MASS_SCALES, default="image",
-                   help="mass-conservation scale: image (regions of --mass-region LR cells), frame (whole domain), cell, none")
+                   help="mass-conservation scale: image (the author's patch scale, see --mass-region), frame (whole domain), cell, none")
     p.add_argument("--mass-mode", choices=MODES, default="multiplicative", help="mass-transform mode (default multiplicative)")
-    p.add_argument("--mass-region", type=int, help="image scale: region side in LR cells (default: the tile side)")
+    p.add_argument("--mass-region", type=int, help="image scale: match masses exactly in regions of this side in LR cells "
+                        "(default: each sampling tile, blended, then the exact domain total; no seams)")
     p.add_argument("--tile", type=int, help="HR tile side, a multiple of s (default: the recipe's patch)")
     p.add_argument("--overlap", type=int, help="HR overlap of neighbouring tiles, a multiple of s (default: ~1/4 tile)")
     p.add_argument("--window", choices=WINDOWS, default="cosine", help="tile blending window (default cosine)")

@@ -14,9 +14,13 @@ the input are all-NaN, and NaN cells are masked by the networks (never propagate
 3. output = relu(denormalised(mean + residual_scale * residual)), then the mass transform
    (hpcsr.mass.conserve with the recipe's mass function) over the full domain at the chosen scale:
    'cell' each s x s x t block (exact per LR cell), 'frame' the whole domain of the target block,
-   'image' each region of `mass_region` x `mass_region` LR cells (default the tile side: the
-   author's patch-scale default) in a partition of the domain, 'none' skips it. Masses are matched
-   exactly at that scale (float32 rounding).
+   'image' the author's patch scale, 'none' skips it. 'cell' and 'frame' match masses exactly
+   (float32 rounding). 'image' by default transforms each overlapping sampling tile on its own
+   (as the author transforms each patch), blends the tiles with the sampling windows, then
+   rescales the domain to its exact LR total: no seams, tile masses conserved to within the
+   blending (the evaluation's tile mass error measures it). With `mass_region` R it instead
+   partitions the domain into R x R LR-cell regions matched exactly; a mass function other than
+   the identity then changes level from region to region, which shows as seams.
 4. masking: HR pixels under a NaN target LR cell are NaN (counted); with context='strict' also those
    under a cell that is NaN in any context frame. The mean (precip_mean) gets steps 3-4 as well.
 
@@ -40,6 +44,7 @@ import torch
 from tqdm import tqdm
 
 from hpcsr.coarsen import repeat_blocks
+from hpcsr.factors import MassFunction
 from hpcsr.diffusion import ddim_sample, ddpm_sample, dpmpp_2m_sample
 from hpcsr.mass import SCALES, conserve
 from hpcsr.models.inputs import prepare_lr
@@ -64,7 +69,7 @@ class SampleConfig:
     seed: int = 0  # base seed of the per-(member, time) generators
     mass: str = "image"  # mass-transform scale: image, frame, cell or none
     mass_mode: str = "multiplicative"  # mass-transform mode (see hpcsr.mass)
-    mass_region: int | None = None  # image scale: region side in LR cells (None: the tile side)
+    mass_region: int | None = None  # image scale: exact regions of this side in LR cells (None: blended sampling tiles)
     tile: int | None = None  # HR tile side, multiple of s (None: the recipe's patch)
     overlap: int | None = None  # HR overlap of neighbouring tiles, multiple of s (None: ~1/4 tile)
     window: str = "cosine"  # blending window: cosine (raised cosine ramps) or uniform (plain average)
@@ -140,7 +145,7 @@ class EnsembleSampler:
         ny, nx = seq.shape
         self.layout = TileLayout(self.s, ny, nx, tile, overlap, cfg.window)
         self.blender = Blender(self.layout, self.device)
-        self.region = cfg.mass_region if cfg.mass_region is not None else tile // self.s
+        self.region = cfg.mass_region  # None: the sampling tiles, blended
         schedule = self.model.schedule
         self.steps = schedule.steps if cfg.sampler == "ddpm" else cfg.steps
         if not isinstance(self.steps, int) or not 1 <= self.steps <= schedule.steps:
@@ -238,6 +243,13 @@ class EnsembleSampler:
             return x
         if cfg.mass != "image":
             return conserve(x, lr, s, self.t, fn, cfg.mass, cfg.mass_mode)
+        if self.region is None:
+            out = torch.zeros_like(x)
+            for first, count in self.batches():
+                tiles = conserve(self.tiles_of(x, first, count, hr=True), self.tiles_of(lr, first, count, hr=False),
+                                 s, self.t, fn, "image", cfg.mass_mode)
+                self.blender.blend(tiles, first, out)
+            return conserve(out, lr, s, self.t, MassFunction(), "frame")  # a rescale by ~1: the exact domain total
         out = torch.empty_like(x)
         ny, nx = lr.shape[-2:]
         R = self.region
@@ -271,7 +283,9 @@ class EnsembleSampler:
             "seed_rule": "member m at target block end tau: torch generator seeded from "
                          "numpy SeedSequence(seed, spawn_key=(m, tau seconds since 1970))",
             "mass_scale": cfg.mass, "mass_mode": cfg.mass_mode, "mass_function": fn.label,
-            "mass_region_cells": self.region if cfg.mass == "image" else 0,
+            "mass_region_cells": (self.region or 0) if cfg.mass == "image" else 0,
+            "mass_image_rule": ("sampling tiles, blended, domain total exact" if self.region is None
+                                else "exact partition in regions") if cfg.mass == "image" else "",
             "tile": self.layout.tile, "overlap": self.layout.overlap, "blend_window": cfg.window,
             "tiles_per_frame": len(self.layout), "context_policy": cfg.context,
             "config": asdict(cfg),
