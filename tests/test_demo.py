@@ -83,8 +83,9 @@ def test_progress_reads_the_last_bar_of_an_element_log(tmp_path):
 
 
 def _ensemble_mass_check(ensemble: Path, shard: Path) -> float:
-    """Largest relative difference, over the sampler's mass regions and all members, between the
-    region sums of coarsen(member) and of the shard's LR (cells valid on both sides)."""
+    """Largest relative difference, over the sampler's exact mass regions (the whole domain for the
+    default blended tiles) and all members, between the region sums of coarsen(member) and of the
+    shard's LR (cells valid on both sides)."""
     import xarray as xr
 
     from hpcsr.coarsen import coarsen
@@ -99,6 +100,7 @@ def _ensemble_mass_check(ensemble: Path, shard: Path) -> float:
     valid = np.isfinite(lr)[None] & np.isfinite(blocks)
     worst = 0.0
     ny, nx = lr.shape[-2:]
+    region = region or max(ny, nx)
     for y in range(0, ny, region):
         for x in range(0, nx, region):
             v = valid[..., y:y + region, x:x + region]
