@@ -9,8 +9,9 @@ shard's HR window) where the fraction of radar coverage (the HR store's valid ma
 
 Item numbers map to patches deterministically (`PatchDataset.locate`), so a sampler only has to
 hand out numbers: numbers 0..n-1 of the stream visit the n windows of the split once each in a
-seeded random order (an "epoch"), each at a random corner (both drawn once per epoch). A drawn patch whose HR frames have
-fewer valid pixels than `min_valid` (a partly missing hour) is redrawn, deterministically.
+seeded random order (an "epoch"), each at a random corner (both drawn once per epoch). A drawn
+patch whose HR frames have fewer valid pixels than `min_valid` (a partly missing hour) is redrawn,
+deterministically.
 HDF5 files are opened on first use in each process, so DataLoader workers get their own handles.
 uint16 HR stores are decoded and normalised in one gather through a 65536-entry code table
 (`Normaliser.code_table`); `benchmarks/loader.py` measures the read path.
@@ -28,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from hpcsr.data.normalise import Normaliser
-from hpcsr.data.store import SPLIT_CODES, Shard
+from hpcsr.data.store import SPLIT_CODES, Shard, decode
 
 MAX_REDRAWS = 64  # draws tried per item before giving up on finding enough valid HR pixels
 
@@ -148,24 +149,25 @@ class PatchDataset(Dataset):
             y, x = self.corners[rng.integers(len(self.corners))]
         return int(window), int(y), int(x)
 
-    def read(self, i: int, y: int, x: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw (lr, hr) in mm for target block i at HR corner (y, x)."""
+    def _read_lr_and_raw_hr(self, i: int, y: int, x: int) -> tuple[np.ndarray, np.ndarray]:
+        """LR frames in mm and the stored (encoded) HR values for target block i at HR corner (y, x)."""
         shard, store = self._open()
         s, P = self.pair.s, self.spec.patch
         lr = shard.lr[i - self.spec.context + 1: i + self.spec.future + 1, y // s: (y + P) // s, x // s: (x + P) // s]
-        hr = shard.read_hr_block(store, i, slice(y, y + P), slice(x, x + P))
-        return lr, hr
+        return lr, shard.read_hr_block_raw(store, i, slice(y, y + P), slice(x, x + P))
+
+    def read(self, i: int, y: int, x: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (lr, hr) in mm for target block i at HR corner (y, x)."""
+        lr, raw = self._read_lr_and_raw_hr(i, y, x)
+        return lr, decode(raw, self._store.units_per_mm, self._store.fill_value)
 
     def read_normalised(self, i: int, y: int, x: int) -> tuple[torch.Tensor, torch.Tensor]:
         """`read` then the normaliser: (lr, hr) float32 tensors, NaN missing."""
-        shard, store = self._open()
+        lr, raw = self._read_lr_and_raw_hr(i, y, x)
         if self._hr_table is None:
-            lr, hr = self.read(i, y, x)
-            hr = self.normaliser.forward(hr)
+            hr = self.normaliser.forward(decode(raw, self._store.units_per_mm, self._store.fill_value))
         else:
-            s, P = self.pair.s, self.spec.patch
-            lr = shard.lr[i - self.spec.context + 1: i + self.spec.future + 1, y // s: (y + P) // s, x // s: (x + P) // s]
-            hr = np.take(self._hr_table, shard.read_hr_block_raw(store, i, slice(y, y + P), slice(x, x + P)))
+            hr = np.take(self._hr_table, raw)
         return torch.from_numpy(self.normaliser.forward(lr)), torch.from_numpy(hr)
 
     def __getitem__(self, item: int) -> dict:

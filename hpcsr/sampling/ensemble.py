@@ -44,8 +44,8 @@ import torch
 from tqdm import tqdm
 
 from hpcsr.coarsen import repeat_blocks
-from hpcsr.factors import MassFunction
 from hpcsr.diffusion import ddim_sample, ddpm_sample, dpmpp_2m_sample
+from hpcsr.factors import MassFunction
 from hpcsr.mass import SCALES, conserve
 from hpcsr.models.inputs import prepare_lr
 from hpcsr.models.sr_model import SAMPLERS
@@ -145,7 +145,6 @@ class EnsembleSampler:
         ny, nx = seq.shape
         self.layout = TileLayout(self.s, ny, nx, tile, overlap, cfg.window)
         self.blender = Blender(self.layout, self.device)
-        self.region = cfg.mass_region  # None: the sampling tiles, blended
         schedule = self.model.schedule
         self.steps = schedule.steps if cfg.sampler == "ddpm" else cfg.steps
         if not isinstance(self.steps, int) or not 1 <= self.steps <= schedule.steps:
@@ -243,7 +242,8 @@ class EnsembleSampler:
             return x
         if cfg.mass != "image":
             return conserve(x, lr, s, self.t, fn, cfg.mass, cfg.mass_mode)
-        if self.region is None:
+        R = cfg.mass_region
+        if R is None:
             out = torch.zeros_like(x)
             for first, count in self.batches():
                 tiles = conserve(self.tiles_of(x, first, count, hr=True), self.tiles_of(lr, first, count, hr=False),
@@ -252,7 +252,6 @@ class EnsembleSampler:
             return conserve(out, lr, s, self.t, MassFunction(), "frame")  # a rescale by ~1: the exact domain total
         out = torch.empty_like(x)
         ny, nx = lr.shape[-2:]
-        R = self.region
         for r0 in range(0, ny, R):
             for c0 in range(0, nx, R):
                 ys, xs = slice(r0 * s, min(r0 + R, ny) * s), slice(c0 * s, min(c0 + R, nx) * s)
@@ -283,8 +282,8 @@ class EnsembleSampler:
             "seed_rule": "member m at target block end tau: torch generator seeded from "
                          "numpy SeedSequence(seed, spawn_key=(m, tau seconds since 1970))",
             "mass_scale": cfg.mass, "mass_mode": cfg.mass_mode, "mass_function": fn.label,
-            "mass_region_cells": (self.region or 0) if cfg.mass == "image" else 0,
-            "mass_image_rule": ("sampling tiles, blended, domain total exact" if self.region is None
+            "mass_region_cells": (cfg.mass_region or 0) if cfg.mass == "image" else 0,
+            "mass_image_rule": ("sampling tiles, blended, domain total exact" if cfg.mass_region is None
                                 else "exact partition in regions") if cfg.mass == "image" else "",
             "tile": self.layout.tile, "overlap": self.layout.overlap, "blend_window": cfg.window,
             "tiles_per_frame": len(self.layout), "context_policy": cfg.context,
