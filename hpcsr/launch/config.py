@@ -40,11 +40,14 @@ class ProbeConfig:
     step_s: float = 0.5  # seconds each step sleeps (stands for work)
     lr: float = 0.05  # gradient step size
     checkpoint_every: int = 10  # steps between checkpoints (a signal also checkpoints)
+    hold_at: int = 0  # first attempt only: at this step, wait for the time-limit signal (checks the requeue path; 0: never)
 
     def __post_init__(self):
         for key in ("steps", "checkpoint_every"):
             if getattr(self, key) < 1:
                 raise ValueError(f"launcher.probe.{key}={getattr(self, key)} must be >= 1")
+        if not 0 <= self.hold_at < self.steps:
+            raise ValueError(f"launcher.probe.hold_at={self.hold_at} must be 0 (off) or a step below steps={self.steps}")
         if self.step_s < 0 or self.lr <= 0:
             raise ValueError(f"launcher.probe: step_s={self.step_s} must be >= 0 and lr={self.lr} > 0")
 

@@ -5,7 +5,9 @@ SIGUSR2 before the time limit, restart on exit code 144), keeping the plan's dep
 
 `hpcsr-launch` starts it detached (`python -m hpcsr.launch.local_queue LAUNCH_DIR`) and returns;
 it writes each element's state to LAUNCH_DIR/local_state.json (atomically) for `status` and
-`--wait`, and stops every element on SIGTERM (`hpcsr-launch cancel`).
+`--wait`, and stops every element on SIGTERM (`hpcsr-launch cancel`): each element's whole process
+tree (submitit's controller and its rank processes) gets SIGINT, then SIGKILL after STOP_GRACE_S, and
+the queue exits only once all of them are gone, saying how each ended.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import submitit
 
 from hpcsr.atomic import write_json_atomic
@@ -27,6 +30,7 @@ PLAN_FILE = "local_plan.pkl"  # the arrays to run, written by hpcsr-launch
 STATE_FILE = "local_state.json"  # {"pid": queue pid, "elements": {"L0.mean[0]": {...}}}
 LOG_FILE = "local_queue.log"
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+STOP_GRACE_S = 10.0  # seconds an element's processes get to end on SIGINT before SIGKILL
 
 
 class _Executor(submitit.LocalExecutor):
@@ -118,10 +122,10 @@ class Queue:
         return bool(self.jobs) or any(e["state"] == "PENDING" for e in self.state["elements"].values())
 
     def stop(self, signum=None, frame=None) -> None:
-        """Cancel: stop running elements, mark the pending ones cancelled."""
+        """Cancel: stop running elements (every process of each), mark the pending ones cancelled."""
         self.stopping = True
         for key, job in self.jobs.items():
-            job.cancel()
+            print(f"[local-queue] {key}: {stop_process_tree(int(job.job_id))}", flush=True)
             self.state["elements"][key]["state"] = "CANCELLED"
         for entry in self.state["elements"].values():
             if entry["state"] == "PENDING":
@@ -130,6 +134,57 @@ class Queue:
         write_json_atomic(self.dir / STATE_FILE, self.state)
         print("[local-queue] cancelled", flush=True)
         sys.exit(0)
+
+
+def stop_process_tree(pid: int, grace_s: float = STOP_GRACE_S) -> str:
+    """End a process and all its descendants: SIGINT to each (submitit's controller forwards it to its
+    ranks), SIGKILL to those still alive after grace_s, then wait for all; returns what happened."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return f"process {pid} had already ended"
+    for proc in procs:
+        _send(proc, signal.SIGINT)
+    alive = _wait_gone(procs, grace_s)
+    for proc in alive:
+        _send(proc, signal.SIGKILL)
+    stuck = _wait_gone(alive, grace_s)
+    summary = f"stopped {len(procs)} process(es) {[p.pid for p in procs]}"
+    if alive:
+        summary += f", {len(alive)} of them by SIGKILL after {grace_s:g} s"
+    if stuck:
+        summary += f"; STILL ALIVE after SIGKILL: {[p.pid for p in stuck]}"
+    return summary
+
+
+def _send(proc: psutil.Process, sig: int) -> None:
+    try:
+        proc.send_signal(sig)
+    except psutil.NoSuchProcess:
+        pass
+
+
+def _still_running(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """The processes not yet ended; an ended child of ours is reaped, anyone's zombie counts as ended."""
+    running = []
+    for proc in procs:
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                running.append(proc)
+            elif proc.ppid() == os.getpid():
+                proc.wait(timeout=0)
+        except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+            pass
+    return running
+
+
+def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait up to timeout_s for the processes to end; returns those still running."""
+    deadline = time.monotonic() + timeout_s
+    while (running := _still_running(procs)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return running
 
 
 def main(argv=None) -> int:

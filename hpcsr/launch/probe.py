@@ -5,7 +5,8 @@ It runs gradient descent on a fixed least-squares problem (seeded by the factor 
 every `launcher.probe.step_s` seconds, and behaves like a training stage: rank discovery through
 hpcsr.dist, an atomic JSON checkpoint every `checkpoint_every` steps, SIGUSR2/SIGTERM -> checkpoint
 -> ask for a requeue, resume from the checkpoint, an export of the final iterate (`export.json`,
-the start of a transfer child: train.init_from = the parent's probe folder), and a per-step
+the start of a transfer child: train.init_from = the parent's probe folder), an optional hold at
+one step of the first attempt until the time-limit signal comes (`hold_at`), and a per-step
 progress log (`progress.jsonl`) whose rows after a resume continue the uninterrupted curve exactly
 (`curve()` computes it).
 """
@@ -56,6 +57,14 @@ def folder_of(cfg) -> Path:
     return Path(cfg.run_dir) / "probe"
 
 
+def _hold_for_signal(caught: list, rank: int, step: int) -> None:
+    """Wait until a signal arrives (launcher.probe.hold_at): the time limit's signal always comes, so
+    a site check or a test sees a requeue however fast the steps before it ran."""
+    print(f"[probe] rank {rank}: holding at step {step} until the time-limit signal", flush=True)
+    while not caught:
+        time.sleep(0.05)
+
+
 def run(spec, info) -> dict:
     """Run (or resume) the probe of one element; returns {'requeue': bool, ...}. Every rank runs the
     loop; rank 0 writes the checkpoint and the progress log."""
@@ -96,6 +105,9 @@ def run(spec, info) -> dict:
                     print(f"[probe] rank {info.rank}: {name} at step {step}: checkpointed, asking for a requeue",
                           flush=True)
                     return {"requeue": True, "step": step, "signal": name}
+                if attempt == 0 and step == settings.hold_at > 0:
+                    _hold_for_signal(caught, info.rank, step)
+                    continue
                 time.sleep(settings.step_s)
                 x, loss = _step(x, a, b, settings.lr)
                 log.write(json.dumps({"step": step, "loss": loss, "attempt": attempt,

@@ -215,7 +215,15 @@ def cancel(launch_dir: Path) -> str:
             raise RuntimeError(f"scancel failed: {error}")
         return f"cancelled Slurm jobs {', '.join(sorted({i.split('_')[0] for i in ids})) or '(none)'}"
     pid = record.get("local_queue_pid")
-    if pid and _alive(pid):
-        os.kill(pid, 15)
-        return f"stopped local queue {pid} and its elements"
-    return "the local queue had already ended; nothing to cancel"
+    if not (pid and _alive(pid)):
+        return "the local queue had already ended; nothing to cancel"
+    os.kill(pid, 15)
+    # the queue stops each element's processes (SIGINT, SIGKILL after a grace) before it exits
+    started, limit = time.monotonic(), 6 * local_queue.STOP_GRACE_S
+    while _alive(pid):
+        if time.monotonic() - started > limit:
+            raise RuntimeError(f"local queue {pid} still runs {limit:g} s after SIGTERM: see "
+                               f"{launch_dir / local_queue.LOG_FILE}; end it with `kill -9 {pid}`")
+        time.sleep(0.1)
+    return (f"stopped local queue {pid} and its elements in {time.monotonic() - started:.1f} s "
+            f"(log: {launch_dir / local_queue.LOG_FILE})")
