@@ -110,3 +110,29 @@ def test_impossible_requests_say_what_to_change(shard_path, normaliser):
         PatchDataset(shard_path, PatchSpec(context=12, patch=24), "val", normaliser, seed=0)
     with pytest.raises(ValueError, match="multiple of s=4"):
         PatchDataset(shard_path, PatchSpec(context=2, patch=26), "train", normaliser, seed=0)
+
+
+def test_wet_bias_draws_wetter_patches_from_the_lr_alone(shard_path, normaliser):
+    """wet_bias keeps a patch with probability min(1, max(0.1, LR wet fraction / wet_bias)): the kept
+    patches are wetter than uniform draws, deterministic, and still fully valid."""
+    uniform = PatchDataset(shard_path, SPEC, "train", normaliser, seed=3)
+    biased = PatchDataset(shard_path, SPEC, "train", normaliser, seed=3, wet_bias=0.5)
+    dry = float(normaliser.forward(np.zeros(1, np.float32))[0])
+
+    def wet_fraction(ds, n=40):
+        return np.mean([float((ds[i]["lr"][SPEC.context - 1] > dry + 1e-6).float().mean()) for i in range(n)])
+
+    assert wet_fraction(biased) > wet_fraction(uniform) + 0.05
+    for i in (0, 7, 19):
+        a, b = biased[i], biased[i]
+        assert torch.equal(a["where"], b["where"]) and not torch.isnan(a["hr"]).any()
+    lr = torch.full((SPEC.context, 6, 6), dry)
+    assert biased.keep_probability(lr) == pytest.approx(0.1)
+    lr[SPEC.context - 1, :3] = dry + 1.0  # half of the target frame wet
+    assert biased.keep_probability(lr) == pytest.approx(1.0)
+    lr[SPEC.context - 1, :] = dry
+    lr[SPEC.context - 1, 0, :3] = dry + 1.0  # 3 of 36 cells wet
+    assert biased.keep_probability(lr) == pytest.approx((3 / 36) / 0.5)
+    assert uniform.keep_probability(lr) == 1.0
+    with pytest.raises(ValueError, match="wet_bias=1.5 must be in"):
+        PatchDataset(shard_path, SPEC, "train", normaliser, seed=3, wet_bias=1.5)

@@ -256,3 +256,40 @@ def test_bad_inputs_name_the_values():
         model.sample(lr, 0)
     with pytest.raises(ValueError, match="steps=2000 must be an integer in 1..1000"):
         model.sample(lr, 1, steps=2000)
+
+
+def test_residual_std_is_measured_carried_and_scales_the_diffusion():
+    """measure_residual_std sets the buffer to the std of hr - mean over all batches (as if pooled);
+    the state dict carries it; the v target and the samples use residual / (std * residual_scale)."""
+    model = randomise(build_model(TINY, recipe(10, 1)))
+    lr, hr = batch(model, 20, B=3)
+    hr = 0.2 * hr
+    with torch.no_grad():
+        expected = float((hr - model.predict_mean(lr)).std())
+    assert model.measure_residual_std([(lr[:2], hr[:2]), (lr[2:], hr[2:])]) == pytest.approx(expected, rel=1e-5)
+    copy = build_model(dataclasses.replace(TINY, residual_scale=2.0), recipe(10, 1))
+    copy.load_state_dict(model.state_dict(), strict=True)
+    assert float(copy.residual_std) == pytest.approx(expected, rel=1e-6)
+    assert float(copy.residual_unit) == pytest.approx(2 * expected, rel=1e-6)
+
+    mean = torch.zeros_like(hr)
+    replay = torch.Generator().manual_seed(0)
+    steps = torch.randint(0, copy.schedule.steps, (3,), generator=replay)
+    eps = torch.randn(hr.shape, generator=replay)
+    a, sigma = copy.schedule.coefficients(steps, 4)
+    unit = hr / (2 * expected)
+
+    class Oracle(torch.nn.Module):
+        def encode(self, *args):
+            return None
+
+        def forward(self, noisy, n, cond):
+            torch.testing.assert_close(noisy, a * unit + sigma * eps)
+            return a * eps - sigma * unit
+
+    copy.denoiser = Oracle()
+    assert float(copy.diffusion_loss(lr, hr, mean, generator=torch.Generator().manual_seed(0))) < 1e-10
+    # a flat residual (no variation) keeps the unit std instead of dividing by zero
+    with torch.no_grad():
+        flat = model.predict_mean(lr)
+    assert model.measure_residual_std([(lr, flat)]) == 1.0

@@ -18,6 +18,7 @@ class DataConfig:
     future_context: int = 0  # LR frames after the super-resolved one also given (0: causal, as the author)
     val_patches: int = 64  # fixed validation patches (items 0..n-1 of the val split's own seeded stream)
     prefetch_factor: int = 2  # micro-batches each DataLoader worker reads ahead (with num_workers > 0)
+    wet_bias: float = 0.0  # draw wet patches more often: keep prob. min(1, max(0.1, LR wet fraction / this)); 0: uniform
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -30,5 +31,7 @@ class DataConfig:
             raise ValueError(f"data.future_context={self.future_context} must be >= 0")
         if self.val_patches < 0:
             raise ValueError(f"data.val_patches={self.val_patches} must be >= 0 (0: no validation)")
+        if not 0.0 <= self.wet_bias <= 1.0:
+            raise ValueError(f"data.wet_bias={self.wet_bias} must be in [0, 1] (0: uniform patch draws)")
         if self.prefetch_factor < 1:
             raise ValueError(f"data.prefetch_factor={self.prefetch_factor} must be >= 1")

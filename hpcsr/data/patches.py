@@ -11,7 +11,10 @@ Item numbers map to patches deterministically (`PatchDataset.locate`), so a samp
 hand out numbers: numbers 0..n-1 of the stream visit the n windows of the split once each in a
 seeded random order (an "epoch"), each at a random corner (both drawn once per epoch). A drawn
 patch whose HR frames have fewer valid pixels than `min_valid` (a partly missing hour) is redrawn,
-deterministically.
+deterministically. With `wet_bias` > 0 a patch is also redrawn, at random but deterministically, with
+a probability that falls with the wet fraction of its target LR frame (`keep_probability`): with
+85-95 % dry pixels, most uniformly drawn patches teach nothing; selecting on the LR input alone
+keeps p(hr | lr) unchanged, so no importance weights are needed.
 HDF5 files are opened on first use in each process, so DataLoader workers get their own handles.
 uint16 HR stores are decoded and normalised in one gather through a 65536-entry code table
 (`Normaliser.code_table`); `benchmarks/loader.py` measures the read path.
@@ -32,6 +35,8 @@ from hpcsr.data.normalise import Normaliser
 from hpcsr.data.store import SPLIT_CODES, Shard, decode
 
 MAX_REDRAWS = 64  # draws tried per item before giving up on finding enough valid HR pixels
+WET_FLOOR = 0.1  # wet_bias: the smallest keep probability (dry patches still teach that dry stays dry)
+DRY_MM = 0.0  # wet_bias: an LR value above this many mm counts as wet
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,10 @@ class PatchDataset(Dataset):
     """
 
     def __init__(self, shard_path, spec: PatchSpec, split: str, normaliser: Normaliser, seed: int,
-                 min_valid: float = 1.0, stream: str | None = None):
+                 min_valid: float = 1.0, stream: str | None = None, wet_bias: float = 0.0):
+        if not 0.0 <= wet_bias <= 1.0:
+            raise ValueError(f"wet_bias={wet_bias} must be in [0, 1] (0: off; the LR wet fraction of a fully kept patch)")
+        self.wet_bias = float(wet_bias)
         self.shard_path = Path(shard_path)
         self.spec, self.split, self.normaliser, self.seed = spec, split, normaliser, int(seed)
         self.min_valid = float(min_valid)
@@ -109,6 +117,7 @@ class PatchDataset(Dataset):
                              f"{self.min_valid}: lower data.min_valid or factor.patch")
         store.close()
         shard.close()
+        self._z_dry = float(normaliser.forward(np.full(1, DRY_MM, np.float32))[0]) + 1e-6
         self._shard = self._store = self._hr_table = None
 
     def __len__(self) -> int:
@@ -170,17 +179,33 @@ class PatchDataset(Dataset):
             hr = np.take(self._hr_table, raw)
         return torch.from_numpy(self.normaliser.forward(lr)), torch.from_numpy(hr)
 
+    def keep_probability(self, lr: torch.Tensor) -> float:
+        """With wet_bias w > 0: the probability of keeping a drawn patch, min(1, max(WET_FLOOR, f / w))
+        with f the wet fraction of its target LR frame. It depends on the LR input only, so p(hr | lr),
+        what the networks learn, is unchanged: the draw only spends more steps where it rains."""
+        if self.wet_bias <= 0:
+            return 1.0
+        target = lr[self.spec.context - 1]
+        wet = float((target > self._z_dry).float().mean())
+        return min(1.0, max(WET_FLOOR, wet / self.wet_bias))
+
     def __getitem__(self, item: int) -> dict:
         item = int(item)
+        found = None
         for attempt in range(MAX_REDRAWS):
             i, y, x = self.locate(item, attempt)
             lr, hr = self.read_normalised(i, y, x)
-            if 1.0 - np.count_nonzero(np.isnan(hr.numpy())) / hr.numel() >= self.min_valid - 1e-9:
+            if 1.0 - np.count_nonzero(np.isnan(hr.numpy())) / hr.numel() < self.min_valid - 1e-9:
+                continue
+            found = (i, y, x, lr, hr)
+            keep = self.keep_probability(lr)
+            if keep >= 1.0 or np.random.default_rng([self.seed, self.stream, 2, item, attempt]).random() < keep:
                 break
-        else:
+        if found is None:
             raise RuntimeError(f"item {item} of split {self.split!r} ({self.shard_path}): {MAX_REDRAWS} draws found no patch "
                                f"with a valid HR fraction >= {self.min_valid}; the split is mostly missing data: "
                                "lower data.min_valid or check the data")
+        i, y, x, lr, hr = found  # the last valid draw when none was kept (a dry split under wet_bias)
         return {"lr": lr, "hr": hr, "where": torch.from_numpy(np.array([i, y, x], np.int64))}
 
     def close(self) -> None:

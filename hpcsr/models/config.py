@@ -22,7 +22,7 @@ class ModelConfig:
     upsample: typing.Literal["bicubic", "bilinear", "nearest"] = "bicubic"  # LR -> HR grid interpolation
     schedule: typing.Literal["linear", "cosine", "sigmoid"] = "linear"  # beta schedule (cosine ignores beta_end)
     diffusion_steps: int = 1000  # steps of the forward noising chain
-    residual_scale: float = 1.0  # residual (hr - mean) is divided by this before diffusion
+    residual_scale: float = 1.0  # extra factor on the measured residual std: the diffusion runs on (hr - mean) / (std * this)
 
     def __post_init__(self):
         self.widths = tuple(self.widths)

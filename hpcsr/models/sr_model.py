@@ -4,6 +4,8 @@ with the training losses and the sampler entry point. All tensors are in normali
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -42,6 +44,11 @@ class SRModel(nn.Module):
         self.mean_net = MeanNet(cfg)
         self.denoiser = Denoiser(cfg)
         self.schedule = NoiseSchedule(cfg.schedule, cfg.diffusion_steps, recipe.beta_start, recipe.beta_end)
+        # standard deviation of the residual hr - mean on training patches (normalised units), measured
+        # when a diffusion stage starts (`measure_residual_std`): the diffusion runs on residual /
+        # (residual_std * cfg.residual_scale), unit variance as the noise schedule assumes (CorrDiff).
+        # A buffer, so checkpoints and exports carry it.
+        self.register_buffer("residual_std", torch.ones((), dtype=torch.float32))
 
     def _prepare(self, lr, static):
         check_lr(lr, self.frames, self.future_context)
@@ -53,20 +60,41 @@ class SRModel(nn.Module):
         lr_up, lr_valid = self._prepare(lr, static)
         return self.mean_net(lr_up, lr_valid, static, self.t, self.target)
 
+    @property
+    def residual_unit(self) -> torch.Tensor:
+        """What one unit of the diffused residual is in normalised units (float32 scalar)."""
+        return self.residual_std.float() * self.cfg.residual_scale
+
+    @torch.no_grad()
+    def measure_residual_std(self, batches, static=None) -> float:
+        """Set `residual_std` to the standard deviation of hr - mean over the valid entries of the
+        (lr, hr) training batches (the mean network's prediction); returns it. Kept at 1 when they
+        hold fewer than two valid entries or no variation."""
+        total = torch.zeros(3, dtype=torch.float64)  # count, sum, sum of squares
+        for lr, hr in batches:
+            check_hr_like("hr", hr, lr, self.s, self.t)
+            residual = (hr.float() - self.predict_mean(lr, static).float())[torch.isfinite(hr)].double()
+            total += torch.stack([torch.tensor(float(residual.numel()), dtype=torch.float64), residual.sum(),
+                                  residual.pow(2).sum()])
+        n, sum_, sq = total.tolist()
+        value = math.sqrt(max(sq - sum_ * sum_ / n, 0.0) / (n - 1)) if n > 1 else 0.0
+        self.residual_std.fill_(value if math.isfinite(value) and value > 1e-6 else 1.0)
+        return float(self.residual_std)
+
     def mean_loss(self, lr, hr, static=None) -> torch.Tensor:
         """MSE of the mean against hr (B, t, Y, X), NaN in hr left out."""
         check_hr_like("hr", hr, lr, self.s, self.t)
         return masked_mse(self.predict_mean(lr, static), hr, torch.isfinite(hr))
 
     def diffusion_loss(self, lr, hr, mean, generator=None, static=None) -> torch.Tensor:
-        """v-prediction MSE on the residual (hr - mean) / residual_scale at a uniform random step.
+        """v-prediction MSE on the residual (hr - mean) / residual_unit at a uniform random step.
         `mean` is a constant here (detached): the mean network learns from `mean_loss` only."""
         check_hr_like("hr", hr, lr, self.s, self.t)
         check_hr_like("mean", mean, lr, self.s, self.t)
         lr_up, lr_valid = self._prepare(lr, static)
         mean = mean.detach().float()
         valid = torch.isfinite(hr)
-        residual = torch.where(valid, hr.float() - mean, torch.zeros((), device=hr.device)) / self.cfg.residual_scale
+        residual = torch.where(valid, hr.float() - mean, torch.zeros((), device=hr.device)) / self.residual_unit
         B = hr.shape[0]
         steps = torch.randint(0, self.schedule.steps, (B,), generator=generator, device=hr.device)
         eps = torch.randn(residual.shape, generator=generator, device=hr.device, dtype=torch.float32)
@@ -107,7 +135,7 @@ class SRModel(nn.Module):
             residual = dpmpp_2m_sample(predict_v, self.schedule, shape, steps, generator, lr.device)
         else:
             residual = ddim_sample(predict_v, self.schedule, shape, steps, eta, generator, lr.device)
-        return mean[:, None] + self.cfg.residual_scale * residual.view(B, members, t, Y, X)
+        return mean[:, None] + self.residual_unit * residual.view(B, members, t, Y, X)
 
 
 def build_model(cfg: ModelConfig, recipe: Recipe, future_context: int = 0) -> SRModel:

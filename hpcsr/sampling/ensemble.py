@@ -11,7 +11,7 @@ the input are all-NaN, and NaN cells are masked by the networks (never propagate
    with the same windows (as CorrDiff's patch-based sampling). The domain is one consistent field
    at every step: no seams and no drop of ensemble spread in the overlaps, which independent
    tiles averaged afterwards would give.
-3. output = relu(denormalised(mean + residual_scale * residual)), then the mass transform
+3. output = relu(denormalised(mean + residual_unit * residual)), then the mass transform
    (hpcsr.mass.conserve with the recipe's mass function) over the full domain at the chosen scale:
    'cell' each s x s x t block (exact per LR cell), 'frame' the whole domain of the target block,
    'image' the author's patch scale, 'none' skips it. 'cell' and 'frame' match masses exactly
@@ -223,7 +223,7 @@ class EnsembleSampler:
             r = dpmpp_2m_sample(predict_v, model.schedule, shape, self.steps, generator, self.device)
         else:
             r = ddim_sample(predict_v, model.schedule, shape, self.steps, cfg.eta, generator, self.device)
-        return model.cfg.residual_scale * r[0]
+        return model.residual_unit * r[0]
 
     # ------------------------------------------------------------------ physical output
 

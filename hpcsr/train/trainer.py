@@ -79,6 +79,7 @@ class TrainState:
 
 
 TRAIN_NOISE, VAL_NOISE = 0, 1  # noise streams
+RESIDUAL_PATCHES = 64  # training patches over which a diffusion stage measures the residual's std
 
 
 def noise_generator(seed: int, stream: int, step: int, rank: int, micro: int) -> torch.Generator:
@@ -184,8 +185,12 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.model = build_model(cfg.model, self.recipe, cfg.data.future_context)
+        self.train_data = PatchDataset(shard_path, self.spec, "train", self.normaliser, cfg.seed, cfg.data.min_valid,
+                                       "train", cfg.data.wet_bias)
         if self.resumed_from is None:
             self.initialise_weights()
+            if "denoiser" in TRAINED[self.stage]:
+                self.measure_residual_std(shard_path)
         if cfg.deepspeed.activation_checkpointing:
             from hpcsr.train.activation import enable_activation_checkpointing
 
@@ -209,10 +214,10 @@ class Trainer:
         log.info("stage %s ready at step %d on %d rank(s): ZeRO %d, %s, %d trainable parameters",
                  self.stage, self.step, self.world, cfg.deepspeed.zero_stage, cfg.deepspeed.precision,
                  sum(p.numel() for p in objective.parameters() if p.requires_grad))
-        self.train_data = PatchDataset(shard_path, self.spec, "train", self.normaliser, cfg.seed, cfg.data.min_valid, "train")
         self.val_data = None
         if cfg.data.val_patches and cfg.train.val_every:
-            self.val_data = PatchDataset(shard_path, self.spec, "val", self.normaliser, cfg.seed, cfg.data.min_valid, "val")
+            self.val_data = PatchDataset(shard_path, self.spec, "val", self.normaliser, cfg.seed, cfg.data.min_valid, "val",
+                                         cfg.data.wet_bias)
         if self.rank == 0:
             self.metrics = MetricsLog(self.stage_dir / "logs", resume_step=self.step)
             resumed = str(self.resumed_from.path) if self.resumed_from else None
@@ -257,6 +262,26 @@ class Trainer:
             loaded = exports.load_weights(self.model, mean_export.state_dict, str(mean_export.path), ("mean_net.",))
             self.state.lineage += exports.inherited_lineage(mean_export, "mean_from")
             log.info("frozen mean network: %d tensors from %s", loaded, mean_export.path)
+
+    def measure_residual_std(self, shard_path: Path) -> None:
+        """Before the engine exists (whole weights on every rank): the residual's standard deviation
+        over RESIDUAL_PATCHES training patches of their own stream, the same on every rank; the
+        denoiser then learns a unit-variance residual whatever the pair and the data."""
+        cfg = self.cfg
+        data = PatchDataset(shard_path, self.spec, "train", self.normaliser, cfg.seed, cfg.data.min_valid,
+                            "residual_std", cfg.data.wet_bias)
+        b = cfg.data.batch_size
+
+        def batches():
+            for start in range(0, RESIDUAL_PATCHES, b):
+                items = [data[i] for i in range(start, min(start + b, RESIDUAL_PATCHES))]
+                yield torch.stack([x["lr"] for x in items]), torch.stack([x["hr"] for x in items])
+
+        self.model.eval()
+        value = self.model.measure_residual_std(batches())
+        self.model.train()
+        data.close()
+        log.info("residual std over %d training patches: %.4g (normalised units)", RESIDUAL_PATCHES, value)
 
     def resume(self, universal: bool) -> None:
         info = self.resumed_from
