@@ -190,3 +190,15 @@ def test_cli_reads_tiling_interval_and_mass_claim_from_the_ensemble(tmp_path):
     assert main(["--truth", str(tmp_path / "hr.nc"), "--ensemble", str(tmp_path / "ens.nc"), "--out",
                  str(tmp_path / "out2"), "--scales", "1", "--baselines", "", "--quiet", "--wet-mm", "0.3"]) == 0
     assert json.loads((tmp_path / "out2" / "metrics.json").read_text())["settings"]["wet_rule"] == "given"
+
+
+def test_criterion_check_and_ratio():
+    from hpcsr.evaluate.criteria import check, ratio
+
+    assert check(0.6, high=0.6) == {"value": 0.6, "target": "<= 0.6", "met": True}
+    assert check(1.0, high=1, strict=True) == {"value": 1.0, "target": "< 1", "met": False}
+    assert check(0.79, low=0.8, high=1.2) == {"value": 0.79, "target": "0.8 .. 1.2", "met": False}
+    assert check(None, low=0.5)["met"] is False and check(float("inf"), low=0.5)["value"] is None
+    assert ratio(1.0, 4.0) == 0.25 and ratio(1.0, 0.0) is None and ratio(None, 2.0) is None
+    with pytest.raises(ValueError, match="bound"):
+        check(1.0)
