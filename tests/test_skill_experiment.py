@@ -1,7 +1,8 @@
 """benchmarks/skill_experiment.py --quick end to end on the real radar files: preprocessing of the
-BoM (training) and MeteoSwiss (evaluation) days, both training stages of two pairs, sampling,
+BoM (training) and MeteoSwiss (evaluation) days, both training stages of three pairs, sampling,
 evaluation and the result files. Seconds of training cannot show skill, so only the shape of the
 result is checked: every number is there and finite, and the reports with their figures exist.
+The criteria are checked on a hand-made metrics dict.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import skill_experiment  # noqa: E402
+
 DATA = REPO.parent / "shared" / "data"
 FILES = ("bom_c10_20201031.nc", "mch_aqc_20160711.nc")
 NUMBERS = ("ensemble_crps", "ensemble_rmse", "ensemble_mae", "spread_skill", "mean_rmse", "mean_mae", "bicubic_rmse",
@@ -23,6 +27,39 @@ NUMBERS = ("ensemble_crps", "ensemble_rmse", "ensemble_mae", "spread_skill", "me
            "untrained_mean_rmse", "untrained_mean_mae")
 VERDICTS = ("crps_beats_bicubic_mae", "mean_rmse_beats_bicubic", "crps_beats_bicubic_cell_mass_mae",
             "mean_rmse_beats_bicubic_cell_mass")
+CRITERIA = {"crps_to_bicubic_mae", "spread_skill", "rank_lowest_to_flat", "rank_highest_to_flat", "rank_end_balance",
+            "mean_rmse_to_bicubic", "mean_rmse_to_bicubic_cell_mass", "mean_rmse_to_untrained", "spectral_ratio_min",
+            "spectral_ratio_max", "wet_fraction_ratio", "ensemble_seam_ratio", "mean_seam_ratio",
+            "mass_error_claimed_scale"}
+
+
+def test_criteria_on_hand_made_metrics():
+    metrics = {
+        "forecasts": {
+            "ensemble": {"crps": 0.05, "rmse": 0.09, "spread_skill_ratio": 1.0, "rank_histogram": [12, 10, 10, 10, 10, 8],
+                         "spectral_ratio": {"min": 0.7, "max": 1.6}, "wet_fraction_ratio": 1.1, "seam_ratio": 1.05,
+                         "tile_seam_ratio": 1.0, "mass": {"cell_relative": 3e-7}},
+            "bicubic": {"mae": 0.1, "rmse": 0.1},
+            "mean": {"rmse": 0.08, "seam_ratio": 1.2, "tile_seam_ratio": None}},
+        "mass_claim": {"scale": "cell", "relative_error": 3e-7, "note": ""},
+        "undefined": {},
+    }
+    c = skill_experiment.criteria(metrics, bicubic_cell_mass_rmse=0.09, untrained_mean_rmse=0.07)
+    assert set(c) == CRITERIA | {"ensemble_tile_seam_ratio", "mean_tile_seam_ratio"}
+    assert c["crps_to_bicubic_mae"] == {"group": 1, "value": pytest.approx(0.5), "target": "<= 0.6", "met": True}
+    # rank ends 12 and 8 of a mean 10: 1.2 and 0.8 x flat, 1.5 x each other (at the limit)
+    assert c["rank_lowest_to_flat"]["value"] == pytest.approx(1.2) and c["rank_end_balance"]["met"]
+    assert c["mean_rmse_to_bicubic"]["met"] and c["mean_rmse_to_bicubic_cell_mass"]["met"]
+    assert not c["mean_rmse_to_untrained"]["met"] and c["mean_rmse_to_untrained"]["target"] == "< 1"
+    assert c["spectral_ratio_min"]["met"] and not c["spectral_ratio_max"]["met"]
+    assert c["wet_fraction_ratio"]["target"] == "0.85 .. 1.15" and c["wet_fraction_ratio"]["met"]
+    assert c["ensemble_seam_ratio"]["met"] and not c["mean_seam_ratio"]["met"]
+    assert c["mean_tile_seam_ratio"] == {"group": 5, "value": None, "target": "<= 1.1", "met": False}
+    assert c["mass_error_claimed_scale"]["met"] and "cell-scale error 3e-07" in c["mass_error_claimed_scale"]["note"]
+    tables = skill_experiment.criteria_tables([{"pair": "s4_t1", "criteria": c}])
+    assert tables.count("### ") == 6
+    assert "| s4_t1 | crps_to_bicubic_mae | 0.5 | <= 0.6 | met |" in tables
+    assert "| s4_t1 | spectral_ratio_max | 1.6 | <= 1.5 | NOT met |" in tables
 
 
 @pytest.mark.slow
@@ -38,12 +75,14 @@ def test_quick_run_writes_finite_scores_and_reports(tmp_path):
     result = json.loads(out.read_text())
     assert result["benchmark"] == "skill_experiment" and result["quick"] is True
     rows = result["meta"]["pairs"]
-    assert [r["pair"] for r in rows] == ["s4_t1", "s4_t2"]
+    assert [r["pair"] for r in rows] == ["s4_t1", "s4_t2", "s8_t2"]
     for r in rows:
         for key in NUMBERS:
             assert math.isfinite(r[key]) and r[key] >= 0, (r["pair"], key, r[key])
         for key in VERDICTS:
             assert isinstance(r[key], bool), (r["pair"], key)
+        assert CRITERIA <= set(r["criteria"]) and isinstance(r["all_met"], bool)
+        assert all(isinstance(c["met"], bool) and c["target"] for c in r["criteria"].values())
         assert len(r["rank_histogram"]) == result["meta"]["settings"]["members"] + 1
         assert sum(r["rank_histogram"]) > 0 and r["rank_histogram_shape"]
         folder = out.with_suffix("") / r["pair"]
@@ -53,4 +92,5 @@ def test_quick_run_writes_finite_scores_and_reports(tmp_path):
         assert r["references"]["bicubic"]["rmse"] == pytest.approx(r["bicubic_rmse"], rel=1e-4)
     assert len(result["figures"]) == 2 * len(rows)
     assert all(math.isfinite(f["value"]) and math.isfinite(f["baseline"]["value"]) for f in result["figures"])
-    assert "| s4_t2 |" in out.with_suffix(".md").read_text()
+    md = out.with_suffix(".md").read_text()
+    assert "| s8_t2 |" in md and "### 6. " in md

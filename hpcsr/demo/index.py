@@ -1,7 +1,8 @@
 """The main job's index report: one page (report/index.html and index.md) that says what ran and
 links each pair's evaluation report and the factor-grid report, with a table of the key scores
-against the baselines, the training curves (validation loss against step, transferred pair
-included) and the time each launched element took (from the launch's done markers)."""
+against the baselines, the demo's criteria per pair (met / not met) with the fields' credibility
+scores beside them, the training curves (validation loss against step, transferred pair included)
+and the time each launched element took (from the launch's done markers)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import os
 from pathlib import Path
 
 from hpcsr.atomic import AtomicPath, write_json_atomic, write_text_atomic
+from hpcsr.evaluate.criteria import check, ratio
 
 # (column, forecast, metric) of the score table; lower is better for each
 SCORES = (("CRPS ens", "ensemble", "crps"), ("RMSE ens mean", "ensemble", "rmse"), ("RMSE mean net", "mean", "rmse"),
           ("RMSE bicubic", "bicubic", "rmse"), ("MAE bicubic", "bicubic", "mae"))
+SPREAD_SKILL = (0.7, 1.3)  # the demo's calibration criterion: spread/skill range
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -70,6 +73,40 @@ def plot_curves(path: Path, pairs: list[dict]) -> Path:
     return path
 
 
+def demo_criteria(metrics: dict) -> dict:
+    """The demo's criteria of one pair from its metrics.json: {name: {'value', 'target', 'met'}}, the
+    value a ratio of two scores (below 1: better than bicubic) or the spread/skill ratio."""
+    f = metrics.get("forecasts", {})
+    ens, bic, mean = (f.get(name, {}) for name in ("ensemble", "bicubic", "mean"))
+    return {"ensemble CRPS / bicubic MAE": check(ratio(ens.get("crps"), bic.get("mae")), high=1, strict=True),
+            "ensemble-mean RMSE / bicubic RMSE": check(ratio(ens.get("rmse"), bic.get("rmse")), high=1),
+            "mean-network RMSE / bicubic RMSE": check(ratio(mean.get("rmse"), bic.get("rmse")), high=1, strict=True),
+            "spread/skill": check(ens.get("spread_skill_ratio"), low=SPREAD_SKILL[0], high=SPREAD_SKILL[1])}
+
+
+def credibility(metrics: dict) -> list[str]:
+    """The ensemble's wet fraction ratio, spectral ratio range and seam ratio (truth's in brackets), as text."""
+    ens = metrics.get("forecasts", {}).get("ensemble", {})
+    spectral = ens.get("spectral_ratio") or {}
+    band = f"{_fmt(spectral.get('min'), 3)} .. {_fmt(spectral.get('max'), 3)}" if spectral else "-"
+    truth_seam = metrics.get("truth", {}).get("seam_ratio")
+    return [_fmt(ens.get("wet_fraction_ratio"), 3), band, f"{_fmt(ens.get('seam_ratio'), 3)} ({_fmt(truth_seam, 3)})"]
+
+
+def criteria_table(pairs: list[dict]) -> tuple:
+    """('table', header, rows): per pair each criterion's value and met / NOT met, then the credibility scores."""
+    targets = demo_criteria({})  # names and targets (no values)
+    header = ["pair"] + [f"{name} ({c['target']})" for name, c in targets.items()] + \
+             ["all met", "wet fraction / truth", "spectral ratio (2 px .. LR cell)", "seam ratio (truth)"]
+    rows = []
+    for p in pairs:
+        metrics = p.get("metrics") or {}
+        checks = demo_criteria(metrics)
+        cells = [f"{_fmt(c['value'], 3)} {'met' if c['met'] else 'NOT met'}" for c in checks.values()]
+        rows.append([p["name"], *cells, "yes" if all(c["met"] for c in checks.values()) else "NO", *credibility(metrics)])
+    return ("table", header, rows)
+
+
 def blocks(summary: dict) -> list:
     """The page as (kind, ...) blocks, rendered to markdown and HTML below."""
     pairs = summary["pairs"]
@@ -93,6 +130,11 @@ def blocks(summary: dict) -> list:
                      *scores, _fmt(ens.get("spread_skill_ratio"), 3), _fmt(ens.get("mass", {}).get("tile_relative"), 2),
                      ("link", p["report"], "report")])
     out += [("h", 2, "Scores on the test split (lower is better; mm per HR step)"), ("table", head, rows),
+            ("h", 2, "Demo criteria per pair"), criteria_table(pairs),
+            ("p", "Criteria: ratios below 1 beat bicubic (+ linear in time). For information: the members' wet "
+                  "fraction over the truth's, their power over the truth's at wavelengths from 2 HR px to the LR "
+                  "cell (min .. max), and the seam ratio (mean |neighbour difference| across LR-cell edges over "
+                  "inside cells; the truth's in brackets)."),
             ("p", "Each pair's report has the full metrics (fair CRPS, spread-skill, rank histogram, spectra and LSD, "
                   "quantile errors, FSS, mass errors) with the LR / truth / members / mean panels. The mass error is "
                   "at the scale the sampler's mass transform conserves (its regions)."),

@@ -69,9 +69,7 @@ def evaluate_pair(ensemble: Path, hr_store: Path, out_dir: Path, progress: bool 
     if metrics.is_file() and _newer(out_dir / "report.html", ensemble):  # the report is written last
         return json.loads(metrics.read_text())
     truth = write_truth(ensemble, hr_store, out_dir / "truth.nc")
-    with xr.open_dataset(ensemble) as ens, xr.open_dataset(truth) as tru:
-        region, s = int(ens.attrs.get("mass_region_cells", 0)), int(ens.attrs.get("factor_s", 1))
-        lr_shape = (ens.sizes["y"] // s, ens.sizes["x"] // s)
+    with xr.open_dataset(truth) as tru:
         wettest = float(tru["precip"].max())
     # FSS thresholds the truth reaches (a short test period of a small domain may have no 5 mm hour;
     # with no event on either side the FSS is undefined)
@@ -79,8 +77,6 @@ def evaluate_pair(ensemble: Path, hr_store: Path, out_dir: Path, progress: bool 
     args = ["--truth", str(truth), "--ensemble", str(ensemble), "--out", str(out_dir),
             "--baselines", "nearest,bicubic,mean", "--scales", "1,5,15",
             "--thresholds", ",".join(f"{q:g}" for q in thresholds)]
-    if region > 0 and all(n % region == 0 for n in lr_shape):
-        args += ["--tile-cells", str(region)]  # the regions the sampler's mass transform conserved
     if not progress:
         args.append("--quiet")
     evaluate_cli(build_parser().parse_args(args))

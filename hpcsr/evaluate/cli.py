@@ -6,6 +6,11 @@
 Writes DIR/metrics.json, DIR/metrics.csv, DIR/report.md, DIR/report.html and the figures. Without
 --lr the LR is the perfect-model coarsening of the truth. With --pairs, the metrics of other pairs
 (their metrics.json) are shown with this one over the (s, t) grid. Exit code 2 on bad input.
+
+From the ensemble file's attributes (as `hpcsr sample` writes them): the HR step for the default wet
+threshold (0.1 mm/h over the step), the sampling tiles for the tile seam ratio, and the mass scale
+the ensemble claims, whose error metrics.json reports as 'mass_claim' (image-scale regions also set
+the default --tile-cells).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import sys
 from pathlib import Path
 
 from hpcsr.evaluate.evaluation import DEFAULT_QUANTILES, DEFAULT_SCALES, DEFAULT_THRESHOLDS, evaluate, perfect_model_lr
-from hpcsr.evaluate.inputs import MEAN_VARIABLE, load_inputs
+from hpcsr.evaluate.inputs import MEAN_VARIABLE, load_inputs, sampling_tiles
+from hpcsr.evaluate.mass_error import claimed_error, claimed_scale
 from hpcsr.evaluate.report import json_safe, showcase_frames, write_report
 
 
@@ -47,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thresholds", type=_numbers(float), default=DEFAULT_THRESHOLDS, help="FSS thresholds, mm per HR step")
     p.add_argument("--scales", type=_numbers(int), default=DEFAULT_SCALES, help="FSS neighbourhood sizes, odd HR pixels")
     p.add_argument("--quantiles", type=_numbers(float), default=DEFAULT_QUANTILES, help="quantile levels for errors")
-    p.add_argument("--tile-cells", type=int, help="tile side in LR cells for the tile mass error (default: whole frame)")
+    p.add_argument("--tile-cells", type=int, help="tile side in LR cells for the tile mass error (default: the "
+                   "ensemble's mass regions when it records them and they divide the LR grid, else the whole frame)")
+    p.add_argument("--wet-mm", type=float, help="wet threshold in mm per HR step (default: 0.1 mm/h over the HR step "
+                   "of the ensemble's interval_minutes or time axis, else over 10 min)")
     p.add_argument("--time-chunk", type=int, help="HR steps read per chunk (default: about 8M ensemble values)")
     p.add_argument("--seed", type=int, default=0, help="seed of the rank-histogram tie breaking")
     p.add_argument("--window", choices=("hann", "none"), default="hann", help="taper before the power spectrum")
@@ -88,12 +97,18 @@ def run(args: argparse.Namespace) -> dict:
     inputs = load_inputs(args.truth, args.ensemble, args.lr, args.mean, args.s, args.t, args.variable, args.mean_variable)
     baselines = tuple(args.baselines)
     lr = inputs.lr if inputs.lr is not None else perfect_model_lr(inputs.truth, inputs.s, inputs.t)
+    claim = claimed_scale(inputs.attrs)
+    tile_cells = args.tile_cells
+    if tile_cells is None and claim and claim["tile_cells"] and all(n % claim["tile_cells"] == 0 for n in lr.shape[1:]):
+        tile_cells = claim["tile_cells"]  # the regions the sampler's mass transform conserved
     result = evaluate(inputs.truth, inputs.ensemble, lr, inputs.s, inputs.t, baselines=baselines, mean=inputs.mean,
                       thresholds=args.thresholds, scales=args.scales, quantile_levels=args.quantiles,
-                      tile_cells=args.tile_cells, time_chunk=args.time_chunk, seed=args.seed,
+                      tile_cells=tile_cells, time_chunk=args.time_chunk, seed=args.seed,
                       spectrum_window=None if args.window == "none" else "hann", pixel_size_km=inputs.pixel_size_km,
+                      wet_mm=args.wet_mm, interval_minutes=inputs.interval_minutes, tiles=sampling_tiles(inputs.attrs),
                       progress=not args.quiet)
     result["sources"] = inputs.sources
+    result["mass_claim"] = claimed_error(claim, tile_cells, result["forecasts"]["ensemble"]["mass"])
     if inputs.lr is None:
         result["lr_source"] = "perfect model: coarsen(truth, s, t)"
     step = result["showcase_step"]

@@ -8,6 +8,10 @@ forecast (every member) are finite, and the counts are reported.
 Array layout: truth (T, Y, X) and ensemble (members, T, Y, X) in mm per HR step; lr (T/t, Y/s, X/s)
 in mm per HR step (block means, as `hpcsr.coarsen.coarsen` makes them); `mean` (T, Y, X) the mean
 network's prediction. Thresholds are in mm per HR step, FSS scales in HR pixels (odd).
+
+Credibility of the fields (hpcsr.evaluate.structure, spectra): the wet fraction and its ratio to the
+truth's, the seam ratios at LR-cell edges (and at the sampler's tile edges when the tiling is
+given), and the spectral ratio to the truth over wavelengths of 2 .. s HR pixels.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from hpcsr.evaluate.metrics import (
     MIN_MEMBERS_FOR_CRPS, crps_ensemble, ensemble_variance, observation_rank, rank_histogram, spread_skill_ratio,
 )
 from hpcsr.evaluate.quantiles import UpperTail
-from hpcsr.evaluate.spectra import log_spectral_distance, radial_power_spectrum
+from hpcsr.evaluate.spectra import log_spectral_distance, radial_power_spectrum, spectral_ratio
+from hpcsr.evaluate.structure import FieldStructure, tile_edge_pairs
 from hpcsr.factors import FactorPair
 
 log = logging.getLogger(__name__)
@@ -37,13 +42,16 @@ DEFAULT_SCALES = (1, 5, 15, 45)  # HR pixels, odd
 DEFAULT_QUANTILES = (0.99, 0.999, 0.9999)
 QQ_LEVELS = tuple(1.0 - 10.0 ** -np.linspace(1.0, 4.0, 13))  # 0.9 .. 0.9999 for the QQ plot
 CHUNK_VALUES = 2**23  # ensemble values read per chunk when time_chunk is not given
+WET_MM_PER_HOUR = 0.1  # wet threshold as a rate; per HR step it is 0.1 * interval_minutes / 60 mm
+ASSUMED_INTERVAL_MINUTES = 10  # HR step assumed for the wet threshold when the data do not say
 
 
 class _ForecastScores:
     """Running sums of every score of one forecast (an ensemble, or a baseline as 1 member)."""
 
-    def __init__(self, members, capacity, thresholds, scales, lowest_level, s, t, tile_cells):
+    def __init__(self, members, capacity, thresholds, scales, lowest_level, s, t, tile_cells, structure, tile_edges):
         self.members, self.s, self.t, self.tile_cells = members, s, t, tile_cells
+        self.structure, self.tile_edges = structure, tile_edges
         self.thresholds, self.scales = thresholds, scales
         self.n_truth = self.n_valid = 0
         self.sq = self.abs = self.crps = self.crps_standard = self.variance = 0.0
@@ -65,6 +73,7 @@ class _ForecastScores:
         self.mass.add(mass_error_sums(forecast, lr, self.s, self.t, self.tile_cells))
         if not valid.any():
             return
+        self.structure.add(forecast, valid)
         y = truth[valid].astype(np.float64)
         x = forecast[:, valid].astype(np.float64)
         error = x.mean(axis=0) - y
@@ -124,6 +133,7 @@ class _ForecastScores:
         # FSS above 0.5 + f_o / 2 is "useful" (Roberts and Lean 2008), f_o the observed base rate
         out["fss_useful"] = {f"{q:g}": (0.5 + self.events[q] / n / 2) if n else nan for q in self.thresholds}
         out["mass"] = self.mass.scores()
+        out.update(self.structure.scores(self.s, self.tile_edges))
         return out
 
 
@@ -166,6 +176,23 @@ def _check_inputs(truth, ensemble, lr, mean, s, t, baselines, thresholds, scales
     return pair
 
 
+def wet_threshold(wet_mm: float | None, interval_minutes: float | None) -> tuple[float, str]:
+    """The wet threshold in mm per HR step and the rule that chose it: `wet_mm` when given, else
+    WET_MM_PER_HOUR accumulated over the HR step (interval_minutes / 60 h), else over an assumed
+    ASSUMED_INTERVAL_MINUTES step (0.1 / 6 mm)."""
+    if wet_mm is not None:
+        if not (np.isfinite(wet_mm) and wet_mm >= 0):
+            raise ValueError(f"wet threshold wet_mm={wet_mm!r} must be a finite amount >= 0 mm per HR step")
+        return float(wet_mm), "given"
+    if interval_minutes is None:
+        minutes, note = ASSUMED_INTERVAL_MINUTES, ", step length unknown: assumed"
+    elif np.isfinite(interval_minutes) and interval_minutes > 0:
+        minutes, note = interval_minutes, ""
+    else:
+        raise ValueError(f"interval_minutes={interval_minutes!r} must be the HR step in minutes (> 0), or None")
+    return WET_MM_PER_HOUR * minutes / 60.0, f"{WET_MM_PER_HOUR:g} mm/h over {minutes:g}-min HR steps{note}"
+
+
 def perfect_model_lr(truth, s: int, t: int, chunk: int = 240):
     """coarsen(truth, s, t) read `chunk` HR steps (a multiple of t) at a time."""
     chunk = max(t, chunk // t * t)
@@ -173,10 +200,27 @@ def perfect_model_lr(truth, s: int, t: int, chunk: int = 240):
                            for a in range(0, truth.shape[0], chunk)])
 
 
+def _undefined(s, forecasts, spectra, tiles, tile_edges) -> dict:
+    """{score: why it is None} for the credibility scores a pair or a grid cannot have."""
+    out = {}
+    if s == 1:
+        out["seam_ratio"] = "s = 1: every neighbour pair crosses an LR-cell edge, no pair lies inside a cell"
+    if spectra is None:
+        out["spectral_ratio"] = "no power spectra (see the warnings)"
+    elif s == 1:
+        out["spectral_ratio"] = "s = 1: no wavelength lies between 2 HR pixels and the LR cell (1 pixel)"
+    elif forecasts["ensemble"]["spectral_ratio"] is None:
+        out["spectral_ratio"] = f"no spectral ring of this grid has a wavelength between 2 and s = {s} HR pixels"
+    if tiles is not None and tile_edges is None:
+        out["tile_seam_ratio"] = "the sampler covered the domain with one tile: no tile edge inside it"
+    return out
+
+
 def evaluate(truth, ensemble, lr=None, s: int = 1, t: int = 1, *, baselines=("nearest", "bicubic"), mean=None,
              thresholds=DEFAULT_THRESHOLDS, scales=DEFAULT_SCALES, quantile_levels=DEFAULT_QUANTILES,
              tile_cells: int | None = None, time_chunk: int | None = None, seed: int = 0,
-             spectrum_window: str | None = "hann", pixel_size_km: float | None = None, progress: bool = True) -> dict:
+             spectrum_window: str | None = "hann", pixel_size_km: float | None = None, wet_mm: float | None = None,
+             interval_minutes: float | None = None, tiles: tuple[int, int] | None = None, progress: bool = True) -> dict:
     """Score `ensemble` and the named `baselines` against `truth`; returns a JSON-ready dict (NaN for undefined).
 
     truth (T, Y, X), ensemble (members, T, Y, X), lr (T/t, Y/s, X/s) or None for the perfect-model LR
@@ -185,14 +229,20 @@ def evaluate(truth, ensemble, lr=None, s: int = 1, t: int = 1, *, baselines=("ne
     for the tile-scale mass error (None: whole frame). `time_chunk`: HR steps per chunk (rounded
     down to whole LR blocks). `seed`: rank-histogram tie breaking (reproducible for a given seed and
     chunking). Fewer than 10 members: a UserWarning and the flag 'fewer_than_10_members'.
+    `wet_mm`: wet threshold in mm per HR step (None: 0.1 mm/h over `interval_minutes`, the HR step,
+    10 min when that is None too; see `wet_threshold`). `tiles`: (tile side, overlap) in HR pixels
+    of the sampler's tiling, for the tile seam ratio (None: not scored). Scores that a pair cannot
+    have (seam and spectral ratios at s = 1) are None, with the reason under 'undefined'.
     """
     baselines = tuple(baselines) + (("mean",) if mean is not None and "mean" not in baselines else ())
     thresholds, scales = tuple(float(q) for q in thresholds), tuple(int(n) for n in scales)
     quantile_levels = tuple(float(q) for q in quantile_levels)
     pair = _check_inputs(truth, ensemble, lr, mean, s, t, baselines, thresholds, scales, quantile_levels, tile_cells,
                          time_chunk)
+    wet, wet_rule = wet_threshold(wet_mm, interval_minutes)
     members = ensemble.shape[0]
     T, Y, X = truth.shape
+    tile_edges = tile_edge_pairs((Y, X), s, *tiles) if tiles is not None else None
     chunk = time_chunk or max(1, CHUNK_VALUES // (members * Y * X))
     chunk = min(max(t, chunk // t * t), T)
     warn = []
@@ -205,8 +255,10 @@ def evaluate(truth, ensemble, lr=None, s: int = 1, t: int = 1, *, baselines=("ne
     lr = np.asarray(lr, dtype=np.float32)
     lowest = min(min(quantile_levels), min(QQ_LEVELS))
     forecast_members = {"ensemble": members, **{b: 1 for b in baselines}}
-    scores = {name: _ForecastScores(m, T * Y * X, thresholds, scales, lowest, s, t, tile_cells)
+    scores = {name: _ForecastScores(m, T * Y * X, thresholds, scales, lowest, s, t, tile_cells,
+                                    FieldStructure((Y, X), wet), tile_edges)
               for name, m in forecast_members.items()}
+    truth_structure = FieldStructure((Y, X), wet)
     spectra_ok = min(Y, X) >= 4
     if not spectra_ok:
         warn.append(f"grid {Y} x {X} is below 4 x 4: no power spectra")
@@ -233,6 +285,7 @@ def evaluate(truth, ensemble, lr=None, s: int = 1, t: int = 1, *, baselines=("ne
         scored = np.isfinite(y)
         for x in fields.values():
             scored &= np.isfinite(x).all(axis=0)
+        truth_structure.add(y[None], scored)
         for name, x in fields.items():
             scores[name].update(y, x, lr_chunk, rng, scored)
         if spectra_ok:
@@ -249,6 +302,10 @@ def evaluate(truth, ensemble, lr=None, s: int = 1, t: int = 1, *, baselines=("ne
                     _, p = radial_power_spectrum(np.where(missing, 0.0, x)[:, usable], spectrum_window)
                     spectrum_sums[name] = spectrum_sums[name] + p.mean(axis=0).sum(axis=0)
     forecasts = {name: sc.result(quantile_levels) for name, sc in scores.items()}
+    truth_scores = truth_structure.scores(s, tile_edges)
+    truth_wet = truth_scores["wet_fraction"]
+    for res in forecasts.values():
+        res["wet_fraction_ratio"] = res["wet_fraction"] / truth_wet if truth_wet > 0 else float("nan")
     spectra = None
     if spectrum_frames:
         spectra = {"k_cycles_per_pixel": wavenumber.tolist(), "window": spectrum_window,
@@ -256,6 +313,8 @@ def evaluate(truth, ensemble, lr=None, s: int = 1, t: int = 1, *, baselines=("ne
                    "power": {name: (v / spectrum_frames).tolist() for name, v in spectrum_sums.items()}}
         for name in forecasts:
             forecasts[name]["lsd_db"] = log_spectral_distance(spectra["power"]["truth"], spectra["power"][name])
+            forecasts[name]["spectral_ratio"] = spectral_ratio(wavenumber, spectra["power"]["truth"],
+                                                               spectra["power"][name], s)
     else:
         warn.append("no frame had valid data for a power spectrum")
     for message in warn:
@@ -271,10 +330,14 @@ def evaluate(truth, ensemble, lr=None, s: int = 1, t: int = 1, *, baselines=("ne
                    "lr_values": int(lr.size), "lr_missing": int(np.isnan(lr).sum())},
         "settings": {"thresholds_mm_per_step": list(thresholds), "fss_scales_px": list(scales),
                      "quantile_levels": list(quantile_levels), "tile_cells": tile_cells, "seed": seed,
-                     "time_chunk": chunk, "pixel_size_km": pixel_size_km,
+                     "time_chunk": chunk, "pixel_size_km": pixel_size_km, "wet_mm_per_step": wet, "wet_rule": wet_rule,
+                     "spectral_band_px": [2, s],
+                     "sampling_tiles": None if tiles is None else {"tile_px": tiles[0], "overlap_px": tiles[1]},
                      "baseline_timing": "LR block mean placed at its block centre j*t+(t-1)/2; HR step i at i"},
         "showcase_step": int(np.argmax(step_totals)),
         "warnings": warn,
+        "truth": truth_scores,
         "forecasts": forecasts,
+        "undefined": _undefined(s, forecasts, spectra, tiles, tile_edges),
         "spectra": spectra,
     }

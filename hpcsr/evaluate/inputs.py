@@ -9,7 +9,9 @@ step's time), like the shards. Values in mm per HR step, NaN missing. Variables 
 When the files carry coordinates, the truth, LR and mean are selected at the ensemble's times and
 cells (truth and ensemble may cover different periods or domains); without coordinates the shapes
 must already match. The factor pair comes from the caller, else the ensemble's `factor_pair`
-attribute ('s10_t3'), else from the LR grid and time step relative to the ensemble's.
+attribute ('s10_t3'), else from the LR grid and time step relative to the ensemble's. The HR step
+length (for the wet threshold) is the ensemble's `interval_minutes` attribute, else its time spacing;
+the sampler's tiling (for the tile seam ratio) its `tile` and `overlap` attributes.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class Inputs:
     s: int
     t: int
     pixel_size_km: float | None
+    interval_minutes: float | None  # HR step length, None: unknown
+    attrs: dict = field(default_factory=dict)  # the ensemble file's global attributes
     sources: dict = field(default_factory=dict)  # what was read from where, for the report
 
 
@@ -145,6 +149,26 @@ def pixel_size_km(ensemble: xr.DataArray, attrs: dict) -> float | None:
     return None
 
 
+def interval_minutes(ensemble: xr.DataArray, attrs: dict) -> float | None:
+    """HR step in minutes: the file's or the variable's interval_minutes attribute, else the spacing
+    of a datetime time coordinate; None when neither says."""
+    for source in (attrs, ensemble.attrs):
+        if "interval_minutes" in source:
+            return float(source["interval_minutes"])
+    step = _spacing(ensemble, "time")
+    if isinstance(step, np.timedelta64):
+        return float(step / np.timedelta64(1, "m"))
+    return None
+
+
+def sampling_tiles(attrs: dict) -> tuple[int, int] | None:
+    """(tile side, overlap) in HR pixels of the sampler's tiling, from the attributes `hpcsr sample`
+    writes (tile, overlap); None for an ensemble that does not record them."""
+    if "tile" in attrs and "overlap" in attrs:
+        return int(attrs["tile"]), int(attrs["overlap"])
+    return None
+
+
 def load_inputs(truth_path, ensemble_path, lr_path=None, mean_path=None, s: int | None = None, t: int | None = None,
                 variable: str = "precip", mean_variable: str = MEAN_VARIABLE) -> Inputs:
     """Open and line up the evaluation's files (lazily); see the module docstring for the layout."""
@@ -166,4 +190,5 @@ def load_inputs(truth_path, ensemble_path, lr_path=None, mean_path=None, s: int 
         if has_mean:
             mean = align_like(_open(ensemble_path, mean_variable, ("time", "y", "x"), "mean")[0], ensemble, "mean")
             sources["mean"] = f"{ensemble_path}:{mean_variable}"
-    return Inputs(truth, ensemble, lr, mean, pair.s, pair.t, pixel_size_km(ensemble, attrs), sources)
+    return Inputs(truth, ensemble, lr, mean, pair.s, pair.t, pixel_size_km(ensemble, attrs),
+                  interval_minutes(ensemble, attrs), attrs, sources)

@@ -8,6 +8,9 @@ truth in a perfect-model setting) has zero error by construction. Values are mm 
 - tile scale: blocks of `tile_cells` x `tile_cells` LR cells (the whole frame when None) summed per
   LR step, i.e. the mass a tile-level ('image') conservation transform enforces.
 Cells where the LR value or any of the block's HR values is missing are left out of both sides.
+
+The scale an ensemble claims to conserve is in its attributes (`mass_scale`, `mass_region_cells`,
+as `hpcsr sample` writes them); `claimed_scale` names the score that measures it.
 """
 
 from __future__ import annotations
@@ -69,3 +72,35 @@ def mass_error_sums(forecast: np.ndarray, lr: np.ndarray, s: int, t: int, tile_c
         lr_total=float(np.where(valid, lr, 0.0).sum()),
         cells=int(valid.sum()),
     )
+
+
+def claimed_scale(attrs: dict) -> dict | None:
+    """What the ensemble's mass transform claims to conserve, from its attributes: {'scale' (words),
+    'score' (the key of `MassSums.scores()` that measures it), 'tile_cells' (the tile side in LR cells
+    that score needs, None: the whole frame)}; None when it claims nothing ('none' or no attribute)."""
+    scale = attrs.get("mass_scale")
+    if scale == "cell":
+        return {"scale": "cell", "score": "cell_relative", "tile_cells": None}
+    if scale == "frame":
+        return {"scale": "frame", "score": "tile_relative", "tile_cells": None}
+    if scale == "image":
+        region = int(attrs.get("mass_region_cells", 0)) or None
+        words = f"image: regions of {region} x {region} LR cells" if region else "image: domain total"
+        return {"scale": words, "score": "tile_relative", "tile_cells": region}
+    return None
+
+
+def claimed_error(claim: dict | None, tile_cells: int | None, scores: dict) -> dict:
+    """The relative mass error at the claimed scale, from `scores` (`MassSums.scores()` of an
+    evaluation with tiles of `tile_cells`): {'scale', 'score', 'relative_error', 'note'}; the error
+    is None when nothing is claimed or the evaluation's tiles are not the claimed ones."""
+    if claim is None:
+        return {"scale": "none", "score": None, "relative_error": None,
+                "note": "the ensemble claims no mass conservation (mass_scale 'none' or absent)"}
+    out = {"scale": claim["scale"], "score": claim["score"], "relative_error": scores[claim["score"]], "note": ""}
+    if claim["score"] == "tile_relative" and claim["tile_cells"] != tile_cells:
+        out["relative_error"] = None
+        scored = f"tiles of {tile_cells} x {tile_cells} LR cells" if tile_cells else "the whole frame"
+        fix = f"--tile-cells {claim['tile_cells']} (it must divide the LR grid)" if claim["tile_cells"] else "no --tile-cells"
+        out["note"] = f"the mass error was scored over {scored}, the claim is {claim['scale']}: evaluate with {fix}"
+    return out

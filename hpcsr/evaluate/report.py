@@ -25,6 +25,15 @@ SUMMARY_COLUMNS = (
     ("spread_skill_ratio", "spread/skill"), ("lsd_db", "LSD (dB)"), ("mass.cell_relative", "mass err. cell"),
     ("mass.tile_relative", "mass err. tile"), ("flags", "flags"),
 )
+CREDIBILITY_TEXT = (
+    "Wet fraction: #(x > w) / #points over the scored points (members pooled), w = {wet:.4g} mm per HR step "
+    "({rule}); wet / truth: forecast over truth, 1 is right, above 1 drizzle. Spectral ratio: P_forecast(k) / "
+    "P_truth(k) (members: their mean spectrum) at every wavelength 1/k from 2 HR px to the LR cell (s px); "
+    "below 1 too smooth, above 1 too noisy. Seam ratio: mean |x[i+1] - x[i]| over neighbour pairs across "
+    "LR-cell edges (pixels s*k - 1, s*k) / the same mean over pairs inside cells, rows and columns pooled; "
+    "the truth's value is the natural reference, above it the LR grid shows. Tile seam ratio: the same "
+    "across the sampler's tile edges / across the other LR-cell edges. Mass err. cell: |coarsen(x) - LR| "
+    "summed over cells / LR mass.")
 
 
 def json_safe(value):
@@ -52,8 +61,11 @@ def flat_rows(result: dict) -> list[dict]:
     for name, res in result["forecasts"].items():
         row = {"pair": result["pair"]["name"], "s": result["pair"]["s"], "t": result["pair"]["t"], "forecast": name}
         for key in ("members", "n_truth_valid", "n_valid", "n_forecast_missing", "rmse", "mae", "crps",
-                    "crps_standard", "spread", "spread_skill_ratio", "lsd_db"):
+                    "crps_standard", "spread", "spread_skill_ratio", "lsd_db", "wet_fraction", "wet_fraction_ratio",
+                    "seam_ratio", "tile_seam_ratio"):
             row[key] = res.get(key)
+        for key in ("min", "max"):
+            row[f"spectral_ratio_{key}"] = (res.get("spectral_ratio") or {}).get(key)
         for key, value in res["mass"].items():
             row[f"mass_{key}"] = value
         for level, q in res["quantiles"].items():
@@ -138,6 +150,30 @@ def make_figures(out_dir, result: dict, frames: dict | None, grid_results: list[
     return figures
 
 
+def credibility_blocks(result: dict) -> list:
+    """The credibility table (wet fraction, spectral, seam and tile seam ratios, cell mass error) with
+    the truth as reference, why any score is undefined, and the mass error at the claimed scale."""
+    settings, fc, s = result["settings"], result["forecasts"], result["pair"]["s"]
+    tiles = "tile_seam_ratio" in result["truth"]
+    header = ["field", "wet fraction", "wet / truth", f"spectral ratio min (2..{s} px)", "spectral ratio max",
+              "seam ratio"] + (["tile seam ratio"] if tiles else []) + ["mass err. cell"]
+
+    def row(name, res, wet_ratio, spectral, mass):
+        return ([name, _fmt(res["wet_fraction"]), _fmt(wet_ratio), _fmt(spectral.get("min")), _fmt(spectral.get("max")),
+                 _fmt(res["seam_ratio"])] + ([_fmt(res["tile_seam_ratio"])] if tiles else []) + [_fmt(mass)])
+
+    rows = [row("truth", result["truth"], 1.0, {}, None)]
+    rows += [row(name, res, res["wet_fraction_ratio"], res.get("spectral_ratio") or {}, res["mass"]["cell_relative"])
+             for name, res in fc.items()]
+    notes = [f"{key} undefined: {why}" for key, why in result.get("undefined", {}).items()]
+    claim = result.get("mass_claim")
+    if claim:
+        notes.append(f"mass claimed by the ensemble: {claim['scale']}; relative error there "
+                     f"{_fmt(claim['relative_error'])}{'; ' + claim['note'] if claim['note'] else ''}")
+    text = CREDIBILITY_TEXT.format(wet=settings["wet_mm_per_step"], rule=settings["wet_rule"])
+    return [("h", 2, "Credibility of the fields"), ("p", text), ("table", header, rows)] + ([("ul", notes)] if notes else [])
+
+
 def report_blocks(result: dict | None, figures: dict, grid_results: list[dict] | None = None, inputs: dict | None = None) -> list:
     """The report as blocks: ('h', level, text), ('p', text), ('ul', items), ('table', header, rows), ('img', file, caption)."""
     blocks = []
@@ -164,6 +200,7 @@ def report_blocks(result: dict | None, figures: dict, grid_results: list[dict] |
         header = ["forecast"] + [label for _, label in SUMMARY_COLUMNS]
         rows = [[name] + [_fmt(_get(res, key)) for key, _ in SUMMARY_COLUMNS] for name, res in fc.items()]
         blocks.append(("table", header, rows))
+        blocks += credibility_blocks(result)
         blocks.append(("h", 2, "Quantile errors (forecast - truth, mm per HR step)"))
         levels = list(next(iter(fc.values()))["quantiles"])
         header = ["forecast"] + [f"q{lv} truth" for lv in levels[:1]] + [f"q{lv} error" for lv in levels]

@@ -1,4 +1,5 @@
-"""Radially averaged power spectrum of 2-D fields and the log-spectral distance between spectra.
+"""Radially averaged power spectrum of 2-D fields, the log-spectral distance between spectra and
+their ratio over the super-resolved band.
 
 Wavenumbers are physical frequencies in cycles per pixel, so non-square fields are handled: the
 frequency of FFT bin (ky, kx) is |f| = sqrt((ky/Y)^2 + (kx/X)^2). Rings have width
@@ -68,3 +69,21 @@ def log_spectral_distance(reference: np.ndarray, other: np.ndarray) -> float:
         return float("nan")
     ratio_db = 10.0 * np.log10(other[usable] / reference[usable])
     return float(np.sqrt(np.mean(ratio_db**2)))
+
+
+def spectral_ratio(k: np.ndarray, reference: np.ndarray, other: np.ndarray, s: int) -> dict | None:
+    """P_other(k) / P_reference(k) at every ring whose wavelength 1/k lies between 2 HR pixels and
+    the LR cell (s pixels), inclusive: the scales the super-resolution must create. Returns
+    {'wavelengths_px', 'ratio' (NaN where P_reference is 0), 'min', 'max'}, or None when no ring lies
+    in the band (s = 1, or a grid too small to resolve s pixels)."""
+    k, reference, other = (np.asarray(v, dtype=np.float64) for v in (k, reference, other))
+    wavelength = 1.0 / k
+    band = (wavelength >= 2.0 - 1e-9) & (wavelength <= s + 1e-9)
+    if not band.any():
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(reference[band] > 0, other[band] / reference[band], np.nan)
+    usable = np.isfinite(ratio)
+    return {"wavelengths_px": wavelength[band].tolist(), "ratio": ratio.tolist(),
+            "min": float(ratio[usable].min()) if usable.any() else float("nan"),
+            "max": float(ratio[usable].max()) if usable.any() else float("nan")}
