@@ -173,7 +173,6 @@ def write_crop(store_path: Path, out: Path, side: int) -> dict:
 def train_overrides(pair: str, a, data: Path, run_dir: Path) -> list[str]:
     s, t = pair.split("x")
     return ["model=tiny", f"model.widths=[{a.widths}]", f"factor.s={s}", f"factor.t={t}", f"factor.patch={a.patch}",
-            "factor.mass_power=1.0", "factor.mass_offset=0.0",  # identity mass function (see the docstring)
             f"data.future_context={1 if int(t) > 1 else 0}", f"data_dir={data}", f"run_dir={run_dir}",
             f"seed={a.seed}", f"data.batch_size={a.batch}", f"data.val_patches={a.val_patches}", f"train.lr={a.lr}",
             f"train.warmup_steps={a.warmup}", f"train.val_every={a.val_every}", f"train.log_every={a.val_every}",
@@ -210,7 +209,7 @@ def references(crop: Path, pair: str, export: Path) -> dict:
     bicubic = torch.from_numpy(bicubic_linear(lr.numpy(), s, t))
     norm = load_export(export).normaliser
     untrained = torch.relu(norm.inverse(upsample_space(norm.forward(lr), s, "bicubic"))).repeat_interleave(t, dim=0)
-    sqrt_fn, identity = recipe(s, t).mass, MassFunction(1.0, 0.0)
+    sqrt_fn, identity = recipe(s, t, "author").mass, MassFunction(1.0, 0.0)
 
     def per_block(x, fn, scale):
         return torch.cat([conserve(x[n * t:(n + 1) * t], lr[n:n + 1], s, t, fn, scale) for n in range(len(lr))])
@@ -374,7 +373,7 @@ def one_pair(pair: str, a, data: Path, crop: Path, work: Path, results: Path) ->
         log(f"{name}: sampling {a.members} members of the {a.crop} x {a.crop} crop")
         step("sample", [sys.executable, "-m", "hpcsr.cli", "sample", "--export", str(run_dir / "diffusion"), "--hr", str(crop),
                         "--coarsen", "--members", str(a.members), "--sampler", "dpmpp2m", "--steps", str(a.sampler_steps),
-                        "--tile", str(a.crop), "--mass", "cell", "--out", str(ensemble), "--quiet"])
+                        "--tile", str(a.crop), "--out", str(ensemble), "--quiet"])
     report = work / "evaluation" / name
     with xr.open_dataset(crop) as ds:
         wettest = float(ds["precip"].max())

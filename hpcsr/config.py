@@ -19,7 +19,8 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpcsr.factors import FactorPair, MassFunction, Recipe, recipe
+from hpcsr.factors import MASS_PRESETS, FactorPair, MassFunction, Recipe, recipe
+from hpcsr.mass import SCALES
 
 
 class ConfigError(ValueError):
@@ -37,6 +38,8 @@ class FactorConfig:
     mass_power: typing.Optional[float] = None  # p in f(x) = min(max(x^p - c, 0), cap) (None: recipe)
     mass_offset: typing.Optional[float] = None  # c in f (None: recipe)
     mass_cap: typing.Optional[float] = None  # cap in f (None: recipe, no cap)
+    mass_scale: typing.Optional[str] = None  # where sampling matches the LR mass: cell, frame, image (None: recipe)
+    mass_preset: str = "measured"  # recipe mass transform: measured (identity per LR cell) or author (sqrt/identity-c over the tile)
     patch: typing.Optional[int] = None  # HR patch side, a multiple of s (None: recipe)
 
     def __post_init__(self):
@@ -48,6 +51,10 @@ class FactorConfig:
             raise ConfigError(f"factor.context={self.context} must be in 1..48 LR frames")
         if self.beta_end is not None and not 1e-4 < self.beta_end < 1:
             raise ConfigError(f"factor.beta_end={self.beta_end} must be in (1e-4, 1)")
+        if self.mass_preset not in MASS_PRESETS:
+            raise ConfigError(f"factor.mass_preset={self.mass_preset!r} must be one of {', '.join(MASS_PRESETS)}")
+        if self.mass_scale is not None and self.mass_scale not in SCALES:
+            raise ConfigError(f"factor.mass_scale={self.mass_scale!r} must be one of {', '.join(SCALES)} (or null: recipe)")
         if self.patch is not None and (self.patch <= 0 or self.patch % self.s):
             raise ConfigError(f"factor.patch={self.patch} must be a positive multiple of s={self.s}")
 
@@ -56,7 +63,7 @@ class FactorConfig:
         return FactorPair(self.s, self.t)
 
     def recipe(self) -> Recipe:
-        base = recipe(self.s, self.t)
+        base = recipe(self.s, self.t, self.mass_preset)
         mass = MassFunction(
             base.mass.power if self.mass_power is None else self.mass_power,
             base.mass.offset if self.mass_offset is None else self.mass_offset,
@@ -68,6 +75,7 @@ class FactorConfig:
             beta_end=base.beta_end if self.beta_end is None else self.beta_end,
             patch=base.patch if self.patch is None else self.patch,
             mass=mass,
+            mass_scale=base.mass_scale if self.mass_scale is None else self.mass_scale,
         )
 
 

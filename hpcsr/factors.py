@@ -1,7 +1,9 @@
 """Factor pairs (spatial s, temporal t) and the scale-adaptive recipe: the three settings that change
 with the factor (context length L, noise amplitude beta_end, mass function f) plus the patch size.
 
-`recipe(s, t)` is the only place these rules live; configs, transfer and launch all call it.
+`recipe(s, t)` is the only place these rules live; configs, transfer and launch all call it. The
+mass transform defaults to the measured choice (identity per LR cell); the author's is the preset
+'author'.
 The four pairs published with the method (arXiv 2604.21903, author's run names) are reproduced
 exactly; every other pair follows the rules documented on each helper below.
 """
@@ -82,6 +84,7 @@ class Recipe:
     mass: MassFunction
     patch: int  # HR patch side, divisible by s
     published: bool  # True for the four pairs taken from the author's runs
+    mass_scale: str = "cell"  # where the sampler matches the LR mass: cell, frame, image (see hpcsr.mass)
 
     @property
     def horizon_hours(self) -> int:
@@ -119,9 +122,18 @@ def beta_end_rule(s: int, t: int) -> float:
     return round(min(max(value, 0.01), 0.04), 3)
 
 
+# The mass transform a user gets, chosen by measurement (DESIGN.md section 8, closing notes of issues 8
+# and 13): the identity f(x) = x matched per LR cell. The author's sqrt over the whole tile flattens
+# peaks and spreads rain into dry areas (it multiplied bicubic's RMSE by 3.2 at (4,1) and 11 at (2,1)
+# on real radar); per cell, a dry LR cell stays exactly dry (no drizzle) and every cell's mass is exact.
+MEASURED_MASS, MEASURED_MASS_SCALE = MassFunction(1.0, 0.0), "cell"
+MASS_PRESETS = ("measured", "author")
+
+
 def mass_rule(s: int, t: int) -> MassFunction:
-    """sqrt with c = 0.01 while s*s*t <= 100 (both published small pairs); identity above, with c
-    growing in log(s*s*t) from 0.02 at 300 to 0.04 at 3750 (the published large pairs), clipped."""
+    """The author's mass function off the published pairs (preset 'author'): sqrt with c = 0.01 while
+    s*s*t <= 100 (both published small pairs); identity above, with c growing in log(s*s*t) from 0.02
+    at 300 to 0.04 at 3750 (the published large pairs), clipped."""
     volume = s * s * t
     if volume <= 100:
         return MassFunction(power=0.5, offset=0.01)
@@ -134,11 +146,19 @@ def patch_rule(s: int) -> int:
     return s * math.ceil(100 / s)
 
 
-def recipe(s: int, t: int) -> Recipe:
+def recipe(s: int, t: int, mass_preset: str = "measured") -> Recipe:
     """The settings for factor pair (s, t): published values where the author trained the pair,
-    the rules above elsewhere. Configs may override any field."""
+    the rules above elsewhere. The mass transform: 'measured' (default) the identity per LR cell,
+    'author' the author's function (published or `mass_rule`) over the whole tile ('image').
+    Configs may override any field."""
+    if mass_preset not in MASS_PRESETS:
+        raise ValueError(f"mass preset {mass_preset!r} unknown: use one of {', '.join(MASS_PRESETS)}")
     pair = FactorPair(s, t)
     if (s, t) in _PUBLISHED:
         L, beta_end, power, offset = _PUBLISHED[(s, t)]
-        return Recipe(pair, L, BETA_START, beta_end, MassFunction(power, offset), patch_rule(s), True)
-    return Recipe(pair, context_length(t), BETA_START, beta_end_rule(s, t), mass_rule(s, t), patch_rule(s), False)
+        author, published = MassFunction(power, offset), True
+    else:
+        L, beta_end, author, published = context_length(t), beta_end_rule(s, t), mass_rule(s, t), False
+    if mass_preset == "author":
+        return Recipe(pair, L, BETA_START, beta_end, author, patch_rule(s), published, "image")
+    return Recipe(pair, L, BETA_START, beta_end, MEASURED_MASS, patch_rule(s), published, MEASURED_MASS_SCALE)

@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=50, help="sampler steps for ddim / dpmpp2m (default 50)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise, 0 deterministic .. 1 ancestral (default 0)")
     p.add_argument("--seed", type=int, default=0, help="base seed; each (member, time) gets its own stream (default 0)")
-    p.add_argument("--mass", choices=MASS_SCALES, default="image",
-                   help="mass-conservation scale: image (the author's patch scale, see --mass-region), frame (whole domain), cell, none")
+    p.add_argument("--mass", choices=MASS_SCALES, default=None,
+                   help="mass-conservation scale: cell (each LR cell, exact), frame (whole domain), image (the author's patch "
+                        "scale, see --mass-region), none (default: the export's recipe, cell unless trained otherwise)")
     p.add_argument("--mass-mode", choices=MODES, default="multiplicative", help="mass-transform mode (default multiplicative)")
     p.add_argument("--mass-region", type=int, help="image scale: match masses exactly in regions of this side in LR cells "
                         "(default: each sampling tile, blended, then the exact domain total; no seams)")

@@ -62,3 +62,14 @@ def test_unknown_group_option_is_clear():
 def test_hash_is_stable_and_sensitive():
     a, b, c = compose(), compose(), compose(["train.steps=7"])
     assert a.hash() == b.hash() != c.hash()
+
+
+def test_mass_preset_and_scale_reach_the_recipe():
+    author = compose(["factor.s=2", "factor.t=1", "factor.mass_preset=author"]).factor.recipe()
+    assert (author.mass.power, author.mass_scale) == (0.5, "image")
+    framed = compose(["factor.s=2", "factor.t=1", "factor.mass_scale=frame"]).factor.recipe()
+    assert (framed.mass.power, framed.mass.offset, framed.mass_scale) == (1.0, 0.0, "frame")
+    with pytest.raises(ConfigError, match=r"factor.mass_preset='paper' must be one of measured, author"):
+        compose(["factor.mass_preset=paper"])
+    with pytest.raises(ConfigError, match=r"factor.mass_scale='tile' must be one of image, frame, cell"):
+        compose(["factor.mass_scale=tile"])

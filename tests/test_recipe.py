@@ -28,11 +28,25 @@ PUBLISHED = {
 
 @pytest.mark.parametrize("pair", sorted(PUBLISHED))
 def test_published_points_exactly(pair):
-    r = recipe(*pair)
+    r = recipe(*pair, mass_preset="author")
     L, beta_end, power, offset = PUBLISHED[pair]
     assert (r.context, r.beta_end, r.mass.power, r.mass.offset) == (L, beta_end, power, offset)
-    assert r.beta_start == 1e-4 and r.mass.cap == math.inf and r.published
+    assert r.beta_start == 1e-4 and r.mass.cap == math.inf and r.published and r.mass_scale == "image"
     assert r.patch == 100
+
+
+def test_default_mass_is_the_measured_identity_per_cell():
+    """Every pair samples with f(x) = x matched per LR cell unless the author's preset is asked for;
+    the preset changes nothing else."""
+    for s, t in GRID:
+        r, author = recipe(s, t), recipe(s, t, "author")
+        assert (r.mass.power, r.mass.offset, r.mass.cap, r.mass_scale) == (1.0, 0.0, math.inf, "cell")
+        assert (r.context, r.beta_end, r.patch, r.published) == (author.context, author.beta_end, author.patch,
+                                                                 author.published)
+        if (s, t) not in PUBLISHED:
+            assert author.mass == mass_rule(s, t)
+    with pytest.raises(ValueError, match="mass preset 'sqrt' unknown: use one of measured, author"):
+        recipe(10, 3, "sqrt")
 
 
 def test_paper_pairs_are_the_published_ones():

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ class SampleConfig:
     steps: int = 50  # sampler steps (ignored by 'ddpm')
     eta: float = 0.0  # DDIM noise (0 deterministic given the start noise, 1 ancestral)
     seed: int = 0  # base seed of the per-(member, time) generators
-    mass: str = "image"  # mass-transform scale: image, frame, cell or none
+    mass: str | None = None  # mass-transform scale: image, frame, cell or none (None: the export's recipe, cell by default)
     mass_mode: str = "multiplicative"  # mass-transform mode (see hpcsr.mass)
     mass_region: int | None = None  # image scale: exact regions of this side in LR cells (None: blended sampling tiles)
     tile: int | None = None  # HR tile side, multiple of s (None: the recipe's patch)
@@ -82,7 +82,7 @@ class SampleConfig:
             raise ValueError(f"members={self.members!r} must be a positive integer")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler {self.sampler!r} unknown: use one of {', '.join(SAMPLERS)}")
-        if self.mass not in MASS_SCALES:
+        if self.mass is not None and self.mass not in MASS_SCALES:
             raise ValueError(f"mass scale {self.mass!r} unknown: use one of {', '.join(MASS_SCALES)}")
         if self.context not in CONTEXT_POLICIES:
             raise ValueError(f"context policy {self.context!r} unknown: use one of {', '.join(CONTEXT_POLICIES)}")
@@ -133,6 +133,8 @@ class EnsembleSampler:
         self.device = torch.device(device)
         self.model = export.build_model().to(self.device)
         self.recipe = export.recipe
+        if cfg.mass is None:  # the export's recipe says where its outputs match the LR mass
+            self.cfg = cfg = replace(cfg, mass=self.recipe.mass_scale)
         self.normaliser = export.normaliser
         self.s, self.t = self.recipe.pair.s, self.recipe.pair.t
         if self.model.cfg.static_channels:

@@ -64,12 +64,13 @@ def code_version() -> dict:
 def recipe_to_dict(recipe: Recipe) -> dict:
     return {"s": recipe.pair.s, "t": recipe.pair.t, "context": recipe.context, "beta_start": recipe.beta_start,
             "beta_end": recipe.beta_end, "mass": dataclasses.asdict(recipe.mass), "patch": recipe.patch,
-            "published": recipe.published}
+            "published": recipe.published, "mass_scale": recipe.mass_scale}
 
 
 def recipe_from_dict(d: dict) -> Recipe:
     return Recipe(FactorPair(int(d["s"]), int(d["t"])), int(d["context"]), float(d["beta_start"]),
-                  float(d["beta_end"]), MassFunction(**d["mass"]), int(d["patch"]), bool(d["published"]))
+                  float(d["beta_end"]), MassFunction(**d["mass"]), int(d["patch"]), bool(d["published"]),
+                  str(d.get("mass_scale", "image")))  # exports made before the scale was recorded sampled 'image'
 
 
 def strip_prefix(state_dict: dict, prefix: str) -> dict:
