@@ -94,6 +94,9 @@ CRITERIA = {1: "Ensemble fair CRPS against bicubic MAE", 2: "Calibration: spread
             4: "Members' power spectrum (wavelengths 2 px .. LR cell) and wet fraction against the truth",
             5: "Seam ratios: LR-cell (and sampling-tile) edges against the field inside",
             6: "Relative mass error at the scale the ensemble claims"}
+# the references of criterion 3, with the sampler's default mass transform (identity per LR cell, smooth)
+SAME_MASS = "bicubic + identity per LR cell, smooth factor (like with like)"
+UNTRAINED = "mean network before training + identity per LR cell, smooth factor"
 TRAIN_KEYS = ("widths", "patch", "batch", "lr", "warmup", "mean_steps", "diffusion_steps", "val_every", "val_patches",
               "seed")
 SAMPLE_KEYS = ("members", "sampler_steps", "crop")
@@ -188,10 +191,11 @@ def val_curve(run_dir: Path, stage: str) -> list:
 def references(crop: Path, pair: str, export: Path) -> dict:
     """RMSE/MAE (mm) on the crop of reference fields made from the perfect-model LR alone:
     bicubic + linear in time (the evaluation's baseline) plain and after each mass transform (per LR
-    block: the recipe's sqrt over the whole crop = the sampler's default with the crop as one tile;
-    the recipe's sqrt per LR cell; identity per LR cell, as the experiment samples), and the mean
-    network before training (its output layer starts at zero, so it returns the bicubic upsampling
-    of the normalised last LR frame for each of the t HR steps), with the identity cell transform."""
+    block: the author's function over the whole crop = the author's preset with the crop as one tile;
+    the author's function per LR cell; the identity per LR cell with a piecewise-constant factor; the
+    identity per LR cell with the smooth factor field, as the sampler's default), and the mean network
+    before training (its output layer starts at zero, so it returns the bicubic upsampling of the
+    normalised last LR frame for each of the t HR steps) with the sampler's default transform."""
     import torch
     import xarray as xr
 
@@ -211,14 +215,15 @@ def references(crop: Path, pair: str, export: Path) -> dict:
     untrained = torch.relu(norm.inverse(upsample_space(norm.forward(lr), s, "bicubic"))).repeat_interleave(t, dim=0)
     sqrt_fn, identity = recipe(s, t, "author").mass, MassFunction(1.0, 0.0)
 
-    def per_block(x, fn, scale):
-        return torch.cat([conserve(x[n * t:(n + 1) * t], lr[n:n + 1], s, t, fn, scale) for n in range(len(lr))])
+    def per_block(x, fn, scale, mode="multiplicative"):
+        return torch.cat([conserve(x[n * t:(n + 1) * t], lr[n:n + 1], s, t, fn, scale, mode) for n in range(len(lr))])
 
     fields = {"bicubic": bicubic,
-              f"bicubic + {sqrt_fn.label} over the crop (sampler default)": per_block(bicubic, sqrt_fn, "image"),
-              f"bicubic + {sqrt_fn.label} per LR cell": per_block(bicubic, sqrt_fn, "cell"),
-              "bicubic + identity per LR cell (like with like)": per_block(bicubic, identity, "cell"),
-              "mean network before training + identity per LR cell": per_block(untrained, identity, "cell")}
+              f"bicubic + author's {sqrt_fn.label} over the crop": per_block(bicubic, sqrt_fn, "image"),
+              f"bicubic + author's {sqrt_fn.label} per LR cell": per_block(bicubic, sqrt_fn, "cell"),
+              "bicubic + identity per LR cell, piecewise-constant factor": per_block(bicubic, identity, "cell"),
+              SAME_MASS: per_block(bicubic, identity, "cell", "smooth"),
+              UNTRAINED: per_block(untrained, identity, "cell", "smooth")}
     return {name: {"rmse": float(np.sqrt(np.mean((x.numpy() - truth) ** 2))), "mae": float(np.mean(np.abs(x.numpy() - truth)))}
             for name, x in fields.items()}
 
@@ -248,7 +253,7 @@ def in_domain_check(run_dir: Path, shard: Path, patch: int, items: int = 128) ->
     truth, lr_mm = norm.inverse(hr), norm.inverse(lr[:, L - 1:L])
 
     def rmse(z):
-        x = conserve(torch.relu(norm.inverse(z)), lr_mm, s, t, MassFunction(1.0, 0.0), "cell")
+        x = conserve(torch.relu(norm.inverse(z)), lr_mm, s, t, MassFunction(1.0, 0.0), "cell", "smooth")
         return float(((x - truth) ** 2).mean().sqrt())
 
     return {"patches": items, "patch": patch, "trained_rmse": rmse(trained), "untrained_rmse": rmse(untrained),
@@ -389,8 +394,8 @@ def one_pair(pair: str, a, data: Path, crop: Path, work: Path, results: Path) ->
     f = metrics["forecasts"]
     ens, bic, mean, near = f["ensemble"], f["bicubic"], f["mean"], f["nearest"]
     refs = references(crop, pair, run_dir / "mean")
-    cell = refs["bicubic + identity per LR cell (like with like)"]
-    untrained = refs["mean network before training + identity per LR cell"]
+    cell = refs[SAME_MASS]
+    untrained = refs[UNTRAINED]
     in_domain = in_domain_check(run_dir, data / "shards" / f"{name}.h5", a.patch)
     checks = criteria(metrics, cell["rmse"], untrained["rmse"])
     return {

@@ -8,6 +8,11 @@ largest values, c removes drizzle), then the mass of f(x) is matched to the LR m
   'frame': each LR time step (all pixels of its t HR frames; equal to 'image' when n = 1),
   'cell': each s x s x t block (exact per LR cell).
 - mode 'multiplicative' (default): f(x) * M / sum f(x);
+  'smooth' (scale 'cell' only): multiplicative with a factor field that is continuous across cell
+  edges: a per-cell factor c, bilinearly interpolated to the HR grid, is found by SMOOTH_SWEEPS
+  fixed-point sweeps c <- c * M / sum(f(x) * up(c)), then the exact per-cell step corrects what is
+  left (factors near 1, so the steps at cell edges that a piecewise-constant factor leaves become
+  small); a wet cell beside a dry one tapers towards it instead of ending in a cliff;
   'softmax': exp(f(x)) * M / sum exp(f(x)) (every pixel keeps some rain);
   'additive': f(x) + (M - sum f(x)) / count (may go negative).
 Masses are taken with `hpcsr.coarsen.coarsen` and spread back with `repeat_blocks`, the operators
@@ -23,11 +28,12 @@ from __future__ import annotations
 
 import torch
 
-from hpcsr.coarsen import coarsen, repeat_blocks
+from hpcsr.coarsen import coarsen, repeat_blocks, upsample_space
 from hpcsr.factors import MassFunction
 
 SCALES = ("image", "frame", "cell")
-MODES = ("multiplicative", "softmax", "additive")
+MODES = ("multiplicative", "smooth", "softmax", "additive")
+SMOOTH_SWEEPS = 16  # fixed-point sweeps of the smooth factor field before the exact per-cell step
 DRY_MASS = 1e-12  # mm: a region whose mean f(x) is below this counts as all dry
 
 
@@ -47,6 +53,8 @@ def _check(x, lr, s: int, t: int, scale: str, mode: str = "multiplicative"):
         raise ValueError(f"mass scale {scale!r} unknown: use one of {', '.join(SCALES)}")
     if mode not in MODES:
         raise ValueError(f"mass mode {mode!r} unknown: use one of {', '.join(MODES)}")
+    if mode == "smooth" and scale != "cell":
+        raise ValueError(f"mass mode 'smooth' works per LR cell: use scale 'cell', not {scale!r}")
     if x.dim() < 3 or lr.dim() < 3:
         raise ValueError(f"x and lr must be (..., time, y, x), got shapes {tuple(x.shape)} and {tuple(lr.shape)}")
     T, Y, X = x.shape[-3:]
@@ -88,6 +96,24 @@ def region_totals(x, lr, s: int, t: int, scale: str = "image"):
     return _region(hr, scale), _region(lr, scale)
 
 
+def _smooth_factor(g, lr0, valid, s: int, t: int):
+    """HR factor field (..., n*t, Y, X): a per-cell factor, bilinearly interpolated, that brings each
+    cell's mass of g * field close to lr0 (see 'smooth'); 1 under missing cells, 0 under dry ones."""
+    one = torch.ones((), dtype=g.dtype, device=g.device)
+    have = coarsen(g, s, t)
+    c = torch.where(valid, lr0 / torch.where(have > DRY_MASS, have, one), one)
+    c = torch.where(valid & (have <= DRY_MASS) & (lr0 > 0), one, c)  # all-dry f(x) under wet LR: the exact step spreads it
+    for _ in range(SMOOTH_SWEEPS):
+        got = coarsen(g * _up(c, s, t), s, t)
+        c = torch.where(valid & (got > DRY_MASS), c * lr0 / torch.where(got > DRY_MASS, got, one), c)
+    return _up(c, s, t)
+
+
+def _up(c, s: int, t: int):
+    """LR-grid factors (..., n, y, x) -> HR grid (..., n*t, Y, X): bilinear in space, repeated in time."""
+    return upsample_space(c, s, "bilinear").repeat_interleave(t, dim=-3).clamp_min(0)
+
+
 def conserve(x, lr, s: int, t: int, fn: MassFunction, scale: str = "image", mode: str = "multiplicative"):
     """x' with the LR mass of `lr` at `scale` (see the module docstring); physical units (mm)."""
     _check(x, lr, s, t, scale, mode)
@@ -99,6 +125,9 @@ def conserve(x, lr, s: int, t: int, fn: MassFunction, scale: str = "image", mode
     zero = torch.zeros((), dtype=work, device=x.device)
     lr0 = torch.where(valid, lr.to(work).expand(lr_shape), zero)
     g = mass_function(x, fn)
+    if mode == "smooth":
+        g = g * _smooth_factor(g, lr0, valid, s, t)
+        mode = "multiplicative"
     if mode == "softmax":
         peak = _region(torch.where(valid, _block_max(g, s, t), zero), scale, "max")
         g = torch.exp(g - repeat_blocks(peak, s, t).detach())

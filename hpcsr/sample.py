@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mass", choices=MASS_SCALES, default=None,
                    help="mass-conservation scale: cell (each LR cell, exact), frame (whole domain), image (the author's patch "
                         "scale, see --mass-region), none (default: the export's recipe, cell unless trained otherwise)")
-    p.add_argument("--mass-mode", choices=MODES, default="multiplicative", help="mass-transform mode (default multiplicative)")
+    p.add_argument("--mass-mode", choices=MODES, default=None,
+                   help="mass-transform mode (default: smooth at cell scale, a factor field without seams; else multiplicative)")
     p.add_argument("--mass-region", type=int, help="image scale: match masses exactly in regions of this side in LR cells "
                         "(default: each sampling tile, blended, then the exact domain total; no seams)")
     p.add_argument("--tile", type=int, help="HR tile side, a multiple of s (default: the recipe's patch)")

@@ -11,6 +11,8 @@ from hpcsr.factors import PAPER_PAIRS, MassFunction, recipe
 from hpcsr.mass import MODES, SCALES, conserve, mass_function, region_totals
 
 IDENTITY = MassFunction(1.0, 0.0)
+# every valid (scale, mode): 'smooth' is a per-cell mode
+COMBOS = [(scale, mode) for scale in SCALES for mode in MODES if mode != "smooth" or scale == "cell"]
 
 
 def rain(shape, seed, wet=0.5):
@@ -29,8 +31,7 @@ def relative_mass_error(y, lr, s, t, scale):
     return ((hr_mass - lr_mass).abs() / scale_of).max()
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("scale,mode", COMBOS)
 @pytest.mark.parametrize("pair", PAPER_PAIRS, ids=str)
 def test_exact_for_every_paper_pair_in_float32(pair, scale, mode):
     r = recipe(pair.s, pair.t)
@@ -97,14 +98,13 @@ def test_guards_all_dry_and_zero_mass():
     s, t = 2, 1
     x = torch.zeros(1, 1, 4, 4, requires_grad=True)
     lr = torch.tensor([[[[1.0, 0.0], [0.0, 3.0]]]])
-    for mode in MODES:
-        for scale in SCALES:
-            y = conserve(x, lr, s, t, IDENTITY, scale, mode)
-            assert bool(torch.isfinite(y).all())
-            torch.testing.assert_close(coarsen(y, s, t).sum(), lr.sum())
-            y.sum().backward()
-            assert bool(torch.isfinite(x.grad).all())
-            x.grad = None
+    for scale, mode in COMBOS:
+        y = conserve(x, lr, s, t, IDENTITY, scale, mode)
+        assert bool(torch.isfinite(y).all())
+        torch.testing.assert_close(coarsen(y, s, t).sum(), lr.sum())
+        y.sum().backward()
+        assert bool(torch.isfinite(x.grad).all())
+        x.grad = None
     # all-dry f(x) under wet LR: spread uniformly (per cell: the LR value itself)
     torch.testing.assert_close(conserve(x, lr, s, t, IDENTITY, "cell"), repeat_blocks(lr, s, t))
     # dry LR: multiplicative gives exact zeros even where x is wet
@@ -133,8 +133,7 @@ def test_broadcast_over_members_and_bf16_input():
     torch.testing.assert_close(c, lr.sum((-3, -2, -1)).expand_as(c), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("scale,mode", COMBOS)
 def test_gradcheck_float64(scale, mode):
     s, t = 2, 2
     g = torch.Generator().manual_seed(7)
@@ -149,8 +148,8 @@ def test_no_host_sync_inside(no_host_sync):
     x = rain((2, 3, 20, 20), seed=8)
     lr = coarsen(rain((2, 3, 20, 20), seed=9), 10, 3)
     with no_host_sync():
-        for mode in MODES:
-            conserve(x, lr, 10, 3, recipe(10, 3).mass, "image", mode)
+        for scale, mode in COMBOS:
+            conserve(x, lr, 10, 3, recipe(10, 3).mass, scale, mode)
 
 
 def test_bad_inputs_name_the_values():
@@ -166,3 +165,26 @@ def test_bad_inputs_name_the_values():
         conserve(x, lr, 5, 3, IDENTITY)
     with pytest.raises(ValueError, match="do not broadcast"):
         conserve(x, torch.rand(2, 1, 2, 2), 10, 3, IDENTITY)
+
+
+def test_smooth_cell_mode_is_exact_without_seams():
+    """'smooth': exact per LR cell like 'multiplicative', but the factor field is continuous across
+    cell edges: on a smooth field (a bicubic-like ramp) with cell masses that disagree with it, the
+    jumps at cell edges stay near the jumps inside cells; a dry cell stays exactly dry."""
+    s, t = 4, 1
+    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    x = (1.0 + 0.1 * yy + 0.05 * xx)[None]  # (1, 16, 16), smooth
+    lr = torch.tensor([[1.0, 2.0, 1.5, 1.0], [2.0, 3.0, 2.5, 1.0], [1.0, 2.0, 0.0, 1.5], [0.5, 1.0, 1.0, 2.0]])[None]
+
+    def seam(y):
+        d = torch.cat([(y[..., :, 1:] - y[..., :, :-1]).abs().flatten(-2), (y[..., 1:, :] - y[..., :-1, :]).abs().flatten(-2)], -1)
+        edge = torch.cat([((torch.arange(1, 16) % s) == 0).repeat(16)] * 2)
+        return float(d[..., edge].mean() / d[..., ~edge].mean())
+
+    smooth, blocky = (conserve(x, lr, s, t, IDENTITY, "cell", mode) for mode in ("smooth", "multiplicative"))
+    for y in (smooth, blocky):
+        torch.testing.assert_close(coarsen(y, s, t), lr, rtol=1e-5, atol=1e-6)
+    assert float(smooth[..., 8:12, 8:12].abs().max()) == 0.0  # the dry cell
+    assert seam(smooth) < 0.5 * seam(blocky)
+    with pytest.raises(ValueError, match="mass mode 'smooth' works per LR cell: use scale 'cell', not 'frame'"):
+        conserve(x, lr, s, t, IDENTITY, "frame", "smooth")

@@ -14,7 +14,9 @@ the input are all-NaN, and NaN cells are masked by the networks (never propagate
 3. output = relu(denormalised(mean + residual_unit * residual)), then the mass transform
    (hpcsr.mass.conserve with the recipe's mass function) over the full domain at the chosen scale:
    'cell' each s x s x t block (exact per LR cell), 'frame' the whole domain of the target block,
-   'image' the author's patch scale, 'none' skips it. 'cell' and 'frame' match masses exactly
+   'image' the author's patch scale, 'none' skips it (the export's recipe chooses: 'cell' unless trained
+   otherwise; at 'cell' the default mode is 'smooth', a factor field continuous across cell edges, so
+   no seams at the LR grid). 'cell' and 'frame' match masses exactly
    (float32 rounding). 'image' by default transforms each overlapping sampling tile on its own
    (as the author transforms each patch), blends the tiles with the sampling windows, then
    rescales the domain to its exact LR total: no seams, tile masses conserved to within the
@@ -68,7 +70,7 @@ class SampleConfig:
     eta: float = 0.0  # DDIM noise (0 deterministic given the start noise, 1 ancestral)
     seed: int = 0  # base seed of the per-(member, time) generators
     mass: str | None = None  # mass-transform scale: image, frame, cell or none (None: the export's recipe, cell by default)
-    mass_mode: str = "multiplicative"  # mass-transform mode (see hpcsr.mass)
+    mass_mode: str | None = None  # mass-transform mode (see hpcsr.mass; None: smooth at cell scale, else multiplicative)
     mass_region: int | None = None  # image scale: exact regions of this side in LR cells (None: blended sampling tiles)
     tile: int | None = None  # HR tile side, multiple of s (None: the recipe's patch)
     overlap: int | None = None  # HR overlap of neighbouring tiles, multiple of s (None: ~1/4 tile)
@@ -135,6 +137,10 @@ class EnsembleSampler:
         self.recipe = export.recipe
         if cfg.mass is None:  # the export's recipe says where its outputs match the LR mass
             self.cfg = cfg = replace(cfg, mass=self.recipe.mass_scale)
+        if cfg.mass_mode is None:  # per cell, a factor field continuous across cell edges (no seams)
+            self.cfg = cfg = replace(cfg, mass_mode="smooth" if cfg.mass == "cell" else "multiplicative")
+        if cfg.mass_mode == "smooth" and cfg.mass != "cell":
+            raise ValueError(f"mass mode 'smooth' works per LR cell: use mass scale 'cell', not {cfg.mass!r}")
         self.normaliser = export.normaliser
         self.s, self.t = self.recipe.pair.s, self.recipe.pair.t
         if self.model.cfg.static_channels:
