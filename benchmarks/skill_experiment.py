@@ -20,8 +20,8 @@
    For t > 1 the model also sees the next LR block (data.future_context=1), because the bicubic
    baseline interpolates linearly in time between neighbouring blocks and so uses it too.
 4. Per pair: `hpcsr train` stage mean then stage diffusion (one process each, 1 thread; pairs in
-   parallel), `hpcsr sample` (DPM-Solver++(2M), --members members, the crop as one tile, the mass
-   transform per LR cell with the identity function, see below), `python -m hpcsr.evaluate`
+   parallel), `hpcsr sample` (--members members, the crop as one tile, every other setting the
+   defaults a user gets: the sampler and its steps, the recipe's mass transform), `python -m hpcsr.evaluate`
    (baselines nearest, bicubic + linear in time, mean network).
 5. Criteria per pair, each with its value, target and met / NOT met (JSON `criteria`, a table per
    criterion in the .md; the targets are the constants below):
@@ -41,13 +41,10 @@
    Plus the untrained/trained comparison on the training radar's validation patches, to tell a
    failure to learn from a failure to transfer to another radar.
 
-Mass transform: the recipe's default for these pairs is f(x) = sqrt(x) - 0.01 matched to the LR mass
-over the whole tile ('image'). Applied to bicubic itself on the crop it multiplies bicubic's RMSE
-by 3.2 at (4, 1), 1.3 at (4, 2) and 11 at (2, 1) (sqrt flattens the field inside the tile, moving
-rain from the cores to the edges), and it is what sank the demo's quick run (mean-network RMSE
-0.373 vs bicubic 0.230). The experiment therefore trains with factor.mass_power=1
-factor.mass_offset=0 (identity f, recorded in the export) and samples with --mass cell; each pair's
-`references` in the JSON give every variant's effect on bicubic, measured on the same crop.
+Mass transform: the recipe's default since issue 13 is the identity matched per LR cell with a smooth
+factor field (`hpcsr.mass`, mode 'smooth'). The author's f(x) = sqrt(x) - 0.01 over the whole tile
+(factor.mass_preset=author) multiplied bicubic's RMSE by 3.2 at (4, 1), 1.3 at (4, 2) and 11 at (2, 1)
+on this crop; each pair's `references` in the JSON give every variant's effect on bicubic.
 
 Writes --out (JSON, the benchmark result contract of benchmarks/common.py), a markdown table
 beside it (.md) and each pair's evaluation report (report.md/html, metrics.json, figures incl. the
@@ -77,7 +74,7 @@ CADENCE_MIN = 10
 COPIED = ("report.md", "report.html", "metrics.json", "panels.png", "spectra.png", "rank_histogram.png", "qq.png",
           "fss.png")  # what of each evaluation folder goes to the results folder
 # --quick: the full path with seconds of training and a small crop; its numbers are no verdict
-QUICK = {"mean_steps": 10, "diffusion_steps": 10, "warmup": 2, "val_every": 5, "val_patches": 8, "sampler_steps": 2,
+QUICK = {"mean_steps": 10, "diffusion_steps": 10, "warmup": 2, "val_every": 5, "val_patches": 8,
          "crop": 64}
 # criteria targets (docstring, point 5)
 CRPS_TO_BICUBIC_MAE = 0.6  # 1. ensemble fair CRPS at most this times bicubic's MAE
@@ -99,7 +96,7 @@ SAME_MASS = "bicubic + identity per LR cell, smooth factor (like with like)"
 UNTRAINED = "mean network before training + identity per LR cell, smooth factor"
 TRAIN_KEYS = ("widths", "patch", "batch", "lr", "warmup", "mean_steps", "diffusion_steps", "val_every", "val_patches",
               "seed")
-SAMPLE_KEYS = ("members", "sampler_steps", "crop")
+SAMPLE_KEYS = ("members", "crop")
 
 
 def tag(a, keys) -> str:
@@ -377,7 +374,7 @@ def one_pair(pair: str, a, data: Path, crop: Path, work: Path, results: Path) ->
     else:
         log(f"{name}: sampling {a.members} members of the {a.crop} x {a.crop} crop")
         step("sample", [sys.executable, "-m", "hpcsr.cli", "sample", "--export", str(run_dir / "diffusion"), "--hr", str(crop),
-                        "--coarsen", "--members", str(a.members), "--sampler", "dpmpp2m", "--steps", str(a.sampler_steps),
+                        "--coarsen", "--members", str(a.members),
                         "--tile", str(a.crop), "--out", str(ensemble), "--quiet"])
     report = work / "evaluation" / name
     with xr.open_dataset(crop) as ds:
@@ -454,7 +451,6 @@ def main(argv=None) -> int:
     p.add_argument("--val-every", type=int, default=50, help="steps between validation losses (default %(default)s)")
     p.add_argument("--val-patches", type=int, default=32, help="fixed validation patches (default %(default)s)")
     p.add_argument("--members", type=int, default=10, help="ensemble members, >= 10 for the fair CRPS (default %(default)s)")
-    p.add_argument("--sampler-steps", type=int, default=8, help="DPM-Solver++(2M) steps per member (default %(default)s)")
     p.add_argument("--crop", type=int, default=128, help="side of the evaluation window, 1 km px, a multiple of 4 "
                    "(default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default %(default)s)")

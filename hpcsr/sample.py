@@ -32,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output netCDF (written atomically)")
     p.add_argument("--pair", help="factor pair the export must have, e.g. 10,3 or s10_t3 (error if it differs)")
     p.add_argument("--members", type=int, default=10, help="ensemble members (default 10)")
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="ddim / dpmpp2m (fast) or ddpm (all schedule steps)")
-    p.add_argument("--steps", type=int, default=50, help="sampler steps for ddim / dpmpp2m (default 50)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="dpmpp2m",
+                   help="dpmpp2m (default) / ddim (fast, --steps steps) or ddpm (all schedule steps)")
+    p.add_argument("--steps", type=int, default=10, help="sampler steps for dpmpp2m / ddim (default 10)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise, 0 deterministic .. 1 ancestral (default 0)")
     p.add_argument("--seed", type=int, default=0, help="base seed; each (member, time) gets its own stream (default 0)")
     p.add_argument("--mass", choices=MASS_SCALES, default=None,

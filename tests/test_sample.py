@@ -119,7 +119,7 @@ def test_output_layout_coordinates_crs_and_attributes(base, hr_nc, export):
         assert a["factor_pair"] == "s4_t2" and a["factor_s"] == 4 and a["factor_t"] == 2
         assert a["model_export"] == str(export) and a["model_config_hash"] == "hand-s4_t2"
         assert json.loads(a["model_lineage"])[0]["role"] == "self"
-        assert (a["sampler"], a["sampler_steps"], a["eta"], a["seed"], a["mass_scale"]) == ("ddim", 2, 0.0, 0, "cell")
+        assert (a["sampler"], a["sampler_steps"], a["eta"], a["seed"], a["mass_scale"]) == ("dpmpp2m", 2, 0.0, 0, "cell")
         assert a["interval_minutes"] == 60 and a["context_frames"] == 6
         assert "hpcsr" in json.loads(a["code_version"])
         assert "cropped to 40 x 36" in json.loads(a["input"])["notes"][0]
