@@ -75,20 +75,26 @@ def write_netcdf_copies(shard_path: Path, hr_nc: Path, lr_nc: Path, encoding: di
     """The HR store and the LR shard as CF netCDF precip(time, y, x) in float32 mm (NaN missing),
     written by xarray with `encoding` (one chunk per frame when compressed), as a user without the
     HDF5 layout would keep them."""
-    import xarray as xr
-
+    from hpcsr import cf
     from hpcsr.atomic import AtomicPath
     from hpcsr.data.store import Shard
 
     with Shard(shard_path) as shard, shard.hr_store() as store:
         hr = store.read(0, store.shape[0])
         lr = shard.lr[()]
-        for path, values, times in ((hr_nc, hr, store.time_s), (lr_nc, lr, shard.time_s)):
-            ds = xr.Dataset({"precip": (("time", "y", "x"), values, {"units": "mm"})},
-                            coords={"time": times.astype("datetime64[s]")})
+        s, (y0, y1, x0, x1) = shard.pair.s, shard.hr_window
+        lr_y = store.y[y0:y1].reshape(-1, s).mean(1)  # LR cell centres: means of their HR centres
+        lr_x = store.x[x0:x1].reshape(-1, s).mean(1)
+        copies = ((hr_nc, hr, store.time_s, store.y, store.x, store.interval_minutes),
+                  (lr_nc, lr, shard.time_s, lr_y, lr_x, shard.interval_minutes))
+        for path, values, times, y, x, interval in copies:
+            ds = cf.precip_dataset(values, times, y, x, {}, {}, {"crs_wkt": store.crs_wkt}, interval,
+                                   f"precipitation over {interval} min", cf.global_attrs(
+                                       f"netCDF copy of {Path(shard_path).name} for the loader benchmark",
+                                       str(shard_path), "benchmarks/loader.py"))
             chunks = {"chunksizes": (1, *values.shape[1:])} if encoding else {}
             with AtomicPath(path) as tmp:
-                ds.to_netcdf(tmp, encoding={"precip": {**encoding, **chunks}})
+                ds.to_netcdf(tmp, encoding={**cf.ENCODING, "precip": {**encoding, **chunks}})
 
 
 class XarrayPatches:

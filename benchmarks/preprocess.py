@@ -5,7 +5,9 @@ four factor pairs, on 1 and 2 MPI ranks.
 Named baseline in the same run: a straightforward xarray pipeline on one process: extract the
 archives (timed apart, not counted), open every GeoTIFF (tifffile) as a DataArray, concat along
 time, mask 65535 and scale to mm, `to_netcdf` the HR, and for each pair `.coarsen(time=t, y=s, x=s,
-boundary="trim").mean()` then `to_netcdf`.
+boundary="trim").mean()` then `to_netcdf`. Its files are scratch output of the timed baseline
+(written as that straightforward pipeline writes them, without CF metadata, so its cost stays the
+baseline's); every file hpcsr itself writes is CF-1.11 (hpcsr/cf.py).
 
     python benchmarks/preprocess.py [--quick] [--days 1] [--repeats 3] [--ranks 1,2] [--out benchmarks/results/preprocess.json]
 

@@ -140,8 +140,8 @@ def wettest_window(precip: np.ndarray, side: int, stride: int = 32) -> tuple[int
 def write_crop(store_path: Path, out: Path, side: int) -> dict:
     """The wettest covered window of the HR store as CF netCDF precip(time, y, x) (atomic); its place."""
     import h5py
-    import xarray as xr
 
+    from hpcsr import cf
     from hpcsr.atomic import AtomicPath
     from hpcsr.data.store import HRStore
 
@@ -150,22 +150,19 @@ def write_crop(store_path: Path, out: Path, side: int) -> dict:
         r, c = wettest_window(full, side)
         values = full[:, r:r + side, c:c + side]
         y, x = store.y[r:r + side], store.x[c:c + side]
-        times, crs, step = np.asarray(store.time_s).astype("datetime64[s]"), store.crs_wkt, store.interval_minutes
+        times, crs, step = np.asarray(store.time_s, np.int64), store.crs_wkt, store.interval_minutes
     with h5py.File(store_path, "r") as f:  # coordinate units of the store (metres when absent)
         units = {k: f.attrs.get(f"{k}_units", "m") for k in ("x", "y")}
     units = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in units.items()}
-    ds = xr.Dataset(
-        {"precip": (("time", "y", "x"), values.astype(np.float32),
-                    {"units": "mm", "long_name": f"precipitation accumulated over {step} min", "grid_mapping": "crs"}),
-         "crs": ((), np.int32(0), {"crs_wkt": crs, "spatial_ref": crs})},
-        coords={"time": times,
-                "y": ("y", y, {"units": units["y"], "axis": "Y", "standard_name": "projection_y_coordinate"}),
-                "x": ("x", x, {"units": units["x"], "axis": "X", "standard_name": "projection_x_coordinate"})},
-        attrs={"interval_minutes": step, "source": f"{DATA / EVAL_FILE} via hpcsr-preprocess ingest --cadence {step}",
-               "crop_rows_cols": f"{r}:{r + side}, {c}:{c + side}"})
+    source = f"{DATA / EVAL_FILE} via hpcsr-preprocess ingest --cadence {step}"
+    ds = cf.precip_dataset(values, times, y, x, {"units": units["y"]}, {"units": units["x"]},
+                           {"crs_wkt": crs}, step, f"precipitation accumulated over {step} min",
+                           cf.global_attrs(f"held-out radar crop for the skill experiment ({EVAL_FILE})", source,
+                                           "benchmarks/skill_experiment.py: wettest window of the held-out store",
+                                           crop_rows_cols=f"{r}:{r + side}, {c}:{c + side}"))
     out.parent.mkdir(parents=True, exist_ok=True)
     with AtomicPath(out) as tmp:
-        ds.to_netcdf(tmp, format="NETCDF4")
+        ds.to_netcdf(tmp, format="NETCDF4", encoding=cf.ENCODING)
     return {"rows": [r, r + side], "cols": [c, c + side], "steps": len(times), "wet_fraction": float(np.mean(values > 0.1)),
             "mean_mm": float(values.mean()), "max_mm": float(values.max())}
 

@@ -1,6 +1,8 @@
 """Generic CF netCDF reader: `precip(time, y, x)` in mm accumulated over `interval_minutes` ending at
 `time`, 1-D regular `x`/`y` cell centres and a grid-mapping variable with `crs_wkt`/`spatial_ref`/
-`proj4` (the format of `../shared/data/*.nc`).
+`proj4` (the format of `../shared/data/*.nc`). Packed values (int16 with scale_factor/add_offset, as
+`cdo -b I16` writes) are unpacked and their fill masked; time may be in seconds .. days since any
+date, in the standard, gregorian or proleptic_gregorian calendar.
 
 Sub-hourly (or any finer) steps can be aggregated to a coarser base cadence: the output step ending
 at E is the sum of the k = cadence / interval source steps ending in (E - cadence, E], and is NaN
@@ -23,6 +25,7 @@ from preprocessing.quality import FrameQC, cap_amount, clean_mm
 PRECIP = "precip"
 _TIME_UNITS = re.compile(r"\s*(seconds|second|minutes|minute|hours|hour|days|day)\s+since\s+(\S+)(?:[ T](\S+))?\s*$")
 _UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+REAL_CALENDARS = ("standard", "gregorian", "proleptic_gregorian")  # the same for dates after 1582
 
 
 def _time_seconds(values: np.ndarray, units: str, path: str) -> np.ndarray:
@@ -30,7 +33,13 @@ def _time_seconds(values: np.ndarray, units: str, path: str) -> np.ndarray:
     if not m:
         raise ValueError(f"{path}: time units {units!r} not understood: expected '<minutes|hours|...> since <date>'")
     unit, day, clock = m.groups()
-    ref = np.datetime64(f"{day}T{clock.rstrip('Z') if clock else '00:00:00'}", "s").astype(np.int64)
+    try:  # CF allows unpadded fields ('1970-1-1 0:0:0', as CDO writes them)
+        year, month, date = (int(v) for v in day.split("-"))
+        hms = [float(v) for v in (clock or "0").rstrip("Z").split(":")] + [0.0, 0.0]
+    except ValueError:
+        raise ValueError(f"{path}: reference date of time units {units!r} not understood") from None
+    ref = (np.datetime64(f"{year:04d}-{month:02d}-{date:02d}", "s").astype(np.int64)
+           + round(3600 * hms[0] + 60 * hms[1] + hms[2]))
     seconds = np.asarray(values, dtype=np.float64) * _UNIT_SECONDS[unit.rstrip("s")] + ref
     rounded = np.rint(seconds).astype(np.int64)
     if np.any(np.abs(seconds - rounded) > 1e-3):
@@ -79,6 +88,10 @@ def plan_file(path: str, cadence_minutes: int, interval_minutes: int | None = No
         interval_minutes = int(round(interval_minutes))
         tvar = ds.variables["time"]
         tvar.set_auto_mask(False)
+        calendar = str(getattr(tvar, "calendar", "standard")).lower()
+        if calendar not in REAL_CALENDARS:
+            raise ValueError(f"{path}: time calendar {calendar!r} is not the real-world one (radar data need one of "
+                             f"{', '.join(REAL_CALENDARS)})")
         times = _time_seconds(tvar[:], getattr(tvar, "units", ""), path)
         x = np.asarray(ds.variables["x"][:], dtype=np.float64)
         y = np.asarray(ds.variables["y"][:], dtype=np.float64)
@@ -123,15 +136,10 @@ def read_steps(plan: NetcdfPlan, first: int, stop: int, cap_mm_per_hour: float):
     limit = cap_amount(cap_mm_per_hour, plan.interval_minutes)
     with netCDF4.Dataset(plan.path) as ds:
         var = ds.variables[PRECIP]
-        fills = [np.float32(np.asarray(var.getncattr(a)).ravel()[0]) for a in ("_FillValue", "missing_value")
-                 if a in var.ncattrs()]
-        var.set_auto_mask(False)
+        var.set_auto_maskandscale(True)  # CF unpacking (scale_factor, add_offset) and masking of the packed fill
         for end, idx in zip(plan.out_times[first:stop], plan.sources[first:stop]):
             lo, hi = int(idx.min()), int(idx.max()) + 1
-            block = np.asarray(var[lo:hi], dtype=np.float32)
-            for fill in fills:
-                if not np.isnan(fill):
-                    block[block == fill] = np.nan
+            block = np.ma.filled(np.ma.asarray(var[lo:hi]).astype(np.float32), np.nan)
             qc = FrameQC()
             total = np.zeros(block.shape[1:], np.float64)
             for i in idx:

@@ -93,7 +93,7 @@ def _ensemble_mass_check(ensemble: Path, shard: Path) -> float:
 
     with xr.open_dataset(ensemble) as ds, Shard(shard) as sh:
         s, t, region = int(ds.attrs["factor_s"]), int(ds.attrs["factor_t"]), int(ds.attrs["mass_region_cells"])
-        members = ds["precip"].values  # (M, T, Y, X)
+        members = ds["precip"].transpose("member", "time", "y", "x").values  # (M, T, Y, X)
         ends = ds["time"].values.astype("datetime64[s]").astype(np.int64)[t - 1::t]  # end of each LR block
         lr = np.stack([sh.lr[int(np.flatnonzero(sh.time_s == e)[0])] for e in ends])  # (N, Y/s, X/s)
     blocks = coarsen(members, s, t)  # (M, N, Y/s, X/s)

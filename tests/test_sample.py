@@ -95,6 +95,11 @@ def base(export, hr_nc, work) -> Path:
     return out
 
 
+def members_of(ds: xr.Dataset) -> np.ndarray:
+    """The ensemble's members as (member, time, y, x), whatever the order on disk."""
+    return ds["precip"].transpose("member", "time", "y", "x").values
+
+
 def truth(hr_nc) -> np.ndarray:
     with xr.open_dataset(hr_nc) as ds:
         return ds["precip"].values[:, :40, :36]
@@ -105,8 +110,8 @@ def truth(hr_nc) -> np.ndarray:
 
 def test_output_layout_coordinates_crs_and_attributes(base, hr_nc, export):
     with xr.open_dataset(base) as ens, xr.open_dataset(hr_nc) as hr:
-        assert ens["precip"].dims == ("member", "time", "y", "x")
-        assert ens["precip"].shape == (2, 8, 40, 36)
+        assert ens["precip"].dims == ("time", "member", "y", "x")  # time first, as CDO reads it
+        assert ens["precip"].shape == (8, 2, 40, 36)
         assert ens["precip_mean"].dims == ("time", "y", "x")
         np.testing.assert_array_equal(ens["time"].values, hr["time"].values)  # 4 blocks x 2 steps = all 8 frames
         np.testing.assert_array_equal(ens["x"].values, hr["x"].values[:36])
@@ -123,7 +128,7 @@ def test_output_layout_coordinates_crs_and_attributes(base, hr_nc, export):
         assert a["interval_minutes"] == 60 and a["context_frames"] == 6
         assert "hpcsr" in json.loads(a["code_version"])
         assert "cropped to 40 x 36" in json.loads(a["input"])["notes"][0]
-        values = ens["precip"].values
+        values = members_of(ens)
     assert np.isfinite(values).all() and (values >= 0).all()
     assert np.abs(values[0] - values[1]).max() > 1e-3, "members must differ"
 
@@ -131,7 +136,7 @@ def test_output_layout_coordinates_crs_and_attributes(base, hr_nc, export):
 def test_cell_mass_is_the_lr_input_exactly(base, hr_nc):
     lr = coarsen(truth(hr_nc), 4, 2)
     with xr.open_dataset(base) as ens:
-        members, mean = ens["precip"].values, ens["precip_mean"].values
+        members, mean = members_of(ens), ens["precip_mean"].values
     for field in list(members) + [mean]:
         got = coarsen(field, 4, 2)
         ok = np.isfinite(lr)
@@ -157,7 +162,7 @@ def test_lr_netcdf_input_gives_the_same_ensemble(base, hr_nc, export, work):
         np.testing.assert_allclose(a["x"].values, b["x"].values, rtol=0, atol=1e-6)
         np.testing.assert_allclose(a["y"].values, b["y"].values, rtol=0, atol=1e-6)
         np.testing.assert_array_equal(a["time"].values, b["time"].values)
-        np.testing.assert_allclose(a["precip"].values, b["precip"].values[:1], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(members_of(a), members_of(b)[:1], rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------ seeds
@@ -171,7 +176,7 @@ def test_seeds_do_not_depend_on_batch_chunk_member_count_or_time_range(base, exp
                                  "--time-chunk", "2", "--time-range", "2011-11-04T23:00", "2011-11-05T02:00")) == 0
     with xr.open_dataset(base) as ref, xr.open_dataset(out) as a:
         assert a.sizes["time"] == 4 and str(a["time"].values[0])[:13] == "2011-11-04T23"
-        np.testing.assert_allclose(a["precip"].values, ref["precip"].sel(time=a["time"]).values[:1], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(members_of(a), members_of(ref.sel(time=a["time"]))[:1], rtol=1e-5, atol=1e-5)
 
 
 def test_another_seed_gives_another_ensemble(base, export, hr_nc, work):
@@ -179,7 +184,7 @@ def test_another_seed_gives_another_ensemble(base, export, hr_nc, work):
     assert run_sample(*base_args(export, hr_nc, out, "--mass", "cell", "--seed", "1", "--time-range",
                                  "2011-11-05T03:00", "2011-11-05T04:00")) == 0
     with xr.open_dataset(base) as ref, xr.open_dataset(out) as a:
-        diff = np.abs(a["precip"].values - ref["precip"].sel(time=a["time"]).values)
+        diff = np.abs(members_of(a) - members_of(ref.sel(time=a["time"])))
         np.testing.assert_allclose(a["precip_mean"].values, ref["precip_mean"].sel(time=a["time"]).values, rtol=1e-5)
     assert diff.mean() > 1e-2
 
@@ -198,7 +203,7 @@ def test_nan_cells_and_missing_steps_are_masked_and_counted(export, hr_nc, work)
     out = work / "gappy_ens.nc"
     assert run_sample(*base_args(export, path, out, "--mass", "cell", "--members", "1")) == 0
     with xr.open_dataset(out) as ens:
-        precip, mean, masked = ens["precip"].values, ens["precip_mean"].values, ens["masked_pixels"].values
+        precip, mean, masked = members_of(ens), ens["precip_mean"].values, ens["masked_pixels"].values
         a = ens.attrs
         assert ens.sizes["time"] == 8
     expected = np.zeros((8, 40, 36), bool)
@@ -225,7 +230,7 @@ def test_strict_context_masks_cells_with_any_missing_context(export, hr_nc, work
     out = work / "strict.nc"
     assert run_sample(*base_args(export, hr_nc, out, "--context", "strict", "--members", "1")) == 0
     with xr.open_dataset(out) as ens:
-        assert np.isnan(ens["precip"].values).all(), "every block lacks context frames before the data start"
+        assert np.isnan(members_of(ens)).all(), "every block lacks context frames before the data start"
         assert ens.attrs["masked_pixels_per_member"] == 8 * 40 * 36
 
 
@@ -362,7 +367,7 @@ def test_shard_input_grid_times_crs_and_pair_check(small_dataset, work):
         np.testing.assert_allclose(ens["y"].values, y_hr, atol=1e-6)
         np.testing.assert_array_equal(ens["time"].values.astype("datetime64[s]"), hr_times)
         assert ens["crs"].attrs["crs_wkt"] == wkt
-        got = coarsen(ens["precip"].values[0], 10, 3)
+        got = coarsen(members_of(ens)[0], 10, 3)
     ok = np.isfinite(lr)
     np.testing.assert_allclose(got[ok], lr[ok], rtol=1e-5, atol=1e-6)
     other = small_dataset["out"] / "shards" / "s10_t1.h5"
@@ -383,7 +388,7 @@ def test_two_ranks_write_the_same_ensemble(base, export, hr_nc, work, launch_env
     assert proc.returncode == 0, proc.stderr[-3000:]
     with xr.open_dataset(out) as a, xr.open_dataset(base) as b:
         assert a.attrs["world_size"] == 2
-        np.testing.assert_allclose(a["precip"].values, b["precip"].values, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(members_of(a), members_of(b), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(a["precip_mean"].values, b["precip_mean"].values, rtol=1e-4, atol=1e-4)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hpcsr import cf
 from hpcsr.atomic import AtomicPath
 
 
@@ -41,6 +42,7 @@ def write_truth(ensemble: Path, hr_store: Path, out: Path) -> Path:
         times = ens["time"].values.astype("datetime64[s]").astype(np.int64)
         y, x = ens["y"].values, ens["x"].values
         y_attrs, x_attrs = dict(ens["y"].attrs), dict(ens["x"].attrs)
+        grid_mapping = dict(ens["crs"].attrs) if "crs" in ens.variables else {}
     with HRStore(hr_store) as store:
         rows, cols = _index(y, store.y, "y"), _index(x, store.x, "x")
         frames = [store.index_of(int(s)) for s in times]
@@ -48,12 +50,13 @@ def write_truth(ensemble: Path, hr_store: Path, out: Path) -> Path:
         values = np.stack([store.read(f, f + 1, slice(r0, rows.max() + 1), slice(c0, cols.max() + 1))[0] for f in frames])
         values = values[:, rows - r0][:, :, cols - c0]
         interval = store.interval_minutes
-    ds = xr.Dataset({"precip": (("time", "y", "x"), values.astype(np.float32),
-                                {"units": "mm", "long_name": f"HR precipitation accumulated over {interval} min (truth)"})},
-                    coords={"time": times.astype("datetime64[s]"), "y": ("y", y, y_attrs), "x": ("x", x, x_attrs)},
-                    attrs={"source": str(hr_store), "interval_minutes": interval})
+    ds = cf.precip_dataset(values, times, y, x, y_attrs, x_attrs, grid_mapping, interval,
+                           f"HR precipitation accumulated over {interval} min (truth)",
+                           cf.global_attrs(f"HR precipitation truth under the ensemble {ensemble.name}",
+                                           f"HR store {hr_store}",
+                                           f"hpcsr demo: truth cut at the cells and times of {ensemble}"))
     with AtomicPath(out) as tmp:
-        ds.to_netcdf(tmp)
+        ds.to_netcdf(tmp, encoding=cf.ENCODING)
     return out
 
 

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m hpcsr.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--truth", type=Path, help="HR truth netCDF, precip(time, y, x) in mm per HR step")
-    p.add_argument("--ensemble", type=Path, help="HR ensemble netCDF, precip(member, time, y, x)")
+    p.add_argument("--ensemble", type=Path, help="HR ensemble netCDF, precip with dims member, time, y, x (any order)")
     p.add_argument("--lr", type=Path, help="LR input netCDF, precip(time, y, x), one step per block (default: coarsened truth)")
     p.add_argument("--mean", type=Path, help="mean-network prediction netCDF (default: precip_mean in the ensemble file, if any)")
     p.add_argument("--out", type=Path, required=True, help="output folder")

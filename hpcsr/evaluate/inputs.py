@@ -1,7 +1,8 @@
 """Reading the evaluation's inputs from CF netCDF files and lining them up.
 
-Files: truth `precip(time, y, x)`, ensemble `precip(member, time, y, x)` (as `hpcsr.sample` writes
-it; an optional `precip_mean(time, y, x)` in the same file is the mean network's prediction), LR
+Files: truth `precip(time, y, x)`, ensemble `precip` with dims member, time, y, x in any order
+(`hpcsr.sample` writes (time, member, y, x); it is read as (member, time, y, x); an optional
+`precip_mean(time, y, x)` in the same file is the mean network's prediction), LR
 `precip(time, y, x)` with one step per LR block, time-stamped at the end of its block (the last HR
 step's time), like the shards. Values in mm per HR step, NaN missing. Variables stay lazy
 (xarray), so `evaluate` reads them chunk by chunk.

@@ -59,8 +59,12 @@ class LRSequence:
         return self.hr_step_s * self.pair.t
 
 
-def _seconds(values) -> np.ndarray:
-    return np.asarray(values).astype("datetime64[s]").astype(np.int64)
+def _seconds(values, path) -> np.ndarray:
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.datetime64):
+        raise ValueError(f"{path}: time values of type {values.dtype} (a model calendar such as noleap or 360_day, or no time "
+                         "units): radar input needs the standard, gregorian or proleptic_gregorian calendar")
+    return values.astype("datetime64[s]").astype(np.int64)
 
 
 def _check_times(times: np.ndarray, path) -> None:
@@ -153,7 +157,7 @@ def open_lr_netcdf(path, pair: FactorPair, hr_step_minutes: int | None = None) -
     if declared is not None and FactorPair.parse(declared) != pair:
         raise ValueError(f"{path} declares factor pair {FactorPair.parse(declared).name} but the export is "
                          f"{pair.name}: use an export of {FactorPair.parse(declared).name} or the matching LR file")
-    times = _seconds(da["time"].values)
+    times = _seconds(da["time"].values, path)
     _check_times(times, path)
     step = _hr_step_seconds(ds, da, times, pair.t, path, hr_step_minutes)
     coords = {}
@@ -229,7 +233,7 @@ class _HRSource:
 
 def _hr_netcdf(path, hr_step_minutes) -> _HRSource:
     ds, da = _open_precip(path)
-    times = _seconds(da["time"].values)
+    times = _seconds(da["time"].values, path)
     _check_times(times, path)
     step = _hr_step_seconds(ds, da, times, 1, path, hr_step_minutes)
     coords = {}

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hpcsr import cf
 from hpcsr.factors import FactorPair
 from hpcsr.sampling.ensemble import EnsembleSampler, SampleConfig, sample_sequence, target_times
 from hpcsr.sampling.inputs import open_hr, open_lr
@@ -78,8 +79,9 @@ def sample_to_netcdf(export_path, out, cfg: SampleConfig, *, lr=None, hr=None, p
     writer = None
     attrs = {}
     if info.rank == 0:
-        attrs = {"Conventions": "CF-1.8", "title": f"HR precipitation ensemble ({export.pair.name}) from hpcsr sample",
-                 "source": "hpcsr sample", "history": command or " ".join(sys.argv),
+        attrs = {**cf.global_attrs(f"HR precipitation ensemble ({export.pair.name}) from hpcsr sample",
+                                   f"hpcsr sample (conditional mean + residual diffusion), export {export_path}",
+                                   command or " ".join(sys.argv)),
                  "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                  "interval_minutes": seq.hr_step_s // 60, "input": seq.source, "world_size": info.world_size,
                  "device": str(sampler.device), "code_version": code_version(), **sampler.attributes()}

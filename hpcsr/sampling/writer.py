@@ -1,15 +1,17 @@
-"""The ensemble netCDF (CF-1.8), written chunk by chunk under a temporary name and moved into place
+"""The ensemble netCDF (CF-1.11, metadata from hpcsr.cf), written chunk by chunk under a temporary name and moved into place
 only once complete, so an interrupted run never leaves a file that looks finished.
 
 Layout (xarray opens it directly):
-    dims       member (M), time (T = target blocks x t HR steps), y (Y), x (X)
-    precip     (member, time, y, x) float32  mm per HR step, NaN = masked (missing input)
+    dims       time (T = target blocks x t HR steps), member (M), y (Y), x (X)
+    precip     (time, member, y, x) float32  mm per HR step (lwe_thickness_of_precipitation_amount),
+                                             NaN = masked (missing input); time first, as CDO
+                                             needs (members are its levels); readers select by name
     precip_mean (time, y, x) float32         the mean network alone, same post-processing
     masked_pixels (time) int32               NaN HR pixels per step (identical for every member)
-    member     (member) int32                0..M-1
+    member     (member) int32                0..M-1 (standard_name realization)
     time       (time) int64                  seconds since 1970-01-01, END of each HR step
-    y, x       float64                       HR cell centres (attributes copied from the input)
-    crs        int32 scalar                  CF grid mapping copied from the input
+    y, x       float64                       HR cell centres (standard_name and units from the CRS)
+    crs        int32 scalar                  CF grid mapping of the input's CRS (pyproj `to_cf`)
 Global attributes record the factor pair, the model (export, config hash, lineage), the sampler
 settings, the seed rule, the mass transform, the tiling, the input, the counts of masked values and
 the code version (dicts as JSON strings).
@@ -23,6 +25,7 @@ from pathlib import Path
 import netCDF4
 import numpy as np
 
+from hpcsr import cf
 from hpcsr.atomic import AtomicPath
 
 TIME_UNITS = "seconds since 1970-01-01 00:00:00"
@@ -54,32 +57,28 @@ class EnsembleWriter:
         ds.createDimension("x", X)
         v = ds.createVariable("member", "i4", ("member",))
         v[:] = np.arange(members, dtype=np.int32)
-        v.long_name = "ensemble member"
+        v.setncatts({"long_name": "ensemble member", "standard_name": "realization", "units": "1"})
         v = ds.createVariable("time", "i8", ("time",))
         v[:] = np.asarray(times_s, np.int64)
-        v.setncatts({"units": TIME_UNITS, "calendar": "standard", "standard_name": "time", "axis": "T",
-                     "long_name": "end of accumulation interval"})
-        for name, values, extra in (("y", y, y_attrs), ("x", x, x_attrs)):
+        v.setncatts({"units": TIME_UNITS, **cf.TIME_ATTRS})
+        grid_mapping = cf.grid_mapping_attrs(crs) if crs else {}
+        for name, values, given in (("y", y, y_attrs), ("x", x, x_attrs)):
             v = ds.createVariable(name, "f8", (name,))
             v[:] = np.asarray(values, np.float64)
-            v.setncatts({"long_name": f"{name} of cell centre", **{k: attr_value(a) for k, a in extra.items()}})
-        grid_mapping = None
-        if crs:
-            grid_mapping = "crs"
-            v = ds.createVariable(grid_mapping, "i4", ())
-            v.setncatts({k: attr_value(a) for k, a in crs.items() if k != "name"})
-        chunks = (1, 1, min(Y, CHUNK_SIDE), min(X, CHUNK_SIDE))
-        common = {"units": "mm", "standard_name": "precipitation_amount", "interval_minutes": hr_step_minutes,
-                  "cell_methods": "time: sum"}
+            v.setncatts({k: attr_value(a) for k, a in cf.axis_attrs(grid_mapping, name.upper(), given).items()})
         if grid_mapping:
-            common["grid_mapping"] = grid_mapping
-        self.precip = ds.createVariable("precip", "f4", ("member", "time", "y", "x"), zlib=True, complevel=1,
+            v = ds.createVariable("crs", "i4", ())
+            v.setncatts(grid_mapping)
+        chunks = (1, 1, min(Y, CHUNK_SIDE), min(X, CHUNK_SIDE))
+        self.precip = ds.createVariable("precip", "f4", ("time", "member", "y", "x"), zlib=True, complevel=1,
                                         shuffle=True, chunksizes=chunks, fill_value=np.float32(np.nan))
-        self.precip.setncatts({**common, "long_name": f"precipitation over the {hr_step_minutes} minutes ending at time, "
-                                                      "ensemble member (mean + sampled residual, relu, mass transform)"})
+        self.precip.setncatts(cf.precip_attrs(hr_step_minutes, f"precipitation over the {hr_step_minutes} minutes ending "
+                                              "at time, ensemble member (mean + sampled residual, relu, mass transform)",
+                                              bool(grid_mapping)))
         self.mean = ds.createVariable("precip_mean", "f4", ("time", "y", "x"), zlib=True, complevel=1, shuffle=True,
                                       chunksizes=chunks[1:], fill_value=np.float32(np.nan))
-        self.mean.setncatts({**common, "long_name": "mean network prediction (relu, mass transform), no sampled residual"})
+        self.mean.setncatts(cf.precip_attrs(hr_step_minutes, "mean network prediction (relu, mass transform), no sampled "
+                                            "residual", bool(grid_mapping)))
         self.masked = ds.createVariable("masked_pixels", "i4", ("time",))
         self.masked.long_name = "HR pixels set to NaN in this step (missing LR input), the same for every member"
         ds.setncatts({k: attr_value(a) for k, a in attrs.items()})
@@ -87,7 +86,7 @@ class EnsembleWriter:
     def write(self, first_step: int, members: np.ndarray, mean: np.ndarray, masked: np.ndarray) -> None:
         """members (M, n, Y, X), mean (n, Y, X), masked (n,) for HR steps first_step .. first_step+n-1."""
         n = mean.shape[0]
-        self.precip[:, first_step:first_step + n] = members
+        self.precip[first_step:first_step + n] = np.swapaxes(members, 0, 1)
         self.mean[first_step:first_step + n] = mean
         self.masked[first_step:first_step + n] = masked
 
