@@ -2,7 +2,7 @@
 # Set up hpcsr on a fresh Debian/Ubuntu machine with Python 3.11: a venv in .venv with a CPU torch
 # pinned first (so no multi-GB CUDA build is pulled), the package (editable) with its test extras,
 # MPICH from PyPI for mpirun, and, with --system, the Debian packages for the one-node Slurm and
-# CDO (the tests read the outputs with it).
+# CDO and headless Chromium (the tests read the outputs and open the reports with them).
 # Idempotent: a second run that finds nothing changed returns in about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,7 @@ say() { printf '[setup] %s\n' "$*"; }
 
 if [ "$WANT_SYSTEM" = 1 ]; then
   need=()
-  for cmd in slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client munged:munge cdo:cdo; do
+  for cmd in slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client munged:munge cdo:cdo chromium:chromium; do
     command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd#*:}")
   done
   if [ ${#need[@]} -gt 0 ]; then

@@ -2,7 +2,8 @@
 the progress view reads element logs, and the reduced job (--quick) runs end to end through real
 hpcsr-launch processes, with finite metrics, mass conserved at the sampler's scale (checked here
 against the shard's LR independently of hpcsr.evaluate), a transfer lineage, and a rerun that
-reuses every finished stage."""
+reuses every finished stage. Its report pages open in headless Chromium with every image and
+link loading, and its netCDF outputs pass the CF checker (tests/browser.py, tests/test_cf_outputs.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ from hpcsr.demo.progress import latest_line, stderr_of
 from hpcsr.demo.settings import FULL, QUICK, SCRATCH, TRANSFER, DemoSize, preprocess_launch, training_launch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser import Browser, page_links  # noqa: E402
+from test_cf_outputs import ALLOWED_WARNINGS, cf_check  # noqa: E402
 
 
 @pytest.mark.parametrize("size", [FULL, QUICK], ids=["full", "quick"])
@@ -150,6 +154,19 @@ def test_quick_demo_end_to_end_and_rerun_reuses_everything(tmp_path, launch_env)
         assert report["status"] == "ok" and report["source"]["pair"] == "s4_t2"
         lineage = json.loads((out / "runs" / "s5_t3" / stage / "export" / "model.json").read_text())["lineage"]
         assert any(e.get("pair") == "s4_t2" for e in lineage), lineage
+
+    # what a user opens: the index and every pair's report in a real browser, every image decoded
+    # and every linked file present; the files climate tools read pass the CF checker
+    pages = [index, out / "report" / "grid" / "report.html"] + [out / "report" / p / "report.html" for p in
+                                                               ("s2_t1", "s4_t2", "s5_t3")]
+    with Browser() as browser:
+        for page in pages:
+            assert browser.check(page, tmp_path / f"{page.parent.name}.png") == [], page
+            assert all(target.is_file() for target in page_links(page)), page
+    for nc in (out / "runs" / "s4_t2" / "sample" / "ensemble.nc", out / "report" / "s4_t2" / "truth.nc"):
+        errors, warnings = cf_check(nc, tmp_path)
+        assert errors == [], errors
+        assert all(any(key in w for key in ALLOWED_WARNINGS) for w in warnings), warnings
 
     markers = sorted(out.glob("**/launch/*.done.json"))
     assert len(markers) == 1 + 3 * 3  # preprocess, and mean/diffusion/sample of 3 pairs

@@ -131,12 +131,17 @@ def plot_fss(path, forecasts: dict) -> Path:
     fig = Figure(figsize=(3.6 * len(thresholds), 3.4), layout="constrained")
     axes = fig.subplots(1, len(thresholds), squeeze=False)[0]
     for ax, q in zip(axes, thresholds):
+        defined = False
         for name, res in forecasts.items():
             scales = [int(n) for n in res["fss"][q]]
-            values = np.asarray([res["fss"][q][str(n)] for n in scales], dtype=float)
+            values = np.asarray([_num(res["fss"][q][str(n)]) for n in scales], dtype=float)
             ax.plot(scales, values, marker="o", label=_label(name))
+            defined |= bool(np.isfinite(values).any())
         ax.axhline(_num(first["fss_useful"][q]), color="grey", ls=":", lw=1)
-        ax.set_xscale("log")
+        if defined:
+            ax.set_xscale("log")
+        else:  # no pixel reaches the threshold in truth or forecasts: the FSS is undefined (a dry window)
+            ax.text(0.5, 0.5, "undefined:\nno event at this threshold", ha="center", va="center", transform=ax.transAxes)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("neighbourhood (HR pixels)")
         ax.set_title(f">= {q} mm per HR step", fontsize=10)
