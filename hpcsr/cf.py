@@ -29,6 +29,7 @@ CONVENTIONS = "CF-1.11"
 PRECIP_STANDARD_NAME = "lwe_thickness_of_precipitation_amount"
 PRECIP_UNITS = "mm"
 REFERENCES = "arXiv:2604.21903 (scale-adaptive joint spatiotemporal super-resolution with diffusion models)"
+TIME_UNITS = "seconds since 1970-01-01 00:00:00"  # of every time axis hpcsr writes (int64)
 TIME_ATTRS = {"standard_name": "time", "axis": "T", "calendar": "standard", "units_metadata": "leap_seconds: none",
               "long_name": "end of accumulation interval"}
 CRS_KEYS = ("crs_wkt", "spatial_ref", "proj4", "proj4_params")
@@ -135,7 +136,7 @@ def global_attrs(title: str, source: str, history: str, **extra) -> dict:
     return {**attrs, **extra}
 
 
-ENCODING = {"time": {"dtype": "int64", "units": "seconds since 1970-01-01 00:00:00", "calendar": "standard", **NO_FILL},
+ENCODING = {"time": {"dtype": "int64", "units": TIME_UNITS, "calendar": "standard", **NO_FILL},
             "y": NO_FILL, "x": NO_FILL}  # xarray encoding of `precip_dataset`
 
 
@@ -145,7 +146,7 @@ def precip_dataset(values, times_s, y, x, y_attrs: dict, x_attrs: dict, grid_map
     the grid mapping of `grid_mapping` (any form `crs_from` reads); write it with `encoding=ENCODING`."""
     import xarray as xr
 
-    gm = grid_mapping_attrs(grid_mapping) if grid_mapping else {}
+    gm = grid_mapping_attrs(grid_mapping)
     variables = {"precip": (("time", "y", "x"), np.asarray(values, np.float32), precip_attrs(interval, long_name, bool(gm)))}
     if gm:
         variables["crs"] = ((), np.int32(0), gm)

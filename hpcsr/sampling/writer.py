@@ -28,7 +28,6 @@ import numpy as np
 from hpcsr import cf
 from hpcsr.atomic import AtomicPath
 
-TIME_UNITS = "seconds since 1970-01-01 00:00:00"
 CHUNK_SIDE = 256  # spatial chunk side of the netCDF variables
 
 
@@ -60,8 +59,8 @@ class EnsembleWriter:
         v.setncatts({"long_name": "ensemble member", "standard_name": "realization", "units": "1"})
         v = ds.createVariable("time", "i8", ("time",))
         v[:] = np.asarray(times_s, np.int64)
-        v.setncatts({"units": TIME_UNITS, **cf.TIME_ATTRS})
-        grid_mapping = cf.grid_mapping_attrs(crs) if crs else {}
+        v.setncatts({"units": cf.TIME_UNITS, **cf.TIME_ATTRS})
+        grid_mapping = cf.grid_mapping_attrs(crs)
         for name, values, given in (("y", y, y_attrs), ("x", x, x_attrs)):
             v = ds.createVariable(name, "f8", (name,))
             v[:] = np.asarray(values, np.float64)
