@@ -255,8 +255,9 @@ def assemble(out: Path, units: list[Unit], cfg: IngestConfig, listing_skipped: l
                 raise ValueError(f"grid changes inside the dataset: {u.container} has {grid.describe()} but {label0} has "
                                  f"{grid0.describe()}: give inputs on one grid (one HR store per grid)")
             index += [(int(t), p, i) for i, t in enumerate(f["time"][()])]
-        if grid0 is None:
-            raise ValueError("no usable frame in the inputs (all unreadable or all missing): see the warnings above")
+        if not index:  # checked before anything is replaced: a failed rerun leaves the last store as it was
+            raise ValueError("no usable frame in the inputs (all unreadable or all missing): see the warnings above; "
+                             f"{out / HR_FILE} was left as it was")
         index.sort()
         times = np.asarray([t for t, _, _ in index], np.int64)
         dup = np.flatnonzero(np.diff(times) == 0)
