@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only blocks whose HR steps end within START..END (ISO times, inclusive)")
     p.add_argument("--context", choices=CONTEXT_POLICIES, default="mask",
                    help="missing context: mask (the networks ignore it) or strict (output NaN under it)")
+    p.add_argument("--allow-other-grid", action="store_true",
+                   help="sample an input whose HR step or pixel differs from the export's training data (refused otherwise)")
     p.add_argument("--hr-step-minutes", type=int, help="HR step if the input lacks interval_minutes")
     p.add_argument("--phase-minutes", type=int, default=0, help="--coarsen: blocks start this many minutes after 00 UTC")
     p.add_argument("--time-chunk", type=int, help="target blocks gathered and written at once (default: automatic)")
@@ -76,7 +78,7 @@ def run(argv) -> dict:
     return sample_to_netcdf(args.export, args.out, cfg, lr=args.lr, hr=args.hr, pair=args.pair,
                             time_range=args.time_range, hr_step_minutes=args.hr_step_minutes,
                             phase_minutes=args.phase_minutes, device=args.device, progress=not args.quiet,
-                            command=command)
+                            command=command, allow_other_grid=args.allow_other_grid)
 
 
 def main(argv=None) -> int:

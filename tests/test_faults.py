@@ -48,3 +48,62 @@ def test_ingest_rerun_on_all_missing_input_keeps_the_store(tmp_path, capsys):
     after = digests(out)
     for name in ("hr.h5", "manifest.json"):
         assert after[name] == before[name], f"{name} changed by the failed rerun"
+
+
+# ------------------------------------------------------------------ sampling: inputs checked against the model
+
+COMEPHORE_GRID = {"interval_minutes": 60, "units": "m", "hr_pixel": [1000.0, 1000.0]}  # 1 km, hourly
+
+
+def comephore_variant(out: Path, *, stretch: float = 1.0, interval: int | None = None, values=None) -> Path:
+    """The Comephore sample's top-left 40 x 36 px with its x/y spacing multiplied by `stretch`, its
+    interval_minutes replaced, or its values replaced."""
+    with xr.open_dataset(SAMPLE) as ds:
+        ds = ds.isel(y=slice(0, 40), x=slice(0, 36)).load()
+    for axis in ("x", "y"):
+        ds[axis] = (axis, ds[axis].values[0] + (ds[axis].values - ds[axis].values[0]) * stretch, ds[axis].attrs)
+    if interval is not None:
+        ds.attrs["interval_minutes"] = ds["precip"].attrs["interval_minutes"] = interval
+    if values is not None:
+        ds["precip"].values[...] = values(ds["precip"].values)
+    ds.to_netcdf(out)
+    return out
+
+
+@needs_sample
+@pytest.mark.parametrize("case,expected", [
+    ({"stretch": 2.0}, "HR pixel 2000 m along x in the input"),  # LR made at another factor: 2 km cells read as s=2
+    ({"interval": 30}, "HR step 30 min in the input, 60 min in the training data"),
+    ({"values": lambda v: np.full_like(v, np.nan)}, "has no value in the"),
+])
+def test_sample_refuses_inputs_the_model_was_not_trained_for(tmp_path, capsys, case, expected):
+    """Finding 4: an input on another grid, at another cadence, or all missing, used to be sampled
+    (exit 0, an ensemble on the wrong scales or all NaN). Now refused before the model runs, naming
+    both grids; nothing is written."""
+    from test_sample import PAIR, make_export, run_sample
+
+    export = make_export(tmp_path / "m.pt", PAIR, data_grid=COMEPHORE_GRID)
+    source = comephore_variant(tmp_path / "input.nc", **case)
+    out = tmp_path / "ens.nc"
+    capsys.readouterr()
+    assert run_sample("--export", export, "--hr", source, "--coarsen", "--members", "2", "--steps", "1",
+                      "--out", out) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert not out.exists() and not list(tmp_path.glob(".ens.nc*"))
+
+
+@needs_sample
+def test_sample_on_another_grid_when_asked(tmp_path):
+    """--allow-other-grid samples the 2 km input anyway (a deliberate transfer), and an input on the
+    training grid needs no flag."""
+    from test_sample import PAIR, make_export, run_sample
+
+    export = make_export(tmp_path / "m.pt", PAIR, data_grid=COMEPHORE_GRID)
+    args = ["--coarsen", "--members", "2", "--steps", "1"]
+    same = comephore_variant(tmp_path / "same.nc")
+    other = comephore_variant(tmp_path / "other.nc", stretch=2.0)
+    assert run_sample("--export", export, "--hr", same, *args, "--out", tmp_path / "a.nc") == 0
+    assert run_sample("--export", export, "--hr", other, *args, "--out", tmp_path / "b.nc", "--allow-other-grid") == 0
+    with xr.open_dataset(tmp_path / "b.nc") as ds:
+        assert np.isfinite(ds["precip"].values).any()

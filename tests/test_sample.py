@@ -40,8 +40,9 @@ HR_SHAPE = (42, 37)  # cropped by sampling to (40, 36): 10 x 9 LR cells
 TILE_ARGS = ["--tile", "16", "--overlap", "4"]  # 4 x 4 LR-cell tiles sharing one cell: 3 x 3 tiles
 
 
-def make_export(path: Path, pair: FactorPair, seed: int = 0) -> Path:
-    """A model of `pair` with perturbed initial weights, normalised with the Comephore file's log1p stats."""
+def make_export(path: Path, pair: FactorPair, seed: int = 0, data_grid: dict | None = None) -> Path:
+    """A model of `pair` with perturbed initial weights, normalised with the Comephore file's log1p stats;
+    `data_grid` (the training grid an export records) only when given, as in exports of older versions."""
     torch.manual_seed(seed)
     rec = recipe(pair.s, pair.t)
     model = build_model(MICRO, rec)
@@ -56,6 +57,8 @@ def make_export(path: Path, pair: FactorPair, seed: int = 0) -> Path:
                 "recipe": recipe_to_dict(rec), "model": dataclasses.asdict(MICRO), "future_context": 0,
                 "normalisation": {**norm.to_dict(), "stats": {}}, "step": 7, "config_hash": f"hand-{pair.name}",
                 "lineage": [{"role": "self", "stage": "joint", "pair": pair.name, "step": 7, "export": str(path)}]}
+    if data_grid is not None:
+        metadata["data_grid"] = data_grid
     return write_export(path, model.state_dict(), metadata)
 
 

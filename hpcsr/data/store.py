@@ -76,6 +76,16 @@ SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 NO_SPLIT = -1
 
 
+def store_units(path) -> tuple[str, str]:
+    """x/y coordinate units recorded in an HR store (metres when absent or unreadable)."""
+    try:
+        with h5py.File(path, "r") as f:
+            units = [f.attrs.get(k, "m") for k in ("x_units", "y_units")]
+    except OSError:
+        return "m", "m"
+    return tuple(_attr_str(u) for u in units)
+
+
 def shard_name(pair: FactorPair) -> str:
     return f"{pair.name}.h5"
 
@@ -245,6 +255,12 @@ class Shard:
 
     def __len__(self) -> int:
         return len(self.time_s)
+
+    def data_grid(self) -> dict:
+        """The grid the shard's data lie on, as exports record it (`data_grid`): HR step in minutes,
+        HR pixel (x, y; LR cell side / s, positive) and the coordinate units of its HR store."""
+        return {"interval_minutes": self.interval_minutes, "units": store_units(self.hr_store_path)[0],
+                "hr_pixel": [abs(self.lr_transform[1]) / self.pair.s, abs(self.lr_transform[5]) / self.pair.s]}
 
     def indices(self, split: str) -> np.ndarray:
         """Block indices of one split ('train', 'val', 'test')."""

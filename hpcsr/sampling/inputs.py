@@ -29,7 +29,7 @@ import numpy as np
 import xarray as xr
 
 from hpcsr.coarsen import coarsen
-from hpcsr.data.store import HR_FORMAT, SHARD_FORMAT, HRStore, Shard
+from hpcsr.data.store import HR_FORMAT, SHARD_FORMAT, HRStore, Shard, store_units
 from hpcsr.factors import FactorPair
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ def open_shard(path, pair: FactorPair) -> LRSequence:
     s = pair.s
     x_hr = x0 + (np.arange(nx * s) + 0.5) * dx / s
     y_hr = y0 + (np.arange(ny * s) + 0.5) * dy / s
-    x_attrs, y_attrs = _projection_attrs(_h5_units(shard.hr_store_path))
+    x_attrs, y_attrs = _projection_attrs(store_units(shard.hr_store_path))
 
     def read(positions):
         return np.asarray(shard.lr[np.asarray(positions)], dtype=np.float32)
@@ -199,16 +199,6 @@ def open_shard(path, pair: FactorPair) -> LRSequence:
     return LRSequence(read, times, 60 * shard.interval_minutes, pair, (ny, nx), x_hr, y_hr, x_attrs, y_attrs,
                       {"name": "crs", "crs_wkt": shard.crs_wkt, "spatial_ref": shard.crs_wkt, "proj4": shard.crs_proj4},
                       {"kind": "lr-shard", "path": str(path)})
-
-
-def _h5_units(path) -> tuple[str, str]:
-    """x/y coordinate units recorded in an HR store (metres when absent or unreadable)."""
-    try:
-        with h5py.File(path, "r") as f:
-            units = [f.attrs.get(k, "m") for k in ("x_units", "y_units")]
-    except OSError:
-        return "m", "m"
-    return tuple(u.decode() if isinstance(u, bytes) else str(u) for u in units)
 
 
 def _projection_attrs(units: tuple[str, str]) -> tuple[dict, dict]:
@@ -251,7 +241,7 @@ def _hr_netcdf(path, hr_step_minutes) -> _HRSource:
 def _hr_store(path, hr_step_minutes) -> _HRSource:
     store = HRStore(path)
     step = 60 * (_step_minutes(hr_step_minutes, "--hr-step-minutes") if hr_step_minutes is not None else store.interval_minutes)
-    x_attrs, y_attrs = _projection_attrs(_h5_units(path))
+    x_attrs, y_attrs = _projection_attrs(store_units(path))
     return _HRSource(np.asarray(store.time_s, np.int64), step, np.asarray(store.x, np.float64),
                      np.asarray(store.y, np.float64), x_attrs, y_attrs,
                      {"name": "crs", "crs_wkt": store.crs_wkt, "spatial_ref": store.crs_wkt, "proj4": store.crs_proj4},

@@ -17,6 +17,7 @@ import torch
 
 from hpcsr import cf
 from hpcsr.factors import FactorPair
+from hpcsr.sampling.checks import check_grid, check_has_data
 from hpcsr.sampling.ensemble import EnsembleSampler, SampleConfig, sample_sequence, target_times
 from hpcsr.sampling.inputs import open_hr, open_lr
 from hpcsr.sampling.writer import EnsembleWriter
@@ -51,7 +52,7 @@ def hr_times(targets: np.ndarray, t: int, hr_step_s: int) -> np.ndarray:
 
 def sample_to_netcdf(export_path, out, cfg: SampleConfig, *, lr=None, hr=None, pair=None, time_range=None,
                      hr_step_minutes=None, phase_minutes: int = 0, device: str = "auto", progress: bool = True,
-                     command: str | None = None) -> dict:
+                     command: str | None = None, allow_other_grid: bool = False) -> dict:
     """Write the ensemble of `lr` (LR netCDF or shard) or of `hr` coarsened (HR netCDF or HR store)
     to `out`. Returns a summary (counts, settings) on rank 0, {} elsewhere. Must be called by every
     rank when several processes run."""
@@ -70,7 +71,9 @@ def sample_to_netcdf(export_path, out, cfg: SampleConfig, *, lr=None, hr=None, p
     export = load_export(export_path)
     check_pair(export, pair)
     seq = open_lr(lr, export.pair, hr_step_minutes) if lr is not None else open_hr(hr, export.pair, hr_step_minutes, phase_minutes)
+    check_grid(export, seq, allow_other_grid)
     targets = target_times(seq, time_range)
+    check_has_data(seq, targets)
     sampler = EnsembleSampler(export, seq, cfg, pick_device(device, info.local_rank))
     if info.rank == 0:
         log.info("sampling %d blocks x %d members of %s on %d x %d HR pixels (%d tiles of %d, overlap %d), %s %d steps, "

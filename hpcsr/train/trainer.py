@@ -170,6 +170,7 @@ class Trainer:
                 raise ValueError(f"shard {shard_path} holds factor pair {shard.pair.name}, this run is "
                                  f"{self.recipe.pair.name}: point data.shard to the {self.recipe.pair.name} shard")
             self.shard_stats = dict(shard.stats)
+            self.data_grid = shard.data_grid()
         self.normaliser = Normaliser.from_stats(self.shard_stats, cfg.data.normalisation)
 
         # the newest complete checkpoint wins over every initial-weights option
@@ -411,7 +412,7 @@ class Trainer:
             "config": cfg.to_dict(), "code_version": self.code_version,
             "ema": {"decay": cfg.train.ema_decay, "applied": raw is not None,
                     "updates": hp["ema"]["updates"] if hp["ema"] else 0},
-            "shard": str(self.shard_path()), "precision": cfg.deepspeed.precision,
+            "shard": str(self.shard_path()), "data_grid": self.data_grid, "precision": cfg.deepspeed.precision,
             "zero_stage": cfg.deepspeed.zero_stage, "world_size": self.world,
         }
         metadata["lineage"] = self.state.lineage + [exports.lineage_entry("self", metadata, path)]
