@@ -141,7 +141,7 @@ def outputs(tmp_path_factory, small_dataset) -> dict[str, Path]:
     import skill_experiment
 
     crop = work / "crop.nc"
-    skill_experiment.write_crop(small_dataset["out"] / "hr.h5", crop, 32)
+    skill_experiment.write_crop(small_dataset["out"] / "hr.h5", crop, 32, 4, "the test data")
     return {"ensemble_netcdf": ens_nc, "ensemble_shard": ens_shard, "truth": truth, "skill_crop": crop}
 
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import skill_experiment  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
-FILES = ("bom_c10_20201031.nc", "mch_aqc_20160711.nc")
+FILES = ("bom_c10_20201031.nc", "knmi_20100826.nc")
 NUMBERS = ("ensemble_crps", "ensemble_rmse", "ensemble_mae", "spread_skill", "mean_rmse", "mean_mae", "bicubic_rmse",
            "bicubic_mae", "nearest_rmse", "nearest_mae", "bicubic_cell_mass_rmse", "bicubic_cell_mass_mae",
            "untrained_mean_rmse", "untrained_mean_mae")
