@@ -155,9 +155,9 @@ def _convert(tp, value, key: str):
         return build(tp, value, key)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            if isinstance(value, str) and value.lower() in ("inf", "+inf", ".inf"):
-                return math.inf
             raise ConfigError(f"{key}={value!r} must be a number")
+        if not math.isfinite(value):  # a NaN learning rate trains nothing; inf is never meant (null means unset)
+            raise ConfigError(f"{key}={value!r} must be a finite number")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -198,6 +198,9 @@ def config_dir() -> Path:
     """The configs/ folder: $HPCSR_CONFIG_DIR, else the repository's (editable install), else the
     copy installed inside the package (pip install .)."""
     env = os.environ.get("HPCSR_CONFIG_DIR")
+    if env and not (Path(env) / "config.yaml").is_file():
+        raise ConfigError(f"HPCSR_CONFIG_DIR={env}: {'no config.yaml in that folder' if Path(env).is_dir() else 'no such folder'}; "
+                          "point it to your configs/ folder (a copy of the repository's) or unset it")
     candidates = [Path(env)] if env else []
     here = Path(__file__).resolve().parent
     candidates += [here.parent / "configs", here / "conf"]
@@ -229,12 +232,27 @@ def _hydra_compose(overrides, config_path):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    import yaml
+    from omegaconf import open_dict
+
     path = Path(config_path) if config_path else config_dir()
     try:
         with initialize_config_dir(config_dir=str(path.resolve()), version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=list(overrides))
+            cfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(f"cannot compose configs from {path} with overrides {list(overrides)}: {err}") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"malformed YAML in {where}: {err.problem or err.context}") from None
+    choices = dict(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    for name in SECTIONS:
+        if name in choices and not cfg.get(name):
+            raise ConfigError(f"{path / name / (str(choices[name]) + '.yaml')} is empty: a {name} config needs its keys "
+                              f"(copy one of {path / name}/*.yaml and edit it)")
+    return cfg
 
 
 def _resolve(cfg, overrides) -> dict:

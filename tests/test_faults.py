@@ -5,6 +5,10 @@ finding of issue 15 it reproduces; all use real files (HDF5 stores, netCDF input
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +111,63 @@ def test_sample_on_another_grid_when_asked(tmp_path):
     assert run_sample("--export", export, "--hr", other, *args, "--out", tmp_path / "b.nc", "--allow-other-grid") == 0
     with xr.open_dataset(tmp_path / "b.nc") as ds:
         assert np.isfinite(ds["precip"].values).any()
+
+
+# ------------------------------------------------------------------ configuration
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def hpcsr(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hpcsr.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_numeric_keys_refuse_nan_and_inf(value):
+    """Finding 5: train.lr=nan and inf passed validation."""
+    from hpcsr.config import ConfigError, compose
+
+    with pytest.raises(ConfigError, match=f"train.lr={value} must be a finite number"):
+        compose(["model=tiny", f"train.lr={value}"])
+
+
+@pytest.fixture
+def config_copy(tmp_path):
+    """A copy of the repository's configs/ with an empty and a malformed cluster file."""
+    copy = tmp_path / "configs"
+    shutil.copytree(REPO / "configs", copy)
+    (copy / "cluster" / "empty.yaml").write_text("")
+    (copy / "cluster" / "broken.yaml").write_text("name: broken\nnodes: [1, 2\n")
+    return copy
+
+
+def test_empty_and_malformed_yaml_name_the_file_in_one_line(config_copy):
+    """Finding 5: an empty cluster YAML silently planned 1-node CPU jobs; a malformed one printed a
+    100-line yaml traceback."""
+    env = {"HPCSR_CONFIG_DIR": str(config_copy)}
+    out = hpcsr("train", "cluster=empty", env=env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert f"{config_copy / 'cluster' / 'empty.yaml'} is empty" in out.stderr
+    out = hpcsr("train", "cluster=broken", env=env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert f"malformed YAML in {config_copy / 'cluster' / 'broken.yaml'}, line 3" in out.stderr
+
+
+def test_a_config_folder_that_does_not_exist_is_an_error(tmp_path):
+    """Finding 5: HPCSR_CONFIG_DIR pointing at a missing folder was ignored (the packaged configs used)."""
+    out = hpcsr("train", "model=tiny", env={"HPCSR_CONFIG_DIR": str(tmp_path / "nowhere")})
+    assert out.returncode == 2 and f"HPCSR_CONFIG_DIR={tmp_path / 'nowhere'}: no such folder" in out.stderr
+
+
+def test_train_setup_errors_are_one_line_without_traceback(tmp_path):
+    """Finding 7: `hpcsr train` printed a full traceback before its one-line message on every setup
+    error; --debug still shows it."""
+    out = hpcsr("train", "model=tiny", f"data_dir={tmp_path}")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"hpcsr train: shard {tmp_path}/shards/s10_t3.h5 for factor pair s10_t3 does not exist: run `hpcsr-preprocess` "
+        "with this pair, or set data.shard / data_dir"]
+    out = hpcsr("train", "model=tiny", f"data_dir={tmp_path}", "--debug")
+    assert out.returncode == 2 and "Traceback" in out.stderr

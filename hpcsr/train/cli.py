@@ -3,17 +3,23 @@
 Runs the same under plain python (one process), torchrun, srun and mpirun (ranks found by
 hpcsr.dist). Every rank ends through hpcsr.dist.shutdown with the run's exit code: 0 complete,
 3 checkpointed after a stop signal (requeue me), 4 too many non-finite losses, 5 final checkpoint
-not saved, 2 bad configuration, 1 any other error.
+not saved, 2 bad configuration or input (a missing shard, an incompatible checkpoint: one line,
+no traceback), 1 any other error (with its traceback). `--debug` (or HPCSR_DEBUG=1) shows the
+traceback of every error.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
 USAGE = """usage: hpcsr train [key=value ...]   (Hydra overrides of configs/, e.g.
   hpcsr train factor=s10_t3 train.stage=mean train.steps=2000 deepspeed=zero2
-  torchrun --nproc_per_node 2 -m hpcsr train factor=s10_t3 train.stage=diffusion)"""
+  torchrun --nproc_per_node 2 -m hpcsr train factor=s10_t3 train.stage=diffusion)
+  --debug: the traceback of every error"""
+# what the user can fix: bad values, missing or mismatched files (one line, exit 2)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 
 
 def main(argv=None) -> int:
@@ -21,6 +27,8 @@ def main(argv=None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
+    debug = "--debug" in argv or os.environ.get("HPCSR_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
     from hpcsr.config import ConfigError, compose
     from hpcsr.dist import shutdown
 
@@ -34,9 +42,11 @@ def main(argv=None) -> int:
     try:
         result = run(cfg)
     except Exception as err:  # every rank ends now; the others fail at their next collective
-        traceback.print_exc()
-        print(f"hpcsr train: {type(err).__name__}: {err}", file=sys.stderr)
-        shutdown(1)
+        user = isinstance(err, USER_ERRORS)
+        if debug or not user:
+            traceback.print_exc()
+        print(f"hpcsr train: {err}" if user else f"hpcsr train: {type(err).__name__}: {err}", file=sys.stderr)
+        shutdown(2 if user else 1)
     print(f"hpcsr train: {result.status}: {result.message}", file=sys.stderr if result.exit_code else sys.stdout)
     shutdown(result.exit_code)
 
