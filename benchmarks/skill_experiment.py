@@ -106,7 +106,7 @@ CRITERIA = {1: "Ensemble fair CRPS against bicubic MAE", 2: "Calibration: spread
 SAME_MASS = "bicubic + identity per LR cell, smooth factor (like with like)"
 UNTRAINED = "mean network before training + identity per LR cell, smooth factor"
 TRAIN_KEYS = ("widths", "patch", "batch", "lr", "warmup", "mean_steps", "diffusion_steps", "val_every", "val_patches",
-              "seed")
+              "seed", "defaults")  # defaults: hash of the default config tree, so a changed default trains anew
 SAMPLE_KEYS = ("members", "crop", "eval", "steps")
 
 
@@ -496,6 +496,9 @@ def main(argv=None) -> int:
         s = int(pair.split("x")[0])
         if a.patch % s or a.patch % 4 or a.crop % s or a.crop % 4:
             p.error(f"--patch {a.patch} and --crop {a.crop} must be multiples of 4 and of s={s} (pair {pair})")
+    from hpcsr.config import compose
+
+    a.defaults = compose(["model=tiny"]).hash()
     work, out = Path(a.work), Path(a.out)
     results = out.with_suffix("")
     started = time.monotonic()

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from hpcsr.coarsen import coarsen
 from hpcsr.data.normalise import Normaliser
-from hpcsr.data.patches import PatchDataset, PatchSpec, split_windows, valid_corners
+from hpcsr.data.patches import PatchDataset, PatchSpec, dihedral, split_windows, valid_corners
 from hpcsr.data.sampler import SamplesSeenSampler
 from hpcsr.data.store import SPLIT_CODES, Shard
 
@@ -136,3 +136,35 @@ def test_wet_bias_draws_wetter_patches_from_the_lr_alone(shard_path, normaliser)
     assert uniform.keep_probability(lr) == 1.0
     with pytest.raises(ValueError, match="wet_bias=1.5 must be in"):
         PatchDataset(shard_path, SPEC, "train", normaliser, seed=3, wet_bias=1.5)
+
+
+def test_dihedral_symmetries_are_the_eight_of_the_square():
+    z = torch.arange(12.0).reshape(1, 3, 4)
+    turned = [dihedral(z, k) for k in range(8)]
+    assert torch.equal(turned[0], z)
+    assert len({(tuple(t.shape), tuple(t.flatten().tolist())) for t in turned}) == 8  # all distinct
+    for k in range(8):  # each is a permutation of the pixels, and quarter turns compose
+        assert sorted(turned[k].flatten().tolist()) == sorted(z.flatten().tolist())
+    assert torch.equal(dihedral(dihedral(z, 1), 1), dihedral(z, 2))
+
+
+def test_augmented_items_stay_valid_pairs(shard_path, normaliser):
+    """Augmentation turns LR and HR alike: the target LR frame is still coarsen(HR) of the turned
+    item (coarsening over square cells commutes with the symmetries), the draws are the plain
+    dataset's, and the symmetry of an item is fixed by seed and item (resume is bitwise)."""
+    plain = PatchDataset(shard_path, SPEC, "train", normaliser, seed=1)
+    aug = PatchDataset(shard_path, SPEC, "train", normaliser, seed=1, augment=True)
+    with Shard(shard_path) as shard:
+        s, t = shard.pair.s, shard.pair.t
+    seen = set()
+    for item in range(24):
+        a, p = aug[item], plain[item]
+        k = aug.symmetry(item)
+        seen.add(k)
+        assert torch.equal(a["where"], p["where"])
+        assert torch.equal(a["hr"], dihedral(p["hr"], k)) and torch.equal(a["lr"], dihedral(p["lr"], k))
+        hr_mm = normaliser.inverse(a["hr"]).numpy()
+        lr_mm = normaliser.inverse(a["lr"][SPEC.context - 1]).numpy()
+        np.testing.assert_allclose(coarsen(hr_mm, s, t)[0], lr_mm, rtol=1e-4, atol=1e-5)
+        assert torch.equal(PatchDataset(shard_path, SPEC, "train", normaliser, seed=1, augment=True)[item]["hr"], a["hr"])
+    assert len(seen) >= 5  # 24 draws of 8 symmetries

@@ -15,6 +15,10 @@ deterministically. With `wet_bias` > 0 a patch is also redrawn, at random but de
 a probability that falls with the wet fraction of its target LR frame (`keep_probability`): with
 85-95 % dry pixels, most uniformly drawn patches teach nothing; selecting on the LR input alone
 keeps p(hr | lr) unchanged, so no importance weights are needed.
+With `augment`, each item is also turned by one of the 8 symmetries of the square (rotations by
+multiples of 90 degrees, with or without a transpose), the same for its LR and HR frames and drawn
+deterministically from the item number: coarsening over square cells commutes with them, so every
+pair (lr, hr) stays a valid example, and a day of radar with one storm direction becomes eight.
 HDF5 files are opened on first use in each process, so DataLoader workers get their own handles.
 uint16 HR stores are decoded and normalised in one gather through a 65536-entry code table
 (`Normaliser.code_table`); `benchmarks/loader.py` measures the read path.
@@ -37,6 +41,13 @@ from hpcsr.data.store import SPLIT_CODES, Shard, decode
 MAX_REDRAWS = 64  # draws tried per item before giving up on finding enough valid HR pixels
 WET_FLOOR = 0.1  # wet_bias: the smallest keep probability (dry patches still teach that dry stays dry)
 DRY_MM = 0.0  # wet_bias: an LR value above this many mm counts as wet
+
+
+def dihedral(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Symmetry k (0..7) of the square applied to the last two axes: k % 4 quarter turns, then a
+    transpose when k >= 4. k = 0 is the identity."""
+    z = torch.rot90(z, k % 4, dims=(-2, -1))
+    return z.transpose(-2, -1).contiguous() if k >= 4 else z.contiguous()
 
 
 @dataclass(frozen=True)
@@ -92,10 +103,11 @@ class PatchDataset(Dataset):
     """
 
     def __init__(self, shard_path, spec: PatchSpec, split: str, normaliser: Normaliser, seed: int,
-                 min_valid: float = 1.0, stream: str | None = None, wet_bias: float = 0.0):
+                 min_valid: float = 1.0, stream: str | None = None, wet_bias: float = 0.0, augment: bool = False):
         if not 0.0 <= wet_bias <= 1.0:
             raise ValueError(f"wet_bias={wet_bias} must be in [0, 1] (0: off; the LR wet fraction of a fully kept patch)")
         self.wet_bias = float(wet_bias)
+        self.augment = bool(augment)
         self.shard_path = Path(shard_path)
         self.spec, self.split, self.normaliser, self.seed = spec, split, normaliser, int(seed)
         self.min_valid = float(min_valid)
@@ -206,7 +218,13 @@ class PatchDataset(Dataset):
                                f"with a valid HR fraction >= {self.min_valid}; the split is mostly missing data: "
                                "lower data.min_valid or check the data")
         i, y, x, lr, hr = found  # the last valid draw when none was kept (a dry split under wet_bias)
+        if self.augment:
+            lr, hr = (dihedral(z, self.symmetry(item)) for z in (lr, hr))
         return {"lr": lr, "hr": hr, "where": torch.from_numpy(np.array([i, y, x], np.int64))}
+
+    def symmetry(self, item: int) -> int:
+        """Which of the 8 symmetries item `item` gets (0: none), fixed by seed, stream and item."""
+        return int(np.random.default_rng([self.seed, self.stream, 3, item]).integers(8))
 
     def close(self) -> None:
         if self._shard is not None:

@@ -187,7 +187,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.model = build_model(cfg.model, self.recipe, cfg.data.future_context)
         self.train_data = PatchDataset(shard_path, self.spec, "train", self.normaliser, cfg.seed, cfg.data.min_valid,
-                                       "train", cfg.data.wet_bias)
+                                       "train", cfg.data.wet_bias, cfg.data.augment)
         if self.resumed_from is None:
             self.initialise_weights()
             if "denoiser" in TRAINED[self.stage]:
