@@ -9,9 +9,11 @@ per file). A reader therefore sees the old file or the new one, never a mix, eve
 writer is killed with SIGKILL. On an exception the temporary file is removed and the target is left
 as it was; a SIGKILL leaves only a hidden temporary file behind.
 
-Temporary names are `.<name>.<pid>-<random>.tmp`: hidden, unique per writer (processes and threads),
-and never ending in the target's suffix, so a reader scanning a folder for `*.json` or `*.nc` never
-opens a half-written file. Writers that guess a format from the extension must be told it
+Temporary names are `.<name>.<host>.<pid>-<random>.tmp`: hidden, unique per writer (processes,
+threads and hosts sharing a filesystem), and never ending in the target's suffix, so a reader
+scanning a folder for `*.json` or `*.nc` never opens a half-written file. A new writer of `<name>`
+removes the temporaries of earlier writers of it on the same host whose process is gone (a killed
+run's leftovers); those of live processes and of other hosts are left alone. Writers that guess a format from the extension must be told it
 (`savefig(tmp, format="png")`). New files get the usual mode (0666 less the umask).
 
     with AtomicPath(path) as tmp:            # any writer that takes a path (torch.save, h5py, netCDF)
@@ -25,9 +27,11 @@ A writer that spans several calls keeps `a = AtomicPath(path)`, writes `a.tmp`, 
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
 import secrets
+import socket
 from pathlib import Path
 
 
@@ -37,8 +41,10 @@ class AtomicPath:
 
     def __init__(self, path):
         self.path = Path(path)
+        check_target(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        remove_stale_temporaries(self.path)
+        self.tmp = self.path.with_name(f".{self.path.name}.{HOST}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
         os.close(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
 
     def commit(self) -> Path:
@@ -64,6 +70,45 @@ class AtomicPath:
         except BaseException:
             self.discard()
             raise
+
+
+HOST = socket.gethostname().replace(".", "_") or "host"
+
+
+def check_target(path) -> Path:
+    """Refuse (ValueError naming it) a target that cannot be written: an ancestor that is a file,
+    or the target itself a folder. Cheap: call it before long work to fail early."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"output {path} is a folder: give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"output {path} cannot be written: {parent} is a file, not a folder")
+            break
+    return path
+
+
+def remove_stale_temporaries(path) -> list[Path]:
+    """Remove `path`'s temporaries left on this host by writers whose process is gone; returns them."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(HOST)}.*.tmp"):
+        pid = tmp.name[len(path.name) + len(HOST) + 3:].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _fsync(path: Path) -> None:

@@ -54,10 +54,21 @@ def test_exception_in_block_keeps_old_file_and_removes_temporary(tmp_path):
 
 def test_failed_rename_removes_temporary(tmp_path):
     target = tmp_path / "taken"
-    target.mkdir()  # a file cannot replace a folder
     with pytest.raises(IsADirectoryError):
-        write_text_atomic(target, "x")
+        with AtomicPath(target) as tmp:
+            tmp.write_text("x")
+            target.mkdir()  # appears while the writer works: a file cannot replace a folder
     assert target.is_dir() and leftovers(tmp_path) == []
+
+
+def test_unwritable_targets_are_refused_before_writing(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="is a folder"):
+        write_text_atomic(tmp_path / "folder", "x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        write_text_atomic(tmp_path / "file" / "below" / "x.json", "x")
+    assert leftovers(tmp_path) == [] and (tmp_path / "file").read_text() == ""
 
 
 def test_explicit_commit_and_discard(tmp_path):

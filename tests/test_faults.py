@@ -171,3 +171,66 @@ def test_train_setup_errors_are_one_line_without_traceback(tmp_path):
         "with this pair, or set data.shard / data_dir"]
     out = hpcsr("train", "model=tiny", f"data_dir={tmp_path}", "--debug")
     assert out.returncode == 2 and "Traceback" in out.stderr
+
+
+# ------------------------------------------------------------------ outputs: early checks, killed writers
+
+def test_outputs_below_a_file_are_refused_before_any_model_is_read(tmp_path):
+    """Finding 7: `sample` (after loading the model) and `transfer seed` gave a raw FileExistsError
+    traceback when --out lay below a file. The export named here does not exist: the output check
+    comes first, so its message is the one shown."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    missing = tmp_path / "no_export"
+    for args in (["sample", "--export", missing, "--hr", missing, "--coarsen", "--out", blocker / "ens.nc"],
+                 ["transfer", "seed", missing, "--to", "4x2", "--out", blocker / "seed.pt"]):
+        out = hpcsr(*map(str, args))
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert f"{blocker} is a file, not a folder" in out.stderr, out.stderr
+
+
+def test_a_new_writer_removes_what_killed_writers_left(tmp_path):
+    """Temporaries of a dead process on this host go; a live writer's and another host's stay."""
+    from hpcsr.atomic import HOST, AtomicPath
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    target = tmp_path / "ens.nc"
+    left = tmp_path / f".ens.nc.{HOST}.{dead.pid}-0000.tmp"
+    live = tmp_path / f".ens.nc.{HOST}.{os.getpid()}-1111.tmp"
+    other_host = tmp_path / f".ens.nc.elsewhere.{dead.pid}-2222.tmp"
+    for p in (left, live, other_host):
+        p.write_text("partial")
+    with AtomicPath(target) as tmp:
+        tmp.write_text("done")
+    assert target.read_text() == "done"
+    assert not left.exists() and live.exists() and other_host.exists()
+
+
+@needs_sample
+def test_killed_sample_leaves_nothing_that_a_rerun_does_not_clean(tmp_path):
+    """Finding 7: a sample killed with SIGKILL mid-write left .ens.nc.<pid>.tmp that later runs never
+    removed. The rerun writes the ensemble and removes the leftover."""
+    import signal
+    import time
+
+    from test_sample import PAIR, make_export
+
+    export = make_export(tmp_path / "m.pt", PAIR, data_grid=COMEPHORE_GRID)
+    out = tmp_path / "ens.nc"
+    args = [sys.executable, "-m", "hpcsr.cli", "sample", "--export", str(export), "--hr", str(SAMPLE), "--coarsen",
+            "--members", "4", "--steps", "4", "--time-chunk", "1", "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".ens.nc.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(tmp_path.glob(".ens.nc.*.tmp")), "the writer's temporary never appeared"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not out.exists() and list(tmp_path.glob(".ens.nc.*.tmp"))
+    rerun = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert out.is_file() and not list(tmp_path.glob(".ens.nc.*.tmp"))

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from hpcsr import cf
+from hpcsr.atomic import check_target
 from hpcsr.factors import FactorPair
 from hpcsr.sampling.checks import check_grid, check_has_data
 from hpcsr.sampling.ensemble import EnsembleSampler, SampleConfig, sample_sequence, target_times
@@ -61,6 +62,7 @@ def sample_to_netcdf(export_path, out, cfg: SampleConfig, *, lr=None, hr=None, p
 
     if (lr is None) == (hr is None):
         raise ValueError("give exactly one input: --lr (LR netCDF or shard) or --hr with --coarsen (perfect-model test)")
+    check_target(out)  # before the model is loaded
     info = discover()
     group = None
     if info.world_size > 1:

@@ -116,10 +116,12 @@ def _target(args, source_model: dict | None):
 
 
 def seed_command(args) -> int:
+    from hpcsr.atomic import check_target
     from hpcsr.transfer.freeze import DEFAULT_PREFIXES, FreezeSpec
     from hpcsr.transfer.seed import make_seed
     from hpcsr.transfer.sources import load_source
 
+    check_target(args.out)  # before any model is read
     source = load_source(args.source, args.stage, args.weights)
     pair, recipe, model, future = _target(args, source.model)
     freeze = None
