@@ -22,6 +22,13 @@ run's leftovers); those of live processes and of other hosts are left alone. Wri
 
 A writer that spans several calls keeps `a = AtomicPath(path)`, writes `a.tmp`, then calls
 `a.commit()` or `a.discard()`.
+
+A folder output (an evaluation report: metrics, figures, pages) is written whole into a temporary
+sibling folder and swapped in by `AtomicFolder`: the previous folder is renamed aside, the new one
+renamed in, the old one deleted. A failure before the swap leaves the previous folder untouched;
+a crash between the two renames leaves the previous folder under `.<name>.<host>.<pid>-<rand>.old`,
+which the next writer of that folder puts back before it starts. So a reader finds one complete run's
+files, never a mix of two.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import glob
 import json
 import os
 import secrets
+import shutil
 import socket
 from pathlib import Path
 
@@ -99,6 +107,69 @@ def remove_stale_temporaries(path) -> list[Path]:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
+
+
+class AtomicFolder:
+    """A temporary folder beside `path` (in `tmp`) that replaces the folder `path` whole on
+    commit(). `marker`: a file name that a previous output folder must contain to be replaced (so a
+    folder of other files given by mistake is refused, never deleted). As a context manager it yields
+    `tmp`, commits on normal exit and removes `tmp` on an exception."""
+
+    def __init__(self, path, marker: str):
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"output folder {self.path} is a file: give a folder name")
+        check_target(self.path / marker)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._recover()
+        if self.path.is_dir() and any(self.path.iterdir()) and not (self.path / marker).is_file():
+            raise ValueError(f"output folder {self.path} holds other files (no {marker}): it would be replaced "
+                             "whole, so give a new or empty folder")
+        name = f".{self.path.name}.{HOST}.{os.getpid()}-{secrets.token_hex(4)}"
+        self.tmp = self.path.with_name(name + ".tmp")
+        self._old = self.path.with_name(name + ".old")
+        self.tmp.mkdir()
+
+    def _recover(self) -> None:
+        """Put back a previous folder left aside by a crash mid-swap; remove dead writers' folders."""
+        pattern = f".{glob.escape(self.path.name)}.{glob.escape(HOST)}.*"
+        for left in sorted(self.path.parent.glob(pattern)):
+            pid = left.name[len(self.path.name) + len(HOST) + 3:].split("-", 1)[0]
+            if not left.is_dir() or not pid.isdigit() or _alive(int(pid)):
+                continue
+            if left.suffix == ".old" and not self.path.exists():
+                os.replace(left, self.path)
+            else:
+                shutil.rmtree(left, ignore_errors=True)
+
+    def commit(self) -> Path:
+        for f in self.tmp.rglob("*"):
+            if f.is_file():
+                _fsync(f)
+        had_old = self.path.exists()
+        if had_old:
+            os.replace(self.path, self._old)
+        os.replace(self.tmp, self.path)
+        _fsync(self.path.parent)
+        if had_old:
+            shutil.rmtree(self._old, ignore_errors=True)
+        return self.path
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.discard()
+            return
+        try:
+            self.commit()
+        except BaseException:
+            self.discard()
+            raise
 
 
 def _alive(pid: int) -> bool:

@@ -163,7 +163,7 @@ def test_quick_demo_end_to_end_and_rerun_reuses_everything(tmp_path, launch_env)
         for page in pages:
             assert browser.check(page, tmp_path / f"{page.parent.name}.png") == [], page
             assert all(target.is_file() for target in page_links(page)), page
-    for nc in (out / "runs" / "s4_t2" / "sample" / "ensemble.nc", out / "report" / "s4_t2" / "truth.nc"):
+    for nc in (out / "runs" / "s4_t2" / "sample" / "ensemble.nc", out / "report" / "truth" / "s4_t2.nc"):
         errors, warnings = cf_check(nc, tmp_path)
         assert errors == [], errors
         assert all(any(key in w for key in ALLOWED_WARNINGS) for w in warnings), warnings

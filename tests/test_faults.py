@@ -234,3 +234,64 @@ def test_killed_sample_leaves_nothing_that_a_rerun_does_not_clean(tmp_path):
     rerun = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert out.is_file() and not list(tmp_path.glob(".ens.nc.*.tmp"))
+
+
+# ------------------------------------------------------------------ evaluation: the report folder whole
+
+@needs_sample
+def test_failed_evaluation_rerun_leaves_the_previous_report_byte_identical(tmp_path, monkeypatch):
+    """Finding 2: a rerun that failed while drawing (the FSS figure's log axis) had already
+    overwritten metrics.json/csv and left the older report and figures: a folder mixing two runs.
+    The failure is injected in the figure code here (any failure after the scores would do)."""
+    from test_eval_cli import _write_case
+
+    from hpcsr.evaluate import plots
+    from hpcsr.evaluate.cli import main as evaluate_main
+
+    _write_case(tmp_path, 3, 2)
+    out = tmp_path / "report"
+    args = ["--truth", str(tmp_path / "hr.nc"), "--ensemble", str(tmp_path / "ens.nc"), "--out", str(out),
+            "--scales", "1", "--quiet"]
+    assert evaluate_main(args) == 0
+    (out / "from_an_older_run.png").write_bytes(b"old")
+    before = digests(out)
+
+    def broken(*a, **k):
+        raise RuntimeError("injected: the figure cannot be drawn")
+
+    monkeypatch.setattr(plots, "plot_fss", broken)
+    with pytest.raises(RuntimeError, match="injected"):
+        evaluate_main(args + ["--thresholds", "0.5"])
+    assert digests(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".report")) == []
+    monkeypatch.undo()
+    assert evaluate_main(args) == 0  # a good rerun replaces the folder whole: no file of the older run
+    assert not (out / "from_an_older_run.png").exists() and (out / "report.html").is_file()
+
+
+def test_evaluation_refuses_to_replace_a_folder_of_other_files(tmp_path):
+    """The report folder is replaced whole, so a folder that is not a report is refused, not emptied."""
+    from hpcsr.atomic import AtomicFolder
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(ValueError, match="holds other files"):
+        AtomicFolder(tmp_path / "mine", "report.md")
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
+def test_a_crash_mid_swap_is_undone_by_the_next_writer(tmp_path):
+    """Killed between moving the old folder aside and moving the new one in: the next writer finds
+    the folder missing and its previous version under .old, and puts it back before starting."""
+    from hpcsr.atomic import HOST, AtomicFolder
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    aside = tmp_path / f".report.{HOST}.{dead.pid}-abcd.old"
+    half = tmp_path / f".report.{HOST}.{dead.pid}-abcd.tmp"
+    for folder in (aside, half):
+        folder.mkdir()
+        (folder / "report.md").write_text(folder.suffix)
+    writer = AtomicFolder(tmp_path / "report", "report.md")
+    assert (tmp_path / "report" / "report.md").read_text() == ".old" and not aside.exists() and not half.exists()
+    writer.discard()

@@ -71,7 +71,8 @@ def evaluate_pair(ensemble: Path, hr_store: Path, out_dir: Path, progress: bool 
     metrics = out_dir / "metrics.json"
     if metrics.is_file() and _newer(out_dir / "report.html", ensemble):  # the report is written last
         return json.loads(metrics.read_text())
-    truth = write_truth(ensemble, hr_store, out_dir / "truth.nc")
+    # beside the pair's report folder, which evaluate replaces whole
+    truth = write_truth(ensemble, hr_store, out_dir.parent / "truth" / f"{out_dir.name}.nc")
     with xr.open_dataset(truth) as tru:
         wettest = float(tru["precip"].max())
     # FSS thresholds the truth reaches (a short test period of a small domain may have no 5 mm hour;

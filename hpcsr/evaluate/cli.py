@@ -21,6 +21,7 @@ import logging
 import sys
 from pathlib import Path
 
+from hpcsr.atomic import AtomicFolder
 from hpcsr.evaluate.evaluation import DEFAULT_QUANTILES, DEFAULT_SCALES, DEFAULT_THRESHOLDS, evaluate, perfect_model_lr
 from hpcsr.evaluate.inputs import MEAN_VARIABLE, load_inputs, sampling_tiles
 from hpcsr.evaluate.mass_error import claimed_error, claimed_scale
@@ -86,12 +87,20 @@ def _summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _write_whole(out, *report_args, **report_kwargs) -> dict:
+    """write_report into a temporary sibling of `out`, swapped in whole (hpcsr.atomic.AtomicFolder):
+    a failure leaves the previous report byte-identical, a success leaves no file of an older run."""
+    with AtomicFolder(out, "report.md") as tmp:
+        written = write_report(tmp, *report_args, **report_kwargs)
+    return {k: Path(out) / Path(v).relative_to(tmp) for k, v in written.items()}
+
+
 def run(args: argparse.Namespace) -> dict:
     grid = _load_pairs(args.pairs)
     if args.truth is None and args.ensemble is None:
         if not grid:
             raise ValueError("nothing to do: give --truth and --ensemble, or --pairs metrics.json files")
-        return write_report(args.out, None, grid_results=grid)
+        return _write_whole(args.out, None, grid_results=grid)
     if args.truth is None or args.ensemble is None:
         raise ValueError("give both --truth and --ensemble")
     inputs = load_inputs(args.truth, args.ensemble, args.lr, args.mean, args.s, args.t, args.variable, args.mean_variable)
@@ -117,7 +126,7 @@ def run(args: argparse.Namespace) -> dict:
     label = str(inputs.truth["time"].values[step])[:16] if "time" in inputs.truth.coords else ""
     if grid:
         grid = [g for g in grid if g["pair"]["name"] != result["pair"]["name"]] + [json_safe(result)]
-    written = write_report(args.out, result, frames, grid or None, inputs.sources, label)
+    written = _write_whole(args.out, result, frames, grid or None, inputs.sources, label)
     print(_summary(result))
     print(f"wrote {', '.join(str(p) for p in written.values())}")
     return written
