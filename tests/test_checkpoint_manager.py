@@ -61,3 +61,24 @@ def test_world_size_or_zero_stage_change_needs_universal(tmp_path):
     assert not CheckpointManager(tmp_path, keep=1, world_size=2).needs_universal(info, zero_stage=1)
     assert CheckpointManager(tmp_path, keep=1, world_size=1).needs_universal(info, zero_stage=1)
     assert CheckpointManager(tmp_path, keep=1, world_size=2).needs_universal(info, zero_stage=3)
+
+
+def test_same_size_damage_is_caught_by_the_digest(tmp_path, caplog):
+    """A marker with SHA-256 digests: a file changed in place at the same size is not resumed; the
+    warning names it. A marker without digests (older runs) is still checked by size."""
+    import hashlib
+    import json
+
+    for step in (2, 4):
+        path = make_tag(tmp_path, step)
+        marker = json.loads((path / MARKER).read_text())
+        marker["sha256"] = {"mp_rank_00_model_states.pt": hashlib.sha256(b"weights" * step).hexdigest()}
+        write_json_atomic(path / MARKER, marker)
+    (tmp_path / "step_4" / "mp_rank_00_model_states.pt").write_bytes(b"WEIGHTS" * 4)
+    m = CheckpointManager(tmp_path, keep=2)
+    assert [c.step for c in m.complete()] == [2, 4]  # sizes match: listing does not hash
+    with caplog.at_level("WARNING"):
+        assert m.latest().step == 2
+    assert "step_4: mp_rank_00_model_states.pt does not match its SHA-256" in caplog.text
+    make_tag(tmp_path, 6)  # no digests: accepted on its sizes
+    assert m.latest().step == 6

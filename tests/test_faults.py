@@ -295,3 +295,24 @@ def test_a_crash_mid_swap_is_undone_by_the_next_writer(tmp_path):
     writer = AtomicFolder(tmp_path / "report", "report.md")
     assert (tmp_path / "report" / "report.md").read_text() == ".old" and not aside.exists() and not half.exists()
     writer.discard()
+
+
+# ------------------------------------------------------------------ exports: verified before use
+
+@needs_sample
+def test_a_damaged_export_is_refused_by_name(tmp_path):
+    """Finding 3, exports: an export whose bytes changed after it was written (same size) is refused
+    before sampling or transfer uses it; its JSON beside it keeps the digest."""
+    from test_sample import PAIR, make_export
+
+    from hpcsr.train.export import ExportError, load_export
+
+    export = make_export(tmp_path / "m.pt", PAIR)
+    load_export(export)
+    data = bytearray(export.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit
+    export.write_bytes(bytes(data))
+    with pytest.raises(ExportError, match=r"m.pt is damaged: its SHA-256 differs from the one recorded in m.json"):
+        load_export(export)
+    out = hpcsr("sample", "--export", str(export), "--hr", str(SAMPLE), "--coarsen", "--out", str(tmp_path / "e.nc"))
+    assert out.returncode == 2 and "is damaged" in out.stderr and "Traceback" not in out.stderr

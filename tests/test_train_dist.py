@@ -218,6 +218,27 @@ def test_signal_failed_save_and_kill_minus_9_then_resume_exactly(reference, trai
     assert losses(stage) == losses(reference)  # one record per step, the same losses
 
 
+def test_a_checkpoint_with_flipped_bytes_is_not_resumed(reference, train_dataset, tmp_path):
+    """Issue 15, finding 3: 400 bytes flipped inside the newest checkpoint's model states (same size,
+    so the marker's sizes still match) used to be resumed silently (exit 0, 109 tensors differing in
+    the final export). Its SHA-256 no longer matches: resume warns naming the file, falls back to the
+    checkpoint before, and ends bitwise equal to the reference."""
+    stage = tmp_path / "run" / "mean"
+    copy_checkpoint(reference, stage, 4)
+    shutil.copytree(reference / "checkpoints" / "step_6", stage / "checkpoints" / "step_6")
+    states = stage / "checkpoints" / "step_6" / "mp_rank_00_model_states.pt"
+    data = bytearray(states.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 400] = bytes(b ^ 0xFF for b in data[middle:middle + 400])
+    states.write_bytes(bytes(data))
+    ranks = train(2, tmp_path / "run", train_dataset, REFERENCE)
+    log = ranks.output()
+    assert "mp_rank_00_model_states.pt does not match its SHA-256" in log and "falling back" in log, log
+    start = next(r for r in records(stage) if r.get("event") == "start")
+    assert start["resumed_from"].endswith("step_4")
+    assert_same_weights(export_blob(stage), export_blob(reference))
+
+
 @pytest.mark.parametrize("case", ["zero2-diffusion-accumulation-workers", "zero3-joint-ema"])
 def test_exact_resume_other_zero_stages(case, reference, train_dataset, tmp_path):
     """Stopped at step 2 and resumed, a run ends bitwise equal to the uninterrupted one: ZeRO 2 on the

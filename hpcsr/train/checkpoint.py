@@ -11,10 +11,16 @@ Saving is collective. DeepSpeed writes its `latest` file after rank 0's own shar
 not used (`save_latest=False`); instead every rank's writes go through a guard that fsyncs each
 file and records an error (disk full, read-only folder) rather than raising mid-collective, the
 ranks agree on success with an all_reduce, and only then rank 0 writes the marker (temp file,
-fsync, rename, fsync of the folder) listing every file with its size. A failed save deletes its
-partial tag and keeps the previous checkpoint; a process killed mid-save leaves a tag without
-marker, which resume ignores and the next save removes. Only the newest `keep` complete
-checkpoints are kept.
+fsync, rename, fsync of the folder) listing every file with its size and SHA-256. Each rank hashes
+the files it wrote right after writing them (read back from the page cache, in parallel across
+ranks) and rank 0 gathers the digests. A failed save deletes its partial tag and keeps the previous
+checkpoint; a process killed mid-save leaves a tag without marker, which resume ignores and the
+next save removes. Only the newest `keep` complete checkpoints are kept.
+
+Resume (`latest`) verifies the newest checkpoint's digests, and falls back to the one before with a
+warning naming the file when a file differs from its digest (a bit flip, a copy gone wrong): a
+checkpoint that looks complete but is not is never resumed. Listing checkpoints (`complete`, used
+when pruning) checks sizes only. Markers written before digests existed are checked by size.
 
 Fault injection for tests (environment, read at each save):
     HPCSR_FAULT_SAVE_DELAY_S=<step>:<s>  sleep s seconds after each file written when saving that step
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import hashlib
 import io
 import json
 import logging
@@ -49,6 +56,18 @@ MARKER = "COMPLETE.json"
 MARKER_FORMAT = "hpcsr-checkpoint"
 UNIVERSAL_DIR = "universal"
 _TAG = re.compile(r"step_(\d+)")
+
+
+HASH_CHUNK = 1 << 22  # bytes read at a time when hashing
+
+
+def file_sha256(path) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def tag_of(step: int) -> str:
@@ -78,6 +97,7 @@ class _GuardedWrites:
 
     def __init__(self, inner, step: int, rank: int):
         self.inner, self.error = inner, None
+        self.digests = {}  # path -> SHA-256 of every file this rank wrote
         at, _, seconds = os.environ.get("HPCSR_FAULT_SAVE_DELAY_S", "").partition(":")
         self.delay = float(seconds) if at == str(step) and seconds else 0.0
         self.fail = os.environ.get("HPCSR_FAULT_SAVE_ERROR", "") == f"{step}:{rank}"
@@ -96,8 +116,14 @@ class _GuardedWrites:
     def save(self, state_dict, path):
         self._guard(self.inner.save, state_dict, path)
         self._guard(_fsync_file, path)  # on disk before the marker can name it
+        self.hash(path)
         if self.delay:
             time.sleep(self.delay)
+
+    def hash(self, path) -> None:
+        digest = self._guard(file_sha256, path)
+        if digest is not None:
+            self.digests[str(Path(path).resolve())] = digest
 
     def makedirs(self, path, exist_ok=False):
         return self._guard(self.inner.makedirs, path, exist_ok=exist_ok)
@@ -135,6 +161,15 @@ def _agree_errors(error: Exception | None) -> list[str]:
     errors = [None] * dist.get_world_size()
     dist.all_gather_object(errors, None if error is None else str(error))
     return [f"rank {r}: {e}" for r, e in enumerate(errors) if e is not None]
+
+
+def _gather_digests(mine: dict, world_size: int) -> dict:
+    """Every rank's {absolute path: SHA-256}, merged (collective when several ranks run)."""
+    if dist.is_available() and dist.is_initialized() and world_size > 1:
+        parts = [None] * world_size
+        dist.all_gather_object(parts, mine)
+        return {k: v for part in parts for k, v in (part or {}).items()}
+    return dict(mine)
 
 
 def _barrier() -> None:
@@ -202,10 +237,33 @@ class CheckpointManager:
                 out.append(CheckpointInfo(step, path, marker))
         return out
 
+    @staticmethod
+    def verify(info: CheckpointInfo) -> str | None:
+        """None when every file of `info` matches its SHA-256 in the marker (or the marker has none),
+        else the first file that does not."""
+        for rel, digest in info.marker.get("sha256", {}).items():
+            try:
+                if file_sha256(info.path / rel) != digest:
+                    return rel
+            except OSError:
+                return rel
+        return None
+
     def latest(self) -> CheckpointInfo | None:
-        """The newest complete checkpoint (decided by rank 0, the same on every rank)."""
-        found = self.complete() if self.rank == 0 else None
-        choice = [found[-1] if found else None]
+        """The newest complete checkpoint whose files match their digests (decided by rank 0, the
+        same on every rank); a damaged one is skipped with a warning naming the file."""
+        choice = [None]
+        if self.rank == 0:
+            for info in reversed(self.complete()):
+                started = time.perf_counter()
+                bad = self.verify(info)
+                if bad is None:
+                    log.info("checkpoint %s verified (SHA-256 of %d files in %.2f s)", info.tag,
+                             len(info.marker.get("sha256", {})), time.perf_counter() - started)
+                    choice = [info]
+                    break
+                log.warning("checkpoint %s: %s does not match its SHA-256 in %s (damaged): falling back to the "
+                            "previous checkpoint", info.path, bad, MARKER)
         if dist.is_available() and dist.is_initialized() and self.world_size > 1:
             dist.broadcast_object_list(choice, src=0)
         return choice[0]
@@ -244,6 +302,7 @@ class CheckpointManager:
             buffer = io.BytesIO()
             torch.save(rng_state(), buffer)
             guard._guard(self._write_bytes, path / f"rank_{self.rank:05d}.pt", buffer.getvalue())
+            guard.hash(path / f"rank_{self.rank:05d}.pt")
         finally:
             engine.checkpoint_engine = guard.inner
         errors = _agree_errors(guard.error)
@@ -253,11 +312,14 @@ class CheckpointManager:
             _barrier()
             return self._failed(step, errors)
 
+        digests = _gather_digests(guard.digests, self.world_size)
         if self.rank == 0:
             try:
-                files = {str(p.relative_to(path)): p.stat().st_size for p in sorted(path.rglob("*")) if p.is_file()}
+                listed = [p for p in sorted(path.rglob("*")) if p.is_file()]
+                files = {str(p.relative_to(path)): p.stat().st_size for p in listed}
+                sha = {str(p.relative_to(path)): digests.get(str(p.resolve())) or file_sha256(p) for p in listed}
                 marker = {"format": MARKER_FORMAT, "step": step, "tag": tag, "world_size": self.world_size,
-                          "files": files, **marker_extra}
+                          "files": files, "sha256": sha, **marker_extra}
                 write_json_atomic(path / MARKER, marker, default=str)
             except OSError as err:
                 error = err

@@ -5,7 +5,9 @@
      'state_dict': SRModel weights in fp32, the denoiser's EMA average substituted when kept,
      'raw_state_dict': the optimised weights when they differ from state_dict (EMA), else absent,
      'metadata': see below}
-with the metadata also written beside it as JSON (`model.json`), for people and tools.
+with the metadata also written beside it as JSON (`model.json`), for people and tools, plus the
+SHA-256 of the torch file (`file_sha256`, in the JSON only): `load_export` reads the file once,
+checks it against that digest and refuses a damaged export by name.
 Metadata: stage, trained submodules, pair {s, t, name}, recipe (L, beta range, mass f, patch),
 model (ModelConfig fields), future_context, normalisation {kind, shift, scale, stats (the shard's
 train-split statistics)}, step, samples_seen, config_hash, config, code_version, ema, shard,
@@ -24,7 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
+import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,9 +99,13 @@ def write_export(path, state_dict: dict, metadata: dict, raw_state_dict: dict | 
             "metadata": metadata}
     if raw_state_dict is not None:
         blob["raw_state_dict"] = {k: v.detach().float().cpu().contiguous() for k, v in raw_state_dict.items()}
+    buffer = io.BytesIO()
+    torch.save(blob, buffer)
+    data = buffer.getvalue()
     with AtomicPath(path) as tmp:
-        torch.save(blob, tmp)
-    write_json_atomic(path.with_suffix(".json"), metadata, default=str)
+        tmp.write_bytes(data)
+    write_json_atomic(path.with_suffix(".json"), {**metadata, "file_sha256": hashlib.sha256(data).hexdigest()},
+                      default=str)
     return path
 
 
@@ -152,11 +160,25 @@ class Export:
         return model.eval()
 
 
+def _recorded_digest(path: Path) -> str | None:
+    """The file_sha256 of the export's JSON beside it (None when absent: older exports, copies)."""
+    try:
+        return json.loads(path.with_suffix(".json").read_text()).get("file_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def load_export(path) -> Export:
     """Read and check an export (file, export/ folder or stage folder)."""
     path = resolve_export(path)
+    data = path.read_bytes()
+    expected = _recorded_digest(path)
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise ExportError(f"export {path} is damaged: its SHA-256 differs from the one recorded in "
+                          f"{path.with_suffix('.json').name} when it was written; re-export it from its checkpoint "
+                          "(or retrain that stage)")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     except Exception as err:
         raise ExportError(f"cannot read export {path}: {err}; the file is damaged or not an hpcsr export") from None
     if not isinstance(blob, dict) or blob.get("format") != EXPORT_FORMAT:

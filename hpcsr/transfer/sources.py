@@ -15,6 +15,7 @@ export does); `weights='raw'` takes the optimised weights instead.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from hpcsr.factors import FactorPair
 from hpcsr.train import export as exports
 from hpcsr.train.checkpoint import MARKER, UNIVERSAL_DIR, CheckpointInfo, CheckpointManager
 from hpcsr.train.objective import PREFIX, TRAINED
+
+log = logging.getLogger(__name__)
 
 STAGE_PREFERENCE = ("joint", "diffusion", "mean")  # most trained first
 WEIGHTS = ("ema", "raw")
@@ -127,15 +130,28 @@ def _complete_tag(tag: Path) -> CheckpointInfo:
         raise SourceError(f"checkpoint {tag} has no valid completion marker ({MARKER} missing, or its files do not "
                           f"match it): the save was interrupted and the checkpoint may be partial. Use a complete "
                           f"checkpoint of {tag.parent} (complete: {others}) or the run's export")
+    bad = CheckpointManager.verify(info)
+    if bad is not None:
+        raise SourceError(f"checkpoint {tag}: {bad} does not match its SHA-256 in {MARKER} (the file is damaged): use "
+                          f"another checkpoint of {tag.parent} or the run's export")
     return info
 
 
 def _newest_complete(root: Path) -> CheckpointInfo:
+    """The newest complete checkpoint whose files match their digests (a damaged one is skipped
+    with a warning naming the file)."""
     done = CheckpointManager(root, 1).complete()
     if not done:
         raise SourceError(f"{root} holds no complete checkpoint (none has its completion marker {MARKER}): "
                           "train until a checkpoint is saved, or point at an export")
-    return done[-1]
+    for info in reversed(done):
+        bad = CheckpointManager.verify(info)
+        if bad is None:
+            return info
+        log.warning("checkpoint %s: %s does not match its SHA-256 in %s (damaged): trying the previous one",
+                    info.path, bad, MARKER)
+    raise SourceError(f"every complete checkpoint of {root} has a damaged file (SHA-256 differs from its marker): "
+                      "point at the run's export")
 
 
 def _from_file(path: Path, weights: str) -> Source:
