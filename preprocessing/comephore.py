@@ -1,10 +1,13 @@
 """Comephore as Meteo-France distributes it: monthly `H_COMEPHORE_YYYYMM.tar` archives (or folders)
 of hourly `YYYYMMDDHH_RR.gtif` rasters, uint16 tenths of mm, 65535 = missing (no nodata tag),
 stamped with the end of the hour in UTC (DESIGN.md section 4).
+Every input left out is recorded with a kind: a raster whose name does not parse ('bad-name'), an
+archive damaged part way ('damaged-archive', with the hours of its month after the last member read
+counted as lost when the archive has Meteo-France's H_COMEPHORE_YYYYMM.tar name).
 
 Archives are read in place: tarfile lists the members once, then each raster's bytes are read at
 its offset (no extraction to disk). Companion rasters (`_ERR`, `_QUALIF`, any `_<KIND>.gtif`) and
-other members are ignored and counted. The grid and CRS come from each file's GeoKeys.
+other members are ignored (companions counted in the log). The grid and CRS come from each file's GeoKeys.
 """
 
 from __future__ import annotations
@@ -100,6 +103,31 @@ def _parse_member(name: str):
     return stamp, kind
 
 
+RASTER_SUFFIXES = (".gtif", ".tif", ".tiff")
+ARCHIVE_RE = re.compile(r"H_COMEPHORE_(\d{4})(\d{2})\.tar$")
+
+
+def _note_bad_name(container: str, name: str, skipped: list) -> None:
+    """A raster whose name is not YYYYMMDDHH_<KIND>.gtif is left out, with a warning and a record;
+    other files (a README, checksums) are left out silently."""
+    if name.lower().endswith(RASTER_SUFFIXES):
+        log.warning("skipping %s:%s: not named YYYYMMDDHH_<KIND>.gtif, so its hour is unknown", container, name)
+        skipped.append({"input": container, "member": name, "time": None, "kind": "bad-name",
+                        "reason": "raster name is not YYYYMMDDHH_<KIND>.gtif"})
+
+
+def _hours_lost(path: str, last_read: int | None) -> int:
+    """Hours of a monthly archive's month after the last member read (0 if the name gives no month)."""
+    m = ARCHIVE_RE.search(os.path.basename(path))
+    if not m:
+        return 0
+    year, month = int(m.group(1)), int(m.group(2))
+    days = calendar.monthrange(year, month)[1]
+    first = stamp_seconds(year, month, 1, 1)  # end of the month's first hour
+    last = first + (days * 24 - 1) * 3600
+    return (last - last_read) // 3600 if last_read is not None else days * 24
+
+
 def _list_archive(path: str, skipped: list) -> list[FrameRef]:
     refs = []
     try:
@@ -109,9 +137,11 @@ def _list_archive(path: str, skipped: list) -> list[FrameRef]:
                     member = tar.next()
                 except (tarfile.ReadError, EOFError) as exc:
                     last = refs[-1].member if refs else "the start"
-                    log.warning("archive %s is damaged after %s (%s): later members are lost", path, last, exc)
-                    skipped.append({"input": path, "member": "", "time": None,
-                                    "reason": f"archive damaged after {last}: {exc}"})
+                    lost = _hours_lost(path, refs[-1].time if refs else None)
+                    log.warning("archive %s is damaged after %s (%s): later members are lost%s", path, last, exc,
+                                f" ({lost} hour(s) of its month)" if lost else "")
+                    skipped.append({"input": path, "member": "", "time": None, "kind": "damaged-archive",
+                                    "reason": f"archive damaged after {last}: {exc}", "hours_lost": lost})
                     break
                 if member is None:
                     break
@@ -119,7 +149,7 @@ def _list_archive(path: str, skipped: list) -> list[FrameRef]:
                     continue
                 parsed = _parse_member(member.name)
                 if parsed is None:
-                    log.debug("ignoring %s:%s (not a YYYYMMDDHH_<KIND>.gtif raster)", path, member.name)
+                    _note_bad_name(path, member.name, skipped)
                     continue
                 if parsed[1] != RAIN_KIND:
                     continue
@@ -137,6 +167,8 @@ def _list_folder(path: str, skipped: list) -> list[FrameRef]:
             refs += _list_archive(entry.path, skipped)
             continue
         parsed = _parse_member(entry.name) if entry.is_file() else None
+        if parsed is None and entry.is_file():
+            _note_bad_name(path, entry.name, skipped)
         if parsed is None or parsed[1] != RAIN_KIND:
             continue
         refs.append(FrameRef(parsed[0], path, entry.name, 0, entry.stat().st_size))

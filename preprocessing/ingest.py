@@ -159,7 +159,8 @@ def _frames_comephore(unit: Unit, cfg: IngestConfig, skipped: list):
             if cfg.on_bad_input == "fail":
                 raise BadInputError(f"{ref.label}: {reason}; rerun with --on-bad-input skip to record it as a gap") from exc
             log.warning("skipping %s: %s (recorded as a gap)", ref.label, reason)
-            skipped.append({"input": ref.container, "member": ref.member, "time": ref.time, "reason": reason})
+            skipped.append({"input": ref.container, "member": ref.member, "time": ref.time, "kind": "unreadable",
+                            "reason": reason})
             continue
         raw, qc, valid = clean_coded(raw, comephore.MISSING, comephore.UNITS_PER_MM, limit)
         yield ref.time, raw, valid, grid, qc, ref.label
@@ -210,7 +211,8 @@ def write_unit(out: Path, unit: Unit, cfg: IngestConfig, plan=None, progress=Non
                                      f"{grid0.describe()}: give inputs on one grid (one HR store per grid)")
                 n_valid = int(np.count_nonzero(ok))
                 if n_valid == 0:
-                    skipped.append({"input": unit.container, "member": label, "time": int(end), "reason": "all values missing"})
+                    skipped.append({"input": unit.container, "member": label, "time": int(end), "kind": "all-missing",
+                                    "reason": "all values missing"})
                     continue
                 valid_any |= ok
                 ds.resize(len(times) + 1, axis=0)
@@ -313,14 +315,26 @@ def assemble(out: Path, units: list[Unit], cfg: IngestConfig, listing_skipped: l
                 "provenance": json.dumps(provenance, sort_keys=True),
             }
             f.attrs.update(attrs)
-        log.info("hr.h5: %d frames of %d x %d from %s to %s, %d gap(s); masked %d negative and %d implausible "
-                 "(> %g mm/h) values; %d values missing in the source; %d frame(s) or input(s) skipped as unreadable, incomplete or empty (attribute 'skipped')",
+        by_kind = skipped_by_kind(skipped)
+        lost = sum(int(r.get("hours_lost") or 0) for r in skipped)
+        log.info("hr.h5: %d frames of %d x %d from %s to %s, %d gap(s)%s; masked %d negative and %d implausible "
+                 "(> %g mm/h) values; %d values missing in the source; skipped: %s (attribute 'skipped')",
                  shape[0], shape[1], shape[2], np.datetime64(int(times[0]), "s"), np.datetime64(int(times[-1]), "s"),
-                 len(_gaps(times, step_s)), qc[:, 1].sum(), qc[:, 2].sum(), cfg.cap_mm_per_hour, qc[:, 0].sum(), len(skipped))
+                 len(_gaps(times, step_s)), f" and {lost} hour(s) lost at the end of damaged archives" if lost else "",
+                 qc[:, 1].sum(), qc[:, 2].sum(), cfg.cap_mm_per_hour, qc[:, 0].sum(),
+                 ", ".join(f"{n} {kind}" for kind, n in by_kind.items()) or "nothing")
     finally:
         for part in parts:
             part.close()
     return out / HR_FILE
+
+
+def skipped_by_kind(skipped: list[dict]) -> dict:
+    """{kind: count} of skip records (records of older stores without a kind count as 'other')."""
+    counts = {}
+    for r in skipped:
+        counts[r.get("kind", "other")] = counts.get(r.get("kind", "other"), 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def share_of_units(units: list[Unit], n_ranks: int) -> list[list[Unit]]:
@@ -369,7 +383,10 @@ def ingest(out_dir, cfg: IngestConfig, comm, progress: bool = True) -> dict:
         provenance = {"step": "ingest", **code_version(), "config": cfg.record(),
                       "inputs": [input_record(p) for p in sorted({u.container for u in units})]}
         assemble(out, units, cfg, listing_skipped, provenance, plans)
-        return manifest.record(HR_FILE, key)
+        with h5py.File(out / HR_FILE, "r") as f:
+            skipped = json.loads(f.attrs["skipped"])
+        return manifest.record(HR_FILE, key, skipped=skipped_by_kind(skipped),
+                               hours_lost=sum(int(r.get("hours_lost") or 0) for r in skipped))
 
     entry = comm.run_step("assembling hr.h5", lambda: finish() if comm.rank == 0 else None)[0]
     return entry

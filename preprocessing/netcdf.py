@@ -7,12 +7,14 @@ date, in the standard, gregorian or proleptic_gregorian calendar.
 Sub-hourly (or any finer) steps can be aggregated to a coarser base cadence: the output step ending
 at E is the sum of the k = cadence / interval source steps ending in (E - cadence, E], and is NaN
 wherever any of them is NaN. Output steps end on multiples of the cadence since the epoch; an
-output step with some of its source steps absent from the file is not produced (recorded).
+output step with some of its source steps absent from the file is not produced (recorded), and a
+source step off the file's own step grid is left out (recorded, with a warning).
 Values are checked (negative, above the plausibility cap) on the source steps, before summing.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
@@ -20,6 +22,8 @@ import netCDF4
 import numpy as np
 
 from preprocessing.geotiff import Grid
+
+log = logging.getLogger(__name__)
 from preprocessing.quality import FrameQC, cap_amount, clean_mm
 
 PRECIP = "precip"
@@ -120,11 +124,18 @@ def plan_file(path: str, cadence_minutes: int, interval_minutes: int | None = No
         have = [index.get(w) for w in wanted]
         if None in have:
             n = k - have.count(None)
-            skipped.append({"input": path, "member": "", "time": int(end),
+            skipped.append({"input": path, "member": "", "time": int(end), "kind": "incomplete-step",
                             "reason": f"only {n} of {k} source steps of the {cadence_minutes}-min step in the file"})
             continue
         out_times.append(int(end))
         sources.append(have)
+    on_grid = {int(end - j * step_s) for end in ends for j in range(k)}
+    for t in times:  # source steps no output step takes: off the file's own step grid
+        if int(t) not in on_grid:
+            log.warning("%s: step ending %s is off the %d-min grid of the file: skipped", path,
+                        np.datetime64(int(t), "s"), interval_minutes)
+            skipped.append({"input": path, "member": "", "time": int(t), "kind": "off-grid",
+                            "reason": f"step end not on the {interval_minutes}-min grid of the file"})
     plan = NetcdfPlan(path, grid, interval_minutes, np.asarray(out_times, np.int64),
                       np.asarray(sources, np.int64).reshape(-1, k), x_units, y_units)
     return plan, skipped

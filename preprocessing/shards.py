@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from hpcsr.atomic import AtomicPath
 from hpcsr.coarsen import coarsen
-from hpcsr.data.store import FORMAT_VERSION, HR_FILE, SHARD_DIR, SHARD_FORMAT, HRStore, decode, shard_name
+from hpcsr.data.store import FORMAT_VERSION, HR_FILE, SHARD_DIR, SHARD_FORMAT, SPLIT_CODES, HRStore, decode, shard_name
 from hpcsr.factors import FactorPair
 from preprocessing import stats as st
 from preprocessing.manifest import Manifest, sha256_file, text_hash
@@ -90,6 +90,19 @@ class PairPlan:
         return ((y1 - y0) // s, (x1 - x0) // s)
 
 
+def warn_empty_splits(name: str, split: np.ndarray, ranges: dict, first_s: int, last_s: int, splits: SplitSpec) -> None:
+    """A warning for each split that gets no block although it was asked for (bounds outside the
+    data, a range shorter than a block); a zero fraction asks for none."""
+    asked = set(SPLIT_CODES) if splits.bounds is not None else {
+        label for label, share in zip(SPLIT_CODES, splits.fractions) if share > 0}
+    for label, code in SPLIT_CODES.items():
+        lo, hi = ranges[label]
+        if label in asked and not np.any(split == code):
+            log.warning("%s: split %r holds no block: its range %s .. %s does not hold a whole block of the data "
+                        "(%s .. %s); check --split-bounds / --split-fractions", name, label, np.datetime64(int(lo), "s"),
+                        np.datetime64(int(hi), "s"), np.datetime64(first_s, "s"), np.datetime64(last_s, "s"))
+
+
 def plan_pairs(store: HRStore, cfg: ShardConfig, hr_sha: str) -> tuple[list[PairPlan], dict]:
     step_s = store.interval_minutes * 60
     first_start = int(store.time_s[0]) - step_s
@@ -110,6 +123,7 @@ def plan_pairs(store: HRStore, cfg: ShardConfig, hr_sha: str) -> tuple[list[Pair
                              f"in the HR store: check the data's time stamps or --phase-minutes")
         end_s = store.time_s[starts + t - 1]
         split = split_codes(end_s - t * step_s, end_s, ranges)
+        warn_empty_splits(pair.name, split, ranges, first_start, int(store.time_s[-1]), cfg.splits)
         key = text_hash(hr_sha, pair.name, cfg.record(), FORMAT_VERSION)
         plans.append(PairPlan(pair, starts, end_s, split, (0, y1, 0, x1), key))
     return plans, ranges

@@ -316,3 +316,80 @@ def test_a_damaged_export_is_refused_by_name(tmp_path):
         load_export(export)
     out = hpcsr("sample", "--export", str(export), "--hr", str(SAMPLE), "--coarsen", "--out", str(tmp_path / "e.nc"))
     assert out.returncode == 2 and "is damaged" in out.stderr and "Traceback" not in out.stderr
+
+
+# ------------------------------------------------------------------ preprocessing: counted, never silent
+
+GTIF = DATA / "comephore_gtif"
+needs_gtif = pytest.mark.skipif(not GTIF.is_dir(), reason=f"real data {GTIF} absent (../shared/data)")
+
+
+def manifest_entry(out: Path) -> dict:
+    import json
+
+    return json.loads((out / "manifest.json").read_text())["outputs"]["hr.h5"]
+
+
+@needs_gtif
+def test_a_raster_with_an_unreadable_name_is_counted(tmp_path, caplog):
+    """Finding 6: GeoTIFFs whose names do not match YYYYMMDDHH_<KIND>.gtif were skipped with no
+    message or count. Other files (a README) stay silent."""
+    folder = tmp_path / "gtif"
+    shutil.copytree(GTIF, folder)
+    (folder / "2011110504_RR.gtif").rename(folder / "2011110504_RR (copy).gtif")
+    (folder / "README.txt").write_text("notes")
+    with caplog.at_level("WARNING"):
+        assert preprocess_cli.main(["ingest", "--out", str(tmp_path / "out"), "--comephore", str(folder), "--quiet"]) == 0
+    assert "2011110504_RR (copy).gtif: not named YYYYMMDDHH_<KIND>.gtif" in caplog.text
+    assert "README" not in caplog.text
+    assert manifest_entry(tmp_path / "out")["skipped"] == {"bad-name": 1}
+
+
+@needs_gtif
+def test_a_cut_archive_counts_the_hours_it_lost(tmp_path, caplog):
+    """Finding 6: a tar cut mid-member warned, but the summary said '0 gap(s)' (the lost hours lie
+    after the last frame read, so they are no gap between frames)."""
+    import tarfile
+
+    archive = tmp_path / "H_COMEPHORE_201111.tar"
+    with tarfile.open(archive, "w") as tar:
+        for f in sorted(GTIF.iterdir()):
+            tar.add(f, arcname=f.name)
+    members = tarfile.open(archive).getmembers()
+    cut = members[5].offset_data + members[5].size // 2  # inside the 6th raster (2011-11-05 02 UTC)
+    with open(archive, "r+b") as fh:
+        fh.truncate(cut)
+    with caplog.at_level("INFO"):
+        assert preprocess_cli.main(["ingest", "--out", str(tmp_path / "out"), "--comephore", str(archive), "--quiet"]) == 0
+    entry = manifest_entry(tmp_path / "out")
+    assert entry["skipped"] == {"damaged-archive": 1, "unreadable": 1}  # the archive, and its cut raster
+    # the month's hours after the cut raster (2011-11-05 02 UTC) up to 2011-12-01 00 UTC: 22 + 25 x 24
+    assert entry["hours_lost"] == 622
+    assert f"and {entry['hours_lost']} hour(s) lost at the end of damaged archives" in caplog.text
+
+
+@needs_sample
+def test_a_step_off_the_file_grid_is_counted(tmp_path, caplog):
+    """Finding 6: a frame 30 min off the hourly grid was dropped without a warning."""
+    with xr.open_dataset(SAMPLE) as ds:
+        ds = ds.load()
+    times = ds["time"].values.copy()
+    times[3] = times[3] + np.timedelta64(30, "m")
+    ds = ds.assign_coords(time=("time", times, ds["time"].attrs))
+    ds.to_netcdf(tmp_path / "shifted.nc")
+    with caplog.at_level("WARNING"):
+        assert preprocess_cli.main(["ingest", "--out", str(tmp_path / "out"), "--netcdf", str(tmp_path / "shifted.nc"),
+                                    "--quiet"]) == 0
+    assert "is off the 60-min grid of the file: skipped" in caplog.text
+    assert manifest_entry(tmp_path / "out")["skipped"] == {"off-grid": 1}  # its own hour becomes a gap
+
+
+@needs_sample
+def test_split_bounds_outside_the_data_are_reported(tmp_path, caplog):
+    """Finding 6: split bounds outside the data left val/test empty without a word."""
+    out = tmp_path / "out"
+    assert preprocess_cli.main(["ingest", "--out", str(out), "--netcdf", str(SAMPLE), "--quiet"]) == 0
+    with caplog.at_level("WARNING"):
+        assert preprocess_cli.main(["shards", "--out", str(out), "--pairs", "2x1", "--split-bounds",
+                                    "2030-01-01,2030-02-01", "--quiet"]) == 0
+    assert "s2_t1: split 'val' holds no block" in caplog.text and "s2_t1: split 'test' holds no block" in caplog.text
