@@ -105,6 +105,9 @@ def parse_geokeys(tags: dict) -> dict:
     ascii_ = tags.get(TAG_GEO_ASCII, "")
     if isinstance(ascii_, bytes):
         ascii_ = ascii_.decode("ascii", "replace")
+    if len(directory) < 4 or len(directory) < 4 + 4 * directory[3]:
+        raise GeoTiffError(f"GeoKeyDirectoryTag holds {len(directory)} values, too few for its header and "
+                           f"{directory[3] if len(directory) >= 4 else '?'} keys: the file is damaged")
     n_keys = directory[3]
     keys = {}
     for i in range(n_keys):
@@ -113,6 +116,9 @@ def parse_geokeys(tags: dict) -> dict:
             keys[key] = value
         elif location == TAG_GEO_DOUBLES:
             vals = doubles[value:value + count]
+            if count < 1 or len(vals) != count:
+                raise GeoTiffError(f"GeoKey {key} refers to doubles {value}..{value + count - 1} of "
+                                   f"{len(doubles)}: the file is damaged")
             keys[key] = vals[0] if count == 1 else vals
         elif location == TAG_GEO_ASCII:
             keys[key] = ascii_[value:value + count].rstrip("|\x00")
@@ -243,7 +249,12 @@ def read_geotiff(source) -> tuple[np.ndarray, Grid, dict]:
         raise GeoTiffError(f"unreadable TIFF ({type(exc).__name__}: {exc})") from exc
     if data.ndim != 2:
         raise GeoTiffError(f"expected one band, got an image of shape {data.shape}")
-    grid = grid_from_tags(tags, width=data.shape[1], height=data.shape[0])
+    try:
+        grid = grid_from_tags(tags, width=data.shape[1], height=data.shape[0])
+    except GeoTiffError:
+        raise
+    except (ArithmeticError, IndexError, KeyError, TypeError, ValueError) as exc:  # values of damaged tags
+        raise GeoTiffError(f"damaged georeferencing tags ({type(exc).__name__}: {exc})") from exc
     info = {"description": tags.get(270, ""), "datetime": tags.get(306, ""), "software": tags.get(305, "")}
     return data, grid, info
 
