@@ -16,6 +16,7 @@ import logging
 import shlex
 import sys
 
+from hpcsr import exits
 from hpcsr.sampling.ensemble import CONTEXT_POLICIES, MASS_SCALES, SampleConfig
 from hpcsr.sampling.tiles import WINDOWS
 
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-chunk", type=int, help="target blocks gathered and written at once (default: automatic)")
     p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK when a GPU is visible, else cpu), cpu or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="the traceback of every error")
     return p
 
 
@@ -90,9 +92,11 @@ def main(argv=None) -> int:
     code = 0
     try:
         run(argv)
-    except (ValueError, FileNotFoundError) as err:
+    except exits.USER_ERRORS as err:
+        if exits.debug_requested(argv):
+            raise
         print(f"hpcsr sample: error: {err}", file=sys.stderr)
-        code = 2
+        code = exits.BAD_INPUT
     if discover().world_size > 1:
         from hpcsr.dist import shutdown
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from pathlib import Path
 
+from hpcsr import exits
 from hpcsr.factors import PAPER_PAIRS, FactorPair
 from preprocessing.ingest import IngestConfig, ingest
 from preprocessing.layout import COMPRESSIONS, StoreLayout
@@ -178,9 +180,12 @@ def main(argv=None) -> int:
     except Exception as exc:
         if args.debug:
             raise
+        user = isinstance(exc, exits.USER_ERRORS)  # StepFailed: another rank's error, its message says it
+        if not user and not isinstance(exc, StepFailed):
+            traceback.print_exception(exc)
         if not (isinstance(exc, StepFailed) and comm.rank != 0):
             print(f"hpcsr-preprocess: error: {exc}", file=sys.stderr)
-        return 1
+        return exits.BAD_INPUT if user else exits.FAILED
     if comm.rank == 0:
         log.info("done: %s", Path(args.out).resolve())
     return 0

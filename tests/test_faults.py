@@ -393,3 +393,27 @@ def test_split_bounds_outside_the_data_are_reported(tmp_path, caplog):
         assert preprocess_cli.main(["shards", "--out", str(out), "--pairs", "2x1", "--split-bounds",
                                     "2030-01-01,2030-02-01", "--quiet"]) == 0
     assert "s2_t1: split 'val' holds no block" in caplog.text and "s2_t1: split 'test' holds no block" in caplog.text
+
+
+# ------------------------------------------------------------------ one error surface
+
+def test_every_command_answers_bad_input_with_one_line_and_the_same_code(tmp_path):
+    """The exit-code table (hpcsr.exits): a user error is one line and BAD_INPUT from every
+    command, whatever it is; --debug shows the traceback."""
+    from hpcsr import exits
+
+    missing = str(tmp_path / "missing")
+    cases = {
+        "train": hpcsr("train", "model=tiny", f"data_dir={missing}"),
+        "sample": hpcsr("sample", "--export", missing, "--hr", missing, "--coarsen", "--out", str(tmp_path / "e.nc")),
+        "evaluate": hpcsr("evaluate", "--truth", missing, "--ensemble", missing, "--out", str(tmp_path / "r")),
+        "transfer": hpcsr("transfer", "seed", missing, "--to", "4x2", "--out", str(tmp_path / "s.pt")),
+        "preprocess": subprocess.run([sys.executable, "-m", "preprocessing.cli", "ingest", "--out", str(tmp_path / "d"),
+                                      "--comephore", missing], cwd=REPO, capture_output=True, text=True, timeout=120),
+    }
+    for name, out in cases.items():
+        assert out.returncode == exits.BAD_INPUT, (name, out.returncode, out.stderr)
+        assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, (name, out.stderr)
+        assert "missing" in out.stderr, (name, out.stderr)
+    debug = hpcsr("sample", "--export", missing, "--hr", missing, "--coarsen", "--out", str(tmp_path / "e.nc"), "--debug")
+    assert debug.returncode != 0 and "Traceback" in debug.stderr

@@ -290,6 +290,9 @@ def test_sbatch_templates_parse_and_keep_the_launch_options():
         out = subprocess.run(["bash", "-n", str(templates / name)], capture_output=True, text=True)
         assert out.returncode == 0, f"{name}: {out.stderr}"
     text = (templates / "train_array.sbatch").read_text()
-    for option in ("--signal=USR2@", "--requeue", "--kill-on-invalid-dep=yes", "scontrol requeue", '"$code" = 3'):
+    from hpcsr import exits
+
+    for option in ("--signal=USR2@", "--requeue", "--kill-on-invalid-dep=yes", "scontrol requeue",
+                   f'"$code" = {exits.REQUEUE}'):  # the template's requeue test is the exit-code table's
         assert option in text
     assert "aftercorr:" in (templates / "chain.sh").read_text()

@@ -304,14 +304,14 @@ def test_cli_all_on_synthetic_data(tmp_path, launch_env):
 
 
 def test_cli_errors_name_the_problem_and_the_fix(tmp_path, capsys):
-    assert cli.main(["shards", "--out", str(tmp_path / "nothing"), "--pairs", "10x3"]) == 1
+    assert cli.main(["shards", "--out", str(tmp_path / "nothing"), "--pairs", "10x3"]) == 2
     assert "hr.h5 does not exist: run `hpcsr-preprocess ingest --out" in capsys.readouterr().err
-    assert cli.main(["ingest", "--out", str(tmp_path / "e"), "--comephore", str(tmp_path / "missing.tar")]) == 1
+    assert cli.main(["ingest", "--out", str(tmp_path / "e"), "--comephore", str(tmp_path / "missing.tar")]) == 2
     err = capsys.readouterr().err
     assert "missing.tar does not exist" in err and "Traceback" not in err
-    assert cli.main(["all", "--out", str(tmp_path / "f"), "--pairs", "10x3", "--grid", "paper"]) == 1
+    assert cli.main(["all", "--out", str(tmp_path / "f"), "--pairs", "10x3", "--grid", "paper"]) == 2
     assert "give --pairs or --grid, not both" in capsys.readouterr().err
-    assert cli.main(["synth", "--out", str(tmp_path / "g"), "--size", "4000"]) == 1
+    assert cli.main(["synth", "--out", str(tmp_path / "g"), "--size", "4000"]) == 2
     assert "size=4000 must be in 16..1536" in capsys.readouterr().err
     grid = tmp_path / "grid.yaml"
     grid.write_text("kind: product\npairs: []\ns: [5, 25]\nt: [1, 3]\nparents: {}\n")

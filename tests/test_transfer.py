@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from hpcsr import exits
 from hpcsr.factors import FactorPair, recipe
 from hpcsr.models import ModelConfig, build_model
 from hpcsr.train import export as exports
@@ -109,7 +110,7 @@ def test_other_widths_are_refused_with_the_list_of_mismatched_tensors(tmp_path, 
     # the CLI says the same and exits 3; the report keeps the full list
     code = transfer_main(["seed", str(src_path), "--to", "4x2", "--out", str(tmp_path / "cli.pt"),
                           "model.widths=[16,32,64]"])
-    assert code == 3
+    assert code == exits.REFUSED
     err = capsys.readouterr().err
     assert "refused" in err and "mean_net.stem.weight" in err and "more (all in the report JSON)" in err
 

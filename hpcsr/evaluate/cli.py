@@ -21,6 +21,7 @@ import logging
 import sys
 from pathlib import Path
 
+from hpcsr import exits
 from hpcsr.atomic import AtomicFolder
 from hpcsr.evaluate.evaluation import DEFAULT_QUANTILES, DEFAULT_SCALES, DEFAULT_THRESHOLDS, evaluate, perfect_model_lr
 from hpcsr.evaluate.inputs import MEAN_VARIABLE, load_inputs, sampling_tiles
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", choices=("hann", "none"), default="hann", help="taper before the power spectrum")
     p.add_argument("--pairs", type=Path, nargs="*", default=[], help="metrics.json of other factor pairs for the grid figure")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="the traceback of every error")
     return p
 
 
@@ -137,7 +139,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    except exits.USER_ERRORS as err:
+        if args.debug:
+            raise
+        print(f"hpcsr evaluate: error: {err}", file=sys.stderr)
+        return exits.BAD_INPUT
+    return exits.OK

@@ -28,11 +28,12 @@ from typing import Optional
 
 import numpy as np
 
+from hpcsr import exits
 from hpcsr.atomic import write_json_atomic
 from hpcsr.factors import FactorPair
 
 # submitit's local controller restarts the tasks of a job that exits with this code
-REQUEUE_EXIT_CODE = 144
+REQUEUE_EXIT_CODE = exits.JOB_REQUEUE
 
 
 @dataclass(frozen=True)

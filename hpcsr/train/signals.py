@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import signal
 
-REQUEUE_EXIT_CODE = 3  # "checkpointed after a stop request: run me again"
+from hpcsr import exits
+
+REQUEUE_EXIT_CODE = exits.REQUEUE  # "checkpointed after a stop request: run me again" (3)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
 

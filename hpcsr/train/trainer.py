@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from hpcsr import exits
 from hpcsr.data.normalise import Normaliser
 from hpcsr.data.patches import PatchDataset, PatchSpec
 from hpcsr.data.sampler import SamplesSeenSampler
@@ -42,8 +43,8 @@ from hpcsr.train.signals import REQUEUE_EXIT_CODE, StopRequest, ignore_stop_sign
 
 log = logging.getLogger("hpcsr.train")
 
-EXIT_DIVERGED = 4  # too many non-finite losses in a row; the last checkpoint is intact
-EXIT_SAVE_FAILED = 5  # training ended but its final checkpoint could not be written
+EXIT_DIVERGED = exits.DIVERGED  # too many non-finite losses in a row; the last checkpoint is intact
+EXIT_SAVE_FAILED = exits.SAVE_FAILED  # training ended but its final checkpoint could not be written
 
 
 @dataclass

@@ -6,8 +6,8 @@
     hpcsr transfer plan --grid product grid.s=[2,4,10] grid.t=[1,3] --trained 2x1
     hpcsr transfer plan --pairs 2x1,4x2,10x3 --format hydra     (-> grid.parents={...} for hpcsr-launch)
 
-Exit codes: 0 done, 2 bad input (message names the value and the fix), 3 transfer refused (the
-report, saved next to --out, lists every tensor).
+Exit codes (hpcsr.exits): 0 done, 2 bad input (message names the value and the fix), 6 transfer
+refused (the report, saved next to --out, lists every tensor).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import math
 import sys
 from pathlib import Path
 
-EXIT_BAD_INPUT, EXIT_REFUSED = 2, 3
+from hpcsr.exits import BAD_INPUT as EXIT_BAD_INPUT
+from hpcsr.exits import REFUSED as EXIT_REFUSED
 
 
 def build_parser() -> argparse.ArgumentParser:
