@@ -417,3 +417,49 @@ def test_every_command_answers_bad_input_with_one_line_and_the_same_code(tmp_pat
         assert "missing" in out.stderr, (name, out.stderr)
     debug = hpcsr("sample", "--export", missing, "--hr", missing, "--coarsen", "--out", str(tmp_path / "e.nc"), "--debug")
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+# ------------------------------------------------------------------ evaluation on any weather
+
+def weather_case(folder: Path, kind: str, s: int = 3, t: int = 2, members: int = 10) -> None:
+    """Truth and ensemble netCDF on the Comephore sample's grid and times with synthetic values:
+    'dry' (all zero), 'drizzle' (0.01-0.05 mm, below every FSS threshold) or 'wet' (1-5 mm everywhere)."""
+    rng = np.random.default_rng(0)
+    with xr.open_dataset(SAMPLE) as ds:
+        hr = ds.precip.isel(time=slice(0, ds.sizes["time"] // t * t), y=slice(0, 48), x=slice(0, 48)).load()
+    low, high = {"dry": (0.0, 0.0), "drizzle": (0.01, 0.05), "wet": (1.0, 5.0)}[kind]
+    truth = rng.uniform(low, high, hr.shape).astype(np.float32)
+    hr.values[...] = truth
+    folder.mkdir(parents=True, exist_ok=True)
+    hr.to_dataset().to_netcdf(folder / "hr.nc")
+    ens = np.stack([truth * rng.uniform(0.8, 1.2, truth.shape).astype(np.float32) for _ in range(members)])
+    xr.Dataset({"precip": (("member", "time", "y", "x"), ens)},
+               coords={"member": np.arange(members), "time": hr.time, "y": hr.y, "x": hr.x},
+               attrs={"factor_pair": f"s{s}_t{t}"}).to_netcdf(folder / "ens.nc")
+
+
+@needs_sample
+@pytest.mark.parametrize("kind", ["dry", "drizzle", "wet"])
+def test_evaluation_of_dry_drizzle_and_all_wet_windows(tmp_path, kind):
+    """Finding 2 and the deliverable 'evaluation works on dry, drizzle-only and all-wet windows':
+    exit 0, every figure drawn, metrics.json strict JSON with null where a score is undefined."""
+    import json
+
+    from hpcsr.evaluate.cli import main as evaluate_main
+
+    weather_case(tmp_path, kind)
+    out = tmp_path / "report"
+    assert evaluate_main(["--truth", str(tmp_path / "hr.nc"), "--ensemble", str(tmp_path / "ens.nc"), "--out", str(out),
+                          "--s", "3", "--t", "2", "--scales", "1,3", "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())  # allow_nan=False when written: strict JSON
+    for name in ("report.md", "report.html", "panels.png", "qq.png", "fss.png", "spectra.png", "rank_histogram.png"):
+        assert (out / name).stat().st_size > 0, name
+    ens = metrics["forecasts"]["ensemble"]
+    assert ens["crps"] is not None and ens["crps"] >= 0
+    if kind == "dry":  # no rain: ratios to the truth's wet fraction, spectrum and seams are undefined
+        assert ens["wet_fraction_ratio"] is None and ens["seam_ratio"] is None and ens["lsd_db"] is None
+        assert "| ensemble | 0 | n/a | n/a | n/a | n/a | n/a |" in (out / "report.md").read_text()
+    if kind != "wet":  # no field reaches the FSS thresholds: undefined, and the figure says so
+        assert all(v is None for by_scale in ens["fss"].values() for v in by_scale.values())
+    else:
+        assert all(v is not None for v in ens["fss"]["1"].values())
