@@ -93,6 +93,22 @@ def test_warm_start_copies_all_and_keeps_lineage_chain(tmp_path, source):
     assert all(torch.equal(v, src_model.state_dict()[k]) for k, v in exports.load_export(second.path).state_dict.items())
 
 
+def test_a_refused_transfer_leaves_an_earlier_seed_and_its_report_as_they_were(tmp_path, source):
+    """Issue 15: a refusal used to overwrite <out>.report.json beside an earlier, good seed (a report
+    of one transfer next to the seed of another). Now the seed, its JSON and report stay byte-identical
+    and the refusal's report goes to <out>.refused.json."""
+    src_path, _ = source
+    out = tmp_path / "s4_t2.pt"
+    make_seed(src_path, "4x2", out, "transfer")
+    trio = [out, out.with_suffix(".json"), out.with_name("s4_t2.report.json")]
+    before = [p.read_bytes() for p in trio]
+    wide = ModelConfig(widths=(16, 32, 64), heads=2, windows=(3, 1, 1), emb_dim=16)
+    with pytest.raises(TransferRefused, match="the earlier seed .* and its report are kept"):
+        make_seed(src_path, "4x2", out, "transfer", model=wide)
+    assert [p.read_bytes() for p in trio] == before
+    assert json.loads(out.with_name("s4_t2.refused.json").read_text())["status"] == "refused"
+
+
 def test_other_widths_are_refused_with_the_list_of_mismatched_tensors(tmp_path, source, capsys):
     src_path, _ = source
     wide = ModelConfig(widths=(16, 32, 64), heads=2, windows=(3, 1, 1), emb_dim=16)

@@ -8,7 +8,9 @@ mass f; the source's architecture unless another is given), fills it by the stra
                        lineage: the source's ancestors, the source (role 'transfer:<strategy>'), the seed
     <out>.json         its metadata (as every export)
     <out>.report.json  the report: every tensor copied / adapted / re-initialised / dropped
-The report is written also when the transfer is refused; the seed only when it is made.
+The report is written also when the transfer is refused; the seed only when it is made. A refusal
+never touches an earlier seed at <out>: its report then goes to <out>.refused.json, so the seed and
+the report beside it always describe the same transfer.
 """
 
 from __future__ import annotations
@@ -93,6 +95,10 @@ def make_seed(source, to, out, strategy: str = "transfer", *, model=None, recipe
     except ValueError as err:
         if report.status != "refused":
             report.status, report.error = "refused", str(err)
+        if Path(out).exists():  # an earlier seed stays with its own report
+            rpath = Path(out).with_name(Path(out).stem + ".refused.json")
+            err.args = (f"{err.args[0] if err.args else err} (the earlier seed {out} and its report are kept; this "
+                        f"refusal's report: {rpath})",) + tuple(err.args[1:])
         _write_report(rpath, report)
         raise
     target_model.load_state_dict(state, strict=True)
