@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         r2 = ranks[-1]
         figures.append(figure(f"frames/s on {r2} ranks vs 1 rank", "frames/s", rate(f"ours_{r2}"), "ours, 1 rank",
                               rate(f"ours_{ranks[0]}"), target_ratio=TARGET_TWO_RANKS if r2 == 2 else None))
-    rows = [("xarray pipeline (baseline)", 1, median(base))] + [(f"hpcsr-preprocess", r, median(rate(f"ours_{r}"))) for r in ranks]
+    rows = [("xarray pipeline (baseline)", 1, median(base))] + [("hpcsr-preprocess", r, median(rate(f"ours_{r}"))) for r in ranks]
     print(f"\n{frames} frames of 1536 x 1536, input {input_mb:.0f} MB, pairs {PAIRS}, medians of {repeats} repeats")
     print(f"{'pipeline':28s} {'ranks':>5s} {'frames/s':>9s} {'per rank':>9s} {'MB/s':>7s} {'x baseline/core':>16s}")
     for name, n, fps in rows:

@@ -152,7 +152,7 @@ def test_inputs(export, blocks: int):
 
     shard = Shard(Path(export.metadata["shard"]))
     store = shard.hr_store()
-    L, s, t = export.recipe.context, PAIR.s, PAIR.t
+    L, s = export.recipe.context, PAIR.s
     targets = shard.context_windows(L, split="test")
     if len(targets) == 0:
         raise RuntimeError(f"{shard.path} has no test-split target with {L} consecutive blocks: make more days")

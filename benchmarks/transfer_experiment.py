@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import figure, log, write_result  # noqa: E402
 from common import run_logged as run  # noqa: E402
+
 DATA = REPO.parent / "shared" / "data" / "bom_c10_20201031.nc"
 SOURCE, TARGET = "2x1", "4x2"
 SPLIT = "2020-10-31T07:00,2020-10-31T11:00"

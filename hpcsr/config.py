@@ -227,13 +227,12 @@ def from_container(data: dict) -> RootConfig:
 
 def _hydra_compose(overrides, config_path):
     """Hydra's composition of configs/config.yaml with the overrides (interpolations unresolved)."""
+    import yaml
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    import yaml
     from omegaconf import open_dict
+    from omegaconf.errors import OmegaConfBaseException
 
     path = Path(config_path) if config_path else config_dir()
     try:

@@ -25,9 +25,9 @@ from tqdm import tqdm
 from hpcsr.atomic import AtomicPath
 from hpcsr.data.store import FORMAT_VERSION, HR_FILE, HR_FORMAT
 from preprocessing import comephore, netcdf
-from preprocessing.manifest import Manifest, text_hash
 from preprocessing.geotiff import GeoTiffError, Grid
 from preprocessing.layout import Encoding, StoreLayout
+from preprocessing.manifest import Manifest, text_hash
 from preprocessing.provenance import code_version, input_record
 from preprocessing.quality import DEFAULT_CAP_MM_PER_HOUR, cap_amount, clean_coded
 

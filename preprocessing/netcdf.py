@@ -22,9 +22,9 @@ import netCDF4
 import numpy as np
 
 from preprocessing.geotiff import Grid
+from preprocessing.quality import FrameQC, cap_amount, clean_mm
 
 log = logging.getLogger(__name__)
-from preprocessing.quality import FrameQC, cap_amount, clean_mm
 
 PRECIP = "precip"
 _TIME_UNITS = re.compile(r"\s*(seconds|second|minutes|minute|hours|hour|days|day)\s+since\s+(\S+)(?:[ T](\S+))?\s*$")

@@ -30,9 +30,9 @@ from hpcsr.coarsen import coarsen
 from hpcsr.data.store import FORMAT_VERSION, HR_FILE, SHARD_DIR, SHARD_FORMAT, SPLIT_CODES, HRStore, decode, shard_name
 from hpcsr.factors import FactorPair
 from preprocessing import stats as st
-from preprocessing.manifest import Manifest, sha256_file, text_hash
 from preprocessing.blocks import block_starts, split_among, window_cuts
 from preprocessing.layout import StoreLayout
+from preprocessing.manifest import Manifest, sha256_file, text_hash
 from preprocessing.provenance import code_version
 from preprocessing.splits import SplitSpec, split_codes
 

@@ -1,8 +1,8 @@
 """Real processes through torchrun and a single process: rank discovery, DeepSpeed start, all_reduce."""
 import json
 import subprocess
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import pytest
 

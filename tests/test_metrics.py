@@ -6,7 +6,11 @@ import pytest
 import scoringrules
 
 from hpcsr.evaluate.metrics import (
-    crps_ensemble, ensemble_variance, observation_rank, rank_histogram, spread_skill_ratio,
+    crps_ensemble,
+    ensemble_variance,
+    observation_rank,
+    rank_histogram,
+    spread_skill_ratio,
 )
 from hpcsr.evaluate.quantiles import UpperTail
 

@@ -19,8 +19,8 @@ from hpcsr.data.store import HRStore, Shard
 from hpcsr.factors import FactorPair
 from preprocessing import cli
 from preprocessing import shards as shards_mod
-from preprocessing.manifest import sha256_file
 from preprocessing.ingest import IngestConfig, ingest
+from preprocessing.manifest import sha256_file
 from preprocessing.parallel import Comm
 from preprocessing.shards import ShardConfig, coarsen_blocks, make_shards
 from preprocessing.splits import SplitSpec

@@ -65,7 +65,7 @@ def test_mean_network_beats_its_untrained_start_and_bicubic_on_held_back_radar(t
 
     scores = {"trained": rmse(trained), "untrained": rmse(untrained), "bicubic": rmse(bicubic)}
     with capsys.disabled():
-        print(f"\n[training skill] held-back BoM (4,1) RMSE mm, smooth cell mass: "
+        print("\n[training skill] held-back BoM (4,1) RMSE mm, smooth cell mass: "
               + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     assert scores["trained"] < scores["untrained"], scores
     assert scores["trained"] < scores["bicubic"], scores

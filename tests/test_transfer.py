@@ -14,8 +14,8 @@ from hpcsr import exits
 from hpcsr.factors import FactorPair, recipe
 from hpcsr.models import ModelConfig, build_model
 from hpcsr.train import export as exports
-from hpcsr.transfer import make_seed
 from hpcsr.transfer import main as transfer_main
+from hpcsr.transfer import make_seed
 from hpcsr.transfer.freeze import DEFAULT_PREFIXES, FreezeSpec, frozen_factor, param_groups
 from hpcsr.transfer.plan import distance, grid_parents, hydra_override, plan_chain
 from hpcsr.transfer.sources import SourceError, load_source

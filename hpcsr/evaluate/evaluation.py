@@ -28,7 +28,12 @@ from hpcsr.evaluate import baselines as bl
 from hpcsr.evaluate.fss import check_scale, fss_from_terms, fss_terms
 from hpcsr.evaluate.mass_error import MassSums, mass_error_sums
 from hpcsr.evaluate.metrics import (
-    MIN_MEMBERS_FOR_CRPS, crps_ensemble, ensemble_variance, observation_rank, rank_histogram, spread_skill_ratio,
+    MIN_MEMBERS_FOR_CRPS,
+    crps_ensemble,
+    ensemble_variance,
+    observation_rank,
+    rank_histogram,
+    spread_skill_ratio,
 )
 from hpcsr.evaluate.quantiles import UpperTail
 from hpcsr.evaluate.spectra import log_spectral_distance, radial_power_spectrum, spectral_ratio

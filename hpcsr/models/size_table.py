@@ -21,6 +21,7 @@ from hpcsr.factors import PAPER_PAIRS, recipe
 from hpcsr.models.config import ModelConfig
 from hpcsr.models.sr_model import build_model
 
+
 # CPU's fused attention kernel is not in torch's FLOP registry: count it like the GPU ones.
 def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(query_shape, key_shape, value_shape)

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from hpcsr.atomic import write_json_atomic
-from hpcsr.factors import FactorPair, Recipe, recipe as recipe_of
+from hpcsr.factors import FactorPair, Recipe
+from hpcsr.factors import recipe as recipe_of
 from hpcsr.train import export as exports
 from hpcsr.transfer.freeze import FreezeSpec, check_prefixes
 from hpcsr.transfer.report import TransferReport
