@@ -33,8 +33,17 @@ def median(values) -> float:
     return statistics.median(values)
 
 
-def figure(name: str, unit: str, repeats, baseline_name: str, baseline_repeats, higher_is_better: bool = True,
-           target_value: float | None = None, target_ratio: float | None = None, **extra) -> dict:
+def figure(
+    name: str,
+    unit: str,
+    repeats,
+    baseline_name: str,
+    baseline_repeats,
+    higher_is_better: bool = True,
+    target_value: float | None = None,
+    target_ratio: float | None = None,
+    **extra,
+) -> dict:
     """One figure: medians of the repeats, the ratio to the baseline (oriented so that > 1 means
     better than the baseline) and whether the target (absolute value and/or ratio) is met."""
     value, base = median(repeats), median(baseline_repeats)
@@ -50,19 +59,33 @@ def figure(name: str, unit: str, repeats, baseline_name: str, baseline_repeats, 
         if target_ratio is not None:
             met = met and ratio >= target_ratio
     target = None if met is None else {"value": target_value, "ratio": target_ratio}
-    return {"name": name, "unit": unit, "value": value, "repeats": [float(v) for v in repeats],
-            "higher_is_better": higher_is_better,
-            "baseline": {"name": baseline_name, "value": base, "repeats": [float(v) for v in baseline_repeats]},
-            "ratio": ratio, "target": target, "met": met, **extra}
+    return {
+        "name": name,
+        "unit": unit,
+        "value": value,
+        "repeats": [float(v) for v in repeats],
+        "higher_is_better": higher_is_better,
+        "baseline": {"name": baseline_name, "value": base, "repeats": [float(v) for v in baseline_repeats]},
+        "ratio": ratio,
+        "target": target,
+        "met": met,
+        **extra,
+    }
 
 
 def machine() -> dict:
     """What the numbers were measured on (load average included: the machine may be shared)."""
     import torch
 
-    info = {"host": platform.node(), "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "load_average_1_5_15": list(os.getloadavg()), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    info = {
+        "host": platform.node(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "load_average_1_5_15": list(os.getloadavg()),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -98,10 +121,16 @@ def log(msg: str) -> None:
 def child_env(threads: int) -> dict:
     """Environment of a child hpcsr command: `threads` BLAS/OpenMP threads, one process (no rank
     variables of an enclosing launch), unbuffered output, this checkout first on the path."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in RANK_VARIABLES and not k.startswith(("SLURM_", "PMI_", "OMPI_"))}
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
-               HPCSR_DIST_SOURCE="single", PYTHONPATH=str(REPO))
+    env = {
+        k: v for k, v in os.environ.items() if k not in RANK_VARIABLES and not k.startswith(("SLURM_", "PMI_", "OMPI_"))
+    }
+    env.update(
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        PYTHONUNBUFFERED="1",
+        HPCSR_DIST_SOURCE="single",
+        PYTHONPATH=str(REPO),
+    )
     return env
 
 
@@ -113,5 +142,6 @@ def run_logged(cmd: list, logfile: Path, threads: int) -> None:
     with open(logfile, "w") as out:
         code = subprocess.run(cmd, cwd=REPO, env=child_env(threads), stdout=out, stderr=subprocess.STDOUT).returncode
     if code:
-        raise SystemExit(f"command failed (exit {code}): {' '.join(map(str, cmd))}\n--- {logfile}:\n"
-                         + logfile.read_text()[-3000:])
+        raise SystemExit(
+            f"command failed (exit {code}): {' '.join(map(str, cmd))}\n--- {logfile}:\n" + logfile.read_text()[-3000:]
+        )

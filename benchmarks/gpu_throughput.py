@@ -112,7 +112,9 @@ class Workload:
         return count_flops(fn)
 
 
-def rates(fn, precision: str, device: torch.device, repeats: int, iters: int, warmup: int, per_call: int) -> list[float]:
+def rates(
+    fn, precision: str, device: torch.device, repeats: int, iters: int, warmup: int, per_call: int
+) -> list[float]:
     """Items/s of `fn(precision)` (per_call items per call): `repeats` timings of `iters` calls each."""
     for _ in range(warmup):
         fn(precision)
@@ -131,8 +133,10 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"gpu_throughput: --device {name} but no CUDA GPU is visible (torch {torch.__version__}); "
-                         "use --device cpu for a dry run")
+        raise SystemExit(
+            f"gpu_throughput: --device {name} but no CUDA GPU is visible (torch {torch.__version__}); "
+            "use --device cpu for a dry run"
+        )
     return torch.device(name)
 
 
@@ -162,28 +166,51 @@ def main(argv=None) -> int:
     pair = tuple(int(v) for v in a.pair.split(","))
     work = Workload(model_name, pair, batch, patch, device)
     peak, device_name = peak_tflops(device)
-    print(f"[gpu_throughput] {device_name}: model {model_name} ({work.params:,} parameters), pair s{pair[0]}_t{pair[1]}, "
-          f"L={work.recipe.context}, patch {work.patch}, batch {batch}; peak bf16 "
-          f"{f'{peak:g} TFLOP/s' if peak else 'unknown (MFU not reported)'}", flush=True)
+    print(
+        f"[gpu_throughput] {device_name}: model {model_name} ({work.params:,} parameters), pair s{pair[0]}_t{pair[1]}, "
+        f"L={work.recipe.context}, patch {work.patch}, batch {batch}; peak bf16 "
+        f"{f'{peak:g} TFLOP/s' if peak else 'unknown (MFU not reported)'}",
+        flush=True,
+    )
 
     train_flops = work.flops(lambda: work.train_step("bf16")) / batch  # per sample, forward + backward
     step_flops = work.flops(lambda: work.denoise_step("bf16")) / batch  # per denoiser evaluation
     figures = []
-    for label, fn, per_sample, unit in (("training", work.train_step, train_flops, "samples/s"),
-                                        ("sampling", work.denoise_step, step_flops, "denoiser evals/s")):
+    for label, fn, per_sample, unit in (
+        ("training", work.train_step, train_flops, "samples/s"),
+        ("sampling", work.denoise_step, step_flops, "denoiser evals/s"),
+    ):
         runs = {prec: rates(fn, prec, device, repeats, iters, warmup, batch) for prec in ("bf16", "fp32")}
-        fig = figure(f"{label} {unit} bf16 ({model_name}, s{pair[0]}_t{pair[1]}, P={work.patch}, batch {batch})", unit,
-                     runs["bf16"], f"fp32 ({label}, same run)", runs["fp32"], gflop_per_item=per_sample / 1e9)
+        fig = figure(
+            f"{label} {unit} bf16 ({model_name}, s{pair[0]}_t{pair[1]}, P={work.patch}, batch {batch})",
+            unit,
+            runs["bf16"],
+            f"fp32 ({label}, same run)",
+            runs["fp32"],
+            gflop_per_item=per_sample / 1e9,
+        )
         achieved = fig["value"] * per_sample / 1e12
         fig["achieved_tflops"] = achieved
         fig["mfu"] = achieved / peak if peak else None
         figures.append(fig)
         mfu = f"{fig['mfu']:.1%}" if fig["mfu"] is not None else "n/a"
-        print(f"[gpu_throughput] {label}: bf16 {format_value(fig['value'])} {unit}, fp32 {format_value(fig['baseline']['value'])} "
-              f"({fig['ratio']:.2f}x), {per_sample / 1e9:.2f} GFLOP per item, {achieved:.3g} TFLOP/s, MFU {mfu}", flush=True)
-    meta = {"device": device_name, "peak_bf16_tflops": peak, "model": model_name, "params": work.params,
-            "pair": f"s{pair[0]}_t{pair[1]}", "context": work.recipe.context, "patch": work.patch, "batch": batch,
-            "iters_per_repeat": iters, "flop_counter": "torch.utils.flop_counter via hpcsr.models.size_table.count_flops"}
+        print(
+            f"[gpu_throughput] {label}: bf16 {format_value(fig['value'])} {unit}, fp32 {format_value(fig['baseline']['value'])} "
+            f"({fig['ratio']:.2f}x), {per_sample / 1e9:.2f} GFLOP per item, {achieved:.3g} TFLOP/s, MFU {mfu}",
+            flush=True,
+        )
+    meta = {
+        "device": device_name,
+        "peak_bf16_tflops": peak,
+        "model": model_name,
+        "params": work.params,
+        "pair": f"s{pair[0]}_t{pair[1]}",
+        "context": work.recipe.context,
+        "patch": work.patch,
+        "batch": batch,
+        "iters_per_repeat": iters,
+        "flop_counter": "torch.utils.flop_counter via hpcsr.models.size_table.count_flops",
+    }
     print(f"wrote {write_result(a.out, 'gpu_throughput', figures, a.quick, meta)}")
     return 0
 

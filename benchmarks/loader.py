@@ -85,13 +85,27 @@ def write_netcdf_copies(shard_path: Path, hr_nc: Path, lr_nc: Path, encoding: di
         s, (y0, y1, x0, x1) = shard.pair.s, shard.hr_window
         lr_y = store.y[y0:y1].reshape(-1, s).mean(1)  # LR cell centres: means of their HR centres
         lr_x = store.x[x0:x1].reshape(-1, s).mean(1)
-        copies = ((hr_nc, hr, store.time_s, store.y, store.x, store.interval_minutes),
-                  (lr_nc, lr, shard.time_s, lr_y, lr_x, shard.interval_minutes))
+        copies = (
+            (hr_nc, hr, store.time_s, store.y, store.x, store.interval_minutes),
+            (lr_nc, lr, shard.time_s, lr_y, lr_x, shard.interval_minutes),
+        )
         for path, values, times, y, x, interval in copies:
-            ds = cf.precip_dataset(values, times, y, x, {}, {}, {"crs_wkt": store.crs_wkt}, interval,
-                                   f"precipitation over {interval} min", cf.global_attrs(
-                                       f"netCDF copy of {Path(shard_path).name} for the loader benchmark",
-                                       str(shard_path), "benchmarks/loader.py"))
+            ds = cf.precip_dataset(
+                values,
+                times,
+                y,
+                x,
+                {},
+                {},
+                {"crs_wkt": store.crs_wkt},
+                interval,
+                f"precipitation over {interval} min",
+                cf.global_attrs(
+                    f"netCDF copy of {Path(shard_path).name} for the loader benchmark",
+                    str(shard_path),
+                    "benchmarks/loader.py",
+                ),
+            )
             chunks = {"chunksizes": (1, *values.shape[1:])} if encoding else {}
             with AtomicPath(path) as tmp:
                 ds.to_netcdf(tmp, encoding={**cf.ENCODING, "precip": {**encoding, **chunks}})
@@ -115,11 +129,14 @@ class XarrayPatches:
     def get(self, i: int, y: int, x: int) -> dict:
         s, P, h = self.s, self.patch, int(self.hr_start[i])
         y0, x0 = self.window[0] + y, self.window[2] + x
-        lr = self.lr.isel(time=slice(i - self.context + 1, i + 1), y=slice(y // s, (y + P) // s),
-                          x=slice(x // s, (x + P) // s)).values
+        lr = self.lr.isel(
+            time=slice(i - self.context + 1, i + 1), y=slice(y // s, (y + P) // s), x=slice(x // s, (x + P) // s)
+        ).values
         hr = self.hr.isel(time=slice(h, h + self.t), y=slice(y0, y0 + P), x=slice(x0, x0 + P)).values
-        return {"lr": torch.from_numpy(self.normaliser.forward(np.ascontiguousarray(lr, np.float32))),
-                "hr": torch.from_numpy(self.normaliser.forward(np.ascontiguousarray(hr, np.float32)))}
+        return {
+            "lr": torch.from_numpy(self.normaliser.forward(np.ascontiguousarray(lr, np.float32))),
+            "hr": torch.from_numpy(self.normaliser.forward(np.ascontiguousarray(hr, np.float32))),
+        }
 
 
 def rate(fn, items) -> tuple[float, float]:
@@ -146,8 +163,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smaller data, fewer samples and repeats")
     p.add_argument("--repeats", type=int, help="timed repeats (default 5, quick 3)")
-    p.add_argument("--samples", type=int, help="samples per repeat of PatchDataset (default 2000, quick 500); "
-                                               "the baseline reads a tenth as many")
+    p.add_argument(
+        "--samples",
+        type=int,
+        help="samples per repeat of PatchDataset (default 2000, quick 500); the baseline reads a tenth as many",
+    )
     p.add_argument("--data", type=Path, default=REPO / ".hpcsr" / "bench" / "loader", help="data folder (reused)")
     p.add_argument("--profile", action="store_true", help="print where PatchDataset spends its time (cProfile)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "loader.json")
@@ -177,23 +197,43 @@ def main(argv=None) -> int:
         where = [dataset.locate(item) for item in items[:base_samples]]
         for name, baseline in baselines.items():
             base[name].append(rate(lambda w: baseline.get(*w), where))
-        print(f"[loader] repeat {r + 1}/{repeats}: PatchDataset {cand[-1][0]:,.0f} samples/s ({cand[-1][1]:,.0f} per CPU-s); "
-              + "; ".join(f"{name} {b[-1][0]:,.0f} ({b[-1][1]:,.0f})" for name, b in base.items()), flush=True)
+        print(
+            f"[loader] repeat {r + 1}/{repeats}: PatchDataset {cand[-1][0]:,.0f} samples/s ({cand[-1][1]:,.0f} per CPU-s); "
+            + "; ".join(f"{name} {b[-1][0]:,.0f} ({b[-1][1]:,.0f})" for name, b in base.items()),
+            flush=True,
+        )
     extra = dict(samples_per_repeat=samples, baseline_samples_per_repeat=base_samples)
     figs = []
     for k, (name, b) in enumerate(base.items()):
         target = dict(target_value=TARGET_RATE, target_ratio=TARGET_RATIO) if k == 0 else {}
-        for col, unit, what in ((0, "samples/s", "samples/s per process"), (1, "samples/CPU-s", "samples per CPU-second")):
-            figs.append(figure(f"random patch {what} (s10_t3, L={CONTEXT}, P={PATCH}) vs {name}", unit,
-                               [c[col] for c in cand], f"{name} per-sample read", [v[col] for v in b], **target, **extra))
+        for col, unit, what in (
+            (0, "samples/s", "samples/s per process"),
+            (1, "samples/CPU-s", "samples per CPU-second"),
+        ):
+            figs.append(
+                figure(
+                    f"random patch {what} (s10_t3, L={CONTEXT}, P={PATCH}) vs {name}",
+                    unit,
+                    [c[col] for c in cand],
+                    f"{name} per-sample read",
+                    [v[col] for v in b],
+                    **target,
+                    **extra,
+                )
+            )
     print(f"\n{'reader':<34}{'samples/s':>12}{'samples/CPU-s':>15}  (medians; load average {os.getloadavg()[0]:.1f})")
     print(f"{'PatchDataset (HDF5 shards)':<34}{format_value(figs[0]['value']):>12}{format_value(figs[1]['value']):>15}")
     for k, name in enumerate(base):
-        print(f"{name:<34}{format_value(figs[2 * k]['baseline']['value']):>12}"
-              f"{format_value(figs[2 * k + 1]['baseline']['value']):>15}")
+        print(
+            f"{name:<34}{format_value(figs[2 * k]['baseline']['value']):>12}"
+            f"{format_value(figs[2 * k + 1]['baseline']['value']):>15}"
+        )
     for fig in figs:
-        verdict = "" if fig["met"] is None else (f"; targets >= {TARGET_RATE:,.0f} and >= {TARGET_RATIO:.0f}x: "
-                                                 + ("met" if fig["met"] else "MISSED"))
+        verdict = (
+            ""
+            if fig["met"] is None
+            else (f"; targets >= {TARGET_RATE:,.0f} and >= {TARGET_RATIO:.0f}x: " + ("met" if fig["met"] else "MISSED"))
+        )
         print(f"{fig['unit']} vs {fig['baseline']['name']}: ratio {fig['ratio']:.1f}x{verdict}")
     if a.profile or not figs[0]["met"]:
         print("\nwhere PatchDataset spends its time (cProfile, 500 samples):")
@@ -202,8 +242,16 @@ def main(argv=None) -> int:
         text = io.StringIO()
         pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(15)
         print(text.getvalue())
-    meta = {"pair": f"s{PAIR[0]}_t{PAIR[1]}", "context": CONTEXT, "patch": PATCH, "threads": 1, "grid": size,
-            "days": days, "shard": str(paths["shard"]), "repeats": repeats}
+    meta = {
+        "pair": f"s{PAIR[0]}_t{PAIR[1]}",
+        "context": CONTEXT,
+        "patch": PATCH,
+        "threads": 1,
+        "grid": size,
+        "days": days,
+        "shard": str(paths["shard"]),
+        "repeats": repeats,
+    }
     print(f"wrote {write_result(a.out, 'loader', figs, a.quick, meta)}")
     return 0
 

@@ -75,16 +75,33 @@ def main(argv=None) -> None:
         for precision in ("fp32", "bf16"):
             times = step_times(cfg, precision, args.repeats, batch, patch, name)
             base = step_times(without_windows(cfg), precision, args.repeats, batch, patch, f"{name}-no-window")
-            fig = figure(f"{name} {precision} step (joint loss fwd+bwd+AdamW)", "s/step", times, f"{name} without window attention",
-                         base, higher_is_better=False, params=params, precision=precision, size=name)
+            fig = figure(
+                f"{name} {precision} step (joint loss fwd+bwd+AdamW)",
+                "s/step",
+                times,
+                f"{name} without window attention",
+                base,
+                higher_is_better=False,
+                params=params,
+                precision=precision,
+                size=name,
+            )
             figures.append(fig)
             rows.append((name, precision, params, fig["value"], fig["baseline"]["value"]))
-    print(f"\npair (10,3), L=5, patch {patch}, batch {batch}, {args.threads} thread(s), CPU {torch.backends.cpu.get_cpu_capability()}")
+    print(
+        f"\npair (10,3), L=5, patch {patch}, batch {batch}, {args.threads} thread(s), CPU {torch.backends.cpu.get_cpu_capability()}"
+    )
     print(f"{'size':<9}{'precision':>10}{'params':>12}{'s/step':>9}{'no-window s/step':>18}")
     for name, precision, params, value, base in rows:
         print(f"{name:<9}{precision:>10}{params:>12,}{value:>9.3f}{base:>18.3f}")
-    meta = {"threads": args.threads, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "batch": batch,
-            "patch": patch, "pair": "s10_t3", "context": 5}
+    meta = {
+        "threads": args.threads,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "batch": batch,
+        "patch": patch,
+        "pair": "s10_t3",
+        "context": 5,
+    }
     print(f"wrote {write_result(args.out, 'model_step', figures, args.quick, meta)}")
 
 

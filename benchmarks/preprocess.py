@@ -108,7 +108,7 @@ def measure(kind: str, ranks: int, raw: Path, out: Path) -> dict:
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}")
     line = next(x for x in r.stdout.splitlines() if x.startswith("RESULT "))
-    result = json.loads(line[len("RESULT "):])
+    result = json.loads(line[len("RESULT ") :])
     shutil.rmtree(out, ignore_errors=True)
     return result
 
@@ -119,7 +119,9 @@ def main(argv=None) -> int:
     p.add_argument("--days", type=int, help="days of hourly frames (default 2, quick 1)")
     p.add_argument("--repeats", type=int, help="timed repeats (default 3, quick 2)")
     p.add_argument("--ranks", default="1,2", help="MPI rank counts for our pipeline (default %(default)s)")
-    p.add_argument("--data", type=Path, default=REPO / ".hpcsr" / "bench" / "preprocess", help="work folder (archives reused)")
+    p.add_argument(
+        "--data", type=Path, default=REPO / ".hpcsr" / "bench" / "preprocess", help="work folder (archives reused)"
+    )
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "preprocess.json")
     p.add_argument("--worker", choices=("ours", "baseline"), help=argparse.SUPPRESS)
     p.add_argument("--raw", help=argparse.SUPPRESS)
@@ -148,39 +150,81 @@ def main(argv=None) -> int:
             kind, n = ("baseline", 1) if name == "baseline" else ("ours", int(name.split("_")[1]))
             res = measure(kind, n, raw, a.data / "out")
             runs[name].append(res)
-            print(f"  repeat {rep + 1}/{repeats} {name:9s} {res['seconds']:7.2f} s  {frames / res['seconds']:6.2f} frames/s", flush=True)
+            print(
+                f"  repeat {rep + 1}/{repeats} {name:9s} {res['seconds']:7.2f} s  {frames / res['seconds']:6.2f} frames/s",
+                flush=True,
+            )
     load_after = os.getloadavg()
 
     def rate(name):  # frames/s of each repeat
         return [frames / r["seconds"] for r in runs[name]]
 
     base = rate("baseline")
-    figures = [figure("frames/s per core, 1 rank", "frames/s", rate(f"ours_{ranks[0]}"), "xarray pipeline, 1 process", base,
-                      target_ratio=TARGET_PER_CORE)]
+    figures = [
+        figure(
+            "frames/s per core, 1 rank",
+            "frames/s",
+            rate(f"ours_{ranks[0]}"),
+            "xarray pipeline, 1 process",
+            base,
+            target_ratio=TARGET_PER_CORE,
+        )
+    ]
     if len(ranks) > 1:
         r2 = ranks[-1]
-        figures.append(figure(f"frames/s on {r2} ranks vs 1 rank", "frames/s", rate(f"ours_{r2}"), "ours, 1 rank",
-                              rate(f"ours_{ranks[0]}"), target_ratio=TARGET_TWO_RANKS if r2 == 2 else None))
-    rows = [("xarray pipeline (baseline)", 1, median(base))] + [("hpcsr-preprocess", r, median(rate(f"ours_{r}"))) for r in ranks]
+        figures.append(
+            figure(
+                f"frames/s on {r2} ranks vs 1 rank",
+                "frames/s",
+                rate(f"ours_{r2}"),
+                "ours, 1 rank",
+                rate(f"ours_{ranks[0]}"),
+                target_ratio=TARGET_TWO_RANKS if r2 == 2 else None,
+            )
+        )
+    rows = [("xarray pipeline (baseline)", 1, median(base))] + [
+        ("hpcsr-preprocess", r, median(rate(f"ours_{r}"))) for r in ranks
+    ]
     print(f"\n{frames} frames of 1536 x 1536, input {input_mb:.0f} MB, pairs {PAIRS}, medians of {repeats} repeats")
     print(f"{'pipeline':28s} {'ranks':>5s} {'frames/s':>9s} {'per rank':>9s} {'MB/s':>7s} {'x baseline/core':>16s}")
     for name, n, fps in rows:
-        print(f"{name:28s} {n:5d} {format_value(fps):>9s} {format_value(fps / n):>9s} {format_value(fps * input_mb / frames):>7s}"
-              f" {format_value(fps / n / median(base)):>16s}")
+        print(
+            f"{name:28s} {n:5d} {format_value(fps):>9s} {format_value(fps / n):>9s} {format_value(fps * input_mb / frames):>7s}"
+            f" {format_value(fps / n / median(base)):>16s}"
+        )
     one = runs[f"ours_{ranks[0]}"]
     total = median([r["seconds"] for r in one])
-    stages = {"ingest": median([r["ingest_s"] for r in one]),
-              **{k: median([r["shard_stages_s"][k] for r in one]) for k in one[0]["shard_stages_s"]}}
-    print("ours on 1 rank, seconds by stage (medians): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
-          + f"; hpcsr.coarsen is {stages['coarsen'] / total:.0%} of the run")
-    print(f"baseline extraction of the archives (not counted): {median([r['extract_s'] for r in runs['baseline']]):.2f} s")
+    stages = {
+        "ingest": median([r["ingest_s"] for r in one]),
+        **{k: median([r["shard_stages_s"][k] for r in one]) for k in one[0]["shard_stages_s"]},
+    }
+    print(
+        "ours on 1 rank, seconds by stage (medians): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
+        + f"; hpcsr.coarsen is {stages['coarsen'] / total:.0%} of the run"
+    )
+    print(
+        f"baseline extraction of the archives (not counted): {median([r['extract_s'] for r in runs['baseline']]):.2f} s"
+    )
     for fig in figures:
-        print(f"{fig['name']}: {fig['ratio']:.3f}x {fig['baseline']['name']} (target {fig['target']['ratio'] if fig['target'] else '-'}x: "
-              f"{'met' if fig['met'] else 'NOT met' if fig['met'] is False else '-'})")
-    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} on {os.cpu_count()} CPUs (shared machine: noisy)")
-    meta = {"frames": frames, "shape": [1536, 1536], "input_mb": input_mb, "pairs": PAIRS, "repeats": repeats,
-            "runs": runs, "load_average_before": load_before, "load_average_after": load_after,
-            "stages_1_rank_s": stages}
+        print(
+            f"{fig['name']}: {fig['ratio']:.3f}x {fig['baseline']['name']} (target {fig['target']['ratio'] if fig['target'] else '-'}x: "
+            f"{'met' if fig['met'] else 'NOT met' if fig['met'] is False else '-'})"
+        )
+    print(
+        f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} on {os.cpu_count()} CPUs (shared machine: noisy)"
+    )
+    meta = {
+        "frames": frames,
+        "shape": [1536, 1536],
+        "input_mb": input_mb,
+        "pairs": PAIRS,
+        "repeats": repeats,
+        "runs": runs,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "stages_1_rank_s": stages,
+    }
     print(f"wrote {write_result(a.out, 'preprocess', figures, a.quick, meta)}")
     return 0
 

@@ -51,7 +51,7 @@ def block_mean(p: np.ndarray, f: int) -> np.ndarray:
     if f == 1:
         return p
     T, Y, X = p.shape
-    return p[:, :Y // f * f, :X // f * f].reshape(T, Y // f, f, X // f, f).mean(axis=(2, 4))
+    return p[:, : Y // f * f, : X // f * f].reshape(T, Y // f, f, X // f, f).mean(axis=(2, 4))
 
 
 def wettest_frames(p: np.ndarray, side: int, stride: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -62,13 +62,13 @@ def wettest_frames(p: np.ndarray, side: int, stride: int) -> tuple[np.ndarray, t
     best = None
     for r in range(0, Y - side + 1, stride):
         for c in range(0, X - side + 1, stride):
-            w = p[:, r:r + side, c:c + side]
+            w = p[:, r : r + side, c : c + side]
             full = np.isfinite(w).all(axis=(1, 2))
             score = (int(full.sum()), float(w[full].sum()) if full.any() else 0.0)
             if best is None or score > best[0]:
                 best = (score, r, c)
     _, r, c = best
-    w = p[:, r:r + side, c:c + side]
+    w = p[:, r : r + side, c : c + side]
     w = w[np.isfinite(w).all(axis=(1, 2))]
     return w[w.mean(axis=(1, 2)) >= MIN_STEP_MEAN_MM], (r, c)
 
@@ -92,10 +92,17 @@ def measure(path: Path, factor: int, cap: float | None, side: int) -> dict:
     wavelength = 1.0 / k
     normalised = power / power[np.argmin(np.abs(wavelength - REFERENCE_PX))]
     small = (wavelength >= SMALL[0] - 1e-9) & (wavelength <= SMALL[1] + 1e-9)
-    return {"file": path.name, "block_mean": factor, "window": side, "corner_row_col": list(corner),
-            "steps": len(frames), "wet_fraction": float((frames > 0.1).mean()),
-            "small_scale_power": float(normalised[small].mean()),
-            "wavelength_px": wavelength.tolist(), "normalised_power": normalised.tolist()}
+    return {
+        "file": path.name,
+        "block_mean": factor,
+        "window": side,
+        "corner_row_col": list(corner),
+        "steps": len(frames),
+        "wet_fraction": float((frames > 0.1).mean()),
+        "small_scale_power": float(normalised[small].mean()),
+        "wavelength_px": wavelength.tolist(),
+        "normalised_power": normalised.tolist(),
+    }
 
 
 def plot(path: Path, rows: dict) -> None:
@@ -121,32 +128,55 @@ def plot(path: Path, rows: dict) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "radar_spectra.json"),
-                   help="result JSON; the .md table and .png plot go beside it (default %(default)s)")
+    p.add_argument(
+        "--out",
+        default=str(REPO / "benchmarks" / "results" / "radar_spectra.json"),
+        help="result JSON; the .md table and .png plot go beside it (default %(default)s)",
+    )
     p.add_argument("--side", type=int, default=96, help="window side in pixels (default %(default)s)")
     p.add_argument("--quick", action="store_true", help="accepted for the benchmark contract; the run is the same")
     a = p.parse_args(argv)
     available = {n: v for n, v in PRODUCTS.items() if (DATA / v[0]).is_file()}
     if not available:
-        print(f"skipped: none of the radar files is in {DATA} (the shared real-data folder ../shared/data)",
-              file=sys.stderr)
+        print(
+            f"skipped: none of the radar files is in {DATA} (the shared real-data folder ../shared/data)",
+            file=sys.stderr,
+        )
         return 2
     rows = {}
     for name, (file, factor, cap, km) in available.items():
         rows[name] = {**measure(DATA / file, factor, cap, a.side), "pixel_km": km}
         log(f"{name}: {rows[name]['steps']} steps, small-scale power {rows[name]['small_scale_power']:.4f}")
     typical = median([r["small_scale_power"] for r in rows.values()])
-    figures = [figure(f"{name}: mean power at {SMALL[0]:g}-{SMALL[1]:g} px / power at {REFERENCE_PX:g} px", "1",
-                      [r["small_scale_power"]], "median over the products", [typical], product=name)
-               for name, r in rows.items()]
+    figures = [
+        figure(
+            f"{name}: mean power at {SMALL[0]:g}-{SMALL[1]:g} px / power at {REFERENCE_PX:g} px",
+            "1",
+            [r["small_scale_power"]],
+            "median over the products",
+            [typical],
+            product=name,
+        )
+        for name, r in rows.items()
+    ]
     out = Path(a.out)
-    table = ("| product | pixel | window | steps | wet fraction | power 2-4 px / 8 px | vs median |\n"
-             "|---|---|---|---|---|---|---|\n" + "".join(
-                 f"| {n} | {r['pixel_km']:g} km | {r['window']} | {r['steps']} | {r['wet_fraction']:.2f} | "
-                 f"{r['small_scale_power']:.4f} | {r['small_scale_power'] / typical:.2f} |\n" for n, r in rows.items()))
+    table = (
+        "| product | pixel | window | steps | wet fraction | power 2-4 px / 8 px | vs median |\n"
+        "|---|---|---|---|---|---|---|\n"
+        + "".join(
+            f"| {n} | {r['pixel_km']:g} km | {r['window']} | {r['steps']} | {r['wet_fraction']:.2f} | "
+            f"{r['small_scale_power']:.4f} | {r['small_scale_power'] / typical:.2f} |\n"
+            for n, r in rows.items()
+        )
+    )
     print("\n" + table)
-    write_result(out, "radar_spectra", figures, a.quick, {"products": rows, "median_small_scale_power": typical,
-                                                           "band_px": list(SMALL), "reference_px": REFERENCE_PX})
+    write_result(
+        out,
+        "radar_spectra",
+        figures,
+        a.quick,
+        {"products": rows, "median_small_scale_power": typical, "band_px": list(SMALL), "reference_px": REFERENCE_PX},
+    )
     from hpcsr.atomic import write_text_atomic
 
     write_text_atomic(out.with_suffix(".md"), "# Small-scale power of the radar products\n\n" + table)

@@ -62,8 +62,15 @@ def run_one(name: str, script: Path, quick: bool, results: Path, env: dict, time
             tail.append(line.rstrip())
             del tail[:-20]
 
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=HERE.parent,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=HERE.parent,
+        start_new_session=True,
+    )
     reader = threading.Thread(target=forward, args=(proc.stdout,), daemon=True)
     reader.start()
     try:
@@ -81,8 +88,12 @@ def run_one(name: str, script: Path, quick: bool, results: Path, env: dict, time
         return {**entry, "status": "failed", "error": f"exited 0 but wrote no {out}", "output_tail": tail}
     result = json.loads(out.read_text())
     if not isinstance(result.get("figures"), list):
-        return {**entry, "status": "failed", "error": f"{out} has no 'figures' list (see benchmarks/common.py)",
-                "result": result}
+        return {
+            **entry,
+            "status": "failed",
+            "error": f"{out} has no 'figures' list (see benchmarks/common.py)",
+            "result": result,
+        }
     return {**entry, "status": "ok", "result": result}
 
 
@@ -98,8 +109,10 @@ def _target(fig: dict) -> str:
 
 def table(entries: list[dict]) -> str:
     """Markdown table: one row per figure, one row per benchmark that did not run."""
-    rows = ["| benchmark | figure | value | baseline | baseline value | ratio | repeats | target | met |",
-            "|---|---|---:|---|---:|---:|---:|---|---|"]
+    rows = [
+        "| benchmark | figure | value | baseline | baseline value | ratio | repeats | target | met |",
+        "|---|---|---:|---|---:|---:|---:|---|---|",
+    ]
     for e in entries:
         if e["status"] != "ok":
             rows.append(f"| {e['name']} | {e['status']}: {e['error']} | | | | | | | |")
@@ -107,9 +120,11 @@ def table(entries: list[dict]) -> str:
         for fig in e["result"]["figures"]:
             met = {True: "yes", False: "**no**", None: "-"}[fig.get("met")]
             base = fig.get("baseline") or {}
-            rows.append(f"| {e['name']} | {fig['name']} | {format_value(fig['value'])} {fig.get('unit', '')} "
-                        f"| {base.get('name', '-')} | {format_value(base['value']) if 'value' in base else '-'} "
-                        f"| {fig['ratio']:.2f}x | {len(fig.get('repeats', []))} | {_target(fig)} | {met} |")
+            rows.append(
+                f"| {e['name']} | {fig['name']} | {format_value(fig['value'])} {fig.get('unit', '')} "
+                f"| {base.get('name', '-')} | {format_value(base['value']) if 'value' in base else '-'} "
+                f"| {fig['ratio']:.2f}x | {len(fig.get('repeats', []))} | {_target(fig)} | {met} |"
+            )
     return "\n".join(rows)
 
 
@@ -128,14 +143,20 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     entries = [run_one(name, HERE / f"{name}.py", a.quick, a.results, env, a.timeout) for name in names]
     md = table(entries)
-    summary = {"quick": a.quick, "machine": machine(), "seconds": round(time.perf_counter() - start, 1),
-               "benchmarks": entries}
+    summary = {
+        "quick": a.quick,
+        "machine": machine(),
+        "seconds": round(time.perf_counter() - start, 1),
+        "benchmarks": entries,
+    }
     write_json_atomic(a.results / "all.json", summary, indent=2, sort_keys=False)
-    header = (f"# Benchmarks{' (--quick)' if a.quick else ''}\n\n"
-              f"{summary['machine']['cpus']} CPUs ({summary['machine']['cpu']}), load average "
-              f"{summary['machine']['load_average_1_5_15'][0]:.1f} at the end, torch {summary['machine']['torch']}; "
-              f"values are medians of the repeats, ratio = improvement over the baseline measured in the same run "
-              f"(> 1: better). Total {summary['seconds']:.0f} s.\n\n")
+    header = (
+        f"# Benchmarks{' (--quick)' if a.quick else ''}\n\n"
+        f"{summary['machine']['cpus']} CPUs ({summary['machine']['cpu']}), load average "
+        f"{summary['machine']['load_average_1_5_15'][0]:.1f} at the end, torch {summary['machine']['torch']}; "
+        f"values are medians of the repeats, ratio = improvement over the baseline measured in the same run "
+        f"(> 1: better). Total {summary['seconds']:.0f} s.\n\n"
+    )
     write_text_atomic(a.results / "all.md", header + md + "\n")
     print("\n" + header + md)
     print(f"\nwrote {a.results / 'all.json'} and {a.results / 'all.md'}")

@@ -77,8 +77,9 @@ def timed(fn, device) -> float:
 
 
 @torch.no_grad()
-def speed(cfg: ModelConfig, patch: int, members: int, settings: list[tuple[str, int]], repeats: int, full: bool,
-          device) -> dict:
+def speed(
+    cfg: ModelConfig, patch: int, members: int, settings: list[tuple[str, int]], repeats: int, full: bool, device
+) -> dict:
     """Seconds per sample() call (all `members` at once) of each (sampler, steps). DDIM-10 and DDIM-20
     (and with `full` every setting) are timed end to end; per repeat r the cost of one step is
     (T_DDIM-10 - setup) / 10, setup = mean network + conditioning timed alone, and every setting is
@@ -103,7 +104,10 @@ def speed(cfg: ModelConfig, patch: int, members: int, settings: list[tuple[str, 
         for r in range(repeats):
             gen.manual_seed(r)
             measured[(name, steps)].append(timed(lambda: model.sample(lr, members, name, steps, generator=gen), device))
-            print(f"  speed {sampler_label(name, steps)} x {members} members: {measured[(name, steps)][-1]:.2f} s", flush=True)
+            print(
+                f"  speed {sampler_label(name, steps)} x {members} members: {measured[(name, steps)][-1]:.2f} s",
+                flush=True,
+            )
     step = [(t - a) / 10 for t, a in zip(measured[("ddim", 10)], setup)]
     modelled = {key: [a + key[1] * b for a, b in zip(setup, step)] for key in settings}
     print(f"  speed: setup {np.median(setup):.3f} s + {np.median(step):.4f} s per step ({members} members)", flush=True)
@@ -117,7 +121,9 @@ def run(cmd: list[str], env: dict) -> None:
     print("  $ " + " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, env=env, cwd=HERE.parent, text=True, capture_output=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+        raise RuntimeError(
+            f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+        )
 
 
 def trained_export(work: Path, steps: int, device) -> tuple[Path, dict]:
@@ -128,17 +134,49 @@ def trained_export(work: Path, steps: int, device) -> tuple[Path, dict]:
         env["CUDA_VISIBLE_DEVICES"] = ""
     data = work / "data"
     if not (data / "shards" / f"{PAIR.name}.h5").is_file():
-        run([str(bindir / "hpcsr-preprocess"), "all", "--out", str(data), "--days", "12", "--size", "120",
-             "--pairs", f"{PAIR.s}x{PAIR.t}", "--seed", "3", "--quiet"], env)
-    overrides = [f"factor=s{PAIR.s}_t{PAIR.t}", f"factor.patch={QUALITY_PATCH}", "model=tiny", "model.windows=[1,1,1]",
-                 "train.stage=joint", f"train.steps={steps}", "train.lr=1e-3", f"train.warmup_steps={max(1, steps // 10)}",
-                 "train.ema_decay=0", "train.val_every=0", f"train.log_every={max(1, steps // 10)}",
-                 f"train.checkpoint_every={steps}", "train.progress=false", "data.batch_size=8",
-                 f"data_dir={data}", f"run_root={work / f'runs_{steps}_steps'}", "seed=0"]
+        run(
+            [
+                str(bindir / "hpcsr-preprocess"),
+                "all",
+                "--out",
+                str(data),
+                "--days",
+                "12",
+                "--size",
+                "120",
+                "--pairs",
+                f"{PAIR.s}x{PAIR.t}",
+                "--seed",
+                "3",
+                "--quiet",
+            ],
+            env,
+        )
+    overrides = [
+        f"factor=s{PAIR.s}_t{PAIR.t}",
+        f"factor.patch={QUALITY_PATCH}",
+        "model=tiny",
+        "model.windows=[1,1,1]",
+        "train.stage=joint",
+        f"train.steps={steps}",
+        "train.lr=1e-3",
+        f"train.warmup_steps={max(1, steps // 10)}",
+        "train.ema_decay=0",
+        "train.val_every=0",
+        f"train.log_every={max(1, steps // 10)}",
+        f"train.checkpoint_every={steps}",
+        "train.progress=false",
+        "data.batch_size=8",
+        f"data_dir={data}",
+        f"run_root={work / f'runs_{steps}_steps'}",
+        "seed=0",
+    ]
     run([str(bindir / "hpcsr"), "train", *overrides], env)
     stage = work / f"runs_{steps}_steps" / PAIR.name / "joint"
     log = [json.loads(line) for line in (stage / "logs" / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    losses = [{k: r[k] for k in ("step", "loss", "loss_mean", "loss_diffusion")} for r in log if r.get("kind") == "train"]
+    losses = [
+        {k: r[k] for k in ("step", "loss", "loss_mean", "loss_diffusion")} for r in log if r.get("kind") == "train"
+    ]
     return stage / "export" / "model.pt", {"steps": steps, "overrides": overrides, "losses": losses}
 
 
@@ -158,17 +196,23 @@ def test_inputs(export, blocks: int):
         raise RuntimeError(f"{shard.path} has no test-split target with {L} consecutive blocks: make more days")
     y0, y1, x0, x1 = shard.hr_window
     corners = valid_corners(store.valid_mask[y0:y1, x0:x1], QUALITY_PATCH, s, 1.0)
-    lr_all = shard.lr[int(targets[0]) - L + 1:int(targets[-1]) + 1]
+    lr_all = shard.lr[int(targets[0]) - L + 1 : int(targets[-1]) + 1]
     first = int(targets[0]) - L + 1
     p = QUALITY_PATCH // s
-    wet = [[np.nanmean(lr_all[i - first, r // s:r // s + p, c // s:c // s + p]) for r, c in corners] for i in targets]
+    wet = [
+        [np.nanmean(lr_all[i - first, r // s : r // s + p, c // s : c // s + p]) for r, c in corners] for i in targets
+    ]
     wet = np.asarray(wet)
     best = int(np.nanargmax(wet.mean(axis=0)))
     r, c = (int(v) for v in corners[best])
     order = np.argsort(-wet[:, best])[:blocks]
     chosen = sorted(int(targets[k]) for k in order)
-    lr = np.stack([shard.lr[i - L + 1:i + 1, r // s:r // s + p, c // s:c // s + p] for i in chosen]).astype(np.float32)
-    hr = np.stack([shard.read_hr_block(store, i, slice(r, r + QUALITY_PATCH), slice(c, c + QUALITY_PATCH)) for i in chosen])
+    lr = np.stack([shard.lr[i - L + 1 : i + 1, r // s : r // s + p, c // s : c // s + p] for i in chosen]).astype(
+        np.float32
+    )
+    hr = np.stack(
+        [shard.read_hr_block(store, i, slice(r, r + QUALITY_PATCH), slice(c, c + QUALITY_PATCH)) for i in chosen]
+    )
     return lr, hr, {"blocks": chosen, "corner_hr": [r, c], "times": [str(shard.times[i]) for i in chosen]}
 
 
@@ -194,9 +238,13 @@ def quality(export, settings: list[tuple[str, int]], members: int, blocks: int, 
         truth = hr.reshape(-1)
         ok = np.isfinite(truth) & np.isfinite(ens).all(axis=0)
         crps = float(crps_ensemble(ens[:, ok], truth[ok], fair=True).mean())
-        results[(name, steps)] = {"crps": crps, "seconds": seconds, "members_per_s": blocks * members / seconds,
-                                  "spread": float(ens[:, ok].std(axis=0, ddof=1).mean()),
-                                  "mae_of_mean": float(np.abs(ens[:, ok].mean(axis=0) - truth[ok]).mean())}
+        results[(name, steps)] = {
+            "crps": crps,
+            "seconds": seconds,
+            "members_per_s": blocks * members / seconds,
+            "spread": float(ens[:, ok].std(axis=0, ddof=1).mean()),
+            "mae_of_mean": float(np.abs(ens[:, ok].mean(axis=0) - truth[ok]).mean()),
+        }
         print(f"  quality {sampler_label(name, steps)}: fair CRPS {crps:.4f} mm, {seconds:.1f} s", flush=True)
     return results, {**where, "truth_mean_mm": float(np.nanmean(hr)), "wet_fraction": float(np.nanmean(hr > 0.1))}
 
@@ -215,16 +263,32 @@ def pipeline_overhead(work: Path, cfg: ModelConfig, members: int, repeats: int, 
     torch.manual_seed(0)
     rec = recipe(PAIR.s, PAIR.t)
     model = build_model(cfg, rec)
-    path = write_export(work / "untrained" / "model.pt", model.state_dict(), {
-        "stage": "joint", "pair": {"s": PAIR.s, "t": PAIR.t, "name": PAIR.name}, "recipe": recipe_to_dict(rec),
-        "model": dataclasses.asdict(cfg), "future_context": 0,
-        "normalisation": Normaliser("log1p", 0.0, 1.0).to_dict(), "config_hash": "benchmark-untrained"})
+    path = write_export(
+        work / "untrained" / "model.pt",
+        model.state_dict(),
+        {
+            "stage": "joint",
+            "pair": {"s": PAIR.s, "t": PAIR.t, "name": PAIR.name},
+            "recipe": recipe_to_dict(rec),
+            "model": dataclasses.asdict(cfg),
+            "future_context": 0,
+            "normalisation": Normaliser("log1p", 0.0, 1.0).to_dict(),
+            "config_hash": "benchmark-untrained",
+        },
+    )
     export = load_export(path)
     p = rec.patch // PAIR.s
     lr = np.random.default_rng(0).gamma(0.5, 2.0, (rec.context, p, p)).astype(np.float32)
     block = PAIR.t * 3600
-    seq = LRSequence(lambda pos: lr[np.asarray(pos)], np.arange(1, rec.context + 1, dtype=np.int64) * block, 3600, PAIR,
-                     (p, p), np.arange(rec.patch, dtype=np.float64), np.arange(rec.patch, dtype=np.float64))
+    seq = LRSequence(
+        lambda pos: lr[np.asarray(pos)],
+        np.arange(1, rec.context + 1, dtype=np.int64) * block,
+        3600,
+        PAIR,
+        (p, p),
+        np.arange(rec.patch, dtype=np.float64),
+        np.arange(rec.patch, dtype=np.float64),
+    )
     sampler = EnsembleSampler(export, seq, SampleConfig(members=members, steps=10, mass="image"), device)
     target = seq.times[-1:]
     model = sampler.model
@@ -232,11 +296,16 @@ def pipeline_overhead(work: Path, cfg: ModelConfig, members: int, repeats: int, 
     pipe, batched = [], []
     for r in range(repeats + 1):
         a = timed(lambda: sample_sequence(sampler, target, None, progress=False), device)
-        b = timed(lambda: model.sample(lr_z, members, "ddim", 10, generator=torch.Generator(device=device).manual_seed(r)), device)
+        b = timed(
+            lambda: model.sample(lr_z, members, "ddim", 10, generator=torch.Generator(device=device).manual_seed(r)),
+            device,
+        )
         if r:
             pipe.append(members / a)
             batched.append(members / b)
-        print(f"  pipeline DDIM-10 x {members}: hpcsr sample path {a:.2f} s, SRModel.sample batched {b:.2f} s", flush=True)
+        print(
+            f"  pipeline DDIM-10 x {members}: hpcsr sample path {a:.2f} s, SRModel.sample batched {b:.2f} s", flush=True
+        )
     return pipe, batched
 
 
@@ -250,8 +319,12 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     p.add_argument("--steps", default="10,20,50", help="fast-sampler step counts (default 10,20,50)")
     p.add_argument("--speed-members", type=int, default=4, help="members per sample() call in the speed part")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats in the speed part (pipeline part: one less, at least 1)")
-    p.add_argument("--full", action="store_true", help="time every sampler end to end in the speed part (DDPM-1000 too)")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="timed repeats in the speed part (pipeline part: one less, at least 1)"
+    )
+    p.add_argument(
+        "--full", action="store_true", help="time every sampler end to end in the speed part (DDPM-1000 too)"
+    )
     p.add_argument("--train-steps", type=int, help="training steps of the quality model (default 300, quick 60)")
     p.add_argument("--members", type=int, help="members in the quality part (default 8, quick 6)")
     p.add_argument("--blocks", type=int, help="test blocks in the quality part (default 4, quick 2)")
@@ -268,8 +341,11 @@ def main(argv=None) -> int:
     a.work.mkdir(parents=True, exist_ok=True)
     speed_cfg = ModelConfig.tiny() if a.quick else ModelConfig()
     speed_patch = QUALITY_PATCH if a.quick else recipe(PAIR.s, PAIR.t).patch
-    print(f"speed: {'tiny' if a.quick else 'default'} model, patch {speed_patch}, {a.speed_members} members, "
-          f"{device}, {torch.get_num_threads()} threads", flush=True)
+    print(
+        f"speed: {'tiny' if a.quick else 'default'} model, patch {speed_patch}, {a.speed_members} members, "
+        f"{device}, {torch.get_num_threads()} threads",
+        flush=True,
+    )
     speed_settings = [DDPM] + [("ddim", S) for S in steps]
     sp = speed(speed_cfg, speed_patch, a.speed_members, speed_settings, a.repeats, a.full, device)
 
@@ -282,8 +358,17 @@ def main(argv=None) -> int:
     figures = []
     for S in steps:
         values, source = rate(("ddim", S))
-        figures.append(figure(f"DDIM-{S} members/s ({source}), {size} size, patch {speed_patch}", "members/s", values,
-                              f"DDPM-1000 ({ddpm_source})", ddpm_rate, True, target_ratio=20))
+        figures.append(
+            figure(
+                f"DDIM-{S} members/s ({source}), {size} size, patch {speed_patch}",
+                "members/s",
+                values,
+                f"DDPM-1000 ({ddpm_source})",
+                ddpm_rate,
+                True,
+                target_ratio=20,
+            )
+        )
 
     print(f"quality: training a tiny model for {train_steps} steps in {a.work}", flush=True)
     from hpcsr.train.export import load_export
@@ -295,15 +380,32 @@ def main(argv=None) -> int:
     ref = qual[DDPM]
     for key in settings[1:]:
         q = qual[key]
-        fig = figure(f"{sampler_label(*key)} fair CRPS, trained tiny, patch {QUALITY_PATCH}", "mm", [q["crps"]],
-                     "DDPM-1000", [ref["crps"]], False, target_ratio=1 / 1.05,
-                     members_per_s=q["members_per_s"], speedup_vs_ddpm=q["members_per_s"] / ref["members_per_s"],
-                     spread_mm=q["spread"], mae_of_mean_mm=q["mae_of_mean"])
+        fig = figure(
+            f"{sampler_label(*key)} fair CRPS, trained tiny, patch {QUALITY_PATCH}",
+            "mm",
+            [q["crps"]],
+            "DDPM-1000",
+            [ref["crps"]],
+            False,
+            target_ratio=1 / 1.05,
+            members_per_s=q["members_per_s"],
+            speedup_vs_ddpm=q["members_per_s"] / ref["members_per_s"],
+            spread_mm=q["spread"],
+            mae_of_mean_mm=q["mae_of_mean"],
+        )
         figures.append(fig)
 
     pipe, batched = pipeline_overhead(a.work, speed_cfg, a.speed_members, max(1, a.repeats - 1), device)
-    figures.append(figure(f"hpcsr sample pipeline DDIM-10 members/s, {size} size, one 100 x 100 tile", "members/s", pipe,
-                          "SRModel.sample, members batched", batched, True))
+    figures.append(
+        figure(
+            f"hpcsr sample pipeline DDIM-10 members/s, {size} size, one 100 x 100 tile",
+            "members/s",
+            pipe,
+            "SRModel.sample, members batched",
+            batched,
+            True,
+        )
+    )
 
     fast = []
     for key in settings[1:]:
@@ -311,30 +413,54 @@ def main(argv=None) -> int:
         crps_ratio = qual[key]["crps"] / ref["crps"]
         if speed_ratio >= 20 and crps_ratio <= 1.05:
             fast.append({"setting": sampler_label(*key), "speedup": speed_ratio, "crps_ratio": crps_ratio})
-    meta = {"pair": PAIR.name, "device": str(device), "threads": torch.get_num_threads(),
-            "speed": {"model": size, "patch": speed_patch, "members_per_call": a.speed_members,
-                      "step_s": sp["step_s"], "setup_s": sp["setup_s"],
-                      "measured_s": {sampler_label(*k): v for k, v in sp["measured"].items()},
-                      "modelled_s": {sampler_label(*k): v for k, v in sp["modelled"].items()},
-                      "weights": "untrained (the cost does not depend on them)"},
-            "quality": {"model": "ModelConfig.tiny() with windows [1,1,1]", "weights": f"trained {train_steps} steps "
-                        "(hpcsr train, stage joint) on synthetic Comephore data", "train": train_info,
-                        "members": members, "blocks": blocks, "patch": QUALITY_PATCH, "inputs": where,
-                        "results": {sampler_label(*k): v for k, v in qual.items()}},
-            "target": ">= 20x members/s of DDPM-1000 with fair CRPS within 5 %", "target_met_by": fast}
+    meta = {
+        "pair": PAIR.name,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "speed": {
+            "model": size,
+            "patch": speed_patch,
+            "members_per_call": a.speed_members,
+            "step_s": sp["step_s"],
+            "setup_s": sp["setup_s"],
+            "measured_s": {sampler_label(*k): v for k, v in sp["measured"].items()},
+            "modelled_s": {sampler_label(*k): v for k, v in sp["modelled"].items()},
+            "weights": "untrained (the cost does not depend on them)",
+        },
+        "quality": {
+            "model": "ModelConfig.tiny() with windows [1,1,1]",
+            "weights": f"trained {train_steps} steps (hpcsr train, stage joint) on synthetic Comephore data",
+            "train": train_info,
+            "members": members,
+            "blocks": blocks,
+            "patch": QUALITY_PATCH,
+            "inputs": where,
+            "results": {sampler_label(*k): v for k, v in qual.items()},
+        },
+        "target": ">= 20x members/s of DDPM-1000 with fair CRPS within 5 %",
+        "target_met_by": fast,
+    }
     path = write_result(a.out, "sample", figures, a.quick, meta)
 
     print(f"\n{'setting':<22} {'members/s':>10} {'x DDPM':>8} {'fair CRPS mm':>13} {'CRPS / DDPM':>12}")
     for key in settings:
         q = qual[key]
-        print(f"{sampler_label(*key):<22} {format_value(q['members_per_s']):>10} "
-              f"{q['members_per_s'] / ref['members_per_s']:>8.1f} {q['crps']:>13.4f} {q['crps'] / ref['crps']:>12.3f}")
-    print(f"(quality part: trained tiny model, patch {QUALITY_PATCH}, {blocks} blocks x {members} members, all measured)")
-    print(f"\n{'speed part (' + size + ' size, patch ' + str(speed_patch) + ')':<58} {'members/s':>10} {'x DDPM-1000':>12}")
-    for fig in figures[:len(steps)]:
+        print(
+            f"{sampler_label(*key):<22} {format_value(q['members_per_s']):>10} "
+            f"{q['members_per_s'] / ref['members_per_s']:>8.1f} {q['crps']:>13.4f} {q['crps'] / ref['crps']:>12.3f}"
+        )
+    print(
+        f"(quality part: trained tiny model, patch {QUALITY_PATCH}, {blocks} blocks x {members} members, all measured)"
+    )
+    print(
+        f"\n{'speed part (' + size + ' size, patch ' + str(speed_patch) + ')':<58} {'members/s':>10} {'x DDPM-1000':>12}"
+    )
+    for fig in figures[: len(steps)]:
         print(f"{fig['name']:<58} {format_value(fig['value']):>10} {fig['ratio']:>12.1f}")
     print(f"DDPM-1000: {format_value(float(np.median(ddpm_rate)))} members/s ({ddpm_source})")
-    print(f"pipeline: {format_value(figures[-1]['value'])} members/s vs batched {format_value(figures[-1]['baseline']['value'])}")
+    print(
+        f"pipeline: {format_value(figures[-1]['value'])} members/s vs batched {format_value(figures[-1]['baseline']['value'])}"
+    )
     print(f"target met by: {', '.join(f['setting'] for f in fast) or 'none'}")
     print(f"wrote {path}")
     return 0

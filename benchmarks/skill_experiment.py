@@ -82,11 +82,18 @@ TRAIN_FILE = "bom_c10_20201031.nc"
 EVAL_FILES = {"knmi": "knmi_20100826.nc", "mch": "mch_aqc_20160711.nc"}
 SPLIT = "2020-10-31T09:00,2020-10-31T12:00"  # end of train, end of validation (BoM)
 CADENCE_MIN = 10
-COPIED = ("report.md", "report.html", "metrics.json", "panels.png", "spectra.png", "rank_histogram.png", "qq.png",
-          "fss.png")  # what of each evaluation folder goes to the results folder
+COPIED = (
+    "report.md",
+    "report.html",
+    "metrics.json",
+    "panels.png",
+    "spectra.png",
+    "rank_histogram.png",
+    "qq.png",
+    "fss.png",
+)  # what of each evaluation folder goes to the results folder
 # --quick: the full path with seconds of training and a small crop; its numbers are no verdict
-QUICK = {"mean_steps": 10, "diffusion_steps": 10, "warmup": 2, "val_every": 5, "val_patches": 8,
-         "crop": 64, "steps": 8}
+QUICK = {"mean_steps": 10, "diffusion_steps": 10, "warmup": 2, "val_every": 5, "val_patches": 8, "crop": 64, "steps": 8}
 # criteria targets (docstring, point 5)
 CRPS_TO_BICUBIC_MAE = 0.6  # 1. ensemble fair CRPS at most this times bicubic's MAE
 SPREAD_SKILL = (0.8, 1.2)  # 2. spread/skill range
@@ -97,16 +104,30 @@ SPECTRAL_RATIO_FACTOR = 1.5  # 4. members' power within this factor of the truth
 WET_FRACTION_TOLERANCE = 0.15  # 4. members' wet fraction within this share of the truth's
 SEAM_RATIO_MAX = 1.10  # 5. seam ratios of the ensemble and the mean network
 MASS_ERROR_MAX = 1e-5  # 6. relative mass error at the scale the ensemble claims
-CRITERIA = {1: "Ensemble fair CRPS against bicubic MAE", 2: "Calibration: spread/skill and rank histogram",
-            3: "Mean-network RMSE against bicubic, bicubic with the same cell mass transform, the untrained network",
-            4: "Members' power spectrum (wavelengths 2 px .. LR cell) and wet fraction against the truth",
-            5: "Seam ratios: LR-cell (and sampling-tile) edges against the field inside",
-            6: "Relative mass error at the scale the ensemble claims"}
+CRITERIA = {
+    1: "Ensemble fair CRPS against bicubic MAE",
+    2: "Calibration: spread/skill and rank histogram",
+    3: "Mean-network RMSE against bicubic, bicubic with the same cell mass transform, the untrained network",
+    4: "Members' power spectrum (wavelengths 2 px .. LR cell) and wet fraction against the truth",
+    5: "Seam ratios: LR-cell (and sampling-tile) edges against the field inside",
+    6: "Relative mass error at the scale the ensemble claims",
+}
 # the references of criterion 3, with the sampler's default mass transform (identity per LR cell, smooth)
 SAME_MASS = "bicubic + identity per LR cell, smooth factor (like with like)"
 UNTRAINED = "mean network before training + identity per LR cell, smooth factor"
-TRAIN_KEYS = ("widths", "patch", "batch", "lr", "warmup", "mean_steps", "diffusion_steps", "val_every", "val_patches",
-              "seed", "defaults")  # defaults: hash of the default config tree, so a changed default trains anew
+TRAIN_KEYS = (
+    "widths",
+    "patch",
+    "batch",
+    "lr",
+    "warmup",
+    "mean_steps",
+    "diffusion_steps",
+    "val_every",
+    "val_patches",
+    "seed",
+    "defaults",
+)  # defaults: hash of the default config tree, so a changed default trains anew
 SAMPLE_KEYS = ("members", "crop", "eval", "steps")
 
 
@@ -118,12 +139,32 @@ def preprocess(work: Path, pairs: list[str], eval_file: str) -> tuple[Path, Path
     """HR store + shards of the training day; HR store of the evaluation day (same cadence)."""
     py = [sys.executable, "-m", "preprocessing.cli"]
     train, held_out = work / "data" / "train", work / "data" / f"eval_{Path(eval_file).stem}"
-    run_logged(py + ["ingest", "--out", str(train), "--netcdf", str(DATA / TRAIN_FILE), "--cadence", str(CADENCE_MIN),
-                     "--quiet"], work / "logs" / "ingest_train.log", 2)
-    run_logged(py + ["shards", "--out", str(train), "--pairs", ",".join(pairs), "--split-bounds", SPLIT, "--quiet"],
-               work / "logs" / "shards_train.log", 2)
-    run_logged(py + ["ingest", "--out", str(held_out), "--netcdf", str(DATA / eval_file), "--cadence", str(CADENCE_MIN),
-                     "--quiet"], work / "logs" / f"ingest_{held_out.name}.log", 2)
+    run_logged(
+        py
+        + ["ingest", "--out", str(train), "--netcdf", str(DATA / TRAIN_FILE), "--cadence", str(CADENCE_MIN), "--quiet"],
+        work / "logs" / "ingest_train.log",
+        2,
+    )
+    run_logged(
+        py + ["shards", "--out", str(train), "--pairs", ",".join(pairs), "--split-bounds", SPLIT, "--quiet"],
+        work / "logs" / "shards_train.log",
+        2,
+    )
+    run_logged(
+        py
+        + [
+            "ingest",
+            "--out",
+            str(held_out),
+            "--netcdf",
+            str(DATA / eval_file),
+            "--cadence",
+            str(CADENCE_MIN),
+            "--quiet",
+        ],
+        work / "logs" / f"ingest_{held_out.name}.log",
+        2,
+    )
     return train, held_out / "hr.h5"
 
 
@@ -138,9 +179,9 @@ def wettest_window(precip: np.ndarray, side: int, name: str, stride: int = 32) -
     best = None
     for r in range(0, Y - side + 1, stride):
         for c in range(0, X - side + 1, stride):
-            if missing[r:r + side, c:c + side].any():
+            if missing[r : r + side, c : c + side].any():
                 continue
-            rain = float(total[r:r + side, c:c + side].sum())
+            rain = float(total[r : r + side, c : c + side].sum())
             if best is None or rain > best[0]:
                 best = (rain, r, c)
     if best is None:
@@ -168,35 +209,67 @@ def write_crop(store_path: Path, out: Path, side: int, steps: int, name: str) ->
     with HRStore(store_path) as store:
         full = store.read(0, len(store.time_s))
         r, c = wettest_window(full, side, name)
-        values = full[:, r:r + side, c:c + side]
+        values = full[:, r : r + side, c : c + side]
         first = wettest_steps(values, steps)
-        values = values[first:first + steps]
-        y, x = store.y[r:r + side], store.x[c:c + side]
-        times = np.asarray(store.time_s, np.int64)[first:first + len(values)]
+        values = values[first : first + steps]
+        y, x = store.y[r : r + side], store.x[c : c + side]
+        times = np.asarray(store.time_s, np.int64)[first : first + len(values)]
         crs, step = store.crs_wkt, store.interval_minutes
     with h5py.File(store_path, "r") as f:  # coordinate units of the store (metres when absent)
         units = {k: f.attrs.get(f"{k}_units", "m") for k in ("x", "y")}
     units = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in units.items()}
     source = f"{DATA / name} via hpcsr-preprocess ingest --cadence {step}"
-    ds = cf.precip_dataset(values, times, y, x, {"units": units["y"]}, {"units": units["x"]},
-                           {"crs_wkt": crs}, step, f"precipitation accumulated over {step} min",
-                           cf.global_attrs(f"held-out radar crop for the skill experiment ({name})", source,
-                                           "benchmarks/skill_experiment.py: wettest window of the held-out store",
-                                           crop_rows_cols=f"{r}:{r + side}, {c}:{c + side}", crop_steps=f"{first}:{first + len(values)}"))
+    ds = cf.precip_dataset(
+        values,
+        times,
+        y,
+        x,
+        {"units": units["y"]},
+        {"units": units["x"]},
+        {"crs_wkt": crs},
+        step,
+        f"precipitation accumulated over {step} min",
+        cf.global_attrs(
+            f"held-out radar crop for the skill experiment ({name})",
+            source,
+            "benchmarks/skill_experiment.py: wettest window of the held-out store",
+            crop_rows_cols=f"{r}:{r + side}, {c}:{c + side}",
+            crop_steps=f"{first}:{first + len(values)}",
+        ),
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     with AtomicPath(out) as tmp:
         ds.to_netcdf(tmp, format="NETCDF4", encoding=cf.ENCODING)
-    return {"rows": [r, r + side], "cols": [c, c + side], "steps": [first, first + len(times)], "wet_fraction": float(np.mean(values > 0.1)),
-            "mean_mm": float(values.mean()), "max_mm": float(values.max())}
+    return {
+        "rows": [r, r + side],
+        "cols": [c, c + side],
+        "steps": [first, first + len(times)],
+        "wet_fraction": float(np.mean(values > 0.1)),
+        "mean_mm": float(values.mean()),
+        "max_mm": float(values.max()),
+    }
 
 
 def train_overrides(pair: str, a, data: Path, run_dir: Path) -> list[str]:
     s, t = pair.split("x")
-    return ["model=tiny", f"model.widths=[{a.widths}]", f"factor.s={s}", f"factor.t={t}", f"factor.patch={a.patch}",
-            f"data.future_context={1 if int(t) > 1 else 0}", f"data_dir={data}", f"run_dir={run_dir}",
-            f"seed={a.seed}", f"data.batch_size={a.batch}", f"data.val_patches={a.val_patches}", f"train.lr={a.lr}",
-            f"train.warmup_steps={a.warmup}", f"train.val_every={a.val_every}", f"train.log_every={a.val_every}",
-            "train.progress=false"]
+    return [
+        "model=tiny",
+        f"model.widths=[{a.widths}]",
+        f"factor.s={s}",
+        f"factor.t={t}",
+        f"factor.patch={a.patch}",
+        f"data.future_context={1 if int(t) > 1 else 0}",
+        f"data_dir={data}",
+        f"run_dir={run_dir}",
+        f"seed={a.seed}",
+        f"data.batch_size={a.batch}",
+        f"data.val_patches={a.val_patches}",
+        f"train.lr={a.lr}",
+        f"train.warmup_steps={a.warmup}",
+        f"train.val_every={a.val_every}",
+        f"train.log_every={a.val_every}",
+        "train.progress=false",
+    ]
 
 
 def val_curve(run_dir: Path, stage: str) -> list:
@@ -225,7 +298,7 @@ def references(crop: Path, pair: str, export: Path) -> dict:
     s, t = map(int, pair.split("x"))
     with xr.open_dataset(crop) as ds:
         truth = ds["precip"].values.astype(np.float32)
-    truth = truth[:truth.shape[0] // t * t]
+    truth = truth[: truth.shape[0] // t * t]
     lr = torch.from_numpy(coarsen(truth, s, t))
     bicubic = torch.from_numpy(bicubic_linear(lr.numpy(), s, t))
     norm = load_export(export).normaliser
@@ -233,16 +306,25 @@ def references(crop: Path, pair: str, export: Path) -> dict:
     sqrt_fn, identity = recipe(s, t, "author").mass, MassFunction(1.0, 0.0)
 
     def per_block(x, fn, scale, mode="multiplicative"):
-        return torch.cat([conserve(x[n * t:(n + 1) * t], lr[n:n + 1], s, t, fn, scale, mode) for n in range(len(lr))])
+        return torch.cat(
+            [conserve(x[n * t : (n + 1) * t], lr[n : n + 1], s, t, fn, scale, mode) for n in range(len(lr))]
+        )
 
-    fields = {"bicubic": bicubic,
-              f"bicubic + author's {sqrt_fn.label} over the crop": per_block(bicubic, sqrt_fn, "image"),
-              f"bicubic + author's {sqrt_fn.label} per LR cell": per_block(bicubic, sqrt_fn, "cell"),
-              "bicubic + identity per LR cell, piecewise-constant factor": per_block(bicubic, identity, "cell"),
-              SAME_MASS: per_block(bicubic, identity, "cell", "smooth"),
-              UNTRAINED: per_block(untrained, identity, "cell", "smooth")}
-    return {name: {"rmse": float(np.sqrt(np.mean((x.numpy() - truth) ** 2))), "mae": float(np.mean(np.abs(x.numpy() - truth)))}
-            for name, x in fields.items()}
+    fields = {
+        "bicubic": bicubic,
+        f"bicubic + author's {sqrt_fn.label} over the crop": per_block(bicubic, sqrt_fn, "image"),
+        f"bicubic + author's {sqrt_fn.label} per LR cell": per_block(bicubic, sqrt_fn, "cell"),
+        "bicubic + identity per LR cell, piecewise-constant factor": per_block(bicubic, identity, "cell"),
+        SAME_MASS: per_block(bicubic, identity, "cell", "smooth"),
+        UNTRAINED: per_block(untrained, identity, "cell", "smooth"),
+    }
+    return {
+        name: {
+            "rmse": float(np.sqrt(np.mean((x.numpy() - truth) ** 2))),
+            "mae": float(np.mean(np.abs(x.numpy() - truth))),
+        }
+        for name, x in fields.items()
+    }
 
 
 def in_domain_check(run_dir: Path, shard: Path, patch: int, items: int = 128) -> dict:
@@ -266,15 +348,20 @@ def in_domain_check(run_dir: Path, shard: Path, patch: int, items: int = 128) ->
     lr, hr = torch.stack([b["lr"] for b in batch]), torch.stack([b["hr"] for b in batch])
     with torch.no_grad():
         trained = model.predict_mean(lr)
-    untrained = upsample_space(lr[:, L - 1:L], s, "bicubic").expand_as(trained)
-    truth, lr_mm = norm.inverse(hr), norm.inverse(lr[:, L - 1:L])
+    untrained = upsample_space(lr[:, L - 1 : L], s, "bicubic").expand_as(trained)
+    truth, lr_mm = norm.inverse(hr), norm.inverse(lr[:, L - 1 : L])
 
     def rmse(z):
         x = conserve(torch.relu(norm.inverse(z)), lr_mm, s, t, MassFunction(1.0, 0.0), "cell", "smooth")
         return float(((x - truth) ** 2).mean().sqrt())
 
-    return {"patches": items, "patch": patch, "trained_rmse": rmse(trained), "untrained_rmse": rmse(untrained),
-            "wet_fraction": float((truth > 0.1).float().mean())}
+    return {
+        "patches": items,
+        "patch": patch,
+        "trained_rmse": rmse(trained),
+        "untrained_rmse": rmse(untrained),
+        "wet_fraction": float((truth > 0.1).float().mean()),
+    }
 
 
 def describe_ranks(counts) -> str:
@@ -324,25 +411,41 @@ def criteria(metrics: dict, bicubic_cell_mass_rmse: float, untrained_mean_rmse: 
     undefined = metrics.get("undefined", {})
     groups = {
         1: {"crps_to_bicubic_mae": check(ratio(ens["crps"], bic["mae"]), high=CRPS_TO_BICUBIC_MAE)},
-        2: {"spread_skill": check(ens["spread_skill_ratio"], low=SPREAD_SKILL[0], high=SPREAD_SKILL[1]),
+        2: {
+            "spread_skill": check(ens["spread_skill_ratio"], low=SPREAD_SKILL[0], high=SPREAD_SKILL[1]),
             "rank_lowest_to_flat": check(low_end, high=RANK_END_TO_FLAT),
             "rank_highest_to_flat": check(high_end, high=RANK_END_TO_FLAT),
-            "rank_end_balance": check(ratio(max(low_end, high_end), min(low_end, high_end)), high=RANK_END_BALANCE)},
-        3: {"mean_rmse_to_bicubic": check(ratio(mean["rmse"], bic["rmse"]), high=MEAN_RMSE_TO_BICUBIC),
+            "rank_end_balance": check(ratio(max(low_end, high_end), min(low_end, high_end)), high=RANK_END_BALANCE),
+        },
+        3: {
+            "mean_rmse_to_bicubic": check(ratio(mean["rmse"], bic["rmse"]), high=MEAN_RMSE_TO_BICUBIC),
             "mean_rmse_to_bicubic_cell_mass": check(ratio(mean["rmse"], bicubic_cell_mass_rmse), high=1, strict=True),
-            "mean_rmse_to_untrained": check(ratio(mean["rmse"], untrained_mean_rmse), high=1, strict=True)},
-        4: {"spectral_ratio_min": noted(check(spectral.get("min"), low=1 / SPECTRAL_RATIO_FACTOR),
-                                        undefined.get("spectral_ratio")),
-            "spectral_ratio_max": noted(check(spectral.get("max"), high=SPECTRAL_RATIO_FACTOR),
-                                        undefined.get("spectral_ratio")),
-            "wet_fraction_ratio": check(ens["wet_fraction_ratio"], low=1 - WET_FRACTION_TOLERANCE,
-                                        high=1 + WET_FRACTION_TOLERANCE)},
-        5: {f"{forecast}_{key}": noted(check(f[forecast].get(key), high=SEAM_RATIO_MAX), undefined.get(key))
-            for key in ("seam_ratio", "tile_seam_ratio") if key in ens for forecast in ("ensemble", "mean")},
-        6: {"mass_error_claimed_scale": {**check(claim.get("relative_error"), high=MASS_ERROR_MAX),
-                                         "note": f"claimed scale: {claim.get('scale', 'unknown')}; cell-scale error "
-                                                 f"{number(ens['mass']['cell_relative'])}"
-                                                 + (f"; {claim['note']}" if claim.get("note") else "")}},
+            "mean_rmse_to_untrained": check(ratio(mean["rmse"], untrained_mean_rmse), high=1, strict=True),
+        },
+        4: {
+            "spectral_ratio_min": noted(
+                check(spectral.get("min"), low=1 / SPECTRAL_RATIO_FACTOR), undefined.get("spectral_ratio")
+            ),
+            "spectral_ratio_max": noted(
+                check(spectral.get("max"), high=SPECTRAL_RATIO_FACTOR), undefined.get("spectral_ratio")
+            ),
+            "wet_fraction_ratio": check(
+                ens["wet_fraction_ratio"], low=1 - WET_FRACTION_TOLERANCE, high=1 + WET_FRACTION_TOLERANCE
+            ),
+        },
+        5: {
+            f"{forecast}_{key}": noted(check(f[forecast].get(key), high=SEAM_RATIO_MAX), undefined.get(key))
+            for key in ("seam_ratio", "tile_seam_ratio")
+            if key in ens
+            for forecast in ("ensemble", "mean")
+        },
+        6: {
+            "mass_error_claimed_scale": {
+                **check(claim.get("relative_error"), high=MASS_ERROR_MAX),
+                "note": f"claimed scale: {claim.get('scale', 'unknown')}; cell-scale error "
+                f"{number(ens['mass']['cell_relative'])}" + (f"; {claim['note']}" if claim.get("note") else ""),
+            }
+        },
     }
     return {name: {"group": n, **entry} for n, group in groups.items() for name, entry in group.items()}
 
@@ -356,8 +459,10 @@ def criteria_tables(rows: list[dict]) -> str:
             for name, c in r["criteria"].items():
                 if c["group"] == n:
                     verdict = "met" if c["met"] else "NOT met"
-                    lines.append(f"| {r['pair']} | {name} | {number(c['value'])} | {c['target']} | {verdict} "
-                                 f"| {c.get('note', '')} |")
+                    lines.append(
+                        f"| {r['pair']} | {name} | {number(c['value'])} | {c['target']} | {verdict} "
+                        f"| {c.get('note', '')} |"
+                    )
         out.append("\n".join(lines) + "\n")
     return "\n".join(out)
 
@@ -386,23 +491,68 @@ def one_pair(pair: str, a, data: Path, crop: Path, work: Path, results: Path) ->
     common = train_overrides(pair, a, data, run_dir)
     for stage, steps in (("mean", a.mean_steps), ("diffusion", a.diffusion_steps)):
         log(f"{name}: training stage {stage}, {steps} steps (log {logs / stage}.log)")
-        step(stage, [sys.executable, "-m", "hpcsr.train.cli", *common, f"train.stage={stage}", f"train.steps={steps}",
-                     f"train.checkpoint_every={steps}"])
+        step(
+            stage,
+            [
+                sys.executable,
+                "-m",
+                "hpcsr.train.cli",
+                *common,
+                f"train.stage={stage}",
+                f"train.steps={steps}",
+                f"train.checkpoint_every={steps}",
+            ],
+        )
     ensemble = work / "samples" / f"{tag(a, TRAIN_KEYS)}_{tag(a, SAMPLE_KEYS)}" / f"{name}.nc"
     if ensemble.is_file():
         log(f"{name}: reusing {ensemble}")
     else:
         log(f"{name}: sampling {a.members} members of the {a.crop} x {a.crop} crop")
-        step("sample", [sys.executable, "-m", "hpcsr.cli", "sample", "--export", str(run_dir / "diffusion"), "--hr", str(crop),
-                        "--coarsen", "--members", str(a.members), "--allow-other-grid",  # 500 m training, 1 km here
-                        "--tile", str(a.crop), "--out", str(ensemble), "--quiet"])
+        step(
+            "sample",
+            [
+                sys.executable,
+                "-m",
+                "hpcsr.cli",
+                "sample",
+                "--export",
+                str(run_dir / "diffusion"),
+                "--hr",
+                str(crop),
+                "--coarsen",
+                "--members",
+                str(a.members),
+                "--allow-other-grid",  # 500 m training, 1 km here
+                "--tile",
+                str(a.crop),
+                "--out",
+                str(ensemble),
+                "--quiet",
+            ],
+        )
     report = work / "evaluation" / a.eval / name
     with xr.open_dataset(crop) as ds:
         wettest = float(ds["precip"].max())
     thresholds = [q for q in (0.1, 1.0, 5.0) if q < wettest] or [0.1]  # FSS only at thresholds the truth reaches
-    step("evaluate", [sys.executable, "-m", "hpcsr.evaluate", "--truth", str(crop), "--ensemble", str(ensemble),
-                      "--baselines", "nearest,bicubic,mean", "--thresholds", ",".join(map(str, thresholds)),
-                      "--out", str(report), "--quiet"])
+    step(
+        "evaluate",
+        [
+            sys.executable,
+            "-m",
+            "hpcsr.evaluate",
+            "--truth",
+            str(crop),
+            "--ensemble",
+            str(ensemble),
+            "--baselines",
+            "nearest,bicubic,mean",
+            "--thresholds",
+            ",".join(map(str, thresholds)),
+            "--out",
+            str(report),
+            "--quiet",
+        ],
+    )
     metrics = json.loads((report / "metrics.json").read_text())
     copy = results / name
     copy.mkdir(parents=True, exist_ok=True)
@@ -416,70 +566,132 @@ def one_pair(pair: str, a, data: Path, crop: Path, work: Path, results: Path) ->
     in_domain = in_domain_check(run_dir, data / "shards" / f"{name}.h5", a.patch)
     checks = criteria(metrics, cell["rmse"], untrained["rmse"])
     return {
-        "pair": name, "ensemble_crps": ens["crps"], "ensemble_rmse": ens["rmse"], "ensemble_mae": ens["mae"],
-        "spread_skill": ens["spread_skill_ratio"], "rank_histogram": ens["rank_histogram"],
+        "pair": name,
+        "ensemble_crps": ens["crps"],
+        "ensemble_rmse": ens["rmse"],
+        "ensemble_mae": ens["mae"],
+        "spread_skill": ens["spread_skill_ratio"],
+        "rank_histogram": ens["rank_histogram"],
         "rank_histogram_shape": describe_ranks(ens["rank_histogram"]),
-        "mean_rmse": mean["rmse"], "mean_mae": mean["mae"], "bicubic_rmse": bic["rmse"], "bicubic_mae": bic["mae"],
-        "nearest_rmse": near["rmse"], "nearest_mae": near["mae"],
-        "bicubic_cell_mass_rmse": cell["rmse"], "bicubic_cell_mass_mae": cell["mae"],
-        "crps_beats_bicubic_mae": ens["crps"] < bic["mae"], "mean_rmse_beats_bicubic": mean["rmse"] < bic["rmse"],
+        "mean_rmse": mean["rmse"],
+        "mean_mae": mean["mae"],
+        "bicubic_rmse": bic["rmse"],
+        "bicubic_mae": bic["mae"],
+        "nearest_rmse": near["rmse"],
+        "nearest_mae": near["mae"],
+        "bicubic_cell_mass_rmse": cell["rmse"],
+        "bicubic_cell_mass_mae": cell["mae"],
+        "crps_beats_bicubic_mae": ens["crps"] < bic["mae"],
+        "mean_rmse_beats_bicubic": mean["rmse"] < bic["rmse"],
         "crps_beats_bicubic_cell_mass_mae": ens["crps"] < cell["mae"],
         "mean_rmse_beats_bicubic_cell_mass": mean["rmse"] < cell["rmse"],
         "mean_rmse_beats_untrained": mean["rmse"] < untrained["rmse"],
         "lsd_db": {k: f[k]["lsd_db"] for k in ("ensemble", "mean", "bicubic", "nearest")},
-        "untrained_mean_rmse": untrained["rmse"], "untrained_mean_mae": untrained["mae"], "references": refs,
+        "untrained_mean_rmse": untrained["rmse"],
+        "untrained_mean_mae": untrained["mae"],
+        "references": refs,
         "training_radar_validation": in_domain,
         "validation_loss": {stage: val_curve(run_dir, stage) for stage in ("mean", "diffusion")},
-        "rank_histogram_png": shown(copy / "rank_histogram.png"), "report": shown(copy / "report.md"),
-        "run_dir": str(run_dir), "ensemble_file": str(ensemble), "seconds": timing,
-        "criteria": checks, "all_met": all(c["met"] for c in checks.values()),
+        "rank_histogram_png": shown(copy / "rank_histogram.png"),
+        "report": shown(copy / "report.md"),
+        "run_dir": str(run_dir),
+        "ensemble_file": str(ensemble),
+        "seconds": timing,
+        "criteria": checks,
+        "all_met": all(c["met"] for c in checks.values()),
     }
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| pair | ensemble CRPS | bicubic MAE | CRPS < MAE | mean-net RMSE | bicubic RMSE | RMSE < bicubic | "
-            "bicubic + cell mass RMSE / MAE | untrained mean net RMSE | nearest RMSE / MAE | ensemble RMSE | "
-            "spread/skill |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        "| pair | ensemble CRPS | bicubic MAE | CRPS < MAE | mean-net RMSE | bicubic RMSE | RMSE < bicubic | "
+        "bicubic + cell mass RMSE / MAE | untrained mean net RMSE | nearest RMSE / MAE | ensemble RMSE | "
+        "spread/skill |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     body = "".join(
         f"| {r['pair']} | {r['ensemble_crps']:.4f} | {r['bicubic_mae']:.4f} | {'yes' if r['crps_beats_bicubic_mae'] else 'NO'} "
         f"| {r['mean_rmse']:.4f} | {r['bicubic_rmse']:.4f} | {'yes' if r['mean_rmse_beats_bicubic'] else 'NO'} "
         f"| {r['bicubic_cell_mass_rmse']:.4f} / {r['bicubic_cell_mass_mae']:.4f} | {r['untrained_mean_rmse']:.4f} "
         f"| {r['nearest_rmse']:.4f} / {r['nearest_mae']:.4f} | {r['ensemble_rmse']:.4f} | {r['spread_skill']:.2f} |\n"
-        for r in rows)
-    domain = "".join(f"- {r['pair']} mean network on the training radar's validation patches (cell mass): RMSE "
-                     f"{r['training_radar_validation']['trained_rmse']:.4f} trained vs "
-                     f"{r['training_radar_validation']['untrained_rmse']:.4f} before training\n" for r in rows)
-    ranks = "".join(f"- {r['pair']} rank histogram ({r['rank_histogram_png']}): {r['rank_histogram_shape']}\n" for r in rows)
+        for r in rows
+    )
+    domain = "".join(
+        f"- {r['pair']} mean network on the training radar's validation patches (cell mass): RMSE "
+        f"{r['training_radar_validation']['trained_rmse']:.4f} trained vs "
+        f"{r['training_radar_validation']['untrained_rmse']:.4f} before training\n"
+        for r in rows
+    )
+    ranks = "".join(
+        f"- {r['pair']} rank histogram ({r['rank_histogram_png']}): {r['rank_histogram_shape']}\n" for r in rows
+    )
     met = "".join(f"- {r['pair']}: {'all criteria met' if r['all_met'] else 'NOT all criteria met'}\n" for r in rows)
-    return (head + body + "\nAll values in mm per 10 min on the evaluation crop unless said otherwise.\n\n" + ranks + domain
-            + "\n## Criteria\n\n" + met + "\n" + criteria_tables(rows))
+    return (
+        head
+        + body
+        + "\nAll values in mm per 10 min on the evaluation crop unless said otherwise.\n\n"
+        + ranks
+        + domain
+        + "\n## Criteria\n\n"
+        + met
+        + "\n"
+        + criteria_tables(rows)
+    )
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", default="/tmp/hpcsr_skill_experiment", help="data, runs, samples, logs (default %(default)s)")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "skill_experiment.json"),
-                   help="result JSON; the .md table and the report folder go beside it (default %(default)s)")
+    p.add_argument(
+        "--work", default="/tmp/hpcsr_skill_experiment", help="data, runs, samples, logs (default %(default)s)"
+    )
+    p.add_argument(
+        "--out",
+        default=str(REPO / "benchmarks" / "results" / "skill_experiment.json"),
+        help="result JSON; the .md table and the report folder go beside it (default %(default)s)",
+    )
     p.add_argument("--pairs", default="4x1,4x2,8x2", help="factor pairs SxT, comma-separated (default %(default)s)")
-    p.add_argument("--mean-steps", type=int, default=400, help="optimiser steps of the mean stage (default %(default)s)")
-    p.add_argument("--diffusion-steps", type=int, default=600, help="steps of the diffusion stage (default %(default)s)")
+    p.add_argument(
+        "--mean-steps", type=int, default=400, help="optimiser steps of the mean stage (default %(default)s)"
+    )
+    p.add_argument(
+        "--diffusion-steps", type=int, default=600, help="steps of the diffusion stage (default %(default)s)"
+    )
     p.add_argument("--widths", default="8,16,32", help="UNet widths per level, model.widths (default %(default)s)")
-    p.add_argument("--patch", type=int, default=32, help="HR training patch side, a multiple of 4 (default %(default)s)")
+    p.add_argument(
+        "--patch", type=int, default=32, help="HR training patch side, a multiple of 4 (default %(default)s)"
+    )
     p.add_argument("--batch", type=int, default=8, help="patches per step (default %(default)s)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of both stages (default %(default)s)")
     p.add_argument("--warmup", type=int, default=20, help="warm-up steps of both stages (default %(default)s)")
     p.add_argument("--val-every", type=int, default=50, help="steps between validation losses (default %(default)s)")
     p.add_argument("--val-patches", type=int, default=32, help="fixed validation patches (default %(default)s)")
-    p.add_argument("--members", type=int, default=10, help="ensemble members, >= 10 for the fair CRPS (default %(default)s)")
-    p.add_argument("--crop", type=int, default=128, help="side of the evaluation window, 1 km px, a multiple of 4 "
-                   "(default %(default)s)")
-    p.add_argument("--eval", choices=sorted(EVAL_FILES), default="knmi",
-                   help="held-out radar network to evaluate on (default %(default)s)")
-    p.add_argument("--steps", type=int, default=20, help="evaluate on the wettest run of this many consecutive "
-                   "10-min steps of the window (default %(default)s)")
+    p.add_argument(
+        "--members", type=int, default=10, help="ensemble members, >= 10 for the fair CRPS (default %(default)s)"
+    )
+    p.add_argument(
+        "--crop",
+        type=int,
+        default=128,
+        help="side of the evaluation window, 1 km px, a multiple of 4 (default %(default)s)",
+    )
+    p.add_argument(
+        "--eval",
+        choices=sorted(EVAL_FILES),
+        default="knmi",
+        help="held-out radar network to evaluate on (default %(default)s)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=20,
+        help="evaluate on the wettest run of this many consecutive 10-min steps of the window (default %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0, help="training seed (default %(default)s)")
-    p.add_argument("--jobs", type=int, default=2, help="pairs worked on at once, one single-thread process each "
-                   "(default %(default)s)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="pairs worked on at once, one single-thread process each (default %(default)s)",
+    )
     p.add_argument("--quick", action="store_true", help=f"the full path in minutes: {QUICK} (no verdict)")
     a = p.parse_args(argv)
     if a.quick:
@@ -488,8 +700,10 @@ def main(argv=None) -> int:
     eval_file = EVAL_FILES[a.eval]
     missing = [f for f in (TRAIN_FILE, eval_file) if not (DATA / f).is_file()]
     if missing:
-        print(f"skipped: {', '.join(missing)} absent from {DATA} (the shared real-data folder ../shared/data is needed)",
-              file=sys.stderr)
+        print(
+            f"skipped: {', '.join(missing)} absent from {DATA} (the shared real-data folder ../shared/data is needed)",
+            file=sys.stderr,
+        )
         return 2
     pairs = [x.strip() for x in a.pairs.split(",") if x.strip()]
     for pair in pairs:
@@ -502,36 +716,67 @@ def main(argv=None) -> int:
     work, out = Path(a.work), Path(a.out)
     results = out.with_suffix("")
     started = time.monotonic()
-    log(f"preprocessing {TRAIN_FILE} (training) and {eval_file} (evaluation) at {CADENCE_MIN}-min steps into {work / 'data'}")
+    log(
+        f"preprocessing {TRAIN_FILE} (training) and {eval_file} (evaluation) at {CADENCE_MIN}-min steps into {work / 'data'}"
+    )
     data, eval_store = preprocess(work, pairs, eval_file)
     crop = work / "data" / f"eval_{a.eval}_crop{a.crop}_steps{a.steps}.nc"
     window = write_crop(eval_store, crop, a.crop, a.steps, eval_file)
-    log(f"evaluation crop {crop}: rows {window['rows']}, cols {window['cols']} of {eval_file}, steps {window['steps']}, "
-        f"wet fraction {window['wet_fraction']:.2f}")
+    log(
+        f"evaluation crop {crop}: rows {window['rows']}, cols {window['cols']} of {eval_file}, steps {window['steps']}, "
+        f"wet fraction {window['wet_fraction']:.2f}"
+    )
     with ThreadPoolExecutor(a.jobs) as pool:
         rows = list(pool.map(lambda pair: one_pair(pair, a, data, crop, work, results), pairs))
     table = markdown(rows)
     print("\n" + table)
     figures = []
     for r in rows:
-        figures.append(figure(f"{r['pair']} ensemble fair CRPS vs bicubic MAE", "mm per 10 min", [r["ensemble_crps"]],
-                              "bicubic + linear in time, MAE", [r["bicubic_mae"]], higher_is_better=False,
-                              target_ratio=1.0, pair=r["pair"]))
-        figures.append(figure(f"{r['pair']} mean-network RMSE vs bicubic RMSE", "mm per 10 min", [r["mean_rmse"]],
-                              "bicubic + linear in time, RMSE", [r["bicubic_rmse"]], higher_is_better=False,
-                              target_ratio=1.0, pair=r["pair"]))
-    meta = {"experiment": "skill on real data: train on one radar network, evaluate on another",
-            "train_data": str(DATA / TRAIN_FILE), "eval_data": str(DATA / eval_file), "cadence_minutes": CADENCE_MIN,
-            "split_bounds": SPLIT, "eval_window": window, "settings": vars(a), "pairs": rows,
-            "all_met": all(r["all_met"] for r in rows),
-            "wall_seconds": round(time.monotonic() - started, 1)}
+        figures.append(
+            figure(
+                f"{r['pair']} ensemble fair CRPS vs bicubic MAE",
+                "mm per 10 min",
+                [r["ensemble_crps"]],
+                "bicubic + linear in time, MAE",
+                [r["bicubic_mae"]],
+                higher_is_better=False,
+                target_ratio=1.0,
+                pair=r["pair"],
+            )
+        )
+        figures.append(
+            figure(
+                f"{r['pair']} mean-network RMSE vs bicubic RMSE",
+                "mm per 10 min",
+                [r["mean_rmse"]],
+                "bicubic + linear in time, RMSE",
+                [r["bicubic_rmse"]],
+                higher_is_better=False,
+                target_ratio=1.0,
+                pair=r["pair"],
+            )
+        )
+    meta = {
+        "experiment": "skill on real data: train on one radar network, evaluate on another",
+        "train_data": str(DATA / TRAIN_FILE),
+        "eval_data": str(DATA / eval_file),
+        "cadence_minutes": CADENCE_MIN,
+        "split_bounds": SPLIT,
+        "eval_window": window,
+        "settings": vars(a),
+        "pairs": rows,
+        "all_met": all(r["all_met"] for r in rows),
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
     written = write_result(out, "skill_experiment", figures, a.quick, meta)
     from hpcsr.atomic import write_text_atomic
 
     title = f"# Skill on real data ({'quick run, no verdict' if a.quick else 'default run'})\n\n"
     source = f"Trained on {TRAIN_FILE}, evaluated on {eval_file} (rows {window['rows']}, cols {window['cols']}, steps {window['steps']}).\n\n"
     write_text_atomic(out.with_suffix(".md"), title + source + table)
-    log(f"wrote {written}, {out.with_suffix('.md')} and the reports under {results}; all criteria met: {meta['all_met']}")
+    log(
+        f"wrote {written}, {out.with_suffix('.md')} and the reports under {results}; all criteria met: {meta['all_met']}"
+    )
     return 0
 
 

@@ -100,9 +100,18 @@ def worker(a) -> None:
     info = init_distributed(timeout_s=600)
     device = torch.device(f"cuda:{info.local_rank}" if a.device == "cuda" else "cpu")
     zero = a.engine[4:] if a.engine.startswith("zero") else "1"
-    cfg = compose(["factor=s10_t3", f"model={a.size}", f"deepspeed=zero{zero}", f"data.batch_size={a.batch}",
-                   f"deepspeed.precision={a.precision}", f"train.stage={a.stage}", "train.warmup_steps=1",
-                   f"train.steps={a.steps + 2}"])
+    cfg = compose(
+        [
+            "factor=s10_t3",
+            f"model={a.size}",
+            f"deepspeed=zero{zero}",
+            f"data.batch_size={a.batch}",
+            f"deepspeed.precision={a.precision}",
+            f"train.stage={a.stage}",
+            "train.warmup_steps=1",
+            f"train.steps={a.steps + 2}",
+        ]
+    )
     r = cfg.factor.recipe()
     gen = torch.Generator().manual_seed(100 + info.rank)
     side = r.patch // r.pair.s
@@ -125,7 +134,8 @@ def worker(a) -> None:
         trainable = [p for p in objective.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(trainable, lr=cfg.train.lr, foreach=False)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, functools.partial(warmup_cosine, warmup=1, total=a.steps + 2, floor=0.0))
+            opt, functools.partial(warmup_cosine, warmup=1, total=a.steps + 2, floor=0.0)
+        )
 
         def step(k, measure=False):
             loss, _ = net(lr, hr, torch.Generator(device=device).manual_seed(k))
@@ -160,13 +170,32 @@ def worker(a) -> None:
         dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
         times.append(elapsed.item())
     after_backward = step(a.steps + 1, measure=True)  # untimed: measured between backward and optimiser step
-    mem = torch.tensor([after_backward, live_tensor_mb(device), rss_mb() - base_rss,
-                        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_peak], dtype=torch.float64)
+    mem = torch.tensor(
+        [
+            after_backward,
+            live_tensor_mb(device),
+            rss_mb() - base_rss,
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_peak,
+        ],
+        dtype=torch.float64,
+    )
     dist.all_reduce(mem, op=dist.ReduceOp.MAX)
     if info.rank == 0:
-        print("RESULT " + json.dumps({"step_s": times, "tensor_mb": mem[0].item(), "tensor_after_step_mb": mem[1].item(),
-                                      "rss_growth_mb": mem[2].item(), "peak_growth_mb": mem[3].item(),
-                                      "trainable": params, "world": info.world_size}), flush=True)
+        print(
+            "RESULT "
+            + json.dumps(
+                {
+                    "step_s": times,
+                    "tensor_mb": mem[0].item(),
+                    "tensor_after_step_mb": mem[1].item(),
+                    "rss_growth_mb": mem[2].item(),
+                    "peak_growth_mb": mem[3].item(),
+                    "trainable": params,
+                    "world": info.world_size,
+                }
+            ),
+            flush=True,
+        )
     shutdown(0)
 
 
@@ -182,10 +211,26 @@ def launch(ranks: int, args: list[str], timeout: float) -> dict:
     env.setdefault("OMP_NUM_THREADS", "1")
     procs = []
     for r in range(ranks):
-        env_r = {**env, "RANK": str(r), "WORLD_SIZE": str(ranks), "LOCAL_RANK": str(r), "LOCAL_WORLD_SIZE": str(ranks),
-                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "PYTHONPATH": str(REPO)}
-        procs.append(subprocess.Popen([sys.executable, __file__, "--worker", *args], cwd=REPO, env=env_r,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        env_r = {
+            **env,
+            "RANK": str(r),
+            "WORLD_SIZE": str(ranks),
+            "LOCAL_RANK": str(r),
+            "LOCAL_WORLD_SIZE": str(ranks),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "PYTHONPATH": str(REPO),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, __file__, "--worker", *args],
+                cwd=REPO,
+                env=env_r,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = []
     for p in procs:
         try:
@@ -197,7 +242,7 @@ def launch(ranks: int, args: list[str], timeout: float) -> dict:
     if any(p.returncode for p in procs):
         raise RuntimeError(f"workers {args} failed (exit {[p.returncode for p in procs]}):\n{outputs[0][-3000:]}")
     line = next(ln for ln in outputs[0].splitlines() if ln.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def main(argv=None) -> int:
@@ -248,17 +293,34 @@ def main(argv=None) -> int:
                 continue
             for round_ in range(a.repeats):
                 # alternate the order (ABBA...) so a drifting machine load favours no engine
-                for engine in (engines if round_ % 2 == 0 else engines[::-1]):
+                for engine in engines if round_ % 2 == 0 else engines[::-1]:
                     t0 = time.perf_counter()
-                    args = ["--engine", engine, "--stage", stage, "--size", size, "--steps", str(a.steps),
-                            "--batch", str(a.batch), "--precision", a.precision, "--device", a.device]
+                    args = [
+                        "--engine",
+                        engine,
+                        "--stage",
+                        stage,
+                        "--size",
+                        size,
+                        "--steps",
+                        str(a.steps),
+                        "--batch",
+                        str(a.batch),
+                        "--precision",
+                        a.precision,
+                        "--device",
+                        a.device,
+                    ]
                     rec = launch(n, args, a.timeout)
                     rec["samples_per_s"] = [n * a.batch / s for s in rec["step_s"]]
-                    print(f"{stage:9s} ranks {n} {engine:5s} round {round_}: "
-                          f"{statistics.median(rec['samples_per_s']):8.3f} samples/s, "
-                          f"step {statistics.median(rec['step_s']):7.3f} s, tensors {rec['tensor_mb']:7.1f} MiB/rank, "
-                          f"RSS +{rec['rss_growth_mb']:.1f} (peak +{rec['peak_growth_mb']:.1f}), "
-                          f"launch {time.perf_counter() - t0:.0f} s", flush=True)
+                    print(
+                        f"{stage:9s} ranks {n} {engine:5s} round {round_}: "
+                        f"{statistics.median(rec['samples_per_s']):8.3f} samples/s, "
+                        f"step {statistics.median(rec['step_s']):7.3f} s, tensors {rec['tensor_mb']:7.1f} MiB/rank, "
+                        f"RSS +{rec['rss_growth_mb']:.1f} (peak +{rec['peak_growth_mb']:.1f}), "
+                        f"launch {time.perf_counter() - t0:.0f} s",
+                        flush=True,
+                    )
                     merged = results.setdefault((stage, n, engine), {"rounds": [], "samples_per_s": [], "step_s": []})
                     merged["rounds"].append(rec)
                     merged["samples_per_s"] += rec["samples_per_s"]
@@ -270,33 +332,71 @@ def main(argv=None) -> int:
     for (stage, n, engine), rec in results.items():
         ddp = results[(stage, n, "ddp")]
         z1 = results.get((stage, n, "zero1"))
-        rows.append((stage, n, engine, statistics.median(rec["samples_per_s"]),
-                     statistics.median(rec["samples_per_s"]) / statistics.median(ddp["samples_per_s"]),
-                     rec["tensor_mb"], rec["tensor_mb"] / z1["tensor_mb"] if z1 else float("nan")))
+        rows.append(
+            (
+                stage,
+                n,
+                engine,
+                statistics.median(rec["samples_per_s"]),
+                statistics.median(rec["samples_per_s"]) / statistics.median(ddp["samples_per_s"]),
+                rec["tensor_mb"],
+                rec["tensor_mb"] / z1["tensor_mb"] if z1 else float("nan"),
+            )
+        )
         if engine == "ddp":
             continue
-        figures.append(figure(f"{stage} stage, {n} rank(s), DeepSpeed ZeRO-{engine[4:]} samples/s", "samples/s",
-                              rec["samples_per_s"], f"plain PyTorch DDP, {n} rank(s)", ddp["samples_per_s"],
-                              higher_is_better=True, target_ratio=OVERHEAD_TARGET))
+        figures.append(
+            figure(
+                f"{stage} stage, {n} rank(s), DeepSpeed ZeRO-{engine[4:]} samples/s",
+                "samples/s",
+                rec["samples_per_s"],
+                f"plain PyTorch DDP, {n} rank(s)",
+                ddp["samples_per_s"],
+                higher_is_better=True,
+                target_ratio=OVERHEAD_TARGET,
+            )
+        )
         if engine == "zero3" and z1:
-            figures.append(figure(f"{stage} stage, {n} rank(s), ZeRO-3 live tensor memory per rank", "MiB",
-                                  [r["tensor_mb"] for r in rec["rounds"]], f"ZeRO-1, {n} rank(s)",
-                                  [r["tensor_mb"] for r in z1["rounds"]],
-                                  higher_is_better=False, target_ratio=MEMORY_TARGET))
+            figures.append(
+                figure(
+                    f"{stage} stage, {n} rank(s), ZeRO-3 live tensor memory per rank",
+                    "MiB",
+                    [r["tensor_mb"] for r in rec["rounds"]],
+                    f"ZeRO-1, {n} rank(s)",
+                    [r["tensor_mb"] for r in z1["rounds"]],
+                    higher_is_better=False,
+                    target_ratio=MEMORY_TARGET,
+                )
+            )
     print("\n| stage | ranks | engine | samples/s | vs DDP | tensor MiB/rank | vs ZeRO-1 |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for stage, n, engine, sps, vs_ddp, mem, vs_z1 in rows:
         print(f"| {stage} | {n} | {engine} | {format_value(sps)} | {vs_ddp:.3f} | {mem:.1f} | {vs_z1:.2f} |")
     if skipped:
         print("skipped: " + "; ".join(skipped))
-    meta = {"size": size, "pair": "s10_t3", "context": 5, "patch": 100, "batch_per_rank": a.batch,
-            "timed_steps": a.steps, "rounds": a.repeats, "precision": a.precision, "device": a.device,
-            "skipped": skipped,
-            "threads": os.environ.get("OMP_NUM_THREADS", "unset"),
-            "trainable_parameters": {s: next(r["trainable"] for (st, _, _), r in results.items() if st == s)
-                                     for s in stages if any(k[0] == s for k in results)},
-            "runs": [{"stage": s, "ranks": n, "engine": e, "round": i, **r}
-                     for (s, n, e), merged in results.items() for i, r in enumerate(merged["rounds"])]}
+    meta = {
+        "size": size,
+        "pair": "s10_t3",
+        "context": 5,
+        "patch": 100,
+        "batch_per_rank": a.batch,
+        "timed_steps": a.steps,
+        "rounds": a.repeats,
+        "precision": a.precision,
+        "device": a.device,
+        "skipped": skipped,
+        "threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+        "trainable_parameters": {
+            s: next(r["trainable"] for (st, _, _), r in results.items() if st == s)
+            for s in stages
+            if any(k[0] == s for k in results)
+        },
+        "runs": [
+            {"stage": s, "ranks": n, "engine": e, "round": i, **r}
+            for (s, n, e), merged in results.items()
+            for i, r in enumerate(merged["rounds"])
+        ],
+    }
     write_result(a.out, "train", figures, a.quick, meta)
     print(f"wrote {a.out}")
     return 0

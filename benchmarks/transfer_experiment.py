@@ -45,20 +45,43 @@ QUICK = {"source_steps": 40, "steps": 30, "val_every": 5}  # --quick: seconds of
 def preprocess(work: Path) -> Path:
     data = work / "data"
     py = [sys.executable, "-m", "preprocessing.cli"]
-    run(py + ["ingest", "--out", str(data), "--netcdf", str(DATA), "--cadence", str(CADENCE_MIN), "--quiet"],
-        work / "logs" / "ingest.log", 2)
-    run(py + ["shards", "--out", str(data), "--pairs", f"{SOURCE},{TARGET}", "--split-bounds", SPLIT, "--quiet"],
-        work / "logs" / "shards.log", 2)
+    run(
+        py + ["ingest", "--out", str(data), "--netcdf", str(DATA), "--cadence", str(CADENCE_MIN), "--quiet"],
+        work / "logs" / "ingest.log",
+        2,
+    )
+    run(
+        py + ["shards", "--out", str(data), "--pairs", f"{SOURCE},{TARGET}", "--split-bounds", SPLIT, "--quiet"],
+        work / "logs" / "shards.log",
+        2,
+    )
     return data
 
 
 def train_cmd(pair: str, run_dir: Path, data: Path, steps: int, a, seed: int, init_from=None) -> list:
     s, t = pair.split("x")
-    cmd = [sys.executable, "-m", "hpcsr.train.cli", "model=tiny", f"factor.s={s}", f"factor.t={t}",
-           f"factor.patch={a.patch}", f"data_dir={data}", f"run_dir={run_dir}", f"seed={seed}",
-           f"train.stage={a.stage}", f"train.steps={steps}", f"train.lr={a.lr}", f"train.warmup_steps={a.warmup}",
-           f"train.val_every={a.val_every}", f"train.log_every={a.val_every}", f"train.checkpoint_every={steps}",
-           f"data.batch_size={a.batch}", f"data.val_patches={a.val_patches}", "train.progress=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hpcsr.train.cli",
+        "model=tiny",
+        f"factor.s={s}",
+        f"factor.t={t}",
+        f"factor.patch={a.patch}",
+        f"data_dir={data}",
+        f"run_dir={run_dir}",
+        f"seed={seed}",
+        f"train.stage={a.stage}",
+        f"train.steps={steps}",
+        f"train.lr={a.lr}",
+        f"train.warmup_steps={a.warmup}",
+        f"train.val_every={a.val_every}",
+        f"train.log_every={a.val_every}",
+        f"train.checkpoint_every={steps}",
+        f"data.batch_size={a.batch}",
+        f"data.val_patches={a.val_patches}",
+        "train.progress=false",
+    ]
     return cmd + ([f"train.init_from={init_from}"] if init_from else [])
 
 
@@ -76,14 +99,22 @@ def steps_to_reach(curve: list, level: float):
 
 
 def one_seed(a, data: Path, work: Path, seed: int) -> dict:
-    tag = hashlib.sha256(json.dumps([vars(a)[k] for k in ("stage", "patch", "batch", "lr", "warmup", "val_every",
-                                                           "val_patches")]).encode()).hexdigest()[:8]
+    tag = hashlib.sha256(
+        json.dumps(
+            [vars(a)[k] for k in ("stage", "patch", "batch", "lr", "warmup", "val_every", "val_patches")]
+        ).encode()
+    ).hexdigest()[:8]
     runs = work / "runs" / f"{tag}_seed{seed}"
-    src, scratch, transfer = runs / f"source_s2_t1_{a.source_steps}", runs / f"scratch_s4_t2_{a.steps}", \
-        runs / f"{a.strategy}_s4_t2_{a.steps}_from{a.source_steps}"
+    src, scratch, transfer = (
+        runs / f"source_s2_t1_{a.source_steps}",
+        runs / f"scratch_s4_t2_{a.steps}",
+        runs / f"{a.strategy}_s4_t2_{a.steps}_from{a.source_steps}",
+    )
     logs = runs / "logs"
-    log(f"seed {seed}: source {SOURCE} ({a.source_steps} steps) and scratch {TARGET} ({a.steps} steps) in parallel; "
-        f"logs in {logs}")
+    log(
+        f"seed {seed}: source {SOURCE} ({a.source_steps} steps) and scratch {TARGET} ({a.steps} steps) in parallel; "
+        f"logs in {logs}"
+    )
     timing = {}
 
     def timed(name, cmd):
@@ -93,13 +124,30 @@ def one_seed(a, data: Path, work: Path, seed: int) -> dict:
         log(f"seed {seed}: {name} done in {timing[name]:.0f} s")
 
     with ThreadPoolExecutor(2) as pool:
-        jobs = [pool.submit(timed, "source", train_cmd(SOURCE, src, data, a.source_steps, a, seed)),
-                pool.submit(timed, "scratch", train_cmd(TARGET, scratch, data, a.steps, a, seed))]
+        jobs = [
+            pool.submit(timed, "source", train_cmd(SOURCE, src, data, a.source_steps, a, seed)),
+            pool.submit(timed, "scratch", train_cmd(TARGET, scratch, data, a.steps, a, seed)),
+        ]
         for j in jobs:
             j.result()
     seed_file = runs / "seeds" / f"s4_t2_{a.strategy}.pt"
-    cmd = [sys.executable, "-m", "hpcsr.cli", "transfer", "seed", str(src), "--to", TARGET, "--out", str(seed_file),
-           "--strategy", a.strategy, "--stage", a.stage, "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hpcsr.cli",
+        "transfer",
+        "seed",
+        str(src),
+        "--to",
+        TARGET,
+        "--out",
+        str(seed_file),
+        "--strategy",
+        a.strategy,
+        "--stage",
+        a.stage,
+        "--quiet",
+    ]
     if a.strategy == "freeze":
         cmd += ["--freeze-steps", str(a.freeze_steps)]
     run(cmd, logs / "seed.log", 1)
@@ -108,16 +156,24 @@ def one_seed(a, data: Path, work: Path, seed: int) -> dict:
     log(f"seed {seed}: seed export {seed_file} ({counts})")
     timed("transfer", train_cmd(TARGET, transfer, data, a.steps, a, seed, init_from=seed_file))
 
-    curves = {name: val_curve(path, a.stage) for name, path in (("source", src), ("scratch", scratch), ("transfer", transfer))}
+    curves = {
+        name: val_curve(path, a.stage) for name, path in (("source", src), ("scratch", scratch), ("transfer", transfer))
+    }
     final = curves["scratch"][-1][1]
     reach = steps_to_reach(curves["transfer"], final)
     own = steps_to_reach(curves["scratch"], final)  # the baseline's own steps to its final level (<= all steps)
-    return {"seed": seed, "curves": {k: [[s, v] for s, v in c] for k, c in curves.items()},
-            "scratch_final_val": final, "transfer_final_val": curves["transfer"][-1][1],
-            "transfer_steps_to_reach": reach, "ratio": reach / a.steps if reach is not None else None,
-            "scratch_ratio": own / a.steps,
-            "seconds": timing, "transfer_report": report["summary"], "runs": {"source": str(src), "scratch": str(scratch),
-                                                                               "transfer": str(transfer)}}
+    return {
+        "seed": seed,
+        "curves": {k: [[s, v] for s, v in c] for k, c in curves.items()},
+        "scratch_final_val": final,
+        "transfer_final_val": curves["transfer"][-1][1],
+        "transfer_steps_to_reach": reach,
+        "ratio": reach / a.steps if reach is not None else None,
+        "scratch_ratio": own / a.steps,
+        "seconds": timing,
+        "transfer_report": report["summary"],
+        "runs": {"source": str(src), "scratch": str(scratch), "transfer": str(transfer)},
+    }
 
 
 def table(result: dict) -> str:
@@ -152,11 +208,17 @@ def plot(results: list, path: Path, a) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="/tmp/hpcsr_transfer_experiment", help="data, runs and logs (default %(default)s)")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "transfer_experiment.json"), help="result JSON")
+    p.add_argument(
+        "--out", default=str(REPO / "benchmarks" / "results" / "transfer_experiment.json"), help="result JSON"
+    )
     p.add_argument("--source-steps", type=int, default=200, help="steps of the (2,1) source run (default %(default)s)")
     p.add_argument("--steps", type=int, default=150, help="steps of each (4,2) run (default %(default)s)")
-    p.add_argument("--stage", choices=("mean", "joint"), default="joint",
-                   help="training stage: joint = both networks, as the author trains (default %(default)s)")
+    p.add_argument(
+        "--stage",
+        choices=("mean", "joint"),
+        default="joint",
+        help="training stage: joint = both networks, as the author trains (default %(default)s)",
+    )
     p.add_argument("--strategy", choices=("transfer", "warm_start", "freeze"), default="transfer")
     p.add_argument("--freeze-steps", type=int, default=30, help="with --strategy freeze (default %(default)s)")
     p.add_argument("--patch", type=int, default=16, help="HR patch side, a multiple of 4 (default %(default)s)")
@@ -181,27 +243,53 @@ def main(argv=None) -> int:
     data = preprocess(work)
     results = [one_seed(a, data, work, int(s)) for s in a.seeds.split(",")]
     for r in results:
-        print(f"\nseed {r['seed']}: validation loss of {TARGET} ({a.stage} stage), scratch vs {a.strategy} from {SOURCE}")
+        print(
+            f"\nseed {r['seed']}: validation loss of {TARGET} ({a.stage} stage), scratch vs {a.strategy} from {SOURCE}"
+        )
         print(table(r))
         reach = r["transfer_steps_to_reach"]
-        print(f"  scratch final ({a.steps} steps): {r['scratch_final_val']:.5f}; transfer reaches it at step "
-              f"{reach if reach is not None else 'never'} -> ratio {r['ratio'] if r['ratio'] is not None else 'n/a'}"
-              f" (target <= 0.5); transfer final {r['transfer_final_val']:.5f}")
+        print(
+            f"  scratch final ({a.steps} steps): {r['scratch_final_val']:.5f}; transfer reaches it at step "
+            f"{reach if reach is not None else 'never'} -> ratio {r['ratio'] if r['ratio'] is not None else 'n/a'}"
+            f" (target <= 0.5); transfer final {r['transfer_final_val']:.5f}"
+        )
     never = float("inf")  # a run that never reaches the level
     figures = [
-        figure(f"steps for {TARGET} to reach the scratch run's final validation loss, as a share of {a.steps} steps",
-               "fraction", [r["ratio"] if r["ratio"] is not None else never for r in results],
-               f"{TARGET} from scratch", [r["scratch_ratio"] for r in results], higher_is_better=False,
-               target_value=0.5, strategy=a.strategy, stage=a.stage),
-        figure(f"final validation loss of {TARGET} after {a.steps} steps", "loss",
-               [r["transfer_final_val"] for r in results], f"{TARGET} from scratch",
-               [r["scratch_final_val"] for r in results], higher_is_better=False, strategy=a.strategy, stage=a.stage),
+        figure(
+            f"steps for {TARGET} to reach the scratch run's final validation loss, as a share of {a.steps} steps",
+            "fraction",
+            [r["ratio"] if r["ratio"] is not None else never for r in results],
+            f"{TARGET} from scratch",
+            [r["scratch_ratio"] for r in results],
+            higher_is_better=False,
+            target_value=0.5,
+            strategy=a.strategy,
+            stage=a.stage,
+        ),
+        figure(
+            f"final validation loss of {TARGET} after {a.steps} steps",
+            "loss",
+            [r["transfer_final_val"] for r in results],
+            f"{TARGET} from scratch",
+            [r["scratch_final_val"] for r in results],
+            higher_is_better=False,
+            strategy=a.strategy,
+            stage=a.stage,
+        ),
     ]
     for f in figures:
-        print(f"{f['name']}: {f['value']:.4g} vs baseline {f['baseline']['value']:.4g} (median of {len(results)} seed(s))"
-              + (f"; target <= {f['target']['value']}: {'met' if f['met'] else 'NOT met'}" if f["target"] else ""))
-    meta = {"experiment": f"scale transfer {SOURCE} -> {TARGET} vs {TARGET} from scratch", "data": str(DATA),
-            "cadence_minutes": CADENCE_MIN, "split_bounds": SPLIT, "settings": vars(a), "results": results}
+        print(
+            f"{f['name']}: {f['value']:.4g} vs baseline {f['baseline']['value']:.4g} (median of {len(results)} seed(s))"
+            + (f"; target <= {f['target']['value']}: {'met' if f['met'] else 'NOT met'}" if f["target"] else "")
+        )
+    meta = {
+        "experiment": f"scale transfer {SOURCE} -> {TARGET} vs {TARGET} from scratch",
+        "data": str(DATA),
+        "cadence_minutes": CADENCE_MIN,
+        "split_bounds": SPLIT,
+        "settings": vars(a),
+        "results": results,
+    }
     out = write_result(a.out, "transfer_experiment", figures, a.quick, meta)
     plot(results, out.with_suffix(".png"), a)
     print(f"wrote {out} and {out.with_suffix('.png')}")

@@ -102,7 +102,7 @@ def remove_stale_temporaries(path) -> list[Path]:
     path = Path(path)
     removed = []
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(HOST)}.*.tmp"):
-        pid = tmp.name[len(path.name) + len(HOST) + 3:].split("-", 1)[0]
+        pid = tmp.name[len(path.name) + len(HOST) + 3 :].split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
@@ -123,8 +123,10 @@ class AtomicFolder:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._recover()
         if self.path.is_dir() and any(self.path.iterdir()) and not (self.path / marker).is_file():
-            raise ValueError(f"output folder {self.path} holds other files (no {marker}): it would be replaced "
-                             "whole, so give a new or empty folder")
+            raise ValueError(
+                f"output folder {self.path} holds other files (no {marker}): it would be replaced "
+                "whole, so give a new or empty folder"
+            )
         name = f".{self.path.name}.{HOST}.{os.getpid()}-{secrets.token_hex(4)}"
         self.tmp = self.path.with_name(name + ".tmp")
         self._old = self.path.with_name(name + ".old")
@@ -134,7 +136,7 @@ class AtomicFolder:
         """Put back a previous folder left aside by a crash mid-swap; remove dead writers' folders."""
         pattern = f".{glob.escape(self.path.name)}.{glob.escape(HOST)}.*"
         for left in sorted(self.path.parent.glob(pattern)):
-            pid = left.name[len(self.path.name) + len(HOST) + 3:].split("-", 1)[0]
+            pid = left.name[len(self.path.name) + len(HOST) + 3 :].split("-", 1)[0]
             if not left.is_dir() or not pid.isdigit() or _alive(int(pid)):
                 continue
             if left.suffix == ".old" and not self.path.exists():

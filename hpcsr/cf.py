@@ -30,8 +30,13 @@ PRECIP_STANDARD_NAME = "lwe_thickness_of_precipitation_amount"
 PRECIP_UNITS = "mm"
 REFERENCES = "arXiv:2604.21903 (scale-adaptive joint spatiotemporal super-resolution with diffusion models)"
 TIME_UNITS = "seconds since 1970-01-01 00:00:00"  # of every time axis hpcsr writes (int64)
-TIME_ATTRS = {"standard_name": "time", "axis": "T", "calendar": "standard", "units_metadata": "leap_seconds: none",
-              "long_name": "end of accumulation interval"}
+TIME_ATTRS = {
+    "standard_name": "time",
+    "axis": "T",
+    "calendar": "standard",
+    "units_metadata": "leap_seconds: none",
+    "long_name": "end of accumulation interval",
+}
 CRS_KEYS = ("crs_wkt", "spatial_ref", "proj4", "proj4_params")
 LENGTH_UNITS = {"metre": "m", "meter": "m", "m": "m", "km": "km", "kilometre": "km"}
 WKT_STARTS = ("PROJCRS", "PROJCS", "GEOGCRS", "GEOGCS", "BOUNDCRS", "COMPOUNDCRS", "GEODCRS", "GEOCCS")
@@ -75,15 +80,19 @@ def grid_mapping_attrs(attrs: dict) -> dict:
     crs = crs_from(attrs)
     if crs is None:
         if any(attrs.get(k) for k in CRS_KEYS + ("grid_mapping_name",)):
-            log.warning("the input's grid mapping could not be read as a CRS (%s): the output has no grid mapping",
-                        ", ".join(sorted(k for k in attrs if k != "name")))
+            log.warning(
+                "the input's grid mapping could not be read as a CRS (%s): the output has no grid mapping",
+                ", ".join(sorted(k for k in attrs if k != "name")),
+            )
         return {}
     with warnings.catch_warnings(record=True) as lost:
         warnings.simplefilter("always")
         cf = {k: _plain(v) for k, v in crs.to_cf().items() if v is not None}
     if cf.get("grid_mapping_name") == "polar_stereographic" and "latitude_of_projection_origin" not in cf:
         # CF requires the pole (+-90); pyproj leaves it out of variant B (standard_parallel given)
-        cf["latitude_of_projection_origin"] = 90.0 if float(np.ravel(cf.get("standard_parallel", 90.0))[0]) >= 0 else -90.0
+        cf["latitude_of_projection_origin"] = (
+            90.0 if float(np.ravel(cf.get("standard_parallel", 90.0))[0]) >= 0 else -90.0
+        )
     if lost:  # e.g. the Swiss oblique Mercator's rectified-grid angle, which CF has no parameter for
         notes = "; ".join(sorted({str(w.message) for w in lost}))
         cf["comment"] = f"the CF parameters do not describe this CRS exactly ({notes}): crs_wkt is authoritative"
@@ -117,8 +126,13 @@ def axis_attrs(grid_mapping: dict, axis: str, given: dict | None = None) -> dict
 
 def precip_attrs(interval_minutes: int, long_name: str, grid_mapping: bool) -> dict:
     """Attributes of a precipitation variable accumulated over `interval_minutes` ending at time."""
-    attrs = {"standard_name": PRECIP_STANDARD_NAME, "units": PRECIP_UNITS, "cell_methods": "time: sum",
-             "long_name": long_name, "interval_minutes": int(interval_minutes)}
+    attrs = {
+        "standard_name": PRECIP_STANDARD_NAME,
+        "units": PRECIP_UNITS,
+        "cell_methods": "time: sum",
+        "long_name": long_name,
+        "interval_minutes": int(interval_minutes),
+    }
     if grid_mapping:
         attrs["grid_mapping"] = "crs"
     return attrs
@@ -128,30 +142,46 @@ def global_attrs(title: str, source: str, history: str, **extra) -> dict:
     """Global attributes: Conventions, title, source, history ('<UTC time>: <command>'), references,
     institution when HPCSR_INSTITUTION is set."""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    attrs = {"Conventions": CONVENTIONS, "title": title, "source": source, "history": f"{now}: {history}",
-             "references": REFERENCES}
+    attrs = {
+        "Conventions": CONVENTIONS,
+        "title": title,
+        "source": source,
+        "history": f"{now}: {history}",
+        "references": REFERENCES,
+    }
     institution = os.environ.get("HPCSR_INSTITUTION", "").strip()
     if institution:
         attrs["institution"] = institution
     return {**attrs, **extra}
 
 
-ENCODING = {"time": {"dtype": "int64", "units": TIME_UNITS, "calendar": "standard", **NO_FILL},
-            "y": NO_FILL, "x": NO_FILL}  # xarray encoding of `precip_dataset`
+ENCODING = {
+    "time": {"dtype": "int64", "units": TIME_UNITS, "calendar": "standard", **NO_FILL},
+    "y": NO_FILL,
+    "x": NO_FILL,
+}  # xarray encoding of `precip_dataset`
 
 
-def precip_dataset(values, times_s, y, x, y_attrs: dict, x_attrs: dict, grid_mapping: dict, interval: int,
-                   long_name: str, attrs: dict):
+def precip_dataset(
+    values, times_s, y, x, y_attrs: dict, x_attrs: dict, grid_mapping: dict, interval: int, long_name: str, attrs: dict
+):
     """CF precip(time, y, x) in mm (float32) at the steps ending `times_s` (seconds since 1970), with
     the grid mapping of `grid_mapping` (any form `crs_from` reads); write it with `encoding=ENCODING`."""
     import xarray as xr
 
     gm = grid_mapping_attrs(grid_mapping)
-    variables = {"precip": (("time", "y", "x"), np.asarray(values, np.float32), precip_attrs(interval, long_name, bool(gm)))}
+    variables = {
+        "precip": (("time", "y", "x"), np.asarray(values, np.float32), precip_attrs(interval, long_name, bool(gm)))
+    }
     if gm:
         variables["crs"] = ((), np.int32(0), gm)
     time_attrs = {k: v for k, v in TIME_ATTRS.items() if k != "calendar"}  # the calendar goes in the encoding
-    return xr.Dataset(variables, coords={"time": ("time", np.asarray(times_s).astype("datetime64[s]"), time_attrs),
-                                         "y": ("y", np.asarray(y, np.float64), axis_attrs(gm, "Y", y_attrs)),
-                                         "x": ("x", np.asarray(x, np.float64), axis_attrs(gm, "X", x_attrs))},
-                      attrs={**attrs, "interval_minutes": int(interval)})
+    return xr.Dataset(
+        variables,
+        coords={
+            "time": ("time", np.asarray(times_s).astype("datetime64[s]"), time_attrs),
+            "y": ("y", np.asarray(y, np.float64), axis_attrs(gm, "Y", y_attrs)),
+            "x": ("x", np.asarray(x, np.float64), axis_attrs(gm, "X", x_attrs)),
+        },
+        attrs={**attrs, "interval_minutes": int(interval)},
+    )

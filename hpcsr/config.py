@@ -39,7 +39,9 @@ class FactorConfig:
     mass_offset: typing.Optional[float] = None  # c in f (None: recipe)
     mass_cap: typing.Optional[float] = None  # cap in f (None: recipe, no cap)
     mass_scale: typing.Optional[str] = None  # where sampling matches the LR mass: cell, frame, image (None: recipe)
-    mass_preset: str = "measured"  # recipe mass transform: measured (identity per LR cell) or author (sqrt/identity-c over the tile)
+    mass_preset: str = (
+        "measured"  # recipe mass transform: measured (identity per LR cell) or author (sqrt/identity-c over the tile)
+    )
     patch: typing.Optional[int] = None  # HR patch side, a multiple of s (None: recipe)
 
     def __post_init__(self):
@@ -54,7 +56,9 @@ class FactorConfig:
         if self.mass_preset not in MASS_PRESETS:
             raise ConfigError(f"factor.mass_preset={self.mass_preset!r} must be one of {', '.join(MASS_PRESETS)}")
         if self.mass_scale is not None and self.mass_scale not in SCALES:
-            raise ConfigError(f"factor.mass_scale={self.mass_scale!r} must be one of {', '.join(SCALES)} (or null: recipe)")
+            raise ConfigError(
+                f"factor.mass_scale={self.mass_scale!r} must be one of {', '.join(SCALES)} (or null: recipe)"
+            )
         if self.patch is not None and (self.patch <= 0 or self.patch % self.s):
             raise ConfigError(f"factor.patch={self.patch} must be a positive multiple of s={self.s}")
 
@@ -199,22 +203,28 @@ def config_dir() -> Path:
     copy installed inside the package (pip install .)."""
     env = os.environ.get("HPCSR_CONFIG_DIR")
     if env and not (Path(env) / "config.yaml").is_file():
-        raise ConfigError(f"HPCSR_CONFIG_DIR={env}: {'no config.yaml in that folder' if Path(env).is_dir() else 'no such folder'}; "
-                          "point it to your configs/ folder (a copy of the repository's) or unset it")
+        raise ConfigError(
+            f"HPCSR_CONFIG_DIR={env}: {'no config.yaml in that folder' if Path(env).is_dir() else 'no such folder'}; "
+            "point it to your configs/ folder (a copy of the repository's) or unset it"
+        )
     candidates = [Path(env)] if env else []
     here = Path(__file__).resolve().parent
     candidates += [here.parent / "configs", here / "conf"]
     for path in candidates:
         if (path / "config.yaml").is_file():
             return path
-    raise ConfigError(f"no config.yaml found in {', '.join(map(str, candidates))}: set HPCSR_CONFIG_DIR to your configs/ folder")
+    raise ConfigError(
+        f"no config.yaml found in {', '.join(map(str, candidates))}: set HPCSR_CONFIG_DIR to your configs/ folder"
+    )
 
 
 def from_container(data: dict) -> RootConfig:
     """Validate a plain dict (e.g. a composed Hydra config) into a RootConfig."""
     unknown = sorted(set(data) - set(SECTIONS) - set(ROOT_KEYS))
     if unknown:
-        raise ConfigError(f"unknown top-level key {unknown[0]!r}: allowed are {', '.join(sorted(set(SECTIONS) | set(ROOT_KEYS)))}")
+        raise ConfigError(
+            f"unknown top-level key {unknown[0]!r}: allowed are {', '.join(sorted(set(SECTIONS) | set(ROOT_KEYS)))}"
+        )
     out = {}
     for name, tp in ROOT_KEYS.items():
         if name not in data:
@@ -249,8 +259,10 @@ def _hydra_compose(overrides, config_path):
         del cfg["hydra"]
     for name in SECTIONS:
         if name in choices and not cfg.get(name):
-            raise ConfigError(f"{path / name / (str(choices[name]) + '.yaml')} is empty: a {name} config needs its keys "
-                              f"(copy one of {path / name}/*.yaml and edit it)")
+            raise ConfigError(
+                f"{path / name / (str(choices[name]) + '.yaml')} is empty: a {name} config needs its keys "
+                f"(copy one of {path / name}/*.yaml and edit it)"
+            )
     return cfg
 
 

@@ -25,6 +25,7 @@ abort-at-exit that gloo threads otherwise cause now and then.
 
 `python -m hpcsr.dist` prints what was discovered and checks an all_reduce sum across the ranks.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -72,10 +73,13 @@ class DistInfo:
     def env(self) -> dict[str, str]:
         """The variables torch.distributed and DeepSpeed read, as strings."""
         return {
-            "RANK": str(self.rank), "WORLD_SIZE": str(self.world_size),
-            "LOCAL_RANK": str(self.local_rank), "LOCAL_SIZE": str(self.local_world_size),
+            "RANK": str(self.rank),
+            "WORLD_SIZE": str(self.world_size),
+            "LOCAL_RANK": str(self.local_rank),
+            "LOCAL_SIZE": str(self.local_world_size),
             "LOCAL_WORLD_SIZE": str(self.local_world_size),
-            "MASTER_ADDR": self.master_addr, "MASTER_PORT": str(self.master_port),
+            "MASTER_ADDR": self.master_addr,
+            "MASTER_PORT": str(self.master_port),
         }
 
 
@@ -102,14 +106,15 @@ def _port(environ: Mapping[str, str], name: str = "MASTER_PORT") -> int:
 
 def _check_ranks(info: DistInfo, names: str) -> DistInfo:
     if info.rank >= info.world_size:
-        raise DistConfigError(f"rank {info.rank} >= world size {info.world_size} (from {names}); "
-                              "the rank must be below the world size")
+        raise DistConfigError(
+            f"rank {info.rank} >= world size {info.world_size} (from {names}); the rank must be below the world size"
+        )
     if info.local_rank >= info.local_world_size:
-        raise DistConfigError(f"local rank {info.local_rank} >= local world size {info.local_world_size} "
-                              f"(from {names})")
+        raise DistConfigError(
+            f"local rank {info.local_rank} >= local world size {info.local_world_size} (from {names})"
+        )
     if info.local_world_size > info.world_size:
-        raise DistConfigError(f"local world size {info.local_world_size} > world size {info.world_size} "
-                              f"(from {names})")
+        raise DistConfigError(f"local world size {info.local_world_size} > world size {info.world_size} (from {names})")
     return info
 
 
@@ -126,9 +131,9 @@ def expand_nodelist(nodelist: str, name: str = "SLURM_JOB_NODELIST") -> list[str
     Several bracket groups in one name expand as a product ('r[1-2]n[1-2]' -> r1n1 r1n2 r2n1 r2n2);
     zero padding follows the lower bound. `name` is only used in error messages.
     """
+
     def fail(why: str) -> DistConfigError:
-        return DistConfigError(f"{name}={nodelist!r}: {why}; expected a Slurm host list such as "
-                               "'node[01-04,07],gpu5'")
+        return DistConfigError(f"{name}={nodelist!r}: {why}; expected a Slurm host list such as 'node[01-04,07],gpu5'")
 
     def split_top(text: str) -> list[str]:
         parts, depth, start = [], 0, 0
@@ -159,7 +164,7 @@ def expand_nodelist(nodelist: str, name: str = "SLURM_JOB_NODELIST") -> list[str
         match = re.search(r"\[([^\]]*)\]", text)
         if match is None:
             return [text]
-        head, tail = text[: match.start()], text[match.end():]
+        head, tail = text[: match.start()], text[match.end() :]
         return [head + mid + rest for mid in expand_range(match.group(1)) for rest in expand_name(tail)]
 
     hosts = []
@@ -187,8 +192,10 @@ def parse_tasks_per_node(text: str, name: str = "SLURM_TASKS_PER_NODE") -> list[
 def _from_env(environ: Mapping[str, str]) -> DistInfo:
     missing = [v for v in ("RANK", "WORLD_SIZE") if v not in environ]
     if missing:
-        raise DistConfigError(f"explicit launch variables incomplete: {', '.join(missing)} not set "
-                              "(set RANK and WORLD_SIZE together, or unset both)")
+        raise DistConfigError(
+            f"explicit launch variables incomplete: {', '.join(missing)} not set "
+            "(set RANK and WORLD_SIZE together, or unset both)"
+        )
     rank, world = _int(environ, "RANK"), _int(environ, "WORLD_SIZE", minimum=1)
     addr = environ.get("MASTER_ADDR", "").strip()
     if world > 1 and not addr:
@@ -204,17 +211,23 @@ def _from_env(environ: Mapping[str, str]) -> DistInfo:
     elif single_host:
         local_rank = rank  # all processes share this host
     else:
-        raise DistConfigError(f"LOCAL_RANK is not set and MASTER_ADDR={addr!r} is another host: "
-                              "set LOCAL_RANK to this process's index on its host")
+        raise DistConfigError(
+            f"LOCAL_RANK is not set and MASTER_ADDR={addr!r} is another host: "
+            "set LOCAL_RANK to this process's index on its host"
+        )
     if local_size_var:
         local_size = _int(environ, local_size_var, minimum=1)
     elif single_host:
         local_size = world
     else:
-        raise DistConfigError(f"LOCAL_WORLD_SIZE (or LOCAL_SIZE) is not set and MASTER_ADDR={addr!r} "
-                              "is another host: set it to the number of processes on this host")
-    return _check_ranks(DistInfo(rank, world, local_rank, local_size, addr, port, "env"),
-                        "RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE")
+        raise DistConfigError(
+            f"LOCAL_WORLD_SIZE (or LOCAL_SIZE) is not set and MASTER_ADDR={addr!r} "
+            "is another host: set it to the number of processes on this host"
+        )
+    return _check_ranks(
+        DistInfo(rank, world, local_rank, local_size, addr, port, "env"),
+        "RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE",
+    )
 
 
 def _slurm_batch_step(environ: Mapping[str, str], tasks_here: int) -> bool:
@@ -234,8 +247,10 @@ def _from_slurm(environ: Mapping[str, str]) -> DistInfo:
     needed = ("SLURM_JOB_ID", "SLURM_PROCID")
     missing = [v for v in needed if v not in environ]
     if missing:
-        raise DistConfigError(f"Slurm task variables missing: {', '.join(missing)} not set "
-                              "(run inside a Slurm job step, or choose another HPCSR_DIST_SOURCE)")
+        raise DistConfigError(
+            f"Slurm task variables missing: {', '.join(missing)} not set "
+            "(run inside a Slurm job step, or choose another HPCSR_DIST_SOURCE)"
+        )
     job_id = _int(environ, "SLURM_JOB_ID", minimum=1)
     rank = _int(environ, "SLURM_PROCID")
     ntasks_var = next((v for v in ("SLURM_NTASKS", "SLURM_NPROCS") if v in environ), None)
@@ -247,24 +262,30 @@ def _from_slurm(environ: Mapping[str, str]) -> DistInfo:
     if "SLURM_TASKS_PER_NODE" in environ:
         per_node = parse_tasks_per_node(environ["SLURM_TASKS_PER_NODE"])
         if node_id >= len(per_node):
-            raise DistConfigError(f"SLURM_NODEID={node_id} but SLURM_TASKS_PER_NODE="
-                                  f"{environ['SLURM_TASKS_PER_NODE']!r} lists {len(per_node)} node(s)")
+            raise DistConfigError(
+                f"SLURM_NODEID={node_id} but SLURM_TASKS_PER_NODE="
+                f"{environ['SLURM_TASKS_PER_NODE']!r} lists {len(per_node)} node(s)"
+            )
         tasks_here = per_node[node_id]
     elif "SLURM_NTASKS_PER_NODE" in environ:
         tasks_here = _int(environ, "SLURM_NTASKS_PER_NODE", minimum=1)
     elif len(hosts) == 1:
         tasks_here = world
     else:
-        raise DistConfigError(f"{nodelist_var} has {len(hosts)} hosts but neither SLURM_TASKS_PER_NODE nor "
-                              "SLURM_NTASKS_PER_NODE is set: cannot tell how many tasks share this host")
+        raise DistConfigError(
+            f"{nodelist_var} has {len(hosts)} hosts but neither SLURM_TASKS_PER_NODE nor "
+            "SLURM_NTASKS_PER_NODE is set: cannot tell how many tasks share this host"
+        )
 
     port = _port(environ) if "MASTER_PORT" in environ else SLURM_PORT_BASE + job_id % SLURM_PORT_SPAN
     addr = LOOPBACK if len(hosts) == 1 else hosts[0]
     if world > 1 and _slurm_batch_step(environ, tasks_here):
         return DistInfo(0, 1, 0, 1, LOOPBACK, port, "slurm")
     local_rank = _int(environ, "SLURM_LOCALID") if "SLURM_LOCALID" in environ else rank
-    return _check_ranks(DistInfo(rank, world, local_rank, min(tasks_here, world), addr, port, "slurm"),
-                        f"SLURM_PROCID, {ntasks_var or 'SLURM_NTASKS'}, SLURM_LOCALID, SLURM_TASKS_PER_NODE")
+    return _check_ranks(
+        DistInfo(rank, world, local_rank, min(tasks_here, world), addr, port, "slurm"),
+        f"SLURM_PROCID, {ntasks_var or 'SLURM_NTASKS'}, SLURM_LOCALID, SLURM_TASKS_PER_NODE",
+    )
 
 
 def mpi_launched(environ: Mapping[str, str]) -> bool:
@@ -274,8 +295,11 @@ def mpi_launched(environ: Mapping[str, str]) -> bool:
 
 def _mpi_world_from_env(environ: Mapping[str, str]) -> tuple[int, int] | None:
     """(rank, size) as the MPI launcher exported them, without initialising MPI; None if unknown."""
-    for rank_var, size_var in (("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"), ("PMI_RANK", "PMI_SIZE"),
-                               ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE")):
+    for rank_var, size_var in (
+        ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+        ("PMI_RANK", "PMI_SIZE"),
+        ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE"),
+    ):
         if rank_var in environ and size_var in environ:
             return _int(environ, rank_var), _int(environ, size_var, minimum=1)
     return None
@@ -291,8 +315,10 @@ def _from_mpi(environ: Mapping[str, str]) -> DistInfo:
     try:
         from mpi4py import MPI
     except ImportError as err:
-        raise DistConfigError(f"an MPI launcher started this process but mpi4py cannot be imported ({err}); "
-                              "install mpi4py built against the MPI that launched it") from None
+        raise DistConfigError(
+            f"an MPI launcher started this process but mpi4py cannot be imported ({err}); "
+            "install mpi4py built against the MPI that launched it"
+        ) from None
     comm = MPI.COMM_WORLD
     rank, world = comm.Get_rank(), comm.Get_size()
     local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
@@ -323,8 +349,9 @@ def discover(environ: Mapping[str, str] | None = None) -> DistInfo:
     environ = os.environ if environ is None else environ
     forced = environ.get(OVERRIDE_VAR, "").strip().lower()
     if forced not in ("", "auto") + SOURCES:
-        raise DistConfigError(f"{OVERRIDE_VAR}={environ[OVERRIDE_VAR]!r}: allowed are "
-                              f"{', '.join(SOURCES)} or auto (or unset)")
+        raise DistConfigError(
+            f"{OVERRIDE_VAR}={environ[OVERRIDE_VAR]!r}: allowed are {', '.join(SOURCES)} or auto (or unset)"
+        )
     readers = {"env": _from_env, "slurm": _from_slurm, "mpi": _from_mpi, "single": _single}
     if forced in SOURCES:
         return readers[forced](environ)
@@ -338,8 +365,10 @@ def discover(environ: Mapping[str, str] | None = None) -> DistInfo:
         mpi = _mpi_world_from_env(environ)
         if mpi is not None and mpi[1] == slurm.world_size:
             if mpi[0] != slurm.rank:
-                raise DistConfigError(f"SLURM_PROCID={slurm.rank} but the MPI rank is {mpi[0]} in a world of "
-                                      f"{mpi[1]}: set {OVERRIDE_VAR}=mpi or {OVERRIDE_VAR}=slurm")
+                raise DistConfigError(
+                    f"SLURM_PROCID={slurm.rank} but the MPI rank is {mpi[0]} in a world of "
+                    f"{mpi[1]}: set {OVERRIDE_VAR}=mpi or {OVERRIDE_VAR}=slurm"
+                )
             return slurm
         return _from_mpi(environ)
     if mpi_launched(environ):
@@ -355,8 +384,10 @@ _INFO: DistInfo | None = None
 def _writable_extensions_dir() -> str:
     """A folder torch may JIT-build C++ extensions into: the user cache if writable, else tmp."""
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    for folder in (os.path.join(cache, "hpcsr", "torch_extensions"),
-                   os.path.join(tempfile.gettempdir(), f"hpcsr-torch-extensions-{os.getuid()}")):
+    for folder in (
+        os.path.join(cache, "hpcsr", "torch_extensions"),
+        os.path.join(tempfile.gettempdir(), f"hpcsr-torch-extensions-{os.getuid()}"),
+    ):
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError:
@@ -400,11 +431,14 @@ def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> D
 
     # The CPU accelerator would JIT-compile a shared-memory all-reduce op (~60 s) at first start.
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False,
-                               timeout=datetime.timedelta(seconds=timeout_s))
+    deepspeed.init_distributed(
+        dist_backend=backend, auto_mpi_discovery=False, verbose=False, timeout=datetime.timedelta(seconds=timeout_s)
+    )
     if tdist.get_world_size() != info.world_size or tdist.get_rank() != info.rank:
-        raise DistConfigError(f"torch.distributed started as rank {tdist.get_rank()} of {tdist.get_world_size()} "
-                              f"but discovery said {info.rank} of {info.world_size} ({info.source})")
+        raise DistConfigError(
+            f"torch.distributed started as rank {tdist.get_rank()} of {tdist.get_world_size()} "
+            f"but discovery said {info.rank} of {info.world_size} ({info.source})"
+        )
     _INFO = info
     return info
 

@@ -34,8 +34,7 @@ JOB_REQUEUE = 144
 
 # exception types a user can fix: one line and BAD_INPUT, no traceback (ConfigError, ExportError,
 # CheckpointIncompatible, SourceError, GeoTiffError ... are ValueErrors)
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-               PermissionError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 def debug_requested(argv: list[str]) -> bool:

@@ -59,10 +59,14 @@ def _check(x, lr, s: int, t: int, scale: str, mode: str = "multiplicative"):
         raise ValueError(f"x and lr must be (..., time, y, x), got shapes {tuple(x.shape)} and {tuple(lr.shape)}")
     T, Y, X = x.shape[-3:]
     if T % t or Y % s or X % s:
-        raise ValueError(f"x frames x grid {T} x {Y} x {X} is not divisible by (t={t}, s={s}): crop x to whole s x s x t blocks")
+        raise ValueError(
+            f"x frames x grid {T} x {Y} x {X} is not divisible by (t={t}, s={s}): crop x to whole s x s x t blocks"
+        )
     expected = (T // t, Y // s, X // s)
     if tuple(lr.shape[-3:]) != expected:
-        raise ValueError(f"lr shape {tuple(lr.shape)} does not match x {tuple(x.shape)} with s={s}, t={t}: lr must end in {expected}")
+        raise ValueError(
+            f"lr shape {tuple(lr.shape)} does not match x {tuple(x.shape)} with s={s}, t={t}: lr must end in {expected}"
+        )
     try:
         lead = torch.broadcast_shapes(x.shape[:-3], lr.shape[:-3])
     except RuntimeError:
@@ -102,7 +106,9 @@ def _smooth_factor(g, lr0, valid, s: int, t: int):
     one = torch.ones((), dtype=g.dtype, device=g.device)
     have = coarsen(g, s, t)
     c = torch.where(valid, lr0 / torch.where(have > DRY_MASS, have, one), one)
-    c = torch.where(valid & (have <= DRY_MASS) & (lr0 > 0), one, c)  # all-dry f(x) under wet LR: the exact step spreads it
+    c = torch.where(
+        valid & (have <= DRY_MASS) & (lr0 > 0), one, c
+    )  # all-dry f(x) under wet LR: the exact step spreads it
     for _ in range(SMOOTH_SWEEPS):
         got = coarsen(g * _up(c, s, t), s, t)
         c = torch.where(valid & (got > DRY_MASS), c * lr0 / torch.where(got > DRY_MASS, got, one), c)
@@ -139,5 +145,7 @@ def conserve(x, lr, s: int, t: int, fn: MassFunction, scale: str = "image", mode
     else:
         wet = have > DRY_MASS
         factor = target / torch.where(wet, have, torch.ones((), dtype=work, device=x.device))
-        out = torch.where(repeat_blocks(wet, s, t), g * repeat_blocks(factor, s, t), repeat_blocks(target / count, s, t))
+        out = torch.where(
+            repeat_blocks(wet, s, t), g * repeat_blocks(factor, s, t), repeat_blocks(target / count, s, t)
+        )
     return torch.where(repeat_blocks(valid, s, t), out, x)

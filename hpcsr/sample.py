@@ -25,40 +25,75 @@ def build_parser() -> argparse.ArgumentParser:
     from hpcsr.mass import MODES
     from hpcsr.models.sr_model import SAMPLERS
 
-    p = argparse.ArgumentParser(prog="hpcsr sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="hpcsr sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--export", required=True, help="trained export: model.pt, its export/ folder or the stage folder")
-    p.add_argument("--lr", help="LR input: netCDF precip(time, y, x) (mm per HR step, time = end of each block) or a shard .h5")
+    p.add_argument(
+        "--lr", help="LR input: netCDF precip(time, y, x) (mm per HR step, time = end of each block) or a shard .h5"
+    )
     p.add_argument("--hr", help="HR input (netCDF precip(time, y, x) or hr.h5), coarsened on the fly; needs --coarsen")
     p.add_argument("--coarsen", action="store_true", help="coarsen --hr with the export's (s, t) (perfect-model test)")
     p.add_argument("--out", required=True, help="output netCDF (written atomically)")
     p.add_argument("--pair", help="factor pair the export must have, e.g. 10,3 or s10_t3 (error if it differs)")
     p.add_argument("--members", type=int, default=10, help="ensemble members (default 10)")
-    p.add_argument("--sampler", choices=SAMPLERS, default="dpmpp2m",
-                   help="dpmpp2m (default) / ddim (fast, --steps steps) or ddpm (all schedule steps)")
+    p.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default="dpmpp2m",
+        help="dpmpp2m (default) / ddim (fast, --steps steps) or ddpm (all schedule steps)",
+    )
     p.add_argument("--steps", type=int, default=10, help="sampler steps for dpmpp2m / ddim (default 10)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise, 0 deterministic .. 1 ancestral (default 0)")
     p.add_argument("--seed", type=int, default=0, help="base seed; each (member, time) gets its own stream (default 0)")
-    p.add_argument("--mass", choices=MASS_SCALES, default=None,
-                   help="mass-conservation scale: cell (each LR cell, exact), frame (whole domain), image (the author's patch "
-                        "scale, see --mass-region), none (default: the export's recipe, cell unless trained otherwise)")
-    p.add_argument("--mass-mode", choices=MODES, default=None,
-                   help="mass-transform mode (default: smooth at cell scale, a factor field without seams; else multiplicative)")
-    p.add_argument("--mass-region", type=int, help="image scale: match masses exactly in regions of this side in LR cells "
-                        "(default: each sampling tile, blended, then the exact domain total; no seams)")
+    p.add_argument(
+        "--mass",
+        choices=MASS_SCALES,
+        default=None,
+        help="mass-conservation scale: cell (each LR cell, exact), frame (whole domain), image (the author's patch "
+        "scale, see --mass-region), none (default: the export's recipe, cell unless trained otherwise)",
+    )
+    p.add_argument(
+        "--mass-mode",
+        choices=MODES,
+        default=None,
+        help="mass-transform mode (default: smooth at cell scale, a factor field without seams; else multiplicative)",
+    )
+    p.add_argument(
+        "--mass-region",
+        type=int,
+        help="image scale: match masses exactly in regions of this side in LR cells "
+        "(default: each sampling tile, blended, then the exact domain total; no seams)",
+    )
     p.add_argument("--tile", type=int, help="HR tile side, a multiple of s (default: the recipe's patch)")
     p.add_argument("--overlap", type=int, help="HR overlap of neighbouring tiles, a multiple of s (default: ~1/4 tile)")
     p.add_argument("--window", choices=WINDOWS, default="cosine", help="tile blending window (default cosine)")
     p.add_argument("--batch", type=int, default=16, help="tiles per network forward (default 16)")
-    p.add_argument("--time-range", nargs=2, metavar=("START", "END"),
-                   help="only blocks whose HR steps end within START..END (ISO times, inclusive)")
-    p.add_argument("--context", choices=CONTEXT_POLICIES, default="mask",
-                   help="missing context: mask (the networks ignore it) or strict (output NaN under it)")
-    p.add_argument("--allow-other-grid", action="store_true",
-                   help="sample an input whose HR step or pixel differs from the export's training data (refused otherwise)")
+    p.add_argument(
+        "--time-range",
+        nargs=2,
+        metavar=("START", "END"),
+        help="only blocks whose HR steps end within START..END (ISO times, inclusive)",
+    )
+    p.add_argument(
+        "--context",
+        choices=CONTEXT_POLICIES,
+        default="mask",
+        help="missing context: mask (the networks ignore it) or strict (output NaN under it)",
+    )
+    p.add_argument(
+        "--allow-other-grid",
+        action="store_true",
+        help="sample an input whose HR step or pixel differs from the export's training data (refused otherwise)",
+    )
     p.add_argument("--hr-step-minutes", type=int, help="HR step if the input lacks interval_minutes")
-    p.add_argument("--phase-minutes", type=int, default=0, help="--coarsen: blocks start this many minutes after 00 UTC")
+    p.add_argument(
+        "--phase-minutes", type=int, default=0, help="--coarsen: blocks start this many minutes after 00 UTC"
+    )
     p.add_argument("--time-chunk", type=int, help="target blocks gathered and written at once (default: automatic)")
-    p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK when a GPU is visible, else cpu), cpu or cuda:N")
+    p.add_argument(
+        "--device", default="auto", help="auto (cuda:LOCAL_RANK when a GPU is visible, else cpu), cpu or cuda:N"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="the traceback of every error")
     return p
@@ -72,15 +107,38 @@ def run(argv) -> dict:
         raise ValueError("--hr is only used coarsened (perfect-model test): add --coarsen, or give LR data with --lr")
     if args.coarsen and args.hr is None:
         raise ValueError("--coarsen needs --hr (the HR file to coarsen)")
-    cfg = SampleConfig(members=args.members, sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
-                       mass=args.mass, mass_mode=args.mass_mode, mass_region=args.mass_region, tile=args.tile,
-                       overlap=args.overlap, window=args.window, batch=args.batch, context=args.context,
-                       time_chunk=args.time_chunk)
+    cfg = SampleConfig(
+        members=args.members,
+        sampler=args.sampler,
+        steps=args.steps,
+        eta=args.eta,
+        seed=args.seed,
+        mass=args.mass,
+        mass_mode=args.mass_mode,
+        mass_region=args.mass_region,
+        tile=args.tile,
+        overlap=args.overlap,
+        window=args.window,
+        batch=args.batch,
+        context=args.context,
+        time_chunk=args.time_chunk,
+    )
     command = "hpcsr sample " + " ".join(shlex.quote(a) for a in argv)
-    return sample_to_netcdf(args.export, args.out, cfg, lr=args.lr, hr=args.hr, pair=args.pair,
-                            time_range=args.time_range, hr_step_minutes=args.hr_step_minutes,
-                            phase_minutes=args.phase_minutes, device=args.device, progress=not args.quiet,
-                            command=command, allow_other_grid=args.allow_other_grid)
+    return sample_to_netcdf(
+        args.export,
+        args.out,
+        cfg,
+        lr=args.lr,
+        hr=args.hr,
+        pair=args.pair,
+        time_range=args.time_range,
+        hr_step_minutes=args.hr_step_minutes,
+        phase_minutes=args.phase_minutes,
+        device=args.device,
+        progress=not args.quiet,
+        command=command,
+        allow_other_grid=args.allow_other_grid,
+    )
 
 
 def main(argv=None) -> int:

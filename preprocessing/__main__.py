@@ -1,4 +1,5 @@
 """`python -m preprocessing` = `hpcsr-preprocess`."""
+
 import sys
 
 from preprocessing.cli import main

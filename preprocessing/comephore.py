@@ -36,9 +36,23 @@ FULL_SHAPE = (1536, 1536)
 FULL_UPPER_LEFT = (-619652.074, -3526818.338)
 PIXEL_M = 1000.0
 _GEOKEYS = (
-    (1024, 1), (1025, 1), (1026, "unnamed"), (2048, 4326), (2049, "WGS 84"), (2054, 9102),
-    (2057, 6378137.0), (2059, 298.257223563), (3072, 32767), (3074, 32767), (3075, 15), (3076, 9001),
-    (3081, 45.0), (3082, 0.0), (3083, 0.0), (3092, 1.0), (3095, 0.0),
+    (1024, 1),
+    (1025, 1),
+    (1026, "unnamed"),
+    (2048, 4326),
+    (2049, "WGS 84"),
+    (2054, 9102),
+    (2057, 6378137.0),
+    (2059, 298.257223563),
+    (3072, 32767),
+    (3074, 32767),
+    (3075, 15),
+    (3076, 9001),
+    (3081, 45.0),
+    (3082, 0.0),
+    (3083, 0.0),
+    (3092, 1.0),
+    (3095, 0.0),
 )
 
 
@@ -112,8 +126,15 @@ def _note_bad_name(container: str, name: str, skipped: list) -> None:
     other files (a README, checksums) are left out silently."""
     if name.lower().endswith(RASTER_SUFFIXES):
         log.warning("skipping %s:%s: not named YYYYMMDDHH_<KIND>.gtif, so its hour is unknown", container, name)
-        skipped.append({"input": container, "member": name, "time": None, "kind": "bad-name",
-                        "reason": "raster name is not YYYYMMDDHH_<KIND>.gtif"})
+        skipped.append(
+            {
+                "input": container,
+                "member": name,
+                "time": None,
+                "kind": "bad-name",
+                "reason": "raster name is not YYYYMMDDHH_<KIND>.gtif",
+            }
+        )
 
 
 def _hours_lost(path: str, last_read: int | None) -> int:
@@ -138,10 +159,23 @@ def _list_archive(path: str, skipped: list) -> list[FrameRef]:
                 except (tarfile.ReadError, EOFError) as exc:
                     last = refs[-1].member if refs else "the start"
                     lost = _hours_lost(path, refs[-1].time if refs else None)
-                    log.warning("archive %s is damaged after %s (%s): later members are lost%s", path, last, exc,
-                                f" ({lost} hour(s) of its month)" if lost else "")
-                    skipped.append({"input": path, "member": "", "time": None, "kind": "damaged-archive",
-                                    "reason": f"archive damaged after {last}: {exc}", "hours_lost": lost})
+                    log.warning(
+                        "archive %s is damaged after %s (%s): later members are lost%s",
+                        path,
+                        last,
+                        exc,
+                        f" ({lost} hour(s) of its month)" if lost else "",
+                    )
+                    skipped.append(
+                        {
+                            "input": path,
+                            "member": "",
+                            "time": None,
+                            "kind": "damaged-archive",
+                            "reason": f"archive damaged after {last}: {exc}",
+                            "hours_lost": lost,
+                        }
+                    )
                     break
                 if member is None:
                     break
@@ -155,8 +189,10 @@ def _list_archive(path: str, skipped: list) -> list[FrameRef]:
                     continue
                 refs.append(FrameRef(parsed[0], path, member.name, member.offset_data, member.size))
     except tarfile.ReadError as exc:
-        raise ValueError(f"{path} is not a readable uncompressed tar archive ({exc}); "
-                         "Comephore archives are plain .tar files: check the download") from exc
+        raise ValueError(
+            f"{path} is not a readable uncompressed tar archive ({exc}); "
+            "Comephore archives are plain .tar files: check the download"
+        ) from exc
     return refs
 
 
@@ -186,7 +222,9 @@ def list_frames(paths) -> tuple[list[FrameRef], list[dict]]:
         elif os.path.isfile(p):
             refs += _list_archive(p, skipped)
         else:
-            raise FileNotFoundError(f"Comephore input {p} does not exist: give H_COMEPHORE_YYYYMM.tar archives or folders of .gtif")
+            raise FileNotFoundError(
+                f"Comephore input {p} does not exist: give H_COMEPHORE_YYYYMM.tar archives or folders of .gtif"
+            )
     refs.sort(key=lambda r: (r.time, r.container, r.member))
     for a, b in zip(refs, refs[1:]):
         if a.time == b.time:

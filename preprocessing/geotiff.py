@@ -84,15 +84,20 @@ class Grid:
         return self.y0 + (np.arange(self.height) + 0.5) * self.dy
 
     def describe(self) -> str:
-        return (f"{self.height} x {self.width} cells of {self.dx:g} x {abs(self.dy):g}, upper-left "
-                f"({self.x0:.3f}, {self.y0:.3f}), crs '{self.crs_proj4 or 'unknown'}'")
+        return (
+            f"{self.height} x {self.width} cells of {self.dx:g} x {abs(self.dy):g}, upper-left "
+            f"({self.x0:.3f}, {self.y0:.3f}), crs '{self.crs_proj4 or 'unknown'}'"
+        )
 
     def same_as(self, other: "Grid", tol_pixels: float = 1e-3) -> bool:
         """Same shape, CRS and transform (corner and spacing within `tol_pixels` of a cell)."""
         tol = tol_pixels * min(abs(self.dx), abs(self.dy))
-        return (self.width == other.width and self.height == other.height
-                and self.crs_proj4 == other.crs_proj4
-                and all(abs(a - b) <= tol for a, b in zip(self.transform, other.transform)))
+        return (
+            self.width == other.width
+            and self.height == other.height
+            and self.crs_proj4 == other.crs_proj4
+            and all(abs(a - b) <= tol for a, b in zip(self.transform, other.transform))
+        )
 
 
 def parse_geokeys(tags: dict) -> dict:
@@ -106,22 +111,26 @@ def parse_geokeys(tags: dict) -> dict:
     if isinstance(ascii_, bytes):
         ascii_ = ascii_.decode("ascii", "replace")
     if len(directory) < 4 or len(directory) < 4 + 4 * directory[3]:
-        raise GeoTiffError(f"GeoKeyDirectoryTag holds {len(directory)} values, too few for its header and "
-                           f"{directory[3] if len(directory) >= 4 else '?'} keys: the file is damaged")
+        raise GeoTiffError(
+            f"GeoKeyDirectoryTag holds {len(directory)} values, too few for its header and "
+            f"{directory[3] if len(directory) >= 4 else '?'} keys: the file is damaged"
+        )
     n_keys = directory[3]
     keys = {}
     for i in range(n_keys):
-        key, location, count, value = directory[4 + 4 * i: 8 + 4 * i]
+        key, location, count, value = directory[4 + 4 * i : 8 + 4 * i]
         if location == 0:
             keys[key] = value
         elif location == TAG_GEO_DOUBLES:
-            vals = doubles[value:value + count]
+            vals = doubles[value : value + count]
             if count < 1 or len(vals) != count:
-                raise GeoTiffError(f"GeoKey {key} refers to doubles {value}..{value + count - 1} of "
-                                   f"{len(doubles)}: the file is damaged")
+                raise GeoTiffError(
+                    f"GeoKey {key} refers to doubles {value}..{value + count - 1} of "
+                    f"{len(doubles)}: the file is damaged"
+                )
             keys[key] = vals[0] if count == 1 else vals
         elif location == TAG_GEO_ASCII:
-            keys[key] = ascii_[value:value + count].rstrip("|\x00")
+            keys[key] = ascii_[value : value + count].rstrip("|\x00")
         else:
             raise GeoTiffError(f"GeoKey {key} points to tag {location}, which is not a GeoTIFF parameter tag")
     return keys
@@ -135,8 +144,10 @@ def _ellipsoid(keys: dict) -> tuple[str, float, float]:
         return name, float(a), float(rf)
     if keys.get(GEOGRAPHIC_TYPE) == WGS84_GCS:
         return "WGS 84", WGS84_A, WGS84_RF
-    raise GeoTiffError(f"GeoKeys give neither an ellipsoid (2057/2059) nor a known geographic CRS "
-                       f"(2048={keys.get(GEOGRAPHIC_TYPE)}): cannot build the CRS")
+    raise GeoTiffError(
+        f"GeoKeys give neither an ellipsoid (2057/2059) nor a known geographic CRS "
+        f"(2048={keys.get(GEOGRAPHIC_TYPE)}): cannot build the CRS"
+    )
 
 
 def _wkt_number(v: float) -> str:
@@ -157,24 +168,34 @@ def _polar_stereographic(keys: dict) -> tuple[str, str]:
     if abs(abs(lat) - 90.0) < 1e-12:
         proj4 = f"+proj=stere +lat_0={pole:g} +lon_0={lon:g} +k={k:g} +x_0={fe:g} +y_0={fn:g} {ellps} +units=m +no_defs"
         method = 'METHOD["Polar Stereographic (variant A)",ID["EPSG",9810]]'
-        params = (f'PARAMETER["Latitude of natural origin",{_wkt_number(pole)},{deg},ID["EPSG",8801]],'
-                  f'PARAMETER["Longitude of natural origin",{_wkt_number(lon)},{deg},ID["EPSG",8802]],'
-                  f'PARAMETER["Scale factor at natural origin",{_wkt_number(k)},SCALEUNIT["unity",1],ID["EPSG",8805]],')
+        params = (
+            f'PARAMETER["Latitude of natural origin",{_wkt_number(pole)},{deg},ID["EPSG",8801]],'
+            f'PARAMETER["Longitude of natural origin",{_wkt_number(lon)},{deg},ID["EPSG",8802]],'
+            f'PARAMETER["Scale factor at natural origin",{_wkt_number(k)},SCALEUNIT["unity",1],ID["EPSG",8805]],'
+        )
     else:
         if abs(k - 1.0) > 1e-12:
-            raise GeoTiffError(f"polar stereographic with true-scale latitude {lat} and scale {k}: "
-                               "a scale other than 1 is only defined for a pole origin (variant A)")
+            raise GeoTiffError(
+                f"polar stereographic with true-scale latitude {lat} and scale {k}: "
+                "a scale other than 1 is only defined for a pole origin (variant A)"
+            )
         proj4 = f"+proj=stere +lat_0={pole:g} +lat_ts={lat:g} +lon_0={lon:g} +k=1 +x_0={fe:g} +y_0={fn:g} {ellps} +units=m +no_defs"
         method = 'METHOD["Polar Stereographic (variant B)",ID["EPSG",9829]]'
-        params = (f'PARAMETER["Latitude of standard parallel",{_wkt_number(lat)},{deg},ID["EPSG",8832]],'
-                  f'PARAMETER["Longitude of origin",{_wkt_number(lon)},{deg},ID["EPSG",8833]],')
-    params += (f'PARAMETER["False easting",{_wkt_number(fe)},{metre},ID["EPSG",8806]],'
-               f'PARAMETER["False northing",{_wkt_number(fn)},{metre},ID["EPSG",8807]]')
+        params = (
+            f'PARAMETER["Latitude of standard parallel",{_wkt_number(lat)},{deg},ID["EPSG",8832]],'
+            f'PARAMETER["Longitude of origin",{_wkt_number(lon)},{deg},ID["EPSG",8833]],'
+        )
+    params += (
+        f'PARAMETER["False easting",{_wkt_number(fe)},{metre},ID["EPSG",8806]],'
+        f'PARAMETER["False northing",{_wkt_number(fn)},{metre},ID["EPSG",8807]]'
+    )
     datum = "World Geodetic System 1984" if ell_name == "WGS 84" else f"user-defined ellipsoid a={a} rf={rf}"
-    wkt = (f'PROJCRS["polar stereographic (from GeoKeys)",BASEGEOGCRS["{ell_name}",DATUM["{datum}",'
-           f'ELLIPSOID["{ell_name}",{_wkt_number(a)},{_wkt_number(rf)},{metre}]],PRIMEM["Greenwich",0,{deg}]],'
-           f'CONVERSION["polar stereographic",{method},{params}],'
-           f'CS[Cartesian,2],AXIS["easting (X)",east,ORDER[1],{metre}],AXIS["northing (Y)",north,ORDER[2],{metre}]]')
+    wkt = (
+        f'PROJCRS["polar stereographic (from GeoKeys)",BASEGEOGCRS["{ell_name}",DATUM["{datum}",'
+        f'ELLIPSOID["{ell_name}",{_wkt_number(a)},{_wkt_number(rf)},{metre}]],PRIMEM["Greenwich",0,{deg}]],'
+        f'CONVERSION["polar stereographic",{method},{params}],'
+        f'CS[Cartesian,2],AXIS["easting (X)",east,ORDER[1],{metre}],AXIS["northing (Y)",north,ORDER[2],{metre}]]'
+    )
     return proj4, wkt
 
 
@@ -185,9 +206,11 @@ def crs_from_geokeys(keys: dict) -> tuple[str, str]:
     model = keys.get(GT_MODEL_TYPE)
     if model == 2:
         _ellipsoid(keys)
-        return ("+proj=longlat +datum=WGS84 +no_defs",
-                'GEOGCRS["WGS 84",DATUM["World Geodetic System 1984",ELLIPSOID["WGS 84",6378137,298.257223563]],'
-                'CS[ellipsoidal,2],AXIS["latitude",north],AXIS["longitude",east],ANGLEUNIT["degree",0.0174532925199433]]')
+        return (
+            "+proj=longlat +datum=WGS84 +no_defs",
+            'GEOGCRS["WGS 84",DATUM["World Geodetic System 1984",ELLIPSOID["WGS 84",6378137,298.257223563]],'
+            'CS[ellipsoidal,2],AXIS["latitude",north],AXIS["longitude",east],ANGLEUNIT["degree",0.0174532925199433]]',
+        )
     if model != 1:
         raise GeoTiffError(f"GTModelTypeGeoKey={model} is not projected (1) or geographic (2)")
     code = keys.get(PROJECTED_CS_TYPE, USER_DEFINED)
@@ -199,8 +222,10 @@ def crs_from_geokeys(keys: dict) -> tuple[str, str]:
     transform = keys.get(PROJ_COORD_TRANS)
     if transform == CT_POLAR_STEREOGRAPHIC:
         return _polar_stereographic(keys)
-    raise GeoTiffError(f"ProjCoordTransGeoKey={transform} is not supported (only polar stereographic, 15, "
-                       "as used by Comephore); convert the file to netCDF with a crs_wkt attribute instead")
+    raise GeoTiffError(
+        f"ProjCoordTransGeoKey={transform} is not supported (only polar stereographic, 15, "
+        "as used by Comephore); convert the file to netCDF with a crs_wkt attribute instead"
+    )
 
 
 def grid_from_tags(tags: dict, width: int, height: int) -> Grid:
@@ -234,13 +259,19 @@ def read_geotiff(source) -> tuple[np.ndarray, Grid, dict]:
             page = tif.pages[0]
             tags = {tag.code: tag.value for tag in page.tags.values()}
             offsets, counts = page.dataoffsets, page.databytecounts
-            if (in_memory and page.compression == 1 and page.samplesperpixel == 1 and len(page.shape) == 2
-                    and all(o + c == n for o, c, n in zip(offsets, counts, offsets[1:]))
-                    and offsets[0] + sum(counts) <= len(source)):
+            if (
+                in_memory
+                and page.compression == 1
+                and page.samplesperpixel == 1
+                and len(page.shape) == 2
+                and all(o + c == n for o, c, n in zip(offsets, counts, offsets[1:]))
+                and offsets[0] + sum(counts) <= len(source)
+            ):
                 # uncompressed strips stored back to back (Comephore's layout): a view of the bytes
                 dtype = page.dtype.newbyteorder(tif.byteorder)
-                data = np.frombuffer(source, dtype=dtype, count=page.shape[0] * page.shape[1],
-                                     offset=offsets[0]).reshape(page.shape)
+                data = np.frombuffer(
+                    source, dtype=dtype, count=page.shape[0] * page.shape[1], offset=offsets[0]
+                ).reshape(page.shape)
             else:
                 data = page.asarray()
     except GeoTiffError:
@@ -281,9 +312,11 @@ class GeoTags:
                 doubles.append(value)
             else:
                 directory += [key, 0, 1, int(value)]
-        tags = [(TAG_PIXEL_SCALE, "d", 3, tuple(self.pixel_scale), True),
-                (TAG_TIEPOINT, "d", 6, tuple(self.tiepoint), True),
-                (TAG_GEOKEYS, "H", len(directory), tuple(directory), True)]
+        tags = [
+            (TAG_PIXEL_SCALE, "d", 3, tuple(self.pixel_scale), True),
+            (TAG_TIEPOINT, "d", 6, tuple(self.tiepoint), True),
+            (TAG_GEOKEYS, "H", len(directory), tuple(directory), True),
+        ]
         if doubles:
             tags.append((TAG_GEO_DOUBLES, "d", len(doubles), tuple(doubles), True))
         if ascii_:
@@ -291,12 +324,29 @@ class GeoTags:
         return tags
 
 
-def write_geotiff(target, data: np.ndarray, geotags: GeoTags, *, description: str, datetime: str,
-                  software: str, artist: str, host: str = "hpcsr", rows_per_strip: int = 64) -> None:
+def write_geotiff(
+    target,
+    data: np.ndarray,
+    geotags: GeoTags,
+    *,
+    description: str,
+    datetime: str,
+    software: str,
+    artist: str,
+    host: str = "hpcsr",
+    rows_per_strip: int = 64,
+) -> None:
     """Write a single-band uncompressed GeoTIFF (path or binary stream) with the descriptive tags
     Meteo-France's files carry (tifffile leaves out SampleFormat for unsigned integers, TIFF's default)."""
     extratags = geotags.extratags() + [(315, "s", 0, artist, True), (316, "s", 0, host, True)]
-    tifffile.imwrite(target, data, photometric="minisblack", rowsperstrip=rows_per_strip,
-                     description=description, datetime=datetime, software=software,
-                     metadata=None, extratags=extratags)
-
+    tifffile.imwrite(
+        target,
+        data,
+        photometric="minisblack",
+        rowsperstrip=rows_per_strip,
+        description=description,
+        datetime=datetime,
+        software=software,
+        metadata=None,
+        extratags=extratags,
+    )

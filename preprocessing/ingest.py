@@ -57,12 +57,16 @@ class IngestConfig:
 
     def __post_init__(self):
         if bool(self.comephore) == bool(self.netcdf):
-            raise ValueError("give either Comephore inputs (--comephore) or netCDF inputs (--netcdf), not both or neither: "
-                             "one HR store holds one dataset on one grid")
+            raise ValueError(
+                "give either Comephore inputs (--comephore) or netCDF inputs (--netcdf), not both or neither: "
+                "one HR store holds one dataset on one grid"
+            )
         if self.on_bad_input not in ("skip", "fail"):
             raise ValueError(f"on_bad_input={self.on_bad_input!r}: use 'skip' or 'fail'")
         if self.comephore and self.cadence_minutes != 60:
-            raise ValueError(f"cadence {self.cadence_minutes} min with Comephore input: Comephore is hourly, use --cadence 60")
+            raise ValueError(
+                f"cadence {self.cadence_minutes} min with Comephore input: Comephore is hourly, use --cadence 60"
+            )
         if self.cadence_minutes < 1 or self.unit_frames < 1:
             raise ValueError(f"cadence_minutes={self.cadence_minutes} and unit_frames={self.unit_frames} must be >= 1")
         cap_amount(self.cap_mm_per_hour, 60)
@@ -76,7 +80,9 @@ class IngestConfig:
         if self.encoding is not None:
             enc = Encoding.parse(self.encoding)
             if self.comephore and enc != Encoding("uint16", comephore.UNITS_PER_MM):
-                raise ValueError(f"encoding {self.encoding} for Comephore: its tenths of mm are stored as uint16/10 (lossless)")
+                raise ValueError(
+                    f"encoding {self.encoding} for Comephore: its tenths of mm are stored as uint16/10 (lossless)"
+                )
             return enc
         return Encoding("uint16", comephore.UNITS_PER_MM) if self.comephore else Encoding("float32")
 
@@ -107,8 +113,14 @@ def _day_label(end_s: int, cadence_s: int) -> str:
 
 def plan_units(cfg: IngestConfig) -> tuple[list[Unit], list[dict], dict]:
     """Units of work, records of skipped inputs, and netCDF plans by path (rank 0 runs this)."""
-    settings = (cfg.cadence_minutes, cfg.cap_mm_per_hour, cfg.store_encoding().dtype,
-                cfg.store_encoding().units_per_mm, asdict(cfg.layout), FORMAT_VERSION)
+    settings = (
+        cfg.cadence_minutes,
+        cfg.cap_mm_per_hour,
+        cfg.store_encoding().dtype,
+        cfg.store_encoding().units_per_mm,
+        asdict(cfg.layout),
+        FORMAT_VERSION,
+    )
     units, plans = [], {}
     cadence_s = cfg.cadence_minutes * 60
     if cfg.comephore:
@@ -118,9 +130,11 @@ def plan_units(cfg: IngestConfig) -> tuple[list[Unit], list[dict], dict]:
             groups.setdefault((ref.container, _day_label(ref.time, cadence_s)), []).append(ref)
         for (container, day), members in groups.items():
             for j in range(0, len(members), cfg.unit_frames):
-                chunk = tuple(members[j:j + cfg.unit_frames])
+                chunk = tuple(members[j : j + cfg.unit_frames])
                 uid = f"{Path(container).name}__{day}_{j // cfg.unit_frames}"
-                key = text_hash(comephore.container_fingerprint(container), [(r.member, r.offset, r.size) for r in chunk], settings)
+                key = text_hash(
+                    comephore.container_fingerprint(container), [(r.member, r.offset, r.size) for r in chunk], settings
+                )
                 units.append(Unit(uid, container, chunk, len(chunk), key))
     else:
         skipped = []
@@ -157,10 +171,13 @@ def _frames_comephore(unit: Unit, cfg: IngestConfig, skipped: list):
         except (GeoTiffError, OSError) as exc:
             reason = str(exc)
             if cfg.on_bad_input == "fail":
-                raise BadInputError(f"{ref.label}: {reason}; rerun with --on-bad-input skip to record it as a gap") from exc
+                raise BadInputError(
+                    f"{ref.label}: {reason}; rerun with --on-bad-input skip to record it as a gap"
+                ) from exc
             log.warning("skipping %s: %s (recorded as a gap)", ref.label, reason)
-            skipped.append({"input": ref.container, "member": ref.member, "time": ref.time, "kind": "unreadable",
-                            "reason": reason})
+            skipped.append(
+                {"input": ref.container, "member": ref.member, "time": ref.time, "kind": "unreadable", "reason": reason}
+            )
             continue
         raw, qc, valid = clean_coded(raw, comephore.MISSING, comephore.UNITS_PER_MM, limit)
         yield ref.time, raw, valid, grid, qc, ref.label
@@ -176,9 +193,19 @@ def _frames_netcdf(unit: Unit, cfg: IngestConfig, plan, enc: Encoding):
 
 
 def _grid_attrs(grid: Grid) -> str:
-    return json.dumps({"width": grid.width, "height": grid.height, "x0": grid.x0, "y0": grid.y0, "dx": grid.dx,
-                       "dy": grid.dy, "crs_proj4": grid.crs_proj4, "crs_wkt": grid.crs_wkt,
-                       "geokeys": {str(k): v for k, v in grid.geokeys.items()}})
+    return json.dumps(
+        {
+            "width": grid.width,
+            "height": grid.height,
+            "x0": grid.x0,
+            "y0": grid.y0,
+            "dx": grid.dx,
+            "dy": grid.dy,
+            "crs_proj4": grid.crs_proj4,
+            "crs_wkt": grid.crs_wkt,
+            "geokeys": {str(k): v for k, v in grid.geokeys.items()},
+        }
+    )
 
 
 def _grid_from_attrs(text: str) -> Grid:
@@ -191,7 +218,7 @@ def write_unit(out: Path, unit: Unit, cfg: IngestConfig, plan=None, progress=Non
     """Read one unit's frames and write its part file atomically. Returns a small summary."""
     enc = cfg.store_encoding()
     skipped: list[dict] = []
-    frames = (_frames_comephore(unit, cfg, skipped) if cfg.comephore else _frames_netcdf(unit, cfg, plan, enc))
+    frames = _frames_comephore(unit, cfg, skipped) if cfg.comephore else _frames_netcdf(unit, cfg, plan, enc)
     t0 = time.perf_counter()
     n_read = 0
     with AtomicPath(out / unit.part) as tmp:
@@ -207,12 +234,21 @@ def write_unit(out: Path, unit: Unit, cfg: IngestConfig, plan=None, progress=Non
                     ds = cfg.layout.create(f, "precip", (0, grid.height, grid.width), stored.dtype, enc.fill)
                     valid_any = np.zeros((grid.height, grid.width), bool)
                 elif not grid.same_as(grid0):
-                    raise ValueError(f"grid changes inside the dataset: {label} has {grid.describe()} but {label0} has "
-                                     f"{grid0.describe()}: give inputs on one grid (one HR store per grid)")
+                    raise ValueError(
+                        f"grid changes inside the dataset: {label} has {grid.describe()} but {label0} has "
+                        f"{grid0.describe()}: give inputs on one grid (one HR store per grid)"
+                    )
                 n_valid = int(np.count_nonzero(ok))
                 if n_valid == 0:
-                    skipped.append({"input": unit.container, "member": label, "time": int(end), "kind": "all-missing",
-                                    "reason": "all values missing"})
+                    skipped.append(
+                        {
+                            "input": unit.container,
+                            "member": label,
+                            "time": int(end),
+                            "kind": "all-missing",
+                            "reason": "all values missing",
+                        }
+                    )
                     continue
                 valid_any |= ok
                 ds.resize(len(times) + 1, axis=0)
@@ -228,7 +264,13 @@ def write_unit(out: Path, unit: Unit, cfg: IngestConfig, plan=None, progress=Non
             f.create_dataset("valid_count", data=np.asarray(valid, np.int64))
             if valid_any is not None:
                 f.create_dataset("valid_any", data=valid_any.astype(np.uint8))
-    return {"unit": unit.uid, "frames": n_read, "kept": len(times), "skipped": len(skipped), "seconds": time.perf_counter() - t0}
+    return {
+        "unit": unit.uid,
+        "frames": n_read,
+        "kept": len(times),
+        "skipped": len(skipped),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def _gaps(times: np.ndarray, step_s: int) -> np.ndarray:
@@ -238,8 +280,9 @@ def _gaps(times: np.ndarray, step_s: int) -> np.ndarray:
     return np.stack([times[at] + step_s, times[at + 1] - step_s], axis=1) if at.size else np.zeros((0, 2), np.int64)
 
 
-def assemble(out: Path, units: list[Unit], cfg: IngestConfig, listing_skipped: list[dict], provenance: dict,
-             plans: dict) -> Path:
+def assemble(
+    out: Path, units: list[Unit], cfg: IngestConfig, listing_skipped: list[dict], provenance: dict, plans: dict
+) -> Path:
     """Merge the parts of all units into `out/hr.h5` (atomic). Chunks are copied, not recompressed."""
     enc = cfg.store_encoding()
     step_s = cfg.cadence_minutes * 60
@@ -254,25 +297,33 @@ def assemble(out: Path, units: list[Unit], cfg: IngestConfig, listing_skipped: l
             if grid0 is None:
                 grid0, label0 = grid, u.container
             elif not grid.same_as(grid0):
-                raise ValueError(f"grid changes inside the dataset: {u.container} has {grid.describe()} but {label0} has "
-                                 f"{grid0.describe()}: give inputs on one grid (one HR store per grid)")
+                raise ValueError(
+                    f"grid changes inside the dataset: {u.container} has {grid.describe()} but {label0} has "
+                    f"{grid0.describe()}: give inputs on one grid (one HR store per grid)"
+                )
             index += [(int(t), p, i) for i, t in enumerate(f["time"][()])]
         if not index:  # checked before anything is replaced: a failed rerun leaves the last store as it was
-            raise ValueError("no usable frame in the inputs (all unreadable or all missing): see the warnings above; "
-                             f"{out / HR_FILE} was left as it was")
+            raise ValueError(
+                "no usable frame in the inputs (all unreadable or all missing): see the warnings above; "
+                f"{out / HR_FILE} was left as it was"
+            )
         index.sort()
         times = np.asarray([t for t, _, _ in index], np.int64)
         dup = np.flatnonzero(np.diff(times) == 0)
         if dup.size:
             t, a, _ = index[dup[0]]
             b = index[dup[0] + 1][1]
-            raise ValueError(f"the step ending {np.datetime64(t, 's')} is in both {units[a].container} and "
-                             f"{units[b].container}: remove the overlap")
+            raise ValueError(
+                f"the step ending {np.datetime64(t, 's')} is in both {units[a].container} and "
+                f"{units[b].container}: remove the overlap"
+            )
         off = times % step_s
         if np.any(off):
             bad = times[np.flatnonzero(off)[0]]
-            raise ValueError(f"step ending {np.datetime64(int(bad), 's')} is not on the {cfg.cadence_minutes}-min grid: "
-                             "check --cadence or the file's time axis")
+            raise ValueError(
+                f"step ending {np.datetime64(int(bad), 's')} is not on the {cfg.cadence_minutes}-min grid: "
+                "check --cadence or the file's time axis"
+            )
         shape = (len(times), grid0.height, grid0.width)
         dtype = np.uint16 if enc.dtype == "uint16" else np.float32
         with AtomicPath(out / HR_FILE) as tmp, h5py.File(tmp, "w") as f:
@@ -305,10 +356,19 @@ def assemble(out: Path, units: list[Unit], cfg: IngestConfig, listing_skipped: l
             first_plan = next(iter(plans.values()), None)
             x_units, y_units = ("m", "m") if cfg.comephore else (first_plan.x_units, first_plan.y_units)
             attrs = {
-                "format": HR_FORMAT, "format_version": FORMAT_VERSION, "interval_minutes": cfg.cadence_minutes,
-                "units": "mm", "source_kind": cfg.source_kind, "crs_proj4": grid0.crs_proj4, "crs_wkt": grid0.crs_wkt,
-                "transform": np.asarray(grid0.transform, np.float64), "x_units": x_units, "y_units": y_units,
-                "encoding": enc.dtype, "units_per_mm": enc.units_per_mm, "fill_value": enc.fill,
+                "format": HR_FORMAT,
+                "format_version": FORMAT_VERSION,
+                "interval_minutes": cfg.cadence_minutes,
+                "units": "mm",
+                "source_kind": cfg.source_kind,
+                "crs_proj4": grid0.crs_proj4,
+                "crs_wkt": grid0.crs_wkt,
+                "transform": np.asarray(grid0.transform, np.float64),
+                "x_units": x_units,
+                "y_units": y_units,
+                "encoding": enc.dtype,
+                "units_per_mm": enc.units_per_mm,
+                "fill_value": enc.fill,
                 "cap_mm_per_hour": float(cfg.cap_mm_per_hour),
                 "geokeys": json.dumps({str(k): v for k, v in grid0.geokeys.items()}),
                 "skipped": json.dumps(sorted(skipped, key=lambda r: (r["time"] or 0, r["input"], r["member"]))),
@@ -317,12 +377,22 @@ def assemble(out: Path, units: list[Unit], cfg: IngestConfig, listing_skipped: l
             f.attrs.update(attrs)
         by_kind = skipped_by_kind(skipped)
         lost = sum(int(r.get("hours_lost") or 0) for r in skipped)
-        log.info("hr.h5: %d frames of %d x %d from %s to %s, %d gap(s)%s; masked %d negative and %d implausible "
-                 "(> %g mm/h) values; %d values missing in the source; skipped: %s (attribute 'skipped')",
-                 shape[0], shape[1], shape[2], np.datetime64(int(times[0]), "s"), np.datetime64(int(times[-1]), "s"),
-                 len(_gaps(times, step_s)), f" and {lost} hour(s) lost at the end of damaged archives" if lost else "",
-                 qc[:, 1].sum(), qc[:, 2].sum(), cfg.cap_mm_per_hour, qc[:, 0].sum(),
-                 ", ".join(f"{n} {kind}" for kind, n in by_kind.items()) or "nothing")
+        log.info(
+            "hr.h5: %d frames of %d x %d from %s to %s, %d gap(s)%s; masked %d negative and %d implausible "
+            "(> %g mm/h) values; %d values missing in the source; skipped: %s (attribute 'skipped')",
+            shape[0],
+            shape[1],
+            shape[2],
+            np.datetime64(int(times[0]), "s"),
+            np.datetime64(int(times[-1]), "s"),
+            len(_gaps(times, step_s)),
+            f" and {lost} hour(s) lost at the end of damaged archives" if lost else "",
+            qc[:, 1].sum(),
+            qc[:, 2].sum(),
+            cfg.cap_mm_per_hour,
+            qc[:, 0].sum(),
+            ", ".join(f"{n} {kind}" for kind, n in by_kind.items()) or "nothing",
+        )
     finally:
         for part in parts:
             part.close()
@@ -360,10 +430,19 @@ def ingest(out_dir, cfg: IngestConfig, comm, progress: bool = True) -> dict:
     todo = [] if done_before else [u for u in units if not _part_complete(out, u)]
     mine = share_of_units(todo, comm.size)[comm.rank]
     if comm.rank == 0:
-        log.info("ingest: %d units (%d frames), %d already done, %d ranks", len(units),
-                 sum(u.n_frames for u in units), len(units) - len(todo), comm.size)
-    bar = tqdm(total=sum(u.n_frames for u in mine), desc=f"ingest rank {comm.rank}", unit="frame",
-               disable=(not progress) or comm.rank != 0)
+        log.info(
+            "ingest: %d units (%d frames), %d already done, %d ranks",
+            len(units),
+            sum(u.n_frames for u in units),
+            len(units) - len(todo),
+            comm.size,
+        )
+    bar = tqdm(
+        total=sum(u.n_frames for u in mine),
+        desc=f"ingest rank {comm.rank}",
+        unit="frame",
+        disable=(not progress) or comm.rank != 0,
+    )
     t0 = time.perf_counter()
 
     def work():
@@ -374,19 +453,29 @@ def ingest(out_dir, cfg: IngestConfig, comm, progress: bool = True) -> dict:
     elapsed = time.perf_counter() - t0
     n_mine = sum(s["frames"] for s in summaries[comm.rank])
     if mine:
-        log.info("rank %d: %d frames in %.1f s (%.1f frames/s)", comm.rank, n_mine, elapsed, n_mine / max(elapsed, 1e-9))
+        log.info(
+            "rank %d: %d frames in %.1f s (%.1f frames/s)", comm.rank, n_mine, elapsed, n_mine / max(elapsed, 1e-9)
+        )
 
     def finish():
         manifest = Manifest(out)
         if done_before:
             return manifest.entries[HR_FILE]
-        provenance = {"step": "ingest", **code_version(), "config": cfg.record(),
-                      "inputs": [input_record(p) for p in sorted({u.container for u in units})]}
+        provenance = {
+            "step": "ingest",
+            **code_version(),
+            "config": cfg.record(),
+            "inputs": [input_record(p) for p in sorted({u.container for u in units})],
+        }
         assemble(out, units, cfg, listing_skipped, provenance, plans)
         with h5py.File(out / HR_FILE, "r") as f:
             skipped = json.loads(f.attrs["skipped"])
-        return manifest.record(HR_FILE, key, skipped=skipped_by_kind(skipped),
-                               hours_lost=sum(int(r.get("hours_lost") or 0) for r in skipped))
+        return manifest.record(
+            HR_FILE,
+            key,
+            skipped=skipped_by_kind(skipped),
+            hours_lost=sum(int(r.get("hours_lost") or 0) for r in skipped),
+        )
 
     entry = comm.run_step("assembling hr.h5", lambda: finish() if comm.rank == 0 else None)[0]
     return entry

@@ -60,8 +60,15 @@ class StoreLayout:
     def create(self, group, name: str, shape: tuple, dtype, fill):
         """Create a (T, Y, X) dataset of this layout in `group` (T may be 0 for a growing dataset)."""
         _, ny, nx = shape
-        return group.create_dataset(name, shape=shape, dtype=dtype, chunks=(1, min(self.chunk, ny), min(self.chunk, nx)),
-                                    fillvalue=fill, maxshape=(None, ny, nx), **compression_kwargs(self.compression))
+        return group.create_dataset(
+            name,
+            shape=shape,
+            dtype=dtype,
+            chunks=(1, min(self.chunk, ny), min(self.chunk, nx)),
+            fillvalue=fill,
+            maxshape=(None, ny, nx),
+            **compression_kwargs(self.compression),
+        )
 
 
 @dataclass(frozen=True)
@@ -101,13 +108,17 @@ class Encoding:
         codes = np.rint(np.nan_to_num(scaled, nan=0.0))
         finite = ~np.isnan(mm)
         if codes.max(initial=0) >= 65535:
-            raise ValueError(f"{label}: {np.nanmax(mm)} mm does not fit uint16/{self.units_per_mm}: use --encoding float32")
-        back = (codes.astype(np.float32) / np.float32(self.units_per_mm))
+            raise ValueError(
+                f"{label}: {np.nanmax(mm)} mm does not fit uint16/{self.units_per_mm}: use --encoding float32"
+            )
+        back = codes.astype(np.float32) / np.float32(self.units_per_mm)
         bad = finite & (back != mm)
         if bad.any():
             value = mm[bad][0]
-            raise ValueError(f"{label}: value {value!r} mm is not a multiple of 1/{self.units_per_mm} mm, "
-                             "so uint16 storage would change it: use --encoding float32 (lossless)")
+            raise ValueError(
+                f"{label}: value {value!r} mm is not a multiple of 1/{self.units_per_mm} mm, "
+                "so uint16 storage would change it: use --encoding float32 (lossless)"
+            )
         out = codes.astype(np.uint16)
         out[~finite] = 65535
         return out

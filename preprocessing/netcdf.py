@@ -42,8 +42,9 @@ def _time_seconds(values: np.ndarray, units: str, path: str) -> np.ndarray:
         hms = [float(v) for v in (clock or "0").rstrip("Z").split(":")] + [0.0, 0.0]
     except ValueError:
         raise ValueError(f"{path}: reference date of time units {units!r} not understood") from None
-    ref = (np.datetime64(f"{year:04d}-{month:02d}-{date:02d}", "s").astype(np.int64)
-           + round(3600 * hms[0] + 60 * hms[1] + hms[2]))
+    ref = np.datetime64(f"{year:04d}-{month:02d}-{date:02d}", "s").astype(np.int64) + round(
+        3600 * hms[0] + 60 * hms[1] + hms[2]
+    )
     seconds = np.asarray(values, dtype=np.float64) * _UNIT_SECONDS[unit.rstrip("s")] + ref
     rounded = np.rint(seconds).astype(np.int64)
     if np.any(np.abs(seconds - rounded) > 1e-3):
@@ -56,7 +57,9 @@ def _regular(coord: np.ndarray, name: str, path: str) -> float:
         raise ValueError(f"{path}: coordinate {name} must be 1-D with >= 2 values")
     step = np.diff(coord)
     if not np.allclose(step, step[0], rtol=1e-6, atol=1e-9 * max(1.0, abs(step[0]))):
-        raise ValueError(f"{path}: coordinate {name} is not regularly spaced (steps {step.min()}..{step.max()}): regrid it first")
+        raise ValueError(
+            f"{path}: coordinate {name} is not regularly spaced (steps {step.min()}..{step.max()}): regrid it first"
+        )
     return float((coord[-1] - coord[0]) / (coord.size - 1))
 
 
@@ -77,15 +80,19 @@ def plan_file(path: str, cadence_minutes: int, interval_minutes: int | None = No
     """Read the axes of one file and decide its output steps; returns (plan, skipped records)."""
     with netCDF4.Dataset(path) as ds:
         if PRECIP not in ds.variables:
-            raise ValueError(f"{path} has no variable '{PRECIP}' (variables: {', '.join(ds.variables)}): "
-                             "rename the precipitation variable to precip(time, y, x)")
+            raise ValueError(
+                f"{path} has no variable '{PRECIP}' (variables: {', '.join(ds.variables)}): "
+                "rename the precipitation variable to precip(time, y, x)"
+            )
         var = ds.variables[PRECIP]
         if var.dimensions != ("time", "y", "x"):
             raise ValueError(f"{path}: precip has dimensions {var.dimensions}, expected (time, y, x)")
         if interval_minutes is None:
             attr = getattr(var, "interval_minutes", getattr(ds, "interval_minutes", None))
             if attr is None:
-                raise ValueError(f"{path}: no interval_minutes attribute on precip or the file: pass --source-interval MINUTES")
+                raise ValueError(
+                    f"{path}: no interval_minutes attribute on precip or the file: pass --source-interval MINUTES"
+                )
             interval_minutes = float(attr)
         if abs(interval_minutes - round(interval_minutes)) > 1e-9 or interval_minutes <= 0:
             raise ValueError(f"{path}: interval_minutes={interval_minutes} must be a positive whole number of minutes")
@@ -94,8 +101,10 @@ def plan_file(path: str, cadence_minutes: int, interval_minutes: int | None = No
         tvar.set_auto_mask(False)
         calendar = str(getattr(tvar, "calendar", "standard")).lower()
         if calendar not in REAL_CALENDARS:
-            raise ValueError(f"{path}: time calendar {calendar!r} is not the real-world one (radar data need one of "
-                             f"{', '.join(REAL_CALENDARS)})")
+            raise ValueError(
+                f"{path}: time calendar {calendar!r} is not the real-world one (radar data need one of "
+                f"{', '.join(REAL_CALENDARS)})"
+            )
         times = _time_seconds(tvar[:], getattr(tvar, "units", ""), path)
         x = np.asarray(ds.variables["x"][:], dtype=np.float64)
         y = np.asarray(ds.variables["y"][:], dtype=np.float64)
@@ -110,8 +119,10 @@ def plan_file(path: str, cadence_minutes: int, interval_minutes: int | None = No
     dx, dy = _regular(x, "x", path), _regular(y, "y", path)
     grid = Grid(len(x), len(y), x[0] - dx / 2, y[0] - dy / 2, dx, dy, proj4, wkt)
     if cadence_minutes % interval_minutes:
-        raise ValueError(f"{path}: source steps of {interval_minutes} min cannot be summed to a cadence of "
-                         f"{cadence_minutes} min: choose --cadence as a multiple of {interval_minutes}")
+        raise ValueError(
+            f"{path}: source steps of {interval_minutes} min cannot be summed to a cadence of "
+            f"{cadence_minutes} min: choose --cadence as a multiple of {interval_minutes}"
+        )
     if np.any(np.diff(times) <= 0):
         raise ValueError(f"{path}: time axis is not strictly increasing")
     k = cadence_minutes // interval_minutes
@@ -124,20 +135,45 @@ def plan_file(path: str, cadence_minutes: int, interval_minutes: int | None = No
         have = [index.get(w) for w in wanted]
         if None in have:
             n = k - have.count(None)
-            skipped.append({"input": path, "member": "", "time": int(end), "kind": "incomplete-step",
-                            "reason": f"only {n} of {k} source steps of the {cadence_minutes}-min step in the file"})
+            skipped.append(
+                {
+                    "input": path,
+                    "member": "",
+                    "time": int(end),
+                    "kind": "incomplete-step",
+                    "reason": f"only {n} of {k} source steps of the {cadence_minutes}-min step in the file",
+                }
+            )
             continue
         out_times.append(int(end))
         sources.append(have)
     on_grid = {int(end - j * step_s) for end in ends for j in range(k)}
     for t in times:  # source steps no output step takes: off the file's own step grid
         if int(t) not in on_grid:
-            log.warning("%s: step ending %s is off the %d-min grid of the file: skipped", path,
-                        np.datetime64(int(t), "s"), interval_minutes)
-            skipped.append({"input": path, "member": "", "time": int(t), "kind": "off-grid",
-                            "reason": f"step end not on the {interval_minutes}-min grid of the file"})
-    plan = NetcdfPlan(path, grid, interval_minutes, np.asarray(out_times, np.int64),
-                      np.asarray(sources, np.int64).reshape(-1, k), x_units, y_units)
+            log.warning(
+                "%s: step ending %s is off the %d-min grid of the file: skipped",
+                path,
+                np.datetime64(int(t), "s"),
+                interval_minutes,
+            )
+            skipped.append(
+                {
+                    "input": path,
+                    "member": "",
+                    "time": int(t),
+                    "kind": "off-grid",
+                    "reason": f"step end not on the {interval_minutes}-min grid of the file",
+                }
+            )
+    plan = NetcdfPlan(
+        path,
+        grid,
+        interval_minutes,
+        np.asarray(out_times, np.int64),
+        np.asarray(sources, np.int64).reshape(-1, k),
+        x_units,
+        y_units,
+    )
     return plan, skipped
 
 

@@ -17,8 +17,12 @@ def code_version() -> dict:
     repo = Path(__file__).resolve().parents[1]
     git = None
     try:
-        out = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty", "--tags"],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "-C", str(repo), "describe", "--always", "--dirty", "--tags"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         if out.returncode == 0:
             git = out.stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):

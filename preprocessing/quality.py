@@ -36,8 +36,9 @@ def cap_amount(cap_mm_per_hour: float, interval_minutes: float) -> float:
     return cap_mm_per_hour * interval_minutes / 60.0
 
 
-def clean_coded(raw: np.ndarray, missing_code: int, units_per_mm: int,
-                limit_mm: float) -> tuple[np.ndarray, FrameQC, np.ndarray]:
+def clean_coded(
+    raw: np.ndarray, missing_code: int, units_per_mm: int, limit_mm: float
+) -> tuple[np.ndarray, FrameQC, np.ndarray]:
     """Integer-coded frame (e.g. Comephore tenths): values above `limit_mm` become `missing_code`.
     Returns the frame (a cleaned copy only when something was masked), its counts and its mask of
     valid values (not missing after cleaning)."""

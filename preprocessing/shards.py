@@ -64,8 +64,14 @@ class ShardConfig:
             raise ValueError(f"window_frames={self.window_frames} must be >= 6")
 
     def record(self) -> dict:
-        return {"pairs": [p.name for p in self.pairs], "min_valid": self.min_valid, "phase_minutes": self.phase_minutes,
-                "splits": asdict(self.splits), "wet_threshold": self.wet_threshold, "layout": asdict(self.layout)}
+        return {
+            "pairs": [p.name for p in self.pairs],
+            "min_valid": self.min_valid,
+            "phase_minutes": self.phase_minutes,
+            "splits": asdict(self.splits),
+            "wet_threshold": self.wet_threshold,
+            "layout": asdict(self.layout),
+        }
 
 
 @dataclass
@@ -93,14 +99,24 @@ class PairPlan:
 def warn_empty_splits(name: str, split: np.ndarray, ranges: dict, first_s: int, last_s: int, splits: SplitSpec) -> None:
     """A warning for each split that gets no block although it was asked for (bounds outside the
     data, a range shorter than a block); a zero fraction asks for none."""
-    asked = set(SPLIT_CODES) if splits.bounds is not None else {
-        label for label, share in zip(SPLIT_CODES, splits.fractions) if share > 0}
+    asked = (
+        set(SPLIT_CODES)
+        if splits.bounds is not None
+        else {label for label, share in zip(SPLIT_CODES, splits.fractions) if share > 0}
+    )
     for label, code in SPLIT_CODES.items():
         lo, hi = ranges[label]
         if label in asked and not np.any(split == code):
-            log.warning("%s: split %r holds no block: its range %s .. %s does not hold a whole block of the data "
-                        "(%s .. %s); check --split-bounds / --split-fractions", name, label, np.datetime64(int(lo), "s"),
-                        np.datetime64(int(hi), "s"), np.datetime64(first_s, "s"), np.datetime64(last_s, "s"))
+            log.warning(
+                "%s: split %r holds no block: its range %s .. %s does not hold a whole block of the data "
+                "(%s .. %s); check --split-bounds / --split-fractions",
+                name,
+                label,
+                np.datetime64(int(lo), "s"),
+                np.datetime64(int(hi), "s"),
+                np.datetime64(first_s, "s"),
+                np.datetime64(last_s, "s"),
+            )
 
 
 def plan_pairs(store: HRStore, cfg: ShardConfig, hr_sha: str) -> tuple[list[PairPlan], dict]:
@@ -115,12 +131,24 @@ def plan_pairs(store: HRStore, cfg: ShardConfig, hr_sha: str) -> tuple[list[Pair
             raise ValueError(f"grid {ny} x {nx} is smaller than s={s}: drop {pair.name} from the pairs")
         y1, x1 = ny - ny % s, nx - nx % s
         if (y1, x1) != (ny, nx):
-            log.info("%s: grid %d x %d is not divisible by s=%d: using rows 0..%d and columns 0..%d "
-                     "(the last %d rows and %d columns are cropped)", pair.name, ny, nx, s, y1, x1, ny - y1, nx - x1)
+            log.info(
+                "%s: grid %d x %d is not divisible by s=%d: using rows 0..%d and columns 0..%d "
+                "(the last %d rows and %d columns are cropped)",
+                pair.name,
+                ny,
+                nx,
+                s,
+                y1,
+                x1,
+                ny - y1,
+                nx - x1,
+            )
         starts = block_starts(store.time_s, step_s, t, cfg.phase_minutes * 60)
         if starts.size == 0:
-            raise ValueError(f"{pair.name}: no complete block of {t} steps aligned to 00 UTC + {cfg.phase_minutes} min "
-                             f"in the HR store: check the data's time stamps or --phase-minutes")
+            raise ValueError(
+                f"{pair.name}: no complete block of {t} steps aligned to 00 UTC + {cfg.phase_minutes} min "
+                f"in the HR store: check the data's time stamps or --phase-minutes"
+            )
         end_s = store.time_s[starts + t - 1]
         split = split_codes(end_s - t * step_s, end_s, ranges)
         warn_empty_splits(pair.name, split, ranges, first_start, int(store.time_s[-1]), cfg.splits)
@@ -142,7 +170,7 @@ def coarsen_blocks(mm: np.ndarray, s: int, t: int, min_valid: float) -> np.ndarr
     out = np.empty((n // t, ny // s, nx // s), np.float32)
     rows = _strip_rows(s)
     for y in range(0, ny, rows):
-        out[:, y // s:(y + rows) // s] = coarsen(mm[:, y:y + rows], s, t, min_valid)
+        out[:, y // s : (y + rows) // s] = coarsen(mm[:, y : y + rows], s, t, min_valid)
     return out
 
 
@@ -188,8 +216,16 @@ def _part_complete(path: Path, key: str) -> bool:
         return False
 
 
-def compute_parts(out: Path, store: HRStore, plans: list[PairPlan], windows: list[tuple[int, int]], lo: int, hi: int,
-                  cfg: ShardConfig, progress) -> dict:
+def compute_parts(
+    out: Path,
+    store: HRStore,
+    plans: list[PairPlan],
+    windows: list[tuple[int, int]],
+    lo: int,
+    hi: int,
+    cfg: ShardConfig,
+    progress,
+) -> dict:
     """Process windows lo..hi-1 for every plan; returns ({pair name: part path relative to out}
     (empty when this rank has no window), {stage: seconds})."""
     parts, writers = {}, {}
@@ -215,20 +251,22 @@ def compute_parts(out: Path, store: HRStore, plans: list[PairPlan], windows: lis
     try:
         for a, b in windows[lo:hi]:
             t0 = time.perf_counter()
-            raw = raw_buf[:b - a]
-            store.precip.read_direct(raw, np.s_[a:b], np.s_[0:b - a])
+            raw = raw_buf[: b - a]
+            store.precip.read_direct(raw, np.s_[a:b], np.s_[0 : b - a])
             clock["read"] += time.perf_counter() - t0
             blocks = [_WindowBlocks(plan, a, b) for plan in active]
             for y in range(0, ny, rows):
                 t0 = time.perf_counter()
-                part = raw[:, y:y + rows]
+                part = raw[:, y : y + rows]
                 mm = decode(part, store.units_per_mm, store.fill_value)  # cache-sized, reused by malloc
                 t1 = time.perf_counter()
                 for wb in blocks:
                     wb.coarsen_rows(mm, y, cfg.min_valid)
                 clock["read"] += t1 - t0
                 clock["coarsen"] += time.perf_counter() - t1
-            frame_hist = functools.lru_cache(maxsize=None)(lambda k, raw=raw: st.code_histogram(raw[k], store.fill_value))
+            frame_hist = functools.lru_cache(maxsize=None)(
+                lambda k, raw=raw: st.code_histogram(raw[k], store.fill_value)
+            )
             for wb in blocks:
                 if wb.sel.size == 0:
                     continue
@@ -282,12 +320,23 @@ class _WindowBlocks:
             return
         for run in self.runs:
             h0 = int(self.plan.starts[self.sel[run[0]]]) - self.a
-            hr = mm[h0:h0 + t * run.size, :n_rows, x0:x1]
-            self.lr[run[0]:run[-1] + 1, y // s:(y + n_rows) // s] = coarsen_blocks(hr, s, t, min_valid)
+            hr = mm[h0 : h0 + t * run.size, :n_rows, x0:x1]
+            self.lr[run[0] : run[-1] + 1, y // s : (y + n_rows) // s] = coarsen_blocks(hr, s, t, min_valid)
 
 
-def _add_statistics(w: _PartWriter, plan: PairPlan, a: int, raw, lr, sel, train, coded: bool, frame_hist,
-                    store: HRStore, cfg: ShardConfig):
+def _add_statistics(
+    w: _PartWriter,
+    plan: PairPlan,
+    a: int,
+    raw,
+    lr,
+    sel,
+    train,
+    coded: bool,
+    frame_hist,
+    store: HRStore,
+    cfg: ShardConfig,
+):
     """Add the HR frames under the train blocks `sel[train]` and their LR values to the statistics."""
     t = plan.pair.t
     y0, y1, x0, x1 = plan.hr_window
@@ -310,8 +359,16 @@ def _add_statistics(w: _PartWriter, plan: PairPlan, a: int, raw, lr, sel, train,
         w.lr_hist = st.add_hist(w.lr_hist, h)
 
 
-def merge_pair(out: Path, plan: PairPlan, part_rels: list[str], store: HRStore, hr_path: Path, hr_sha: str,
-               ranges: dict, cfg: ShardConfig) -> dict:
+def merge_pair(
+    out: Path,
+    plan: PairPlan,
+    part_rels: list[str],
+    store: HRStore,
+    hr_path: Path,
+    hr_sha: str,
+    ranges: dict,
+    cfg: ShardConfig,
+) -> dict:
     """Merge the parts of one pair into its shard (atomic); returns {rel, key, sha256}."""
     parts = [h5py.File(out / rel, "r") for rel in part_rels]
     try:
@@ -328,12 +385,21 @@ def merge_pair(out: Path, plan: PairPlan, part_rels: list[str], store: HRStore, 
         # code histogram bins take the values the reader returns (decode), so statistics describe them exactly;
         # the fill code's bin is empty
         codes = np.arange(65536, dtype=np.uint16)
-        hr_values = (np.nan_to_num(decode(codes, store.units_per_mm, store.fill_value).astype(np.float64)) if coded
-                     else st.log_bin_values(len(hr_hist) if hr_hist is not None else 1))
-        hr_scalars, hr_arrays = st.summarise(hr_hist, None if coded else np.concatenate(hr_rows), hr_values,
-                                             cfg.wet_threshold, "hr")
-        lr_scalars, lr_arrays = st.summarise(lr_hist, np.concatenate(lr_rows), st.log_bin_values(len(lr_hist) if lr_hist is not None else 1),
-                                             cfg.wet_threshold, "lr")
+        hr_values = (
+            np.nan_to_num(decode(codes, store.units_per_mm, store.fill_value).astype(np.float64))
+            if coded
+            else st.log_bin_values(len(hr_hist) if hr_hist is not None else 1)
+        )
+        hr_scalars, hr_arrays = st.summarise(
+            hr_hist, None if coded else np.concatenate(hr_rows), hr_values, cfg.wet_threshold, "hr"
+        )
+        lr_scalars, lr_arrays = st.summarise(
+            lr_hist,
+            np.concatenate(lr_rows),
+            st.log_bin_values(len(lr_hist) if lr_hist is not None else 1),
+            cfg.wet_threshold,
+            "lr",
+        )
         n = len(plan.starts)
         ly, lx = plan.lr_shape
         s = plan.pair.s
@@ -354,36 +420,64 @@ def merge_pair(out: Path, plan: PairPlan, part_rels: list[str], store: HRStore, 
                         ds.id.write_direct_chunk((k, y, x), data, mask)
                     k += 1
             if k != n:
-                raise RuntimeError(f"{plan.pair.name}: parts hold {k} blocks, expected {n}: remove {out / PARTS_DIR} and rerun")
+                raise RuntimeError(
+                    f"{plan.pair.name}: parts hold {k} blocks, expected {n}: remove {out / PARTS_DIR} and rerun"
+                )
             f.create_dataset("time", data=plan.end_s.astype(np.int64))
             f.create_dataset("hr_start", data=plan.starts.astype(np.int64))
             f.create_dataset("split", data=plan.split)
             g = f.create_group("stats")
             dry = hr_scalars.pop("_hr_dry")
             lr_scalars.pop("_lr_dry")
-            g.attrs.update({**hr_scalars, **lr_scalars, "dry_fraction": dry / hr_scalars["count_hr"],
-                            "wet_threshold": cfg.wet_threshold, "quantiles_exact": coded})
+            g.attrs.update(
+                {
+                    **hr_scalars,
+                    **lr_scalars,
+                    "dry_fraction": dry / hr_scalars["count_hr"],
+                    "wet_threshold": cfg.wet_threshold,
+                    "quantiles_exact": coded,
+                }
+            )
             g.create_dataset("quantile_levels", data=np.asarray(st.QUANTILE_LEVELS))
             for name, values in {**hr_arrays, **lr_arrays}.items():
                 g.create_dataset(name, data=np.asarray(values, np.float64))
-            f.attrs.update({
-                "format": SHARD_FORMAT, "format_version": FORMAT_VERSION, "s": s, "t": plan.pair.t,
-                "pair": plan.pair.name, "interval_minutes": store.interval_minutes, "min_valid": cfg.min_valid,
-                "phase_minutes": cfg.phase_minutes, "hr_store": os.path.relpath(hr_path.resolve(), (out / plan.rel).parent.resolve()),
-                "hr_store_sha256": hr_sha, "hr_window": np.asarray(plan.hr_window, np.int64),
-                "lr_transform": np.asarray((x0, dx * s, 0.0, y0, 0.0, dy * s), np.float64),
-                "crs_proj4": store.crs_proj4, "crs_wkt": store.crs_wkt,
-                "splits": json.dumps(ranges, sort_keys=True),
-                "provenance": json.dumps({"step": "shards", **code_version(), "config": cfg.record(),
-                                          "hr_store_provenance": store.provenance}, sort_keys=True),
-            })
+            f.attrs.update(
+                {
+                    "format": SHARD_FORMAT,
+                    "format_version": FORMAT_VERSION,
+                    "s": s,
+                    "t": plan.pair.t,
+                    "pair": plan.pair.name,
+                    "interval_minutes": store.interval_minutes,
+                    "min_valid": cfg.min_valid,
+                    "phase_minutes": cfg.phase_minutes,
+                    "hr_store": os.path.relpath(hr_path.resolve(), (out / plan.rel).parent.resolve()),
+                    "hr_store_sha256": hr_sha,
+                    "hr_window": np.asarray(plan.hr_window, np.int64),
+                    "lr_transform": np.asarray((x0, dx * s, 0.0, y0, 0.0, dy * s), np.float64),
+                    "crs_proj4": store.crs_proj4,
+                    "crs_wkt": store.crs_wkt,
+                    "splits": json.dumps(ranges, sort_keys=True),
+                    "provenance": json.dumps(
+                        {
+                            "step": "shards",
+                            **code_version(),
+                            "config": cfg.record(),
+                            "hr_store_provenance": store.provenance,
+                        },
+                        sort_keys=True,
+                    ),
+                }
+            )
     finally:
         for p in parts:
             p.close()
     return {"rel": plan.rel, "key": plan.key, "sha256": sha256_file(out / plan.rel)}
 
 
-def make_shards(out_dir, cfg: ShardConfig, comm, progress: bool = True, store_path=None, timings: dict | None = None) -> dict:
+def make_shards(
+    out_dir, cfg: ShardConfig, comm, progress: bool = True, store_path=None, timings: dict | None = None
+) -> dict:
     """Build every shard of `cfg.pairs` from the HR store (default `<out_dir>/hr.h5`) into
     `<out_dir>/shards/` on all ranks; returns the manifest entries {rel: entry} of the shards.
     `timings`, when given, receives this rank's seconds by stage (read, coarsen, statistics, write,
@@ -391,7 +485,9 @@ def make_shards(out_dir, cfg: ShardConfig, comm, progress: bool = True, store_pa
     out = Path(out_dir)
     hr_path = Path(store_path) if store_path else out / HR_FILE
     if not hr_path.is_file():
-        raise FileNotFoundError(f"HR store {hr_path} does not exist: run `hpcsr-preprocess ingest --out {out} ...` first")
+        raise FileNotFoundError(
+            f"HR store {hr_path} does not exist: run `hpcsr-preprocess ingest --out {out} ...` first"
+        )
 
     def hr_checksum():
         entry = Manifest(out).entries.get(HR_FILE)
@@ -402,30 +498,57 @@ def make_shards(out_dir, cfg: ShardConfig, comm, progress: bool = True, store_pa
     hr_sha = comm.run_step("checking hr.h5", lambda: hr_checksum() if comm.rank == 0 else None)[0]
     store = HRStore(hr_path)
     plans, ranges = plan_pairs(store, cfg, hr_sha)
-    done = comm.bcast([p.pair.name for p in plans if Manifest(out).complete(p.rel, p.key, verify=False)]
-                      if comm.rank == 0 else None)
+    done = comm.bcast(
+        [p.pair.name for p in plans if Manifest(out).complete(p.rel, p.key, verify=False)] if comm.rank == 0 else None
+    )
     todo = [p for p in plans if p.pair.name not in done]
     if comm.rank == 0:
-        log.info("shards: %d pairs (%s), %d already complete, %d HR steps, %d ranks", len(plans),
-                 ", ".join(p.pair.name for p in plans), len(done), store.shape[0], comm.size)
+        log.info(
+            "shards: %d pairs (%s), %d already complete, %d HR steps, %d ranks",
+            len(plans),
+            ", ".join(p.pair.name for p in plans),
+            len(done),
+            store.shape[0],
+            comm.size,
+        )
     if todo:
         windows = window_cuts(store.shape[0], {p.pair.t: p.starts for p in todo}, cfg.window_frames)
         lo, hi = split_among(len(windows), comm.size, comm.rank)
         n_mine = sum(b - a for a, b in windows[lo:hi])
-        bar = tqdm(total=n_mine, desc=f"shards rank {comm.rank}", unit="frame", disable=(not progress) or comm.rank != 0)
+        bar = tqdm(
+            total=n_mine, desc=f"shards rank {comm.rank}", unit="frame", disable=(not progress) or comm.rank != 0
+        )
         t0 = time.perf_counter()
         results = comm.run_step("coarsening", compute_parts, out, store, todo, windows, lo, hi, cfg, bar)
         bar.close()
         elapsed = time.perf_counter() - t0
         all_parts = [parts for parts, _ in results]
         stages = ", ".join(f"{k} {v:.2f}" for k, v in results[comm.rank][1].items())
-        log.info("rank %d: %d HR frames x %d pairs in %.1f s (%.1f frames/s; seconds by stage: %s)", comm.rank, n_mine,
-                 len(todo), elapsed, n_mine / max(elapsed, 1e-9), stages or "none")
+        log.info(
+            "rank %d: %d HR frames x %d pairs in %.1f s (%.1f frames/s; seconds by stage: %s)",
+            comm.rank,
+            n_mine,
+            len(todo),
+            elapsed,
+            n_mine / max(elapsed, 1e-9),
+            stages or "none",
+        )
 
         def merge_mine():
-            return [merge_pair(out, plan, [parts[plan.pair.name] for parts in all_parts if parts], store, hr_path, hr_sha,
-                               ranges, cfg)
-                    for j, plan in enumerate(todo) if j % comm.size == comm.rank]
+            return [
+                merge_pair(
+                    out,
+                    plan,
+                    [parts[plan.pair.name] for parts in all_parts if parts],
+                    store,
+                    hr_path,
+                    hr_sha,
+                    ranges,
+                    cfg,
+                )
+                for j, plan in enumerate(todo)
+                if j % comm.size == comm.rank
+            ]
 
         t0 = time.perf_counter()
         merged = comm.run_step("merging shards", merge_mine)

@@ -35,8 +35,17 @@ def float_pieces(values: np.ndarray, wet_threshold: float) -> tuple[np.ndarray, 
     wet = np.extract(values > 0, values).astype(np.float64)
     lp = np.log1p(wet)
     dry = n - wet.size
-    row = np.array([n, wet.sum(), np.dot(wet, wet), lp.sum(), np.dot(lp, lp),
-                    dry + np.count_nonzero(wet < wet_threshold), wet.max(initial=0.0) if n else -np.inf])
+    row = np.array(
+        [
+            n,
+            wet.sum(),
+            np.dot(wet, wet),
+            lp.sum(),
+            np.dot(lp, lp),
+            dry + np.count_nonzero(wet < wet_threshold),
+            wet.max(initial=0.0) if n else -np.inf,
+        ]
+    )
     np.multiply(lp, LOG_BINS_PER_UNIT, out=wet)  # wet is no longer needed: its buffer takes the bin positions
     counts = np.bincount(wet.astype(np.int64))
     hist = np.empty(counts.size + 1, np.int64)
@@ -76,14 +85,17 @@ def _quantiles(hist: np.ndarray, values: np.ndarray, levels) -> list[float]:
     return out
 
 
-def summarise(hist: np.ndarray | None, rows: np.ndarray | None, value_of_bin: np.ndarray, wet_threshold: float,
-              prefix: str) -> tuple[dict, dict]:
+def summarise(
+    hist: np.ndarray | None, rows: np.ndarray | None, value_of_bin: np.ndarray, wet_threshold: float, prefix: str
+) -> tuple[dict, dict]:
     """({prefix_mean, prefix_std, prefix_log1p_mean, prefix_log1p_std, prefix_max, count_prefix},
     {prefix_quantiles: [...], prefix_wet_quantiles: [...]}) from a histogram and optional exact rows
     (rows None: moments from the histogram itself, exact for code histograms). Also 'dry' count."""
     if hist is None or hist.sum() == 0:
-        raise ValueError(f"no valid {prefix.upper()} value in the train split: the split is empty or all missing; "
-                         "give more data or change the split fractions/bounds")
+        raise ValueError(
+            f"no valid {prefix.upper()} value in the train split: the split is empty or all missing; "
+            "give more data or change the split fractions/bounds"
+        )
     hist = hist.astype(np.int64)
     vals = value_of_bin[: len(hist)]
     if rows is None:
@@ -97,10 +109,18 @@ def summarise(hist: np.ndarray | None, rows: np.ndarray | None, value_of_bin: np
         n, s1, s2, l1, l2, dry = (math.fsum(rows[:, j]) for j in range(6))
         vmax = float(rows[:, 6].max())
     mean, lmean = s1 / n, l1 / n
-    scalars = {f"{prefix}_mean": mean, f"{prefix}_std": math.sqrt(max(s2 / n - mean * mean, 0.0)),
-               f"{prefix}_log1p_mean": lmean, f"{prefix}_log1p_std": math.sqrt(max(l2 / n - lmean * lmean, 0.0)),
-               f"{prefix}_max": vmax, f"count_{prefix}": n, f"_{prefix}_dry": dry}
+    scalars = {
+        f"{prefix}_mean": mean,
+        f"{prefix}_std": math.sqrt(max(s2 / n - mean * mean, 0.0)),
+        f"{prefix}_log1p_mean": lmean,
+        f"{prefix}_log1p_std": math.sqrt(max(l2 / n - lmean * lmean, 0.0)),
+        f"{prefix}_max": vmax,
+        f"count_{prefix}": n,
+        f"_{prefix}_dry": dry,
+    }
     wet_hist = np.where(vals >= wet_threshold, hist, 0)
-    arrays = {f"{prefix}_quantiles": _quantiles(hist, vals, QUANTILE_LEVELS),
-              f"{prefix}_wet_quantiles": _quantiles(wet_hist, vals, QUANTILE_LEVELS)}
+    arrays = {
+        f"{prefix}_quantiles": _quantiles(hist, vals, QUANTILE_LEVELS),
+        f"{prefix}_wet_quantiles": _quantiles(wet_hist, vals, QUANTILE_LEVELS),
+    }
     return scalars, arrays

@@ -77,7 +77,7 @@ class RainField:
         wavelength_km = 1.0 / np.maximum(k, k_floor)  # 1 km pixels
         lifetime_h = np.clip(2.5 * (wavelength_km / 10.0) ** 0.7, 0.5, 48.0)
         self.phi = np.exp(-1.0 / lifetime_h).astype(np.float32)
-        self.innovation = np.sqrt(1.0 - self.phi ** 2).astype(np.float32)
+        self.innovation = np.sqrt(1.0 - self.phi**2).astype(np.float32)
         self.state = self._white()
         angle = rng.uniform(0, 2 * np.pi)
         self.wind = cfg.speed_kmh * np.array([np.sin(angle), np.cos(angle)])  # (u_y, u_x) px per hour
@@ -96,7 +96,7 @@ class RainField:
         smooth = np.fft.irfft2(self._white() * np.maximum(k, 1.0 / n) ** -2.5 * (k < 8.0 / n), s=self.shape)
         smooth = (smooth - smooth.mean()) / (smooth.std() + 1e-12)
         yy, xx = np.mgrid[0:n, 0:n] / (n - 1) - 0.5
-        score = smooth * 0.35 - 4.0 * (yy ** 2 + xx ** 2)
+        score = smooth * 0.35 - 4.0 * (yy**2 + xx**2)
         if self.cfg.coverage >= 1.0:
             return np.ones(self.shape, bool)
         return score >= np.quantile(score, 1.0 - self.cfg.coverage)
@@ -176,10 +176,16 @@ def synthesize(out_dir, cfg: SynthConfig = SynthConfig(), progress: bool = True)
 def _add_raster(tar: tarfile.TarFile, end_s: int, raw: np.ndarray, geotags) -> None:
     buf = io.BytesIO()
     stamp = np.datetime64(end_s, "s").astype(object)
-    write_geotiff(buf, raw, geotags, description=comephore.RAIN_KIND, datetime=stamp.strftime("%Y:%m:%d %H:%M:%S"),
-                  software="COMEPHORE", artist="METEO FRANCE")
+    write_geotiff(
+        buf,
+        raw,
+        geotags,
+        description=comephore.RAIN_KIND,
+        datetime=stamp.strftime("%Y:%m:%d %H:%M:%S"),
+        software="COMEPHORE",
+        artist="METEO FRANCE",
+    )
     info = tarfile.TarInfo(comephore.member_name(end_s))
     info.size, info.mtime, info.mode = buf.tell(), end_s, 0o644
     buf.seek(0)
     tar.addfile(info, buf)
-

@@ -34,7 +34,9 @@ class Browser:
     def __init__(self, timeout: float = 60.0):
         binary = chromium()
         if binary is None:
-            raise RuntimeError("Chromium is not installed: run 'bash scripts/setup.sh --system' (Debian package chromium)")
+            raise RuntimeError(
+                "Chromium is not installed: run 'bash scripts/setup.sh --system' (Debian package chromium)"
+            )
         self.timeout = timeout
         self._profile = tempfile.TemporaryDirectory(prefix="hpcsr-chromium-")
         to_browser_r, self._to_browser = os.pipe()
@@ -45,10 +47,24 @@ class Browser:
             os.dup2(from_browser_w, 4)
 
         self.proc = subprocess.Popen(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-             "--no-first-run", "--remote-debugging-pipe", f"--user-data-dir={self._profile.name}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=wire, pass_fds=(3, 4))
+            [
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--hide-scrollbars",
+                "--no-first-run",
+                "--remote-debugging-pipe",
+                f"--user-data-dir={self._profile.name}",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=wire,
+            pass_fds=(3, 4),
+        )
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._buffer = b""
@@ -104,14 +120,24 @@ class Browser:
         self.events.clear()
         for domain in ("Page.enable", "Network.enable", "Runtime.enable"):
             self.call(domain, session)
-        self.call("Emulation.setDeviceMetricsOverride", session, width=width, height=900, deviceScaleFactor=1, mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride", session, width=width, height=900, deviceScaleFactor=1, mobile=False
+        )
         self.call("Page.navigate", session, url=page.resolve().as_uri())
         self._wait_for("Page.loadEventFired", session)
-        urls = {e["params"]["requestId"]: e["params"]["request"]["url"] for e in self.events
-                if e.get("method") == "Network.requestWillBeSent"}
-        failed = [f"{urls.get(e['params']['requestId'], '?')}: {e['params'].get('errorText')}" for e in self.events
-                  if e.get("method") == "Network.loadingFailed" and e.get("sessionId") == session]
-        broken = self.call("Runtime.evaluate", session, expression=BROKEN_IMAGES_JS, returnByValue=True)["result"]["value"]
+        urls = {
+            e["params"]["requestId"]: e["params"]["request"]["url"]
+            for e in self.events
+            if e.get("method") == "Network.requestWillBeSent"
+        }
+        failed = [
+            f"{urls.get(e['params']['requestId'], '?')}: {e['params'].get('errorText')}"
+            for e in self.events
+            if e.get("method") == "Network.loadingFailed" and e.get("sessionId") == session
+        ]
+        broken = self.call("Runtime.evaluate", session, expression=BROKEN_IMAGES_JS, returnByValue=True)["result"][
+            "value"
+        ]
         failed += [f"{src}: image did not decode" for src in broken]
         if screenshot is not None:
             shot = self.call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True)

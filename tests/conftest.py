@@ -1,4 +1,5 @@
 """Shared pytest fixtures (each area adds its own in a marked section)."""
+
 from __future__ import annotations
 
 import os
@@ -15,15 +16,29 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Variables that would make a child process believe it is part of some other distributed run.
 _LAUNCH_VAR_PREFIXES = ("SLURM_", "PMI_", "PMIX_", "OMPI_", "MV2_", "HYDI_", "MPI_LOCAL")
-_LAUNCH_VARS = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                "MASTER_PORT", "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID", "HPCSR_DIST_SOURCE"}
+_LAUNCH_VARS = {
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "GROUP_RANK",
+    "ROLE_RANK",
+    "TORCHELASTIC_RUN_ID",
+    "HPCSR_DIST_SOURCE",
+}
 
 
 @pytest.fixture
 def launch_env() -> dict[str, str]:
     """A copy of os.environ for child processes: no launcher variables, one thread per process."""
-    env = {k: v for k, v in os.environ.items()
-           if k == "SLURM_CONF" or (k not in _LAUNCH_VARS and not k.startswith(_LAUNCH_VAR_PREFIXES))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k == "SLURM_CONF" or (k not in _LAUNCH_VARS and not k.startswith(_LAUNCH_VAR_PREFIXES))
+    }
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return env
 
@@ -37,8 +52,17 @@ def venv_bin() -> Path:
 class SlurmCluster:
     """Helpers for the one-node cluster of slurm/start.sh (submit, wait with a timeout, read states)."""
 
-    TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
-                "DEADLINE", "PREEMPTED"}
+    TERMINAL = {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "PREEMPTED",
+    }
 
     def __init__(self) -> None:
         self.submitted: list[str] = []
@@ -87,8 +111,10 @@ def slurm_up() -> None:
     except (OSError, subprocess.TimeoutExpired) as err:
         pytest.skip(f"Slurm not usable ({err}); start it with: bash slurm/start.sh")
     if out.returncode != 0 or not out.stdout.strip():
-        pytest.skip(f"local Slurm cluster not running (sinfo: {out.stderr.strip() or 'no node'}); "
-                    "start it with: bash slurm/start.sh (scripts/test.sh does this)")
+        pytest.skip(
+            f"local Slurm cluster not running (sinfo: {out.stderr.strip() or 'no node'}); "
+            "start it with: bash slurm/start.sh (scripts/test.sh does this)"
+        )
 
 
 @pytest.fixture
@@ -130,6 +156,7 @@ def no_host_sync():
 
 # ------------------------------------------------------------------ preprocessing: a small processed dataset
 
+
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory):
     """Synthetic Comephore archives (3 days, 100 x 100 px, 2 hours missing) run through ingest and
@@ -151,6 +178,7 @@ def small_dataset(tmp_path_factory):
 
 
 # ------------------------------------------------------------------ training: a tiny processed dataset
+
 
 @pytest.fixture(scope="session")
 def train_dataset(tmp_path_factory):

@@ -1,5 +1,6 @@
 """hpcsr.atomic: a reader sees the old file or the new one, never a mix, and no temporary file is
 left behind except by a SIGKILL. The kill tests use real child processes and SIGKILL."""
+
 from __future__ import annotations
 
 import json

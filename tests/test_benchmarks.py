@@ -59,7 +59,7 @@ def _script(tmp_path, name, body) -> Path:
 
 GOOD = f"""
 import argparse, sys
-sys.path.insert(0, {str(REPO / 'benchmarks')!r})
+sys.path.insert(0, {str(REPO / "benchmarks")!r})
 from common import figure, write_result
 p = argparse.ArgumentParser(); p.add_argument('--out'); p.add_argument('--quick', action='store_true')
 a = p.parse_args()
@@ -82,8 +82,14 @@ def test_run_one_reports_failures_missing_scripts_and_stale_results(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     (results / "crash.json").write_text('{"figures": []}')  # an older run's file must not count
-    crash = run_one("crash", _script(tmp_path, "crash", "import sys\nprint('boom')\nsys.exit(3)\n"), False, results,
-                    dict(os.environ), 60)
+    crash = run_one(
+        "crash",
+        _script(tmp_path, "crash", "import sys\nprint('boom')\nsys.exit(3)\n"),
+        False,
+        results,
+        dict(os.environ),
+        60,
+    )
     assert crash["status"] == "failed" and crash["error"] == "exit code 3" and "boom" in crash["output_tail"]
     assert not (results / "crash.json").exists()
     nofig = _script(tmp_path, "nofig", "import json, sys\njson.dump({'rows': []}, open(sys.argv[2], 'w'))\n")
@@ -91,7 +97,9 @@ def test_run_one_reports_failures_missing_scripts_and_stale_results(tmp_path):
     assert entry["status"] == "failed" and "no 'figures' list" in entry["error"]
     missing = run_one("absent", tmp_path / "absent.py", False, results, dict(os.environ), 60)
     assert missing["status"] == "missing"
-    slow = run_one("slow", _script(tmp_path, "slow", "import time\ntime.sleep(30)\n"), False, results, dict(os.environ), 1)
+    slow = run_one(
+        "slow", _script(tmp_path, "slow", "import time\ntime.sleep(30)\n"), False, results, dict(os.environ), 1
+    )
     assert slow["status"] == "failed" and "timed out" in slow["error"]
     rows = table([crash, entry, missing, slow]).splitlines()[2:]
     assert [r.split("|")[1].strip() for r in rows] == ["crash", "nofig", "absent", "slow"]
@@ -109,7 +117,9 @@ def test_gpu_peak_table_by_device_name():
 
 
 def test_gpu_check_refuses_unknown_options():
-    out = subprocess.run(["bash", "scripts/gpu_check.sh", "--only=tests,warp"], cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run(
+        ["bash", "scripts/gpu_check.sh", "--only=tests,warp"], cwd=REPO, capture_output=True, text=True
+    )
     assert out.returncode == 2 and "unknown step 'warp'" in out.stderr
     out = subprocess.run(["bash", "scripts/gpu_check.sh", "--fast"], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 2 and "unknown option '--fast'" in out.stderr
@@ -119,8 +129,14 @@ def test_gpu_check_refuses_unknown_options():
 def test_gpu_check_dry_mode_runs_on_cpu(tmp_path, launch_env):
     """The GPU script end to end on CPU: CUDA tests collected and skipped with their reason, the
     throughput benchmark's figures written and summarised (MFU n/a without a GPU)."""
-    out = subprocess.run(["bash", "scripts/gpu_check.sh", "--dry", "--only=tests,throughput", f"--out={tmp_path}"],
-                         cwd=REPO, capture_output=True, text=True, env=launch_env, timeout=600)
+    out = subprocess.run(
+        ["bash", "scripts/gpu_check.sh", "--dry", "--only=tests,throughput", f"--out={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=launch_env,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "mode DRY (CPU)" in out.stdout and "no CUDA GPU visible" in out.stdout
     data = json.loads((tmp_path / "gpu_throughput.json").read_text())
@@ -138,14 +154,32 @@ def test_loader_benchmark_reads_the_same_patches_as_its_baseline(tmp_path, launc
     and writes, per baseline, a wall-clock and a CPU-time figure with consistent ratios; only the
     zlib baseline carries the target verdict."""
     out_json = tmp_path / "loader.json"
-    out = subprocess.run([sys.executable, "benchmarks/loader.py", "--quick", "--samples", "60", "--repeats", "2",
-                          "--data", str(tmp_path / "data"), "--out", str(out_json)],
-                         cwd=REPO, capture_output=True, text=True, env=launch_env, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/loader.py",
+            "--quick",
+            "--samples",
+            "60",
+            "--repeats",
+            "2",
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(out_json),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=launch_env,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     figs = json.loads(out_json.read_text())["figures"]
     assert [f["unit"] for f in figs] == ["samples/s", "samples/CPU-s"] * 2
     assert [f["baseline"]["name"] for f in figs] == ["xarray/netCDF zlib per-sample read"] * 2 + [
-        "xarray/netCDF uncompressed per-sample read"] * 2
+        "xarray/netCDF uncompressed per-sample read"
+    ] * 2
     for k, fig in enumerate(figs):
         assert len(fig["repeats"]) == 2 and all(v > 0 for v in fig["repeats"] + fig["baseline"]["repeats"])
         assert math.isclose(fig["ratio"], fig["value"] / fig["baseline"]["value"])

@@ -46,12 +46,13 @@ NETWORKS = {  # file: grid_mapping_name pyproj gives its CRS
 LOSSY = {"mch_aqc_20150515.nc": "angle from rectified to skew grid"}  # CRS that CF parameters cannot express
 # Checker warnings that are kept on purpose (substring of the message: why)
 ALLOWED_WARNINGS = {
-    "time (T), member (U), y (Y), x (X)":
-        "CF recommends (not requires) extra dimensions left of T; CDO cannot read a variable whose first "
-        "dimension is not time ('Time must be the first dimension'), so the ensemble is (time, member, y, x) "
-        "and CDO reads the members as levels",
+    "time (T), member (U), y (Y), x (X)": "CF recommends (not requires) extra dimensions left of T; CDO cannot read a variable whose first "
+    "dimension is not time ('Time must be the first dimension'), so the ensemble is (time, member, y, x) "
+    "and CDO reads the members as levels",
 }
-pytestmark = pytest.mark.skipif(not COMEPHORE.is_file(), reason=f"real data {COMEPHORE} is absent (see shared/data/README.md)")
+pytestmark = pytest.mark.skipif(
+    not COMEPHORE.is_file(), reason=f"real data {COMEPHORE} is absent (see shared/data/README.md)"
+)
 
 
 def cf_check(path: Path, tmp: Path) -> tuple[list[str], list[str]]:
@@ -60,7 +61,9 @@ def cf_check(path: Path, tmp: Path) -> tuple[list[str], list[str]]:
 
     CheckSuite().load_all_available_checkers()
     report = tmp / f"{path.stem}.cf.json"
-    ComplianceChecker.run_checker(str(path), ["cf:1.11"], 0, "normal", output_filename=str(report), output_format="json")
+    ComplianceChecker.run_checker(
+        str(path), ["cf:1.11"], 0, "normal", output_filename=str(report), output_format="json"
+    )
     results = json.loads(report.read_text())["cf:1.11"]
     found = {}
     for level in ("high_priorities", "medium_priorities"):
@@ -111,8 +114,12 @@ def test_unreadable_crs_gives_no_grid_mapping_and_a_warning(caplog):
     assert cf.grid_mapping_attrs({"crs_wkt": "not a crs"}) == {}
     assert "could not be read as a CRS" in caplog.text
     assert cf.grid_mapping_attrs({}) == {}
-    assert cf.axis_attrs({}, "X", {"units": "km"}) == {"long_name": "x of cell centre", "axis": "X",
-                                                       "units": "km", "standard_name": "projection_x_coordinate"}
+    assert cf.axis_attrs({}, "X", {"units": "km"}) == {
+        "long_name": "x of cell centre",
+        "axis": "X",
+        "units": "km",
+        "standard_name": "projection_x_coordinate",
+    }
 
 
 # ------------------------------------------------------------------ files from a small end-to-end run
@@ -127,15 +134,45 @@ def outputs(tmp_path_factory, small_dataset) -> dict[str, Path]:
     with xr.open_dataset(COMEPHORE) as ds:
         ds.isel(y=slice(0, 40), x=slice(0, 36)).load().to_netcdf(hr_nc)
     ens_nc = work / "ensemble_from_netcdf.nc"
-    assert run_sample("--export", make_export(work / "s4_t2.pt", PAIR), "--hr", hr_nc, "--coarsen", "--members", "3",
-                      "--steps", "2", "--out", ens_nc) == 0
+    assert (
+        run_sample(
+            "--export",
+            make_export(work / "s4_t2.pt", PAIR),
+            "--hr",
+            hr_nc,
+            "--coarsen",
+            "--members",
+            "3",
+            "--steps",
+            "2",
+            "--out",
+            ens_nc,
+        )
+        == 0
+    )
     shard_path = small_dataset["out"] / "shards" / "s10_t3.h5"
     with Shard(shard_path) as shard:  # two blocks with complete context and HR truth
         i = int(shard.context_windows(5)[0])
         first, end = shard.hr_store().times[shard.hr_start[i]], shard.times[i + 1]
     ens_shard = work / "ensemble_from_shard.nc"
-    assert run_sample("--export", make_export(work / "s10_t3.pt", FactorPair(10, 3)), "--lr", shard_path, "--members",
-                      "2", "--steps", "1", "--time-range", str(first), str(end), "--out", ens_shard) == 0
+    assert (
+        run_sample(
+            "--export",
+            make_export(work / "s10_t3.pt", FactorPair(10, 3)),
+            "--lr",
+            shard_path,
+            "--members",
+            "2",
+            "--steps",
+            "1",
+            "--time-range",
+            str(first),
+            str(end),
+            "--out",
+            ens_shard,
+        )
+        == 0
+    )
     truth = write_truth(ens_shard, small_dataset["out"] / "hr.h5", work / "truth.nc")
     sys.path.insert(0, str(REPO / "benchmarks"))
     import skill_experiment
@@ -195,8 +232,9 @@ def test_cdo_reads_averages_and_regrids_the_ensemble(outputs, tmp_path):
     cdo("timmean", "-selname,precip_mean", str(ens_path), str(tmp_path / "timmean.nc"))
     with xr.open_dataset(tmp_path / "timmean.nc") as out:
         with xr.open_dataset(ens_path) as ens:
-            np.testing.assert_allclose(out["precip_mean"].values.squeeze(), ens["precip_mean"].values.mean(0),
-                                       rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                out["precip_mean"].values.squeeze(), ens["precip_mean"].values.mean(0), rtol=1e-5, atol=1e-6
+            )
     cdo("vertmean", "-selname,precip", str(ens_path), str(tmp_path / "member_mean.nc"))
     with xr.open_dataset(tmp_path / "member_mean.nc") as out:
         np.testing.assert_allclose(out["precip"].values.squeeze(), members.mean(0), rtol=1e-5, atol=1e-6)
@@ -207,9 +245,11 @@ def test_cdo_reads_averages_and_regrids_the_ensemble(outputs, tmp_path):
     pad_lon, pad_lat = 0.2 * (lon1 - lon0), 0.2 * (lat1 - lat0)
     n = 8
     grid = tmp_path / "latlon.txt"
-    grid.write_text(f"gridtype = lonlat\nxsize = {n}\nysize = {n}\nxfirst = {lon0 + pad_lon}\n"
-                    f"xinc = {(lon1 - lon0 - 2 * pad_lon) / (n - 1)}\nyfirst = {lat0 + pad_lat}\n"
-                    f"yinc = {(lat1 - lat0 - 2 * pad_lat) / (n - 1)}\n")
+    grid.write_text(
+        f"gridtype = lonlat\nxsize = {n}\nysize = {n}\nxfirst = {lon0 + pad_lon}\n"
+        f"xinc = {(lon1 - lon0 - 2 * pad_lon) / (n - 1)}\nyfirst = {lat0 + pad_lat}\n"
+        f"yinc = {(lat1 - lat0 - 2 * pad_lat) / (n - 1)}\n"
+    )
     cdo(f"remapbil,{grid}", "-selname,precip_mean", str(ens_path), str(tmp_path / "latlon.nc"))
     with xr.open_dataset(tmp_path / "latlon.nc") as out, xr.open_dataset(ens_path) as ens:
         regridded = out["precip_mean"].values
@@ -245,18 +285,36 @@ def cdo_inputs(tmp_path_factory) -> dict[str, Path]:
     with xr.open_dataset(COMEPHORE) as ds:
         hr = ds.isel(y=slice(0, 40), x=slice(0, 36)).load()
     hr["precip"][2, :5, :5] = np.nan
-    lr = xr.Dataset({"precip": (("time", "y", "x"), coarsen(hr["precip"].values, 4, 2),
-                                {"grid_mapping": "crs", "units": "mm", "interval_minutes": 60}), "crs": hr["crs"]},
-                    coords={"time": hr["time"].values[1::2], "y": hr["y"].values.reshape(-1, 4).mean(1),
-                            "x": hr["x"].values.reshape(-1, 4).mean(1)},
-                    attrs={"factor_pair": PAIR.name})
+    lr = xr.Dataset(
+        {
+            "precip": (
+                ("time", "y", "x"),
+                coarsen(hr["precip"].values, 4, 2),
+                {"grid_mapping": "crs", "units": "mm", "interval_minutes": 60},
+            ),
+            "crs": hr["crs"],
+        },
+        coords={
+            "time": hr["time"].values[1::2],
+            "y": hr["y"].values.reshape(-1, 4).mean(1),
+            "x": hr["x"].values.reshape(-1, 4).mean(1),
+        },
+        attrs={"factor_pair": PAIR.name},
+    )
     paths = {}
     for name, ds in (("hr", hr), ("lr", lr)):
         paths[name] = work / f"{name}.nc"
         ds.to_netcdf(paths[name])
         paths[f"{name}_cdo"] = work / f"{name}_cdo.nc"
-        cdo("-b", "I16", "-pack", "-settunits,hours", "-setcalendar,proleptic_gregorian", str(paths[name]),
-            str(paths[f"{name}_cdo"]))
+        cdo(
+            "-b",
+            "I16",
+            "-pack",
+            "-settunits,hours",
+            "-setcalendar,proleptic_gregorian",
+            str(paths[name]),
+            str(paths[f"{name}_cdo"]),
+        )
     with xr.open_dataset(paths["hr_cdo"], decode_cf=False) as raw:
         assert raw["precip"].dtype == np.int16 and "scale_factor" in raw["precip"].attrs
         assert raw["time"].attrs["units"].startswith("hours since")
@@ -294,7 +352,10 @@ def test_sample_reads_a_cdo_packed_lr_file_like_the_original(cdo_inputs, tmp_pat
     runs = {}
     for name in ("lr", "lr_cdo"):
         out = tmp_path / f"{name}_ens.nc"
-        assert run_sample("--export", export, "--lr", cdo_inputs[name], "--members", "2", "--steps", "2", "--out", out) == 0
+        assert (
+            run_sample("--export", export, "--lr", cdo_inputs[name], "--members", "2", "--steps", "2", "--out", out)
+            == 0
+        )
         with xr.open_dataset(out) as ens:
             runs[name] = (ens["time"].values, ens["precip"].transpose("member", "time", "y", "x").values)
     np.testing.assert_array_equal(runs["lr"][0], runs["lr_cdo"][0])
@@ -314,6 +375,10 @@ def test_a_model_calendar_is_refused_with_its_name(cdo_inputs, tmp_path):
     cdo("-setcalendar,365_day", str(cdo_inputs["hr"]), str(noleap))
     with pytest.raises(ValueError, match="365_day"):
         ingest(tmp_path / "store", IngestConfig(netcdf=(str(noleap),)), Comm(), progress=False)
-    assert run_sample("--export", make_export(tmp_path / "m.pt", PAIR), "--hr", noleap, "--coarsen",
-                      "--out", tmp_path / "ens.nc") != 0
+    assert (
+        run_sample(
+            "--export", make_export(tmp_path / "m.pt", PAIR), "--hr", noleap, "--coarsen", "--out", tmp_path / "ens.nc"
+        )
+        != 0
+    )
     assert not (tmp_path / "ens.nc").exists()

@@ -13,8 +13,10 @@ def make_tag(root, step, complete=True, payload=b"weights", world_size=2, zero_s
     (path / "mp_rank_00_model_states.pt").write_bytes(payload * step)
     if complete:
         files = {"mp_rank_00_model_states.pt": len(payload) * step}
-        write_json_atomic(path / MARKER, {"format": MARKER_FORMAT, "step": step, "files": files,
-                                          "world_size": world_size, "zero_stage": zero_stage})
+        write_json_atomic(
+            path / MARKER,
+            {"format": MARKER_FORMAT, "step": step, "files": files, "world_size": world_size, "zero_stage": zero_stage},
+        )
     return path
 
 

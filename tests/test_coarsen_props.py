@@ -18,7 +18,9 @@ def hr_blocks(draw, with_nan=False):
     nt, ny, nx = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    hr = (rng.gamma(0.3, 2.0, size=(nt * t, ny * s, nx * s)) * (rng.random((nt * t, ny * s, nx * s)) < 0.4)).astype(np.float32)
+    hr = (rng.gamma(0.3, 2.0, size=(nt * t, ny * s, nx * s)) * (rng.random((nt * t, ny * s, nx * s)) < 0.4)).astype(
+        np.float32
+    )
     if with_nan:
         hr[rng.random(hr.shape) < draw(st.sampled_from([0.02, 0.2, 0.6]))] = np.nan
     return hr, s, t
@@ -32,7 +34,7 @@ def block_sums_float64(hr, s, t):
     for i in range(T // t):
         for j in range(Y // s):
             for k in range(X // s):
-                block = hr[i * t:(i + 1) * t, j * s:(j + 1) * s, k * s:(k + 1) * s].astype(np.float64)
+                block = hr[i * t : (i + 1) * t, j * s : (j + 1) * s, k * s : (k + 1) * s].astype(np.float64)
                 sums[i, j, k] = np.nansum(block)
                 counts[i, j, k] = np.count_nonzero(~np.isnan(block))
     return sums, counts
@@ -68,7 +70,7 @@ def test_commutes_with_crop_on_block_boundaries(case, data):
     j1 = data.draw(st.integers(j0 + 1, ny))
     k0 = data.draw(st.integers(0, nx - 1))
     k1 = data.draw(st.integers(k0 + 1, nx))
-    cropped = coarsen(hr[i0 * t:i1 * t, j0 * s:j1 * s, k0 * s:k1 * s], s, t)
+    cropped = coarsen(hr[i0 * t : i1 * t, j0 * s : j1 * s, k0 * s : k1 * s], s, t)
     whole = coarsen(hr, s, t)[i0:i1, j0:j1, k0:k1]
     # the same blocks and NaN pattern; values to float32 rounding, since numpy's summation order
     # depends on the array's shape

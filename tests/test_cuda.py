@@ -18,8 +18,12 @@ import torch
 from hpcsr.coarsen import coarsen
 from hpcsr.factors import MassFunction, recipe
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible (torch.cuda.is_available() is False)")]
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="no CUDA GPU visible (torch.cuda.is_available() is False)"
+    ),
+]
 
 
 def _model_and_batch(device, seed=0, batch=4, patch=40, pair=(5, 2)):
@@ -42,7 +46,11 @@ def _model_and_batch(device, seed=0, batch=4, patch=40, pair=(5, 2)):
 
 def _joint_loss(model, lr, hr, device, autocast: bool):
     g = torch.Generator(device=device).manual_seed(123)
-    ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if autocast else torch.autocast(device.type, enabled=False)
+    ctx = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if autocast
+        else torch.autocast(device.type, enabled=False)
+    )
     with ctx:
         mean = model.predict_mean(lr)
         loss = model.mean_loss(lr, hr) + model.diffusion_loss(lr, hr, mean, generator=g)

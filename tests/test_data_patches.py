@@ -30,8 +30,12 @@ def normaliser(shard_path):
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 10**6), patch_blocks=st.integers(1, 4), s=st.sampled_from([1, 2, 3]),
-       min_valid=st.sampled_from([0.5, 0.9, 1.0]))
+@given(
+    seed=st.integers(0, 10**6),
+    patch_blocks=st.integers(1, 4),
+    s=st.sampled_from([1, 2, 3]),
+    min_valid=st.sampled_from([0.5, 0.9, 1.0]),
+)
 def test_valid_corners_match_brute_force(seed, patch_blocks, s, min_valid):
     rng = np.random.default_rng(seed)
     mask = rng.random((13, 11)) < 0.8
@@ -39,8 +43,12 @@ def test_valid_corners_match_brute_force(seed, patch_blocks, s, min_valid):
     if patch > 11:
         return
     got = {tuple(c) for c in valid_corners(mask, patch, s, min_valid)}
-    want = {(y, x) for y in range(0, 13 - patch + 1, s) for x in range(0, 11 - patch + 1, s)
-            if mask[y:y + patch, x:x + patch].mean() >= min_valid}
+    want = {
+        (y, x)
+        for y in range(0, 13 - patch + 1, s)
+        for x in range(0, 11 - patch + 1, s)
+        if mask[y : y + patch, x : x + patch].mean() >= min_valid
+    }
     assert got == want
 
 
@@ -166,5 +174,7 @@ def test_augmented_items_stay_valid_pairs(shard_path, normaliser):
         hr_mm = normaliser.inverse(a["hr"]).numpy()
         lr_mm = normaliser.inverse(a["lr"][SPEC.context - 1]).numpy()
         np.testing.assert_allclose(coarsen(hr_mm, s, t)[0], lr_mm, rtol=1e-4, atol=1e-5)
-        assert torch.equal(PatchDataset(shard_path, SPEC, "train", normaliser, seed=1, augment=True)[item]["hr"], a["hr"])
+        assert torch.equal(
+            PatchDataset(shard_path, SPEC, "train", normaliser, seed=1, augment=True)[item]["hr"], a["hr"]
+        )
     assert len(seen) >= 5  # 24 draws of 8 symmetries

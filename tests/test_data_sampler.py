@@ -41,11 +41,14 @@ def test_as_dataloader_batch_sampler():
     assert [b.tolist() for b in loader] == [[12, 13, 14, 15], [20, 21, 22, 23]]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(batch_size=0), "batch_size=0"),
-    (dict(batch_size=2, rank=2, world_size=2), "rank=2"),
-    (dict(batch_size=2, samples_seen=-1), "samples_seen=-1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(batch_size=0), "batch_size=0"),
+        (dict(batch_size=2, rank=2, world_size=2), "rank=2"),
+        (dict(batch_size=2, samples_seen=-1), "samples_seen=-1"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SamplesSeenSampler(**kwargs)

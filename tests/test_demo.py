@@ -34,17 +34,31 @@ def test_launches_compose_into_valid_configs(size, tmp_path):
     assert prep.launcher.stages == ["preprocess"]
     assert sorted(tuple(p) for p in prep.grid.pairs) == sorted(SCRATCH + TRANSFER)
     hours = 24 * size.days
-    fractions = [float(v) for v in prep.launcher.preprocess[prep.launcher.preprocess.index("--split-fractions") + 1].split(",")]
-    assert [round(f * hours, 6) for f in fractions] == [hours - size.val_hours - size.test_hours, size.val_hours, size.test_hours]
+    fractions = [
+        float(v) for v in prep.launcher.preprocess[prep.launcher.preprocess.index("--split-fractions") + 1].split(",")
+    ]
+    assert [round(f * hours, 6) for f in fractions] == [
+        hours - size.val_hours - size.test_hours,
+        size.val_hours,
+        size.test_hours,
+    ]
     seed = tmp_path / "seeds" / "s5_t3_mean.pt"
     child = compose(training_launch(size, tmp_path, "local", TRANSFER, {"mean": seed}))
     assert child.launcher.stages == ["mean", "diffusion", "sample"] and child.grid.pairs == [[5, 3]]
-    assert child.launcher.stage_overrides == {"mean": [f"train.steps={size.mean_steps}", f"train.init_from={seed}"],
-                                              "diffusion": [f"train.steps={size.diffusion_steps}"]}
-    assert child.model.widths == (8, 16, 32) and child.factor.patch == size.patch and child.data_dir == str(tmp_path / "data")
+    assert child.launcher.stage_overrides == {
+        "mean": [f"train.steps={size.mean_steps}", f"train.init_from={seed}"],
+        "diffusion": [f"train.steps={size.diffusion_steps}"],
+    }
+    assert (
+        child.model.widths == (8, 16, 32)
+        and child.factor.patch == size.patch
+        and child.data_dir == str(tmp_path / "data")
+    )
     assert child.cluster.tasks_per_node == 1 and child.data.batch_size == size.batch
     for s, t in SCRATCH + TRANSFER:  # every pair's validation split holds one context window of L blocks
-        r = compose(training_launch(size, tmp_path, "local", [(s, t)]) + [f"factor.s={s}", f"factor.t={t}"]).factor.recipe()
+        r = compose(
+            training_launch(size, tmp_path, "local", [(s, t)]) + [f"factor.s={s}", f"factor.t={t}"]
+        ).factor.recipe()
         assert r.context * t <= size.val_hours and size.patch % s == 0 and size.size % size.patch == 0
 
 
@@ -77,8 +91,10 @@ def test_bad_arguments_exit_2(tmp_path):
 
 def test_progress_reads_the_last_bar_of_an_element_log(tmp_path):
     err = tmp_path / "12_0_log.err"
-    err.write_text("INFO starting\ntrain mean:  10%|#  | 1/10 [00:01<00:09]\rtrain mean:  50%|##### | 5/10 [00:05<00:05]\r"
-                   "WARNING a note\n")
+    err.write_text(
+        "INFO starting\ntrain mean:  10%|#  | 1/10 [00:01<00:09]\rtrain mean:  50%|##### | 5/10 [00:05<00:05]\r"
+        "WARNING a note\n"
+    )
     assert latest_line(str(err)).startswith("train mean:  50%")
     out = tmp_path / "12_0_log.out"
     out.write_text("plain line one\nplain line two\n")
@@ -98,7 +114,7 @@ def _ensemble_mass_check(ensemble: Path, shard: Path) -> float:
     with xr.open_dataset(ensemble) as ds, Shard(shard) as sh:
         s, t, region = int(ds.attrs["factor_s"]), int(ds.attrs["factor_t"]), int(ds.attrs["mass_region_cells"])
         members = ds["precip"].transpose("member", "time", "y", "x").values  # (M, T, Y, X)
-        ends = ds["time"].values.astype("datetime64[s]").astype(np.int64)[t - 1::t]  # end of each LR block
+        ends = ds["time"].values.astype("datetime64[s]").astype(np.int64)[t - 1 :: t]  # end of each LR block
         lr = np.stack([sh.lr[int(np.flatnonzero(sh.time_s == e)[0])] for e in ends])  # (N, Y/s, X/s)
     blocks = coarsen(members, s, t)  # (M, N, Y/s, X/s)
     valid = np.isfinite(lr)[None] & np.isfinite(blocks)
@@ -107,9 +123,11 @@ def _ensemble_mass_check(ensemble: Path, shard: Path) -> float:
     region = region or max(ny, nx)
     for y in range(0, ny, region):
         for x in range(0, nx, region):
-            v = valid[..., y:y + region, x:x + region]
-            have = np.where(v, blocks[..., y:y + region, x:x + region], 0).sum(axis=(-2, -1))
-            want = np.where(v, np.broadcast_to(lr[None, :, y:y + region, x:x + region], v.shape), 0).sum(axis=(-2, -1))
+            v = valid[..., y : y + region, x : x + region]
+            have = np.where(v, blocks[..., y : y + region, x : x + region], 0).sum(axis=(-2, -1))
+            want = np.where(v, np.broadcast_to(lr[None, :, y : y + region, x : x + region], v.shape), 0).sum(
+                axis=(-2, -1)
+            )
             wet = want > 1e-3
             if wet.any():
                 worst = max(worst, float(np.max(np.abs(have[wet] - want[wet]) / want[wet])))
@@ -145,8 +163,10 @@ def test_quick_demo_end_to_end_and_rerun_reuses_everything(tmp_path, launch_env)
         assert metrics["forecasts"]["ensemble"]["mass"]["tile_relative"] < 1e-5  # the sampler's regions
         for png in ("panels.png", "spectra.png", "rank_histogram.png"):
             assert (out / "report" / pair / png).stat().st_size > 1000
-        assert _ensemble_mass_check(out / "runs" / pair / "sample" / "ensemble.nc",
-                                    out / "data" / "shards" / f"{pair}.h5") < 1e-4
+        assert (
+            _ensemble_mass_check(out / "runs" / pair / "sample" / "ensemble.nc", out / "data" / "shards" / f"{pair}.h5")
+            < 1e-4
+        )
 
     # s5_t3 descends from s4_t2 through a hpcsr.transfer seed, for both stages
     for stage in ("mean", "diffusion"):
@@ -157,8 +177,9 @@ def test_quick_demo_end_to_end_and_rerun_reuses_everything(tmp_path, launch_env)
 
     # what a user opens: the index and every pair's report in a real browser, every image decoded
     # and every linked file present; the files climate tools read pass the CF checker
-    pages = [index, out / "report" / "grid" / "report.html"] + [out / "report" / p / "report.html" for p in
-                                                               ("s2_t1", "s4_t2", "s5_t3")]
+    pages = [index, out / "report" / "grid" / "report.html"] + [
+        out / "report" / p / "report.html" for p in ("s2_t1", "s4_t2", "s5_t3")
+    ]
     with Browser() as browser:
         for page in pages:
             assert browser.check(page, tmp_path / f"{page.parent.name}.png") == [], page

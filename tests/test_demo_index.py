@@ -6,11 +6,21 @@ from hpcsr.demo.index import criteria_table, demo_criteria, render_markdown
 
 
 def _metrics(crps=0.04, ens_rmse=0.1, mean_rmse=0.09, ssr=1.2):
-    return {"forecasts": {"ensemble": {"crps": crps, "rmse": ens_rmse, "spread_skill_ratio": ssr,
-                                       "wet_fraction_ratio": 1.08, "spectral_ratio": {"min": 0.61, "max": 1.3},
-                                       "seam_ratio": 1.04},
-                          "bicubic": {"mae": 0.05, "rmse": 0.1}, "mean": {"rmse": mean_rmse}},
-            "truth": {"seam_ratio": 0.98}}
+    return {
+        "forecasts": {
+            "ensemble": {
+                "crps": crps,
+                "rmse": ens_rmse,
+                "spread_skill_ratio": ssr,
+                "wet_fraction_ratio": 1.08,
+                "spectral_ratio": {"min": 0.61, "max": 1.3},
+                "seam_ratio": 1.04,
+            },
+            "bicubic": {"mae": 0.05, "rmse": 0.1},
+            "mean": {"rmse": mean_rmse},
+        },
+        "truth": {"seam_ratio": 0.98},
+    }
 
 
 def test_demo_criteria_values_and_verdicts():
@@ -24,11 +34,14 @@ def test_demo_criteria_values_and_verdicts():
 
 
 def test_index_table_states_criteria_and_credibility():
-    md = render_markdown([criteria_table([{"name": "s2_t1", "metrics": _metrics()},
-                                          {"name": "s4_t2", "metrics": _metrics(ssr=0.5)}])])
+    md = render_markdown(
+        [criteria_table([{"name": "s2_t1", "metrics": _metrics()}, {"name": "s4_t2", "metrics": _metrics(ssr=0.5)}])]
+    )
     lines = md.splitlines()
-    assert lines[0] == ("| pair | ensemble CRPS / bicubic MAE (< 1) | ensemble-mean RMSE / bicubic RMSE (<= 1) | "
-                        "mean-network RMSE / bicubic RMSE (< 1) | spread/skill (0.7 .. 1.3) | all met | "
-                        "wet fraction / truth | spectral ratio (2 px .. LR cell) | seam ratio (truth) |")
+    assert lines[0] == (
+        "| pair | ensemble CRPS / bicubic MAE (< 1) | ensemble-mean RMSE / bicubic RMSE (<= 1) | "
+        "mean-network RMSE / bicubic RMSE (< 1) | spread/skill (0.7 .. 1.3) | all met | "
+        "wet fraction / truth | spectral ratio (2 px .. LR cell) | seam ratio (truth) |"
+    )
     assert lines[2] == "| s2_t1 | 0.8 met | 1 met | 0.9 met | 1.2 met | yes | 1.08 | 0.61 .. 1.3 | 1.04 (0.98) |"
     assert "| s4_t2 | 0.8 met | 1 met | 0.9 met | 0.5 NOT met | NO |" in lines[3]

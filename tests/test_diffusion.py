@@ -36,7 +36,9 @@ def test_conversions_invert_exactly():
     torch.testing.assert_close(v.pow(2) + x_n.pow(2), x0.pow(2) + eps.pow(2), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("beta_end,quoted,digits", [(0.01, 0.079, 2), (0.015, 0.023, 2), (0.02, 0.006, 1), (0.035, 1e-4, 1)])
+@pytest.mark.parametrize(
+    "beta_end,quoted,digits", [(0.01, 0.079, 2), (0.015, 0.023, 2), (0.02, 0.006, 1), (0.035, 1e-4, 1)]
+)
 def test_linear_schedule_end_signal(beta_end, quoted, digits):
     """sqrt(alphabar_T) against the hand series ln alphabar_T = -sum(beta + beta^2/2 + beta^3/3),
     and against the values DESIGN.md section 3 quotes (to 1 or 2 significant digits)."""

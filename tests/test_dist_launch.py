@@ -1,4 +1,5 @@
 """Real processes through torchrun and a single process: rank discovery, DeepSpeed start, all_reduce."""
+
 import json
 import subprocess
 import sys
@@ -40,7 +41,8 @@ def test_single_process_init_is_idempotent_and_sets_the_cpu_environment(launch_e
         "        'DS_ACCELERATOR', 'TORCH_EXTENSIONS_DIR']\n"
         "print('RESULT', json.dumps({'same': first is second, 'world': tdist.get_world_size(),\n"
         "      'source': first.source, 'env': {k: os.environ.get(k) for k in keys}}))\n"
-        "shutdown(0)\n")
+        "shutdown(0)\n"
+    )
     launch_env.pop("DS_ACCELERATOR", None)
     out = run([sys.executable, script], launch_env | {"PYTHONPATH": str(REPO)})
     result = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])
@@ -53,7 +55,13 @@ def test_single_process_init_is_idempotent_and_sets_the_cpu_environment(launch_e
 
 
 def test_bad_override_stops_with_the_variable_named(launch_env):
-    out = subprocess.run([sys.executable, "-m", "hpcsr.dist", "--discover-only"], cwd=REPO,
-                         env=launch_env | {"HPCSR_DIST_SOURCE": "srun"}, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "hpcsr.dist", "--discover-only"],
+        cwd=REPO,
+        env=launch_env | {"HPCSR_DIST_SOURCE": "srun"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2
     assert "HPCSR_DIST_SOURCE='srun'" in out.stderr and "env, slurm, mpi, single" in out.stderr

@@ -33,7 +33,9 @@ def test_scores_match_direct_computation_on_valid_points():
     assert e["rmse"] == pytest.approx(np.sqrt(np.mean(err**2)), rel=1e-10)
     assert e["mae"] == pytest.approx(np.mean(np.abs(err)), rel=1e-10)
     assert e["crps"] == pytest.approx(scoringrules.crps_ensemble(y, x, m_axis=0, estimator="fair").mean(), rel=1e-10)
-    assert e["crps_standard"] == pytest.approx(scoringrules.crps_ensemble(y, x, m_axis=0, estimator="nrg").mean(), rel=1e-10)
+    assert e["crps_standard"] == pytest.approx(
+        scoringrules.crps_ensemble(y, x, m_axis=0, estimator="nrg").mean(), rel=1e-10
+    )
     assert sum(e["rank_histogram"]) == e["n_valid"] and len(e["rank_histogram"]) == 11
     assert e["quantiles"]["0.99"]["truth"] == pytest.approx(np.quantile(y, 0.99), rel=1e-6)
     assert e["quantiles"]["0.999"]["forecast"] == pytest.approx(np.quantile(x, 0.999), rel=1e-6)
@@ -54,11 +56,14 @@ def test_exchangeable_ensemble_is_calibrated_and_perfect_ensemble_scores_zero():
     assert e["spread_skill_ratio"] == pytest.approx(1.0, abs=0.05)
     counts = np.asarray(e["rank_histogram"])
     assert counts.min() > 0.8 * counts.mean() and counts.max() < 1.2 * counts.mean()
-    perfect = evaluate(truth, np.repeat(truth[None], 10, axis=0), None, 4, 3, baselines=("nearest",), scales=(1, 5),
-                       progress=False)
+    perfect = evaluate(
+        truth, np.repeat(truth[None], 10, axis=0), None, 4, 3, baselines=("nearest",), scales=(1, 5), progress=False
+    )
     p = perfect["forecasts"]["ensemble"]
     assert p["rmse"] == 0.0 and p["crps"] == 0.0 and p["lsd_db"] == pytest.approx(0.0, abs=1e-9)
-    assert p["mass"]["cell_relative"] == pytest.approx(0.0, abs=1e-6) and perfect["lr_source"].startswith("perfect model")
+    assert p["mass"]["cell_relative"] == pytest.approx(0.0, abs=1e-6) and perfect["lr_source"].startswith(
+        "perfect model"
+    )
     assert all(v == pytest.approx(1.0, abs=1e-6) for by_scale in p["fss"].values() for v in by_scale.values())
     assert perfect["forecasts"]["nearest"]["mass"]["cell_relative"] == 0.0
 
@@ -93,8 +98,10 @@ def test_few_members_warn_and_flag():
 
 def test_tile_mass_error_between_cell_and_frame():
     truth, ens = _case()
-    res = {k: evaluate(truth, ens, None, 5, 3, baselines=(), scales=(1,), tile_cells=k, progress=False)
-           for k in (1, 2, None)}
+    res = {
+        k: evaluate(truth, ens, None, 5, 3, baselines=(), scales=(1,), tile_cells=k, progress=False)
+        for k in (1, 2, None)
+    }
     mass = {k: r["forecasts"]["ensemble"]["mass"] for k, r in res.items()}
     assert mass[1]["tile_relative"] == pytest.approx(mass[1]["cell_relative"])  # one-cell tiles are cells
     assert mass[1]["tile_relative"] >= mass[2]["tile_relative"] >= mass[None]["tile_relative"] > 0
@@ -120,21 +127,24 @@ def test_all_missing_truth_gives_nan_scores_and_counts():
     assert res["counts"]["truth_missing"] == truth.size
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(t=4), r"6 HR steps are not whole LR blocks of t=4: trim to 4"),
-    (dict(s=3), r"HR grid 20 x 30 is not divisible by s=3"),
-    (dict(lr=np.zeros((2, 4, 5))), r"LR has shape \(2, 4, 5\).*needs \(2, 4, 6\)"),
-    (dict(ensemble=np.zeros((6, 20, 30))), r"ensemble must be \(member, time, y, x\)"),
-    (dict(ensemble=np.zeros((10, 6, 20, 31))), r"does not match truth"),
-    (dict(baselines=("cubic",)), r"unknown baseline\(s\) \['cubic'\]"),
-    (dict(baselines=("mean",)), r"baseline 'mean' needs"),
-    (dict(mean=np.zeros((6, 20, 29))), r"mean prediction has shape"),
-    (dict(scales=(1, 4)), r"FSS neighbourhood size 4 must be an odd integer"),
-    (dict(s=30), r"factor s=30 is outside"),
-    (dict(quantile_levels=(0.99, 1.0)), r"quantile levels"),
-    (dict(tile_cells=4), r"tile_cells=4 does not divide the LR grid 4 x 6"),
-    (dict(time_chunk=0), r"time_chunk=0 must be a positive"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(t=4), r"6 HR steps are not whole LR blocks of t=4: trim to 4"),
+        (dict(s=3), r"HR grid 20 x 30 is not divisible by s=3"),
+        (dict(lr=np.zeros((2, 4, 5))), r"LR has shape \(2, 4, 5\).*needs \(2, 4, 6\)"),
+        (dict(ensemble=np.zeros((6, 20, 30))), r"ensemble must be \(member, time, y, x\)"),
+        (dict(ensemble=np.zeros((10, 6, 20, 31))), r"does not match truth"),
+        (dict(baselines=("cubic",)), r"unknown baseline\(s\) \['cubic'\]"),
+        (dict(baselines=("mean",)), r"baseline 'mean' needs"),
+        (dict(mean=np.zeros((6, 20, 29))), r"mean prediction has shape"),
+        (dict(scales=(1, 4)), r"FSS neighbourhood size 4 must be an odd integer"),
+        (dict(s=30), r"factor s=30 is outside"),
+        (dict(quantile_levels=(0.99, 1.0)), r"quantile levels"),
+        (dict(tile_cells=4), r"tile_cells=4 does not divide the LR grid 4 x 6"),
+        (dict(time_chunk=0), r"time_chunk=0 must be a positive"),
+    ],
+)
 def test_bad_input_is_named(change, message):
     truth, ens = _case()
     kwargs = dict(truth=truth, ensemble=ens, lr=None, s=5, t=3)
@@ -147,8 +157,16 @@ def test_perfect_model_block_repeat_on_nan_lr():
     truth, ens = _case(members=10, seed=5)
     lr = coarsen(truth, 5, 3)
     lr[0, 0, 0] = np.nan
-    res = evaluate(truth, repeat_blocks(lr, 5, 3)[None].repeat(10, axis=0), lr, 5, 3, baselines=("nearest",),
-                   scales=(1,), progress=False)
+    res = evaluate(
+        truth,
+        repeat_blocks(lr, 5, 3)[None].repeat(10, axis=0),
+        lr,
+        5,
+        3,
+        baselines=("nearest",),
+        scales=(1,),
+        progress=False,
+    )
     for name in ("ensemble", "nearest"):
         mass = res["forecasts"][name]["mass"]
         assert mass["cell_relative"] == 0.0 and mass["cells"] == (lr.size - 1) * (10 if name == "ensemble" else 1)

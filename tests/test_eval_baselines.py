@@ -78,7 +78,13 @@ def test_mass_error_hand_computed():
     forecast = np.array([[[1, 1, 4, 0], [1, 1, 0, 0]]], dtype=np.float64)[None]
     lr = np.array([[[2.0, 1.0]]])
     score = mass_error_sums(forecast, lr, 2, 1).scores()
-    assert score == {"cell_mae": 0.5, "cell_relative": 1 / 3, "tile_relative": 1 / 3, "bias_relative": -1 / 3, "cells": 2}
+    assert score == {
+        "cell_mae": 0.5,
+        "cell_relative": 1 / 3,
+        "tile_relative": 1 / 3,
+        "bias_relative": -1 / 3,
+        "cells": 2,
+    }
     # compensating errors: +1 and -1 cancel over the tile but not per cell
     score = mass_error_sums(forecast, np.array([[[2.0, 0.0]]]), 2, 1).scores()
     assert score["cell_relative"] == pytest.approx(1.0) and score["tile_relative"] == 0.0

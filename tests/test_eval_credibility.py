@@ -62,8 +62,11 @@ def test_tile_seam_ratio_hand_values():
     assert fs.tile_seam_ratio(2, edges) == pytest.approx(3.0)
     # cell edges: 8 * (1 + 3 + 1) / 48; inside: 8 * 4 / 64
     assert fs.seam_ratio(2) == pytest.approx((40 / 48) / 0.5)
-    assert fs.scores(2, edges) == {"wet_fraction": pytest.approx(56 / 64), "seam_ratio": pytest.approx(5 / 3),
-                                   "tile_seam_ratio": pytest.approx(3.0)}
+    assert fs.scores(2, edges) == {
+        "wet_fraction": pytest.approx(56 / 64),
+        "seam_ratio": pytest.approx(5 / 3),
+        "tile_seam_ratio": pytest.approx(3.0),
+    }
 
 
 def test_wet_fraction_and_threshold_rule():
@@ -100,8 +103,19 @@ def _case(members=4, T=4, Y=16, X=16, seed=0):
 def test_evaluate_returns_the_credibility_scores():
     truth, ens = _case()
     truth[0, 0, 0] = np.nan
-    res = evaluate(truth, ens, None, 4, 2, baselines=("nearest",), scales=(1,), wet_mm=0.5, tiles=(8, 0),
-                   time_chunk=2, progress=False)
+    res = evaluate(
+        truth,
+        ens,
+        None,
+        4,
+        2,
+        baselines=("nearest",),
+        scales=(1,),
+        wet_mm=0.5,
+        tiles=(8, 0),
+        time_chunk=2,
+        progress=False,
+    )
     e, n = res["forecasts"]["ensemble"], res["forecasts"]["nearest"]
     scored = np.ones(truth.shape, dtype=bool)
     scored[:2, :4, :4] = False  # the NaN's LR block, where nearest is NaN too
@@ -116,22 +130,23 @@ def test_evaluate_returns_the_credibility_scores():
     assert band["wavelengths_px"] == pytest.approx([16 / n for n in range(4, 9)])
     assert band["min"] == min(band["ratio"]) and band["max"] == max(band["ratio"])
     assert res["settings"]["wet_mm_per_step"] == 0.5 and res["undefined"] == {}
-    one_chunk = evaluate(truth, ens, None, 4, 2, baselines=("nearest",), scales=(1,), wet_mm=0.5, tiles=(8, 0),
-                         progress=False)
+    one_chunk = evaluate(
+        truth, ens, None, 4, 2, baselines=("nearest",), scales=(1,), wet_mm=0.5, tiles=(8, 0), progress=False
+    )
     for key in ("wet_fraction", "seam_ratio", "tile_seam_ratio"):
         assert one_chunk["forecasts"]["ensemble"][key] == pytest.approx(e[key], rel=1e-12)
 
 
 def test_perfect_and_doubled_ensembles():
     truth, _ = _case()
-    perfect = evaluate(truth, np.repeat(truth[None], 10, axis=0), None, 4, 1, baselines=(), scales=(1,),
-                       progress=False)
+    perfect = evaluate(truth, np.repeat(truth[None], 10, axis=0), None, 4, 1, baselines=(), scales=(1,), progress=False)
     p = perfect["forecasts"]["ensemble"]
     assert p["wet_fraction_ratio"] == 1.0 and p["seam_ratio"] == pytest.approx(perfect["truth"]["seam_ratio"])
     assert p["spectral_ratio"]["ratio"] == pytest.approx([1.0] * 5)
     assert "tile_seam_ratio" not in p  # no tiling given
-    doubled = evaluate(truth, np.repeat(2 * truth[None], 10, axis=0), None, 4, 1, baselines=(), scales=(1,),
-                       progress=False)
+    doubled = evaluate(
+        truth, np.repeat(2 * truth[None], 10, axis=0), None, 4, 1, baselines=(), scales=(1,), progress=False
+    )
     assert doubled["forecasts"]["ensemble"]["spectral_ratio"]["ratio"] == pytest.approx([4.0] * 5)
 
 
@@ -174,10 +189,27 @@ def test_cli_reads_tiling_interval_and_mass_claim_from_the_ensemble(tmp_path):
     coords = {"time": np.arange(4).astype("datetime64[h]"), "y": np.arange(16.0), "x": np.arange(16.0)}
     xr.Dataset({"precip": (("time", "y", "x"), truth)}, coords=coords).to_netcdf(tmp_path / "hr.nc")
     attrs = {"factor_pair": "s4_t1", "tile": 8, "overlap": 0, "mass_scale": "image", "mass_region_cells": 2}
-    xr.Dataset({"precip": (("member", "time", "y", "x"), ens)}, coords={"member": np.arange(4), **coords},
-               attrs=attrs).to_netcdf(tmp_path / "ens.nc")
-    assert main(["--truth", str(tmp_path / "hr.nc"), "--ensemble", str(tmp_path / "ens.nc"), "--out",
-                 str(tmp_path / "out"), "--scales", "1", "--baselines", "bicubic", "--quiet"]) == 0
+    xr.Dataset(
+        {"precip": (("member", "time", "y", "x"), ens)}, coords={"member": np.arange(4), **coords}, attrs=attrs
+    ).to_netcdf(tmp_path / "ens.nc")
+    assert (
+        main(
+            [
+                "--truth",
+                str(tmp_path / "hr.nc"),
+                "--ensemble",
+                str(tmp_path / "ens.nc"),
+                "--out",
+                str(tmp_path / "out"),
+                "--scales",
+                "1",
+                "--baselines",
+                "bicubic",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "out" / "metrics.json").read_text())
     settings = result["settings"]
     assert settings["wet_mm_per_step"] == pytest.approx(0.1) and settings["wet_rule"] == "0.1 mm/h over 60-min HR steps"
@@ -187,8 +219,26 @@ def test_cli_reads_tiling_interval_and_mass_claim_from_the_ensemble(tmp_path):
     assert claim["scale"] == "image: regions of 2 x 2 LR cells"
     assert claim["relative_error"] == pytest.approx(result["forecasts"]["ensemble"]["mass"]["tile_relative"])
     assert "Credibility of the fields" in (tmp_path / "out" / "report.md").read_text()
-    assert main(["--truth", str(tmp_path / "hr.nc"), "--ensemble", str(tmp_path / "ens.nc"), "--out",
-                 str(tmp_path / "out2"), "--scales", "1", "--baselines", "", "--quiet", "--wet-mm", "0.3"]) == 0
+    assert (
+        main(
+            [
+                "--truth",
+                str(tmp_path / "hr.nc"),
+                "--ensemble",
+                str(tmp_path / "ens.nc"),
+                "--out",
+                str(tmp_path / "out2"),
+                "--scales",
+                "1",
+                "--baselines",
+                "",
+                "--quiet",
+                "--wet-mm",
+                "0.3",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "out2" / "metrics.json").read_text())["settings"]["wet_rule"] == "given"
 
 

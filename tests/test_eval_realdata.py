@@ -20,12 +20,15 @@ def _load(name, **window):
         return ds.precip.isel(**window).values
 
 
-@pytest.mark.parametrize("name, window, s", [
-    ("comephore_sample_20111104.nc", dict(y=slice(0, 117), x=slice(0, 66)), 3),
-    ("comephore_sample_20111104.nc", dict(y=slice(0, 115), x=slice(0, 65)), 5),
-    ("mch_aqc_20150515.nc", dict(time=slice(0, 12), y=slice(360, 480), x=slice(400, 520)), 4),
-    ("mch_aqc_20150515.nc", dict(time=slice(0, 12), y=slice(360, 480), x=slice(400, 520)), 8),
-])
+@pytest.mark.parametrize(
+    "name, window, s",
+    [
+        ("comephore_sample_20111104.nc", dict(y=slice(0, 117), x=slice(0, 66)), 3),
+        ("comephore_sample_20111104.nc", dict(y=slice(0, 115), x=slice(0, 65)), 5),
+        ("mch_aqc_20150515.nc", dict(time=slice(0, 12), y=slice(360, 480), x=slice(400, 520)), 4),
+        ("mch_aqc_20150515.nc", dict(time=slice(0, 12), y=slice(360, 480), x=slice(400, 520)), 8),
+    ],
+)
 def test_bicubic_beats_nearest_in_space_and_perfect_model_mass_is_zero(name, window, s):
     truth = _load(name, **window)
     lr = coarsen(truth, s, 1)

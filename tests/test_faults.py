@@ -24,8 +24,11 @@ needs_sample = pytest.mark.skipif(not SAMPLE.is_file(), reason=f"real data {SAMP
 
 def digests(folder: Path) -> dict:
     """sha256 of every file under `folder`, by relative path."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def variant(src: Path, out: Path, change) -> Path:
@@ -75,11 +78,14 @@ def comephore_variant(out: Path, *, stretch: float = 1.0, interval: int | None =
 
 
 @needs_sample
-@pytest.mark.parametrize("case,expected", [
-    ({"stretch": 2.0}, "HR pixel 2000 m along x in the input"),  # LR made at another factor: 2 km cells read as s=2
-    ({"interval": 30}, "HR step 30 min in the input, 60 min in the training data"),
-    ({"values": lambda v: np.full_like(v, np.nan)}, "has no value in the"),
-])
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ({"stretch": 2.0}, "HR pixel 2000 m along x in the input"),  # LR made at another factor: 2 km cells read as s=2
+        ({"interval": 30}, "HR step 30 min in the input, 60 min in the training data"),
+        ({"values": lambda v: np.full_like(v, np.nan)}, "has no value in the"),
+    ],
+)
 def test_sample_refuses_inputs_the_model_was_not_trained_for(tmp_path, capsys, case, expected):
     """Finding 4: an input on another grid, at another cadence, or all missing, used to be sampled
     (exit 0, an ensemble on the wrong scales or all NaN). Now refused before the model runs, naming
@@ -90,8 +96,9 @@ def test_sample_refuses_inputs_the_model_was_not_trained_for(tmp_path, capsys, c
     source = comephore_variant(tmp_path / "input.nc", **case)
     out = tmp_path / "ens.nc"
     capsys.readouterr()
-    assert run_sample("--export", export, "--hr", source, "--coarsen", "--members", "2", "--steps", "1",
-                      "--out", out) == 2
+    assert (
+        run_sample("--export", export, "--hr", source, "--coarsen", "--members", "2", "--steps", "1", "--out", out) == 2
+    )
     err = capsys.readouterr().err
     assert expected in err, err
     assert not out.exists() and not list(tmp_path.glob(".ens.nc*"))
@@ -119,8 +126,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def hpcsr(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hpcsr.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "hpcsr.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
@@ -168,12 +181,14 @@ def test_train_setup_errors_are_one_line_without_traceback(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.strip().splitlines() == [
         f"hpcsr train: shard {tmp_path}/shards/s10_t3.h5 for factor pair s10_t3 does not exist: run `hpcsr-preprocess` "
-        "with this pair, or set data.shard / data_dir"]
+        "with this pair, or set data.shard / data_dir"
+    ]
     out = hpcsr("train", "model=tiny", f"data_dir={tmp_path}", "--debug")
     assert out.returncode == 2 and "Traceback" in out.stderr
 
 
 # ------------------------------------------------------------------ outputs: early checks, killed writers
+
 
 def test_outputs_below_a_file_are_refused_before_any_model_is_read(tmp_path):
     """Finding 7: `sample` (after loading the model) and `transfer seed` gave a raw FileExistsError
@@ -182,8 +197,10 @@ def test_outputs_below_a_file_are_refused_before_any_model_is_read(tmp_path):
     blocker = tmp_path / "afile"
     blocker.write_text("")
     missing = tmp_path / "no_export"
-    for args in (["sample", "--export", missing, "--hr", missing, "--coarsen", "--out", blocker / "ens.nc"],
-                 ["transfer", "seed", missing, "--to", "4x2", "--out", blocker / "seed.pt"]):
+    for args in (
+        ["sample", "--export", missing, "--hr", missing, "--coarsen", "--out", blocker / "ens.nc"],
+        ["transfer", "seed", missing, "--to", "4x2", "--out", blocker / "seed.pt"],
+    ):
         out = hpcsr(*map(str, args))
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
         assert f"{blocker} is a file, not a folder" in out.stderr, out.stderr
@@ -218,8 +235,26 @@ def test_killed_sample_leaves_nothing_that_a_rerun_does_not_clean(tmp_path):
 
     export = make_export(tmp_path / "m.pt", PAIR, data_grid=COMEPHORE_GRID)
     out = tmp_path / "ens.nc"
-    args = [sys.executable, "-m", "hpcsr.cli", "sample", "--export", str(export), "--hr", str(SAMPLE), "--coarsen",
-            "--members", "4", "--steps", "4", "--time-chunk", "1", "--out", str(out), "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "hpcsr.cli",
+        "sample",
+        "--export",
+        str(export),
+        "--hr",
+        str(SAMPLE),
+        "--coarsen",
+        "--members",
+        "4",
+        "--steps",
+        "4",
+        "--time-chunk",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -238,6 +273,7 @@ def test_killed_sample_leaves_nothing_that_a_rerun_does_not_clean(tmp_path):
 
 # ------------------------------------------------------------------ evaluation: the report folder whole
 
+
 @needs_sample
 def test_failed_evaluation_rerun_leaves_the_previous_report_byte_identical(tmp_path, monkeypatch):
     """Finding 2: a rerun that failed while drawing (the FSS figure's log axis) had already
@@ -250,8 +286,17 @@ def test_failed_evaluation_rerun_leaves_the_previous_report_byte_identical(tmp_p
 
     _write_case(tmp_path, 3, 2)
     out = tmp_path / "report"
-    args = ["--truth", str(tmp_path / "hr.nc"), "--ensemble", str(tmp_path / "ens.nc"), "--out", str(out),
-            "--scales", "1", "--quiet"]
+    args = [
+        "--truth",
+        str(tmp_path / "hr.nc"),
+        "--ensemble",
+        str(tmp_path / "ens.nc"),
+        "--out",
+        str(out),
+        "--scales",
+        "1",
+        "--quiet",
+    ]
     assert evaluate_main(args) == 0
     (out / "from_an_older_run.png").write_bytes(b"old")
     before = digests(out)
@@ -299,6 +344,7 @@ def test_a_crash_mid_swap_is_undone_by_the_next_writer(tmp_path):
 
 # ------------------------------------------------------------------ exports: verified before use
 
+
 @needs_sample
 def test_a_damaged_export_is_refused_by_name(tmp_path):
     """Finding 3, exports: an export whose bytes changed after it was written (same size) is refused
@@ -339,7 +385,9 @@ def test_a_raster_with_an_unreadable_name_is_counted(tmp_path, caplog):
     (folder / "2011110504_RR.gtif").rename(folder / "2011110504_RR (copy).gtif")
     (folder / "README.txt").write_text("notes")
     with caplog.at_level("WARNING"):
-        assert preprocess_cli.main(["ingest", "--out", str(tmp_path / "out"), "--comephore", str(folder), "--quiet"]) == 0
+        assert (
+            preprocess_cli.main(["ingest", "--out", str(tmp_path / "out"), "--comephore", str(folder), "--quiet"]) == 0
+        )
     assert "2011110504_RR (copy).gtif: not named YYYYMMDDHH_<KIND>.gtif" in caplog.text
     assert "README" not in caplog.text
     assert manifest_entry(tmp_path / "out")["skipped"] == {"bad-name": 1}
@@ -360,7 +408,9 @@ def test_a_cut_archive_counts_the_hours_it_lost(tmp_path, caplog):
     with open(archive, "r+b") as fh:
         fh.truncate(cut)
     with caplog.at_level("INFO"):
-        assert preprocess_cli.main(["ingest", "--out", str(tmp_path / "out"), "--comephore", str(archive), "--quiet"]) == 0
+        assert (
+            preprocess_cli.main(["ingest", "--out", str(tmp_path / "out"), "--comephore", str(archive), "--quiet"]) == 0
+        )
     entry = manifest_entry(tmp_path / "out")
     assert entry["skipped"] == {"damaged-archive": 1, "unreadable": 1}  # the archive, and its cut raster
     # the month's hours after the cut raster (2011-11-05 02 UTC) up to 2011-12-01 00 UTC: 22 + 25 x 24
@@ -378,8 +428,12 @@ def test_a_step_off_the_file_grid_is_counted(tmp_path, caplog):
     ds = ds.assign_coords(time=("time", times, ds["time"].attrs))
     ds.to_netcdf(tmp_path / "shifted.nc")
     with caplog.at_level("WARNING"):
-        assert preprocess_cli.main(["ingest", "--out", str(tmp_path / "out"), "--netcdf", str(tmp_path / "shifted.nc"),
-                                    "--quiet"]) == 0
+        assert (
+            preprocess_cli.main(
+                ["ingest", "--out", str(tmp_path / "out"), "--netcdf", str(tmp_path / "shifted.nc"), "--quiet"]
+            )
+            == 0
+        )
     assert "is off the 60-min grid of the file: skipped" in caplog.text
     assert manifest_entry(tmp_path / "out")["skipped"] == {"off-grid": 1}  # its own hour becomes a gap
 
@@ -390,12 +444,17 @@ def test_split_bounds_outside_the_data_are_reported(tmp_path, caplog):
     out = tmp_path / "out"
     assert preprocess_cli.main(["ingest", "--out", str(out), "--netcdf", str(SAMPLE), "--quiet"]) == 0
     with caplog.at_level("WARNING"):
-        assert preprocess_cli.main(["shards", "--out", str(out), "--pairs", "2x1", "--split-bounds",
-                                    "2030-01-01,2030-02-01", "--quiet"]) == 0
+        assert (
+            preprocess_cli.main(
+                ["shards", "--out", str(out), "--pairs", "2x1", "--split-bounds", "2030-01-01,2030-02-01", "--quiet"]
+            )
+            == 0
+        )
     assert "s2_t1: split 'val' holds no block" in caplog.text and "s2_t1: split 'test' holds no block" in caplog.text
 
 
 # ------------------------------------------------------------------ one error surface
+
 
 def test_every_command_answers_bad_input_with_one_line_and_the_same_code(tmp_path):
     """The exit-code table (hpcsr.exits): a user error is one line and BAD_INPUT from every
@@ -408,18 +467,26 @@ def test_every_command_answers_bad_input_with_one_line_and_the_same_code(tmp_pat
         "sample": hpcsr("sample", "--export", missing, "--hr", missing, "--coarsen", "--out", str(tmp_path / "e.nc")),
         "evaluate": hpcsr("evaluate", "--truth", missing, "--ensemble", missing, "--out", str(tmp_path / "r")),
         "transfer": hpcsr("transfer", "seed", missing, "--to", "4x2", "--out", str(tmp_path / "s.pt")),
-        "preprocess": subprocess.run([sys.executable, "-m", "preprocessing.cli", "ingest", "--out", str(tmp_path / "d"),
-                                      "--comephore", missing], cwd=REPO, capture_output=True, text=True, timeout=120),
+        "preprocess": subprocess.run(
+            [sys.executable, "-m", "preprocessing.cli", "ingest", "--out", str(tmp_path / "d"), "--comephore", missing],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ),
     }
     for name, out in cases.items():
         assert out.returncode == exits.BAD_INPUT, (name, out.returncode, out.stderr)
         assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, (name, out.stderr)
         assert "missing" in out.stderr, (name, out.stderr)
-    debug = hpcsr("sample", "--export", missing, "--hr", missing, "--coarsen", "--out", str(tmp_path / "e.nc"), "--debug")
+    debug = hpcsr(
+        "sample", "--export", missing, "--hr", missing, "--coarsen", "--out", str(tmp_path / "e.nc"), "--debug"
+    )
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
 # ------------------------------------------------------------------ evaluation on any weather
+
 
 def weather_case(folder: Path, kind: str, s: int = 3, t: int = 2, members: int = 10) -> None:
     """Truth and ensemble netCDF on the Comephore sample's grid and times with synthetic values:
@@ -433,9 +500,11 @@ def weather_case(folder: Path, kind: str, s: int = 3, t: int = 2, members: int =
     folder.mkdir(parents=True, exist_ok=True)
     hr.to_dataset().to_netcdf(folder / "hr.nc")
     ens = np.stack([truth * rng.uniform(0.8, 1.2, truth.shape).astype(np.float32) for _ in range(members)])
-    xr.Dataset({"precip": (("member", "time", "y", "x"), ens)},
-               coords={"member": np.arange(members), "time": hr.time, "y": hr.y, "x": hr.x},
-               attrs={"factor_pair": f"s{s}_t{t}"}).to_netcdf(folder / "ens.nc")
+    xr.Dataset(
+        {"precip": (("member", "time", "y", "x"), ens)},
+        coords={"member": np.arange(members), "time": hr.time, "y": hr.y, "x": hr.x},
+        attrs={"factor_pair": f"s{s}_t{t}"},
+    ).to_netcdf(folder / "ens.nc")
 
 
 @needs_sample
@@ -449,8 +518,26 @@ def test_evaluation_of_dry_drizzle_and_all_wet_windows(tmp_path, kind):
 
     weather_case(tmp_path, kind)
     out = tmp_path / "report"
-    assert evaluate_main(["--truth", str(tmp_path / "hr.nc"), "--ensemble", str(tmp_path / "ens.nc"), "--out", str(out),
-                          "--s", "3", "--t", "2", "--scales", "1,3", "--quiet"]) == 0
+    assert (
+        evaluate_main(
+            [
+                "--truth",
+                str(tmp_path / "hr.nc"),
+                "--ensemble",
+                str(tmp_path / "ens.nc"),
+                "--out",
+                str(out),
+                "--s",
+                "3",
+                "--t",
+                "2",
+                "--scales",
+                "1,3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())  # allow_nan=False when written: strict JSON
     for name in ("report.md", "report.html", "panels.png", "qq.png", "fss.png", "spectra.png", "rank_histogram.png"):
         assert (out / name).stat().st_size > 0, name

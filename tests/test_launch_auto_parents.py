@@ -26,8 +26,9 @@ def parents(plan) -> dict:
 
 
 def test_paper_grid_auto_parents_levels_dependencies_and_init(tmp_path):
-    plan = planning.build(["grid=paper", "grid.transfer=auto", "launcher=slurm", "cluster=example_site",
-                           f"run_root={tmp_path}"])
+    plan = planning.build(
+        ["grid=paper", "grid.transfer=auto", "launcher=slurm", "cluster=example_site", f"run_root={tmp_path}"]
+    )
     assert parents(plan) == PAPER_AUTO == grid_parents(PAPER_PAIRS)
     assert [a.key for a in plan.arrays] == [f"L{k}.{s}" for k in range(4) for s in ("mean", "diffusion")]
     by_key = {a.key: a for a in plan.arrays}
@@ -44,8 +45,20 @@ def test_paper_grid_auto_parents_levels_dependencies_and_init(tmp_path):
 
 
 def test_dry_run_shows_parents_and_afterok(capsys):
-    assert cli.main(["plan", "grid=paper", "grid.transfer=auto", "launcher=slurm", "cluster=example_site",
-                     "run_root=/scratch/hpcsr", "launcher.python=python3"]) == 0
+    assert (
+        cli.main(
+            [
+                "plan",
+                "grid=paper",
+                "grid.transfer=auto",
+                "launcher=slurm",
+                "cluster=example_site",
+                "run_root=/scratch/hpcsr",
+                "launcher.python=python3",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "parents: grid.transfer=auto, each pair seeded from its nearest pair" in out
     rows = {tuple(line.split()[:5]) for line in out.splitlines() if line.startswith("L")}
@@ -59,8 +72,9 @@ def test_dry_run_shows_parents_and_afterok(capsys):
 
 
 def test_explicit_parents_win_over_auto():
-    plan = planning.build(["grid=paper", "grid.transfer=auto", "++grid.parents={s25_t6:s10_t1}",
-                           "launcher.stages=[probe]"])
+    plan = planning.build(
+        ["grid=paper", "grid.transfer=auto", "++grid.parents={s25_t6:s10_t1}", "launcher.stages=[probe]"]
+    )
     assert parents(plan) == {"s25_t6": "s10_t1"}
     l0, l1 = plan.arrays
     assert [e.pair.name for e in l0.elements] == ["s1_t3", "s10_t1", "s10_t3"]
@@ -70,8 +84,9 @@ def test_explicit_parents_win_over_auto():
 def test_product_grid_auto_parents_share_a_level():
     # volumes s2_t1 4, s2_t2 8, s4_t1 16, s4_t2 32; s2_t2 and s4_t1 are both ln 2 from s2_t1;
     # s4_t2 is ln 2 from s2_t2 and from s4_t1: the tie goes to the smaller volume, s2_t2
-    plan = planning.build(["grid=product", "grid.s=[2,4]", "grid.t=[1,2]", "grid.transfer=auto",
-                           "launcher.stages=[probe]"])
+    plan = planning.build(
+        ["grid=product", "grid.s=[2,4]", "grid.t=[1,2]", "grid.transfer=auto", "launcher.stages=[probe]"]
+    )
     assert parents(plan) == {"s2_t2": "s2_t1", "s4_t1": "s2_t1", "s4_t2": "s2_t2"}
     l0, l1, l2 = plan.arrays
     assert [e.pair.name for e in l1.elements] == ["s2_t2", "s4_t1"]

@@ -20,8 +20,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def launch(tmp_path, env, *args, timeout=240):
     """Run the hpcsr-launch CLI in a child process from tmp_path; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", "hpcsr.launch.cli", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "hpcsr.launch.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -44,8 +50,14 @@ def losses_match(rows, expected):
 
 @pytest.mark.slow  # three local launches, each element a fresh Python process (~40 s on 2 shared cores)
 def test_local_transfer_chain_resubmit_and_resume(tmp_path, env):
-    common = ["launcher.stages=[probe]", "grid.pairs=[[10,1],[10,3]]", "+grid.parents={s10_t3:s10_t1}",
-              "launcher.probe.step_s=0", "launcher.poll_s=0.5", "launcher.snapshot=true"]
+    common = [
+        "launcher.stages=[probe]",
+        "grid.pairs=[[10,1],[10,3]]",
+        "+grid.parents={s10_t3:s10_t1}",
+        "launcher.probe.step_s=0",
+        "launcher.poll_s=0.5",
+        "launcher.snapshot=true",
+    ]
     out = launch(tmp_path, env, *common, "launcher.probe.steps=6", "--wait")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "started launch 0001 locally" in out.stdout and "tail -f" in out.stdout
@@ -80,9 +92,19 @@ def test_local_transfer_chain_resubmit_and_resume(tmp_path, env):
 def test_local_time_limit_signal_requeues_and_finishes(tmp_path, env):
     # the probe holds at step 5 of its first attempt until the time-limit signal: a requeue always
     # happens, whether the machine is fast or loaded (a signal during start-up requeues too)
-    out = launch(tmp_path, env, "launcher.stages=[probe]", "grid.pairs=[[2,1]]", "cluster.time_min=1",
-                 "cluster.signal_delay_s=30", "launcher.probe.steps=12", "launcher.probe.step_s=0",
-                 "launcher.probe.hold_at=5", "launcher.poll_s=0.5", "--wait")
+    out = launch(
+        tmp_path,
+        env,
+        "launcher.stages=[probe]",
+        "grid.pairs=[[2,1]]",
+        "cluster.time_min=1",
+        "cluster.signal_delay_s=30",
+        "launcher.probe.steps=12",
+        "launcher.probe.step_s=0",
+        "launcher.probe.hold_at=5",
+        "launcher.poll_s=0.5",
+        "--wait",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     run_dir = tmp_path / "runs" / "s2_t1"
     rows = progress(run_dir)
@@ -94,8 +116,14 @@ def test_local_time_limit_signal_requeues_and_finishes(tmp_path, env):
 
 
 def test_local_cancel_stops_queue_and_elements(tmp_path, env):
-    out = launch(tmp_path, env, "launcher.stages=[probe]", "grid.pairs=[[5,1],[5,2],[5,3]]",
-                 "launcher.probe.steps=400", "launcher.probe.step_s=0.5")
+    out = launch(
+        tmp_path,
+        env,
+        "launcher.stages=[probe]",
+        "grid.pairs=[[5,1],[5,2],[5,3]]",
+        "launcher.probe.steps=400",
+        "launcher.probe.step_s=0.5",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     folder = tmp_path / "runs" / "launch"
     launch_dir = find_launch(folder)
@@ -136,10 +164,24 @@ def test_status_without_a_launch_says_what_to_do(tmp_path, env):
 
 @pytest.mark.slow  # real preprocessing and two real DeepSpeed stages, each a fresh process (~1-2 min)
 def test_local_real_chain_preprocess_mean_diffusion(tmp_path, env):
-    out = launch(tmp_path, env, "launcher.stages=[preprocess,mean,diffusion]", "grid.pairs=[[2,1]]",
-                 "launcher.preprocess=[all,--days,2,--size,48,--quiet]", "model=tiny", "factor.patch=16",
-                 "train.steps=2", "train.warmup_steps=1", "train.val_every=0", "train.progress=false",
-                 "data.batch_size=2", "data.val_patches=0", "launcher.poll_s=1", "--wait", timeout=600)
+    out = launch(
+        tmp_path,
+        env,
+        "launcher.stages=[preprocess,mean,diffusion]",
+        "grid.pairs=[[2,1]]",
+        "launcher.preprocess=[all,--days,2,--size,48,--quiet]",
+        "model=tiny",
+        "factor.patch=16",
+        "train.steps=2",
+        "train.warmup_steps=1",
+        "train.val_every=0",
+        "train.progress=false",
+        "data.batch_size=2",
+        "data.val_patches=0",
+        "launcher.poll_s=1",
+        "--wait",
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     run_dir = tmp_path / "runs" / "s2_t1"
     for stage in ("mean", "diffusion"):

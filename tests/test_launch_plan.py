@@ -14,9 +14,16 @@ from hpcsr.launch import plan as planning
 from hpcsr.launch.config import ClusterConfig
 from hpcsr.launch.stages import ElementSpec, identity
 
-GOLDEN_ARGS = ["plan", "launcher=slurm", "cluster=example_site", "grid.pairs=[[10,1],[5,2],[10,3]]",
-               "+grid.parents={s10_t3:s10_t1}", "launcher.stages=[preprocess,probe]", "run_root=/scratch/hpcsr",
-               "launcher.python=python3"]
+GOLDEN_ARGS = [
+    "plan",
+    "launcher=slurm",
+    "cluster=example_site",
+    "grid.pairs=[[10,1],[5,2],[10,3]]",
+    "+grid.parents={s10_t3:s10_t1}",
+    "launcher.stages=[preprocess,probe]",
+    "run_root=/scratch/hpcsr",
+    "launcher.python=python3",
+]
 GOLDEN = """plan: 3 factor pairs (s10_t1, s5_t2, s10_t3), stages preprocess -> probe: 3 arrays, 4 elements; backend slurm, cluster example_site
 array       stage       pair    parent  after                     nodes x ranks  gpus/node  cpus/rank  mem/node  time      partition
 preprocess  preprocess  all     -       -                         1x16           0          1          256G      04:00:00  cpu
@@ -150,24 +157,26 @@ def test_grid_forms_paper_list_product():
     assert [p.name for p in product.pairs] == ["s2_t1", "s2_t3", "s5_t1", "s5_t3"]
     (array,) = product.arrays
     assert [e.pair for e in array.elements] == product.pairs
-    assert [e.cfg.run_dir for e in array.elements] == [
-        str(Path("runs").resolve() / p.name) for p in product.pairs]
+    assert [e.cfg.run_dir for e in array.elements] == [str(Path("runs").resolve() / p.name) for p in product.pairs]
     assert all(e.cfg.factor.pair == e.pair for e in array.elements)
 
 
-@pytest.mark.parametrize("override,message", [
-    ("grid.pairs=[[30,1],[10,1]]", r"grid\.pairs\[0\]=\[30, 1\]: factor s=30 is outside 1\.\.25"),
-    ("grid.pairs=[[10,1],[10,7]]", r"grid\.pairs\[1\]=\[10, 7\]: factor t=7 is outside 1\.\.6"),
-    ("grid.pairs=[[10,1],[10,1]]", r"pair s10_t1 is listed twice"),
-    ("grid.kind=product", r"grid\.kind=product needs non-empty grid\.s and grid\.t"),
-    ("+cluster.partitionn=gpu", r"unknown key cluster\.partitionn: ClusterConfig allows .*partition"),
-    ("cluster=nowhere", r"cluster"),
-    ("+cluster.sbatch_extra.partition=gpu", r"cluster\.sbatch_extra\.partition is set by the launcher"),
-    ("+cluster.sbatch_extra={Mail_Type:FAIL}", r"'Mail_Type' is not an sbatch long option name"),
-    ("launcher.stages=[probe,preprocess]", r"out of order"),
-    ("launcher.stages=[train]", r"launcher stage 'train' is unknown: choose from preprocess, mean"),
-    ("launcher.preprocess=[all,--out,x]", r"--out is set by the launcher"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("grid.pairs=[[30,1],[10,1]]", r"grid\.pairs\[0\]=\[30, 1\]: factor s=30 is outside 1\.\.25"),
+        ("grid.pairs=[[10,1],[10,7]]", r"grid\.pairs\[1\]=\[10, 7\]: factor t=7 is outside 1\.\.6"),
+        ("grid.pairs=[[10,1],[10,1]]", r"pair s10_t1 is listed twice"),
+        ("grid.kind=product", r"grid\.kind=product needs non-empty grid\.s and grid\.t"),
+        ("+cluster.partitionn=gpu", r"unknown key cluster\.partitionn: ClusterConfig allows .*partition"),
+        ("cluster=nowhere", r"cluster"),
+        ("+cluster.sbatch_extra.partition=gpu", r"cluster\.sbatch_extra\.partition is set by the launcher"),
+        ("+cluster.sbatch_extra={Mail_Type:FAIL}", r"'Mail_Type' is not an sbatch long option name"),
+        ("launcher.stages=[probe,preprocess]", r"out of order"),
+        ("launcher.stages=[train]", r"launcher stage 'train' is unknown: choose from preprocess, mean"),
+        ("launcher.preprocess=[all,--out,x]", r"--out is set by the launcher"),
+    ],
+)
 def test_bad_config_names_value_and_fix(override, message):
     with pytest.raises(ConfigError, match=message):
         compose([override])
@@ -249,15 +258,26 @@ SINFO = [  # what read_sinfo makes of `sinfo -h -N -o %N|%P|%c|%m|%G|%l|%a` on a
 ]
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["cluster.partition=gpux"], r"cluster\.partition='gpux' .* is not a partition of this cluster: choose one of cpu, gpu"),
-    (["cluster.partition=gpu", "cluster.tasks_per_node=8", "cluster.cpus_per_task=10"],
-     r"asks for 8 ranks x 10 CPUs = 80 CPUs, 0 GPUs per node, but no node of partition 'gpu' has that \(largest: 64 CPUs"),
-    (["cluster.partition=gpu", "cluster.gpus_per_node=8"], r"8 GPUs per node, but no node"),
-    (["cluster.partition=gpu", "cluster.nodes=3"], r"cluster\.nodes=3 nodes .* has only 2 such node"),
-    (["cluster.partition=gpu", "cluster.time_min=3000"], r"cluster\.time_min=3000 minutes, but partition 'gpu' allows 2880"),
-    (["cluster.gpus_per_node=1"], r"default partition 'cpu'"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            ["cluster.partition=gpux"],
+            r"cluster\.partition='gpux' .* is not a partition of this cluster: choose one of cpu, gpu",
+        ),
+        (
+            ["cluster.partition=gpu", "cluster.tasks_per_node=8", "cluster.cpus_per_task=10"],
+            r"asks for 8 ranks x 10 CPUs = 80 CPUs, 0 GPUs per node, but no node of partition 'gpu' has that \(largest: 64 CPUs",
+        ),
+        (["cluster.partition=gpu", "cluster.gpus_per_node=8"], r"8 GPUs per node, but no node"),
+        (["cluster.partition=gpu", "cluster.nodes=3"], r"cluster\.nodes=3 nodes .* has only 2 such node"),
+        (
+            ["cluster.partition=gpu", "cluster.time_min=3000"],
+            r"cluster\.time_min=3000 minutes, but partition 'gpu' allows 2880",
+        ),
+        (["cluster.gpus_per_node=1"], r"default partition 'cpu'"),
+    ],
+)
 def test_resource_check_names_request_and_limit(overrides, message):
     plan = probe_plan("launcher=slurm", "grid.pairs=[[10,1]]", *overrides)
     with pytest.raises(ValueError, match=message):
@@ -265,13 +285,20 @@ def test_resource_check_names_request_and_limit(overrides, message):
 
 
 def test_resource_check_accepts_what_fits():
-    plan = probe_plan("launcher=slurm", "grid.pairs=[[10,1]]", "cluster=example_site", "cluster.partition=gpu",
-                      "cluster.constraint=null")
+    plan = probe_plan(
+        "launcher=slurm",
+        "grid.pairs=[[10,1]]",
+        "cluster=example_site",
+        "cluster.partition=gpu",
+        "cluster.constraint=null",
+    )
     sbatch.check_resources(plan.arrays[0], SINFO)
 
 
-@pytest.mark.parametrize("text,minutes", [("infinite", None), ("30", 30), ("45:00", 45), ("1:30:00", 90),
-                                          ("2-00:00:00", 2880), ("1-12", 2160)])
+@pytest.mark.parametrize(
+    "text,minutes",
+    [("infinite", None), ("30", 30), ("45:00", 45), ("1:30:00", 90), ("2-00:00:00", 2880), ("1-12", 2160)],
+)
 def test_slurm_time_limits(text, minutes):
     assert sbatch._minutes(text) == minutes
 
@@ -292,7 +319,12 @@ def test_sbatch_templates_parse_and_keep_the_launch_options():
     text = (templates / "train_array.sbatch").read_text()
     from hpcsr import exits
 
-    for option in ("--signal=USR2@", "--requeue", "--kill-on-invalid-dep=yes", "scontrol requeue",
-                   f'"$code" = {exits.REQUEUE}'):  # the template's requeue test is the exit-code table's
+    for option in (
+        "--signal=USR2@",
+        "--requeue",
+        "--kill-on-invalid-dep=yes",
+        "scontrol requeue",
+        f'"$code" = {exits.REQUEUE}',
+    ):  # the template's requeue test is the exit-code table's
         assert option in text
     assert "aftercorr:" in (templates / "chain.sh").read_text()

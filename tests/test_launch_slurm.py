@@ -25,8 +25,14 @@ pytestmark = pytest.mark.slurm
 
 
 def launch(tmp_path, env, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "hpcsr.launch.cli", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "hpcsr.launch.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -35,8 +41,15 @@ def env(launch_env, slurm_up):
 
 
 def slurm_args(tmp_path, *more):
-    return ["launcher=slurm", "launcher.poll_s=1", "launcher.snapshot=false", f"run_root={tmp_path / 'runs'}",
-            f"data_dir={tmp_path / 'data'}", "cluster.time_min=5", *more]
+    return [
+        "launcher=slurm",
+        "launcher.poll_s=1",
+        "launcher.snapshot=false",
+        f"run_root={tmp_path / 'runs'}",
+        f"data_dir={tmp_path / 'data'}",
+        "cluster.time_min=5",
+        *more,
+    ]
 
 
 def marker(path: Path) -> dict:
@@ -44,9 +57,16 @@ def marker(path: Path) -> dict:
 
 
 def test_2x2_grid_after_preprocess_in_order_with_dry_run_scripts(tmp_path, env):
-    args = slurm_args(tmp_path, "grid=product", "grid.s=[2,5]", "grid.t=[1,2]", "launcher.stages=[preprocess,probe]",
-                      "launcher.preprocess=[all,--days,1,--size,40,--quiet]", "launcher.probe.steps=3",
-                      "launcher.probe.step_s=0")
+    args = slurm_args(
+        tmp_path,
+        "grid=product",
+        "grid.s=[2,5]",
+        "grid.t=[1,2]",
+        "launcher.stages=[preprocess,probe]",
+        "launcher.preprocess=[all,--days,1,--size,40,--quiet]",
+        "launcher.probe.steps=3",
+        "launcher.probe.step_s=0",
+    )
     out = launch(tmp_path, env, *args, "--wait")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "submitted launch 0001 to Slurm: 2 arrays, 5 elements" in out.stdout
@@ -81,12 +101,25 @@ def test_requeue_across_time_limits_gives_a_continuous_curve(tmp_path, env, caps
     # SIGUSR2 comes once <= 55 s are left, at slurmctld's next time-limit check (every 30 s): an
     # attempt runs 5-35 s, so 65 one-second steps need at least 3 attempts (2 requeues).
     steps = 65
-    out = launch(tmp_path, env, *slurm_args(tmp_path, "grid.pairs=[[2,1]]", "launcher.stages=[probe]",
-                                            "cluster.time_min=1", "cluster.signal_delay_s=55",
-                                            "launcher.max_requeues=30", f"launcher.probe.steps={steps}",
-                                            "launcher.probe.step_s=1"), "--wait")
+    out = launch(
+        tmp_path,
+        env,
+        *slurm_args(
+            tmp_path,
+            "grid.pairs=[[2,1]]",
+            "launcher.stages=[probe]",
+            "cluster.time_min=1",
+            "cluster.signal_delay_s=55",
+            "launcher.max_requeues=30",
+            f"launcher.probe.steps={steps}",
+            "launcher.probe.step_s=1",
+        ),
+        "--wait",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
-    rows = [json.loads(line) for line in (tmp_path / "runs" / "s2_t1" / "probe" / "progress.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (tmp_path / "runs" / "s2_t1" / "probe" / "progress.jsonl").read_text().splitlines()
+    ]
     expected = probe.curve(probe.seed_of(0, 2, 1), steps)
     assert [r["step"] for r in rows] == list(range(steps))  # every step once: no gap, no repeat
     assert [r["loss"] for r in rows] == pytest.approx(expected, rel=1e-12, abs=0)  # the uninterrupted curve
@@ -95,19 +128,33 @@ def test_requeue_across_time_limits_gives_a_continuous_curve(tmp_path, env, caps
     assert out.stdout.count("released requeued job") >= 2
     log = next((tmp_path / "runs" / "launch" / "0001" / "L0.probe").glob("*_0_log.out")).read_text()
     assert log.count("SIGUSR2") >= 2 and "requeued job" in log
-    boundaries = [(rows[i - 1]["step"], rows[i - 1]["loss"], rows[i]["loss"]) for i in range(1, steps)
-                  if rows[i]["attempt"] != rows[i - 1]["attempt"]]
+    boundaries = [
+        (rows[i - 1]["step"], rows[i - 1]["loss"], rows[i]["loss"])
+        for i in range(1, steps)
+        if rows[i]["attempt"] != rows[i - 1]["attempt"]
+    ]
     with capsys.disabled():
-        print(f"\n[requeue test] {steps} steps in {attempts[-1] + 1} attempts; at each requeue (last step, loss "
-              f"before, loss after): {[(s, round(a, 6), round(b, 6)) for s, a, b in boundaries]}; "
-              f"loss {rows[0]['loss']:.6f} -> {rows[-1]['loss']:.6f}")
+        print(
+            f"\n[requeue test] {steps} steps in {attempts[-1] + 1} attempts; at each requeue (last step, loss "
+            f"before, loss after): {[(s, round(a, 6), round(b, 6)) for s, a, b in boundaries]}; "
+            f"loss {rows[0]['loss']:.6f} -> {rows[-1]['loss']:.6f}"
+        )
 
 
 def test_malicious_partition_reaches_sbatch_as_a_value(tmp_path, env):
     pwned = tmp_path / "pwned"
     bad = f"debug'; touch {pwned}; echo '"
-    out = launch(tmp_path, env, *slurm_args(tmp_path, "grid.pairs=[[2,1]]", "launcher.stages=[probe]",
-                                            f"cluster.partition=\"{bad}\"", "cluster.check_resources=false"))
+    out = launch(
+        tmp_path,
+        env,
+        *slurm_args(
+            tmp_path,
+            "grid.pairs=[[2,1]]",
+            "launcher.stages=[probe]",
+            f'cluster.partition="{bad}"',
+            "cluster.check_resources=false",
+        ),
+    )
     assert out.returncode == 1, out.stdout + out.stderr
     assert "sbatch refused array L0.probe" in out.stderr and "invalid partition" in out.stderr.lower()
     assert "submitted before the failure: nothing" in out.stderr
@@ -115,28 +162,50 @@ def test_malicious_partition_reaches_sbatch_as_a_value(tmp_path, env):
     record = read_record(find_launch(tmp_path / "runs" / "launch"))
     assert record["arrays"] == [] and "L0.probe" in record["error"]
     # with the resource check (default) it stops before sbatch, naming the value and the choices
-    out = launch(tmp_path, env, *slurm_args(tmp_path, "grid.pairs=[[2,1]]", "launcher.stages=[probe]",
-                                            f"cluster.partition=\"{bad}\"", "launcher.folder=" + str(tmp_path / "l2")))
+    out = launch(
+        tmp_path,
+        env,
+        *slurm_args(
+            tmp_path,
+            "grid.pairs=[[2,1]]",
+            "launcher.stages=[probe]",
+            f'cluster.partition="{bad}"',
+            "launcher.folder=" + str(tmp_path / "l2"),
+        ),
+    )
     assert out.returncode == 2 and "is not a partition of this cluster: choose one of debug" in out.stderr
     assert not (tmp_path / "l2").exists() and not pwned.exists()
 
 
 def test_impossible_resources_are_refused_before_submitting(tmp_path, env):
-    out = launch(tmp_path, env, *slurm_args(tmp_path, "grid.pairs=[[2,1]]", "launcher.stages=[probe]",
-                                            "cluster.tasks_per_node=64"))
+    out = launch(
+        tmp_path,
+        env,
+        *slurm_args(tmp_path, "grid.pairs=[[2,1]]", "launcher.stages=[probe]", "cluster.tasks_per_node=64"),
+    )
     assert out.returncode == 2
     assert "asks for 64 ranks x 1 CPUs = 64 CPUs" in out.stderr and "lower cluster.tasks_per_node" in out.stderr
-    out = launch(tmp_path, env, *slurm_args(tmp_path, "grid.pairs=[[2,1]]", "launcher.stages=[probe]",
-                                            "cluster.gpus_per_node=1"))
+    out = launch(
+        tmp_path, env, *slurm_args(tmp_path, "grid.pairs=[[2,1]]", "launcher.stages=[probe]", "cluster.gpus_per_node=1")
+    )
     assert out.returncode == 2 and "1 GPUs per node, but no node of the default partition 'debug'" in out.stderr
     assert not (tmp_path / "runs" / "launch").exists()
 
 
 def test_half_submission_is_reported_and_cancel_stops_a_running_element(tmp_path, env, slurm):
     folder = tmp_path / "runs" / "launch"
-    out = launch(tmp_path, env, *slurm_args(tmp_path, "grid.pairs=[[2,1]]", "launcher.stages=[preprocess,probe]",
-                                            "launcher.preprocess=[all,--days,1,--size,40,--quiet]",
-                                            "+cluster.stages.probe.partition=nowhere", "cluster.check_resources=false"))
+    out = launch(
+        tmp_path,
+        env,
+        *slurm_args(
+            tmp_path,
+            "grid.pairs=[[2,1]]",
+            "launcher.stages=[preprocess,probe]",
+            "launcher.preprocess=[all,--days,1,--size,40,--quiet]",
+            "+cluster.stages.probe.partition=nowhere",
+            "cluster.check_resources=false",
+        ),
+    )
     assert out.returncode == 1
     record = read_record(find_launch(folder))
     (pre,) = record["arrays"]
@@ -146,8 +215,17 @@ def test_half_submission_is_reported_and_cancel_stops_a_running_element(tmp_path
     assert launch(tmp_path, env, "cancel", "--folder", str(folder)).returncode == 0
 
     # a long element: status shows it running, cancel ends it and it does not requeue itself
-    out = launch(tmp_path, env, *slurm_args(tmp_path, "grid.pairs=[[5,1]]", "launcher.stages=[probe]",
-                                            "launcher.probe.steps=300", "launcher.probe.step_s=1"))
+    out = launch(
+        tmp_path,
+        env,
+        *slurm_args(
+            tmp_path,
+            "grid.pairs=[[5,1]]",
+            "launcher.stages=[probe]",
+            "launcher.probe.steps=300",
+            "launcher.probe.step_s=1",
+        ),
+    )
     assert out.returncode == 0, out.stderr
     launch_dir = find_launch(folder)
     job = read_record(launch_dir)["arrays"][0]["job_id"]

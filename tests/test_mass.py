@@ -57,19 +57,25 @@ def test_hand_computed_2x2():
     x = torch.tensor([[[[1.0, 3.0], [0.0, 0.0]]]])  # (1, 1, 2, 2), sum 4
     lr = torch.tensor([[[[2.0]]]])  # LR mean 2 -> HR sum 8
     torch.testing.assert_close(conserve(x, lr, 2, 1, IDENTITY, "cell"), torch.tensor([[[[2.0, 6.0], [0.0, 0.0]]]]))
-    torch.testing.assert_close(conserve(x, lr, 2, 1, IDENTITY, "cell", "additive"), torch.tensor([[[[2.0, 4.0], [1.0, 1.0]]]]))
+    torch.testing.assert_close(
+        conserve(x, lr, 2, 1, IDENTITY, "cell", "additive"), torch.tensor([[[[2.0, 4.0], [1.0, 1.0]]]])
+    )
     e = torch.tensor([math.e, math.e**3, 1.0, 1.0])
     expected = (8 * e / e.sum()).view(1, 1, 2, 2)
     torch.testing.assert_close(conserve(x, lr, 2, 1, IDENTITY, "cell", "softmax"), expected)
     # sqrt with offset 0.5: f = [0.5, sqrt(3) - 0.5, 0, 0]
     f = torch.tensor([0.5, math.sqrt(3) - 0.5, 0.0, 0.0])
-    torch.testing.assert_close(conserve(x, lr, 2, 1, MassFunction(0.5, 0.5), "cell"), (8 * f / f.sum()).view(1, 1, 2, 2))
+    torch.testing.assert_close(
+        conserve(x, lr, 2, 1, MassFunction(0.5, 0.5), "cell"), (8 * f / f.sum()).view(1, 1, 2, 2)
+    )
 
 
 def test_mass_function_values_and_cap():
     x = torch.tensor([-1.0, 0.0, 0.005, 0.04, 1.0, 100.0])
     torch.testing.assert_close(mass_function(x, MassFunction(0.5, 0.1)), torch.tensor([0, 0, 0, 0.1, 0.9, 9.9]))
-    torch.testing.assert_close(mass_function(x, MassFunction(1.0, 0.02, cap=50.0)), torch.tensor([0, 0, 0, 0.02, 0.98, 50.0]))
+    torch.testing.assert_close(
+        mass_function(x, MassFunction(1.0, 0.02, cap=50.0)), torch.tensor([0, 0, 0, 0.02, 0.98, 50.0])
+    )
     with pytest.raises(ValueError, match="power > 0"):
         mass_function(x, MassFunction(0.0, 0.1))
 
@@ -137,7 +143,9 @@ def test_broadcast_over_members_and_bf16_input():
 def test_gradcheck_float64(scale, mode):
     s, t = 2, 2
     g = torch.Generator().manual_seed(7)
-    x = (torch.rand(1, 2 * t, 4, 4, generator=g, dtype=torch.float64) + 0.05) * (torch.rand(1, 2 * t, 4, 4, generator=g) < 0.8)
+    x = (torch.rand(1, 2 * t, 4, 4, generator=g, dtype=torch.float64) + 0.05) * (
+        torch.rand(1, 2 * t, 4, 4, generator=g) < 0.8
+    )
     x.requires_grad_(True)
     lr = (torch.rand(1, 2, 2, 2, generator=g, dtype=torch.float64) + 0.1).requires_grad_(True)
     fn = MassFunction(0.5, 0.01)  # kink at x = 1e-4: no entry within the finite-difference step
@@ -177,7 +185,9 @@ def test_smooth_cell_mode_is_exact_without_seams():
     lr = torch.tensor([[1.0, 2.0, 1.5, 1.0], [2.0, 3.0, 2.5, 1.0], [1.0, 2.0, 0.0, 1.5], [0.5, 1.0, 1.0, 2.0]])[None]
 
     def seam(y):
-        d = torch.cat([(y[..., :, 1:] - y[..., :, :-1]).abs().flatten(-2), (y[..., 1:, :] - y[..., :-1, :]).abs().flatten(-2)], -1)
+        d = torch.cat(
+            [(y[..., :, 1:] - y[..., :, :-1]).abs().flatten(-2), (y[..., 1:, :] - y[..., :-1, :]).abs().flatten(-2)], -1
+        )
         edge = torch.cat([((torch.arange(1, 16) % s) == 0).repeat(16)] * 2)
         return float(d[..., edge].mean() / d[..., ~edge].mean())
 

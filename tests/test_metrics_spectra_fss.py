@@ -104,8 +104,9 @@ def test_ensemble_fss_terms_match_member_fractions():
     mean = members.mean(axis=0)
     np.testing.assert_allclose(terms[0], [np.sum((mean - obs) ** 2), np.sum(mean**2 + obs**2)], rtol=1e-5)
     for i in range(4):
-        np.testing.assert_allclose(terms[1][i], [np.sum((members[i] - obs) ** 2), np.sum(members[i] ** 2 + obs**2)],
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            terms[1][i], [np.sum((members[i] - obs) ** 2), np.sum(members[i] ** 2 + obs**2)], rtol=1e-5
+        )
 
 
 def test_fss_limits_and_missing_pixels():

@@ -37,7 +37,9 @@ def test_window_attention_matches_a_naive_neighbourhood_loop():
         for i in range(H):
             for j in range(W):
                 # neighbours with edge replication, row-major over the window
-                idx = [(min(max(i + di, 0), H - 1), min(max(j + dj, 0), W - 1)) for di in (-1, 0, 1) for dj in (-1, 0, 1)]
+                idx = [
+                    (min(max(i + di, 0), H - 1), min(max(j + dj, 0), W - 1)) for di in (-1, 0, 1) for dj in (-1, 0, 1)
+                ]
                 keys = torch.stack([k[n, :, a, b] for a, b in idx])
                 values = torch.stack([v[n, :, a, b] for a, b in idx])
                 o = heads_attention(q[n, :, i, j][None], keys, values, heads)[0]

@@ -38,7 +38,10 @@ def test_author_size_is_the_default():
         ("model.heads=3", r"model.heads=3 must divide every width"),
         ("model.windows=[3,1]", r"model.windows=\[3, 1\] needs one entry per level \(5 widths\)"),
         ("model.windows=[2,3,1,1,1]", r"must be odd"),
-        ("model.schedule=quadratic", r"model.schedule='quadratic' is not allowed: choose one of 'linear', 'cosine', 'sigmoid'"),
+        (
+            "model.schedule=quadratic",
+            r"model.schedule='quadratic' is not allowed: choose one of 'linear', 'cosine', 'sigmoid'",
+        ),
         ("model.residual_scale=0", r"model.residual_scale=0.0 must be > 0"),
     ],
 )

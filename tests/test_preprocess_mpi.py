@@ -25,8 +25,9 @@ def _cli(prefix, out, raw, env):
     script = Path(sys.executable).parent / "hpcsr-preprocess"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "preprocessing"]
     args = ["all", "--comephore", str(raw), "--unit-frames", "12", "--pairs", PAIRS, "--window-frames", "12"]
-    r = subprocess.run([*prefix, *command, *args, "--out", str(out), "--quiet"],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [*prefix, *command, *args, "--out", str(out), "--quiet"], capture_output=True, text=True, env=env, timeout=300
+    )
     assert r.returncode == 0, f"{prefix} {args}: {r.stderr}"
     return r.stderr
 

@@ -257,7 +257,9 @@ def test_a_failure_mid_shard_leaves_nothing_that_looks_complete(tmp_path, small_
     monkeypatch.setattr(shards_mod, "coarsen_blocks", real)
     make_shards(out, ShardConfig(pairs=("10x1",)), Comm(), progress=False)
     fresh = Shard(out / "shards" / "s10_t1.h5")
-    np.testing.assert_array_equal(fresh.lr[()], shard_of(small_dataset, next(p for p in small_dataset["pairs"] if p.name == "s10_t1")).lr[()])
+    np.testing.assert_array_equal(
+        fresh.lr[()], shard_of(small_dataset, next(p for p in small_dataset["pairs"] if p.name == "s10_t1")).lr[()]
+    )
 
 
 def test_a_changed_hr_store_invalidates_the_shards(tmp_path, small_dataset):
@@ -275,7 +277,9 @@ def test_a_changed_hr_store_invalidates_the_shards(tmp_path, small_dataset):
 def test_explicit_split_bounds_and_bad_settings(tmp_path, small_dataset):
     out = tmp_path / "out"
     shutil.copytree(small_dataset["out"], out, ignore=shutil.ignore_patterns("shards", "parts"))
-    make_shards(out, ShardConfig(pairs=("10x1",), splits=SplitSpec(bounds=("2020-01-02", "2020-01-03"))), Comm(), progress=False)
+    make_shards(
+        out, ShardConfig(pairs=("10x1",), splits=SplitSpec(bounds=("2020-01-02", "2020-01-03"))), Comm(), progress=False
+    )
     shard = Shard(out / "shards" / "s10_t1.h5")
     assert str(shard.splits["val"][0]) == "2020-01-02T00:00:00"
     assert np.all(shard.times[shard.indices("train")] <= np.datetime64("2020-01-02T00:00"))
@@ -290,13 +294,25 @@ def test_explicit_split_bounds_and_bad_settings(tmp_path, small_dataset):
 def run_cli(*args, env=None, cwd=None):
     env = dict(env or os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "preprocessing", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "preprocessing", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
 
 
 def test_cli_all_on_synthetic_data(tmp_path, launch_env):
-    r = run_cli("all", "--out", str(tmp_path / "d"), "--days", "1", "--size", "40", "--pairs", "10x3,2x1", "--quiet",
-                env=launch_env)
+    r = run_cli(
+        "all",
+        "--out",
+        str(tmp_path / "d"),
+        "--days",
+        "1",
+        "--size",
+        "40",
+        "--pairs",
+        "10x3,2x1",
+        "--quiet",
+        env=launch_env,
+    )
     assert r.returncode == 0, r.stderr
     assert {p.name for p in (tmp_path / "d" / "shards").iterdir()} == {"s10_t3.h5", "s2_t1.h5"}
     assert (tmp_path / "d" / "raw" / "H_COMEPHORE_202001.tar").exists()
@@ -315,7 +331,12 @@ def test_cli_errors_name_the_problem_and_the_fix(tmp_path, capsys):
     assert "size=4000 must be in 16..1536" in capsys.readouterr().err
     grid = tmp_path / "grid.yaml"
     grid.write_text("kind: product\npairs: []\ns: [5, 25]\nt: [1, 3]\nparents: {}\n")
-    assert cli.parse_pairs(None, str(grid)) == (FactorPair(5, 1), FactorPair(5, 3), FactorPair(25, 1), FactorPair(25, 3))
+    assert cli.parse_pairs(None, str(grid)) == (
+        FactorPair(5, 1),
+        FactorPair(5, 3),
+        FactorPair(25, 1),
+        FactorPair(25, 3),
+    )
 
 
 def test_windows_never_cut_a_block_and_work_is_balanced():
@@ -340,6 +361,9 @@ def test_windows_never_cut_a_block_and_work_is_balanced():
     shares = share_of_units(units, 2)
     assert sorted(u.uid for s in shares for u in s) == sorted(u.uid for u in units)
     sizes = [u.n_frames for u in units]
-    best = min(max(sum(sizes[i] for i in c), sum(sizes) - sum(sizes[i] for i in c))
-               for k in range(len(sizes) + 1) for c in itertools.combinations(range(len(sizes)), k))
+    best = min(
+        max(sum(sizes[i] for i in c), sum(sizes) - sum(sizes[i] for i in c))
+        for k in range(len(sizes) + 1)
+        for c in itertools.combinations(range(len(sizes)), k)
+    )
     assert max(sum(u.n_frames for u in share) for share in shares) == best  # here the greedy split is optimal

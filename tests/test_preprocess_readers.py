@@ -104,8 +104,15 @@ def test_writer_full_size_has_the_real_tags_and_geokeys(tmp_path):
     raw = quantise(np.where(rng.random((1536, 1536)) < 0.1, rng.gamma(0.5, 3.0, (1536, 1536)), 0.0).astype(np.float32))
     raw[:40, :40] = comephore.MISSING
     path = tmp_path / "2020010101_RR.gtif"
-    write_geotiff(path, raw, comephore.comephore_geotags(0, 0), description="RR", datetime="2020:01:01 01:00:00",
-                  software="COMEPHORE", artist="METEO FRANCE")
+    write_geotiff(
+        path,
+        raw,
+        comephore.comephore_geotags(0, 0),
+        description="RR",
+        datetime="2020:01:01 01:00:00",
+        software="COMEPHORE",
+        artist="METEO FRANCE",
+    )
     back, grid, info = read_geotiff(path.read_bytes())
     np.testing.assert_array_equal(back, raw)
     assert (grid.width, grid.height, grid.x0, grid.y0) == (1536, 1536, *UPPER_LEFT)
@@ -126,8 +133,15 @@ def test_writer_full_size_has_the_real_tags_and_geokeys(tmp_path):
 
 def _tiny_raster(value: int, row0: int = 700, size: int = 8) -> bytes:
     buf = io.BytesIO()
-    write_geotiff(buf, np.full((size, size), value, np.uint16), comephore.comephore_geotags(row0, 700), description="RR",
-                  datetime="2020:01:01 00:00:00", software="COMEPHORE", artist="METEO FRANCE")
+    write_geotiff(
+        buf,
+        np.full((size, size), value, np.uint16),
+        comephore.comephore_geotags(row0, 700),
+        description="RR",
+        datetime="2020:01:01 00:00:00",
+        software="COMEPHORE",
+        artist="METEO FRANCE",
+    )
     return buf.getvalue()
 
 
@@ -175,9 +189,9 @@ def _damage(src: Path, dst: Path, member: str, mode: str) -> None:
         target = tar.getmember(member)
     data = src.read_bytes()
     if mode == "garbage":
-        data = data[:target.offset_data] + b"\x00" * target.size + data[target.offset_data + target.size:]
+        data = data[: target.offset_data] + b"\x00" * target.size + data[target.offset_data + target.size :]
     else:  # cut the archive in the middle of the member
-        data = data[:target.offset_data + target.size // 2]
+        data = data[: target.offset_data + target.size // 2]
     dst.write_bytes(data)
 
 
@@ -222,8 +236,15 @@ def test_implausible_comephore_values_are_masked_and_counted(tmp_path):
     raster = np.full((8, 8), 12, np.uint16)
     raster[0, 0], raster[1, 1], raster[2, 2] = 3500, 3000, comephore.MISSING  # 350 mm: over a 300 mm/h cap
     buf = io.BytesIO()
-    write_geotiff(buf, raster, comephore.comephore_geotags(0, 0), description="RR", datetime="2020:01:01 01:00:00",
-                  software="COMEPHORE", artist="METEO FRANCE")
+    write_geotiff(
+        buf,
+        raster,
+        comephore.comephore_geotags(0, 0),
+        description="RR",
+        datetime="2020:01:01 01:00:00",
+        software="COMEPHORE",
+        artist="METEO FRANCE",
+    )
     (folder / "2020010101_RR.gtif").write_bytes(buf.getvalue())
     ingest(tmp_path / "out", IngestConfig(comephore=(str(folder),)), Comm(), progress=False)
     store = HRStore(tmp_path / "out" / "hr.h5")
@@ -316,9 +337,16 @@ def test_netcdf_uint16_encoding_is_lossless_or_refuses(tmp_path):
     minutes = 26_000_000 // 60 * 60 + 60 * np.arange(1, 4)
     values = np.array([0.0, 0.01, 1.23, 4.56], np.float32).reshape(1, 2, 2).repeat(3, axis=0)
     _write_nc(tmp_path / "q.nc", values, minutes, interval=60)
-    ingest(tmp_path / "o1", IngestConfig(netcdf=(str(tmp_path / "q.nc"),), encoding="uint16/100"), Comm(), progress=False)
+    ingest(
+        tmp_path / "o1", IngestConfig(netcdf=(str(tmp_path / "q.nc"),), encoding="uint16/100"), Comm(), progress=False
+    )
     store = HRStore(tmp_path / "o1" / "hr.h5")
     assert store.encoding == "uint16" and store.units_per_mm == 100
     np.testing.assert_array_equal(store.read(0, 3), values)
     with pytest.raises(ValueError, match=r"not a multiple of 1/10 mm.*--encoding float32"):
-        ingest(tmp_path / "o2", IngestConfig(netcdf=(str(tmp_path / "q.nc"),), encoding="uint16/10"), Comm(), progress=False)
+        ingest(
+            tmp_path / "o2",
+            IngestConfig(netcdf=(str(tmp_path / "q.nc"),), encoding="uint16/10"),
+            Comm(),
+            progress=False,
+        )

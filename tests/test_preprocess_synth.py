@@ -102,7 +102,9 @@ def test_cells_move_and_evolve(three_days):
     def pairs(lag):  # indices of frames `lag` hours apart (skipping the hours left out)
         out = []
         for n, i in hour.items():
-            later = comephore.member_name(int(np.datetime64(f"{n[:4]}-{n[4:6]}-{n[6:8]}T{n[8:10]}", "s").astype(int)) + 3600 * lag)
+            later = comephore.member_name(
+                int(np.datetime64(f"{n[:4]}-{n[4:6]}-{n[6:8]}T{n[8:10]}", "s").astype(int)) + 3600 * lag
+            )
             if later in hour:
                 out.append((i, hour[later]))
         return out[:40]

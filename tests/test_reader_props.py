@@ -69,7 +69,7 @@ def test_truncated_archives_keep_whole_members_or_refuse(tmp_path_factory, cut):
         for f in sorted(GTIF.iterdir()):
             tar.add(f, arcname=f.name)
     data = archive.read_bytes()
-    archive.write_bytes(data[:cut % (len(data) + 1)])
+    archive.write_bytes(data[: cut % (len(data) + 1)])
     try:
         refs, skipped = comephore.list_frames([archive])
     except ValueError as err:
@@ -84,15 +84,23 @@ def test_truncated_archives_keep_whole_members_or_refuse(tmp_path_factory, cut):
     assert all(r["kind"] == "damaged-archive" for r in skipped)
 
 
-ATTRIBUTE_VALUES = st.one_of(st.none(), st.integers(-100, 100), st.floats(allow_nan=True, allow_infinity=True),
-                             st.text(max_size=12))
+ATTRIBUTE_VALUES = st.one_of(
+    st.none(), st.integers(-100, 100), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12)
+)
 
 
 @SETTINGS
-@given(interval=ATTRIBUTE_VALUES, units=st.one_of(st.none(), st.text(max_size=30),
-                                                   st.sampled_from(["hours since 1970-1-1", "seconds since 2011-11-04",
-                                                                    "days since 1900-01-01 00:00:00", "minutes"])),
-       calendar=st.sampled_from([None, "standard", "noleap", "360_day", "julian", "gregorian"]))
+@given(
+    interval=ATTRIBUTE_VALUES,
+    units=st.one_of(
+        st.none(),
+        st.text(max_size=30),
+        st.sampled_from(
+            ["hours since 1970-1-1", "seconds since 2011-11-04", "days since 1900-01-01 00:00:00", "minutes"]
+        ),
+    ),
+    calendar=st.sampled_from([None, "standard", "noleap", "360_day", "julian", "gregorian"]),
+)
 def test_netcdf_metadata_at_random(tmp_path_factory, interval, units, calendar):
     """Random interval_minutes, time units and calendars: planned or refused with a ValueError."""
     path = tmp_path_factory.mktemp("nc") / "random.nc"
@@ -128,10 +136,24 @@ def test_truncated_netcdf_through_the_cli(tmp_path_factory, cut):
 
     folder = tmp_path_factory.mktemp("cut")
     data = SAMPLE.read_bytes()
-    (folder / "cut.nc").write_bytes(data[:cut % (len(data) + 1)])
-    out = subprocess.run([sys.executable, "-m", "preprocessing.cli", "ingest", "--out", str(folder / "out"), "--netcdf",
-                          str(folder / "cut.nc"), "--quiet"], capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).resolve().parents[1])
+    (folder / "cut.nc").write_bytes(data[: cut % (len(data) + 1)])
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "preprocessing.cli",
+            "ingest",
+            "--out",
+            str(folder / "out"),
+            "--netcdf",
+            str(folder / "cut.nc"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.returncode in (0, 1), out.stderr
     assert "Traceback" not in out.stderr, out.stderr
     if out.returncode:

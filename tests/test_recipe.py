@@ -41,8 +41,12 @@ def test_default_mass_is_the_measured_identity_per_cell():
     for s, t in GRID:
         r, author = recipe(s, t), recipe(s, t, "author")
         assert (r.mass.power, r.mass.offset, r.mass.cap, r.mass_scale) == (1.0, 0.0, math.inf, "cell")
-        assert (r.context, r.beta_end, r.patch, r.published) == (author.context, author.beta_end, author.patch,
-                                                                 author.published)
+        assert (r.context, r.beta_end, r.patch, r.published) == (
+            author.context,
+            author.beta_end,
+            author.patch,
+            author.published,
+        )
         if (s, t) not in PUBLISHED:
             assert author.mass == mass_rule(s, t)
     with pytest.raises(ValueError, match="mass preset 'sqrt' unknown: use one of measured, author"):

@@ -45,8 +45,9 @@ def test_the_check_sees_missing_and_undecodable_images_and_passes_a_good_page(br
     _png(tmp_path / "fine.png")
     (tmp_path / "broken.png").write_bytes(b"not a png")
     (tmp_path / "good.html").write_text("<html><body><img src='fine.png'><a href='fine.png'>f</a></body></html>")
-    (tmp_path / "bad.html").write_text("<html><body><img src='absent.png'><img src='broken.png'>"
-                                       "<a href='gone.html'>g</a></body></html>")
+    (tmp_path / "bad.html").write_text(
+        "<html><body><img src='absent.png'><img src='broken.png'><a href='gone.html'>g</a></body></html>"
+    )
     assert browser.check(tmp_path / "good.html", tmp_path / "good_shot.png") == []
     assert (tmp_path / "good_shot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     failures = browser.check(tmp_path / "bad.html")
@@ -64,14 +65,31 @@ def test_an_evaluation_report_on_real_radar_opens_with_every_figure(browser, tmp
         truth = ds.isel(time=slice(0, 8), y=slice(100, 148), x=slice(100, 148)).load()
     rng = np.random.default_rng(0)
     members = np.clip(truth["precip"].values[None] * rng.lognormal(0, 0.3, (4,) + truth["precip"].shape), 0, None)
-    ens = xr.Dataset({"precip": (("member", "time", "y", "x"), members.astype(np.float32))},
-                     coords={"member": np.arange(4), "time": truth["time"], "y": truth["y"], "x": truth["x"]},
-                     attrs={"interval_minutes": 5})
+    ens = xr.Dataset(
+        {"precip": (("member", "time", "y", "x"), members.astype(np.float32))},
+        coords={"member": np.arange(4), "time": truth["time"], "y": truth["y"], "x": truth["x"]},
+        attrs={"interval_minutes": 5},
+    )
     truth.to_netcdf(tmp_path / "truth.nc")
     ens.to_netcdf(tmp_path / "ens.nc")
     out = tmp_path / "report"
-    run(build_parser().parse_args(["--truth", str(tmp_path / "truth.nc"), "--ensemble", str(tmp_path / "ens.nc"),
-                                   "--out", str(out), "--s", "4", "--t", "2", "--quiet"]))
+    run(
+        build_parser().parse_args(
+            [
+                "--truth",
+                str(tmp_path / "truth.nc"),
+                "--ensemble",
+                str(tmp_path / "ens.nc"),
+                "--out",
+                str(out),
+                "--s",
+                "4",
+                "--t",
+                "2",
+                "--quiet",
+            ]
+        )
+    )
     page = out / "report.html"
     images = [p for p in page_links(page) if p.suffix == ".png"]
     assert len(images) >= 3 and all(p.is_file() for p in images)

@@ -32,7 +32,9 @@ from hpcsr.train.export import load_export, recipe_to_dict, write_export
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 COMEPHORE = DATA / "comephore_sample_20111104.nc"
-pytestmark = pytest.mark.skipif(not COMEPHORE.is_file(), reason=f"real data {COMEPHORE} is absent (see shared/data/README.md)")
+pytestmark = pytest.mark.skipif(
+    not COMEPHORE.is_file(), reason=f"real data {COMEPHORE} is absent (see shared/data/README.md)"
+)
 
 PAIR = FactorPair(4, 2)
 MICRO = ModelConfig(widths=(8, 16), heads=2, windows=(1, 1), emb_dim=8)
@@ -53,10 +55,18 @@ def make_export(path: Path, pair: FactorPair, seed: int = 0, data_grid: dict | N
         values = ds["precip"].values
     logs = np.log1p(values[np.isfinite(values)])
     norm = Normaliser("log1p", float(logs.mean()), float(logs.std()))
-    metadata = {"stage": "joint", "trained": ["mean_net", "denoiser"], "pair": {"s": pair.s, "t": pair.t, "name": pair.name},
-                "recipe": recipe_to_dict(rec), "model": dataclasses.asdict(MICRO), "future_context": 0,
-                "normalisation": {**norm.to_dict(), "stats": {}}, "step": 7, "config_hash": f"hand-{pair.name}",
-                "lineage": [{"role": "self", "stage": "joint", "pair": pair.name, "step": 7, "export": str(path)}]}
+    metadata = {
+        "stage": "joint",
+        "trained": ["mean_net", "denoiser"],
+        "pair": {"s": pair.s, "t": pair.t, "name": pair.name},
+        "recipe": recipe_to_dict(rec),
+        "model": dataclasses.asdict(MICRO),
+        "future_context": 0,
+        "normalisation": {**norm.to_dict(), "stats": {}},
+        "step": 7,
+        "config_hash": f"hand-{pair.name}",
+        "lineage": [{"role": "self", "stage": "joint", "pair": pair.name, "step": 7, "export": str(path)}],
+    }
     if data_grid is not None:
         metadata["data_grid"] = data_grid
     return write_export(path, model.state_dict(), metadata)
@@ -86,8 +96,21 @@ def run_sample(*args) -> int:
 
 
 def base_args(export, hr_nc, out, *extra):
-    return ["--export", export, "--hr", hr_nc, "--coarsen", "--members", "2", "--steps", "2", *TILE_ARGS,
-            "--out", out, *extra]
+    return [
+        "--export",
+        export,
+        "--hr",
+        hr_nc,
+        "--coarsen",
+        "--members",
+        "2",
+        "--steps",
+        "2",
+        *TILE_ARGS,
+        "--out",
+        out,
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +150,13 @@ def test_output_layout_coordinates_crs_and_attributes(base, hr_nc, export):
         assert a["factor_pair"] == "s4_t2" and a["factor_s"] == 4 and a["factor_t"] == 2
         assert a["model_export"] == str(export) and a["model_config_hash"] == "hand-s4_t2"
         assert json.loads(a["model_lineage"])[0]["role"] == "self"
-        assert (a["sampler"], a["sampler_steps"], a["eta"], a["seed"], a["mass_scale"]) == ("dpmpp2m", 2, 0.0, 0, "cell")
+        assert (a["sampler"], a["sampler_steps"], a["eta"], a["seed"], a["mass_scale"]) == (
+            "dpmpp2m",
+            2,
+            0.0,
+            0,
+            "cell",
+        )
         assert a["interval_minutes"] == 60 and a["context_frames"] == 6
         assert "hpcsr" in json.loads(a["code_version"])
         assert "cropped to 40 x 36" in json.loads(a["input"])["notes"][0]
@@ -151,16 +180,38 @@ def test_lr_netcdf_input_gives_the_same_ensemble(base, hr_nc, export, work):
     HR run: the HR grid rebuilt from LR centres equals the HR file's grid."""
     hr = xr.open_dataset(hr_nc).isel(y=slice(0, 40), x=slice(0, 36)).load()
     lr = xr.Dataset(
-        {"precip": (("time", "y", "x"), coarsen(hr["precip"].values, 4, 2), {"grid_mapping": "crs", "units": "mm"}),
-         "crs": hr["crs"]},
-        coords={"time": hr["time"].values[1::2], "y": hr["y"].values.reshape(-1, 4).mean(1),
-                "x": hr["x"].values.reshape(-1, 4).mean(1)},
-        attrs={"interval_minutes": 60, "factor_pair": "s4_t2"})
+        {
+            "precip": (("time", "y", "x"), coarsen(hr["precip"].values, 4, 2), {"grid_mapping": "crs", "units": "mm"}),
+            "crs": hr["crs"],
+        },
+        coords={
+            "time": hr["time"].values[1::2],
+            "y": hr["y"].values.reshape(-1, 4).mean(1),
+            "x": hr["x"].values.reshape(-1, 4).mean(1),
+        },
+        attrs={"interval_minutes": 60, "factor_pair": "s4_t2"},
+    )
     lr_path = work / "lr.nc"
     lr.to_netcdf(lr_path)
     out = work / "from_lr.nc"
-    assert run_sample("--export", export, "--lr", lr_path, "--members", "1", "--steps", "2", *TILE_ARGS,
-                      "--mass", "cell", "--out", out) == 0
+    assert (
+        run_sample(
+            "--export",
+            export,
+            "--lr",
+            lr_path,
+            "--members",
+            "1",
+            "--steps",
+            "2",
+            *TILE_ARGS,
+            "--mass",
+            "cell",
+            "--out",
+            out,
+        )
+        == 0
+    )
     with xr.open_dataset(out) as a, xr.open_dataset(base) as b:
         np.testing.assert_allclose(a["x"].values, b["x"].values, rtol=0, atol=1e-6)
         np.testing.assert_allclose(a["y"].values, b["y"].values, rtol=0, atol=1e-6)
@@ -175,8 +226,27 @@ def test_seeds_do_not_depend_on_batch_chunk_member_count_or_time_range(base, exp
     """Member 0 of the two blocks ending 00:00 and 02:00, sampled with other tile batches, chunks,
     member count and time range than the reference run, is the reference's member 0."""
     out = work / "regrouped.nc"
-    assert run_sample(*base_args(export, hr_nc, out, "--mass", "cell", "--members", "1", "--batch", "4",
-                                 "--time-chunk", "2", "--time-range", "2011-11-04T23:00", "2011-11-05T02:00")) == 0
+    assert (
+        run_sample(
+            *base_args(
+                export,
+                hr_nc,
+                out,
+                "--mass",
+                "cell",
+                "--members",
+                "1",
+                "--batch",
+                "4",
+                "--time-chunk",
+                "2",
+                "--time-range",
+                "2011-11-04T23:00",
+                "2011-11-05T02:00",
+            )
+        )
+        == 0
+    )
     with xr.open_dataset(base) as ref, xr.open_dataset(out) as a:
         assert a.sizes["time"] == 4 and str(a["time"].values[0])[:13] == "2011-11-04T23"
         np.testing.assert_allclose(members_of(a), members_of(ref.sel(time=a["time"]))[:1], rtol=1e-5, atol=1e-5)
@@ -184,8 +254,23 @@ def test_seeds_do_not_depend_on_batch_chunk_member_count_or_time_range(base, exp
 
 def test_another_seed_gives_another_ensemble(base, export, hr_nc, work):
     out = work / "seed1.nc"
-    assert run_sample(*base_args(export, hr_nc, out, "--mass", "cell", "--seed", "1", "--time-range",
-                                 "2011-11-05T03:00", "2011-11-05T04:00")) == 0
+    assert (
+        run_sample(
+            *base_args(
+                export,
+                hr_nc,
+                out,
+                "--mass",
+                "cell",
+                "--seed",
+                "1",
+                "--time-range",
+                "2011-11-05T03:00",
+                "2011-11-05T04:00",
+            )
+        )
+        == 0
+    )
     with xr.open_dataset(base) as ref, xr.open_dataset(out) as a:
         diff = np.abs(members_of(a) - members_of(ref.sel(time=a["time"])))
         np.testing.assert_allclose(a["precip_mean"].values, ref["precip_mean"].sel(time=a["time"]).values, rtol=1e-5)
@@ -285,8 +370,9 @@ def test_tiles_blend_without_seams(export, hr_nc):
     target = target_times(seq)[-1:]
     fields = {}
     for name, tile in (("single", 40), ("cosine", 16)):
-        sampler = EnsembleSampler(exp, seq, SampleConfig(members=1, steps=2, tile=tile, overlap=4 if tile == 16 else 0,
-                                                         mass="none"))
+        sampler = EnsembleSampler(
+            exp, seq, SampleConfig(members=1, steps=2, tile=tile, overlap=4 if tile == 16 else 0, mass="none")
+        )
         lr, _ = sampler.context_frames(target)
         z = sampler.normaliser.forward(torch.from_numpy(lr[0]))
         mean = sampler.mean_field(z)
@@ -318,7 +404,9 @@ def test_image_and_frame_scale_masses(export, hr_nc):
             continue
         for r0 in range(0, 10, 3):  # 3 x 3-cell regions, the last row/column of regions 1 cell wide
             for c0 in range(0, 9, 3):
-                torch.testing.assert_close(got[r0:r0 + 3, c0:c0 + 3].sum(), lr[0, r0:r0 + 3, c0:c0 + 3].sum(), rtol=1e-5, atol=0)
+                torch.testing.assert_close(
+                    got[r0 : r0 + 3, c0 : c0 + 3].sum(), lr[0, r0 : r0 + 3, c0 : c0 + 3].sum(), rtol=1e-5, atol=0
+                )
         assert not torch.allclose(coarsen(out, 4, 2), lr, rtol=1e-3), "image scale must not be cell scale"
 
 
@@ -360,11 +448,29 @@ def test_shard_input_grid_times_crs_and_pair_check(small_dataset, work):
         first = store.times[shard.hr_start[i]]
         y0, y1, x0, x1 = shard.hr_window
         x_hr, y_hr, wkt = store.x[x0:x1], store.y[y0:y1], store.crs_wkt
-        hr_times = store.times[shard.hr_start[i]:shard.hr_start[i + 1] + 3]
-        lr = shard.lr[i:i + 2]
+        hr_times = store.times[shard.hr_start[i] : shard.hr_start[i + 1] + 3]
+        lr = shard.lr[i : i + 2]
     out = work / "shard.nc"
-    assert run_sample("--export", export, "--lr", shard_path, "--members", "2", "--steps", "1", "--mass", "cell",
-                      "--time-range", str(first), str(end), "--out", out) == 0
+    assert (
+        run_sample(
+            "--export",
+            export,
+            "--lr",
+            shard_path,
+            "--members",
+            "2",
+            "--steps",
+            "1",
+            "--mass",
+            "cell",
+            "--time-range",
+            str(first),
+            str(end),
+            "--out",
+            out,
+        )
+        == 0
+    )
     with xr.open_dataset(out) as ens:
         np.testing.assert_allclose(ens["x"].values, x_hr, atol=1e-6)
         np.testing.assert_allclose(ens["y"].values, y_hr, atol=1e-6)
@@ -385,8 +491,17 @@ def test_shard_input_grid_times_crs_and_pair_check(small_dataset, work):
 def test_two_ranks_write_the_same_ensemble(base, export, hr_nc, work, launch_env, venv_bin):
     """torchrun with 2 real processes (gloo): members split over ranks, rank 0 gathers and writes."""
     out = work / "two_ranks.nc"
-    cmd = [str(venv_bin / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "hpcsr.cli", "sample",
-           *map(str, base_args(export, hr_nc, out, "--mass", "cell")), "--quiet"]
+    cmd = [
+        str(venv_bin / "torchrun"),
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "hpcsr.cli",
+        "sample",
+        *map(str, base_args(export, hr_nc, out, "--mass", "cell")),
+        "--quiet",
+    ]
     proc = subprocess.run(cmd, env=launch_env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with xr.open_dataset(out) as a, xr.open_dataset(base) as b:
@@ -405,7 +520,9 @@ def test_default_image_scale_is_seamless_and_keeps_the_domain_total(export, hr_n
     x = torch.ones(2, 40, 36)
     outs = {}
     for region in (None, 4):
-        sampler = EnsembleSampler(exp, seq, SampleConfig(members=1, mass="image", mass_region=region, tile=16, overlap=4))
+        sampler = EnsembleSampler(
+            exp, seq, SampleConfig(members=1, mass="image", mass_region=region, tile=16, overlap=4)
+        )
         outs[region] = out = sampler.mass_transform(x, lr)
         torch.testing.assert_close(coarsen(out, 4, 2).sum(), lr.sum(), rtol=1e-5, atol=0)
     step = {k: max(v.diff(dim=-1).abs().max().item(), v.diff(dim=-2).abs().max().item()) for k, v in outs.items()}

@@ -22,25 +22,63 @@ import skill_experiment  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 FILES = ("bom_c10_20201031.nc", "knmi_20100826.nc")
-NUMBERS = ("ensemble_crps", "ensemble_rmse", "ensemble_mae", "spread_skill", "mean_rmse", "mean_mae", "bicubic_rmse",
-           "bicubic_mae", "nearest_rmse", "nearest_mae", "bicubic_cell_mass_rmse", "bicubic_cell_mass_mae",
-           "untrained_mean_rmse", "untrained_mean_mae")
-VERDICTS = ("crps_beats_bicubic_mae", "mean_rmse_beats_bicubic", "crps_beats_bicubic_cell_mass_mae",
-            "mean_rmse_beats_bicubic_cell_mass")
-CRITERIA = {"crps_to_bicubic_mae", "spread_skill", "rank_lowest_to_flat", "rank_highest_to_flat", "rank_end_balance",
-            "mean_rmse_to_bicubic", "mean_rmse_to_bicubic_cell_mass", "mean_rmse_to_untrained", "spectral_ratio_min",
-            "spectral_ratio_max", "wet_fraction_ratio", "ensemble_seam_ratio", "mean_seam_ratio",
-            "mass_error_claimed_scale"}
+NUMBERS = (
+    "ensemble_crps",
+    "ensemble_rmse",
+    "ensemble_mae",
+    "spread_skill",
+    "mean_rmse",
+    "mean_mae",
+    "bicubic_rmse",
+    "bicubic_mae",
+    "nearest_rmse",
+    "nearest_mae",
+    "bicubic_cell_mass_rmse",
+    "bicubic_cell_mass_mae",
+    "untrained_mean_rmse",
+    "untrained_mean_mae",
+)
+VERDICTS = (
+    "crps_beats_bicubic_mae",
+    "mean_rmse_beats_bicubic",
+    "crps_beats_bicubic_cell_mass_mae",
+    "mean_rmse_beats_bicubic_cell_mass",
+)
+CRITERIA = {
+    "crps_to_bicubic_mae",
+    "spread_skill",
+    "rank_lowest_to_flat",
+    "rank_highest_to_flat",
+    "rank_end_balance",
+    "mean_rmse_to_bicubic",
+    "mean_rmse_to_bicubic_cell_mass",
+    "mean_rmse_to_untrained",
+    "spectral_ratio_min",
+    "spectral_ratio_max",
+    "wet_fraction_ratio",
+    "ensemble_seam_ratio",
+    "mean_seam_ratio",
+    "mass_error_claimed_scale",
+}
 
 
 def test_criteria_on_hand_made_metrics():
     metrics = {
         "forecasts": {
-            "ensemble": {"crps": 0.05, "rmse": 0.09, "spread_skill_ratio": 1.0, "rank_histogram": [12, 10, 10, 10, 10, 8],
-                         "spectral_ratio": {"min": 0.7, "max": 1.6}, "wet_fraction_ratio": 1.1, "seam_ratio": 1.05,
-                         "tile_seam_ratio": 1.0, "mass": {"cell_relative": 3e-7}},
+            "ensemble": {
+                "crps": 0.05,
+                "rmse": 0.09,
+                "spread_skill_ratio": 1.0,
+                "rank_histogram": [12, 10, 10, 10, 10, 8],
+                "spectral_ratio": {"min": 0.7, "max": 1.6},
+                "wet_fraction_ratio": 1.1,
+                "seam_ratio": 1.05,
+                "tile_seam_ratio": 1.0,
+                "mass": {"cell_relative": 3e-7},
+            },
             "bicubic": {"mae": 0.1, "rmse": 0.1},
-            "mean": {"rmse": 0.08, "seam_ratio": 1.2, "tile_seam_ratio": None}},
+            "mean": {"rmse": 0.08, "seam_ratio": 1.2, "tile_seam_ratio": None},
+        },
         "mass_claim": {"scale": "cell", "relative_error": 3e-7, "note": ""},
         "undefined": {},
     }
@@ -63,14 +101,29 @@ def test_criteria_on_hand_made_metrics():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not all((DATA / f).is_file() for f in FILES),
-                    reason=f"real data {FILES} absent from {DATA} (the shared folder ../shared/data)")
+@pytest.mark.skipif(
+    not all((DATA / f).is_file() for f in FILES),
+    reason=f"real data {FILES} absent from {DATA} (the shared folder ../shared/data)",
+)
 def test_quick_run_writes_finite_scores_and_reports(tmp_path):
     out = tmp_path / "results" / "skill.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "skill_experiment.py"), "--quick",
-                           "--work", str(tmp_path / "work"), "--out", str(out)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "skill_experiment.py"),
+            "--quick",
+            "--work",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["benchmark"] == "skill_experiment" and result["quick"] is True

@@ -4,6 +4,7 @@ and job states read back through the sacct bridge by submitit's own parser.
 Runs only while the cluster is up (scripts/test.sh starts it); skipped with the reason otherwise.
 With 2 CPUs, a 2-task job holds the whole node while it runs.
 """
+
 import math
 import os
 import subprocess
@@ -58,8 +59,11 @@ def test_second_start_is_a_fast_no_op(slurm):
 def test_second_cluster_in_another_folder_is_refused(slurm, tmp_path):
     from hpcsr.dist import free_port
 
-    env = os.environ | {"HPCSR_SLURM_DIR": str(tmp_path / "s"), "HPCSR_SLURMCTLD_PORT": str(free_port()),
-                        "HPCSR_SLURMD_PORT": str(free_port())}
+    env = os.environ | {
+        "HPCSR_SLURM_DIR": str(tmp_path / "s"),
+        "HPCSR_SLURMCTLD_PORT": str(free_port()),
+        "HPCSR_SLURMD_PORT": str(free_port()),
+    }
     out = subprocess.run(["bash", "slurm/start.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
     assert out.returncode == 1
     assert f"another hpcsr cluster runs from {STATE_DIR}" in out.stderr
@@ -69,8 +73,11 @@ def test_second_cluster_in_another_folder_is_refused(slurm, tmp_path):
 
 def test_two_task_job_all_reduce_via_srun_and_batch_step_and_mpirun(slurm, launch_env, venv_bin, tmp_path):
     out_file = tmp_path / "job.out"
-    env = launch_env | {"PYTHONPATH": str(REPO), "HPCSR_PYTHON": sys.executable,
-                        "HPCSR_MPIRUN": str(venv_bin / "mpirun")}
+    env = launch_env | {
+        "PYTHONPATH": str(REPO),
+        "HPCSR_PYTHON": sys.executable,
+        "HPCSR_MPIRUN": str(venv_bin / "mpirun"),
+    }
     job = slurm.sbatch(f"--chdir={REPO}", f"--output={out_file}", str(REPO / "slurm" / "dist_check.sbatch"), env=env)
     states = slurm.wait(job, timeout=240)
     text = out_file.read_text()
@@ -79,20 +86,28 @@ def test_two_task_job_all_reduce_via_srun_and_batch_step_and_mpirun(slurm, launc
     srun_part, rest = text.split("== batch step")
     batch_part, mpi_part = rest.split("== mpirun")
     ranks = read_self_check(srun_part)
-    assert [(r["rank"], r["world_size"], r["local_rank"], r["source"]) for r in ranks] == \
-        [(0, 2, 0, "slurm"), (1, 2, 1, "slurm")]
+    assert [(r["rank"], r["world_size"], r["local_rank"], r["source"]) for r in ranks] == [
+        (0, 2, 0, "slurm"),
+        (1, 2, 1, "slurm"),
+    ]
     assert [r["all_reduce_sum"] for r in ranks] == [3.0, 3.0]
     assert len({r["pid"] for r in ranks}) == 2
     # the job script itself (no srun) is one process, even though the job has 2 tasks
     assert [(r["rank"], r["world_size"]) for r in read_self_check(batch_part)] == [(0, 1)]
     # mpirun inside the job: the MPI ranks, not the Slurm step, describe the processes
-    assert [(r["rank"], r["world_size"], r["source"]) for r in read_self_check(mpi_part)] == \
-        [(0, 2, "mpi"), (1, 2, "mpi")]
+    assert [(r["rank"], r["world_size"], r["source"]) for r in read_self_check(mpi_part)] == [
+        (0, 2, "mpi"),
+        (1, 2, "mpi"),
+    ]
 
 
 def test_array_of_four_completes(slurm, tmp_path):
-    job = slurm.sbatch("--array=0-3", f"--output={tmp_path}/%A_%a.out",
-                       "--wrap", "echo task $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT")
+    job = slurm.sbatch(
+        "--array=0-3",
+        f"--output={tmp_path}/%A_%a.out",
+        "--wrap",
+        "echo task $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT",
+    )
     states = slurm.wait(job, timeout=120)
     assert states == {f"{job}_{i}": "COMPLETED" for i in range(4)}
     for i in range(4):
@@ -106,8 +121,9 @@ def test_states_through_the_sacct_bridge(slurm, tmp_path):
     held = slurm.sbatch("--hold", "--output=/dev/null", "--wrap", "true")
     failing = slurm.sbatch(f"--output={tmp_path}/f.out", "--wrap", "exit 3")
     sleeper = slurm.sbatch("--output=/dev/null", "--wrap", "sleep 300")
-    requeued = slurm.sbatch(f"--output={tmp_path}/r.out", "--open-mode=append",
-                            "--wrap", "echo run ${SLURM_RESTART_COUNT:-0}; sleep 3")
+    requeued = slurm.sbatch(
+        f"--output={tmp_path}/r.out", "--open-mode=append", "--wrap", "echo run ${SLURM_RESTART_COUNT:-0}; sleep 3"
+    )
 
     assert submitit_state(held) == "PENDING"
     assert slurm.wait(failing, timeout=60) == {failing: "FAILED"}

@@ -1,6 +1,7 @@
 """Bad input to slurm/start.sh and slurm/stop.sh stops early with a message that names the problem
 and the fix. Each case points the scripts at its own state folder, so a running cluster is untouched.
 """
+
 import os
 import shutil
 import socket
@@ -15,8 +16,9 @@ ETC_CONF = Path("/etc/slurm/slurm.conf")
 
 def start(env_extra: dict, tmp_path: Path, **kwargs) -> subprocess.CompletedProcess:
     env = os.environ | {"HPCSR_SLURM_DIR": str(tmp_path / "s")} | env_extra
-    return subprocess.run(["bash", "slurm/start.sh"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=30, **kwargs)
+    return subprocess.run(
+        ["bash", "slurm/start.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30, **kwargs
+    )
 
 
 def conf_link() -> str | None:
@@ -68,8 +70,9 @@ def test_missing_packages_are_listed_when_installing_is_not_allowed(tmp_path):
 
 def test_stop_rejects_unknown_options_and_is_a_no_op_without_a_cluster(tmp_path):
     env = os.environ | {"HPCSR_SLURM_DIR": str(tmp_path / "s")}
-    out = subprocess.run(["bash", "slurm/stop.sh", "--force"], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=30)
+    out = subprocess.run(
+        ["bash", "slurm/stop.sh", "--force"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30
+    )
     assert out.returncode == 1 and "unknown option '--force'" in out.stderr
     out = subprocess.run(["bash", "slurm/stop.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout == ""

@@ -59,8 +59,11 @@ def test_context_windows_skip_gaps(small_dataset):
     assert np.any(np.diff(shard.times) != step)  # the dataset has gaps
     for L, future in ((5, 0), (3, 1)):
         got = shard.context_windows(L, future)
-        expected = [i for i in range(L - 1, len(shard) - future)
-                    if np.all(np.diff(shard.times[i - L + 1:i + future + 1]) == step)]
+        expected = [
+            i
+            for i in range(L - 1, len(shard) - future)
+            if np.all(np.diff(shard.times[i - L + 1 : i + future + 1]) == step)
+        ]
         np.testing.assert_array_equal(got, expected)
     val = shard.context_windows(5, split="val")
     assert np.all(shard.split[val] == 1) and len(val) > 0

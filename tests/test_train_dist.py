@@ -25,17 +25,45 @@ from hpcsr.dist import free_port
 pytestmark = [pytest.mark.dist, pytest.mark.slow]  # each test starts DeepSpeed processes (15-140 s on 2 busy cores)
 
 REPO = Path(__file__).resolve().parents[1]
-COMMON = ["model=tiny", "factor.s=4", "factor.t=3", "factor.context=2", "factor.patch=24", "data.batch_size=2",
-          "train.lr=1e-3", "train.warmup_steps=2", "train.log_every=1", "train.progress=false"]
-REFERENCE = ["train.steps=8", "train.checkpoint_every=2", "train.export_every=4", "train.keep_checkpoints=4",
-             "train.val_every=4", "data.val_patches=4"]
-_LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                "HPCSR_DIST_SOURCE", "TORCHELASTIC_RUN_ID")
+COMMON = [
+    "model=tiny",
+    "factor.s=4",
+    "factor.t=3",
+    "factor.context=2",
+    "factor.patch=24",
+    "data.batch_size=2",
+    "train.lr=1e-3",
+    "train.warmup_steps=2",
+    "train.log_every=1",
+    "train.progress=false",
+]
+REFERENCE = [
+    "train.steps=8",
+    "train.checkpoint_every=2",
+    "train.export_every=4",
+    "train.keep_checkpoints=4",
+    "train.val_every=4",
+    "data.val_patches=4",
+]
+_LAUNCH_VARS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "HPCSR_DIST_SOURCE",
+    "TORCHELASTIC_RUN_ID",
+)
 
 
 def child_env(extra=None) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in _LAUNCH_VARS and not k.startswith(("SLURM_", "PMI_", "PMIX_", "OMPI_", "HPCSR_FAULT"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _LAUNCH_VARS and not k.startswith(("SLURM_", "PMI_", "PMIX_", "OMPI_", "HPCSR_FAULT"))
+    }
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
     env.update(extra or {})
     return env
@@ -50,11 +78,21 @@ class Ranks:
         self.logs = [logs / f"rank{r}.log" for r in range(n)]
         self.procs = []
         for r in range(n):
-            env = child_env({"RANK": str(r), "WORLD_SIZE": str(n), "LOCAL_RANK": str(r), "LOCAL_WORLD_SIZE": str(n),
-                             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), **(extra_env or {})})
+            env = child_env(
+                {
+                    "RANK": str(r),
+                    "WORLD_SIZE": str(n),
+                    "LOCAL_RANK": str(r),
+                    "LOCAL_WORLD_SIZE": str(n),
+                    "MASTER_ADDR": "127.0.0.1",
+                    "MASTER_PORT": str(port),
+                    **(extra_env or {}),
+                }
+            )
             with open(self.logs[r], "w") as out:
-                self.procs.append(subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=out,
-                                                   stderr=subprocess.STDOUT))
+                self.procs.append(
+                    subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+                )
 
     def wait(self, timeout=240) -> list[int]:
         deadline = time.monotonic() + timeout
@@ -78,8 +116,12 @@ class Ranks:
 
 
 def train(n, run_dir, data, overrides=(), extra_env=None, timeout=240, expect=0):
-    ranks = Ranks(n, ["-m", "hpcsr.train.cli", *COMMON, f"data_dir={data}", f"run_dir={run_dir}", *overrides],
-                  Path(run_dir).parent / f"logs_{Path(run_dir).name}_{time.monotonic_ns()}", extra_env)
+    ranks = Ranks(
+        n,
+        ["-m", "hpcsr.train.cli", *COMMON, f"data_dir={data}", f"run_dir={run_dir}", *overrides],
+        Path(run_dir).parent / f"logs_{Path(run_dir).name}_{time.monotonic_ns()}",
+        extra_env,
+    )
     codes = ranks.wait(timeout)
     assert codes == [expect] * n, f"exit codes {codes}, expected {expect}:\n{ranks.output()}"
     return ranks
@@ -130,8 +172,9 @@ def run_script(code, tmp_path, timeout=240):
     """Run `code` in one fresh process (hpcsr.dist finds a single rank); returns its stdout."""
     script = tmp_path / f"script_{time.monotonic_ns()}.py"
     script.write_text(textwrap.dedent(code))
-    out = subprocess.run([sys.executable, str(script)], cwd=REPO, env=child_env(), capture_output=True, text=True,
-                         timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, str(script)], cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=timeout
+    )
     assert out.returncode == 0, f"script failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
     return out.stdout
 
@@ -151,11 +194,17 @@ def test_reference_run_layout_logs_and_export(reference, train_dataset):
     assert marker["world_size"] == 2 and marker["pair"] == "s4_t3" and marker["samples_seen"] == 8 * 2 * 2
     assert {"rank_00000.pt", "rank_00001.pt", "mp_rank_00_model_states.pt"} <= set(marker["files"])
     assert sorted(p.name for p in (reference / "export").iterdir()) == [
-        "model.json", "model.pt", "model_step_4.json", "model_step_4.pt"]
+        "model.json",
+        "model.pt",
+        "model_step_4.json",
+        "model_step_4.pt",
+    ]
     assert sorted(losses(reference)) == list(range(1, 9))
     assert [r["step"] for r in records(reference, "val")] == [4, 8]
     train_rows = records(reference, "train")
-    assert all(r["lr"] > 0 and r["grad_norm"] > 0 and r["samples_per_s"] > 0 and r["rss_mb_max"] > 0 for r in train_rows[:-1])
+    assert all(
+        r["lr"] > 0 and r["grad_norm"] > 0 and r["samples_per_s"] > 0 and r["rss_mb_max"] > 0 for r in train_rows[:-1]
+    )
     csv = (reference / "logs" / "metrics.csv").read_text().splitlines()
     assert len(csv) == 1 + 8 + 2
     assert list((reference / "logs" / "tensorboard").iterdir())
@@ -166,7 +215,9 @@ def test_reference_run_layout_logs_and_export(reference, train_dataset):
     export = load_export(reference)  # a stage folder resolves to export/model.pt
     meta = export.metadata
     assert meta["step"] == 8 and meta["samples_seen"] == 32 and meta["stage"] == "mean"
-    assert meta["pair"] == {"s": 4, "t": 3, "name": "s4_t3"} and export.recipe.context == 2 and export.recipe.patch == 24
+    assert (
+        meta["pair"] == {"s": 4, "t": 3, "name": "s4_t3"} and export.recipe.context == 2 and export.recipe.patch == 24
+    )
     with Shard(train_dataset / "shards" / "s4_t3.h5") as shard:
         assert meta["normalisation"]["stats"] == shard.stats
         assert export.normaliser.shift == shard.stats["hr_log1p_mean"]
@@ -187,8 +238,12 @@ def test_signal_failed_save_and_kill_minus_9_then_resume_exactly(reference, trai
     stage = run_dir / "mean"
     overrides = REFERENCE + ["train.init_from=/nonexistent/export.pt"]  # resume must win over init_from
 
-    first = Ranks(2, ["-m", "hpcsr.train.cli", *COMMON, f"data_dir={train_dataset}", f"run_dir={run_dir}",
-                      *REFERENCE], tmp_path / "logs1", {"HPCSR_FAULT_SAVE_ERROR": "4:1"})
+    first = Ranks(
+        2,
+        ["-m", "hpcsr.train.cli", *COMMON, f"data_dir={train_dataset}", f"run_dir={run_dir}", *REFERENCE],
+        tmp_path / "logs1",
+        {"HPCSR_FAULT_SAVE_ERROR": "4:1"},
+    )
     wait_for(lambda: any(r.get("event") == "checkpoint_failed" for r in records(stage)), first, what="the failed save")
     first.procs[1].send_signal(signal.SIGUSR2)
     assert first.wait() == [3, 3], first.output()
@@ -202,8 +257,12 @@ def test_signal_failed_save_and_kill_minus_9_then_resume_exactly(reference, trai
     assert not (stage / "checkpoints" / "step_4").exists()
 
     # second attempt: killed with SIGKILL while it writes the checkpoint of step 8
-    second = Ranks(2, ["-m", "hpcsr.train.cli", *COMMON, f"data_dir={train_dataset}", f"run_dir={run_dir}", *overrides],
-                   tmp_path / "logs2", {"HPCSR_FAULT_SAVE_DELAY_S": "8:120"})
+    second = Ranks(
+        2,
+        ["-m", "hpcsr.train.cli", *COMMON, f"data_dir={train_dataset}", f"run_dir={run_dir}", *overrides],
+        tmp_path / "logs2",
+        {"HPCSR_FAULT_SAVE_DELAY_S": "8:120"},
+    )
     tag8 = stage / "checkpoints" / "step_8"
     wait_for(lambda: tag8.is_dir() and any(tag8.iterdir()), second, what="the step 8 save")
     second.kill()
@@ -229,7 +288,7 @@ def test_a_checkpoint_with_flipped_bytes_is_not_resumed(reference, train_dataset
     states = stage / "checkpoints" / "step_6" / "mp_rank_00_model_states.pt"
     data = bytearray(states.read_bytes())
     middle = len(data) // 2
-    data[middle:middle + 400] = bytes(b ^ 0xFF for b in data[middle:middle + 400])
+    data[middle : middle + 400] = bytes(b ^ 0xFF for b in data[middle : middle + 400])
     states.write_bytes(bytes(data))
     ranks = train(2, tmp_path / "run", train_dataset, REFERENCE)
     log = ranks.output()
@@ -248,11 +307,20 @@ def test_exact_resume_other_zero_stages(case, reference, train_dataset, tmp_path
     stage_name = "diffusion" if "diffusion" in case else "joint"
     overrides = ["train.steps=4", "train.checkpoint_every=2", f"train.stage={stage_name}"]
     if stage_name == "diffusion":
-        overrides += ["train.val_every=0", "deepspeed=zero2", "deepspeed.gradient_accumulation=2", "data.num_workers=1",
-                      f"train.mean_from={reference / 'export' / 'model.pt'}"]
+        overrides += [
+            "train.val_every=0",
+            "deepspeed=zero2",
+            "deepspeed.gradient_accumulation=2",
+            "data.num_workers=1",
+            f"train.mean_from={reference / 'export' / 'model.pt'}",
+        ]
     else:
-        overrides += ["deepspeed=zero3", "deepspeed.param_persistence_threshold=0", "train.val_every=2",
-                      "data.val_patches=3"]
+        overrides += [
+            "deepspeed=zero3",
+            "deepspeed.param_persistence_threshold=0",
+            "train.val_every=2",
+            "data.val_patches=3",
+        ]
     full = tmp_path / "full"
     train(2, full, train_dataset, overrides)
     resumed = tmp_path / "resumed"
@@ -280,7 +348,8 @@ def test_universal_resume_on_one_rank_and_refusal_of_another_architecture(refere
     seen. A different architecture in the same run folder is refused, naming both."""
     run_dir = tmp_path / "run"
     copy_checkpoint(reference, run_dir / "mean", 4)
-    out = run_script(f"""
+    out = run_script(
+        f"""
         import json, torch
         from hpcsr.config import compose
         from hpcsr.dist import init_distributed, shutdown
@@ -297,14 +366,16 @@ def test_universal_resume_on_one_rank_and_refusal_of_another_architecture(refere
         t = Trainer(compose(common), info)
         t.setup()
         loaded = strip_prefix({{k: v.detach().clone() for k, v in t.engine.module.state_dict().items()}}, "model.")
-        ref = torch.load("{reference / 'export' / 'model_step_4.pt'}", weights_only=False)["state_dict"]
+        ref = torch.load("{reference / "export" / "model_step_4.pt"}", weights_only=False)["state_dict"]
         same = all(torch.equal(loaded[k].float(), ref[k]) for k in ref)
         start = (t.step, t.state.samples_seen)
         result = t.train()
         print("RESULT", json.dumps({{"refused": refused, "same": same, "start": start, "status": result.status,
                                     "end": [result.step, result.samples_seen]}}))
         shutdown(0)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     result = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])
     assert "model.widths=[8, 16, 32] (checkpoint) vs [8, 16, 64] (this run)" in result["refused"]
     assert result["same"] and result["start"] == [4, 16]
@@ -318,7 +389,8 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(train_dataset, tmp_path
     values): a lone NaN step is skipped (weights and schedule untouched) and counted, three in a
     row stop the run with exit code 4 and the last checkpoint complete."""
     run_dir = tmp_path / "run"
-    out = run_script(f"""
+    out = run_script(
+        f"""
         import json, torch
         from hpcsr.config import compose
         from hpcsr.dist import init_distributed, shutdown
@@ -346,7 +418,9 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(train_dataset, tmp_path
                                     "sums": sums, "skipped": t.engine.skipped_steps, "latest": latest.step,
                                     "state": [t.state.skipped_total, t.state.bad_in_row]}}))
         shutdown(0)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     result = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])
     assert result["code"] == 4 and result["status"] == "diverged"
     assert "3 non-finite losses in a row" in result["message"] and "step_6 is intact" in result["message"]
@@ -363,9 +437,15 @@ def test_joint_bf16_activation_checkpointing_initialised_from_an_export(referenc
     """One rank, joint stage, bf16 with activation checkpointing, initialised from the reference
     export: it trains, records the export as its parent, and a second call finds it complete."""
     run_dir = tmp_path / "run"
-    overrides = ["train.stage=joint", "train.steps=2", "train.checkpoint_every=2", "train.val_every=0",
-                 "deepspeed.precision=bf16", "deepspeed.activation_checkpointing=true",
-                 f"train.init_from={reference / 'export' / 'model.pt'}"]
+    overrides = [
+        "train.stage=joint",
+        "train.steps=2",
+        "train.checkpoint_every=2",
+        "train.val_every=0",
+        "deepspeed.precision=bf16",
+        "deepspeed.activation_checkpointing=true",
+        f"train.init_from={reference / 'export' / 'model.pt'}",
+    ]
     train(1, run_dir, train_dataset, overrides)
     blob = export_blob(run_dir / "joint")
     meta = blob["metadata"]
@@ -373,6 +453,8 @@ def test_joint_bf16_activation_checkpointing_initialised_from_an_export(referenc
     assert [e["role"] for e in meta["lineage"]] == ["init_from", "self"]
     assert meta["lineage"][0]["export"] == str(reference / "export" / "model.pt")
     assert all(torch.isfinite(v).all() for v in blob["state_dict"].values())
-    assert all(r["loss_mean"] is not None and r["loss_diffusion"] is not None for r in records(run_dir / "joint", "train"))
+    assert all(
+        r["loss_mean"] is not None and r["loss_diffusion"] is not None for r in records(run_dir / "joint", "train")
+    )
     ranks = train(1, run_dir, train_dataset, overrides)  # a requeue of a finished stage
     assert "already complete at step 2" in ranks.output()

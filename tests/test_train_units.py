@@ -71,8 +71,9 @@ def test_checkpoint_of_another_pair_or_architecture_is_refused_naming_both(tmp_p
 
 def test_weights_of_another_architecture_are_refused_with_the_keys(tmp_path):
     small = tiny_model()
-    big = build_model(dataclasses.replace(ModelConfig.tiny(), widths=(8, 16, 48), heads=2),
-                      compose(TINY).factor.recipe())
+    big = build_model(
+        dataclasses.replace(ModelConfig.tiny(), widths=(8, 16, 48), heads=2), compose(TINY).factor.recipe()
+    )
     with pytest.raises(ExportError, match=r"checkpoint \(48, 32, 3, 3\) vs model \(32, 32, 3, 3\)|vs model"):
         load_weights(small, big.state_dict(), "other.pt")
     state = small.state_dict()

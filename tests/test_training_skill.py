@@ -38,12 +38,43 @@ def test_mean_network_beats_its_untrained_start_and_bicubic_on_held_back_radar(t
     data = tmp_path / "bom"
     py = [sys.executable, "-m", "preprocessing.cli"]
     run(py + ["ingest", "--out", str(data), "--netcdf", str(BOM), "--cadence", "10", "--quiet"], env)
-    run(py + ["shards", "--out", str(data), "--pairs", "4x1", "--split-bounds", "2020-10-31T09:00,2020-10-31T12:00",
-              "--quiet"], env)
-    run([sys.executable, "-m", "hpcsr.train.cli", "model=tiny", "factor.s=4", "factor.t=1", "factor.patch=32",
-         f"data_dir={data}", f"run_dir={tmp_path / 'run'}", "data.batch_size=8", "data.val_patches=0",
-         "train.stage=mean", "train.steps=150", "train.warmup_steps=10", "train.lr=1e-3", "train.val_every=0",
-         "train.checkpoint_every=150", "train.progress=false"], env)
+    run(
+        py
+        + [
+            "shards",
+            "--out",
+            str(data),
+            "--pairs",
+            "4x1",
+            "--split-bounds",
+            "2020-10-31T09:00,2020-10-31T12:00",
+            "--quiet",
+        ],
+        env,
+    )
+    run(
+        [
+            sys.executable,
+            "-m",
+            "hpcsr.train.cli",
+            "model=tiny",
+            "factor.s=4",
+            "factor.t=1",
+            "factor.patch=32",
+            f"data_dir={data}",
+            f"run_dir={tmp_path / 'run'}",
+            "data.batch_size=8",
+            "data.val_patches=0",
+            "train.stage=mean",
+            "train.steps=150",
+            "train.warmup_steps=10",
+            "train.lr=1e-3",
+            "train.val_every=0",
+            "train.checkpoint_every=150",
+            "train.progress=false",
+        ],
+        env,
+    )
 
     export = load_export(tmp_path / "run" / "mean")
     model, norm = export.build_model().eval(), export.normaliser
@@ -52,10 +83,10 @@ def test_mean_network_beats_its_untrained_start_and_bicubic_on_held_back_radar(t
     val = PatchDataset(data / "shards" / "s4_t1.h5", PatchSpec(L, 32), "val", norm, 0, 1.0, "held-back")
     items = [val[i] for i in range(PATCHES)]
     lr, hr = torch.stack([x["lr"] for x in items]), torch.stack([x["hr"] for x in items])
-    truth, lr_mm = norm.inverse(hr), norm.inverse(lr[:, L - 1:L])
+    truth, lr_mm = norm.inverse(hr), norm.inverse(lr[:, L - 1 : L])
     with torch.no_grad():
         trained = torch.relu(norm.inverse(model.predict_mean(lr)))
-    untrained = torch.relu(norm.inverse(upsample_space(lr[:, L - 1:L], s, "bicubic")))
+    untrained = torch.relu(norm.inverse(upsample_space(lr[:, L - 1 : L], s, "bicubic")))
     bicubic = torch.relu(upsample_space(lr_mm, s, "bicubic"))
     assert float((truth > 0.1).float().mean()) > 0.01, "the held-back patches must hold some rain"
 
@@ -65,7 +96,9 @@ def test_mean_network_beats_its_untrained_start_and_bicubic_on_held_back_radar(t
 
     scores = {"trained": rmse(trained), "untrained": rmse(untrained), "bicubic": rmse(bicubic)}
     with capsys.disabled():
-        print("\n[training skill] held-back BoM (4,1) RMSE mm, smooth cell mass: "
-              + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        print(
+            "\n[training skill] held-back BoM (4,1) RMSE mm, smooth cell mass: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+        )
     assert scores["trained"] < scores["untrained"], scores
     assert scores["trained"] < scores["bicubic"], scores

@@ -32,14 +32,30 @@ def write_source(path, pair=(2, 1), cfg=TINY, stage="joint", seed=1):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    metadata = {"format": exports.EXPORT_FORMAT, "format_version": exports.EXPORT_VERSION, "stage": stage,
-                "trained": ["mean_net", "denoiser"] if stage == "joint" else ["mean_net"],
-                "pair": {"s": r.pair.s, "t": r.pair.t, "name": r.pair.name}, "recipe": exports.recipe_to_dict(r),
-                "model": dataclasses.asdict(cfg), "future_context": 0,
-                "normalisation": {"kind": "log1p", "shift": 0.1, "scale": 0.3}, "step": 40, "samples_seen": 160,
+    metadata = {
+        "format": exports.EXPORT_FORMAT,
+        "format_version": exports.EXPORT_VERSION,
+        "stage": stage,
+        "trained": ["mean_net", "denoiser"] if stage == "joint" else ["mean_net"],
+        "pair": {"s": r.pair.s, "t": r.pair.t, "name": r.pair.name},
+        "recipe": exports.recipe_to_dict(r),
+        "model": dataclasses.asdict(cfg),
+        "future_context": 0,
+        "normalisation": {"kind": "log1p", "shift": 0.1, "scale": 0.3},
+        "step": 40,
+        "samples_seen": 160,
+        "config_hash": "feedc0de12345678",
+        "lineage": [
+            {
+                "role": "self",
+                "stage": stage,
+                "pair": r.pair.name,
+                "step": 40,
                 "config_hash": "feedc0de12345678",
-                "lineage": [{"role": "self", "stage": stage, "pair": r.pair.name, "step": 40,
-                             "config_hash": "feedc0de12345678", "export": str(path)}]}
+                "export": str(path),
+            }
+        ],
+    }
     exports.write_export(path, model.state_dict(), metadata)
     return model
 
@@ -62,7 +78,9 @@ def test_transfer_to_other_L_and_t_copies_every_weight_and_rebuilds_the_schedule
     assert {n for n, e in tensors.items() if e["action"] == "copied"} == set(own)
     assert all(e["how"] == "copied (shape-independent of L/t)" for e in tensors.values() if e["action"] == "copied")
     schedule = [e for e in rep["tensors"] if e["name"].startswith("schedule.")]
-    assert len(schedule) == 8 and all(e["action"] == "adapted" and f"..{target.beta_end:g}" in e["how"] for e in schedule)
+    assert len(schedule) == 8 and all(
+        e["action"] == "adapted" and f"..{target.beta_end:g}" in e["how"] for e in schedule
+    )
     assert rep["summary"]["re-initialised"]["tensors"] == 0 and rep["summary"]["reinit_fraction"] == 0.0
     params = sum(p.numel() for p in src_model.parameters())  # the buffer residual_std is copied, not counted
     assert rep["status"] == "ok" and rep["summary"]["target_parameters"] == params
@@ -89,8 +107,13 @@ def test_warm_start_copies_all_and_keeps_lineage_chain(tmp_path, source):
     second = make_seed(first.path, "10x3", tmp_path / "b.pt", "warm_start")  # a seed can seed again
     meta = exports.load_export(second.path).metadata
     assert [(e["role"], e["pair"]) for e in meta["lineage"]] == [
-        ("transfer:warm_start", "s2_t1"), ("transfer:warm_start", "s4_t2"), ("self", "s10_t3")]
-    assert all(torch.equal(v, src_model.state_dict()[k]) for k, v in exports.load_export(second.path).state_dict.items())
+        ("transfer:warm_start", "s2_t1"),
+        ("transfer:warm_start", "s4_t2"),
+        ("self", "s10_t3"),
+    ]
+    assert all(
+        torch.equal(v, src_model.state_dict()[k]) for k, v in exports.load_export(second.path).state_dict.items()
+    )
 
 
 def test_a_refused_transfer_leaves_an_earlier_seed_and_its_report_as_they_were(tmp_path, source):
@@ -124,8 +147,9 @@ def test_other_widths_are_refused_with_the_list_of_mismatched_tensors(tmp_path, 
     forced = make_seed(src_path, "4x2", tmp_path / "forced.pt", "transfer", model=wide, force=True)
     assert forced.report.status == "forced" and forced.report.reinit_fraction > 0.99 and forced.path.exists()
     # the CLI says the same and exits 3; the report keeps the full list
-    code = transfer_main(["seed", str(src_path), "--to", "4x2", "--out", str(tmp_path / "cli.pt"),
-                          "model.widths=[16,32,64]"])
+    code = transfer_main(
+        ["seed", str(src_path), "--to", "4x2", "--out", str(tmp_path / "cli.pt"), "model.widths=[16,32,64]"]
+    )
     assert code == exits.REFUSED
     err = capsys.readouterr().err
     assert "refused" in err and "mean_net.stem.weight" in err and "more (all in the report JSON)" in err
@@ -152,7 +176,9 @@ def test_new_static_channels_are_adapted_and_leave_the_function_unchanged(tmp_pa
     src_path, src_model = source
     with_static = dataclasses.replace(TINY, static_channels=1)
     result = make_seed(src_path, "2x6", tmp_path / "seed.pt", "transfer", model=with_static)  # L = 3: a cheap check
-    adapted = {e.name: e.how for e in result.report.entries if e.action == "adapted" and not e.name.startswith("schedule.")}
+    adapted = {
+        e.name: e.how for e in result.report.entries if e.action == "adapted" and not e.name.startswith("schedule.")
+    }
     assert set(adapted) == {"mean_net.stem.weight", "denoiser.stem.weight", "denoiser.context_encoder.stem.weight"}
     assert all("1 new static channel(s) zero-initialised" in how for how in adapted.values())
     model = build_model(with_static, recipe(2, 6))
@@ -224,7 +250,10 @@ def test_frozen_group_has_zero_learning_rate_then_the_run_schedule():
     assert not torch.equal(before["mean_net.head.conv1.weight"], after["mean_net.head.conv1.weight"])
     model.mean_loss(lr, hr).backward()
     opt.step()  # step 3: unfrozen
-    assert not torch.equal(before["mean_net.encoder.0.blocks.0.conv1.weight"], model.state_dict()["mean_net.encoder.0.blocks.0.conv1.weight"])
+    assert not torch.equal(
+        before["mean_net.encoder.0.blocks.0.conv1.weight"],
+        model.state_dict()["mean_net.encoder.0.blocks.0.conv1.weight"],
+    )
     assert param_groups(named, None, schedule)[1] == [schedule]
 
 
@@ -260,11 +289,19 @@ def test_plan_distance_order_and_parents_by_hand():
     # (10,1): only (1,3), d = ln 10 + ln 3; (10,3): (10,1) at ln 3 beats (1,3) at ln 10;
     # (25,6): (10,3) at ln 2.5 + ln 2 beats (10,1) at ln 2.5 + ln 6
     assert [(e.parent.name if e.parent else None, e.level) for e in entries] == [
-        (None, 0), ("s1_t3", 1), ("s10_t1", 2), ("s10_t3", 3)]
+        (None, 0),
+        ("s1_t3", 1),
+        ("s10_t1", 2),
+        ("s10_t3", 3),
+    ]
     assert entries[3].distance == pytest.approx(math.log(2.5) + math.log(2))
     shallow = plan_chain(["25x6", "10x3", "1x3", "10x1"], max_depth=1)
     assert [(e.pair.name, e.parent.name if e.parent else None) for e in shallow] == [
-        ("s1_t3", None), ("s10_t1", "s1_t3"), ("s10_t3", "s1_t3"), ("s25_t6", "s1_t3")]
+        ("s1_t3", None),
+        ("s10_t1", "s1_t3"),
+        ("s10_t3", "s1_t3"),
+        ("s25_t6", "s1_t3"),
+    ]
     # trained pairs are candidates (any size) but not retrained; ties go to the smaller pair
     tied = plan_chain(["4x1"], trained=["2x1", "8x1"])
     assert tied[0].parent == FactorPair(2, 1) and tied[0].parent_trained and tied[0].level == 0
@@ -281,5 +318,9 @@ def test_plan_output_feeds_hpcsr_launch_grid_parents(capsys):
     cfg = compose(["grid=product", "grid.s=[2,4]", "grid.t=[1,2]", override])
     pairs = expand(cfg.grid)
     links = parse_parents(cfg.grid.parents, pairs, lambda p: False)
-    assert {c.name: link.parent.name for c, link in links.items()} == {"s2_t2": "s2_t1", "s4_t1": "s2_t1", "s4_t2": "s2_t2"}
+    assert {c.name: link.parent.name for c, link in links.items()} == {
+        "s2_t2": "s2_t1",
+        "s4_t1": "s2_t1",
+        "s4_t2": "s2_t2",
+    }
     assert [[p.name for p in level] for level in levels(pairs, links)] == [["s2_t1"], ["s2_t2", "s4_t1"], ["s4_t2"]]

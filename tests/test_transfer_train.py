@@ -26,18 +26,31 @@ from hpcsr.transfer.sources import SourceError, load_source
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-COMMON = ["model=tiny", "factor.patch=24", "data.batch_size=2", "train.lr=1e-3", "train.warmup_steps=1",
-          "train.log_every=1", "train.progress=false", "data.val_patches=2", "train.val_every=2",
-          "train.checkpoint_every=2"]
+COMMON = [
+    "model=tiny",
+    "factor.patch=24",
+    "data.batch_size=2",
+    "train.lr=1e-3",
+    "train.warmup_steps=1",
+    "train.log_every=1",
+    "train.progress=false",
+    "data.val_patches=2",
+    "train.val_every=2",
+    "train.checkpoint_every=2",
+]
 TARGET_CONTEXT = 2  # the 4-day test shard's validation split is too short for recipe(4, 3)'s L = 5
 
 
 def train(run_dir, data, *overrides, expect=0) -> str:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-           and not k.startswith(("SLURM_", "PMI_", "OMPI_", "HPCSR_FAULT"))}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", HPCSR_DIST_SOURCE="single",
-               PYTHONPATH=str(REPO))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+        and not k.startswith(("SLURM_", "PMI_", "OMPI_", "HPCSR_FAULT"))
+    }
+    env.update(
+        OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", HPCSR_DIST_SOURCE="single", PYTHONPATH=str(REPO)
+    )
     cmd = [sys.executable, "-m", "hpcsr.train.cli", *COMMON, f"data_dir={data}", f"run_dir={run_dir}", *overrides]
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     text = out.stdout + out.stderr
@@ -48,8 +61,16 @@ def train(run_dir, data, *overrides, expect=0) -> str:
 @pytest.fixture(scope="module")
 def source_run(train_dataset, tmp_path_factory):
     run = tmp_path_factory.mktemp("transfer_source") / "s2_t1"
-    train(run, train_dataset, "factor.s=2", "factor.t=1", "factor.context=4", "train.steps=4", "train.stage=joint",
-          "train.ema_decay=0.5")
+    train(
+        run,
+        train_dataset,
+        "factor.s=2",
+        "factor.t=1",
+        "factor.context=4",
+        "train.steps=4",
+        "train.stage=joint",
+        "train.ema_decay=0.5",
+    )
     return run
 
 
@@ -92,14 +113,17 @@ def test_checkpoint_without_its_completion_marker_is_refused(source_run, tmp_pat
 
 def test_freeze_seed_trains_with_init_from_and_resume_beats_init(source_run, train_dataset, tmp_path):
     r = dataclasses.replace(recipe(4, 3), context=TARGET_CONTEXT)
-    seed = make_seed(source_run, "4x3", tmp_path / "seeds" / "s4_t3.pt", "freeze", recipe=r,
-                     freeze=FreezeSpec(DEFAULT_PREFIXES, 2)).path
+    seed = make_seed(
+        source_run, "4x3", tmp_path / "seeds" / "s4_t3.pt", "freeze", recipe=r, freeze=FreezeSpec(DEFAULT_PREFIXES, 2)
+    ).path
     seeded = exports.load_export(seed).state_dict
     run = tmp_path / "s4_t3"
     target = ["factor.s=4", "factor.t=3", f"factor.context={TARGET_CONTEXT}"]
 
     log = train(run, train_dataset, *target, "train.stage=mean", "train.steps=2", f"train.init_from={seed}")
-    assert "initialised 265 tensors from" in log  # 264 weights and the residual_std buffer and "frozen for steps 0..1" in log
+    assert (
+        "initialised 265 tensors from" in log
+    )  # 264 weights and the residual_std buffer and "frozen for steps 0..1" in log
     marker = json.loads((run / "mean" / "checkpoints" / "step_2" / "COMPLETE.json").read_text())
     assert marker["freeze"] == {"prefixes": list(DEFAULT_PREFIXES), "steps": 2}
     at2 = exports.load_export(run / "mean").state_dict
@@ -109,16 +133,27 @@ def test_freeze_seed_trains_with_init_from_and_resume_beats_init(source_run, tra
     assert any(not torch.equal(at2[k], seeded[k]) for k in trained)
 
     # the run folder has a complete checkpoint: it resumes, and the initial-weights option is ignored
-    log = train(run, train_dataset, *target, "train.stage=mean", "train.steps=4",
-                f"train.init_from={tmp_path / 'missing.pt'}")
+    log = train(
+        run, train_dataset, *target, "train.stage=mean", "train.steps=4", f"train.init_from={tmp_path / 'missing.pt'}"
+    )
     assert "resumed from" in log and "initialised" not in log
     final = exports.load_export(run / "mean")
     assert final.metadata["step"] == 4
     assert any(not torch.equal(final.state_dict[k], seeded[k]) for k in frozen)  # unfrozen from step 2 on
     assert [(e["role"], e["pair"], e["stage"]) for e in final.lineage] == [
-        ("transfer:freeze", "s2_t1", "joint"), ("init_from", "s4_t3", "seed"), ("self", "s4_t3", "mean")]
+        ("transfer:freeze", "s2_t1", "joint"),
+        ("init_from", "s4_t3", "seed"),
+        ("self", "s4_t3", "mean"),
+    ]
 
     # without a checkpoint the same missing init_from is an error: init is really read
-    log = train(tmp_path / "fresh", train_dataset, *target, "train.stage=mean", "train.steps=2",
-                f"train.init_from={tmp_path / 'missing.pt'}", expect=1)
+    log = train(
+        tmp_path / "fresh",
+        train_dataset,
+        *target,
+        "train.stage=mean",
+        "train.steps=2",
+        f"train.init_from={tmp_path / 'missing.pt'}",
+        expect=1,
+    )
     assert "no export at" in log

@@ -18,7 +18,9 @@ class DataConfig:
     future_context: int = 0  # LR frames after the super-resolved one also given (0: causal, as the author)
     val_patches: int = 64  # fixed validation patches (items 0..n-1 of the val split's own seeded stream)
     prefetch_factor: int = 2  # micro-batches each DataLoader worker reads ahead (with num_workers > 0)
-    wet_bias: float = 0.3  # draw wet patches more often: keep prob. min(1, max(0.1, LR wet fraction / this)); 0: uniform
+    wet_bias: float = (
+        0.3  # draw wet patches more often: keep prob. min(1, max(0.1, LR wet fraction / this)); 0: uniform
+    )
     augment: bool = True  # turn each training patch by one of the 8 symmetries of the square (LR and HR alike)
 
     def __post_init__(self):

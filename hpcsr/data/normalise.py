@@ -40,8 +40,10 @@ class Normaliser:
         if self.kind not in KINDS:
             raise ValueError(f"normalisation kind {self.kind!r} unknown: use one of {', '.join(KINDS)}")
         if not (math.isfinite(self.scale) and self.scale > 0):
-            raise ValueError(f"normalisation scale={self.scale} must be a positive finite number: the train split "
-                             "statistics are degenerate (all values equal?); check the shard's stats")
+            raise ValueError(
+                f"normalisation scale={self.scale} must be a positive finite number: the train split "
+                "statistics are degenerate (all values equal?); check the shard's stats"
+            )
         if not math.isfinite(self.shift):
             raise ValueError(f"normalisation shift={self.shift} must be finite")
 
@@ -53,8 +55,10 @@ class Normaliser:
         shift_key, scale_key = _KEYS[kind]
         missing = [k for k in (shift_key, scale_key) if k is not None and k not in stats]
         if missing:
-            raise KeyError(f"normalisation {kind!r} needs stats {missing} that the shard does not have "
-                           f"(it has {sorted(stats)}): rebuild the shard with `hpcsr-preprocess`")
+            raise KeyError(
+                f"normalisation {kind!r} needs stats {missing} that the shard does not have "
+                f"(it has {sorted(stats)}): rebuild the shard with `hpcsr-preprocess`"
+            )
         return cls(kind, float(stats[shift_key]) if shift_key else 0.0, float(stats[scale_key]))
 
     @classmethod
@@ -81,7 +85,9 @@ class Normaliser:
         fill_value): `table[codes]` decodes and normalises a patch in one gather, with the values
         `forward(decode(codes))` gives."""
         if units_per_mm < 1:
-            raise ValueError(f"units_per_mm={units_per_mm}: a code table needs a uint16 store (float32 stores: forward)")
+            raise ValueError(
+                f"units_per_mm={units_per_mm}: a code table needs a uint16 store (float32 stores: forward)"
+            )
         return self.forward(decode(np.arange(1 << 16, dtype=np.uint16), units_per_mm, fill_value))
 
     def inverse(self, z):

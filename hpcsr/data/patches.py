@@ -60,8 +60,10 @@ class PatchSpec:
 
     def __post_init__(self):
         if self.context < 1 or self.future < 0 or self.patch < 1:
-            raise ValueError(f"patch spec context={self.context} (>= 1), future={self.future} (>= 0), "
-                             f"patch={self.patch} (>= 1) out of range")
+            raise ValueError(
+                f"patch spec context={self.context} (>= 1), future={self.future} (>= 0), "
+                f"patch={self.patch} (>= 1) out of range"
+            )
 
 
 def valid_corners(valid_mask: np.ndarray, patch: int, s: int, min_valid: float) -> np.ndarray:
@@ -71,7 +73,9 @@ def valid_corners(valid_mask: np.ndarray, patch: int, s: int, min_valid: float) 
         raise ValueError(f"patch={patch} must be a multiple of s={s}")
     Y, X = valid_mask.shape
     if patch > Y or patch > X:
-        raise ValueError(f"patch={patch} is larger than the HR grid {Y} x {X}: set factor.patch to at most {min(Y, X) // s * s}")
+        raise ValueError(
+            f"patch={patch} is larger than the HR grid {Y} x {X}: set factor.patch to at most {min(Y, X) // s * s}"
+        )
     area = np.zeros((Y + 1, X + 1), np.int64)
     area[1:, 1:] = np.cumsum(np.cumsum(valid_mask.astype(np.int64), axis=0), axis=1)
     ys = np.arange(0, Y - patch + 1, s)
@@ -102,10 +106,22 @@ class PatchDataset(Dataset):
     fixes the order and corners (the validation set is items 0..n-1 of its own stream).
     """
 
-    def __init__(self, shard_path, spec: PatchSpec, split: str, normaliser: Normaliser, seed: int,
-                 min_valid: float = 1.0, stream: str | None = None, wet_bias: float = 0.0, augment: bool = False):
+    def __init__(
+        self,
+        shard_path,
+        spec: PatchSpec,
+        split: str,
+        normaliser: Normaliser,
+        seed: int,
+        min_valid: float = 1.0,
+        stream: str | None = None,
+        wet_bias: float = 0.0,
+        augment: bool = False,
+    ):
         if not 0.0 <= wet_bias <= 1.0:
-            raise ValueError(f"wet_bias={wet_bias} must be in [0, 1] (0: off; the LR wet fraction of a fully kept patch)")
+            raise ValueError(
+                f"wet_bias={wet_bias} must be in [0, 1] (0: off; the LR wet fraction of a fully kept patch)"
+            )
         self.wet_bias = float(wet_bias)
         self.augment = bool(augment)
         self.shard_path = Path(shard_path)
@@ -119,14 +135,18 @@ class PatchDataset(Dataset):
             raise ValueError(f"patch={spec.patch} must be a multiple of s={s} (shard {self.shard_path})")
         self.windows = split_windows(shard, spec, split)
         if len(self.windows) == 0:
-            raise ValueError(f"split {split!r} of {self.shard_path} has no window of {spec.context} consecutive LR blocks "
-                             f"(+{spec.future} future): give more data, a shorter context, or other split bounds")
+            raise ValueError(
+                f"split {split!r} of {self.shard_path} has no window of {spec.context} consecutive LR blocks "
+                f"(+{spec.future} future): give more data, a shorter context, or other split bounds"
+            )
         store = shard.hr_store()
         y0, y1, x0, x1 = shard.hr_window
         self.corners = valid_corners(store.valid_mask[y0:y1, x0:x1], spec.patch, s, self.min_valid)
         if len(self.corners) == 0:
-            raise ValueError(f"no {spec.patch} x {spec.patch} patch of {self.shard_path} has a valid fraction >= "
-                             f"{self.min_valid}: lower data.min_valid or factor.patch")
+            raise ValueError(
+                f"no {spec.patch} x {spec.patch} patch of {self.shard_path} has a valid fraction >= "
+                f"{self.min_valid}: lower data.min_valid or factor.patch"
+            )
         store.close()
         shard.close()
         self._z_dry = float(normaliser.forward(np.full(1, DRY_MM, np.float32))[0]) + 1e-6
@@ -174,7 +194,9 @@ class PatchDataset(Dataset):
         """LR frames in mm and the stored (encoded) HR values for target block i at HR corner (y, x)."""
         shard, store = self._open()
         s, P = self.pair.s, self.spec.patch
-        lr = shard.lr[i - self.spec.context + 1: i + self.spec.future + 1, y // s: (y + P) // s, x // s: (x + P) // s]
+        lr = shard.lr[
+            i - self.spec.context + 1 : i + self.spec.future + 1, y // s : (y + P) // s, x // s : (x + P) // s
+        ]
         return lr, shard.read_hr_block_raw(store, i, slice(y, y + P), slice(x, x + P))
 
     def read(self, i: int, y: int, x: int) -> tuple[np.ndarray, np.ndarray]:
@@ -214,9 +236,11 @@ class PatchDataset(Dataset):
             if keep >= 1.0 or np.random.default_rng([self.seed, self.stream, 2, item, attempt]).random() < keep:
                 break
         if found is None:
-            raise RuntimeError(f"item {item} of split {self.split!r} ({self.shard_path}): {MAX_REDRAWS} draws found no patch "
-                               f"with a valid HR fraction >= {self.min_valid}; the split is mostly missing data: "
-                               "lower data.min_valid or check the data")
+            raise RuntimeError(
+                f"item {item} of split {self.split!r} ({self.shard_path}): {MAX_REDRAWS} draws found no patch "
+                f"with a valid HR fraction >= {self.min_valid}; the split is mostly missing data: "
+                "lower data.min_valid or check the data"
+            )
         i, y, x, lr, hr = found  # the last valid draw when none was kept (a dry split under wet_bias)
         if self.augment:
             lr, hr = (dihedral(z, self.symmetry(item)) for z in (lr, hr))

@@ -21,8 +21,14 @@ class SamplesSeenSampler(Sampler[list[int]]):
     yielded (None: endless).
     """
 
-    def __init__(self, batch_size: int, rank: int = 0, world_size: int = 1, samples_seen: int = 0,
-                 micro_batches: int | None = None):
+    def __init__(
+        self,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        samples_seen: int = 0,
+        micro_batches: int | None = None,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
         if world_size < 1 or not 0 <= rank < world_size:

@@ -151,8 +151,10 @@ class _LazyFile:
         fmt = _attr_str(self.file.attrs.get("format", ""))
         version = int(self.file.attrs.get("format_version", 0))
         if fmt != expected or version != FORMAT_VERSION:
-            raise ValueError(f"{self.path} is '{fmt}' version {version}, not '{expected}' version "
-                             f"{FORMAT_VERSION}: rerun `hpcsr-preprocess` to rebuild it")
+            raise ValueError(
+                f"{self.path} is '{fmt}' version {version}, not '{expected}' version "
+                f"{FORMAT_VERSION}: rerun `hpcsr-preprocess` to rebuild it"
+            )
 
 
 class HRStore:
@@ -235,8 +237,10 @@ class Shard:
         self.times = _seconds_to_datetime(self.time_s)
         self.hr_start = f["hr_start"][()]
         self.split = f["split"][()]
-        self.splits = {k: (_seconds_to_datetime(v[0]), _seconds_to_datetime(v[1]))
-                       for k, v in json.loads(_attr_str(a["splits"])).items()}
+        self.splits = {
+            k: (_seconds_to_datetime(v[0]), _seconds_to_datetime(v[1]))
+            for k, v in json.loads(_attr_str(a["splits"])).items()
+        }
         self.provenance = json.loads(_attr_str(a["provenance"]))
         self.stats = self._read_stats(f["stats"])
 
@@ -259,8 +263,11 @@ class Shard:
     def data_grid(self) -> dict:
         """The grid the shard's data lie on, as exports record it (`data_grid`): HR step in minutes,
         HR pixel (x, y; LR cell side / s, positive) and the coordinate units of its HR store."""
-        return {"interval_minutes": self.interval_minutes, "units": store_units(self.hr_store_path)[0],
-                "hr_pixel": [abs(self.lr_transform[1]) / self.pair.s, abs(self.lr_transform[5]) / self.pair.s]}
+        return {
+            "interval_minutes": self.interval_minutes,
+            "units": store_units(self.hr_store_path)[0],
+            "hr_pixel": [abs(self.lr_transform[1]) / self.pair.s, abs(self.lr_transform[5]) / self.pair.s],
+        }
 
     def indices(self, split: str) -> np.ndarray:
         """Block indices of one split ('train', 'val', 'test')."""
@@ -289,21 +296,27 @@ class Shard:
         """The HR store this shard was made from. Its time axis is checked against `hr_start`;
         `verify=True` also compares the file's sha256 with the recorded one (reads the whole file)."""
         if not self.hr_store_path.is_file():
-            raise FileNotFoundError(f"HR store {self.hr_store_path} of shard {self.path} is missing: "
-                                    "keep hr.h5 next to shards/ or rerun `hpcsr-preprocess`")
+            raise FileNotFoundError(
+                f"HR store {self.hr_store_path} of shard {self.path} is missing: "
+                "keep hr.h5 next to shards/ or rerun `hpcsr-preprocess`"
+            )
         if verify:
             h = hashlib.sha256()
             with open(self.hr_store_path, "rb") as fh:
                 while chunk := fh.read(1 << 22):
                     h.update(chunk)
             if h.hexdigest() != self.hr_store_sha256:
-                raise ValueError(f"{self.hr_store_path} changed since shard {self.path} was made "
-                                 f"(sha256 {h.hexdigest()[:12]} != {self.hr_store_sha256[:12]}): rerun `hpcsr-preprocess shards`")
+                raise ValueError(
+                    f"{self.hr_store_path} changed since shard {self.path} was made "
+                    f"(sha256 {h.hexdigest()[:12]} != {self.hr_store_sha256[:12]}): rerun `hpcsr-preprocess shards`"
+                )
         store = HRStore(self.hr_store_path)
         last = self.hr_start + self.pair.t - 1
         if len(self) and (last.max() >= len(store.time_s) or not np.array_equal(store.time_s[last], self.time_s)):
-            raise ValueError(f"shard {self.path} does not match HR store {self.hr_store_path} (time axes differ): "
-                             "rerun `hpcsr-preprocess shards`")
+            raise ValueError(
+                f"shard {self.path} does not match HR store {self.hr_store_path} (time axes differ): "
+                "rerun `hpcsr-preprocess shards`"
+            )
         return store
 
     def read_hr_block(self, store: HRStore, i: int, ys: slice = slice(None), xs: slice = slice(None)) -> np.ndarray:

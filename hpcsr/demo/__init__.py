@@ -49,11 +49,17 @@ def slurm_answers() -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hpcsr demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="hpcsr demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", help="output folder, reused by a rerun (default runs/demo, with --quick runs/demo-quick)")
     p.add_argument("--quick", action="store_true", help="reduced sizes and steps (about 3 minutes; what the test runs)")
-    p.add_argument("--backend", choices=("auto", "local", "slurm"), default="auto",
-                   help="auto: Slurm when sinfo answers, else local processes (default %(default)s)")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "local", "slurm"),
+        default="auto",
+        help="auto: Slurm when sinfo answers, else local processes (default %(default)s)",
+    )
     return p
 
 
@@ -65,8 +71,10 @@ def claim(out: Path, settings: dict) -> None:
         before = json.loads(record.read_text())
         if before != settings:
             changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
-            raise ValueError(f"{out} holds a demo made with other settings ({', '.join(changed)} differ): "
-                             f"use another --out, or delete {out} to start again")
+            raise ValueError(
+                f"{out} holds a demo made with other settings ({', '.join(changed)} differ): "
+                f"use another --out, or delete {out} to start again"
+            )
         return
     write_json_atomic(record, settings, indent=2, sort_keys=False)
 
@@ -125,8 +133,11 @@ def launch(args: list[str], title: str):
         print(f"{title}: every element finished before with this configuration; reusing its results", flush=True)
         return plan
     launch_dir = submit.submit(plan)
-    print(f"submitted {title} as {launch_dir} ({plan.kind}); from another shell: hpcsr-launch status "
-          f"--folder {launch_dir.parent} --launch {launch_dir.name}", flush=True)
+    print(
+        f"submitted {title} as {launch_dir} ({plan.kind}); from another shell: hpcsr-launch status "
+        f"--folder {launch_dir.parent} --launch {launch_dir.name}",
+        flush=True,
+    )
     try:
         rows = follow(launch_dir, plan.base.launcher.poll_s)
     except KeyboardInterrupt:
@@ -136,8 +147,10 @@ def launch(args: list[str], title: str):
     failed = [r for r in rows if r["state"] != "COMPLETED"]
     if failed:
         names = ", ".join(f"{r['array']} {r['pair']} ({r['state']})" for r in failed)
-        raise RuntimeError(f"{title} failed: {names}; logs under {launch_dir}. Fix the cause and rerun "
-                           "`hpcsr demo` with the same --out: finished elements are reused")
+        raise RuntimeError(
+            f"{title} failed: {names}; logs under {launch_dir}. Fix the cause and rerun "
+            "`hpcsr demo` with the same --out: finished elements are reused"
+        )
     return plan
 
 
@@ -151,8 +164,15 @@ def element_times(plan) -> list[dict]:
             marker = done_marker(spec)
             done = json.loads(marker.read_text()) if marker.is_file() else {}
             seconds = done["finished"] - done["started"] if "finished" in done and "started" in done else None
-            out.append({"array": array.key, "pair": spec.pair.name if spec.pair else "all", "seconds": seconds,
-                        "job": done.get("job", "-"), "result": done.get("result", {})})
+            out.append(
+                {
+                    "array": array.key,
+                    "pair": spec.pair.name if spec.pair else "all",
+                    "seconds": seconds,
+                    "job": done.get("job", "-"),
+                    "result": done.get("result", {}),
+                }
+            )
     return out
 
 
@@ -168,11 +188,20 @@ def seed_transfers(size, run_root: Path, seeds_dir: Path) -> list[dict]:
     for entry in plan_chain([FactorPair(*p) for p in TRANSFER], trained=[FactorPair(*p) for p in SCRATCH]):
         if entry.parent is None:
             raise RuntimeError(f"the transfer plan found no parent for {entry.pair.name} among {SCRATCH}")
-        print(f"transfer plan: {entry.pair.name} <- {entry.parent.name} (distance {entry.distance:.3f}: "
-              "|ln s - ln s'| + |ln t - ln t'|, nearest trained pair)", flush=True)
+        print(
+            f"transfer plan: {entry.pair.name} <- {entry.parent.name} (distance {entry.distance:.3f}: "
+            "|ln s - ln s'| + |ln t - ln t'|, nearest trained pair)",
+            flush=True,
+        )
         target = dataclasses.replace(recipe(entry.pair.s, entry.pair.t), patch=size.patch)
-        record = {"pair": entry.pair.name, "parent": entry.parent.name, "distance": entry.distance, "seeds": {},
-                  "reports": {}, "summaries": {}}
+        record = {
+            "pair": entry.pair.name,
+            "parent": entry.parent.name,
+            "distance": entry.distance,
+            "seeds": {},
+            "reports": {},
+            "summaries": {},
+        }
         for stage in ("mean", "diffusion"):
             source = run_root / entry.parent.name / stage
             seed = seeds_dir / f"{entry.pair.name}_{stage}.pt"
@@ -207,23 +236,40 @@ def score(plans, out: Path, elements: list[dict], quiet: bool) -> list[dict]:
                 print(f"evaluating {pair.name}: {ensemble}", flush=True)
                 metrics = evaluate_pair(ensemble, hr_store, report / pair.name, progress=not quiet)
                 recipe = spec.cfg.factor.recipe()
-                steps = {e["array"].split(".")[1]: e["result"].get("step") for e in elements
-                         if e["pair"] == pair.name and e["array"].split(".")[1] in ("mean", "diffusion")}
-                records.append({"name": pair.name, "parent": None, "context": recipe.context,
-                                "beta_end": recipe.beta_end, "steps": steps, "curves": curves(Path(spec.cfg.run_dir)),
-                                "metrics": metrics, "report": f"{pair.name}/report.html", "run_dir": spec.cfg.run_dir})
+                steps = {
+                    e["array"].split(".")[1]: e["result"].get("step")
+                    for e in elements
+                    if e["pair"] == pair.name and e["array"].split(".")[1] in ("mean", "diffusion")
+                }
+                records.append(
+                    {
+                        "name": pair.name,
+                        "parent": None,
+                        "context": recipe.context,
+                        "beta_end": recipe.beta_end,
+                        "steps": steps,
+                        "curves": curves(Path(spec.cfg.run_dir)),
+                        "metrics": metrics,
+                        "report": f"{pair.name}/report.html",
+                        "run_dir": spec.cfg.run_dir,
+                    }
+                )
     return records
 
 
 def print_scores(records: list[dict]) -> None:
-    head = f"{'pair':<7}{'origin':<18}{'CRPS ens':>10}{'RMSE ens':>10}{'RMSE mean':>10}{'RMSE bicub':>11}{'mass tile':>11}"
+    head = (
+        f"{'pair':<7}{'origin':<18}{'CRPS ens':>10}{'RMSE ens':>10}{'RMSE mean':>10}{'RMSE bicub':>11}{'mass tile':>11}"
+    )
     print(head)
     for r in records:
         f = r["metrics"]["forecasts"]
         origin = f"from {r['parent']}" if r["parent"] else "scratch"
-        print(f"{r['name']:<7}{origin:<18}{f['ensemble']['crps']:>10.4f}{f['ensemble']['rmse']:>10.4f}"
-              f"{f.get('mean', {}).get('rmse', float('nan')):>10.4f}{f['bicubic']['rmse']:>11.4f}"
-              f"{f['ensemble']['mass']['tile_relative']:>11.1e}")
+        print(
+            f"{r['name']:<7}{origin:<18}{f['ensemble']['crps']:>10.4f}{f['ensemble']['rmse']:>10.4f}"
+            f"{f.get('mean', {}).get('rmse', float('nan')):>10.4f}{f['bicubic']['rmse']:>11.4f}"
+            f"{f['ensemble']['mass']['tile_relative']:>11.1e}"
+        )
 
 
 def run(args) -> int:
@@ -251,19 +297,29 @@ def run(args) -> int:
     prep_plan = launch(commands[0], "launch 1 (preprocess)")
     grid = sorted((p.s, p.t) for p in prep_plan.pairs)
     if grid != sorted(SCRATCH + TRANSFER):
-        raise ValueError(f"configs/grid/demo.yaml lists {grid}, the demo trains {sorted(SCRATCH + TRANSFER)}: "
-                         "make them agree (hpcsr/demo/settings.py)")
+        raise ValueError(
+            f"configs/grid/demo.yaml lists {grid}, the demo trains {sorted(SCRATCH + TRANSFER)}: "
+            "make them agree (hpcsr/demo/settings.py)"
+        )
 
-    banner(3, STEPS, f"launch 2: mean -> diffusion -> sample of {', '.join(f's{s}_t{t}' for s, t in SCRATCH)} "
-                     "(from scratch)", started)
+    banner(
+        3,
+        STEPS,
+        f"launch 2: mean -> diffusion -> sample of {', '.join(f's{s}_t{t}' for s, t in SCRATCH)} (from scratch)",
+        started,
+    )
     commands.append(training_launch(size, out, backend, SCRATCH))
     scratch_plan = launch(commands[-1], "launch 2 (from scratch)")
 
     banner(4, STEPS, "transfer to a further pair (hpcsr.transfer: plan and seed exports)", started)
     transfers = seed_transfers(size, Path(scratch_plan.base.run_root), out / "seeds")
 
-    banner(5, STEPS, f"launch 3: mean -> diffusion -> sample of {', '.join(t['pair'] for t in transfers)} "
-                     "(from the seeds)", started)
+    banner(
+        5,
+        STEPS,
+        f"launch 3: mean -> diffusion -> sample of {', '.join(t['pair'] for t in transfers)} (from the seeds)",
+        started,
+    )
     transfer_plans = []
     for t in transfers:
         pair = next(p for p in TRANSFER if f"s{p[0]}_t{p[1]}" == t["pair"])
@@ -280,19 +336,32 @@ def run(args) -> int:
     grid_html = grid_report([report / r["name"] / "metrics.json" for r in records], report / "grid")
 
     banner(7, STEPS, "index report", started)
-    summary = {"backend": backend, "mode": "--quick" if args.quick else "full", "stages": ["preprocess", "mean", "diffusion", "sample"],
-               "data": f"{size.days} days, {size.size} x {size.size} km, hourly", "members": size.members,
-               "seconds": time.monotonic() - started, "out": str(out), "report_dir": str(report),
-               "commands": [command_line(c) for c in commands], "launch_folder": str(out / "launch"),
-               "grid_report": str(grid_html.relative_to(report)), "elements": elements, "pairs": records,
-               "transfers": transfers,
-               "curves": plot_curves(report / "training_curves.png", records).name}
+    summary = {
+        "backend": backend,
+        "mode": "--quick" if args.quick else "full",
+        "stages": ["preprocess", "mean", "diffusion", "sample"],
+        "data": f"{size.days} days, {size.size} x {size.size} km, hourly",
+        "members": size.members,
+        "seconds": time.monotonic() - started,
+        "out": str(out),
+        "report_dir": str(report),
+        "commands": [command_line(c) for c in commands],
+        "launch_folder": str(out / "launch"),
+        "grid_report": str(grid_html.relative_to(report)),
+        "elements": elements,
+        "pairs": records,
+        "transfers": transfers,
+        "curves": plot_curves(report / "training_curves.png", records).name,
+    }
     index = write_index(report, summary)
     print_scores(records)
     wall = time.monotonic() - started
     cores = f" ({cpu_seconds():.0f} CPU-s on this machine)" if backend == "local" else ""
-    print(f"\nhpcsr demo finished in {wall:.0f} s{cores}, load average {os.getloadavg()[0]:.1f}.\nReport: {index}\n"
-          f"        (also {index.with_suffix('.md')}; each pair's report is linked from it)", flush=True)
+    print(
+        f"\nhpcsr demo finished in {wall:.0f} s{cores}, load average {os.getloadavg()[0]:.1f}.\nReport: {index}\n"
+        f"        (also {index.with_suffix('.md')}; each pair's report is linked from it)",
+        flush=True,
+    )
     return 0
 
 

@@ -15,8 +15,13 @@ from hpcsr.atomic import AtomicPath, write_json_atomic, write_text_atomic
 from hpcsr.evaluate.criteria import check, ratio
 
 # (column, forecast, metric) of the score table; lower is better for each
-SCORES = (("CRPS ens", "ensemble", "crps"), ("RMSE ens mean", "ensemble", "rmse"), ("RMSE mean net", "mean", "rmse"),
-          ("RMSE bicubic", "bicubic", "rmse"), ("MAE bicubic", "bicubic", "mae"))
+SCORES = (
+    ("CRPS ens", "ensemble", "crps"),
+    ("RMSE ens mean", "ensemble", "rmse"),
+    ("RMSE mean net", "mean", "rmse"),
+    ("RMSE bicubic", "bicubic", "rmse"),
+    ("MAE bicubic", "bicubic", "mae"),
+)
 SPREAD_SKILL = (0.7, 1.3)  # the demo's calibration criterion: spread/skill range
 
 
@@ -39,8 +44,14 @@ def curves(run_dir: Path) -> dict:
     out = {}
     for stage in ("mean", "diffusion"):
         records = read_jsonl(run_dir / stage / "logs" / "metrics.jsonl")
-        out[stage] = {"train": [(r["step"], r["loss"]) for r in records if r.get("kind") == "train" and r.get("loss") is not None],
-                      "val": [(r["step"], r["val_loss"]) for r in records if r.get("kind") == "val" and r.get("val_loss") is not None]}
+        out[stage] = {
+            "train": [
+                (r["step"], r["loss"]) for r in records if r.get("kind") == "train" and r.get("loss") is not None
+            ],
+            "val": [
+                (r["step"], r["val_loss"]) for r in records if r.get("kind") == "val" and r.get("val_loss") is not None
+            ],
+        }
     return out
 
 
@@ -78,10 +89,12 @@ def demo_criteria(metrics: dict) -> dict:
     value a ratio of two scores (below 1: better than bicubic) or the spread/skill ratio."""
     f = metrics.get("forecasts", {})
     ens, bic, mean = (f.get(name, {}) for name in ("ensemble", "bicubic", "mean"))
-    return {"ensemble CRPS / bicubic MAE": check(ratio(ens.get("crps"), bic.get("mae")), high=1, strict=True),
-            "ensemble-mean RMSE / bicubic RMSE": check(ratio(ens.get("rmse"), bic.get("rmse")), high=1),
-            "mean-network RMSE / bicubic RMSE": check(ratio(mean.get("rmse"), bic.get("rmse")), high=1, strict=True),
-            "spread/skill": check(ens.get("spread_skill_ratio"), low=SPREAD_SKILL[0], high=SPREAD_SKILL[1])}
+    return {
+        "ensemble CRPS / bicubic MAE": check(ratio(ens.get("crps"), bic.get("mae")), high=1, strict=True),
+        "ensemble-mean RMSE / bicubic RMSE": check(ratio(ens.get("rmse"), bic.get("rmse")), high=1),
+        "mean-network RMSE / bicubic RMSE": check(ratio(mean.get("rmse"), bic.get("rmse")), high=1, strict=True),
+        "spread/skill": check(ens.get("spread_skill_ratio"), low=SPREAD_SKILL[0], high=SPREAD_SKILL[1]),
+    }
 
 
 def credibility(metrics: dict) -> list[str]:
@@ -96,14 +109,19 @@ def credibility(metrics: dict) -> list[str]:
 def criteria_table(pairs: list[dict]) -> tuple:
     """('table', header, rows): per pair each criterion's value and met / NOT met, then the credibility scores."""
     targets = demo_criteria({})  # names and targets (no values)
-    header = ["pair"] + [f"{name} ({c['target']})" for name, c in targets.items()] + \
-             ["all met", "wet fraction / truth", "spectral ratio (2 px .. LR cell)", "seam ratio (truth)"]
+    header = (
+        ["pair"]
+        + [f"{name} ({c['target']})" for name, c in targets.items()]
+        + ["all met", "wet fraction / truth", "spectral ratio (2 px .. LR cell)", "seam ratio (truth)"]
+    )
     rows = []
     for p in pairs:
         metrics = p.get("metrics") or {}
         checks = demo_criteria(metrics)
         cells = [f"{_fmt(c['value'], 3)} {'met' if c['met'] else 'NOT met'}" for c in checks.values()]
-        rows.append([p["name"], *cells, "yes" if all(c["met"] for c in checks.values()) else "NO", *credibility(metrics)])
+        rows.append(
+            [p["name"], *cells, "yes" if all(c["met"] for c in checks.values()) else "NO", *credibility(metrics)]
+        )
     return ("table", header, rows)
 
 
@@ -111,52 +129,112 @@ def blocks(summary: dict) -> list:
     """The page as (kind, ...) blocks, rendered to markdown and HTML below."""
     pairs = summary["pairs"]
     chains = ", ".join(f"{t['parent']} -> {t['pair']}" for t in summary["transfers"]) or "none"
-    out = [("h", 1, "hpcsr main job"),
-           ("p", f"Synthetic Comephore-format data ({summary['data']}) -> HR store and LR shards -> "
-                 f"{summary['backend']} launches of {len(pairs)} factor pairs (stages {' -> '.join(summary['stages'])}; "
-                 f"scale transfer {chains}) -> ensembles of {summary['members']} members -> evaluation against the "
-                 f"truth and the baselines. Total {summary['seconds']:.0f} s on this machine ({summary['mode']}).")]
-    head = ["pair", "origin", "L", "beta_end", "steps (mean/diff.)", "val loss (mean/diff.)"] + [c for c, _, _ in SCORES] + \
-           ["spread/skill", "mass err. tile", "report"]
+    out = [
+        ("h", 1, "hpcsr main job"),
+        (
+            "p",
+            f"Synthetic Comephore-format data ({summary['data']}) -> HR store and LR shards -> "
+            f"{summary['backend']} launches of {len(pairs)} factor pairs (stages {' -> '.join(summary['stages'])}; "
+            f"scale transfer {chains}) -> ensembles of {summary['members']} members -> evaluation against the "
+            f"truth and the baselines. Total {summary['seconds']:.0f} s on this machine ({summary['mode']}).",
+        ),
+    ]
+    head = (
+        ["pair", "origin", "L", "beta_end", "steps (mean/diff.)", "val loss (mean/diff.)"]
+        + [c for c, _, _ in SCORES]
+        + ["spread/skill", "mass err. tile", "report"]
+    )
     rows = []
     for p in pairs:
         m = p.get("metrics") or {}
         f = m.get("forecasts", {})
         scores = [_fmt(f.get(name, {}).get(key)) for _, name, key in SCORES]
         ens = f.get("ensemble", {})
-        val = "/".join(_fmt(p["curves"][s]["val"][-1][1] if p["curves"][s]["val"] else None, 3) for s in ("mean", "diffusion"))
-        rows.append([p["name"], f"transfer from {p['parent']}" if p["parent"] else "scratch", p["context"],
-                     _fmt(p["beta_end"], 3), f"{p['steps'].get('mean', '-')}/{p['steps'].get('diffusion', '-')}", val,
-                     *scores, _fmt(ens.get("spread_skill_ratio"), 3), _fmt(ens.get("mass", {}).get("tile_relative"), 2),
-                     ("link", p["report"], "report")])
-    out += [("h", 2, "Scores on the test split (lower is better; mm per HR step)"), ("table", head, rows),
-            ("h", 2, "Demo criteria per pair"), criteria_table(pairs),
-            ("p", "Criteria: ratios below 1 beat bicubic (+ linear in time). For information: the members' wet "
-                  "fraction over the truth's, their power over the truth's at wavelengths from 2 HR px to the LR "
-                  "cell (min .. max), and the seam ratio (mean |neighbour difference| across LR-cell edges over "
-                  "inside cells; the truth's in brackets)."),
-            ("p", "Each pair's report has the full metrics (fair CRPS, spread-skill, rank histogram, spectra and LSD, "
-                  "quantile errors, FSS, mass errors) with the LR / truth / members / mean panels. The mass error is "
-                  "at the scale the sampler's mass transform conserves (its regions)."),
-            ("link", summary["grid_report"], "Report over the factor grid (metrics against s and t)"),
-            ("h", 2, "Training curves"), ("img", summary["curves"], "validation (solid) and training (dotted) loss")]
+        val = "/".join(
+            _fmt(p["curves"][s]["val"][-1][1] if p["curves"][s]["val"] else None, 3) for s in ("mean", "diffusion")
+        )
+        rows.append(
+            [
+                p["name"],
+                f"transfer from {p['parent']}" if p["parent"] else "scratch",
+                p["context"],
+                _fmt(p["beta_end"], 3),
+                f"{p['steps'].get('mean', '-')}/{p['steps'].get('diffusion', '-')}",
+                val,
+                *scores,
+                _fmt(ens.get("spread_skill_ratio"), 3),
+                _fmt(ens.get("mass", {}).get("tile_relative"), 2),
+                ("link", p["report"], "report"),
+            ]
+        )
+    out += [
+        ("h", 2, "Scores on the test split (lower is better; mm per HR step)"),
+        ("table", head, rows),
+        ("h", 2, "Demo criteria per pair"),
+        criteria_table(pairs),
+        (
+            "p",
+            "Criteria: ratios below 1 beat bicubic (+ linear in time). For information: the members' wet "
+            "fraction over the truth's, their power over the truth's at wavelengths from 2 HR px to the LR "
+            "cell (min .. max), and the seam ratio (mean |neighbour difference| across LR-cell edges over "
+            "inside cells; the truth's in brackets).",
+        ),
+        (
+            "p",
+            "Each pair's report has the full metrics (fair CRPS, spread-skill, rank histogram, spectra and LSD, "
+            "quantile errors, FSS, mass errors) with the LR / truth / members / mean panels. The mass error is "
+            "at the scale the sampler's mass transform conserves (its regions).",
+        ),
+        ("link", summary["grid_report"], "Report over the factor grid (metrics against s and t)"),
+        ("h", 2, "Training curves"),
+        ("img", summary["curves"], "validation (solid) and training (dotted) loss"),
+    ]
     if summary["transfers"]:
         rows = []
         for t in summary["transfers"]:
             for stage, s in t["summaries"].items():
-                rows.append([t["pair"], t["parent"], _fmt(t["distance"], 3), stage,
-                             *(s[a]["tensors"] for a in ("copied", "adapted", "re-initialised", "dropped")),
-                             f"{100 * s['reinit_fraction']:.2f} %",
-                             ("link", os.path.relpath(t["reports"][stage], summary["report_dir"]), "report JSON")])
-        out += [("h", 2, "Scale transfer (hpcsr.transfer, strategy 'transfer')"),
-                ("p", "The parent is the nearest trained pair by d = |ln s - ln s'| + |ln t - ln t'|; each training "
-                      "stage of the child starts from a seed export of the parent's stage (train.init_from)."),
-                ("table", ["pair", "parent", "distance", "stage", "copied", "adapted", "re-initialised", "dropped",
-                           "re-init share", "tensors"], rows)]
+                rows.append(
+                    [
+                        t["pair"],
+                        t["parent"],
+                        _fmt(t["distance"], 3),
+                        stage,
+                        *(s[a]["tensors"] for a in ("copied", "adapted", "re-initialised", "dropped")),
+                        f"{100 * s['reinit_fraction']:.2f} %",
+                        ("link", os.path.relpath(t["reports"][stage], summary["report_dir"]), "report JSON"),
+                    ]
+                )
+        out += [
+            ("h", 2, "Scale transfer (hpcsr.transfer, strategy 'transfer')"),
+            (
+                "p",
+                "The parent is the nearest trained pair by d = |ln s - ln s'| + |ln t - ln t'|; each training "
+                "stage of the child starts from a seed export of the parent's stage (train.init_from).",
+            ),
+            (
+                "table",
+                [
+                    "pair",
+                    "parent",
+                    "distance",
+                    "stage",
+                    "copied",
+                    "adapted",
+                    "re-initialised",
+                    "dropped",
+                    "re-init share",
+                    "tensors",
+                ],
+                rows,
+            ),
+        ]
     times = [[e["array"], e["pair"], _fmt(e["seconds"], 3), e["job"]] for e in summary["elements"]]
-    out += [("h", 2, "Launched elements"), ("table", ["array", "pair", "seconds", "job"], times),
-            ("p", f"Launch records and logs: {summary['launch_folder']}. The same launches by hand:"),
-            ("ul", summary["commands"])]
+    out += [
+        ("h", 2, "Launched elements"),
+        ("table", ["array", "pair", "seconds", "job"], times),
+        ("p", f"Launch records and logs: {summary['launch_folder']}. The same launches by hand:"),
+        ("ul", summary["commands"]),
+    ]
     return out
 
 
@@ -183,10 +261,12 @@ def render_markdown(page: list) -> str:
 
 def render_html(page: list) -> str:
     esc = html.escape
-    out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>hpcsr main job</title>",
-           "<style>body{font-family:sans-serif;max-width:1200px;margin:auto} table{border-collapse:collapse;"
-           "font-size:13px} td,th{border:1px solid #bbb;padding:3px 6px;text-align:right} img{max-width:100%}</style>",
-           "</head><body>"]
+    out = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>hpcsr main job</title>",
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:auto} table{border-collapse:collapse;"
+        "font-size:13px} td,th{border:1px solid #bbb;padding:3px 6px;text-align:right} img{max-width:100%}</style>",
+        "</head><body>",
+    ]
     for b in page:
         if b[0] == "h":
             out.append(f"<h{b[1]}>{esc(b[2])}</h{b[1]}>")
@@ -197,7 +277,9 @@ def render_html(page: list) -> str:
         elif b[0] == "ul":
             out.append("<ul>" + "".join(f"<li><code>{esc(item)}</code></li>" for item in b[1]) + "</ul>")
         elif b[0] == "img":
-            out.append(f"<figure><img src='{esc(b[1])}' alt='{esc(b[2])}'><figcaption>{esc(b[2])}</figcaption></figure>")
+            out.append(
+                f"<figure><img src='{esc(b[1])}' alt='{esc(b[2])}'><figcaption>{esc(b[2])}</figcaption></figure>"
+            )
         elif b[0] == "table":
             cell = lambda c: f"<a href='{esc(c[1])}'>{esc(c[2])}</a>" if isinstance(c, tuple) else esc(str(c))  # noqa: E731
             head = "".join(f"<th>{esc(h)}</th>" for h in b[1])

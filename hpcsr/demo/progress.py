@@ -85,15 +85,21 @@ class _Bar(_Lines):
 
     def __init__(self, total: int, stream):
         super().__init__(total, stream)
-        self.bar = tqdm(total=total, unit="element", desc="launch", file=stream, dynamic_ncols=True,
-                        bar_format="{desc}: {n}/{total} |{bar:20}| {elapsed} {postfix}")
+        self.bar = tqdm(
+            total=total,
+            unit="element",
+            desc="launch",
+            file=stream,
+            dynamic_ncols=True,
+            bar_format="{desc}: {n}/{total} |{bar:20}| {elapsed} {postfix}",
+        )
 
     def write(self, text: str) -> None:
         self.bar.write(text, file=self.stream)
 
     def update(self, n: int, postfix: str) -> None:
         self.bar.n = n
-        self.bar.set_postfix_str(postfix[:_WIDTH + 20], refresh=False)
+        self.bar.set_postfix_str(postfix[: _WIDTH + 20], refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:
@@ -121,8 +127,10 @@ def follow(launch_dir: Path, poll_s: float = 1.0, stream=sys.stdout) -> list[dic
                     if r["state"] in ("FAILED", "CANCELLED") and stderr:
                         view.write(f"  --- last lines of {stderr} ---\n{tail(stderr)}\n  ---")
             running = [r for r in rows if r["state"] == "RUNNING"]
-            postfix = "; ".join(f"{r['array']} {r['pair']}: {latest_line(stderr_of(r.get('stdout')), r.get('stdout'))[-_WIDTH:]}"
-                                for r in running)
+            postfix = "; ".join(
+                f"{r['array']} {r['pair']}: {latest_line(stderr_of(r.get('stdout')), r.get('stdout'))[-_WIDTH:]}"
+                for r in running
+            )
             done = sum(submit.is_final(r) for r in rows)
             view.update(done, postfix)
             if done == len(rows):

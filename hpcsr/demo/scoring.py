@@ -26,8 +26,10 @@ def _index(wanted: np.ndarray, have: np.ndarray, what: str) -> np.ndarray:
     try:
         return np.array([lookup[round(float(v), 3)] for v in wanted])
     except KeyError as err:
-        raise ValueError(f"ensemble {what} coordinate {err.args[0]} is not a cell of the HR store: the ensemble was "
-                         "made from other data; delete it and rerun the demo") from None
+        raise ValueError(
+            f"ensemble {what} coordinate {err.args[0]} is not a cell of the HR store: the ensemble was "
+            "made from other data; delete it and rerun the demo"
+        ) from None
 
 
 def write_truth(ensemble: Path, hr_store: Path, out: Path) -> Path:
@@ -47,14 +49,27 @@ def write_truth(ensemble: Path, hr_store: Path, out: Path) -> Path:
         rows, cols = _index(y, store.y, "y"), _index(x, store.x, "x")
         frames = [store.index_of(int(s)) for s in times]
         r0, c0 = rows.min(), cols.min()
-        values = np.stack([store.read(f, f + 1, slice(r0, rows.max() + 1), slice(c0, cols.max() + 1))[0] for f in frames])
+        values = np.stack(
+            [store.read(f, f + 1, slice(r0, rows.max() + 1), slice(c0, cols.max() + 1))[0] for f in frames]
+        )
         values = values[:, rows - r0][:, :, cols - c0]
         interval = store.interval_minutes
-    ds = cf.precip_dataset(values, times, y, x, y_attrs, x_attrs, grid_mapping, interval,
-                           f"HR precipitation accumulated over {interval} min (truth)",
-                           cf.global_attrs(f"HR precipitation truth under the ensemble {ensemble.name}",
-                                           f"HR store {hr_store}",
-                                           f"hpcsr demo: truth cut at the cells and times of {ensemble}"))
+    ds = cf.precip_dataset(
+        values,
+        times,
+        y,
+        x,
+        y_attrs,
+        x_attrs,
+        grid_mapping,
+        interval,
+        f"HR precipitation accumulated over {interval} min (truth)",
+        cf.global_attrs(
+            f"HR precipitation truth under the ensemble {ensemble.name}",
+            f"HR store {hr_store}",
+            f"hpcsr demo: truth cut at the cells and times of {ensemble}",
+        ),
+    )
     with AtomicPath(out) as tmp:
         ds.to_netcdf(tmp, encoding=cf.ENCODING)
     return out
@@ -78,9 +93,20 @@ def evaluate_pair(ensemble: Path, hr_store: Path, out_dir: Path, progress: bool 
     # FSS thresholds the truth reaches (a short test period of a small domain may have no 5 mm hour;
     # with no event on either side the FSS is undefined)
     thresholds = [q for q in DEFAULT_THRESHOLDS if q < wettest] or list(DEFAULT_THRESHOLDS[:1])
-    args = ["--truth", str(truth), "--ensemble", str(ensemble), "--out", str(out_dir),
-            "--baselines", "nearest,bicubic,mean", "--scales", "1,5,15",
-            "--thresholds", ",".join(f"{q:g}" for q in thresholds)]
+    args = [
+        "--truth",
+        str(truth),
+        "--ensemble",
+        str(ensemble),
+        "--out",
+        str(out_dir),
+        "--baselines",
+        "nearest,bicubic,mean",
+        "--scales",
+        "1,5,15",
+        "--thresholds",
+        ",".join(f"{q:g}" for q in thresholds),
+    ]
     if not progress:
         args.append("--quiet")
     evaluate_cli(build_parser().parse_args(args))

@@ -44,26 +44,69 @@ class DemoSize:
             if self.patch % s or self.patch % 4:
                 raise ValueError(f"demo patch={self.patch} must be a multiple of 2, 4, 5 (the grid's s) and of 4")
         if self.val_hours < 15 or self.test_hours < 6 or self.val_hours + self.test_hours >= 24 * self.days // 2:
-            raise ValueError(f"demo splits: val_hours={self.val_hours} (>= 15), test_hours={self.test_hours} (>= 6) "
-                             f"must leave most of the {self.days} days for training")
+            raise ValueError(
+                f"demo splits: val_hours={self.val_hours} (>= 15), test_hours={self.test_hours} (>= 6) "
+                f"must leave most of the {self.days} days for training"
+            )
 
     @property
     def split_fractions(self) -> str:
         """hpcsr-preprocess --split-fractions of these hours (exact binary fractions of whole hours)."""
         hours = 24 * self.days
-        return ",".join(f"{h / hours:.6g}" for h in (hours - self.val_hours - self.test_hours, self.val_hours, self.test_hours))
+        return ",".join(
+            f"{h / hours:.6g}" for h in (hours - self.val_hours - self.test_hours, self.val_hours, self.test_hours)
+        )
 
 
-FULL = DemoSize(days=5, val_hours=24, test_hours=6, size=80, patch=40, batch=4, mean_steps=150, diffusion_steps=250,
-                warmup_steps=15, lr=2e-3, val_patches=24, val_every=25, members=10, sampler_steps=6)
-QUICK = DemoSize(days=4, val_hours=24, test_hours=6, size=60, patch=20, batch=4, mean_steps=12, diffusion_steps=12,
-                 warmup_steps=2, lr=2e-3, val_patches=8, val_every=6, members=10, sampler_steps=3)
+FULL = DemoSize(
+    days=5,
+    val_hours=24,
+    test_hours=6,
+    size=80,
+    patch=40,
+    batch=4,
+    mean_steps=150,
+    diffusion_steps=250,
+    warmup_steps=15,
+    lr=2e-3,
+    val_patches=24,
+    val_every=25,
+    members=10,
+    sampler_steps=6,
+)
+QUICK = DemoSize(
+    days=4,
+    val_hours=24,
+    test_hours=6,
+    size=60,
+    patch=20,
+    batch=4,
+    mean_steps=12,
+    diffusion_steps=12,
+    warmup_steps=2,
+    lr=2e-3,
+    val_patches=8,
+    val_every=6,
+    members=10,
+    sampler_steps=3,
+)
 
 
 def synth_command(size: DemoSize, raw: Path) -> list[str]:
     """hpcsr-preprocess synth arguments of the demo's archives."""
-    return ["synth", "--out", str(raw), "--days", str(size.days), "--size", str(size.size), "--seed", str(SYNTH_SEED),
-            "--coverage", str(SYNTH_COVERAGE)]
+    return [
+        "synth",
+        "--out",
+        str(raw),
+        "--days",
+        str(size.days),
+        "--size",
+        str(size.size),
+        "--seed",
+        str(SYNTH_SEED),
+        "--coverage",
+        str(SYNTH_COVERAGE),
+    ]
 
 
 def _pairs(pairs) -> str:
@@ -109,7 +152,11 @@ def training_launch(size: DemoSize, out: Path, backend: str, pairs, seeds: dict 
     extra = {"mean": [f"train.steps={size.mean_steps}"], "diffusion": [f"train.steps={size.diffusion_steps}"]}
     for stage, path in seeds.items():
         extra[stage].append(f"train.init_from={Path(path).resolve()}")
-    stage_args = [f"+launcher.stage_overrides.{stage}=[{','.join(repr(v) for v in values)}]"
-                  for stage, values in extra.items()]
-    return overrides(size, out, backend) + [f"launcher.stages=[{','.join(PAIR_STAGES)}]",
-                                            f"grid.pairs={_pairs(pairs)}"] + stage_args
+    stage_args = [
+        f"+launcher.stage_overrides.{stage}=[{','.join(repr(v) for v in values)}]" for stage, values in extra.items()
+    ]
+    return (
+        overrides(size, out, backend)
+        + [f"launcher.stages=[{','.join(PAIR_STAGES)}]", f"grid.pairs={_pairs(pairs)}"]
+        + stage_args
+    )

@@ -51,8 +51,9 @@ def block_centres(n_blocks: int, t: int) -> np.ndarray:
     return np.arange(n_blocks) * t + (t - 1) / 2.0
 
 
-def bicubic_linear(lr: np.ndarray, s: int, t: int, start: int = 0, stop: int | None = None,
-                   clip_negative: bool = True) -> np.ndarray:
+def bicubic_linear(
+    lr: np.ndarray, s: int, t: int, start: int = 0, stop: int | None = None, clip_negative: bool = True
+) -> np.ndarray:
     """HR steps [start, stop) of bicubic-in-space, linear-in-time upsampling (float32)."""
     lr = np.asarray(lr, dtype=np.float32)
     start, stop = _step_range(lr, t, start, stop)
@@ -77,5 +78,7 @@ def mean_only(mean: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The mean network's HR prediction (T, Y, X) in mm, checked against the truth's `shape`."""
     mean = np.asarray(mean)
     if mean.shape != tuple(shape):
-        raise ValueError(f"mean prediction has shape {mean.shape}, truth has {tuple(shape)}: give the mean for the same steps and grid")
+        raise ValueError(
+            f"mean prediction has shape {mean.shape}, truth has {tuple(shape)}: give the mean for the same steps and grid"
+        )
     return mean

@@ -35,34 +35,60 @@ def _numbers(kind):
             return tuple(kind(v) for v in text.split(",") if v.strip())
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {kind.__name__} values")
+
     return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m hpcsr.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m hpcsr.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--truth", type=Path, help="HR truth netCDF, precip(time, y, x) in mm per HR step")
     p.add_argument("--ensemble", type=Path, help="HR ensemble netCDF, precip with dims member, time, y, x (any order)")
-    p.add_argument("--lr", type=Path, help="LR input netCDF, precip(time, y, x), one step per block (default: coarsened truth)")
-    p.add_argument("--mean", type=Path, help="mean-network prediction netCDF (default: precip_mean in the ensemble file, if any)")
+    p.add_argument(
+        "--lr", type=Path, help="LR input netCDF, precip(time, y, x), one step per block (default: coarsened truth)"
+    )
+    p.add_argument(
+        "--mean", type=Path, help="mean-network prediction netCDF (default: precip_mean in the ensemble file, if any)"
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--s", type=int, help="spatial factor (default: the ensemble's factor_pair attribute or the LR grid)")
+    p.add_argument(
+        "--s", type=int, help="spatial factor (default: the ensemble's factor_pair attribute or the LR grid)"
+    )
     p.add_argument("--t", type=int, help="temporal factor (default: as --s)")
     p.add_argument("--variable", default="precip", help="precipitation variable name in every file")
     p.add_argument("--mean-variable", default=MEAN_VARIABLE, help="variable name of the mean prediction")
-    p.add_argument("--baselines", type=lambda v: tuple(x for x in v.split(",") if x), default=("nearest", "bicubic"),
-                   help="comma-separated baselines among nearest,bicubic,mean ('' for none)")
-    p.add_argument("--thresholds", type=_numbers(float), default=DEFAULT_THRESHOLDS, help="FSS thresholds, mm per HR step")
-    p.add_argument("--scales", type=_numbers(int), default=DEFAULT_SCALES, help="FSS neighbourhood sizes, odd HR pixels")
+    p.add_argument(
+        "--baselines",
+        type=lambda v: tuple(x for x in v.split(",") if x),
+        default=("nearest", "bicubic"),
+        help="comma-separated baselines among nearest,bicubic,mean ('' for none)",
+    )
+    p.add_argument(
+        "--thresholds", type=_numbers(float), default=DEFAULT_THRESHOLDS, help="FSS thresholds, mm per HR step"
+    )
+    p.add_argument(
+        "--scales", type=_numbers(int), default=DEFAULT_SCALES, help="FSS neighbourhood sizes, odd HR pixels"
+    )
     p.add_argument("--quantiles", type=_numbers(float), default=DEFAULT_QUANTILES, help="quantile levels for errors")
-    p.add_argument("--tile-cells", type=int, help="tile side in LR cells for the tile mass error (default: the "
-                   "ensemble's mass regions when it records them and they divide the LR grid, else the whole frame)")
-    p.add_argument("--wet-mm", type=float, help="wet threshold in mm per HR step (default: 0.1 mm/h over the HR step "
-                   "of the ensemble's interval_minutes or time axis, else over 10 min)")
+    p.add_argument(
+        "--tile-cells",
+        type=int,
+        help="tile side in LR cells for the tile mass error (default: the "
+        "ensemble's mass regions when it records them and they divide the LR grid, else the whole frame)",
+    )
+    p.add_argument(
+        "--wet-mm",
+        type=float,
+        help="wet threshold in mm per HR step (default: 0.1 mm/h over the HR step "
+        "of the ensemble's interval_minutes or time axis, else over 10 min)",
+    )
     p.add_argument("--time-chunk", type=int, help="HR steps read per chunk (default: about 8M ensemble values)")
     p.add_argument("--seed", type=int, default=0, help="seed of the rank-histogram tie breaking")
     p.add_argument("--window", choices=("hann", "none"), default="hann", help="taper before the power spectrum")
-    p.add_argument("--pairs", type=Path, nargs="*", default=[], help="metrics.json of other factor pairs for the grid figure")
+    p.add_argument(
+        "--pairs", type=Path, nargs="*", default=[], help="metrics.json of other factor pairs for the grid figure"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="the traceback of every error")
     return p
@@ -84,8 +110,10 @@ def _summary(result: dict) -> str:
     lines = [f"{'forecast':<10} {'RMSE':>9} {'MAE':>9} {'CRPS':>9} {'SSR':>6} {'LSD dB':>7} {'mass cell':>9}"]
     for name, res in result["forecasts"].items():
         ssr = res.get("spread_skill_ratio", float("nan"))
-        lines.append(f"{name:<10} {res['rmse']:>9.4f} {res['mae']:>9.4f} {res['crps']:>9.4f} {ssr:>6.3f} "
-                     f"{res.get('lsd_db', float('nan')):>7.2f} {res['mass']['cell_relative']:>9.2e}")
+        lines.append(
+            f"{name:<10} {res['rmse']:>9.4f} {res['mae']:>9.4f} {res['crps']:>9.4f} {ssr:>6.3f} "
+            f"{res.get('lsd_db', float('nan')):>7.2f} {res['mass']['cell_relative']:>9.2e}"
+        )
     return "\n".join(lines)
 
 
@@ -105,26 +133,51 @@ def run(args: argparse.Namespace) -> dict:
         return _write_whole(args.out, None, grid_results=grid)
     if args.truth is None or args.ensemble is None:
         raise ValueError("give both --truth and --ensemble")
-    inputs = load_inputs(args.truth, args.ensemble, args.lr, args.mean, args.s, args.t, args.variable, args.mean_variable)
+    inputs = load_inputs(
+        args.truth, args.ensemble, args.lr, args.mean, args.s, args.t, args.variable, args.mean_variable
+    )
     baselines = tuple(args.baselines)
     lr = inputs.lr if inputs.lr is not None else perfect_model_lr(inputs.truth, inputs.s, inputs.t)
     claim = claimed_scale(inputs.attrs)
     tile_cells = args.tile_cells
     if tile_cells is None and claim and claim["tile_cells"] and all(n % claim["tile_cells"] == 0 for n in lr.shape[1:]):
         tile_cells = claim["tile_cells"]  # the regions the sampler's mass transform conserved
-    result = evaluate(inputs.truth, inputs.ensemble, lr, inputs.s, inputs.t, baselines=baselines, mean=inputs.mean,
-                      thresholds=args.thresholds, scales=args.scales, quantile_levels=args.quantiles,
-                      tile_cells=tile_cells, time_chunk=args.time_chunk, seed=args.seed,
-                      spectrum_window=None if args.window == "none" else "hann", pixel_size_km=inputs.pixel_size_km,
-                      wet_mm=args.wet_mm, interval_minutes=inputs.interval_minutes, tiles=sampling_tiles(inputs.attrs),
-                      progress=not args.quiet)
+    result = evaluate(
+        inputs.truth,
+        inputs.ensemble,
+        lr,
+        inputs.s,
+        inputs.t,
+        baselines=baselines,
+        mean=inputs.mean,
+        thresholds=args.thresholds,
+        scales=args.scales,
+        quantile_levels=args.quantiles,
+        tile_cells=tile_cells,
+        time_chunk=args.time_chunk,
+        seed=args.seed,
+        spectrum_window=None if args.window == "none" else "hann",
+        pixel_size_km=inputs.pixel_size_km,
+        wet_mm=args.wet_mm,
+        interval_minutes=inputs.interval_minutes,
+        tiles=sampling_tiles(inputs.attrs),
+        progress=not args.quiet,
+    )
     result["sources"] = inputs.sources
     result["mass_claim"] = claimed_error(claim, tile_cells, result["forecasts"]["ensemble"]["mass"])
     if inputs.lr is None:
         result["lr_source"] = "perfect model: coarsen(truth, s, t)"
     step = result["showcase_step"]
-    frames = showcase_frames(inputs.truth, inputs.ensemble, lr, inputs.mean, inputs.s, inputs.t, step,
-                             [b for b in result["forecasts"] if b != "ensemble"])
+    frames = showcase_frames(
+        inputs.truth,
+        inputs.ensemble,
+        lr,
+        inputs.mean,
+        inputs.s,
+        inputs.t,
+        step,
+        [b for b in result["forecasts"] if b != "ensemble"],
+    )
     label = str(inputs.truth["time"].values[step])[:16] if "time" in inputs.truth.coords else ""
     if grid:
         grid = [g for g in grid if g["pair"]["name"] != result["pair"]["name"]] + [json_safe(result)]

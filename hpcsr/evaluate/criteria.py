@@ -26,6 +26,9 @@ def check(value, *, low: float | None = None, high: float | None = None, strict:
     else:
         target = f"{lt} {high:g}" if high is not None else f"{gt} {low:g}"
     finite = value is not None and math.isfinite(value)
-    met = finite and (low is None or (value > low if strict else value >= low)) \
+    met = (
+        finite
+        and (low is None or (value > low if strict else value >= low))
         and (high is None or (value < high if strict else value <= high))
+    )
     return {"value": float(value) if finite else None, "target": target, "met": bool(met)}

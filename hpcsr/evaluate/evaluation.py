@@ -123,18 +123,27 @@ class _ForecastScores:
         for level in quantile_levels:
             truth_q, forecast_q = self.truth_tail.quantile(level), self.forecast_tail.quantile(level)
             out["quantiles"][f"{level:g}"] = {
-                "truth": truth_q, "forecast": forecast_q, "error": forecast_q - truth_q,
+                "truth": truth_q,
+                "forecast": forecast_q,
+                "error": forecast_q - truth_q,
                 "relative_error": (forecast_q - truth_q) / truth_q if truth_q > 0 else nan,
             }
-        out["qq"] = {"levels": list(QQ_LEVELS),
-                     "truth": [self.truth_tail.quantile(v) for v in QQ_LEVELS],
-                     "forecast": [self.forecast_tail.quantile(v) for v in QQ_LEVELS]}
+        out["qq"] = {
+            "levels": list(QQ_LEVELS),
+            "truth": [self.truth_tail.quantile(v) for v in QQ_LEVELS],
+            "forecast": [self.forecast_tail.quantile(v) for v in QQ_LEVELS],
+        }
         out["fss"] = {f"{q:g}": {str(k): fss_from_terms(*self.fss[q, k]) for k in self.scales} for q in self.thresholds}
         if m > 1:
             out["fss_member_mean"] = {
-                f"{q:g}": {str(k): float(np.nanmean([fss_from_terms(*row) for row in self.fss_member[q, k]]))
-                           if np.any(self.fss_member[q, k][:, 1] > 0) else nan for k in self.scales}
-                for q in self.thresholds}
+                f"{q:g}": {
+                    str(k): float(np.nanmean([fss_from_terms(*row) for row in self.fss_member[q, k]]))
+                    if np.any(self.fss_member[q, k][:, 1] > 0)
+                    else nan
+                    for k in self.scales
+                }
+                for q in self.thresholds
+            }
         # FSS above 0.5 + f_o / 2 is "useful" (Roberts and Lean 2008), f_o the observed base rate
         out["fss_useful"] = {f"{q:g}": (0.5 + self.events[q] / n / 2) if n else nan for q in self.thresholds}
         out["mass"] = self.mass.scores()
@@ -142,32 +151,44 @@ class _ForecastScores:
         return out
 
 
-def _check_inputs(truth, ensemble, lr, mean, s, t, baselines, thresholds, scales, quantile_levels, tile_cells, time_chunk):
+def _check_inputs(
+    truth, ensemble, lr, mean, s, t, baselines, thresholds, scales, quantile_levels, tile_cells, time_chunk
+):
     pair = FactorPair(s, t)
     if len(truth.shape) != 3:
         raise ValueError(f"truth must be (time, y, x), got shape {tuple(truth.shape)}")
     if len(ensemble.shape) != 4:
-        raise ValueError(f"ensemble must be (member, time, y, x), got shape {tuple(ensemble.shape)}: "
-                         "add a member axis of length 1 for a single forecast")
+        raise ValueError(
+            f"ensemble must be (member, time, y, x), got shape {tuple(ensemble.shape)}: "
+            "add a member axis of length 1 for a single forecast"
+        )
     if tuple(ensemble.shape[1:]) != tuple(truth.shape):
-        raise ValueError(f"ensemble (member, time, y, x) = {tuple(ensemble.shape)} does not match truth {tuple(truth.shape)}")
+        raise ValueError(
+            f"ensemble (member, time, y, x) = {tuple(ensemble.shape)} does not match truth {tuple(truth.shape)}"
+        )
     T, Y, X = truth.shape
     if T % t:
         raise ValueError(f"{T} HR steps are not whole LR blocks of t={t}: trim to {T - T % t} steps")
     if Y % s or X % s:
         raise ValueError(f"HR grid {Y} x {X} is not divisible by s={s}: crop to {Y - Y % s} x {X - X % s}")
     if lr is not None and tuple(lr.shape) != (T // t, Y // s, X // s):
-        raise ValueError(f"LR has shape {tuple(lr.shape)}, but {T} x {Y} x {X} HR at (s={s}, t={t}) needs "
-                         f"{(T // t, Y // s, X // s)}: check the factor pair and that LR and HR cover the same steps and grid")
+        raise ValueError(
+            f"LR has shape {tuple(lr.shape)}, but {T} x {Y} x {X} HR at (s={s}, t={t}) needs "
+            f"{(T // t, Y // s, X // s)}: check the factor pair and that LR and HR cover the same steps and grid"
+        )
     unknown = [b for b in baselines if b not in bl.NAMES]
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}: choose from {bl.NAMES}")
     if "mean" in baselines and mean is None:
-        raise ValueError("baseline 'mean' needs the mean network's prediction: pass mean=array (T, Y, X) "
-                         "(command line: --mean FILE, or a precip_mean variable in the ensemble file)")
+        raise ValueError(
+            "baseline 'mean' needs the mean network's prediction: pass mean=array (T, Y, X) "
+            "(command line: --mean FILE, or a precip_mean variable in the ensemble file)"
+        )
     if mean is not None:
         if tuple(mean.shape) != (T, Y, X):
-            raise ValueError(f"mean prediction has shape {tuple(mean.shape)}, truth has {(T, Y, X)}: give it for the same steps and grid")
+            raise ValueError(
+                f"mean prediction has shape {tuple(mean.shape)}, truth has {(T, Y, X)}: give it for the same steps and grid"
+            )
     if not thresholds or any(not np.isfinite(q) for q in thresholds):
         raise ValueError(f"FSS thresholds {thresholds!r} must be a non-empty list of finite values (mm per HR step)")
     for n in scales:
@@ -175,7 +196,9 @@ def _check_inputs(truth, ensemble, lr, mean, s, t, baselines, thresholds, scales
     if any(not 0.0 < q < 1.0 for q in quantile_levels):
         raise ValueError(f"quantile levels {quantile_levels!r} must lie in (0, 1)")
     if tile_cells is not None and (tile_cells < 1 or (Y // s) % tile_cells or (X // s) % tile_cells):
-        raise ValueError(f"tile_cells={tile_cells} does not divide the LR grid {Y // s} x {X // s}: pick a common divisor or None")
+        raise ValueError(
+            f"tile_cells={tile_cells} does not divide the LR grid {Y // s} x {X // s}: pick a common divisor or None"
+        )
     if time_chunk is not None and time_chunk < 1:
         raise ValueError(f"time_chunk={time_chunk} must be a positive number of HR steps (or None)")
     return pair
@@ -201,8 +224,9 @@ def wet_threshold(wet_mm: float | None, interval_minutes: float | None) -> tuple
 def perfect_model_lr(truth, s: int, t: int, chunk: int = 240):
     """coarsen(truth, s, t) read `chunk` HR steps (a multiple of t) at a time."""
     chunk = max(t, chunk // t * t)
-    return np.concatenate([coarsen(np.asarray(truth[a:a + chunk], dtype=np.float32), s, t)
-                           for a in range(0, truth.shape[0], chunk)])
+    return np.concatenate(
+        [coarsen(np.asarray(truth[a : a + chunk], dtype=np.float32), s, t) for a in range(0, truth.shape[0], chunk)]
+    )
 
 
 def _undefined(s, forecasts, spectra, tiles, tile_edges) -> dict:
@@ -221,11 +245,28 @@ def _undefined(s, forecasts, spectra, tiles, tile_edges) -> dict:
     return out
 
 
-def evaluate(truth, ensemble, lr=None, s: int = 1, t: int = 1, *, baselines=("nearest", "bicubic"), mean=None,
-             thresholds=DEFAULT_THRESHOLDS, scales=DEFAULT_SCALES, quantile_levels=DEFAULT_QUANTILES,
-             tile_cells: int | None = None, time_chunk: int | None = None, seed: int = 0,
-             spectrum_window: str | None = "hann", pixel_size_km: float | None = None, wet_mm: float | None = None,
-             interval_minutes: float | None = None, tiles: tuple[int, int] | None = None, progress: bool = True) -> dict:
+def evaluate(
+    truth,
+    ensemble,
+    lr=None,
+    s: int = 1,
+    t: int = 1,
+    *,
+    baselines=("nearest", "bicubic"),
+    mean=None,
+    thresholds=DEFAULT_THRESHOLDS,
+    scales=DEFAULT_SCALES,
+    quantile_levels=DEFAULT_QUANTILES,
+    tile_cells: int | None = None,
+    time_chunk: int | None = None,
+    seed: int = 0,
+    spectrum_window: str | None = "hann",
+    pixel_size_km: float | None = None,
+    wet_mm: float | None = None,
+    interval_minutes: float | None = None,
+    tiles: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> dict:
     """Score `ensemble` and the named `baselines` against `truth`; returns a JSON-ready dict (NaN for undefined).
 
     truth (T, Y, X), ensemble (members, T, Y, X), lr (T/t, Y/s, X/s) or None for the perfect-model LR
@@ -242,8 +283,9 @@ def evaluate(truth, ensemble, lr=None, s: int = 1, t: int = 1, *, baselines=("ne
     baselines = tuple(baselines) + (("mean",) if mean is not None and "mean" not in baselines else ())
     thresholds, scales = tuple(float(q) for q in thresholds), tuple(int(n) for n in scales)
     quantile_levels = tuple(float(q) for q in quantile_levels)
-    pair = _check_inputs(truth, ensemble, lr, mean, s, t, baselines, thresholds, scales, quantile_levels, tile_cells,
-                         time_chunk)
+    pair = _check_inputs(
+        truth, ensemble, lr, mean, s, t, baselines, thresholds, scales, quantile_levels, tile_cells, time_chunk
+    )
     wet, wet_rule = wet_threshold(wet_mm, interval_minutes)
     members = ensemble.shape[0]
     T, Y, X = truth.shape
@@ -252,17 +294,22 @@ def evaluate(truth, ensemble, lr=None, s: int = 1, t: int = 1, *, baselines=("ne
     chunk = min(max(t, chunk // t * t), T)
     warn = []
     if members < MIN_MEMBERS_FOR_CRPS:
-        warn.append(f"{members} members < {MIN_MEMBERS_FOR_CRPS}: fair CRPS, spread-skill and rank histogram are noisy; "
-                    "results flagged 'fewer_than_10_members'")
+        warn.append(
+            f"{members} members < {MIN_MEMBERS_FOR_CRPS}: fair CRPS, spread-skill and rank histogram are noisy; "
+            "results flagged 'fewer_than_10_members'"
+        )
     lr_source = "given"
     if lr is None:
         lr, lr_source = perfect_model_lr(truth, s, t, chunk), "perfect model: coarsen(truth, s, t)"
     lr = np.asarray(lr, dtype=np.float32)
     lowest = min(min(quantile_levels), min(QQ_LEVELS))
     forecast_members = {"ensemble": members, **{b: 1 for b in baselines}}
-    scores = {name: _ForecastScores(m, T * Y * X, thresholds, scales, lowest, s, t, tile_cells,
-                                    FieldStructure((Y, X), wet), tile_edges)
-              for name, m in forecast_members.items()}
+    scores = {
+        name: _ForecastScores(
+            m, T * Y * X, thresholds, scales, lowest, s, t, tile_cells, FieldStructure((Y, X), wet), tile_edges
+        )
+        for name, m in forecast_members.items()
+    }
     truth_structure = FieldStructure((Y, X), wet)
     spectra_ok = min(Y, X) >= 4
     if not spectra_ok:
@@ -275,7 +322,7 @@ def evaluate(truth, ensemble, lr=None, s: int = 1, t: int = 1, *, baselines=("ne
     for a in tqdm(starts, desc=f"evaluate {pair.name}", unit="chunk", disable=not progress or len(starts) < 2):
         b = min(a + chunk, T)
         y = np.asarray(truth[a:b], dtype=np.float32)
-        lr_chunk = lr[a // t:b // t]
+        lr_chunk = lr[a // t : b // t]
         fields = {"ensemble": np.asarray(ensemble[:, a:b], dtype=np.float32)}
         for name in baselines:
             if name == "nearest":
@@ -313,13 +360,18 @@ def evaluate(truth, ensemble, lr=None, s: int = 1, t: int = 1, *, baselines=("ne
         res["wet_fraction_ratio"] = res["wet_fraction"] / truth_wet if truth_wet > 0 else float("nan")
     spectra = None
     if spectrum_frames:
-        spectra = {"k_cycles_per_pixel": wavenumber.tolist(), "window": spectrum_window,
-                   "frames": spectrum_frames, "masked_fraction": masked_fraction / spectrum_frames,
-                   "power": {name: (v / spectrum_frames).tolist() for name, v in spectrum_sums.items()}}
+        spectra = {
+            "k_cycles_per_pixel": wavenumber.tolist(),
+            "window": spectrum_window,
+            "frames": spectrum_frames,
+            "masked_fraction": masked_fraction / spectrum_frames,
+            "power": {name: (v / spectrum_frames).tolist() for name, v in spectrum_sums.items()},
+        }
         for name in forecasts:
             forecasts[name]["lsd_db"] = log_spectral_distance(spectra["power"]["truth"], spectra["power"][name])
-            forecasts[name]["spectral_ratio"] = spectral_ratio(wavenumber, spectra["power"]["truth"],
-                                                               spectra["power"][name], s)
+            forecasts[name]["spectral_ratio"] = spectral_ratio(
+                wavenumber, spectra["power"]["truth"], spectra["power"][name], s
+            )
     else:
         warn.append("no frame had valid data for a power spectrum")
     for message in warn:
@@ -331,14 +383,26 @@ def evaluate(truth, ensemble, lr=None, s: int = 1, t: int = 1, *, baselines=("ne
         "members": members,
         "shape": {"time": T, "y": Y, "x": X},
         "lr_source": lr_source,
-        "counts": {"truth_values": T * Y * X, "truth_missing": T * Y * X - truth_valid,
-                   "lr_values": int(lr.size), "lr_missing": int(np.isnan(lr).sum())},
-        "settings": {"thresholds_mm_per_step": list(thresholds), "fss_scales_px": list(scales),
-                     "quantile_levels": list(quantile_levels), "tile_cells": tile_cells, "seed": seed,
-                     "time_chunk": chunk, "pixel_size_km": pixel_size_km, "wet_mm_per_step": wet, "wet_rule": wet_rule,
-                     "spectral_band_px": [2, s],
-                     "sampling_tiles": None if tiles is None else {"tile_px": tiles[0], "overlap_px": tiles[1]},
-                     "baseline_timing": "LR block mean placed at its block centre j*t+(t-1)/2; HR step i at i"},
+        "counts": {
+            "truth_values": T * Y * X,
+            "truth_missing": T * Y * X - truth_valid,
+            "lr_values": int(lr.size),
+            "lr_missing": int(np.isnan(lr).sum()),
+        },
+        "settings": {
+            "thresholds_mm_per_step": list(thresholds),
+            "fss_scales_px": list(scales),
+            "quantile_levels": list(quantile_levels),
+            "tile_cells": tile_cells,
+            "seed": seed,
+            "time_chunk": chunk,
+            "pixel_size_km": pixel_size_km,
+            "wet_mm_per_step": wet,
+            "wet_rule": wet_rule,
+            "spectral_band_px": [2, s],
+            "sampling_tiles": None if tiles is None else {"tile_px": tiles[0], "overlap_px": tiles[1]},
+            "baseline_timing": "LR block mean placed at its block centre j*t+(t-1)/2; HR step i at i",
+        },
         "showcase_step": int(np.argmax(step_totals)),
         "warnings": warn,
         "truth": truth_scores,

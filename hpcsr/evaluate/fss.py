@@ -75,12 +75,20 @@ def fss_terms(truth: np.ndarray, forecast: np.ndarray, valid: np.ndarray, thresh
         observed = window_sum(observed_table, size).astype(np.float32) * scale
         members = window_sum(member_table, size).astype(np.float32) * scale
         mean = members.mean(axis=0)
-        ensemble = np.array([np.sum((mean - observed) ** 2, dtype=np.float64),
-                             np.sum(mean**2, dtype=np.float64) + np.sum(observed**2, dtype=np.float64)])
+        ensemble = np.array(
+            [
+                np.sum((mean - observed) ** 2, dtype=np.float64),
+                np.sum(mean**2, dtype=np.float64) + np.sum(observed**2, dtype=np.float64),
+            ]
+        )
         axes = tuple(range(1, members.ndim))
-        per_member = np.stack([np.sum((members - observed) ** 2, axis=axes, dtype=np.float64),
-                               np.sum(members**2, axis=axes, dtype=np.float64) + np.sum(observed**2, dtype=np.float64)],
-                              axis=1)
+        per_member = np.stack(
+            [
+                np.sum((members - observed) ** 2, axis=axes, dtype=np.float64),
+                np.sum(members**2, axis=axes, dtype=np.float64) + np.sum(observed**2, dtype=np.float64),
+            ],
+            axis=1,
+        )
         out[size] = (ensemble, per_member)
     return out
 

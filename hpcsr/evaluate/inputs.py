@@ -49,8 +49,10 @@ def _open(path, variable: str, dims: tuple[str, ...], role: str) -> tuple[xr.Dat
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot open {role} file {path}: {err}") from err
     if variable not in ds.data_vars:
-        raise ValueError(f"{role} file {path} has no variable {variable!r} (it has {sorted(ds.data_vars)}): "
-                         "pass the right name with --variable")
+        raise ValueError(
+            f"{role} file {path} has no variable {variable!r} (it has {sorted(ds.data_vars)}): "
+            "pass the right name with --variable"
+        )
     da = ds[variable]
     if set(da.dims) != set(dims):
         raise ValueError(f"{role} variable {variable!r} in {path} has dims {da.dims}, expected {dims}")
@@ -71,7 +73,9 @@ def _ratio(big, small, what: str) -> int:
     return int(round(ratio))
 
 
-def resolve_pair(ensemble: xr.DataArray, attrs: dict, lr: xr.DataArray | None, s: int | None, t: int | None) -> FactorPair:
+def resolve_pair(
+    ensemble: xr.DataArray, attrs: dict, lr: xr.DataArray | None, s: int | None, t: int | None
+) -> FactorPair:
     """The factor pair: given, else the `factor_pair` attribute, else inferred from the LR file."""
     if s is not None and t is not None:
         return FactorPair(int(s), int(t))
@@ -79,13 +83,19 @@ def resolve_pair(ensemble: xr.DataArray, attrs: dict, lr: xr.DataArray | None, s
         pair = FactorPair.parse(attrs["factor_pair"])
         return FactorPair(s or pair.s, t or pair.t)
     if lr is None:
-        raise ValueError("no factor pair: pass --s and --t, give --lr, or write a 'factor_pair' attribute in the ensemble file")
+        raise ValueError(
+            "no factor pair: pass --s and --t, give --lr, or write a 'factor_pair' attribute in the ensemble file"
+        )
     dx_hr, dx_lr = _spacing(ensemble, "x"), _spacing(lr, "x")
     dt_hr, dt_lr = _spacing(ensemble, "time"), _spacing(lr, "time")
     if s is None:
         s = _ratio(dx_lr, dx_hr, "pixel") if dx_hr and dx_lr else _ratio(ensemble.sizes["x"], lr.sizes["x"], "width")
     if t is None:
-        t = _ratio(dt_lr, dt_hr, "time step") if dt_hr and dt_lr else _ratio(ensemble.sizes["time"], lr.sizes["time"], "length")
+        t = (
+            _ratio(dt_lr, dt_hr, "time step")
+            if dt_hr and dt_lr
+            else _ratio(ensemble.sizes["time"], lr.sizes["time"], "length")
+        )
     return FactorPair(int(s), int(t))
 
 
@@ -98,8 +108,10 @@ def _select(da: xr.DataArray, dim: str, wanted: np.ndarray, tolerance, role: str
         position = index.get_indexer(wanted, method="nearest", tolerance=tolerance)
     if (position < 0).any():
         missing = np.asarray(wanted)[position < 0]
-        raise ValueError(f"{role} lacks {len(missing)} of the {dim} values needed, first {missing[0]}: "
-                         f"it must cover every {dim} of the ensemble")
+        raise ValueError(
+            f"{role} lacks {len(missing)} of the {dim} values needed, first {missing[0]}: "
+            f"it must cover every {dim} of the ensemble"
+        )
     return da.isel({dim: position})
 
 
@@ -111,8 +123,10 @@ def align_like(da: xr.DataArray, ensemble: xr.DataArray, role: str) -> xr.DataAr
             tolerance = None if dim == "time" or step is None else step / 2
             da = _select(da, dim, ensemble[dim].values, tolerance, role)
         elif da.sizes[dim] != ensemble.sizes[dim]:
-            raise ValueError(f"{role} has {da.sizes[dim]} {dim} values, the ensemble {ensemble.sizes[dim]}, and no "
-                             f"{dim} coordinates to line them up: give files over the same {dim} range")
+            raise ValueError(
+                f"{role} has {da.sizes[dim]} {dim} values, the ensemble {ensemble.sizes[dim]}, and no "
+                f"{dim} coordinates to line them up: give files over the same {dim} range"
+            )
     return da
 
 
@@ -120,21 +134,31 @@ def align_lr(lr: xr.DataArray, ensemble: xr.DataArray, s: int, t: int) -> xr.Dat
     """LR blocks under the ensemble: LR time = end of block, LR cell centre = mean of its HR centres."""
     T, Y, X = (ensemble.sizes[d] for d in ("time", "y", "x"))
     if T % t or Y % s or X % s:
-        raise ValueError(f"ensemble of {T} steps x {Y} x {X} is not whole blocks of (s={s}, t={t}): "
-                         f"trim to {T - T % t} steps and {Y - Y % s} x {X - X % s} pixels")
-    wanted = {"time": ensemble["time"].values[t - 1::t] if "time" in ensemble.coords else None,
-              "y": ensemble["y"].values.reshape(-1, s).mean(axis=1) if "y" in ensemble.coords else None,
-              "x": ensemble["x"].values.reshape(-1, s).mean(axis=1) if "x" in ensemble.coords else None}
+        raise ValueError(
+            f"ensemble of {T} steps x {Y} x {X} is not whole blocks of (s={s}, t={t}): "
+            f"trim to {T - T % t} steps and {Y - Y % s} x {X - X % s} pixels"
+        )
+    wanted = {
+        "time": ensemble["time"].values[t - 1 :: t] if "time" in ensemble.coords else None,
+        "y": ensemble["y"].values.reshape(-1, s).mean(axis=1) if "y" in ensemble.coords else None,
+        "x": ensemble["x"].values.reshape(-1, s).mean(axis=1) if "x" in ensemble.coords else None,
+    }
     sizes = {"time": T // t, "y": Y // s, "x": X // s}
     for dim in ("time", "y", "x"):
         if dim in lr.coords and wanted[dim] is not None:
             step = _spacing(ensemble, dim)
             tolerance = None if dim == "time" else (step * s / 2 if step else None)
-            role = "LR (time stamps = end of each block; the ensemble must start at a block's first step)" if dim == "time" else "LR"
+            role = (
+                "LR (time stamps = end of each block; the ensemble must start at a block's first step)"
+                if dim == "time"
+                else "LR"
+            )
             lr = _select(lr, dim, wanted[dim], tolerance, role)
         elif lr.sizes[dim] != sizes[dim]:
-            raise ValueError(f"LR has {lr.sizes[dim]} {dim} values but (s={s}, t={t}) over the ensemble needs "
-                             f"{sizes[dim]}, and there are no coordinates to select with")
+            raise ValueError(
+                f"LR has {lr.sizes[dim]} {dim} values but (s={s}, t={t}) over the ensemble needs "
+                f"{sizes[dim]}, and there are no coordinates to select with"
+            )
     return lr
 
 
@@ -170,8 +194,16 @@ def sampling_tiles(attrs: dict) -> tuple[int, int] | None:
     return None
 
 
-def load_inputs(truth_path, ensemble_path, lr_path=None, mean_path=None, s: int | None = None, t: int | None = None,
-                variable: str = "precip", mean_variable: str = MEAN_VARIABLE) -> Inputs:
+def load_inputs(
+    truth_path,
+    ensemble_path,
+    lr_path=None,
+    mean_path=None,
+    s: int | None = None,
+    t: int | None = None,
+    variable: str = "precip",
+    mean_variable: str = MEAN_VARIABLE,
+) -> Inputs:
     """Open and line up the evaluation's files (lazily); see the module docstring for the layout."""
     ensemble, attrs = _open(ensemble_path, variable, ("member", "time", "y", "x"), "ensemble")
     truth, _ = _open(truth_path, variable, ("time", "y", "x"), "truth")
@@ -180,7 +212,11 @@ def load_inputs(truth_path, ensemble_path, lr_path=None, mean_path=None, s: int 
     truth = align_like(truth, ensemble, "truth")
     if lr is not None:
         lr = align_lr(lr, ensemble, pair.s, pair.t)
-    sources = {"truth": str(truth_path), "ensemble": str(ensemble_path), "LR": str(lr_path) if lr_path else "coarsened truth"}
+    sources = {
+        "truth": str(truth_path),
+        "ensemble": str(ensemble_path),
+        "LR": str(lr_path) if lr_path else "coarsened truth",
+    }
     mean = None
     if mean_path:
         mean = align_like(_open(mean_path, mean_variable, ("time", "y", "x"), "mean")[0], ensemble, "mean")
@@ -191,5 +227,15 @@ def load_inputs(truth_path, ensemble_path, lr_path=None, mean_path=None, s: int 
         if has_mean:
             mean = align_like(_open(ensemble_path, mean_variable, ("time", "y", "x"), "mean")[0], ensemble, "mean")
             sources["mean"] = f"{ensemble_path}:{mean_variable}"
-    return Inputs(truth, ensemble, lr, mean, pair.s, pair.t, pixel_size_km(ensemble, attrs),
-                  interval_minutes(ensemble, attrs), attrs, sources)
+    return Inputs(
+        truth,
+        ensemble,
+        lr,
+        mean,
+        pair.s,
+        pair.t,
+        pixel_size_km(ensemble, attrs),
+        interval_minutes(ensemble, attrs),
+        attrs,
+        sources,
+    )

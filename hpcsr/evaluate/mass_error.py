@@ -63,7 +63,9 @@ def mass_error_sums(forecast: np.ndarray, lr: np.ndarray, s: int, t: int, tile_c
     ny, nx = lr.shape[-2:]
     ty, tx = (ny, nx) if tile_cells is None else (tile_cells, tile_cells)
     if ny % ty or nx % tx:
-        raise ValueError(f"LR grid {ny} x {nx} is not divisible into tiles of {tile_cells} cells: pick a divisor or None")
+        raise ValueError(
+            f"LR grid {ny} x {nx} is not divisible into tiles of {tile_cells} cells: pick a divisor or None"
+        )
     tiles = diff.reshape(*diff.shape[:-2], ny // ty, ty, nx // tx, tx).sum(axis=(-3, -1))
     return MassSums(
         cell_abs=float(np.abs(diff).sum()),
@@ -95,12 +97,20 @@ def claimed_error(claim: dict | None, tile_cells: int | None, scores: dict) -> d
     evaluation with tiles of `tile_cells`): {'scale', 'score', 'relative_error', 'note'}; the error
     is None when nothing is claimed or the evaluation's tiles are not the claimed ones."""
     if claim is None:
-        return {"scale": "none", "score": None, "relative_error": None,
-                "note": "the ensemble claims no mass conservation (mass_scale 'none' or absent)"}
+        return {
+            "scale": "none",
+            "score": None,
+            "relative_error": None,
+            "note": "the ensemble claims no mass conservation (mass_scale 'none' or absent)",
+        }
     out = {"scale": claim["scale"], "score": claim["score"], "relative_error": scores[claim["score"]], "note": ""}
     if claim["score"] == "tile_relative" and claim["tile_cells"] != tile_cells:
         out["relative_error"] = None
         scored = f"tiles of {tile_cells} x {tile_cells} LR cells" if tile_cells else "the whole frame"
-        fix = f"--tile-cells {claim['tile_cells']} (it must divide the LR grid)" if claim["tile_cells"] else "no --tile-cells"
+        fix = (
+            f"--tile-cells {claim['tile_cells']} (it must divide the LR grid)"
+            if claim["tile_cells"]
+            else "no --tile-cells"
+        )
         out["note"] = f"the mass error was scored over {scored}, the claim is {claim['scale']}: evaluate with {fix}"
     return out

@@ -27,8 +27,13 @@ def _save(fig: Figure, path) -> Path:
 
 
 def _label(name: str) -> str:
-    return {"ensemble": "ensemble", "nearest": "nearest", "bicubic": "bicubic + linear t",
-            "mean": "mean network", "truth": "truth"}.get(name, name)
+    return {
+        "ensemble": "ensemble",
+        "nearest": "nearest",
+        "bicubic": "bicubic + linear t",
+        "mean": "mean network",
+        "truth": "truth",
+    }.get(name, name)
 
 
 def plot_panels(path, lr_frame, truth_frame, members, mean_frame, baseline_frames: dict, title: str) -> Path:
@@ -57,8 +62,9 @@ def plot_panels(path, lr_frame, truth_frame, members, mean_frame, baseline_frame
                 ax.set_visible(False)
                 continue
             name, field = panels[col]
-            image = ax.imshow(np.ma.masked_invalid(field), cmap=cmap, norm=norm, extent=(0, nx, ny, 0),
-                              interpolation="nearest")
+            image = ax.imshow(
+                np.ma.masked_invalid(field), cmap=cmap, norm=norm, extent=(0, nx, ny, 0), interpolation="nearest"
+            )
             ax.set_title(name, fontsize=9)
     fig.colorbar(image, ax=axes, shrink=0.8, label="mm per HR step")
     fig.suptitle(title, fontsize=10)
@@ -141,7 +147,9 @@ def plot_fss(path, forecasts: dict) -> Path:
         if defined:
             ax.set_xscale("log")
         else:  # no pixel reaches the threshold in truth or forecasts: the FSS is undefined (a dry window)
-            ax.text(0.5, 0.5, "undefined:\nno event at this threshold", ha="center", va="center", transform=ax.transAxes)
+            ax.text(
+                0.5, 0.5, "undefined:\nno event at this threshold", ha="center", va="center", transform=ax.transAxes
+            )
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("neighbourhood (HR pixels)")
         ax.set_title(f">= {q} mm per HR step", fontsize=10)
@@ -195,8 +203,15 @@ def plot_factor_grid(path, results: list[dict]) -> Path:
         for (i, j), value in np.ndenumerate(grid):
             if np.isfinite(value):
                 shade = image.norm(value)
-                ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=8,
-                        color="black" if np.isfinite(shade) and shade > 0.5 else "white")
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.3g}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="black" if np.isfinite(shade) and shade > 0.5 else "white",
+                )
         ax.set_xticks(range(len(s_values)), [str(v) for v in s_values])
         ax.set_yticks(range(len(t_values)), [str(v) for v in t_values])
         ax.set_xlabel("s")

@@ -33,7 +33,7 @@ class UpperTail:
             raise ValueError(f"{self.count} values added to an UpperTail sized for {self.capacity}: raise capacity")
         merged = np.concatenate([self.top, values])
         if merged.size > self.keep:
-            merged = np.partition(merged, merged.size - self.keep)[-self.keep:]
+            merged = np.partition(merged, merged.size - self.keep)[-self.keep :]
         self.top = merged
 
     def quantile(self, level: float) -> float:

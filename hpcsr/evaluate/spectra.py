@@ -84,6 +84,9 @@ def spectral_ratio(k: np.ndarray, reference: np.ndarray, other: np.ndarray, s: i
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(reference[band] > 0, other[band] / reference[band], np.nan)
     usable = np.isfinite(ratio)
-    return {"wavelengths_px": wavelength[band].tolist(), "ratio": ratio.tolist(),
-            "min": float(ratio[usable].min()) if usable.any() else float("nan"),
-            "max": float(ratio[usable].max()) if usable.any() else float("nan")}
+    return {
+        "wavelengths_px": wavelength[band].tolist(),
+        "ratio": ratio.tolist(),
+        "min": float(ratio[usable].min()) if usable.any() else float("nan"),
+        "max": float(ratio[usable].max()) if usable.any() else float("nan"),
+    }

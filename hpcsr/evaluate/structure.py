@@ -68,10 +68,13 @@ class FieldStructure:
         """#(x > wet_mm) / #scored points (members pooled); NaN without points."""
         return self.wet / self.points if self.points else float("nan")
 
-    def edge_ratio(self, edges: tuple[np.ndarray, np.ndarray], reference: tuple[np.ndarray, np.ndarray]) -> float | None:
+    def edge_ratio(
+        self, edges: tuple[np.ndarray, np.ndarray], reference: tuple[np.ndarray, np.ndarray]
+    ) -> float | None:
         """Mean |difference| over the `edges` pairs / mean over the `reference` pairs (y and x pooled);
         None when either set has no pair or both means are 0, inf when only the reference mean is 0
         (a field constant inside cells but not across them; null in JSON)."""
+
         def mean(select):
             n = sum(int(count[chosen].sum()) for count, chosen in zip(self.pairs, select))
             return sum(float(total[chosen].sum()) for total, chosen in zip(self.sums, select)) / n if n else None

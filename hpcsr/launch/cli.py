@@ -21,8 +21,9 @@ COMMANDS = ("submit", "plan", "status", "cancel")
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"hpcsr-launch {command}", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=f"hpcsr-launch {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     if command == "submit":
         p.add_argument("--dry-run", action="store_true", help="print the plan and sbatch scripts, submit nothing")
     if command in ("submit", "status"):
@@ -56,7 +57,9 @@ def _submit(args) -> int:
     if args.dry_run:
         launch_dir = Path(plan.base.launcher.folder) / "{launch}"
         code_dir = launch_dir / "code" if plan.base.launcher.snapshot else snapshot.live_root()
-        print(report.dry_run(plan, submit.scripts(plan, launch_dir, code_dir, submit.placeholder_ids(plan)), launch_dir))
+        print(
+            report.dry_run(plan, submit.scripts(plan, launch_dir, code_dir, submit.placeholder_ids(plan)), launch_dir)
+        )
         return 0
     launch_dir = submit.submit(plan)
     print(report.submitted(launch_dir, read_record(launch_dir)), flush=True)

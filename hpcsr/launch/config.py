@@ -17,19 +17,40 @@ from hpcsr.launch.grid import expand
 # Stages a launch can chain, in their natural order (hpcsr.launch.stages runs them).
 STAGE_ORDER = ("preprocess", "mean", "diffusion", "joint", "sample", "evaluate", "probe")
 # sbatch options the launcher sets itself; cluster.sbatch_extra may not change them.
-MANAGED_OPTIONS = frozenset({
-    "array", "dependency", "output", "error", "open-mode", "job-name", "signal", "requeue", "no-requeue",
-    "wrap", "kill-on-invalid-dep", "nodes", "ntasks-per-node", "cpus-per-task", "gpus-per-node", "time",
-    "partition", "account", "qos", "constraint", "mem",
-})
+MANAGED_OPTIONS = frozenset(
+    {
+        "array",
+        "dependency",
+        "output",
+        "error",
+        "open-mode",
+        "job-name",
+        "signal",
+        "requeue",
+        "no-requeue",
+        "wrap",
+        "kill-on-invalid-dep",
+        "nodes",
+        "ntasks-per-node",
+        "cpus-per-task",
+        "gpus-per-node",
+        "time",
+        "partition",
+        "account",
+        "qos",
+        "constraint",
+        "mem",
+    }
+)
 _OPTION_NAME = re.compile(r"[a-z][a-z0-9-]*")
 
 
 def check_sbatch_value(key: str, value) -> None:
     """Refuse control characters (a newline would end the `#SBATCH` line and start a shell line)."""
     if isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError(f"{key}={value!r} contains a control character (newline, tab, ...): "
-                         "Slurm names never do; remove it")
+        raise ValueError(
+            f"{key}={value!r} contains a control character (newline, tab, ...): Slurm names never do; remove it"
+        )
 
 
 @dataclass
@@ -40,14 +61,18 @@ class ProbeConfig:
     step_s: float = 0.5  # seconds each step sleeps (stands for work)
     lr: float = 0.05  # gradient step size
     checkpoint_every: int = 10  # steps between checkpoints (a signal also checkpoints)
-    hold_at: int = 0  # first attempt only: at this step, wait for the time-limit signal (checks the requeue path; 0: never)
+    hold_at: int = (
+        0  # first attempt only: at this step, wait for the time-limit signal (checks the requeue path; 0: never)
+    )
 
     def __post_init__(self):
         for key in ("steps", "checkpoint_every"):
             if getattr(self, key) < 1:
                 raise ValueError(f"launcher.probe.{key}={getattr(self, key)} must be >= 1")
         if not 0 <= self.hold_at < self.steps:
-            raise ValueError(f"launcher.probe.hold_at={self.hold_at} must be 0 (off) or a step below steps={self.steps}")
+            raise ValueError(
+                f"launcher.probe.hold_at={self.hold_at} must be 0 (off) or a step below steps={self.steps}"
+            )
         if self.step_s < 0 or self.lr <= 0:
             raise ValueError(f"launcher.probe: step_s={self.step_s} must be >= 0 and lr={self.lr} > 0")
 
@@ -57,13 +82,19 @@ class LauncherConfig:
     kind: typing.Literal["local", "slurm"] = "local"  # local processes or Slurm through submitit
     folder: str = "${run_root}/launch"  # launch records, submitit logs and pickles (one numbered subfolder per launch)
     stages: list[str] = field(default_factory=lambda: ["mean", "diffusion"])  # stages chained per pair, in order
-    stage_overrides: dict[str, list[str]] = field(default_factory=dict)  # extra config overrides per stage, e.g. {diffusion: [train.steps=5000]}
+    stage_overrides: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # extra config overrides per stage, e.g. {diffusion: [train.steps=5000]}
     snapshot: bool = False  # copy the code into the launch folder so queued jobs run the code as it was at submission
     python: typing.Optional[str] = None  # command that starts Python in a job (None: this interpreter)
     max_requeues: int = 10  # requeues of one element (preemption, time limit) before it counts as failed
     poll_s: float = 5.0  # seconds between state polls of --wait
-    preprocess: list[typing.Union[str, int, float]] = field(default_factory=lambda: ["all"])  # hpcsr-preprocess arguments of the preprocess stage (the launcher adds --out <data_dir> --pairs <grid>)
-    sample: list[typing.Union[str, int, float]] = field(default_factory=list)  # more `hpcsr sample` options of the sample stage, e.g. [--members, 20]
+    preprocess: list[typing.Union[str, int, float]] = field(
+        default_factory=lambda: ["all"]
+    )  # hpcsr-preprocess arguments of the preprocess stage (the launcher adds --out <data_dir> --pairs <grid>)
+    sample: list[typing.Union[str, int, float]] = field(
+        default_factory=list
+    )  # more `hpcsr sample` options of the sample stage, e.g. [--members, 20]
     probe: ProbeConfig = field(default_factory=ProbeConfig)  # settings of the probe stage
 
     def __post_init__(self):
@@ -76,8 +107,10 @@ class LauncherConfig:
             raise ValueError(f"launcher.stages={list(self.stages)} names a stage twice")
         order = [STAGE_ORDER.index(s) for s in self.stages]
         if order != sorted(order):
-            raise ValueError(f"launcher.stages={list(self.stages)} is out of order: a stage runs after the ones it "
-                             f"needs, write them in the order {', '.join(STAGE_ORDER)}")
+            raise ValueError(
+                f"launcher.stages={list(self.stages)} is out of order: a stage runs after the ones it "
+                f"needs, write them in the order {', '.join(STAGE_ORDER)}"
+            )
         if self.max_requeues < 0:
             raise ValueError(f"launcher.max_requeues={self.max_requeues} must be >= 0")
         if self.poll_s <= 0:
@@ -86,14 +119,20 @@ class LauncherConfig:
         self.sample = [str(arg) for arg in self.sample]
         for arg in self.sample:
             if arg.split("=")[0] in ("--export", "--lr", "--hr", "--out", "--pair", "--time-range"):
-                raise ValueError(f"launcher.sample: {arg} is set by the launcher (the pair's export, shard and test "
-                                 "split); remove it")
+                raise ValueError(
+                    f"launcher.sample: {arg} is set by the launcher (the pair's export, shard and test "
+                    "split); remove it"
+                )
         if not self.preprocess or self.preprocess[0] not in ("all", "shards"):
-            raise ValueError(f"launcher.preprocess={list(self.preprocess)} must start with the hpcsr-preprocess command "
-                             "'all' (ingest + shards) or 'shards' (the grid's shards from an existing HR store)")
+            raise ValueError(
+                f"launcher.preprocess={list(self.preprocess)} must start with the hpcsr-preprocess command "
+                "'all' (ingest + shards) or 'shards' (the grid's shards from an existing HR store)"
+            )
         for arg in self.preprocess:
             if arg.split("=")[0] in ("--out", "--pairs", "--grid"):
-                raise ValueError(f"launcher.preprocess: {arg} is set by the launcher (data_dir and the grid); remove it")
+                raise ValueError(
+                    f"launcher.preprocess: {arg} is set by the launcher (data_dir and the grid); remove it"
+                )
 
 
 @dataclass
@@ -128,9 +167,15 @@ class ClusterConfig:
     array_parallelism: int = 8  # elements of one array running at the same time
     signal_delay_s: int = 120  # SIGUSR2 to every rank this long before the time limit: checkpoint, requeue
     mpi: typing.Optional[str] = None  # srun --mpi=<value> (pmix, pmi2; None: the site default)
-    setup: list[str] = field(default_factory=list)  # shell lines run in the job before srun (module load ...), written as given
-    sbatch_extra: dict[str, str] = field(default_factory=dict)  # more sbatch options, name: value ("" for a flag), e.g. {mail-type: FAIL}
-    stages: dict[str, StageResources] = field(default_factory=dict)  # per-stage resource changes, e.g. {preprocess: {gpus_per_node: 0}}
+    setup: list[str] = field(
+        default_factory=list
+    )  # shell lines run in the job before srun (module load ...), written as given
+    sbatch_extra: dict[str, str] = field(
+        default_factory=dict
+    )  # more sbatch options, name: value ("" for a flag), e.g. {mail-type: FAIL}
+    stages: dict[str, StageResources] = field(
+        default_factory=dict
+    )  # per-stage resource changes, e.g. {preprocess: {gpus_per_node: 0}}
     check_resources: bool = True  # compare each request with `sinfo` before submitting anything
     release_requeued: bool = False  # --wait starts requeued jobs at once instead of after Slurm's ~2 min hold
 
@@ -150,11 +195,15 @@ class ClusterConfig:
             raise ValueError(f"cluster.name={self.name!r} must be letters, digits, '_', '.', '-' (it names jobs)")
         for option, value in self.sbatch_extra.items():
             if not _OPTION_NAME.fullmatch(option):
-                raise ValueError(f"cluster.sbatch_extra key {option!r} is not an sbatch long option name "
-                                 "(lower-case letters, digits, '-'; without the leading '--')")
+                raise ValueError(
+                    f"cluster.sbatch_extra key {option!r} is not an sbatch long option name "
+                    "(lower-case letters, digits, '-'; without the leading '--')"
+                )
             if option in MANAGED_OPTIONS:
-                raise ValueError(f"cluster.sbatch_extra.{option} is set by the launcher: use the cluster key "
-                                 f"for it (nodes, time_min, partition, ...) instead")
+                raise ValueError(
+                    f"cluster.sbatch_extra.{option} is set by the launcher: use the cluster key "
+                    f"for it (nodes, time_min, partition, ...) instead"
+                )
             check_sbatch_value(f"cluster.sbatch_extra.{option}", value)
         for stage, res in self.stages.items():
             if stage not in STAGE_ORDER:
@@ -162,23 +211,33 @@ class ClusterConfig:
             for f in fields(res):
                 value = getattr(res, f.name)
                 check_sbatch_value(f"cluster.stages.{stage}.{f.name}", value)
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and value < (0 if f.name == "gpus_per_node" else 1):
+                if (
+                    isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                    and value < (0 if f.name == "gpus_per_node" else 1)
+                ):
                     raise ValueError(f"cluster.stages.{stage}.{f.name}={value} is too small")
 
 
 @dataclass
 class GridConfig:
     kind: typing.Literal["pairs", "product"] = "pairs"  # pairs: the list below; product: every s with every t
-    pairs: list[list[int]] = field(default_factory=lambda: [[1, 3], [10, 1], [10, 3], [25, 6]])  # (s, t) pairs (kind=pairs)
+    pairs: list[list[int]] = field(
+        default_factory=lambda: [[1, 3], [10, 1], [10, 3], [25, 6]]
+    )  # (s, t) pairs (kind=pairs)
     s: list[int] = field(default_factory=list)  # spatial factors (kind=product)
     t: list[int] = field(default_factory=list)  # temporal factors (kind=product)
     parents: dict[str, str] = field(default_factory=dict)  # transfer chains, child: parent (e.g. s10_t3: s10_t1)
-    transfer: typing.Literal["none", "auto"] = "none"  # when parents is empty: none = all from scratch, auto = nearest pair (hpcsr.transfer.plan)
+    transfer: typing.Literal["none", "auto"] = (
+        "none"  # when parents is empty: none = all from scratch, auto = nearest pair (hpcsr.transfer.plan)
+    )
 
     def __post_init__(self):
         if self.kind == "product" and not (self.s and self.t):
-            raise ValueError(f"grid.kind=product needs non-empty grid.s and grid.t (got s={list(self.s)}, "
-                             f"t={list(self.t)}), e.g. grid.s=[5,10] grid.t=[1,3]")
+            raise ValueError(
+                f"grid.kind=product needs non-empty grid.s and grid.t (got s={list(self.s)}, "
+                f"t={list(self.t)}), e.g. grid.s=[5,10] grid.t=[1,3]"
+            )
         if self.kind == "pairs" and not self.pairs:
             raise ValueError("grid.pairs is empty: list (s, t) pairs, e.g. grid.pairs=[[10,1],[10,3]]")
         expand(self)  # every pair valid, none twice

@@ -56,8 +56,9 @@ class Transfer:
     in_grid: bool  # True: wait for the parent's run in this launch; False: its export exists already
 
 
-def parse_parents(parents: dict, pairs: list[FactorPair],
-                  export_exists: Callable[[FactorPair], bool]) -> dict[FactorPair, Transfer]:
+def parse_parents(
+    parents: dict, pairs: list[FactorPair], export_exists: Callable[[FactorPair], bool]
+) -> dict[FactorPair, Transfer]:
     """Read the child: parent mapping of grid.parents and check it: the child is in the grid, the
     parent is in the grid or has a finished export, and no pair is its own ancestor."""
     out: dict[FactorPair, Transfer] = {}
@@ -67,8 +68,10 @@ def parse_parents(parents: dict, pairs: list[FactorPair],
         except ValueError as err:
             raise ValueError(f"grid.parents.{child_text}={parent_text!r}: {err}") from None
         if child not in pairs:
-            raise ValueError(f"grid.parents.{child_text}: pair {child.name} is not in the grid "
-                             f"({', '.join(p.name for p in pairs)}); add it to the grid or drop the entry")
+            raise ValueError(
+                f"grid.parents.{child_text}: pair {child.name} is not in the grid "
+                f"({', '.join(p.name for p in pairs)}); add it to the grid or drop the entry"
+            )
         if child == parent:
             raise ValueError(f"grid.parents.{child_text}={parent_text!r}: a pair cannot be its own parent")
         if parent in pairs:
@@ -76,8 +79,10 @@ def parse_parents(parents: dict, pairs: list[FactorPair],
         elif export_exists(parent):
             out[child] = Transfer(parent, False)
         else:
-            raise ValueError(f"grid.parents.{child_text}={parent_text!r}: parent {parent.name} is neither in the "
-                             "grid nor finished (no export in its run folder); add it to the grid or train it first")
+            raise ValueError(
+                f"grid.parents.{child_text}={parent_text!r}: parent {parent.name} is neither in the "
+                "grid nor finished (no export in its run folder); add it to the grid or train it first"
+            )
     for child in out:  # cycles
         seen, node = [child], out[child]
         while node.in_grid and node.parent in out:

@@ -47,9 +47,14 @@ def write_plan(launch_dir: Path, arrays: list[dict]) -> None:
     """arrays: [{key, folder, deps: [(kind, key, indices)], specs, params, parallelism, python}]"""
     with open(launch_dir / PLAN_FILE, "wb") as f:
         pickle.dump(arrays, f)
-    state = {"pid": None, "elements": {element_key(a["key"], i): {"state": "PENDING", "job_id": None,
-                                                                  "stdout": None, "stderr": None}
-                                       for a in arrays for i in range(len(a["specs"]))}}
+    state = {
+        "pid": None,
+        "elements": {
+            element_key(a["key"], i): {"state": "PENDING", "job_id": None, "stdout": None, "stderr": None}
+            for a in arrays
+            for i in range(len(a["specs"]))
+        },
+    }
     write_json_atomic(launch_dir / STATE_FILE, state)
 
 
@@ -61,8 +66,12 @@ class Queue:
         self.state = {"pid": os.getpid(), "elements": {}}
         for a in self.arrays:
             for i in range(len(a["specs"])):
-                self.state["elements"][element_key(a["key"], i)] = {"state": "PENDING", "job_id": None,
-                                                                    "stdout": None, "stderr": None}
+                self.state["elements"][element_key(a["key"], i)] = {
+                    "state": "PENDING",
+                    "job_id": None,
+                    "stdout": None,
+                    "stderr": None,
+                }
         self.jobs: dict[str, submitit.local.local.LocalJob] = {}
         self.stopping = False
 
@@ -89,8 +98,12 @@ class Queue:
         job = executor.submit(run_element, array["specs"][index])
         key = element_key(array["key"], index)
         self.jobs[key] = job
-        self.state["elements"][key] = {"state": "RUNNING", "job_id": job.job_id,
-                                       "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)}
+        self.state["elements"][key] = {
+            "state": "RUNNING",
+            "job_id": job.job_id,
+            "stdout": str(job.paths.stdout),
+            "stderr": str(job.paths.stderr),
+        }
         print(f"[local-queue] started {key} ({array['specs'][index].name}) as job {job.job_id}", flush=True)
 
     def _finish(self, key: str, job) -> None:

@@ -29,8 +29,17 @@ from hpcsr.factors import FactorPair
 from hpcsr.launch.grid import chosen_parents, expand, levels, parse_parents
 from hpcsr.launch.stages import STAGES, ElementSpec, stage_function
 
-RESOURCE_KEYS = ("nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task", "mem_gb", "time_min",
-                 "partition", "qos", "constraint")
+RESOURCE_KEYS = (
+    "nodes",
+    "tasks_per_node",
+    "gpus_per_node",
+    "cpus_per_task",
+    "mem_gb",
+    "time_min",
+    "partition",
+    "qos",
+    "constraint",
+)
 
 
 @dataclass(frozen=True)
@@ -148,21 +157,26 @@ def build(overrides=(), config_path=None, export_exists: Callable[[FactorPair], 
     for stage in launcher.stages:
         stage_function(stage)  # every stage importable before anything is planned
     if export_exists is None:
+
         def export_exists(pair):  # every training stage of the launch has its finished export
             run_dir = Path(composer(pair).run_dir)
             return all((run_dir / s / STAGES[s].export).is_file() for s in launcher.stages if STAGES[s].training)
+
     transfers = parse_parents(chosen_parents(base.grid, pairs), pairs, export_exists)
     once = [s for s in launcher.stages if not STAGES[s].per_pair]
     per_pair = [s for s in launcher.stages if STAGES[s].per_pair]
     if once and launcher.stages[: len(once)] != once:
-        raise ValueError(f"launcher.stages={list(launcher.stages)}: stages run once for the grid "
-                         f"({', '.join(once)}) must come first")
+        raise ValueError(
+            f"launcher.stages={list(launcher.stages)}: stages run once for the grid ({', '.join(once)}) must come first"
+        )
     if launcher.kind == "local":
         for stage in launcher.stages:
             res = Resources.for_stage(cluster, stage)
             if res.nodes != 1:
-                raise ValueError(f"launcher.kind=local runs every element on this machine, but stage {stage} asks "
-                                 f"for cluster nodes={res.nodes}: set cluster.nodes=1 or use launcher=slurm")
+                raise ValueError(
+                    f"launcher.kind=local runs every element on this machine, but stage {stage} asks "
+                    f"for cluster nodes={res.nodes}: set cluster.nodes=1 or use launcher=slurm"
+                )
 
     arrays: list[ArrayPlan] = []
     for stage in once:
@@ -181,8 +195,9 @@ def build(overrides=(), config_path=None, export_exists: Callable[[FactorPair], 
                     cfg = RootConfig(**vars(cfg))
                     init = os.path.join(composer(link.parent).run_dir, stage)
                     cfg.train = dataclasses.replace(cfg.train, init_from=init)
-                elements.append(ElementSpec(stage, pair, link.parent if link else None, cfg, tuple(pairs),
-                                            launcher.max_requeues))
+                elements.append(
+                    ElementSpec(stage, pair, link.parent if link else None, cfg, tuple(pairs), launcher.max_requeues)
+                )
             deps = []
             if previous is not None:
                 deps.append(Dep("aftercorr", previous.key))

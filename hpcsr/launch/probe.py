@@ -82,15 +82,22 @@ def run(spec, info) -> dict:
     if info.rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
         # rows written after the checkpoint by an attempt that was killed are dropped
-        kept = [ln for ln in (log_path.read_text().splitlines() if log_path.is_file() else [])
-                if json.loads(ln)["step"] < step]
+        kept = [
+            ln
+            for ln in (log_path.read_text().splitlines() if log_path.is_file() else [])
+            if json.loads(ln)["step"] < step
+        ]
         write_text_atomic(log_path, "".join(ln + "\n" for ln in kept))
-        print(f"[probe] rank 0 of {info.world_size} ({info.source}): start at step {step}/{settings.steps}, "
-              f"attempt {attempt}", flush=True)
+        print(
+            f"[probe] rank 0 of {info.world_size} ({info.source}): start at step {step}/{settings.steps}, "
+            f"attempt {attempt}",
+            flush=True,
+        )
 
     caught: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
-                for sig in (signal.SIGUSR2, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in (signal.SIGUSR2, signal.SIGTERM)
+    }
 
     def save():
         if info.rank == 0:
@@ -102,23 +109,29 @@ def run(spec, info) -> dict:
                 if caught:
                     save()
                     name = signal.Signals(caught[0]).name
-                    print(f"[probe] rank {info.rank}: {name} at step {step}: checkpointed, asking for a requeue",
-                          flush=True)
+                    print(
+                        f"[probe] rank {info.rank}: {name} at step {step}: checkpointed, asking for a requeue",
+                        flush=True,
+                    )
                     return {"requeue": True, "step": step, "signal": name}
                 if attempt == 0 and step == settings.hold_at > 0:
                     _hold_for_signal(caught, info.rank, step)
                     continue
                 time.sleep(settings.step_s)
                 x, loss = _step(x, a, b, settings.lr)
-                log.write(json.dumps({"step": step, "loss": loss, "attempt": attempt,
-                                      "world_size": info.world_size}) + "\n")
+                log.write(
+                    json.dumps({"step": step, "loss": loss, "attempt": attempt, "world_size": info.world_size}) + "\n"
+                )
                 log.flush()
                 step += 1
                 if step % settings.checkpoint_every == 0:
                     save()
             save()
             if info.rank == 0:
-                write_json_atomic(folder / "export.json", {"x": x.tolist(), "steps": step, "seed": seed_of(cfg.seed, cfg.factor.s, cfg.factor.t)})
+                write_json_atomic(
+                    folder / "export.json",
+                    {"x": x.tolist(), "steps": step, "seed": seed_of(cfg.seed, cfg.factor.s, cfg.factor.t)},
+                )
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -40,14 +40,18 @@ def find_launch(folder, launch: str | None = None) -> Path:
     if launch is None:
         latest = folder / "latest"
         if not latest.is_file():
-            raise FileNotFoundError(f"no launch recorded in {folder}: submit one with `hpcsr-launch submit`, or "
-                                    "pass the launcher.folder you used (--folder PATH)")
+            raise FileNotFoundError(
+                f"no launch recorded in {folder}: submit one with `hpcsr-launch submit`, or "
+                "pass the launcher.folder you used (--folder PATH)"
+            )
         launch = latest.read_text().strip()
     path = folder / (f"{int(launch):04d}" if str(launch).isdigit() else str(launch))
     if not (path / "launch.json").is_file():
         known = sorted(p.name for p in folder.iterdir() if (p / "launch.json").is_file()) if folder.is_dir() else []
-        raise FileNotFoundError(f"launch {launch!r} has no record {path / 'launch.json'}; "
-                                f"known launches in {folder}: {', '.join(known) or 'none'}")
+        raise FileNotFoundError(
+            f"launch {launch!r} has no record {path / 'launch.json'}; "
+            f"known launches in {folder}: {', '.join(known) or 'none'}"
+        )
     return path
 
 

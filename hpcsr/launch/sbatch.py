@@ -57,12 +57,21 @@ def parameters(array: ArrayPlan, cluster, dep: Optional[str], setup: list[str]) 
         "signal_delay_s": cluster.signal_delay_s,
         "array_parallelism": cluster.array_parallelism,
         "wckey": None,
-        "additional_parameters": {"requeue": True, "kill-on-invalid-dep": "yes",
-                                  **{k: (True if v == "" else v) for k, v in cluster.sbatch_extra.items()}},
+        "additional_parameters": {
+            "requeue": True,
+            "kill-on-invalid-dep": "yes",
+            **{k: (True if v == "" else v) for k, v in cluster.sbatch_extra.items()},
+        },
     }
-    optional = {"gpus_per_node": res.gpus_per_node or None, "partition": res.partition, "account": res.account,
-                "qos": res.qos, "constraint": res.constraint, "dependency": dep,
-                "mem": None if res.mem_gb is None else _mem(res.mem_gb)}
+    optional = {
+        "gpus_per_node": res.gpus_per_node or None,
+        "partition": res.partition,
+        "account": res.account,
+        "qos": res.qos,
+        "constraint": res.constraint,
+        "dependency": dep,
+        "mem": None if res.mem_gb is None else _mem(res.mem_gb),
+    }
     params.update({k: v for k, v in optional.items() if v is not None})
     if setup:
         params["setup"] = list(setup)
@@ -78,11 +87,13 @@ def _mem(gb: float) -> str:
 def script(array: ArrayPlan, params: dict, folder, python: Optional[str]) -> str:
     """The batch script submitit writes for this array (same function, same parameters)."""
     size = len(array.elements)
-    return _make_sbatch_string(command=job_command(python, folder), folder=folder,
-                               map_count=size if size > 1 else None, **params)
+    return _make_sbatch_string(
+        command=job_command(python, folder), folder=folder, map_count=size if size > 1 else None, **params
+    )
 
 
 # ---- resources against sinfo ----------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class NodeInfo:
@@ -127,16 +138,30 @@ def read_sinfo() -> list[NodeInfo]:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as err:
-        raise RuntimeError(f"cannot run sinfo ({err}): is this a Slurm login node? Use launcher=local without Slurm, "
-                           "or set cluster.check_resources=false to skip the check") from None
+        raise RuntimeError(
+            f"cannot run sinfo ({err}): is this a Slurm login node? Use launcher=local without Slurm, "
+            "or set cluster.check_resources=false to skip the check"
+        ) from None
     if out.returncode != 0:
-        raise RuntimeError(f"sinfo failed ({out.stderr.strip()}): start the cluster (slurm/start.sh here) or set "
-                           "cluster.check_resources=false to skip the check")
+        raise RuntimeError(
+            f"sinfo failed ({out.stderr.strip()}): start the cluster (slurm/start.sh here) or set "
+            "cluster.check_resources=false to skip the check"
+        )
     nodes = []
     for line in out.stdout.splitlines():
         name, part, cpus, mem, gres, limit, avail = line.split("|")
-        nodes.append(NodeInfo(name, part.rstrip("*"), part.endswith("*"), int(cpus), int(re.sub(r"\D.*", "", mem) or 0),
-                              _gpus(gres), _minutes(limit), avail == "up"))
+        nodes.append(
+            NodeInfo(
+                name,
+                part.rstrip("*"),
+                part.endswith("*"),
+                int(cpus),
+                int(re.sub(r"\D.*", "", mem) or 0),
+                _gpus(gres),
+                _minutes(limit),
+                avail == "up",
+            )
+        )
     return nodes
 
 
@@ -147,32 +172,49 @@ def check_resources(array: ArrayPlan, nodes: list[NodeInfo]) -> None:
     if res.partition is None:
         partition = next((n.partition for n in nodes if n.default), None)
         if partition is None:
-            raise ValueError(f"array {array.key}: Slurm has no default partition; set cluster.partition to one of "
-                             f"{', '.join(parts)}")
+            raise ValueError(
+                f"array {array.key}: Slurm has no default partition; set cluster.partition to one of {', '.join(parts)}"
+            )
         where = f"the default partition '{partition}'"
     else:
         partition = res.partition
         where = f"partition '{partition}'"
         if partition not in parts:
-            raise ValueError(f"cluster.partition={partition!r} (array {array.key}) is not a partition of this cluster: "
-                             f"choose one of {', '.join(parts)} (sinfo)")
+            raise ValueError(
+                f"cluster.partition={partition!r} (array {array.key}) is not a partition of this cluster: "
+                f"choose one of {', '.join(parts)} (sinfo)"
+            )
     mine = [n for n in nodes if n.partition == partition]
     if not any(n.available for n in mine):
         raise ValueError(f"{where} is not up (sinfo): choose another partition or wait for the site")
-    fit = lambda n: (n.cpus >= res.tasks_per_node * res.cpus_per_task and n.gpus >= res.gpus_per_node  # noqa: E731
-                     and (res.mem_gb is None or n.mem_mb >= res.mem_gb * 1024))
-    need = (f"{res.tasks_per_node} ranks x {res.cpus_per_task} CPUs = {res.tasks_per_node * res.cpus_per_task} CPUs, "
-            f"{res.gpus_per_node} GPUs" + (f", {res.mem_gb:g} GB" if res.mem_gb else "") + " per node")
+
+    def fit(n):
+        return (
+            n.cpus >= res.tasks_per_node * res.cpus_per_task
+            and n.gpus >= res.gpus_per_node
+            and (res.mem_gb is None or n.mem_mb >= res.mem_gb * 1024)
+        )
+
+    need = (
+        f"{res.tasks_per_node} ranks x {res.cpus_per_task} CPUs = {res.tasks_per_node * res.cpus_per_task} CPUs, "
+        f"{res.gpus_per_node} GPUs" + (f", {res.mem_gb:g} GB" if res.mem_gb else "") + " per node"
+    )
     most = max(mine, key=lambda n: (n.cpus, n.gpus, n.mem_mb))
     if not any(fit(n) for n in mine):
-        raise ValueError(f"array {array.key} asks for {need}, but no node of {where} has that (largest: {most.cpus} "
-                         f"CPUs, {most.gpus} GPUs, {most.mem_mb // 1024} GB): lower cluster.tasks_per_node / "
-                         f"cpus_per_task / gpus_per_node / mem_gb, or choose another partition")
+        raise ValueError(
+            f"array {array.key} asks for {need}, but no node of {where} has that (largest: {most.cpus} "
+            f"CPUs, {most.gpus} GPUs, {most.mem_mb // 1024} GB): lower cluster.tasks_per_node / "
+            f"cpus_per_task / gpus_per_node / mem_gb, or choose another partition"
+        )
     count = len({n.name for n in mine if fit(n)})
     if res.nodes > count:
-        raise ValueError(f"array {array.key} asks for cluster.nodes={res.nodes} nodes with {need}, but {where} has "
-                         f"only {count} such node(s): lower cluster.nodes or choose another partition")
+        raise ValueError(
+            f"array {array.key} asks for cluster.nodes={res.nodes} nodes with {need}, but {where} has "
+            f"only {count} such node(s): lower cluster.nodes or choose another partition"
+        )
     limit = min((n.time_limit_min for n in mine if n.time_limit_min is not None), default=None)
     if limit is not None and res.time_min > limit:
-        raise ValueError(f"array {array.key} asks for cluster.time_min={res.time_min} minutes, but {where} allows "
-                         f"{limit}: lower cluster.time_min (elements continue after a requeue)")
+        raise ValueError(
+            f"array {array.key} asks for cluster.time_min={res.time_min} minutes, but {where} allows "
+            f"{limit}: lower cluster.time_min (elements continue after a requeue)"
+        )

@@ -12,8 +12,18 @@ from hpcsr.launch.sbatch import job_command
 from hpcsr.launch.stages import run_element
 
 # states after which an element will not run again
-FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
-                "DEADLINE", "PREEMPTED", "REVOKED"}
+FINAL_STATES = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+    "REVOKED",
+}
 
 
 class _Executor(submitit.SlurmExecutor):
@@ -66,8 +76,9 @@ def states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     return {j: out.get(j, ("UNKNOWN", "")) for j in job_ids}
 
 
-def release_requeued(current: dict[str, tuple[str, str]], held_since: dict[str, float], now: float,
-                     settle_s: float = 3.0) -> list[str]:
+def release_requeued(
+    current: dict[str, tuple[str, str]], held_since: dict[str, float], now: float, settle_s: float = 3.0
+) -> list[str]:
     """Start requeued elements now instead of after Slurm's ~2 min hold (pending, reason BeginTime).
     An element is released only `settle_s` after it was first seen held: slurmd refuses a job
     started within the second its previous run was killed ("Job credential revoked") and fails it.
@@ -91,4 +102,3 @@ def cancel(job_ids: list[str]) -> str:
         return ""
     out = _run(["scancel", *mains])
     return "" if out.returncode == 0 else out.stderr.strip()
-

@@ -21,8 +21,12 @@ def take(launch_dir: Path) -> Path:
         if spec is None or not spec.submodule_search_locations:
             continue
         source = Path(list(spec.submodule_search_locations)[0])
-        shutil.copytree(source, target / name, symlinks=False,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
+        shutil.copytree(
+            source,
+            target / name,
+            symlinks=False,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"),
+        )
     return target
 
 

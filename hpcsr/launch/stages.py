@@ -40,7 +40,9 @@ REQUEUE_EXIT_CODE = exits.JOB_REQUEUE
 class Stage:
     target: str  # "module:function" run by every rank
     per_pair: bool = True  # one element per factor pair (False: one element for the whole grid)
-    training: bool = False  # trains: in a transfer chain it waits for the parent and starts from its run (train.init_from)
+    training: bool = (
+        False  # trains: in a transfer chain it waits for the parent and starts from its run (train.init_from)
+    )
     train_stage: Optional[str] = None  # value of train.stage for this stage
     export: Optional[str] = None  # training: the finished run's export, relative to <run_dir>/<stage>/
     needs: tuple = ()  # modules the stage imports when it runs (checked when a plan is built)
@@ -61,8 +63,12 @@ def preprocess(spec: "ElementSpec", info) -> dict:
     """HR store and the grid's LR shards in data_dir (hpcsr-preprocess; resumable, MPI over the ranks)."""
     from preprocessing.cli import main
 
-    args = list(spec.cfg.launcher.preprocess) + ["--out", spec.cfg.data_dir,
-                                                  "--pairs", ",".join(f"{p.s}x{p.t}" for p in spec.pairs)]
+    args = list(spec.cfg.launcher.preprocess) + [
+        "--out",
+        spec.cfg.data_dir,
+        "--pairs",
+        ",".join(f"{p.s}x{p.t}" for p in spec.pairs),
+    ]
     code = main(args)
     if code != 0:
         raise RuntimeError(f"hpcsr-preprocess {' '.join(args)} failed with exit code {code} (its error is above)")
@@ -77,8 +83,10 @@ def train(spec: "ElementSpec", info) -> dict:
     if result.requeue:
         return {"requeue": True, "step": result.step, "samples_seen": result.samples_seen}
     if result.exit_code != 0:
-        raise RuntimeError(f"{spec.name}: training ended '{result.status}' (exit code {result.exit_code}) at step "
-                           f"{result.step}: {result.message}")
+        raise RuntimeError(
+            f"{spec.name}: training ended '{result.status}' (exit code {result.exit_code}) at step "
+            f"{result.step}: {result.message}"
+        )
     return {"step": result.step, "samples_seen": result.samples_seen, "export": str(result.export)}
 
 
@@ -95,8 +103,20 @@ def sample(spec: "ElementSpec", info) -> dict:
     last = end - np.timedelta64(1, "s")
     trained = "joint" if "joint" in cfg.launcher.stages else "diffusion"
     out = Path(cfg.run_dir) / "sample" / "ensemble.nc"
-    argv = ["--export", str(Path(cfg.run_dir) / trained), "--lr", shard, "--pair", f"{spec.pair.s},{spec.pair.t}",
-            "--time-range", str(start), str(last), "--out", str(out), *cfg.launcher.sample]
+    argv = [
+        "--export",
+        str(Path(cfg.run_dir) / trained),
+        "--lr",
+        shard,
+        "--pair",
+        f"{spec.pair.s},{spec.pair.t}",
+        "--time-range",
+        str(start),
+        str(last),
+        "--out",
+        str(out),
+        *cfg.launcher.sample,
+    ]
     summary = sample_run(argv)
     return {"ensemble": str(out), "summary": summary if info.rank == 0 else {}}
 
@@ -104,8 +124,9 @@ def sample(spec: "ElementSpec", info) -> dict:
 def stage_function(name: str):
     """Import the function of stage `name`; a clear error when it is unknown or not installed."""
     if name not in STAGES:
-        raise ValueError(f"stage {name!r} is not available in this installation: "
-                         f"available stages are {', '.join(STAGES)}")
+        raise ValueError(
+            f"stage {name!r} is not available in this installation: available stages are {', '.join(STAGES)}"
+        )
     module, func = STAGES[name].target.split(":")
     try:
         for needed in STAGES[name].needs:
@@ -113,8 +134,10 @@ def stage_function(name: str):
                 raise ImportError(f"no module named {needed!r}")
         return getattr(importlib.import_module(module), func)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"stage {name!r} needs {STAGES[name].target}, which cannot be imported ({err}); "
-                         "install the full package or drop the stage from launcher.stages") from None
+        raise ValueError(
+            f"stage {name!r} needs {STAGES[name].target}, which cannot be imported ({err}); "
+            "install the full package or drop the stage from launcher.stages"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -191,25 +214,34 @@ def _requeue(spec: ElementSpec, info, result: dict) -> None:
     requeue; a cancel (SIGTERM from scancel) does not."""
     done = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
     if done >= spec.max_requeues:
-        raise RuntimeError(f"{spec.name} asks for requeue number {done + 1} but launcher.max_requeues="
-                           f"{spec.max_requeues}: raise cluster.time_min (or launcher.max_requeues) so each "
-                           "attempt makes enough progress")
+        raise RuntimeError(
+            f"{spec.name} asks for requeue number {done + 1} but launcher.max_requeues="
+            f"{spec.max_requeues}: raise cluster.time_min (or launcher.max_requeues) so each "
+            "attempt makes enough progress"
+        )
     executor = os.environ.get("SUBMITIT_EXECUTOR")
     if executor == "slurm":
         job = os.environ["SLURM_JOB_ID"]
         state = _slurm_state(job)
         if state[0] in ("COMPLETING", "CANCELLED") and state[1] != "TimeLimit" and "Preempt" not in state[1]:
             # scancel by a person (or Slurm's own requeue) sends SIGTERM too: do not undo it
-            raise RuntimeError(f"{spec.name}: job {job} is ending ({'/'.join(state)}), not requeued; the checkpoint "
-                               f"is saved ({result}): resubmit the launch to resume")
+            raise RuntimeError(
+                f"{spec.name}: job {job} is ending ({'/'.join(state)}), not requeued; the checkpoint "
+                f"is saved ({result}): resubmit the launch to resume"
+            )
         if info.rank == 0:
             out = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
             # a negative code: scontrol itself was ended by the requeue it asked for (it runs in the job)
             if out.returncode > 0:
-                raise RuntimeError(f"{spec.name}: `scontrol requeue {job}` failed ({out.stderr.strip()}); the "
-                                   "checkpoint is saved: resubmit the same launch to resume")
-            print(f"[hpcsr-launch] {spec.name}: requeued job {job} (requeue {done + 1} of at most "
-                  f"{spec.max_requeues}) at {result}", flush=True)
+                raise RuntimeError(
+                    f"{spec.name}: `scontrol requeue {job}` failed ({out.stderr.strip()}); the "
+                    "checkpoint is saved: resubmit the same launch to resume"
+                )
+            print(
+                f"[hpcsr-launch] {spec.name}: requeued job {job} (requeue {done + 1} of at most "
+                f"{spec.max_requeues}) at {result}",
+                flush=True,
+            )
     elif executor != "local":
         raise RuntimeError(f"{spec.name} asks for a requeue but runs outside hpcsr-launch: run it again by hand")
     raise SystemExit(REQUEUE_EXIT_CODE)
@@ -226,8 +258,10 @@ def run_element(spec: ElementSpec) -> dict:
         previous = json.loads(marker.read_text())
         if previous.get("identity") == ident:
             if info.rank == 0:
-                print(f"[hpcsr-launch] {spec.name}: finished before with this configuration ({marker}); "
-                      "nothing to do", flush=True)
+                print(
+                    f"[hpcsr-launch] {spec.name}: finished before with this configuration ({marker}); nothing to do",
+                    flush=True,
+                )
             return {**previous.get("result", {}), "skipped": True}
     fn = stage_function(spec.stage)
     note_signals()  # instead of submitit's handler, which fails a job that is not "checkpointable"
@@ -240,8 +274,17 @@ def run_element(spec: ElementSpec) -> dict:
     if info.rank == 0:
         import hpcsr
 
-        write_json_atomic(marker, {"stage": spec.stage, "pair": spec.pair.name if spec.pair else None,
-                                   "identity": ident, "job": _job_label(), "result": result,
-                                   "started": started, "finished": time.time(),
-                                   "code": str(Path(hpcsr.__file__).resolve().parent)})
+        write_json_atomic(
+            marker,
+            {
+                "stage": spec.stage,
+                "pair": spec.pair.name if spec.pair else None,
+                "identity": ident,
+                "job": _job_label(),
+                "result": result,
+                "started": started,
+                "finished": time.time(),
+                "code": str(Path(hpcsr.__file__).resolve().parent),
+            },
+        )
     return result

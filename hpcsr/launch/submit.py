@@ -56,22 +56,31 @@ def scripts(plan: Plan, launch_dir: Path, code_dir: Path | None, ids: dict) -> d
     """{array key: (submitit parameters, batch script)} with dependencies on the given ids."""
     out = {}
     for array in plan.arrays:
-        params = sbatch.parameters(array, plan.base.cluster, sbatch.dependency(array.deps, ids),
-                                   _setup_lines(plan, code_dir))
+        params = sbatch.parameters(
+            array, plan.base.cluster, sbatch.dependency(array.deps, ids), _setup_lines(plan, code_dir)
+        )
         out[array.key] = (params, sbatch.script(array, params, launch_dir / array.key, python_command(plan)))
     return out
 
 
 def _array_record(array, job_ids: list[str], folder: Path, dependency: str | None) -> dict:
     return {
-        "key": array.key, "stage": array.stage, "level": array.level, "dependency": dependency,
+        "key": array.key,
+        "stage": array.stage,
+        "level": array.level,
+        "dependency": dependency,
         "job_id": job_ids[0].split("_")[0] if job_ids else None,
-        "elements": [{
-            "pair": e.pair.name if e.pair else None, "parent": e.parent.name if e.parent else None,
-            "run_dir": e.cfg.run_dir, "job_id": jid,
-            "stdout": str(JobPaths(folder, job_id=jid, task_id=0).stdout) if jid else None,
-            "stderr": str(JobPaths(folder, job_id=jid, task_id=0).stderr) if jid else None,
-        } for e, jid in zip(array.elements, job_ids or [None] * len(array.elements))],
+        "elements": [
+            {
+                "pair": e.pair.name if e.pair else None,
+                "parent": e.parent.name if e.parent else None,
+                "run_dir": e.cfg.run_dir,
+                "job_id": jid,
+                "stdout": str(JobPaths(folder, job_id=jid, task_id=0).stdout) if jid else None,
+                "stderr": str(JobPaths(folder, job_id=jid, task_id=0).stderr) if jid else None,
+            }
+            for e, jid in zip(array.elements, job_ids or [None] * len(array.elements))
+        ],
     }
 
 
@@ -81,9 +90,16 @@ def submit(plan: Plan) -> Path:
     launcher = plan.base.launcher
     launch_dir = new_launch_dir(launcher.folder)
     code_dir = snapshot.take(launch_dir) if launcher.snapshot else snapshot.live_root()
-    record = {"launch": launch_dir.name, "backend": plan.kind, "overrides": plan.overrides,
-              "pairs": [p.name for p in plan.pairs], "code": str(code_dir) if code_dir else None, "snapshot": launcher.snapshot,
-              "complete": False, "arrays": []}
+    record = {
+        "launch": launch_dir.name,
+        "backend": plan.kind,
+        "overrides": plan.overrides,
+        "pairs": [p.name for p in plan.pairs],
+        "code": str(code_dir) if code_dir else None,
+        "snapshot": launcher.snapshot,
+        "complete": False,
+        "arrays": [],
+    }
     write_json_atomic(launch_dir / "launch.json", record)
     if plan.kind == "slurm":
         _submit_slurm(plan, launch_dir, code_dir, record)
@@ -106,9 +122,12 @@ def _submit_slurm(plan: Plan, launch_dir: Path, code_dir: Path | None, record: d
             done = ", ".join(f"{a['key']} (job {a['job_id']})" for a in record["arrays"]) or "nothing"
             record["error"] = f"{array.key}: {err}"
             write_json_atomic(launch_dir / "launch.json", record)
-            hint = (f"cancel them with `hpcsr-launch cancel --folder {launch_dir.parent} --launch {launch_dir.name}`, "
-                    "or fix the cause and submit again (finished elements are skipped, partial ones resume)"
-                    if record["arrays"] else "fix the cause and submit again")
+            hint = (
+                f"cancel them with `hpcsr-launch cancel --folder {launch_dir.parent} --launch {launch_dir.name}`, "
+                "or fix the cause and submit again (finished elements are skipped, partial ones resume)"
+                if record["arrays"]
+                else "fix the cause and submit again"
+            )
             raise SubmitError(f"{err}\nsubmitted before the failure: {done}; {hint}") from None
         ids[array.key] = (job_ids[0].split("_")[0], len(job_ids))
         record["arrays"].append(_array_record(array, job_ids, folder, dep))
@@ -120,25 +139,44 @@ def _submit_local(plan: Plan, launch_dir: Path, code_dir: Path | None, record: d
     arrays = []
     for array in plan.arrays:
         res = array.resources
-        params = {"timeout_min": res.time_min, "tasks_per_node": res.tasks_per_node,
-                  "gpus_per_node": res.gpus_per_node, "signal_delay_s": cluster.signal_delay_s}
+        params = {
+            "timeout_min": res.time_min,
+            "tasks_per_node": res.tasks_per_node,
+            "gpus_per_node": res.gpus_per_node,
+            "signal_delay_s": cluster.signal_delay_s,
+        }
         if cluster.setup:
             params["setup"] = list(cluster.setup)
-        arrays.append({"key": array.key, "folder": str(launch_dir / array.key), "specs": array.elements,
-                       "deps": [(d.kind, d.array, d.indices) for d in array.deps], "params": params,
-                       "parallelism": cluster.array_parallelism, "python": python_command(plan)})
+        arrays.append(
+            {
+                "key": array.key,
+                "folder": str(launch_dir / array.key),
+                "specs": array.elements,
+                "deps": [(d.kind, d.array, d.indices) for d in array.deps],
+                "params": params,
+                "parallelism": cluster.array_parallelism,
+                "python": python_command(plan),
+            }
+        )
         record["arrays"].append(_array_record(array, [], launch_dir / array.key, None))
     local_queue.write_plan(launch_dir, arrays)
     env = dict(os.environ)
     if code_dir is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code_dir), env.get("PYTHONPATH")]))
     with open(launch_dir / local_queue.LOG_FILE, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "hpcsr.launch.local_queue", str(launch_dir)], env=env,
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hpcsr.launch.local_queue", str(launch_dir)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     record["local_queue_pid"] = proc.pid
 
 
 # ---- states, wait, cancel -------------------------------------------------------------------------
+
 
 def element_states(launch_dir: Path, record: dict | None = None) -> list[dict]:
     """One row per element: array, index, pair, job_id, state, reason, stdout."""
@@ -146,8 +184,18 @@ def element_states(launch_dir: Path, record: dict | None = None) -> list[dict]:
     rows = []
     for array in record["arrays"]:
         for i, e in enumerate(array["elements"]):
-            rows.append({"array": array["key"], "index": i, "pair": e["pair"] or "all", "parent": e["parent"],
-                         "job_id": e["job_id"], "state": "UNKNOWN", "reason": "", "stdout": e["stdout"]})
+            rows.append(
+                {
+                    "array": array["key"],
+                    "index": i,
+                    "pair": e["pair"] or "all",
+                    "parent": e["parent"],
+                    "job_id": e["job_id"],
+                    "state": "UNKNOWN",
+                    "reason": "",
+                    "stdout": e["stdout"],
+                }
+            )
     if record["backend"] == "slurm":
         current = slurm_backend.states([r["job_id"] for r in rows if r["job_id"]])
         for r in rows:
@@ -157,8 +205,12 @@ def element_states(launch_dir: Path, record: dict | None = None) -> list[dict]:
         state = json.loads(path.read_text())["elements"] if path.is_file() else {}
         for r in rows:
             entry = state.get(local_queue.element_key(r["array"], r["index"]), {})
-            r.update(state=entry.get("state", "UNKNOWN"), reason=entry.get("reason", ""),
-                     job_id=entry.get("job_id"), stdout=entry.get("stdout"))
+            r.update(
+                state=entry.get("state", "UNKNOWN"),
+                reason=entry.get("reason", ""),
+                job_id=entry.get("job_id"),
+                stdout=entry.get("stdout"),
+            )
         pid = record.get("local_queue_pid")
         if pid and not _alive(pid):  # the queue died: what it left unfinished will not run
             for r in rows:
@@ -222,8 +274,12 @@ def cancel(launch_dir: Path) -> str:
     started, limit = time.monotonic(), 6 * local_queue.STOP_GRACE_S
     while _alive(pid):
         if time.monotonic() - started > limit:
-            raise RuntimeError(f"local queue {pid} still runs {limit:g} s after SIGTERM: see "
-                               f"{launch_dir / local_queue.LOG_FILE}; end it with `kill -9 {pid}`")
+            raise RuntimeError(
+                f"local queue {pid} still runs {limit:g} s after SIGTERM: see "
+                f"{launch_dir / local_queue.LOG_FILE}; end it with `kill -9 {pid}`"
+            )
         time.sleep(0.1)
-    return (f"stopped local queue {pid} and its elements in {time.monotonic() - started:.1f} s "
-            f"(log: {launch_dir / local_queue.LOG_FILE})")
+    return (
+        f"stopped local queue {pid} and its elements in {time.monotonic() - started:.1f} s "
+        f"(log: {launch_dir / local_queue.LOG_FILE})"
+    )

@@ -80,7 +80,11 @@ class WindowAttention(nn.Module):
     def forward(self, x):
         N, C, H, W = x.shape
         q, k, v = self.qkv(self.norm(x)).chunk(3, dim=1)
-        q = q.reshape(N, self.heads, C // self.heads, H * W).permute(0, 3, 1, 2).reshape(N * H * W, self.heads, 1, C // self.heads)
+        q = (
+            q.reshape(N, self.heads, C // self.heads, H * W)
+            .permute(0, 3, 1, 2)
+            .reshape(N * H * W, self.heads, 1, C // self.heads)
+        )
         o = F.scaled_dot_product_attention(q, self._neighbours(k), self._neighbours(v))
         o = o.reshape(N, H * W, C).transpose(1, 2).reshape(N, C, H, W)
         return x + self.out(o)

@@ -22,7 +22,9 @@ class ModelConfig:
     upsample: typing.Literal["bicubic", "bilinear", "nearest"] = "bicubic"  # LR -> HR grid interpolation
     schedule: typing.Literal["linear", "cosine", "sigmoid"] = "linear"  # beta schedule (cosine ignores beta_end)
     diffusion_steps: int = 1000  # steps of the forward noising chain
-    residual_scale: float = 1.0  # extra factor on the measured residual std: the diffusion runs on (hr - mean) / (std * this)
+    residual_scale: float = (
+        1.0  # extra factor on the measured residual std: the diffusion runs on (hr - mean) / (std * this)
+    )
 
     def __post_init__(self):
         self.widths = tuple(self.widths)
@@ -30,9 +32,13 @@ class ModelConfig:
         if not self.widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.widths):
             raise ValueError(f"model.widths={list(self.widths)} must be a non-empty list of positive integers")
         if self.heads < 1 or any(w % self.heads for w in self.widths):
-            raise ValueError(f"model.heads={self.heads} must divide every width in {list(self.widths)}: pick a common divisor")
+            raise ValueError(
+                f"model.heads={self.heads} must divide every width in {list(self.widths)}: pick a common divisor"
+            )
         if len(self.windows) != len(self.widths):
-            raise ValueError(f"model.windows={list(self.windows)} needs one entry per level ({len(self.widths)} widths)")
+            raise ValueError(
+                f"model.windows={list(self.windows)} needs one entry per level ({len(self.widths)} widths)"
+            )
         if any(w < 1 or w % 2 == 0 for w in self.windows):
             raise ValueError(f"model.windows={list(self.windows)} must be odd and >= 1 (1 = no spatial attention)")
         for key in ("blocks_per_level", "emb_dim", "diffusion_steps"):

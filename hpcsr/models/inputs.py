@@ -33,18 +33,26 @@ def check_hr_like(name: str, x: torch.Tensor, lr: torch.Tensor, s: int, t: int) 
     B, frames, Y, X = x.shape
     for side in (Y, X):
         if side % s:
-            raise ValueError(f"{name} patch side {side} is not divisible by s={s}: use a patch of {side - side % s} or {side - side % s + s}")
+            raise ValueError(
+                f"{name} patch side {side} is not divisible by s={s}: use a patch of {side - side % s} or {side - side % s + s}"
+            )
     if frames != t:
-        raise ValueError(f"{name} has {frames} frames but the factor pair has t={t}: give the t={t} HR frames under the target LR frame")
+        raise ValueError(
+            f"{name} has {frames} frames but the factor pair has t={t}: give the t={t} HR frames under the target LR frame"
+        )
     expected = (lr.shape[0], t, lr.shape[2] * s, lr.shape[3] * s)
     if tuple(x.shape) != expected:
-        raise ValueError(f"{name} shape {tuple(x.shape)} does not match lr {tuple(lr.shape)} with s={s}, t={t}: expected {expected}")
+        raise ValueError(
+            f"{name} shape {tuple(x.shape)} does not match lr {tuple(lr.shape)} with s={s}, t={t}: expected {expected}"
+        )
 
 
 def check_static(static, lr: torch.Tensor, s: int, channels: int) -> None:
     if channels == 0:
         if static is not None:
-            raise ValueError("static fields were given but model.static_channels=0: set model.static_channels or drop them")
+            raise ValueError(
+                "static fields were given but model.static_channels=0: set model.static_channels or drop them"
+            )
         return
     expected = (lr.shape[0], channels, lr.shape[2] * s, lr.shape[3] * s)
     if static is None or tuple(static.shape) != expected:

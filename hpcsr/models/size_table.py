@@ -84,8 +84,12 @@ def main(argv=None) -> None:
     cfg = ModelConfig.tiny() if args.tiny else ModelConfig()
     for pair in PAPER_PAIRS:
         if args.patch is not None and args.patch % pair.s:
-            parser.error(f"--patch {args.patch} is not a multiple of s={pair.s} (pair {pair.name}): pick a multiple of every s")
-    print(f"model {'tiny' if args.tiny else 'default'}: widths {list(cfg.widths)}, heads {cfg.heads}, windows {list(cfg.windows)}; GF = GFLOP per sample")
+            parser.error(
+                f"--patch {args.patch} is not a multiple of s={pair.s} (pair {pair.name}): pick a multiple of every s"
+            )
+    print(
+        f"model {'tiny' if args.tiny else 'default'}: widths {list(cfg.widths)}, heads {cfg.heads}, windows {list(cfg.windows)}; GF = GFLOP per sample"
+    )
     rows = [pair_sizes(cfg, p.s, p.t, args.patch) for p in PAPER_PAIRS]
     print(format_table(rows))
 

@@ -74,8 +74,9 @@ class SRModel(nn.Module):
         for lr, hr in batches:
             check_hr_like("hr", hr, lr, self.s, self.t)
             residual = (hr.float() - self.predict_mean(lr, static).float())[torch.isfinite(hr)].double()
-            total += torch.stack([torch.tensor(float(residual.numel()), dtype=torch.float64), residual.sum(),
-                                  residual.pow(2).sum()])
+            total += torch.stack(
+                [torch.tensor(float(residual.numel()), dtype=torch.float64), residual.sum(), residual.pow(2).sum()]
+            )
         n, sum_, sq = total.tolist()
         value = math.sqrt(max(sq - sum_ * sum_ / n, 0.0) / (n - 1)) if n > 1 else 0.0
         self.residual_std.fill_(value if math.isfinite(value) and value > 1e-6 else 1.0)
@@ -105,7 +106,17 @@ class SRModel(nn.Module):
         return masked_mse(v, v_from_x0_eps(residual, eps, a, sigma), valid)
 
     @torch.no_grad()
-    def sample(self, lr, members: int, sampler: str = "ddim", steps: int = 50, eta: float = 0.0, generator=None, mean=None, static=None):
+    def sample(
+        self,
+        lr,
+        members: int,
+        sampler: str = "ddim",
+        steps: int = 50,
+        eta: float = 0.0,
+        generator=None,
+        mean=None,
+        static=None,
+    ):
         """`members` samples per item: mean + residual, (B, members, t, Y, X), before
         denormalisation, relu and the mass transform. 'ddim' (`steps` steps, noise `eta`) and
         'dpmpp2m' (`steps` steps, deterministic, more accurate at few steps) are fast; 'ddpm' (the

@@ -17,8 +17,18 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-METRES = {"m": 1.0, "metre": 1.0, "metres": 1.0, "meter": 1.0, "meters": 1.0, "km": 1000.0, "kilometre": 1000.0,
-          "kilometres": 1000.0, "kilometer": 1000.0, "kilometers": 1000.0}
+METRES = {
+    "m": 1.0,
+    "metre": 1.0,
+    "metres": 1.0,
+    "meter": 1.0,
+    "meters": 1.0,
+    "km": 1000.0,
+    "kilometre": 1000.0,
+    "kilometres": 1000.0,
+    "kilometer": 1000.0,
+    "kilometers": 1000.0,
+}
 RTOL = 0.01
 
 
@@ -49,8 +59,10 @@ def grid_mismatches(grid: dict, seq) -> list[str]:
                 continue
             a, b = here, trained
         if abs(a - b) > RTOL * b:
-            found.append(f"HR pixel {here:g} {units} along {axis} in the input (LR cell / s), "
-                         f"{trained:g} {grid['units']} in the training data")
+            found.append(
+                f"HR pixel {here:g} {units} along {axis} in the input (LR cell / s), "
+                f"{trained:g} {grid['units']} in the training data"
+            )
     return found
 
 
@@ -59,21 +71,30 @@ def check_grid(export, seq, allow_other_grid: bool = False) -> None:
     training data; with allow_other_grid, log the difference and go on."""
     grid = export.metadata.get("data_grid")
     if grid is None:
-        log.warning("export %s does not record its training grid (written before it did): the input's grid and "
-                    "step are not checked against it", export.path)
+        log.warning(
+            "export %s does not record its training grid (written before it did): the input's grid and "
+            "step are not checked against it",
+            export.path,
+        )
         return
     found = grid_mismatches(grid, seq)
     if not found:
         return
     what = "; ".join(found)
     if allow_other_grid:
-        log.warning("input %s differs from the training data of %s (%s): sampling anyway (--allow-other-grid)",
-                    seq.source.get("path", "?"), export.path, what)
+        log.warning(
+            "input %s differs from the training data of %s (%s): sampling anyway (--allow-other-grid)",
+            seq.source.get("path", "?"),
+            export.path,
+            what,
+        )
         return
-    raise ValueError(f"input {seq.source.get('path', '?')} does not match the training data of export {export.path}: "
-                     f"{what}. An input made for another factor pair or from another product would be sampled on "
-                     f"scales the model never learned: give an input on the training grid, or pass "
-                     f"--allow-other-grid to sample anyway")
+    raise ValueError(
+        f"input {seq.source.get('path', '?')} does not match the training data of export {export.path}: "
+        f"{what}. An input made for another factor pair or from another product would be sampled on "
+        f"scales the model never learned: give an input on the training grid, or pass "
+        f"--allow-other-grid to sample anyway"
+    )
 
 
 def check_has_data(seq, targets: np.ndarray) -> None:
@@ -81,7 +102,9 @@ def check_has_data(seq, targets: np.ndarray) -> None:
     block by block and stops at the first finite value (cheap when the input has data)."""
     wanted = np.flatnonzero(np.isin(seq.times, targets))
     for start in range(0, len(wanted), 64):
-        if np.isfinite(seq.read(wanted[start:start + 64])).any():
+        if np.isfinite(seq.read(wanted[start : start + 64])).any():
             return
-    raise ValueError(f"input {seq.source.get('path', '?')} has no value in the {len(targets)} LR block(s) to sample "
-                     "(all missing): check the file, its fill value or --time-range")
+    raise ValueError(
+        f"input {seq.source.get('path', '?')} has no value in the {len(targets)} LR block(s) to sample "
+        "(all missing): check the file, its fill value or --time-range"
+    )

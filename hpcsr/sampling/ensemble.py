@@ -69,8 +69,12 @@ class SampleConfig:
     steps: int = 10  # sampler steps (ignored by 'ddpm'); DPM-Solver++(2M) is accurate at 10 (benchmarks/sample.py)
     eta: float = 0.0  # DDIM noise (0 deterministic given the start noise, 1 ancestral)
     seed: int = 0  # base seed of the per-(member, time) generators
-    mass: str | None = None  # mass-transform scale: image, frame, cell or none (None: the export's recipe, cell by default)
-    mass_mode: str | None = None  # mass-transform mode (see hpcsr.mass; None: smooth at cell scale, else multiplicative)
+    mass: str | None = (
+        None  # mass-transform scale: image, frame, cell or none (None: the export's recipe, cell by default)
+    )
+    mass_mode: str | None = (
+        None  # mass-transform mode (see hpcsr.mass; None: smooth at cell scale, else multiplicative)
+    )
     mass_region: int | None = None  # image scale: exact regions of this side in LR cells (None: blended sampling tiles)
     tile: int | None = None  # HR tile side, multiple of s (None: the recipe's patch)
     overlap: int | None = None  # HR overlap of neighbouring tiles, multiple of s (None: ~1/4 tile)
@@ -113,17 +117,21 @@ def target_times(seq: LRSequence, time_range=None) -> np.ndarray:
     off = (seq.times - seq.times[0]) % block
     if off.any():
         bad = seq.times[np.flatnonzero(off)[0]].astype("datetime64[s]")
-        raise ValueError(f"LR block time {bad} is off the regular {block // 60} min block axis that starts at "
-                         f"{seq.times[0].astype('datetime64[s]')}: LR times must be block ends, t={seq.pair.t} HR steps apart")
+        raise ValueError(
+            f"LR block time {bad} is off the regular {block // 60} min block axis that starts at "
+            f"{seq.times[0].astype('datetime64[s]')}: LR times must be block ends, t={seq.pair.t} HR steps apart"
+        )
     times = np.arange(seq.times[0], seq.times[-1] + 1, block, dtype=np.int64)
     if time_range is not None:
         start, end = (int(np.datetime64(v, "s").astype(np.int64)) for v in time_range)
         first_step = times - (seq.pair.t - 1) * seq.hr_step_s
         times = times[(first_step >= start) & (times <= end)]
         if len(times) == 0:
-            raise ValueError(f"no LR block lies inside --time-range {time_range[0]} .. {time_range[1]}: the input covers "
-                             f"{(seq.times[0] - seq.block_s + seq.hr_step_s).astype('datetime64[s]')} .. "
-                             f"{seq.times[-1].astype('datetime64[s]')}")
+            raise ValueError(
+                f"no LR block lies inside --time-range {time_range[0]} .. {time_range[1]}: the input covers "
+                f"{(seq.times[0] - seq.block_s + seq.hr_step_s).astype('datetime64[s]')} .. "
+                f"{seq.times[-1].astype('datetime64[s]')}"
+            )
     return times
 
 
@@ -144,8 +152,10 @@ class EnsembleSampler:
         self.normaliser = export.normaliser
         self.s, self.t = self.recipe.pair.s, self.recipe.pair.t
         if self.model.cfg.static_channels:
-            raise ValueError(f"export {export.path} needs {self.model.cfg.static_channels} static fields; hpcsr sample "
-                             "has no static input yet: use an export trained with model.static_channels=0")
+            raise ValueError(
+                f"export {export.path} needs {self.model.cfg.static_channels} static fields; hpcsr sample "
+                "has no static input yet: use an export trained with model.static_channels=0"
+            )
         self.past = self.recipe.context
         self.frames = self.model.frames  # context + future frames
         tile = cfg.tile if cfg.tile is not None else self.recipe.patch
@@ -158,8 +168,12 @@ class EnsembleSampler:
         if not isinstance(self.steps, int) or not 1 <= self.steps <= schedule.steps:
             raise ValueError(f"steps={cfg.steps!r} must be an integer in 1..{schedule.steps} (the schedule's length)")
         if "denoiser" not in export.metadata.get("trained", ["denoiser"]):
-            log.warning("export %s is stage %r: its denoiser was not trained, members are the mean plus untrained "
-                        "residuals; use the diffusion (or joint) stage's export", export.path, export.metadata.get("stage"))
+            log.warning(
+                "export %s is stage %r: its denoiser was not trained, members are the mean plus untrained "
+                "residuals; use the diffusion (or joint) stage's export",
+                export.path,
+                export.metadata.get("stage"),
+            )
 
     # ------------------------------------------------------------------ inputs
 
@@ -208,8 +222,11 @@ class EnsembleSampler:
         conds = []
         for first, count in self.batches():
             lr_up, lr_valid = prepare_lr(self.tiles_of(lr_z, first, count, hr=False), self.s, self.model.cfg.upsample)
-            conds.append(self.model.denoiser.encode(lr_up, lr_valid, None, self.tiles_of(mean, first, count, hr=True),
-                                                    self.model.target))
+            conds.append(
+                self.model.denoiser.encode(
+                    lr_up, lr_valid, None, self.tiles_of(mean, first, count, hr=True), self.model.target
+                )
+            )
         return conds
 
     @torch.no_grad()
@@ -254,8 +271,15 @@ class EnsembleSampler:
         if R is None:
             out = torch.zeros_like(x)
             for first, count in self.batches():
-                tiles = conserve(self.tiles_of(x, first, count, hr=True), self.tiles_of(lr, first, count, hr=False),
-                                 s, self.t, fn, "image", cfg.mass_mode)
+                tiles = conserve(
+                    self.tiles_of(x, first, count, hr=True),
+                    self.tiles_of(lr, first, count, hr=False),
+                    s,
+                    self.t,
+                    fn,
+                    "image",
+                    cfg.mass_mode,
+                )
                 self.blender.blend(tiles, first, out)
             return conserve(out, lr, s, self.t, MassFunction(), "frame")  # a rescale by ~1: the exact domain total
         out = torch.empty_like(x)
@@ -263,7 +287,9 @@ class EnsembleSampler:
         for r0 in range(0, ny, R):
             for c0 in range(0, nx, R):
                 ys, xs = slice(r0 * s, min(r0 + R, ny) * s), slice(c0 * s, min(c0 + R, nx) * s)
-                out[:, ys, xs] = conserve(x[:, ys, xs], lr[:, r0:r0 + R, c0:c0 + R], s, self.t, fn, "image", cfg.mass_mode)
+                out[:, ys, xs] = conserve(
+                    x[:, ys, xs], lr[:, r0 : r0 + R, c0 : c0 + R], s, self.t, fn, "image", cfg.mass_mode
+                )
         return out
 
     def to_mm(self, z: torch.Tensor, lr_mm: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -279,22 +305,44 @@ class EnsembleSampler:
         cfg = self.cfg
         fn = self.recipe.mass
         return {
-            "factor_pair": self.recipe.pair.name, "factor_s": self.s, "factor_t": self.t,
-            "model_export": str(self.export.path), "model_config_hash": meta.get("config_hash", ""),
-            "model_stage": meta.get("stage", ""), "model_step": meta.get("step", -1),
-            "model_lineage": meta.get("lineage", []), "model_config": meta.get("model", {}),
-            "model_recipe": {**meta.get("recipe", {}), "mass": {"power": fn.power, "offset": fn.offset, "cap": str(fn.cap)}},
+            "factor_pair": self.recipe.pair.name,
+            "factor_s": self.s,
+            "factor_t": self.t,
+            "model_export": str(self.export.path),
+            "model_config_hash": meta.get("config_hash", ""),
+            "model_stage": meta.get("stage", ""),
+            "model_step": meta.get("step", -1),
+            "model_lineage": meta.get("lineage", []),
+            "model_config": meta.get("model", {}),
+            "model_recipe": {
+                **meta.get("recipe", {}),
+                "mass": {"power": fn.power, "offset": fn.offset, "cap": str(fn.cap)},
+            },
             "model_normalisation": {k: v for k, v in meta.get("normalisation", {}).items() if k != "stats"},
-            "context_frames": self.recipe.context, "future_frames": self.frames - self.recipe.context,
-            "sampler": cfg.sampler, "sampler_steps": self.steps, "eta": cfg.eta, "seed": cfg.seed,
+            "context_frames": self.recipe.context,
+            "future_frames": self.frames - self.recipe.context,
+            "sampler": cfg.sampler,
+            "sampler_steps": self.steps,
+            "eta": cfg.eta,
+            "seed": cfg.seed,
             "seed_rule": "member m at target block end tau: torch generator seeded from "
-                         "numpy SeedSequence(seed, spawn_key=(m, tau seconds since 1970))",
-            "mass_scale": cfg.mass, "mass_mode": cfg.mass_mode, "mass_function": fn.label,
+            "numpy SeedSequence(seed, spawn_key=(m, tau seconds since 1970))",
+            "mass_scale": cfg.mass,
+            "mass_mode": cfg.mass_mode,
+            "mass_function": fn.label,
             "mass_region_cells": (cfg.mass_region or 0) if cfg.mass == "image" else 0,
-            "mass_image_rule": ("sampling tiles, blended, domain total exact" if cfg.mass_region is None
-                                else "exact partition in regions") if cfg.mass == "image" else "",
-            "tile": self.layout.tile, "overlap": self.layout.overlap, "blend_window": cfg.window,
-            "tiles_per_frame": len(self.layout), "context_policy": cfg.context,
+            "mass_image_rule": (
+                "sampling tiles, blended, domain total exact"
+                if cfg.mass_region is None
+                else "exact partition in regions"
+            )
+            if cfg.mass == "image"
+            else "",
+            "tile": self.layout.tile,
+            "overlap": self.layout.overlap,
+            "blend_window": cfg.window,
+            "tiles_per_frame": len(self.layout),
+            "context_policy": cfg.context,
             "config": asdict(cfg),
         }
 
@@ -326,29 +374,48 @@ def _gather(results: torch.Tensor, slots: int, rank: int, world: int, group) -> 
     import torch.distributed as dist
 
     padded = torch.full((slots, *results.shape[1:]), float("nan"))
-    padded[:len(results)] = results
+    padded[: len(results)] = results
     gathered = [torch.empty_like(padded) for _ in range(world)] if rank == 0 else None
     dist.gather(padded, gathered, dst=0, group=group)
     return gathered or []
 
 
-def sample_sequence(sampler: EnsembleSampler, times: np.ndarray, writer=None, rank: int = 0, world: int = 1,
-                    group=None, progress: bool = True) -> dict:
+def sample_sequence(
+    sampler: EnsembleSampler,
+    times: np.ndarray,
+    writer=None,
+    rank: int = 0,
+    world: int = 1,
+    group=None,
+    progress: bool = True,
+) -> dict:
     """Sample every (target, member) of `times`, split over `world` ranks; rank 0 writes each chunk
     through `writer` and gets the counts of masked values back (other ranks get {})."""
     t, M, past = sampler.t, sampler.cfg.members, sampler.past
     Y, X = sampler.layout.hr_shape
     chunk = chunk_size(sampler.cfg, world)
     starts = range(0, len(times), chunk)
-    counts = dict.fromkeys(("absent_target_blocks", "masked_target_cells", "targets_with_incomplete_context",
-                            "absent_context_frames", "masked_pixels_per_member"), 0)
+    counts = dict.fromkeys(
+        (
+            "absent_target_blocks",
+            "masked_target_cells",
+            "targets_with_incomplete_context",
+            "absent_context_frames",
+            "masked_pixels_per_member",
+        ),
+        0,
+    )
     counts = {"target_blocks": len(times), **counts}
     present = set(int(v) for v in sampler.seq.times)
-    mine_total = sum(len(range(rank, len(times[c:c + chunk]) * M, world)) for c in starts)
-    bar = tqdm(total=mine_total, desc="sampling" if world == 1 else "sampling (rank 0's share)", unit="member",
-               disable=not progress or rank != 0)
+    mine_total = sum(len(range(rank, len(times[c : c + chunk]) * M, world)) for c in starts)
+    bar = tqdm(
+        total=mine_total,
+        desc="sampling" if world == 1 else "sampling (rank 0's share)",
+        unit="member",
+        disable=not progress or rank != 0,
+    )
     for c in starts:
-        block = times[c:c + chunk]
+        block = times[c : c + chunk]
         lr_np, absent = sampler.context_frames(block)
         lr_mm = torch.from_numpy(lr_np).to(sampler.device)
         lr_z = sampler.normaliser.forward(lr_mm)
@@ -363,7 +430,7 @@ def sample_sequence(sampler: EnsembleSampler, times: np.ndarray, writer=None, ra
             continue
         members = np.empty((M, len(block) * t, Y, X), np.float32)
         for u, (n, m) in enumerate(units):  # unit u was rank u % world's (u // world)-th
-            members[m, n * t:(n + 1) * t] = gathered[u % world][u // world].numpy()
+            members[m, n * t : (n + 1) * t] = gathered[u % world][u // world].numpy()
         mean = np.concatenate([sampler.to_mm(means[n], lr_mm[n], masks[n]).cpu().numpy() for n in range(len(block))])
         masked = np.concatenate([masks[n].sum(dim=(-2, -1)).cpu().numpy() for n in range(len(block))]).astype(np.int32)
         if writer is not None:

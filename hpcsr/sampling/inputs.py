@@ -62,8 +62,10 @@ class LRSequence:
 def _seconds(values, path) -> np.ndarray:
     values = np.asarray(values)
     if not np.issubdtype(values.dtype, np.datetime64):
-        raise ValueError(f"{path}: time values of type {values.dtype} (a model calendar such as noleap or 360_day, or no time "
-                         "units): radar input needs the standard, gregorian or proleptic_gregorian calendar")
+        raise ValueError(
+            f"{path}: time values of type {values.dtype} (a model calendar such as noleap or 360_day, or no time "
+            "units): radar input needs the standard, gregorian or proleptic_gregorian calendar"
+        )
     return values.astype("datetime64[s]").astype(np.int64)
 
 
@@ -90,11 +92,19 @@ def _hr_step_seconds(ds: xr.Dataset, da: xr.DataArray, times: np.ndarray, per: i
     if interval is not None:
         return 60 * _step_minutes(interval, f"interval_minutes of {path}")
     if len(times) < 2:
-        raise ValueError(f"{path} has a single time step and no interval_minutes attribute: pass --hr-step-minutes MINUTES")
+        raise ValueError(
+            f"{path} has a single time step and no interval_minutes attribute: pass --hr-step-minutes MINUTES"
+        )
     spacing = int(np.diff(times).min())
     if spacing % per:
-        raise ValueError(f"{path}: time spacing {spacing} s is not divisible by t={per}: pass --hr-step-minutes MINUTES")
-    log.info("%s: no interval_minutes attribute; HR step inferred as %d min from the time spacing", path, spacing // per // 60)
+        raise ValueError(
+            f"{path}: time spacing {spacing} s is not divisible by t={per}: pass --hr-step-minutes MINUTES"
+        )
+    log.info(
+        "%s: no interval_minutes attribute; HR step inferred as %d min from the time spacing",
+        path,
+        spacing // per // 60,
+    )
     return spacing // per
 
 
@@ -118,8 +128,10 @@ def _open_precip(path) -> tuple[xr.Dataset, xr.DataArray]:
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot open {path} as netCDF: {err}") from err
     if VARIABLE not in ds.data_vars:
-        raise ValueError(f"{path} has no variable {VARIABLE!r} (it has {sorted(ds.data_vars)}): "
-                         "give a CF netCDF with precip(time, y, x) in mm")
+        raise ValueError(
+            f"{path} has no variable {VARIABLE!r} (it has {sorted(ds.data_vars)}): "
+            "give a CF netCDF with precip(time, y, x) in mm"
+        )
     da = ds[VARIABLE]
     if set(da.dims) != {"time", "y", "x"}:
         raise ValueError(f"{path}: {VARIABLE} has dims {da.dims}, expected (time, y, x)")
@@ -155,15 +167,19 @@ def open_lr_netcdf(path, pair: FactorPair, hr_step_minutes: int | None = None) -
     ds, da = _open_precip(path)
     declared = ds.attrs.get("factor_pair")
     if declared is not None and FactorPair.parse(declared) != pair:
-        raise ValueError(f"{path} declares factor pair {FactorPair.parse(declared).name} but the export is "
-                         f"{pair.name}: use an export of {FactorPair.parse(declared).name} or the matching LR file")
+        raise ValueError(
+            f"{path} declares factor pair {FactorPair.parse(declared).name} but the export is "
+            f"{pair.name}: use an export of {FactorPair.parse(declared).name} or the matching LR file"
+        )
     times = _seconds(da["time"].values, path)
     _check_times(times, path)
     step = _hr_step_seconds(ds, da, times, pair.t, path, hr_step_minutes)
     coords = {}
     for dim in ("y", "x"):
         if dim not in da.coords:
-            raise ValueError(f"{path}: {VARIABLE} has no {dim} coordinate (LR cell centres): add it so the HR grid can be placed")
+            raise ValueError(
+                f"{path}: {VARIABLE} has no {dim} coordinate (LR cell centres): add it so the HR grid can be placed"
+            )
         # a single-cell axis takes its spacing from pixel_size_x / pixel_size_y (LR cell side; y north-up: rows go south)
         size = ds.attrs.get(f"pixel_size_{dim}")
         spacing = None if size is None else float(size) * (-1 if dim == "y" else 1)
@@ -173,17 +189,29 @@ def open_lr_netcdf(path, pair: FactorPair, hr_step_minutes: int | None = None) -
     def read(positions):
         return np.asarray(values[np.asarray(positions)].values, dtype=np.float32)
 
-    return LRSequence(read, times, step, pair, (da.sizes["y"], da.sizes["x"]), coords["x"], coords["y"],
-                      _coord_attrs(da, "x"), _coord_attrs(da, "y"), _grid_mapping(ds, da),
-                      {"kind": "lr-netcdf", "path": str(path)})
+    return LRSequence(
+        read,
+        times,
+        step,
+        pair,
+        (da.sizes["y"], da.sizes["x"]),
+        coords["x"],
+        coords["y"],
+        _coord_attrs(da, "x"),
+        _coord_attrs(da, "y"),
+        _grid_mapping(ds, da),
+        {"kind": "lr-netcdf", "path": str(path)},
+    )
 
 
 def open_shard(path, pair: FactorPair) -> LRSequence:
     """The LR blocks of a shard written by `hpcsr-preprocess`."""
     shard = Shard(path)
     if shard.pair != pair:
-        raise ValueError(f"shard {path} holds factor pair {shard.pair.name} but the export is {pair.name}: "
-                         f"give the shard shards/{pair.name}.h5 or an export trained for {shard.pair.name}")
+        raise ValueError(
+            f"shard {path} holds factor pair {shard.pair.name} but the export is {pair.name}: "
+            f"give the shard shards/{pair.name}.h5 or an export trained for {shard.pair.name}"
+        )
     times = np.asarray(shard.time_s, np.int64)
     _check_times(times, path)
     x0, dx, _, y0, _, dy = shard.lr_transform
@@ -196,14 +224,26 @@ def open_shard(path, pair: FactorPair) -> LRSequence:
     def read(positions):
         return np.asarray(shard.lr[np.asarray(positions)], dtype=np.float32)
 
-    return LRSequence(read, times, 60 * shard.interval_minutes, pair, (ny, nx), x_hr, y_hr, x_attrs, y_attrs,
-                      {"name": "crs", "crs_wkt": shard.crs_wkt, "spatial_ref": shard.crs_wkt, "proj4": shard.crs_proj4},
-                      {"kind": "lr-shard", "path": str(path)})
+    return LRSequence(
+        read,
+        times,
+        60 * shard.interval_minutes,
+        pair,
+        (ny, nx),
+        x_hr,
+        y_hr,
+        x_attrs,
+        y_attrs,
+        {"name": "crs", "crs_wkt": shard.crs_wkt, "spatial_ref": shard.crs_wkt, "proj4": shard.crs_proj4},
+        {"kind": "lr-shard", "path": str(path)},
+    )
 
 
 def _projection_attrs(units: tuple[str, str]) -> tuple[dict, dict]:
-    return ({"units": units[0], "standard_name": "projection_x_coordinate", "axis": "X"},
-            {"units": units[1], "standard_name": "projection_y_coordinate", "axis": "Y"})
+    return (
+        {"units": units[0], "standard_name": "projection_x_coordinate", "axis": "X"},
+        {"units": units[1], "standard_name": "projection_y_coordinate", "axis": "Y"},
+    )
 
 
 @dataclass
@@ -234,18 +274,36 @@ def _hr_netcdf(path, hr_step_minutes) -> _HRSource:
             log.warning("%s has no %s coordinate: the output uses cell indices", path, dim)
             coords[dim] = np.arange(da.sizes[dim], dtype=np.float64)
     values = da.variable
-    return _HRSource(times, step, coords["x"], coords["y"], _coord_attrs(da, "x"), _coord_attrs(da, "y"),
-                     _grid_mapping(ds, da), lambda i0, i1: np.asarray(values[i0:i1].values, np.float32), "hr-netcdf")
+    return _HRSource(
+        times,
+        step,
+        coords["x"],
+        coords["y"],
+        _coord_attrs(da, "x"),
+        _coord_attrs(da, "y"),
+        _grid_mapping(ds, da),
+        lambda i0, i1: np.asarray(values[i0:i1].values, np.float32),
+        "hr-netcdf",
+    )
 
 
 def _hr_store(path, hr_step_minutes) -> _HRSource:
     store = HRStore(path)
-    step = 60 * (_step_minutes(hr_step_minutes, "--hr-step-minutes") if hr_step_minutes is not None else store.interval_minutes)
+    step = 60 * (
+        _step_minutes(hr_step_minutes, "--hr-step-minutes") if hr_step_minutes is not None else store.interval_minutes
+    )
     x_attrs, y_attrs = _projection_attrs(store_units(path))
-    return _HRSource(np.asarray(store.time_s, np.int64), step, np.asarray(store.x, np.float64),
-                     np.asarray(store.y, np.float64), x_attrs, y_attrs,
-                     {"name": "crs", "crs_wkt": store.crs_wkt, "spatial_ref": store.crs_wkt, "proj4": store.crs_proj4},
-                     lambda i0, i1: store.read(i0, i1), "hr-store")
+    return _HRSource(
+        np.asarray(store.time_s, np.int64),
+        step,
+        np.asarray(store.x, np.float64),
+        np.asarray(store.y, np.float64),
+        x_attrs,
+        y_attrs,
+        {"name": "crs", "crs_wkt": store.crs_wkt, "spatial_ref": store.crs_wkt, "proj4": store.crs_proj4},
+        lambda i0, i1: store.read(i0, i1),
+        "hr-store",
+    )
 
 
 def open_hr_coarsened(path, pair: FactorPair, hr_step_minutes: int | None = None, phase_minutes: int = 0) -> LRSequence:
@@ -258,14 +316,18 @@ def open_hr_coarsened(path, pair: FactorPair, hr_step_minutes: int | None = None
     if Yc == 0 or Xc == 0:
         raise ValueError(f"{path}: HR grid {Y} x {X} is smaller than one LR cell of s={s}: give a larger domain")
     if (Yc, Xc) != (Y, X):
-        note = f"HR grid {Y} x {X} is not divisible by s={s}: cropped to {Yc} x {Xc} (bottom rows / right columns dropped)"
+        note = (
+            f"HR grid {Y} x {X} is not divisible by s={s}: cropped to {Yc} x {Xc} (bottom rows / right columns dropped)"
+        )
         log.warning("%s: %s", path, note)
         notes.append(note)
     step = src.step_s
     block = step * t
     phase = 60 * phase_minutes
     if len(src.times) > 1 and np.any((src.times - src.times[0]) % step):
-        raise ValueError(f"{path}: time steps are not multiples of the {step // 60} min HR step: check interval_minutes")
+        raise ValueError(
+            f"{path}: time steps are not multiples of the {step // 60} min HR step: check interval_minutes"
+        )
     # block k covers the HR steps ending at end_k - (t-1)*step .. end_k, with (end_k - t*step - phase) % block == 0
     first_start = src.times[0] - step
     k0 = -((phase - first_start) // block)  # first block starting at or after first_start
@@ -282,7 +344,9 @@ def open_hr_coarsened(path, pair: FactorPair, hr_step_minutes: int | None = None
     ends = ends[np.asarray(keep, bool)]
     present = [p for p, k in zip(present, keep) if k]
     if len(ends) == 0:
-        raise ValueError(f"{path}: no whole block of t={t} HR steps (phase {phase_minutes} min): give a longer sequence")
+        raise ValueError(
+            f"{path}: no whole block of t={t} HR steps (phase {phase_minutes} min): give a longer sequence"
+        )
     incomplete = sum(any(i is None for i in frames) for frames in present)
     if incomplete:
         note = f"{incomplete} blocks lack some HR steps: their LR is NaN (missing)"
@@ -303,16 +367,28 @@ def open_hr_coarsened(path, pair: FactorPair, hr_step_minutes: int | None = None
             out[n] = coarsen(hr, s, t)[0]
         return out
 
-    return LRSequence(read, ends, step, pair, (Yc // s, Xc // s), src.x[:Xc], src.y[:Yc], src.x_attrs, src.y_attrs,
-                      src.crs, {"kind": f"{src.kind}-coarsened", "path": str(path), "notes": notes,
-                                "phase_minutes": phase_minutes})
+    return LRSequence(
+        read,
+        ends,
+        step,
+        pair,
+        (Yc // s, Xc // s),
+        src.x[:Xc],
+        src.y[:Yc],
+        src.x_attrs,
+        src.y_attrs,
+        src.crs,
+        {"kind": f"{src.kind}-coarsened", "path": str(path), "notes": notes, "phase_minutes": phase_minutes},
+    )
 
 
 def open_lr(path, pair: FactorPair, hr_step_minutes: int | None = None) -> LRSequence:
     """An LR input: a shard (hpcsr HDF5) or an LR netCDF."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"LR input {path} does not exist: give an LR netCDF precip(time, y, x) or a shard s{{s}}_t{{t}}.h5")
+        raise FileNotFoundError(
+            f"LR input {path} does not exist: give an LR netCDF precip(time, y, x) or a shard s{{s}}_t{{t}}.h5"
+        )
     if _is_hpcsr_file(path, SHARD_FORMAT):
         return open_shard(path, pair)
     return open_lr_netcdf(path, pair, hr_step_minutes)
@@ -321,5 +397,7 @@ def open_lr(path, pair: FactorPair, hr_step_minutes: int | None = None) -> LRSeq
 def open_hr(path, pair: FactorPair, hr_step_minutes: int | None = None, phase_minutes: int = 0) -> LRSequence:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"HR input {path} does not exist: give an HR netCDF precip(time, y, x) or an HR store hr.h5")
+        raise FileNotFoundError(
+            f"HR input {path} does not exist: give an HR netCDF precip(time, y, x) or an HR store hr.h5"
+        )
     return open_hr_coarsened(path, pair, hr_step_minutes, phase_minutes)

@@ -50,7 +50,7 @@ def ramp(size: int, overlap: int, rise_start: bool, rise_end: bool, window: str)
     if rise_start:
         w[:overlap] = rise
     if rise_end:
-        w[size - overlap:] = torch.minimum(w[size - overlap:], rise.flip(0))
+        w[size - overlap :] = torch.minimum(w[size - overlap :], rise.flip(0))
     return w
 
 
@@ -68,14 +68,20 @@ class TileLayout:
     def __post_init__(self):
         s = self.s
         if self.tile < s or self.tile % s:
-            raise ValueError(f"tile={self.tile} HR pixels must be a positive multiple of s={s}: "
-                             f"use {max(s, self.tile - self.tile % s)} (the recipe's patch is the natural choice)")
+            raise ValueError(
+                f"tile={self.tile} HR pixels must be a positive multiple of s={s}: "
+                f"use {max(s, self.tile - self.tile % s)} (the recipe's patch is the natural choice)"
+            )
         if self.overlap < 0 or self.overlap % s:
-            raise ValueError(f"overlap={self.overlap} HR pixels must be a non-negative multiple of s={s}: "
-                             f"use {self.overlap - self.overlap % s} or {self.overlap - self.overlap % s + s}")
+            raise ValueError(
+                f"overlap={self.overlap} HR pixels must be a non-negative multiple of s={s}: "
+                f"use {self.overlap - self.overlap % s} or {self.overlap - self.overlap % s + s}"
+            )
         if 2 * self.overlap > self.tile:
-            raise ValueError(f"overlap={self.overlap} is more than half the tile ({self.tile}): "
-                             f"use at most {self.tile // (2 * s) * s}")
+            raise ValueError(
+                f"overlap={self.overlap} is more than half the tile ({self.tile}): "
+                f"use at most {self.tile // (2 * s) * s}"
+            )
         if self.window not in WINDOWS:
             raise ValueError(f"blend window {self.window!r} unknown: use one of {', '.join(WINDOWS)}")
         if self.ny < 1 or self.nx < 1:

@@ -43,8 +43,19 @@ def attr_value(value):
 class EnsembleWriter:
     """Rank 0's writer: `write(first_step, members, mean, masked)` per chunk, then `close(attrs)`."""
 
-    def __init__(self, path, members: int, times_s: np.ndarray, x: np.ndarray, y: np.ndarray,
-                 x_attrs: dict, y_attrs: dict, crs: dict, hr_step_minutes: int, attrs: dict):
+    def __init__(
+        self,
+        path,
+        members: int,
+        times_s: np.ndarray,
+        x: np.ndarray,
+        y: np.ndarray,
+        x_attrs: dict,
+        y_attrs: dict,
+        crs: dict,
+        hr_step_minutes: int,
+        attrs: dict,
+    ):
         self.path = Path(path)
         self._target = AtomicPath(self.path)
         ds = netCDF4.Dataset(self._target.tmp, "w", format="NETCDF4")
@@ -69,15 +80,41 @@ class EnsembleWriter:
             v = ds.createVariable("crs", "i4", ())
             v.setncatts(grid_mapping)
         chunks = (1, 1, min(Y, CHUNK_SIDE), min(X, CHUNK_SIDE))
-        self.precip = ds.createVariable("precip", "f4", ("time", "member", "y", "x"), zlib=True, complevel=1,
-                                        shuffle=True, chunksizes=chunks, fill_value=np.float32(np.nan))
-        self.precip.setncatts(cf.precip_attrs(hr_step_minutes, f"precipitation over the {hr_step_minutes} minutes ending "
-                                              "at time, ensemble member (mean + sampled residual, relu, mass transform)",
-                                              bool(grid_mapping)))
-        self.mean = ds.createVariable("precip_mean", "f4", ("time", "y", "x"), zlib=True, complevel=1, shuffle=True,
-                                      chunksizes=chunks[1:], fill_value=np.float32(np.nan))
-        self.mean.setncatts(cf.precip_attrs(hr_step_minutes, "mean network prediction (relu, mass transform), no sampled "
-                                            "residual", bool(grid_mapping)))
+        self.precip = ds.createVariable(
+            "precip",
+            "f4",
+            ("time", "member", "y", "x"),
+            zlib=True,
+            complevel=1,
+            shuffle=True,
+            chunksizes=chunks,
+            fill_value=np.float32(np.nan),
+        )
+        self.precip.setncatts(
+            cf.precip_attrs(
+                hr_step_minutes,
+                f"precipitation over the {hr_step_minutes} minutes ending "
+                "at time, ensemble member (mean + sampled residual, relu, mass transform)",
+                bool(grid_mapping),
+            )
+        )
+        self.mean = ds.createVariable(
+            "precip_mean",
+            "f4",
+            ("time", "y", "x"),
+            zlib=True,
+            complevel=1,
+            shuffle=True,
+            chunksizes=chunks[1:],
+            fill_value=np.float32(np.nan),
+        )
+        self.mean.setncatts(
+            cf.precip_attrs(
+                hr_step_minutes,
+                "mean network prediction (relu, mass transform), no sampled residual",
+                bool(grid_mapping),
+            )
+        )
         self.masked = ds.createVariable("masked_pixels", "i4", ("time",))
         self.masked.long_name = "HR pixels set to NaN in this step (missing LR input), the same for every member"
         ds.setncatts({k: attr_value(a) for k, a in attrs.items()})
@@ -85,9 +122,9 @@ class EnsembleWriter:
     def write(self, first_step: int, members: np.ndarray, mean: np.ndarray, masked: np.ndarray) -> None:
         """members (M, n, Y, X), mean (n, Y, X), masked (n,) for HR steps first_step .. first_step+n-1."""
         n = mean.shape[0]
-        self.precip[first_step:first_step + n] = np.swapaxes(members, 0, 1)
-        self.mean[first_step:first_step + n] = mean
-        self.masked[first_step:first_step + n] = masked
+        self.precip[first_step : first_step + n] = np.swapaxes(members, 0, 1)
+        self.mean[first_step : first_step + n] = mean
+        self.masked[first_step : first_step + n] = masked
 
     def close(self, attrs: dict) -> Path:
         """Add the final attributes, flush, and move the file into place."""
@@ -103,4 +140,3 @@ class EnsembleWriter:
         except RuntimeError:
             pass
         self._target.discard()
-

@@ -33,8 +33,9 @@ def run(cfg) -> RunResult:
     logger = logging.getLogger("hpcsr")
     if not logger.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(f"[%(asctime)s rank {info.rank}] %(levelname)s %(name)s: %(message)s",
-                                               "%H:%M:%S"))
+        handler.setFormatter(
+            logging.Formatter(f"[%(asctime)s rank {info.rank}] %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+        )
         logger.addHandler(handler)
     logger.setLevel(logging.INFO if info.rank == 0 else logging.WARNING)
     trainer = Trainer(cfg, info, stop)

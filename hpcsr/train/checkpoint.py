@@ -258,12 +258,21 @@ class CheckpointManager:
                 started = time.perf_counter()
                 bad = self.verify(info)
                 if bad is None:
-                    log.info("checkpoint %s verified (SHA-256 of %d files in %.2f s)", info.tag,
-                             len(info.marker.get("sha256", {})), time.perf_counter() - started)
+                    log.info(
+                        "checkpoint %s verified (SHA-256 of %d files in %.2f s)",
+                        info.tag,
+                        len(info.marker.get("sha256", {})),
+                        time.perf_counter() - started,
+                    )
                     choice = [info]
                     break
-                log.warning("checkpoint %s: %s does not match its SHA-256 in %s (damaged): falling back to the "
-                            "previous checkpoint", info.path, bad, MARKER)
+                log.warning(
+                    "checkpoint %s: %s does not match its SHA-256 in %s (damaged): falling back to the "
+                    "previous checkpoint",
+                    info.path,
+                    bad,
+                    MARKER,
+                )
         if dist.is_available() and dist.is_initialized() and self.world_size > 1:
             dist.broadcast_object_list(choice, src=0)
         return choice[0]
@@ -318,8 +327,15 @@ class CheckpointManager:
                 listed = [p for p in sorted(path.rglob("*")) if p.is_file()]
                 files = {str(p.relative_to(path)): p.stat().st_size for p in listed}
                 sha = {str(p.relative_to(path)): digests.get(str(p.resolve())) or file_sha256(p) for p in listed}
-                marker = {"format": MARKER_FORMAT, "step": step, "tag": tag, "world_size": self.world_size,
-                          "files": files, "sha256": sha, **marker_extra}
+                marker = {
+                    "format": MARKER_FORMAT,
+                    "step": step,
+                    "tag": tag,
+                    "world_size": self.world_size,
+                    "files": files,
+                    "sha256": sha,
+                    **marker_extra,
+                }
                 write_json_atomic(path / MARKER, marker, default=str)
             except OSError as err:
                 error = err
@@ -356,7 +372,7 @@ class CheckpointManager:
         done = self.complete()
         if not done:
             return
-        keep = {c.path for c in done[-self.keep:]}
+        keep = {c.path for c in done[-self.keep :]}
         newest = done[-1].step
         for step, path in self._tags():
             if path not in keep and step <= newest:
@@ -372,7 +388,10 @@ class CheckpointManager:
 
     def needs_universal(self, info: CheckpointInfo, zero_stage: int) -> bool:
         """True when `info` was written by another world size or ZeRO stage."""
-        return int(info.marker["world_size"]) != self.world_size or int(info.marker.get("zero_stage", zero_stage)) != zero_stage
+        return (
+            int(info.marker["world_size"]) != self.world_size
+            or int(info.marker.get("zero_stage", zero_stage)) != zero_stage
+        )
 
     def universal_path(self, info: CheckpointInfo) -> Path:
         return self.root / UNIVERSAL_DIR / info.tag
@@ -390,17 +409,24 @@ class CheckpointManager:
                 log.error("converting %s to a universal checkpoint failed: %s", info.path, err)
         errors = _agree_errors(error)
         if errors:
-            raise RuntimeError(f"cannot resume {info.path} on world size {self.world_size}: the conversion to a "
-                               f"DeepSpeed universal checkpoint failed ({'; '.join(errors)}); resume on "
-                               f"{info.marker['world_size']} ranks instead")
+            raise RuntimeError(
+                f"cannot resume {info.path} on world size {self.world_size}: the conversion to a "
+                f"DeepSpeed universal checkpoint failed ({'; '.join(errors)}); resume on "
+                f"{info.marker['world_size']} ranks instead"
+            )
         return target.parent
 
     def load(self, engine, info: CheckpointInfo, universal: bool) -> dict:
         """Collective: load model, optimizer, schedule and client state; restore this rank's RNG
         when the world size is unchanged. Returns DeepSpeed's client state."""
         load_dir = self.universal_path(info).parent if universal else self.root
-        path, client_state = engine.load_checkpoint(str(load_dir), tag=info.tag, load_module_strict=True,
-                                                    load_optimizer_states=True, load_lr_scheduler_states=True)
+        path, client_state = engine.load_checkpoint(
+            str(load_dir),
+            tag=info.tag,
+            load_module_strict=True,
+            load_optimizer_states=True,
+            load_lr_scheduler_states=True,
+        )
         if path is None:
             raise RuntimeError(f"DeepSpeed could not load checkpoint {info.tag} from {load_dir}")
         rng_file = info.path / f"rank_{self.rank:05d}.pt"
@@ -418,8 +444,15 @@ def convert_to_universal(tag_path: Path, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    args = argparse.Namespace(input_folder=str(tag_path), output_folder=str(tmp), num_extract_workers=1,
-                              num_merge_workers=1, keep_temp_folder=False, strict=True, inject_missing_state=True)
+    args = argparse.Namespace(
+        input_folder=str(tag_path),
+        output_folder=str(tmp),
+        num_extract_workers=1,
+        num_merge_workers=1,
+        keep_temp_folder=False,
+        strict=True,
+        inject_missing_state=True,
+    )
     with contextlib.redirect_stdout(io.StringIO()):
         ds_to_universal(args)
     with contextlib.suppress(FileNotFoundError):
@@ -428,5 +461,6 @@ def convert_to_universal(tag_path: Path, target: Path) -> None:
         _remove_tree(target)
     os.sync()  # the converted files reach the disk before the folder gets its final name and marker
     os.replace(tmp, target)
-    write_json_atomic(target / MARKER, {"format": MARKER_FORMAT, "source": str(tag_path), "universal": True,
-                                        "files": {}}, default=str)
+    write_json_atomic(
+        target / MARKER, {"format": MARKER_FORMAT, "source": str(tag_path), "universal": True, "files": {}}, default=str
+    )

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 class TrainConfig:
     """What is trained, for how long, and how progress is saved and reported."""
 
-    stage: typing.Literal["mean", "diffusion", "joint"] = "mean"  # mean net alone, denoiser on a frozen mean (CorrDiff), or both (author)
+    stage: typing.Literal["mean", "diffusion", "joint"] = (
+        "mean"  # mean net alone, denoiser on a frozen mean (CorrDiff), or both (author)
+    )
     steps: int = 1000  # optimiser steps in total (skipped non-finite steps count)
     lr: float = 1e-4  # peak learning rate (AdamW)
     warmup_steps: int = 100  # linear warm-up from 0, then cosine decay
@@ -21,8 +23,12 @@ class TrainConfig:
     checkpoint_every: int = 100  # steps between DeepSpeed checkpoints (a signal or the end also saves)
     keep_checkpoints: int = 2  # complete checkpoints kept (older ones deleted)
     export_every: int = 0  # steps between milestone fp32 exports (0: only the final export)
-    init_from: typing.Optional[str] = None  # export (model.pt) or run stage folder to initialise from (ignored on resume)
-    mean_from: typing.Optional[str] = None  # diffusion stage: the mean stage's export (None: <run_dir>/mean/export/model.pt)
+    init_from: typing.Optional[str] = (
+        None  # export (model.pt) or run stage folder to initialise from (ignored on resume)
+    )
+    mean_from: typing.Optional[str] = (
+        None  # diffusion stage: the mean stage's export (None: <run_dir>/mean/export/model.pt)
+    )
     log_every: int = 10  # steps between metric records (JSONL, CSV, TensorBoard)
     val_every: int = 100  # steps between validation losses on the fixed val patches (0: off)
     max_bad_steps: int = 5  # consecutive non-finite losses (each skipped) after which the run stops
@@ -60,9 +66,13 @@ class DeepSpeedConfig:
     precision: typing.Literal["fp32", "bf16"] = "fp32"  # training precision (bf16 keeps fp32 master weights)
     gradient_accumulation: int = 1  # micro-batches per optimiser step
     gradient_clipping: float = 1.0  # max global gradient norm (0: off)
-    activation_checkpointing: bool = False  # recompute the UNet blocks' activations in backward (less memory, ~30 % more compute)
+    activation_checkpointing: bool = (
+        False  # recompute the UNet blocks' activations in backward (less memory, ~30 % more compute)
+    )
     param_persistence_threshold: int = 100000  # ZeRO-3: parameters with fewer elements stay whole on every rank
-    bucket_size: int = 500000000  # elements per gradient reduce / allgather bucket (capped at the trainable parameter count)
+    bucket_size: int = (
+        500000000  # elements per gradient reduce / allgather bucket (capped at the trainable parameter count)
+    )
 
     def __post_init__(self):
         if self.gradient_accumulation < 1:

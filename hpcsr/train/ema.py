@@ -50,16 +50,21 @@ class ShardedEMA:
 
     def full_state(self) -> dict:
         """{'decay', 'updates', 'weights': {name: whole fp32 tensor}}; collective under ZeRO-3."""
-        return {"decay": self.decay, "updates": self.updates,
-                "weights": {n: self._gather(p, a) for n, p, a in zip(self.names, self.params, self.shadow)}}
+        return {
+            "decay": self.decay,
+            "updates": self.updates,
+            "weights": {n: self._gather(p, a) for n, p, a in zip(self.names, self.params, self.shadow)},
+        }
 
     @torch.no_grad()
     def load_full_state(self, state: dict) -> None:
         weights = state["weights"]
         missing = sorted(set(self.names) - set(weights))
         if missing:
-            raise KeyError(f"EMA state lacks {len(missing)} tensors (e.g. {missing[0]}): the checkpoint was made for "
-                           "another model; resume in a fresh run folder")
+            raise KeyError(
+                f"EMA state lacks {len(missing)} tensors (e.g. {missing[0]}): the checkpoint was made for "
+                "another model; resume in a fresh run folder"
+            )
         for i, (n, p) in enumerate(zip(self.names, self.params)):
             whole = weights[n].float()
             if _is_partitioned(p):
@@ -67,7 +72,7 @@ class ShardedEMA:
                 start = dist.get_rank() * size
                 flat = torch.zeros(size * dist.get_world_size(), dtype=torch.float32)
                 flat[: whole.numel()] = whole.flatten()
-                self.shadow[i] = flat[start: start + size].clone()
+                self.shadow[i] = flat[start : start + size].clone()
             else:
                 if whole.shape != p.shape:
                     raise ValueError(f"EMA tensor {n} has shape {tuple(whole.shape)}, the model {tuple(p.shape)}")

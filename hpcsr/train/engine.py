@@ -72,8 +72,9 @@ def build_engine(module: torch.nn.Module, cfg, load_universal: bool = False, fre
     factor = functools.partial(warmup_cosine, warmup=tc.warmup_steps, total=tc.steps, floor=tc.min_lr_ratio)
     named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
     groups, factors = param_groups(named, freeze, factor, strip="model.")
-    optimizer = torch.optim.AdamW([{"params": g} for g in groups], lr=tc.lr, betas=tuple(tc.betas),
-                                  weight_decay=tc.weight_decay, foreach=False)
+    optimizer = torch.optim.AdamW(
+        [{"params": g} for g in groups], lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay, foreach=False
+    )
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     config = deepspeed_config(cfg, load_universal, sum(p.numel() for p in params), world)

@@ -66,19 +66,34 @@ def code_version() -> dict:
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:
-    return {"s": recipe.pair.s, "t": recipe.pair.t, "context": recipe.context, "beta_start": recipe.beta_start,
-            "beta_end": recipe.beta_end, "mass": dataclasses.asdict(recipe.mass), "patch": recipe.patch,
-            "published": recipe.published, "mass_scale": recipe.mass_scale}
+    return {
+        "s": recipe.pair.s,
+        "t": recipe.pair.t,
+        "context": recipe.context,
+        "beta_start": recipe.beta_start,
+        "beta_end": recipe.beta_end,
+        "mass": dataclasses.asdict(recipe.mass),
+        "patch": recipe.patch,
+        "published": recipe.published,
+        "mass_scale": recipe.mass_scale,
+    }
 
 
 def recipe_from_dict(d: dict) -> Recipe:
-    return Recipe(FactorPair(int(d["s"]), int(d["t"])), int(d["context"]), float(d["beta_start"]),
-                  float(d["beta_end"]), MassFunction(**d["mass"]), int(d["patch"]), bool(d["published"]),
-                  str(d.get("mass_scale", "image")))  # exports made before the scale was recorded sampled 'image'
+    return Recipe(
+        FactorPair(int(d["s"]), int(d["t"])),
+        int(d["context"]),
+        float(d["beta_start"]),
+        float(d["beta_end"]),
+        MassFunction(**d["mass"]),
+        int(d["patch"]),
+        bool(d["published"]),
+        str(d.get("mass_scale", "image")),
+    )  # exports made before the scale was recorded sampled 'image'
 
 
 def strip_prefix(state_dict: dict, prefix: str) -> dict:
-    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
+    return {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
 
 
 def consolidated_fp32(checkpoint_root: Path, tag: str) -> dict:
@@ -94,9 +109,12 @@ def write_export(path, state_dict: dict, metadata: dict, raw_state_dict: dict | 
     """Write an export (torch file + JSON metadata beside it), each atomically. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {"format": EXPORT_FORMAT, "format_version": EXPORT_VERSION,
-            "state_dict": {k: v.detach().float().cpu().contiguous() for k, v in state_dict.items()},
-            "metadata": metadata}
+    blob = {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_VERSION,
+        "state_dict": {k: v.detach().float().cpu().contiguous() for k, v in state_dict.items()},
+        "metadata": metadata,
+    }
     if raw_state_dict is not None:
         blob["raw_state_dict"] = {k: v.detach().float().cpu().contiguous() for k, v in raw_state_dict.items()}
     buffer = io.BytesIO()
@@ -104,8 +122,9 @@ def write_export(path, state_dict: dict, metadata: dict, raw_state_dict: dict | 
     data = buffer.getvalue()
     with AtomicPath(path) as tmp:
         tmp.write_bytes(data)
-    write_json_atomic(path.with_suffix(".json"), {**metadata, "file_sha256": hashlib.sha256(data).hexdigest()},
-                      default=str)
+    write_json_atomic(
+        path.with_suffix(".json"), {**metadata, "file_sha256": hashlib.sha256(data).hexdigest()}, default=str
+    )
     return path
 
 
@@ -115,8 +134,10 @@ def resolve_export(path) -> Path:
     for candidate in (path, path / FINAL_NAME, path / EXPORT_DIR / FINAL_NAME):
         if candidate.is_file():
             return candidate
-    raise ExportError(f"no export at {path} (looked for {path}, {path / FINAL_NAME}, {path / EXPORT_DIR / FINAL_NAME}): "
-                      "point to a model.pt written by `hpcsr train`, or train that stage first")
+    raise ExportError(
+        f"no export at {path} (looked for {path}, {path / FINAL_NAME}, {path / EXPORT_DIR / FINAL_NAME}): "
+        "point to a model.pt written by `hpcsr train`, or train that stage first"
+    )
 
 
 @dataclass(frozen=True)
@@ -174,19 +195,25 @@ def load_export(path) -> Export:
     data = path.read_bytes()
     expected = _recorded_digest(path)
     if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-        raise ExportError(f"export {path} is damaged: its SHA-256 differs from the one recorded in "
-                          f"{path.with_suffix('.json').name} when it was written; re-export it from its checkpoint "
-                          "(or retrain that stage)")
+        raise ExportError(
+            f"export {path} is damaged: its SHA-256 differs from the one recorded in "
+            f"{path.with_suffix('.json').name} when it was written; re-export it from its checkpoint "
+            "(or retrain that stage)"
+        )
     try:
         blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     except Exception as err:
         raise ExportError(f"cannot read export {path}: {err}; the file is damaged or not an hpcsr export") from None
     if not isinstance(blob, dict) or blob.get("format") != EXPORT_FORMAT:
         found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        raise ExportError(f"{path} is not an hpcsr export (format {found!r}): point to a model.pt written by `hpcsr train`")
+        raise ExportError(
+            f"{path} is not an hpcsr export (format {found!r}): point to a model.pt written by `hpcsr train`"
+        )
     if blob.get("format_version") != EXPORT_VERSION:
-        raise ExportError(f"{path} is export format version {blob.get('format_version')}, this code reads "
-                          f"version {EXPORT_VERSION}: re-export it with a matching hpcsr")
+        raise ExportError(
+            f"{path} is export format version {blob.get('format_version')}, this code reads "
+            f"version {EXPORT_VERSION}: re-export it with a matching hpcsr"
+        )
     return Export(path, blob["state_dict"], blob["metadata"], blob.get("raw_state_dict"))
 
 
@@ -196,16 +223,21 @@ def load_weights(model: torch.nn.Module, state_dict: dict, source: str, prefixes
     own = model.state_dict()
     wanted = [k for k in own if prefixes is None or k.startswith(prefixes)]
     missing = [k for k in wanted if k not in state_dict]
-    shapes = [(k, tuple(state_dict[k].shape), tuple(own[k].shape)) for k in wanted
-              if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    shapes = [
+        (k, tuple(state_dict[k].shape), tuple(own[k].shape))
+        for k in wanted
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
     unexpected = [k for k in state_dict if k not in own and (prefixes is None or k.startswith(prefixes))]
     if missing or shapes or unexpected:
         lines = [f"{source} does not fit this model:"]
         lines += [f"  missing {k}" for k in missing[:10]]
         lines += [f"  {k}: checkpoint {a} vs model {b}" for k, a, b in shapes[:10]]
         lines += [f"  unexpected {k}" for k in unexpected[:10]]
-        lines.append("the architecture (model config) differs: use the model config it was trained with "
-                     "(see its metadata 'model'), or the transfer step for a partial copy")
+        lines.append(
+            "the architecture (model config) differs: use the model config it was trained with "
+            "(see its metadata 'model'), or the transfer step for a partial copy"
+        )
         raise ExportError("\n".join(lines))
     with torch.no_grad():
         for k in wanted:
@@ -214,8 +246,14 @@ def load_weights(model: torch.nn.Module, state_dict: dict, source: str, prefixes
 
 
 def lineage_entry(role: str, metadata: dict, export_path) -> dict:
-    return {"role": role, "stage": metadata.get("stage"), "pair": metadata.get("pair", {}).get("name"),
-            "step": metadata.get("step"), "config_hash": metadata.get("config_hash"), "export": str(export_path)}
+    return {
+        "role": role,
+        "stage": metadata.get("stage"),
+        "pair": metadata.get("pair", {}).get("name"),
+        "step": metadata.get("step"),
+        "config_hash": metadata.get("config_hash"),
+        "export": str(export_path),
+    }
 
 
 def inherited_lineage(export: Export, role: str) -> list:
@@ -230,5 +268,9 @@ def init_from_export(model: torch.nn.Module, path) -> dict:
     shapes do not depend on it); the architecture may not."""
     export = load_export(path)
     loaded = load_weights(model, export.state_dict, str(export.path))
-    return {"source": str(export.path), "pair": export.pair.name, "loaded": loaded,
-            "lineage": inherited_lineage(export, "init_from")}
+    return {
+        "source": str(export.path),
+        "pair": export.pair.name,
+        "loaded": loaded,
+        "lineage": inherited_lineage(export, "init_from"),
+    }

@@ -15,8 +15,21 @@ from pathlib import Path
 
 from hpcsr.atomic import write_text_atomic
 
-CSV_COLUMNS = ("kind", "step", "samples_seen", "loss", "loss_mean", "loss_diffusion", "val_loss", "lr", "grad_norm",
-               "samples_per_s", "step_s", "rss_mb_max", "skipped_total")
+CSV_COLUMNS = (
+    "kind",
+    "step",
+    "samples_seen",
+    "loss",
+    "loss_mean",
+    "loss_diffusion",
+    "val_loss",
+    "lr",
+    "grad_norm",
+    "samples_per_s",
+    "step_s",
+    "rss_mb_max",
+    "skipped_total",
+)
 
 
 def _finite_or_none(value):
@@ -44,7 +57,9 @@ class MetricsLog:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(self.folder / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+            self._tb = SummaryWriter(
+                str(self.folder / "tensorboard"), purge_step=resume_step + 1 if resume_step else None
+            )
 
     def _truncate(self, step: int) -> None:
         for path in (self.jsonl, self.csv):

@@ -129,22 +129,33 @@ class Trainer:
         default = Path(self.cfg.data_dir) / "shards" / shard_name(self.recipe.pair)
         path = Path(self.cfg.data.shard) if self.cfg.data.shard else default
         if not path.is_file():
-            raise FileNotFoundError(f"shard {path} for factor pair {self.recipe.pair.name} does not exist: run "
-                                    f"`hpcsr-preprocess` with this pair, or set data.shard / data_dir")
+            raise FileNotFoundError(
+                f"shard {path} for factor pair {self.recipe.pair.name} does not exist: run "
+                f"`hpcsr-preprocess` with this pair, or set data.shard / data_dir"
+            )
         return path
 
     def _marker_extra(self) -> dict:
         cfg = self.cfg
-        return {"stage": self.stage, "pair": self.recipe.pair.name, "model": dataclasses.asdict(cfg.model),
-                "zero_stage": cfg.deepspeed.zero_stage, "precision": cfg.deepspeed.precision,
-                "config_hash": cfg.hash(), "samples_seen": self.state.samples_seen,
-                "code_version": self.code_version, "freeze": self.freeze.to_dict() if self.freeze else None}
+        return {
+            "stage": self.stage,
+            "pair": self.recipe.pair.name,
+            "model": dataclasses.asdict(cfg.model),
+            "zero_stage": cfg.deepspeed.zero_stage,
+            "precision": cfg.deepspeed.precision,
+            "config_hash": cfg.hash(),
+            "samples_seen": self.state.samples_seen,
+            "code_version": self.code_version,
+            "freeze": self.freeze.to_dict() if self.freeze else None,
+        }
 
     def check_compatible(self, marker: dict, where) -> None:
         """Refuse a checkpoint of another factor pair, architecture or stage, naming both."""
         mine = {"pair": self.recipe.pair.name, "model": dataclasses.asdict(self.cfg.model), "stage": self.stage}
         theirs = {k: marker.get(k) for k in mine}
-        theirs["model"] = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in (theirs["model"] or {}).items()}
+        theirs["model"] = {
+            k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in (theirs["model"] or {}).items()
+        }
         mine["model"] = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in mine["model"].items()}
         diffs = []
         if theirs["pair"] != mine["pair"]:
@@ -153,23 +164,32 @@ class Trainer:
             diffs.append(f"stage {theirs['stage']} (checkpoint) vs {mine['stage']} (this run)")
         for key in sorted(set(theirs["model"]) | set(mine["model"])):
             if theirs["model"].get(key) != mine["model"].get(key):
-                diffs.append(f"model.{key}={theirs['model'].get(key)} (checkpoint) vs {mine['model'].get(key)} (this run)")
+                diffs.append(
+                    f"model.{key}={theirs['model'].get(key)} (checkpoint) vs {mine['model'].get(key)} (this run)"
+                )
         if diffs:
-            raise CheckpointIncompatible(f"checkpoint {where} does not belong to this run: " + "; ".join(diffs)
-                                         + ". Use another run_dir for this configuration, or the settings it was made with.")
+            raise CheckpointIncompatible(
+                f"checkpoint {where} does not belong to this run: "
+                + "; ".join(diffs)
+                + ". Use another run_dir for this configuration, or the settings it was made with."
+            )
 
     def setup(self) -> None:
         cfg = self.cfg
         torch.use_deterministic_algorithms(cfg.train.deterministic)
         if cfg.model.static_channels:
-            raise ValueError(f"model.static_channels={cfg.model.static_channels}: the training data provide no static "
-                             "fields yet; set it to 0")
+            raise ValueError(
+                f"model.static_channels={cfg.model.static_channels}: the training data provide no static "
+                "fields yet; set it to 0"
+            )
         self.code_version = exports.code_version()
         shard_path = self.shard_path()
         with Shard(shard_path) as shard:
             if shard.pair != self.recipe.pair:
-                raise ValueError(f"shard {shard_path} holds factor pair {shard.pair.name}, this run is "
-                                 f"{self.recipe.pair.name}: point data.shard to the {self.recipe.pair.name} shard")
+                raise ValueError(
+                    f"shard {shard_path} holds factor pair {shard.pair.name}, this run is "
+                    f"{self.recipe.pair.name}: point data.shard to the {self.recipe.pair.name} shard"
+                )
             self.shard_stats = dict(shard.stats)
             self.data_grid = shard.data_grid()
         self.normaliser = Normaliser.from_stats(self.shard_stats, cfg.data.normalisation)
@@ -187,8 +207,17 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.model = build_model(cfg.model, self.recipe, cfg.data.future_context)
-        self.train_data = PatchDataset(shard_path, self.spec, "train", self.normaliser, cfg.seed, cfg.data.min_valid,
-                                       "train", cfg.data.wet_bias, cfg.data.augment)
+        self.train_data = PatchDataset(
+            shard_path,
+            self.spec,
+            "train",
+            self.normaliser,
+            cfg.seed,
+            cfg.data.min_valid,
+            "train",
+            cfg.data.wet_bias,
+            cfg.data.augment,
+        )
         if self.resumed_from is None:
             self.initialise_weights()
             if "denoiser" in TRAINED[self.stage]:
@@ -205,7 +234,9 @@ class Trainer:
         # parameters a transfer seed keeps fixed for its first steps (the marker's record on resume)
         self.freeze = freeze_for_run(cfg.train.init_from, self.resumed_from.marker if self.resumed_from else None)
         if self.freeze:
-            log.info("frozen for steps 0..%d: parameters under %s", self.freeze.steps - 1, ", ".join(self.freeze.prefixes))
+            log.info(
+                "frozen for steps 0..%d: parameters under %s", self.freeze.steps - 1, ", ".join(self.freeze.prefixes)
+            )
         self.engine = build_engine(objective, cfg, load_universal=universal, freeze=self.freeze)
         if self.ema_wanted:
             named = {n: p for n, p in self.engine.module.named_parameters() if n.startswith(PREFIX + "denoiser.")}
@@ -213,19 +244,35 @@ class Trainer:
         if self.resumed_from is not None:
             self.resume(universal)
 
-        log.info("stage %s ready at step %d on %d rank(s): ZeRO %d, %s, %d trainable parameters",
-                 self.stage, self.step, self.world, cfg.deepspeed.zero_stage, cfg.deepspeed.precision,
-                 sum(p.numel() for p in objective.parameters() if p.requires_grad))
+        log.info(
+            "stage %s ready at step %d on %d rank(s): ZeRO %d, %s, %d trainable parameters",
+            self.stage,
+            self.step,
+            self.world,
+            cfg.deepspeed.zero_stage,
+            cfg.deepspeed.precision,
+            sum(p.numel() for p in objective.parameters() if p.requires_grad),
+        )
         self.val_data = None
         if cfg.data.val_patches and cfg.train.val_every:
-            self.val_data = PatchDataset(shard_path, self.spec, "val", self.normaliser, cfg.seed, cfg.data.min_valid, "val",
-                                         cfg.data.wet_bias)
+            self.val_data = PatchDataset(
+                shard_path, self.spec, "val", self.normaliser, cfg.seed, cfg.data.min_valid, "val", cfg.data.wet_bias
+            )
         if self.rank == 0:
             self.metrics = MetricsLog(self.stage_dir / "logs", resume_step=self.step)
             resumed = str(self.resumed_from.path) if self.resumed_from else None
-            self.metrics.record("event", self.step, {"event": "start", "resumed_from": resumed, "universal": universal,
-                                                     "world_size": self.world, "config_hash": cfg.hash(),
-                                                     "lineage": self.state.lineage})
+            self.metrics.record(
+                "event",
+                self.step,
+                {
+                    "event": "start",
+                    "resumed_from": resumed,
+                    "universal": universal,
+                    "world_size": self.world,
+                    "config_hash": cfg.hash(),
+                    "lineage": self.state.lineage,
+                },
+            )
 
     @property
     def spec(self) -> PatchSpec:
@@ -252,15 +299,21 @@ class Trainer:
             try:
                 mean_export = exports.load_export(source)
             except exports.ExportError as err:
-                raise exports.ExportError(f"the diffusion stage needs the trained mean network: {err} "
-                                          "(train stage 'mean' first, or set train.mean_from)") from None
+                raise exports.ExportError(
+                    f"the diffusion stage needs the trained mean network: {err} "
+                    "(train stage 'mean' first, or set train.mean_from)"
+                ) from None
             if mean_export.pair != self.recipe.pair:
-                raise exports.ExportError(f"mean export {mean_export.path} is for factor pair {mean_export.pair.name}, "
-                                          f"this run is {self.recipe.pair.name}: train the mean stage of this pair")
+                raise exports.ExportError(
+                    f"mean export {mean_export.path} is for factor pair {mean_export.pair.name}, "
+                    f"this run is {self.recipe.pair.name}: train the mean stage of this pair"
+                )
             if mean_export.normaliser != self.normaliser:
-                raise exports.ExportError(f"mean export {mean_export.path} was trained with normalisation "
-                                          f"{mean_export.normaliser}, this run uses {self.normaliser}: use the same shard "
-                                          "and data.normalisation as the mean stage")
+                raise exports.ExportError(
+                    f"mean export {mean_export.path} was trained with normalisation "
+                    f"{mean_export.normaliser}, this run uses {self.normaliser}: use the same shard "
+                    "and data.normalisation as the mean stage"
+                )
             loaded = exports.load_weights(self.model, mean_export.state_dict, str(mean_export.path), ("mean_net.",))
             self.state.lineage += exports.inherited_lineage(mean_export, "mean_from")
             log.info("frozen mean network: %d tensors from %s", loaded, mean_export.path)
@@ -270,8 +323,16 @@ class Trainer:
         over RESIDUAL_PATCHES training patches of their own stream, the same on every rank; the
         denoiser then learns a unit-variance residual whatever the pair and the data."""
         cfg = self.cfg
-        data = PatchDataset(shard_path, self.spec, "train", self.normaliser, cfg.seed, cfg.data.min_valid,
-                            "residual_std", cfg.data.wet_bias)
+        data = PatchDataset(
+            shard_path,
+            self.spec,
+            "train",
+            self.normaliser,
+            cfg.seed,
+            cfg.data.min_valid,
+            "residual_std",
+            cfg.data.wet_bias,
+        )
         b = cfg.data.batch_size
 
         def batches():
@@ -291,18 +352,30 @@ class Trainer:
         self.state = TrainState(**client["state"])
         saved = Normaliser.from_dict(client["normalisation"])
         if saved != self.normaliser:
-            log.warning("the shard's statistics changed since %s; keeping the checkpoint's normalisation %s", info.tag, saved)
+            log.warning(
+                "the shard's statistics changed since %s; keeping the checkpoint's normalisation %s", info.tag, saved
+            )
             self.normaliser = saved
         if self.ema is not None and client.get("ema"):
             self.ema.load_full_state(client["ema"])
         if int(self.engine.global_steps) != info.step:
-            raise RuntimeError(f"checkpoint {info.path} holds DeepSpeed step {self.engine.global_steps}, "
-                               f"its marker says {info.step}")
+            raise RuntimeError(
+                f"checkpoint {info.path} holds DeepSpeed step {self.engine.global_steps}, its marker says {info.step}"
+            )
         if client.get("config_hash") != self.cfg.hash() and self.rank == 0:
-            log.warning("resuming %s made with config %s under config %s (changed settings apply from here on)",
-                        info.tag, client.get("config_hash"), self.cfg.hash())
-        log.info("resumed from %s (step %d, %d samples seen%s)", info.path, info.step, self.state.samples_seen,
-                 ", universal checkpoint" if universal else "")
+            log.warning(
+                "resuming %s made with config %s under config %s (changed settings apply from here on)",
+                info.tag,
+                client.get("config_hash"),
+                self.cfg.hash(),
+            )
+        log.info(
+            "resumed from %s (step %d, %d samples seen%s)",
+            info.path,
+            info.step,
+            self.state.samples_seen,
+            ", universal checkpoint" if universal else "",
+        )
 
     # ------------------------------------------------------------------ data
 
@@ -310,10 +383,14 @@ class Trainer:
         cfg = self.cfg
         sampler = SamplesSeenSampler(cfg.data.batch_size, self.rank, self.world, self.state.samples_seen)
         workers = cfg.data.num_workers
-        return DataLoader(self.train_data, batch_sampler=sampler, num_workers=workers,
-                          worker_init_fn=ignore_stop_signals if workers else None,
-                          prefetch_factor=cfg.data.prefetch_factor if workers else None,
-                          multiprocessing_context="fork" if workers else None)
+        return DataLoader(
+            self.train_data,
+            batch_sampler=sampler,
+            num_workers=workers,
+            worker_init_fn=ignore_stop_signals if workers else None,
+            prefetch_factor=cfg.data.prefetch_factor if workers else None,
+            multiprocessing_context="fork" if workers else None,
+        )
 
     def val_batches(self) -> list[tuple[list[int], int]]:
         """This rank's validation micro-batches as (items, real count): every rank gets the same
@@ -349,18 +426,30 @@ class Trainer:
     def client_state(self) -> dict:
         """Collective (the EMA gathers under ZeRO-3). Per-rank RNG states go to rank_<r>.pt beside it."""
         ema = self.ema.full_state() if self.ema is not None else None
-        return {"hpcsr": {"state": dataclasses.asdict(self.state), "normalisation": self.normaliser.to_dict(),
-                          "normalisation_stats": self.shard_stats, "ema": ema, "config_hash": self.cfg.hash(),
-                          "pair": self.recipe.pair.name, "recipe": exports.recipe_to_dict(self.recipe),
-                          "stage": self.stage, "code_version": self.code_version}}
+        return {
+            "hpcsr": {
+                "state": dataclasses.asdict(self.state),
+                "normalisation": self.normaliser.to_dict(),
+                "normalisation_stats": self.shard_stats,
+                "ema": ema,
+                "config_hash": self.cfg.hash(),
+                "pair": self.recipe.pair.name,
+                "recipe": exports.recipe_to_dict(self.recipe),
+                "stage": self.stage,
+                "code_version": self.code_version,
+            }
+        }
 
     def checkpoint(self) -> bool:
         client = self.client_state()
         ok = self.ckpt.save(self.engine, self.step, client, self._marker_extra())
         self._last_client = client
         if self.metrics:
-            self.metrics.record("event", self.step, {"event": "checkpoint" if ok else "checkpoint_failed",
-                                                     "message": self.ckpt.last_error})
+            self.metrics.record(
+                "event",
+                self.step,
+                {"event": "checkpoint" if ok else "checkpoint_failed", "message": self.ckpt.last_error},
+            )
         return ok
 
     def export(self, final: bool) -> Path | None:
@@ -377,8 +466,10 @@ class Trainer:
                 log.error("export %s failed: %s", path, err)
         failed = _all_reduce([1.0 if error else 0.0], dist.ReduceOp.MAX)[0] > 0
         if failed:
-            raise RuntimeError(f"export {path} failed ({error or 'see rank 0'}); the checkpoint {tag} is complete: "
-                               "rerun the same command to export it")
+            raise RuntimeError(
+                f"export {path} failed ({error or 'see rank 0'}); the checkpoint {tag} is complete: "
+                "rerun the same command to export it"
+            )
         return path
 
     def _write_export(self, path: Path, tag: str) -> None:
@@ -400,21 +491,33 @@ class Trainer:
             raw = weights
             weights = dict(weights)
             for name, tensor in hp["ema"]["weights"].items():
-                weights[name[len(PREFIX):]] = tensor
+                weights[name[len(PREFIX) :]] = tensor
         cfg = self.cfg
         metadata = {
-            "format": exports.EXPORT_FORMAT, "format_version": exports.EXPORT_VERSION,
-            "stage": self.stage, "trained": list(TRAINED[self.stage]),
+            "format": exports.EXPORT_FORMAT,
+            "format_version": exports.EXPORT_VERSION,
+            "stage": self.stage,
+            "trained": list(TRAINED[self.stage]),
             "pair": {"s": self.recipe.pair.s, "t": self.recipe.pair.t, "name": self.recipe.pair.name},
-            "recipe": exports.recipe_to_dict(self.recipe), "model": dataclasses.asdict(cfg.model),
+            "recipe": exports.recipe_to_dict(self.recipe),
+            "model": dataclasses.asdict(cfg.model),
             "future_context": cfg.data.future_context,
             "normalisation": {**self.normaliser.to_dict(), "stats": self.shard_stats},
-            "step": self.step, "samples_seen": self.state.samples_seen, "config_hash": cfg.hash(),
-            "config": cfg.to_dict(), "code_version": self.code_version,
-            "ema": {"decay": cfg.train.ema_decay, "applied": raw is not None,
-                    "updates": hp["ema"]["updates"] if hp["ema"] else 0},
-            "shard": str(self.shard_path()), "data_grid": self.data_grid, "precision": cfg.deepspeed.precision,
-            "zero_stage": cfg.deepspeed.zero_stage, "world_size": self.world,
+            "step": self.step,
+            "samples_seen": self.state.samples_seen,
+            "config_hash": cfg.hash(),
+            "config": cfg.to_dict(),
+            "code_version": self.code_version,
+            "ema": {
+                "decay": cfg.train.ema_decay,
+                "applied": raw is not None,
+                "updates": hp["ema"]["updates"] if hp["ema"] else 0,
+            },
+            "shard": str(self.shard_path()),
+            "data_grid": self.data_grid,
+            "precision": cfg.deepspeed.precision,
+            "zero_stage": cfg.deepspeed.zero_stage,
+            "world_size": self.world,
         }
         metadata["lineage"] = self.state.lineage + [exports.lineage_entry("self", metadata, path)]
         exports.write_export(path, weights, metadata, raw)
@@ -442,8 +545,14 @@ class Trainer:
         if self.rank == 0 and tc.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=total, initial=self.step, desc=f"train {self.stage}", unit="step", dynamic_ncols=True,
-                       file=sys.stderr)
+            bar = tqdm(
+                total=total,
+                initial=self.step,
+                desc=f"train {self.stage}",
+                unit="step",
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
         window_t, window_steps = 0.0, 0
         last_saved = self.resumed_from.step if self.resumed_from else -1
         try:
@@ -472,18 +581,28 @@ class Trainer:
                     self.ema.update()
                 loss_sum, mean_sum, diff_sum, n_ok, n_bad, stop = _all_reduce(sums + [float(self.stop.signal)])
                 if n_bad and applied:
-                    raise RuntimeError(f"DeepSpeed applied step {step} although its loss was not finite: "
-                                       "use ZeRO stage 1-3 (their overflow check skips such steps)")
+                    raise RuntimeError(
+                        f"DeepSpeed applied step {step} although its loss was not finite: "
+                        "use ZeRO stage 1-3 (their overflow check skips such steps)"
+                    )
                 if applied:
                     self.state.bad_in_row = 0
                 else:
                     self.state.bad_in_row += 1
                     self.state.skipped_total += 1
                     if self.metrics:
-                        self.metrics.record("event", self.step, {"event": "skipped_step", "nonfinite_losses": n_bad,
-                                                                 "in_a_row": self.state.bad_in_row})
-                    log.warning("step %d skipped: %d non-finite loss(es) (%d in a row, %d in total)", step,
-                                int(n_bad), self.state.bad_in_row, self.state.skipped_total)
+                        self.metrics.record(
+                            "event",
+                            self.step,
+                            {"event": "skipped_step", "nonfinite_losses": n_bad, "in_a_row": self.state.bad_in_row},
+                        )
+                    log.warning(
+                        "step %d skipped: %d non-finite loss(es) (%d in a row, %d in total)",
+                        step,
+                        int(n_bad),
+                        self.state.bad_in_row,
+                        self.state.skipped_total,
+                    )
                 window_t += time.perf_counter() - t0
                 window_steps += 1
                 if bar is not None:
@@ -493,9 +612,11 @@ class Trainer:
 
                 if self.state.bad_in_row >= tc.max_bad_steps:
                     done = self.ckpt.latest()
-                    msg = (f"stopped at step {self.step}: {self.state.bad_in_row} non-finite losses in a row "
-                           f"(train.max_bad_steps={tc.max_bad_steps}); the last checkpoint "
-                           f"{done.tag if done else '(none)'} is intact. Lower train.lr or check the data, then resume.")
+                    msg = (
+                        f"stopped at step {self.step}: {self.state.bad_in_row} non-finite losses in a row "
+                        f"(train.max_bad_steps={tc.max_bad_steps}); the last checkpoint "
+                        f"{done.tag if done else '(none)'} is intact. Lower train.lr or check the data, then resume."
+                    )
                     log.error(msg)
                     if self.metrics:
                         self.metrics.record("event", self.step, {"event": "diverged", "message": msg})
@@ -504,20 +625,31 @@ class Trainer:
                 if self.step % tc.log_every == 0 or self.step == total:
                     mem = _all_reduce([rss_mb()], dist.ReduceOp.MAX)[0]
                     if self.metrics:
-                        self.metrics.record("train", self.step, {
-                            "samples_seen": self.state.samples_seen,
-                            "loss": loss_sum / n_ok if n_ok else float("nan"),
-                            "loss_mean": mean_sum / n_ok if n_ok and "mean_net" in TRAINED[self.stage] else None,
-                            "loss_diffusion": diff_sum / n_ok if n_ok and "denoiser" in TRAINED[self.stage] else None,
-                            "lr": float(self.engine.get_lr()[0]), "grad_norm": _grad_norm(self.engine),
-                            "samples_per_s": global_micro * gas * window_steps / max(window_t, 1e-9),
-                            "step_s": window_t / max(window_steps, 1), "rss_mb_max": mem,
-                            "skipped_total": self.state.skipped_total})
+                        self.metrics.record(
+                            "train",
+                            self.step,
+                            {
+                                "samples_seen": self.state.samples_seen,
+                                "loss": loss_sum / n_ok if n_ok else float("nan"),
+                                "loss_mean": mean_sum / n_ok if n_ok and "mean_net" in TRAINED[self.stage] else None,
+                                "loss_diffusion": diff_sum / n_ok
+                                if n_ok and "denoiser" in TRAINED[self.stage]
+                                else None,
+                                "lr": float(self.engine.get_lr()[0]),
+                                "grad_norm": _grad_norm(self.engine),
+                                "samples_per_s": global_micro * gas * window_steps / max(window_t, 1e-9),
+                                "step_s": window_t / max(window_steps, 1),
+                                "rss_mb_max": mem,
+                                "skipped_total": self.state.skipped_total,
+                            },
+                        )
                     window_t, window_steps = 0.0, 0
                 if self.val_data is not None and self.step % tc.val_every == 0:
                     val = self.validate()
                     if self.metrics:
-                        self.metrics.record("val", self.step, {"val_loss": val, "samples_seen": self.state.samples_seen})
+                        self.metrics.record(
+                            "val", self.step, {"val_loss": val, "samples_seen": self.state.samples_seen}
+                        )
 
                 milestone = tc.export_every and self.step % tc.export_every == 0 and self.step < total
                 if stop or self.step % tc.checkpoint_every == 0 or self.step == total or milestone:
@@ -529,17 +661,23 @@ class Trainer:
                     if stop and self.step < total:
                         number = int(_all_reduce([float(self.stop.signal)], dist.ReduceOp.MAX)[0])
                         name = signal.Signals(number).name if number else "a signal"
-                        msg = (f"stop requested ({name} on some rank) at step {self.step}: "
-                               + (f"checkpoint {tag_of(self.step)} saved" if ok else self.ckpt.last_error)
-                               + "; exiting for a requeue")
+                        msg = (
+                            f"stop requested ({name} on some rank) at step {self.step}: "
+                            + (f"checkpoint {tag_of(self.step)} saved" if ok else self.ckpt.last_error)
+                            + "; exiting for a requeue"
+                        )
                         log.warning(msg)
                         if self.metrics:
                             self.metrics.record("event", self.step, {"event": "stop_request", "message": msg})
                         return self._result("requeue", REQUEUE_EXIT_CODE, None, msg)
             if last_saved != self.step:
-                return self._result("save_failed", EXIT_SAVE_FAILED, None,
-                                    f"training reached step {self.step} but its checkpoint could not be saved: "
-                                    f"{self.ckpt.last_error}. Free space and rerun the same command.")
+                return self._result(
+                    "save_failed",
+                    EXIT_SAVE_FAILED,
+                    None,
+                    f"training reached step {self.step} but its checkpoint could not be saved: "
+                    f"{self.ckpt.last_error}. Free space and rerun the same command.",
+                )
             path = self.export(final=True)
             return self._result("complete", 0, path, f"stage {self.stage} complete at step {self.step}")
         finally:

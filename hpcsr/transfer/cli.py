@@ -27,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     from hpcsr.transfer.seed import DEFAULT_MAX_REINIT
     from hpcsr.transfer.strategies import STRATEGIES
 
-    parser = argparse.ArgumentParser(prog="hpcsr transfer", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="hpcsr transfer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("seed", help="make a seed export for a target pair from a source run's export or checkpoint")
@@ -36,34 +37,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, help="target factor pair, e.g. 4x2 or s4_t2 (s in 1..25, t in 1..6)")
     p.add_argument("--out", required=True, help="seed export to write (e.g. seeds/s4_t2.pt); report beside it")
     p.add_argument("--strategy", choices=STRATEGIES, default="transfer", help="default %(default)s")
-    p.add_argument("--stage", choices=("mean", "diffusion", "joint"), default=None,
-                   help="stage to take from a run folder (default: the most trained one with weights)")
-    p.add_argument("--weights", choices=("ema", "raw"), default="ema",
-                   help="the denoiser's EMA average where kept (as exported) or the raw optimised weights")
-    p.add_argument("--max-reinit", type=float, default=DEFAULT_MAX_REINIT,
-                   help="largest share of the target's parameters a transfer may re-initialise (default %(default)s)")
+    p.add_argument(
+        "--stage",
+        choices=("mean", "diffusion", "joint"),
+        default=None,
+        help="stage to take from a run folder (default: the most trained one with weights)",
+    )
+    p.add_argument(
+        "--weights",
+        choices=("ema", "raw"),
+        default="ema",
+        help="the denoiser's EMA average where kept (as exported) or the raw optimised weights",
+    )
+    p.add_argument(
+        "--max-reinit",
+        type=float,
+        default=DEFAULT_MAX_REINIT,
+        help="largest share of the target's parameters a transfer may re-initialise (default %(default)s)",
+    )
     p.add_argument("--force", action="store_true", help="accept a transfer over --max-reinit")
-    p.add_argument("--freeze-steps", type=int, default=None, help="strategy freeze: optimiser steps the prefixes stay fixed")
-    p.add_argument("--freeze-prefix", action="append", default=None,
-                   help=f"strategy freeze: parameter-name prefix kept fixed (repeatable; default {' '.join(DEFAULT_PREFIXES)})")
-    p.add_argument("--init-seed", type=int, default=0, help="seed of the target's fresh initialisation (default %(default)s)")
+    p.add_argument(
+        "--freeze-steps", type=int, default=None, help="strategy freeze: optimiser steps the prefixes stay fixed"
+    )
+    p.add_argument(
+        "--freeze-prefix",
+        action="append",
+        default=None,
+        help=f"strategy freeze: parameter-name prefix kept fixed (repeatable; default {' '.join(DEFAULT_PREFIXES)})",
+    )
+    p.add_argument(
+        "--init-seed", type=int, default=0, help="seed of the target's fresh initialisation (default %(default)s)"
+    )
     p.add_argument("--quiet", action="store_true", help="print the totals only, not every tensor")
-    p.epilog = ("key=value arguments anywhere are config overrides for the target: factor.context=..., "
-                "factor.beta_end=..., model=..., data.future_context=... (the model defaults to the source's)")
+    p.epilog = (
+        "key=value arguments anywhere are config overrides for the target: factor.context=..., "
+        "factor.beta_end=..., model=..., data.future_context=... (the model defaults to the source's)"
+    )
 
     p = sub.add_parser("plan", help="training order and transfer parent of each pair of a grid")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--grid", default=None, help="a configs/grid option (paper, list, product); overrides such as "
-                                                   "grid.s=[2,4] go after it")
+    src.add_argument(
+        "--grid",
+        default=None,
+        help="a configs/grid option (paper, list, product); overrides such as grid.s=[2,4] go after it",
+    )
     src.add_argument("--pairs", default=None, help="pairs, e.g. 2x1,4x2,10x3")
     p.add_argument("--trained", default="", help="pairs trained already (candidates, not retrained), e.g. 2x1,10x3")
-    p.add_argument("--run-root", default=None, help="also count as trained every pair with <run-root>/s{s}_t{t}/<stage>/export/model.pt")
-    p.add_argument("--stage", default="mean", help="stage whose export marks a pair trained (with --run-root; default %(default)s)")
-    p.add_argument("--weight-t", type=float, default=1.0, help="w in d = |ln s - ln s'| + w |ln t - ln t'| (default %(default)s)")
-    p.add_argument("--max-distance", type=float, default=math.inf, help="farther pairs train from scratch (default: no limit)")
-    p.add_argument("--max-depth", type=int, default=None, help="largest transfer level (0: all parents trained already)")
-    p.add_argument("--format", choices=("table", "json", "hydra"), default="table",
-                   help="table, json, or the grid.parents override for hpcsr-launch (default %(default)s)")
+    p.add_argument(
+        "--run-root",
+        default=None,
+        help="also count as trained every pair with <run-root>/s{s}_t{t}/<stage>/export/model.pt",
+    )
+    p.add_argument(
+        "--stage", default="mean", help="stage whose export marks a pair trained (with --run-root; default %(default)s)"
+    )
+    p.add_argument(
+        "--weight-t", type=float, default=1.0, help="w in d = |ln s - ln s'| + w |ln t - ln t'| (default %(default)s)"
+    )
+    p.add_argument(
+        "--max-distance", type=float, default=math.inf, help="farther pairs train from scratch (default: no limit)"
+    )
+    p.add_argument(
+        "--max-depth", type=int, default=None, help="largest transfer level (0: all parents trained already)"
+    )
+    p.add_argument(
+        "--format",
+        choices=("table", "json", "hydra"),
+        default="table",
+        help="table, json, or the grid.parents override for hpcsr-launch (default %(default)s)",
+    )
     p.add_argument("--json", default=None, help="also write the plan as JSON to this file")
     p.epilog = "key=value arguments anywhere are config overrides (with --grid), e.g. grid.s=[2,4] grid.t=[1,3]"
     return parser
@@ -132,12 +174,26 @@ def seed_command(args) -> int:
         freeze = FreezeSpec(tuple(args.freeze_prefix or DEFAULT_PREFIXES), args.freeze_steps)
     elif args.freeze_steps is not None or args.freeze_prefix:
         raise ValueError(f"--freeze-steps / --freeze-prefix only go with --strategy freeze (got {args.strategy})")
-    result = make_seed(source, pair, args.out, args.strategy, model=model, recipe=recipe, future_context=future,
-                       max_reinit=args.max_reinit, force=args.force, freeze=freeze, init_seed=args.init_seed,
-                       stage=args.stage, weights=args.weights)
+    result = make_seed(
+        source,
+        pair,
+        args.out,
+        args.strategy,
+        model=model,
+        recipe=recipe,
+        future_context=future,
+        max_reinit=args.max_reinit,
+        force=args.force,
+        freeze=freeze,
+        init_seed=args.init_seed,
+        stage=args.stage,
+        weights=args.weights,
+    )
     print(result.report.format(tensors=not args.quiet))
-    print(f"seed: {result.path}\nreport: {result.report_path}\n"
-          f"use: hpcsr train factor.s={pair.s} factor.t={pair.t} train.init_from={result.path} ...")
+    print(
+        f"seed: {result.path}\nreport: {result.report_path}\n"
+        f"use: hpcsr train factor.s={pair.s} factor.t={pair.t} train.init_from={result.path} ..."
+    )
     return 0
 
 
@@ -163,11 +219,16 @@ def plan_command(args) -> int:
     trained = [FactorPair.parse(p) for p in args.trained.split(",") if p.strip()]
     if args.run_root:
         root = Path(args.run_root)
-        trained += [p for p in pairs if (root / p.name / args.stage / "export" / "model.pt").is_file() and p not in trained]
+        trained += [
+            p for p in pairs if (root / p.name / args.stage / "export" / "model.pt").is_file() and p not in trained
+        ]
     entries = plan_chain(pairs, trained, args.weight_t, args.max_distance, args.max_depth)
-    doc = {"distance": f"|ln s - ln s'| + {args.weight_t:g} |ln t - ln t'|", "trained": [p.name for p in trained],
-           "order": [e.to_dict() for e in entries],
-           "parents": {e.pair.name: e.parent.name for e in entries if e.parent}}
+    doc = {
+        "distance": f"|ln s - ln s'| + {args.weight_t:g} |ln t - ln t'|",
+        "trained": [p.name for p in trained],
+        "order": [e.to_dict() for e in entries],
+        "parents": {e.pair.name: e.parent.name for e in entries if e.parent},
+    }
     if args.json:
         from hpcsr.atomic import write_json_atomic
 

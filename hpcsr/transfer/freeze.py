@@ -32,7 +32,9 @@ class FreezeSpec:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"freeze steps={self.steps!r} must be a positive integer (optimiser steps)")
         if not self.prefixes or not all(isinstance(p, str) and p for p in self.prefixes):
-            raise ValueError(f"freeze prefixes={list(self.prefixes)} must be non-empty names, e.g. {list(DEFAULT_PREFIXES)}")
+            raise ValueError(
+                f"freeze prefixes={list(self.prefixes)} must be non-empty names, e.g. {list(DEFAULT_PREFIXES)}"
+            )
 
     def to_dict(self) -> dict:
         return {"prefixes": list(self.prefixes), "steps": self.steps}
@@ -78,7 +80,7 @@ def param_groups(named_params, spec: FreezeSpec | None, factor, strip: str = "")
     named = list(named_params)
     if spec is None:
         return [[p for _, p in named]], [factor]
-    frozen = [p for n, p in named if spec.matches(n[len(strip):] if n.startswith(strip) else n)]
+    frozen = [p for n, p in named if spec.matches(n[len(strip) :] if n.startswith(strip) else n)]
     if not frozen:
         return [[p for _, p in named]], [factor]
     ids = {id(p) for p in frozen}

@@ -41,12 +41,18 @@ class PlanEntry:
     parent_trained: bool  # the parent was trained before this launch (its export exists)
 
     def to_dict(self) -> dict:
-        return {"pair": self.pair.name, "parent": self.parent.name if self.parent else None,
-                "distance": self.distance, "level": self.level, "parent_trained": self.parent_trained}
+        return {
+            "pair": self.pair.name,
+            "parent": self.parent.name if self.parent else None,
+            "distance": self.distance,
+            "level": self.level,
+            "parent_trained": self.parent_trained,
+        }
 
 
-def plan_chain(pairs, trained=(), weight_t: float = 1.0, max_distance: float = math.inf,
-               max_depth: int | None = None) -> list[PlanEntry]:
+def plan_chain(
+    pairs, trained=(), weight_t: float = 1.0, max_distance: float = math.inf, max_depth: int | None = None
+) -> list[PlanEntry]:
     """The pairs of the grid in training order with their parents (see the module docstring).
     `trained`: pairs whose runs exist already; they are candidates but not trained again."""
     if weight_t < 0:
@@ -58,21 +64,29 @@ def plan_chain(pairs, trained=(), weight_t: float = 1.0, max_distance: float = m
     level = {p: -1 for p in done}
     entries = []
     for pair in todo:
-        candidates = [c for c in level
-                      if distance(pair, c, weight_t) <= max_distance and (max_depth is None or level[c] + 1 <= max_depth)]
+        candidates = [
+            c
+            for c in level
+            if distance(pair, c, weight_t) <= max_distance and (max_depth is None or level[c] + 1 <= max_depth)
+        ]
         # distances rounded so that equal ratios tie exactly (ln 4 - ln 2 vs ln 8 - ln 4 differ in the last bit)
         parent = min(candidates, key=lambda c: (round(distance(pair, c, weight_t), 9), _order_key(c)), default=None)
         level[pair] = level[parent] + 1 if parent is not None else 0
-        entries.append(PlanEntry(pair, parent, distance(pair, parent, weight_t) if parent else None, level[pair],
-                                 parent in done))
+        entries.append(
+            PlanEntry(pair, parent, distance(pair, parent, weight_t) if parent else None, level[pair], parent in done)
+        )
     return entries
 
 
-def grid_parents(pairs, trained=(), weight_t: float = 1.0, max_distance: float = math.inf,
-                 max_depth: int | None = None) -> dict[str, str]:
+def grid_parents(
+    pairs, trained=(), weight_t: float = 1.0, max_distance: float = math.inf, max_depth: int | None = None
+) -> dict[str, str]:
     """{child name: parent name} for hpcsr-launch's grid.parents (pairs from scratch left out)."""
-    return {e.pair.name: e.parent.name for e in plan_chain(pairs, trained, weight_t, max_distance, max_depth)
-            if e.parent is not None}
+    return {
+        e.pair.name: e.parent.name
+        for e in plan_chain(pairs, trained, weight_t, max_distance, max_depth)
+        if e.parent is not None
+    }
 
 
 def hydra_override(parents: dict[str, str]) -> str:

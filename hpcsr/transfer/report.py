@@ -78,25 +78,39 @@ class TransferReport:
             d["source_shape"] = list(e.source_shape) if e.source_shape is not None else None
             d["target_shape"] = list(e.target_shape) if e.target_shape is not None else None
             entries.append(d)
-        return {"format": "hpcsr-transfer-report", "strategy": self.strategy, "status": self.status,
-                "error": self.error, "source": self.source, "target": self.target, "summary": self.summary(),
-                "notes": list(self.notes), "tensors": entries}
+        return {
+            "format": "hpcsr-transfer-report",
+            "strategy": self.strategy,
+            "status": self.status,
+            "error": self.error,
+            "source": self.source,
+            "target": self.target,
+            "summary": self.summary(),
+            "notes": list(self.notes),
+            "tensors": entries,
+        }
 
     def format(self, tensors: bool = True) -> str:
         """A readable table: header, every tensor (unless tensors=False), then the totals."""
         src, tgt = self.source, self.target
-        lines = [f"transfer ({self.strategy}): {src.get('pair') or '?'} {src.get('kind')} {src.get('path')}",
-                 f"  -> {tgt['pair']} (L={tgt['recipe']['context']}, beta_end={tgt['recipe']['beta_end']}, "
-                 f"f={tgt['recipe']['mass_label']})"]
+        lines = [
+            f"transfer ({self.strategy}): {src.get('pair') or '?'} {src.get('kind')} {src.get('path')}",
+            f"  -> {tgt['pair']} (L={tgt['recipe']['context']}, beta_end={tgt['recipe']['beta_end']}, "
+            f"f={tgt['recipe']['mass_label']})",
+        ]
         if tensors:
             width = max((len(e.name) for e in self.entries), default=10)
             for action in ACTIONS:
                 for e in self.of(action):
-                    lines.append(f"  {action:<14} {e.name:<{width}}  {_shape(e.target_shape if e.target_shape else e.source_shape):<18} {e.how}")
+                    lines.append(
+                        f"  {action:<14} {e.name:<{width}}  {_shape(e.target_shape if e.target_shape else e.source_shape):<18} {e.how}"
+                    )
         s = self.summary()
         counts = ", ".join(f"{s[a]['tensors']} {a}" for a in ACTIONS)
-        lines.append(f"  total: {counts}; re-initialised by mismatch {100 * self.reinit_fraction:.2f} % of "
-                     f"{self.target_params} target parameters (limit {100 * self.max_reinit:g} %)")
+        lines.append(
+            f"  total: {counts}; re-initialised by mismatch {100 * self.reinit_fraction:.2f} % of "
+            f"{self.target_params} target parameters (limit {100 * self.max_reinit:g} %)"
+        )
         lines += [f"  note: {n}" for n in self.notes]
         lines.append(f"  status: {self.status}" + (f": {self.error}" if self.error else ""))
         return "\n".join(lines)

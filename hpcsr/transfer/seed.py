@@ -52,10 +52,22 @@ def _recipe_dict(r: Recipe) -> dict:
     return {**exports.recipe_to_dict(r), "mass_label": r.mass.label}
 
 
-def make_seed(source, to, out, strategy: str = "transfer", *, model=None, recipe: Recipe | None = None,
-              future_context: int | None = None, max_reinit: float = DEFAULT_MAX_REINIT, force: bool = False,
-              freeze: FreezeSpec | None = None, init_seed: int = 0, stage: str | None = None,
-              weights: str = "ema") -> SeedResult:
+def make_seed(
+    source,
+    to,
+    out,
+    strategy: str = "transfer",
+    *,
+    model=None,
+    recipe: Recipe | None = None,
+    future_context: int | None = None,
+    max_reinit: float = DEFAULT_MAX_REINIT,
+    force: bool = False,
+    freeze: FreezeSpec | None = None,
+    init_seed: int = 0,
+    stage: str | None = None,
+    weights: str = "ema",
+) -> SeedResult:
     """Make the seed export `out` for pair `to` from `source` (a path or a Source). Raises
     TransferRefused (report saved) or ValueError / SourceError on bad input."""
     if strategy not in STRATEGIES:
@@ -70,8 +82,10 @@ def make_seed(source, to, out, strategy: str = "transfer", *, model=None, recipe
         raise ValueError(f"recipe is for {target_recipe.pair.name}, the target pair is {target.name}")
     src = source if isinstance(source, Source) else load_source(source, stage, weights)
     if strategy in NEEDS_METADATA and src.kind == "state_dict":
-        raise ValueError(f"strategy {strategy} needs an hpcsr export or checkpoint (its model config and lineage); "
-                         f"{src.path} is a bare state dict: use --strategy weights_only or transfer")
+        raise ValueError(
+            f"strategy {strategy} needs an hpcsr export or checkpoint (its model config and lineage); "
+            f"{src.path} is a bare state dict: use --strategy weights_only or transfer"
+        )
     model_cfg = model if model is not None else _source_model(src)
     if future_context is None:
         future_context = int(src.metadata.get("future_context") or 0)
@@ -82,9 +96,17 @@ def make_seed(source, to, out, strategy: str = "transfer", *, model=None, recipe
     target_model = build_model(model_cfg, target_recipe, future_context)
     src_recipe = src.recipe
     lt_changed = src_recipe is None or (src_recipe.context, src_recipe.pair.t) != (target_recipe.context, target.t)
-    report = TransferReport(strategy, src.describe(),
-                            {"pair": target.name, "recipe": _recipe_dict(target_recipe), "model": dataclasses.asdict(model_cfg),
-                             "future_context": future_context}, max_reinit)
+    report = TransferReport(
+        strategy,
+        src.describe(),
+        {
+            "pair": target.name,
+            "recipe": _recipe_dict(target_recipe),
+            "model": dataclasses.asdict(model_cfg),
+            "future_context": future_context,
+        },
+        max_reinit,
+    )
     source_beta = f"beta {src_recipe.beta_start:g}..{src_recipe.beta_end:g}" if src_recipe else None
     state = match_tensors(strategy, src.state_dict, target_model, report, lt_changed, source_beta)
     report.notes += _notes(src, target_recipe, lt_changed)
@@ -98,8 +120,10 @@ def make_seed(source, to, out, strategy: str = "transfer", *, model=None, recipe
             report.status, report.error = "refused", str(err)
         if Path(out).exists():  # an earlier seed stays with its own report
             rpath = Path(out).with_name(Path(out).stem + ".refused.json")
-            err.args = (f"{err.args[0] if err.args else err} (the earlier seed {out} and its report are kept; this "
-                        f"refusal's report: {rpath})",) + tuple(err.args[1:])
+            err.args = (
+                f"{err.args[0] if err.args else err} (the earlier seed {out} and its report are kept; this "
+                f"refusal's report: {rpath})",
+            ) + tuple(err.args[1:])
         _write_report(rpath, report)
         raise
     target_model.load_state_dict(state, strict=True)
@@ -111,8 +135,10 @@ def make_seed(source, to, out, strategy: str = "transfer", *, model=None, recipe
 
 def _source_model(src: Source):
     if not src.model:
-        raise ValueError(f"{src.path} carries no model config: give the target's (e.g. model=tiny, or "
-                         "model.widths=[...] on the command line)")
+        raise ValueError(
+            f"{src.path} carries no model config: give the target's (e.g. model=tiny, or "
+            "model.widths=[...] on the command line)"
+        )
     from hpcsr.config import build
     from hpcsr.models.config import ModelConfig
 
@@ -123,37 +149,61 @@ def _notes(src: Source, target: Recipe, lt_changed: bool) -> list[str]:
     notes = []
     r = src.recipe
     if r is not None:
-        notes.append(f"source pair {r.pair.name} (L={r.context}, t={r.pair.t}, beta_end={r.beta_end}) -> target "
-                     f"{target.pair.name} (L={target.context}, t={target.pair.t}, beta_end={target.beta_end})")
+        notes.append(
+            f"source pair {r.pair.name} (L={r.context}, t={r.pair.t}, beta_end={r.beta_end}) -> target "
+            f"{target.pair.name} (L={target.context}, t={target.pair.t}, beta_end={target.beta_end})"
+        )
     if lt_changed:
-        notes.append("no weight depends on L or t: frame times are embedded in LR-block units and the heads run per "
-                     "output frame, so context and output lengths change without adapting any tensor; s only sets "
-                     "the LR-to-HR interpolation (no weights)")
+        notes.append(
+            "no weight depends on L or t: frame times are embedded in LR-block units and the heads run per "
+            "output frame, so context and output lengths change without adapting any tensor; s only sets "
+            "the LR-to-HR interpolation (no weights)"
+        )
     if src.stage and src.metadata.get("trained") is not None:
         untrained = {"mean_net", "denoiser"} - set(src.metadata["trained"])
         if src.stage == "mean" and untrained:
-            notes.append(f"the source is a {src.stage}-stage run: {', '.join(sorted(untrained))} was not trained "
-                         "there (its tensors are the source's initialisation)")
+            notes.append(
+                f"the source is a {src.stage}-stage run: {', '.join(sorted(untrained))} was not trained "
+                "there (its tensors are the source's initialisation)"
+            )
     return notes
 
 
-def _metadata(src: Source, strategy: str, target: Recipe, model_cfg, future_context: int, report: TransferReport,
-              freeze: FreezeSpec | None, out: Path) -> dict:
-    spec = {"strategy": strategy, "source": src.describe(), "target": target.pair.name,
-            "recipe": exports.recipe_to_dict(target), "model": dataclasses.asdict(model_cfg),
-            "freeze": freeze.to_dict() if freeze else None}
+def _metadata(
+    src: Source,
+    strategy: str,
+    target: Recipe,
+    model_cfg,
+    future_context: int,
+    report: TransferReport,
+    freeze: FreezeSpec | None,
+    out: Path,
+) -> dict:
+    spec = {
+        "strategy": strategy,
+        "source": src.describe(),
+        "target": target.pair.name,
+        "recipe": exports.recipe_to_dict(target),
+        "model": dataclasses.asdict(model_cfg),
+        "freeze": freeze.to_dict() if freeze else None,
+    }
     if src.kind == "state_dict":
         spec["source"]["sha256"] = src.lineage("x")[0]["sha256"]
     config_hash = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
     metadata = {
-        "format": exports.EXPORT_FORMAT, "format_version": exports.EXPORT_VERSION,
-        "stage": SEED_STAGE, "trained": [],
+        "format": exports.EXPORT_FORMAT,
+        "format_version": exports.EXPORT_VERSION,
+        "stage": SEED_STAGE,
+        "trained": [],
         "pair": {"s": target.pair.s, "t": target.pair.t, "name": target.pair.name},
-        "recipe": exports.recipe_to_dict(target), "model": dataclasses.asdict(model_cfg),
-        "future_context": future_context, "step": 0, "samples_seen": 0, "config_hash": config_hash,
+        "recipe": exports.recipe_to_dict(target),
+        "model": dataclasses.asdict(model_cfg),
+        "future_context": future_context,
+        "step": 0,
+        "samples_seen": 0,
+        "config_hash": config_hash,
         "code_version": exports.code_version(),
-        "transfer": {**spec, "summary": report.summary(), "status": report.status,
-                     "report": str(report_path_for(out))},
+        "transfer": {**spec, "summary": report.summary(), "status": report.status, "report": str(report_path_for(out))},
     }
     if src.metadata.get("normalisation"):
         metadata["normalisation"] = src.metadata["normalisation"]  # what the copied weights were trained under

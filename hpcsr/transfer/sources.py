@@ -64,14 +64,29 @@ class Source:
         return self.metadata.get("stage")
 
     def describe(self) -> dict:
-        return {"path": str(self.path), "kind": self.kind, "pair": self.pair.name if self.pair else None,
-                "stage": self.stage, "step": self.metadata.get("step"), "config_hash": self.metadata.get("config_hash")}
+        return {
+            "path": str(self.path),
+            "kind": self.kind,
+            "pair": self.pair.name if self.pair else None,
+            "stage": self.stage,
+            "step": self.metadata.get("step"),
+            "config_hash": self.metadata.get("config_hash"),
+        }
 
     def lineage(self, role: str) -> list:
         """The source's ancestors, then the source itself as `role` (a bare file: path and sha256)."""
         if self.kind == "state_dict":
-            return [{"role": role, "stage": None, "pair": None, "step": None, "config_hash": None,
-                     "export": str(self.path), "sha256": file_sha256(self.path)}]
+            return [
+                {
+                    "role": role,
+                    "stage": None,
+                    "pair": None,
+                    "step": None,
+                    "config_hash": None,
+                    "export": str(self.path),
+                    "sha256": file_sha256(self.path),
+                }
+            ]
         chain = [e for e in self.metadata.get("lineage", []) if e.get("role") != "self"]
         return chain + [exports.lineage_entry(role, self.metadata, self.path)]
 
@@ -87,17 +102,23 @@ def file_sha256(path: Path) -> str:
 def load_source(path, stage: str | None = None, weights: str = "ema") -> Source:
     """Read a source (see the module docstring) on CPU."""
     if weights not in WEIGHTS:
-        raise SourceError(f"weights={weights!r} unknown: use 'ema' (the denoiser's EMA average where kept, as "
-                          "exported) or 'raw' (the optimised weights)")
+        raise SourceError(
+            f"weights={weights!r} unknown: use 'ema' (the denoiser's EMA average where kept, as "
+            "exported) or 'raw' (the optimised weights)"
+        )
     path = Path(path)
     if not path.exists():
-        raise SourceError(f"source {path} does not exist: give an export (model.pt), a run or stage folder, or a "
-                          "checkpoint folder checkpoints/step_<N>")
+        raise SourceError(
+            f"source {path} does not exist: give an export (model.pt), a run or stage folder, or a "
+            "checkpoint folder checkpoints/step_<N>"
+        )
     if path.is_file():
         return _from_file(path, weights)
     if path.parent.name == UNIVERSAL_DIR or path.name == UNIVERSAL_DIR:
-        raise SourceError(f"{path} is a DeepSpeed universal checkpoint made for a resume; point at the original "
-                          f"checkpoint {path.parent.parent / path.name if path.name != UNIVERSAL_DIR else path.parent} instead")
+        raise SourceError(
+            f"{path} is a DeepSpeed universal checkpoint made for a resume; point at the original "
+            f"checkpoint {path.parent.parent / path.name if path.name != UNIVERSAL_DIR else path.parent} instead"
+        )
     if (path / MARKER).exists() or (path / MODEL_STATES).exists() or path.name.startswith("step_"):
         return _from_checkpoint(_complete_tag(path), weights)
     if path.name == "checkpoints":
@@ -118,8 +139,10 @@ def _from_run(run: Path, stage: str | None, weights: str) -> Source:
         if (folder / "checkpoints").is_dir() and CheckpointManager(folder / "checkpoints", 1).complete():
             return _from_checkpoint(_newest_complete(folder / "checkpoints"), weights)
     wanted = f"stage {stage}" if stage else f"any stage ({', '.join(STAGE_PREFERENCE)})"
-    raise SourceError(f"{run} holds no export and no complete checkpoint of {wanted}: train the source first, or "
-                      "point at an export or a checkpoint folder")
+    raise SourceError(
+        f"{run} holds no export and no complete checkpoint of {wanted}: train the source first, or "
+        "point at an export or a checkpoint folder"
+    )
 
 
 def _complete_tag(tag: Path) -> CheckpointInfo:
@@ -127,13 +150,17 @@ def _complete_tag(tag: Path) -> CheckpointInfo:
     info = done.get(tag.resolve())
     if info is None:
         others = ", ".join(c.path.name for c in done.values()) or "none"
-        raise SourceError(f"checkpoint {tag} has no valid completion marker ({MARKER} missing, or its files do not "
-                          f"match it): the save was interrupted and the checkpoint may be partial. Use a complete "
-                          f"checkpoint of {tag.parent} (complete: {others}) or the run's export")
+        raise SourceError(
+            f"checkpoint {tag} has no valid completion marker ({MARKER} missing, or its files do not "
+            f"match it): the save was interrupted and the checkpoint may be partial. Use a complete "
+            f"checkpoint of {tag.parent} (complete: {others}) or the run's export"
+        )
     bad = CheckpointManager.verify(info)
     if bad is not None:
-        raise SourceError(f"checkpoint {tag}: {bad} does not match its SHA-256 in {MARKER} (the file is damaged): use "
-                          f"another checkpoint of {tag.parent} or the run's export")
+        raise SourceError(
+            f"checkpoint {tag}: {bad} does not match its SHA-256 in {MARKER} (the file is damaged): use "
+            f"another checkpoint of {tag.parent} or the run's export"
+        )
     return info
 
 
@@ -142,16 +169,24 @@ def _newest_complete(root: Path) -> CheckpointInfo:
     with a warning naming the file)."""
     done = CheckpointManager(root, 1).complete()
     if not done:
-        raise SourceError(f"{root} holds no complete checkpoint (none has its completion marker {MARKER}): "
-                          "train until a checkpoint is saved, or point at an export")
+        raise SourceError(
+            f"{root} holds no complete checkpoint (none has its completion marker {MARKER}): "
+            "train until a checkpoint is saved, or point at an export"
+        )
     for info in reversed(done):
         bad = CheckpointManager.verify(info)
         if bad is None:
             return info
-        log.warning("checkpoint %s: %s does not match its SHA-256 in %s (damaged): trying the previous one",
-                    info.path, bad, MARKER)
-    raise SourceError(f"every complete checkpoint of {root} has a damaged file (SHA-256 differs from its marker): "
-                      "point at the run's export")
+        log.warning(
+            "checkpoint %s: %s does not match its SHA-256 in %s (damaged): trying the previous one",
+            info.path,
+            bad,
+            MARKER,
+        )
+    raise SourceError(
+        f"every complete checkpoint of {root} has a damaged file (SHA-256 differs from its marker): "
+        "point at the run's export"
+    )
 
 
 def _from_file(path: Path, weights: str) -> Source:
@@ -167,8 +202,10 @@ def _from_file(path: Path, weights: str) -> Source:
         return Source(export.path, "export", {k: v.float() for k, v in state.items()}, dict(export.metadata))
     state = _bare_state_dict(blob)
     if state is None:
-        raise SourceError(f"{path} holds neither an hpcsr export nor a state dict of tensors: give an export "
-                          "(model.pt), a checkpoint folder, or a torch file of {name: tensor}")
+        raise SourceError(
+            f"{path} holds neither an hpcsr export nor a state dict of tensors: give an export "
+            "(model.pt), a checkpoint folder, or a torch file of {name: tensor}"
+        )
     return Source(path, "state_dict", state, {})
 
 
@@ -204,19 +241,28 @@ def _from_checkpoint(info: CheckpointInfo, weights: str) -> Source:
     ema = client.get("ema")
     if weights == "ema" and ema:
         for name, tensor in ema["weights"].items():
-            merged[name[len(PREFIX):] if name.startswith(PREFIX) else name] = tensor.float()
+            merged[name[len(PREFIX) :] if name.startswith(PREFIX) else name] = tensor.float()
     stage = marker.get("stage") or client.get("stage")
     if "recipe" not in client:
-        raise SourceError(f"checkpoint {info.path} lacks hpcsr's client state (recipe, normalisation): it was not "
-                          "written by `hpcsr train`; load it as a bare state dict file instead")
+        raise SourceError(
+            f"checkpoint {info.path} lacks hpcsr's client state (recipe, normalisation): it was not "
+            "written by `hpcsr train`; load it as a bare state dict file instead"
+        )
     recipe = exports.recipe_from_dict(client["recipe"])
     metadata = {
-        "stage": stage, "trained": list(TRAINED.get(stage, ())),
+        "stage": stage,
+        "trained": list(TRAINED.get(stage, ())),
         "pair": {"s": recipe.pair.s, "t": recipe.pair.t, "name": recipe.pair.name},
-        "recipe": client["recipe"], "model": marker.get("model"), "normalisation": client.get("normalisation"),
-        "step": info.step, "samples_seen": marker.get("samples_seen"), "config_hash": marker.get("config_hash"),
-        "code_version": marker.get("code_version"), "zero_stage": marker.get("zero_stage"),
-        "world_size": marker.get("world_size"), "precision": marker.get("precision"),
+        "recipe": client["recipe"],
+        "model": marker.get("model"),
+        "normalisation": client.get("normalisation"),
+        "step": info.step,
+        "samples_seen": marker.get("samples_seen"),
+        "config_hash": marker.get("config_hash"),
+        "code_version": marker.get("code_version"),
+        "zero_stage": marker.get("zero_stage"),
+        "world_size": marker.get("world_size"),
+        "precision": marker.get("precision"),
         "ema": {"applied": bool(weights == "ema" and ema)},
     }
     lineage = list((client.get("state") or {}).get("lineage", []))

@@ -70,8 +70,14 @@ def _adapt_stem(name: str, src: torch.Tensor, own: torch.Tensor) -> tuple[torch.
     return out, how
 
 
-def match_tensors(strategy: str, source_state: dict, model: torch.nn.Module, report: TransferReport,
-                  lt_changed: bool, source_beta: str | None) -> dict:
+def match_tensors(
+    strategy: str,
+    source_state: dict,
+    model: torch.nn.Module,
+    report: TransferReport,
+    lt_changed: bool,
+    source_beta: str | None,
+) -> dict:
     """Decide every target tensor's fate into `report`; return the complete state dict for `model`
     (copied and adapted tensors from the source, the rest from the model's own initialisation)."""
     if strategy not in STRATEGIES:
@@ -81,8 +87,13 @@ def match_tensors(strategy: str, source_state: dict, model: torch.nn.Module, rep
     out = {}
     for name, tensor in own.items():
         src = source_state.get(name)
-        entry = dict(name=name, source_shape=tuple(src.shape) if src is not None else None,
-                     target_shape=tuple(tensor.shape), numel=tensor.numel(), parameter=name in params)
+        entry = dict(
+            name=name,
+            source_shape=tuple(src.shape) if src is not None else None,
+            target_shape=tuple(tensor.shape),
+            numel=tensor.numel(),
+            parameter=name in params,
+        )
         if src is not None and src.shape == tensor.shape:
             out[name] = src.to(tensor.dtype).clone()
             report.add(TensorAction(action=COPIED, how=_copied_how(lt_changed), **entry))
@@ -93,20 +104,46 @@ def match_tensors(strategy: str, source_state: dict, model: torch.nn.Module, rep
             report.add(TensorAction(action=ADAPTED, how=how, mismatch=True, **entry))
             continue
         out[name] = tensor.detach().clone()
-        why = (f"shape {tuple(src.shape)} in the source vs {tuple(tensor.shape)} in the target" if src is not None
-               else "not in the source")
-        report.add(TensorAction(action=REINITIALISED, how=f"{why}: the target's fresh initialisation", mismatch=True, **entry))
+        why = (
+            f"shape {tuple(src.shape)} in the source vs {tuple(tensor.shape)} in the target"
+            if src is not None
+            else "not in the source"
+        )
+        report.add(
+            TensorAction(action=REINITIALISED, how=f"{why}: the target's fresh initialisation", mismatch=True, **entry)
+        )
     for name, src in source_state.items():
         if name not in own:
-            report.add(TensorAction(name=name, action=DROPPED, how="not in the target model", source_shape=tuple(src.shape),
-                                    target_shape=None, numel=src.numel(), parameter=False, mismatch=True))
+            report.add(
+                TensorAction(
+                    name=name,
+                    action=DROPPED,
+                    how="not in the target model",
+                    source_shape=tuple(src.shape),
+                    target_shape=None,
+                    numel=src.numel(),
+                    parameter=False,
+                    mismatch=True,
+                )
+            )
     schedule = getattr(model, "schedule", None)
     if schedule is not None:
-        how = (f"rebuilt from the target recipe: {schedule.kind} beta {schedule.beta_start:g}..{schedule.beta_end:g} "
-               f"over {schedule.steps} steps" + (f" (source {source_beta})" if source_beta else ""))
+        how = (
+            f"rebuilt from the target recipe: {schedule.kind} beta {schedule.beta_start:g}..{schedule.beta_end:g} "
+            f"over {schedule.steps} steps" + (f" (source {source_beta})" if source_beta else "")
+        )
         for name, buf in schedule.named_buffers():
-            report.add(TensorAction(name=SCHEDULE_PREFIX + name, action=ADAPTED, how=how, source_shape=None,
-                                    target_shape=tuple(buf.shape), numel=buf.numel(), parameter=False))
+            report.add(
+                TensorAction(
+                    name=SCHEDULE_PREFIX + name,
+                    action=ADAPTED,
+                    how=how,
+                    source_shape=None,
+                    target_shape=tuple(buf.shape),
+                    numel=buf.numel(),
+                    parameter=False,
+                )
+            )
     return out
 
 
@@ -116,28 +153,40 @@ def model_differences(source_model: dict | None, target_model) -> list[str]:
         return []
     mine = dataclasses.asdict(target_model)
     norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
-    return [f"model.{k}={norm(source_model.get(k))} (source) vs {norm(mine.get(k))} (target)"
-            for k in sorted(set(mine) | set(source_model)) if norm(source_model.get(k)) != norm(mine.get(k))]
+    return [
+        f"model.{k}={norm(source_model.get(k))} (source) vs {norm(mine.get(k))} (target)"
+        for k in sorted(set(mine) | set(source_model))
+        if norm(source_model.get(k)) != norm(mine.get(k))
+    ]
 
 
 def check(strategy: str, report: TransferReport, force: bool, model_diffs: list[str], listed: int = 40) -> None:
     """Refuse (raise TransferRefused, report.status='refused') what the strategy does not allow."""
     bad = [e for e in report.mismatched if e.action != ADAPTED]
     if strategy in STRICT and bad:
-        reason = (f"strategy {strategy} copies every tensor, but {len(bad)} tensor(s) do not fit the target model"
-                  + (f" ({'; '.join(model_diffs)})" if model_diffs else ""))
-        fix = ("use the source's model config for the target, or --strategy transfer to copy what fits "
-               "and re-initialise the rest")
+        reason = f"strategy {strategy} copies every tensor, but {len(bad)} tensor(s) do not fit the target model" + (
+            f" ({'; '.join(model_diffs)})" if model_diffs else ""
+        )
+        fix = (
+            "use the source's model config for the target, or --strategy transfer to copy what fits "
+            "and re-initialise the rest"
+        )
     elif strategy == "transfer" and report.reinit_fraction > report.max_reinit:
         if force:
             report.status = "forced"
-            report.notes.append(f"{100 * report.reinit_fraction:.1f} % of the parameters re-initialised, over the "
-                                f"limit of {100 * report.max_reinit:g} %: accepted because of --force")
+            report.notes.append(
+                f"{100 * report.reinit_fraction:.1f} % of the parameters re-initialised, over the "
+                f"limit of {100 * report.max_reinit:g} %: accepted because of --force"
+            )
             return
-        reason = (f"{100 * report.reinit_fraction:.1f} % of the target's parameters would be re-initialised "
-                  f"(limit {100 * report.max_reinit:g} %)" + (f"; {'; '.join(model_diffs)}" if model_diffs else ""))
-        fix = ("the architectures cannot be reconciled: use the source's model config for the target; or raise "
-               "--max-reinit / pass --force to accept a mostly fresh model")
+        reason = (
+            f"{100 * report.reinit_fraction:.1f} % of the target's parameters would be re-initialised "
+            f"(limit {100 * report.max_reinit:g} %)" + (f"; {'; '.join(model_diffs)}" if model_diffs else "")
+        )
+        fix = (
+            "the architectures cannot be reconciled: use the source's model config for the target; or raise "
+            "--max-reinit / pass --force to accept a mostly fresh model"
+        )
     else:
         return
     lines = [f"{e.name}: {e.action}, {e.how}" for e in bad]
