@@ -128,7 +128,7 @@ TRAIN_KEYS = (
     "seed",
     "defaults",
 )  # defaults: hash of the default config tree, so a changed default trains anew
-SAMPLE_KEYS = ("members", "crop", "eval", "steps")
+SAMPLE_KEYS = ("members", "crop", "eval", "steps", "block")  # block: the crop starts a block of this many steps
 
 
 def tag(a, keys) -> str:
@@ -189,17 +189,21 @@ def wettest_window(precip: np.ndarray, side: int, name: str, stride: int = 32) -
     return best[1], best[2]
 
 
-def wettest_steps(precip: np.ndarray, steps: int) -> int:
-    """First index of the `steps` consecutive steps with the most rain (all of them when fewer)."""
+def wettest_steps(precip: np.ndarray, steps: int, aligned: np.ndarray) -> int:
+    """First index of the `steps` consecutive steps with the most rain among the starts where
+    `aligned` is true (0 when there are fewer steps)."""
     if steps >= len(precip):
-        return 0
+        return int(np.argmax(aligned)) if aligned.any() else 0
     totals = np.convolve(precip.sum(axis=(1, 2)), np.ones(steps), mode="valid")
-    return int(np.argmax(totals))
+    return int(np.argmax(np.where(aligned[: len(totals)], totals, -np.inf)))
 
 
-def write_crop(store_path: Path, out: Path, side: int, steps: int, name: str) -> dict:
+def write_crop(store_path: Path, out: Path, side: int, steps: int, name: str, block: int = 1) -> dict:
     """The wettest covered side x side window of the HR store over its wettest `steps` consecutive steps,
-    as CF netCDF precip(time, y, x) (atomic); its place. Both choices read the truth's rain alone."""
+    as CF netCDF precip(time, y, x) (atomic); its place. Both choices read the truth's rain alone. The
+    first step starts a block of `block` steps counted from 00 UTC (the sampler's and the evaluation's
+    time blocks), so every pair's blocks start with the crop and in-script references coarsen the
+    same blocks as the evaluation."""
     import h5py
 
     from hpcsr import cf
@@ -210,7 +214,9 @@ def write_crop(store_path: Path, out: Path, side: int, steps: int, name: str) ->
         full = store.read(0, len(store.time_s))
         r, c = wettest_window(full, side, name)
         values = full[:, r : r + side, c : c + side]
-        first = wettest_steps(values, steps)
+        step_s = 60 * store.interval_minutes
+        starts = np.asarray(store.time_s, np.int64) - step_s  # start of each step
+        first = wettest_steps(values, steps, (starts % (block * step_s)) == 0)
         values = values[first : first + steps]
         y, x = store.y[r : r + side], store.x[c : c + side]
         times = np.asarray(store.time_s, np.int64)[first : first + len(values)]
@@ -721,7 +727,8 @@ def main(argv=None) -> int:
     )
     data, eval_store = preprocess(work, pairs, eval_file)
     crop = work / "data" / f"eval_{a.eval}_crop{a.crop}_steps{a.steps}.nc"
-    window = write_crop(eval_store, crop, a.crop, a.steps, eval_file)
+    a.block = int(np.lcm.reduce([int(p.split("x")[1]) for p in pairs]))
+    window = write_crop(eval_store, crop, a.crop, a.steps, eval_file, a.block)
     log(
         f"evaluation crop {crop}: rows {window['rows']}, cols {window['cols']} of {eval_file}, steps {window['steps']}, "
         f"wet fraction {window['wet_fraction']:.2f}"

@@ -76,9 +76,21 @@ class NetcdfPlan:
     y_units: str
 
 
+def _open(path) -> netCDF4.Dataset:
+    """The file opened with netCDF4; a file it cannot read is the user's input error (ValueError)."""
+    try:
+        return netCDF4.Dataset(path)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise ValueError(
+            f"{path} cannot be read as netCDF ({err}): the file is damaged, cut short or not netCDF"
+        ) from None
+
+
 def plan_file(path: str, cadence_minutes: int, interval_minutes: int | None = None) -> tuple[NetcdfPlan, list[dict]]:
     """Read the axes of one file and decide its output steps; returns (plan, skipped records)."""
-    with netCDF4.Dataset(path) as ds:
+    with _open(path) as ds:
         if PRECIP not in ds.variables:
             raise ValueError(
                 f"{path} has no variable '{PRECIP}' (variables: {', '.join(ds.variables)}): "
@@ -181,7 +193,7 @@ def read_steps(plan: NetcdfPlan, first: int, stop: int, cap_mm_per_hour: float):
     """Yield (end time, mm float32 frame, FrameQC) for output steps first..stop-1 of the plan,
     reading only the source steps of one output step at a time."""
     limit = cap_amount(cap_mm_per_hour, plan.interval_minutes)
-    with netCDF4.Dataset(plan.path) as ds:
+    with _open(plan.path) as ds:
         var = ds.variables[PRECIP]
         var.set_auto_maskandscale(True)  # CF unpacking (scale_factor, add_offset) and masking of the packed fill
         for end, idx in zip(plan.out_times[first:stop], plan.sources[first:stop]):
