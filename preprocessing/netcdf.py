@@ -15,6 +15,7 @@ Values are checked (negative, above the plausibility cap) on the source steps, b
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 
@@ -106,7 +107,11 @@ def plan_file(path: str, cadence_minutes: int, interval_minutes: int | None = No
                     f"{path}: no interval_minutes attribute on precip or the file: pass --source-interval MINUTES"
                 )
             interval_minutes = float(attr)
-        if abs(interval_minutes - round(interval_minutes)) > 1e-9 or interval_minutes <= 0:
+        if (
+            not math.isfinite(interval_minutes)
+            or abs(interval_minutes - round(interval_minutes)) > 1e-9
+            or interval_minutes <= 0
+        ):
             raise ValueError(f"{path}: interval_minutes={interval_minutes} must be a positive whole number of minutes")
         interval_minutes = int(round(interval_minutes))
         tvar = ds.variables["time"]
