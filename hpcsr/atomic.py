@@ -43,28 +43,11 @@ import socket
 from pathlib import Path
 
 
-class AtomicPath:
-    """A temporary file next to `path` (created empty, in `tmp`) that replaces `path` on commit().
-    As a context manager it yields `tmp`, commits on normal exit and discards on an exception."""
+class _Swap:
+    """The context-manager protocol of a writer with commit() and discard(): yields `tmp`, commits
+    on normal exit, discards on an exception (or when the commit itself fails)."""
 
-    def __init__(self, path):
-        self.path = Path(path)
-        check_target(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.path)
-        self.tmp = self.path.with_name(f".{self.path.name}.{HOST}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-        os.close(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-
-    def commit(self) -> Path:
-        """fsync the temporary file, rename it over `path`, fsync the folder. Returns `path`."""
-        _fsync(self.tmp)
-        os.replace(self.tmp, self.path)
-        _fsync(self.path.parent)
-        return self.path
-
-    def discard(self) -> None:
-        """Remove the temporary file; `path` stays as it was."""
-        self.tmp.unlink(missing_ok=True)
+    tmp: Path
 
     def __enter__(self) -> Path:
         return self.tmp
@@ -78,6 +61,45 @@ class AtomicPath:
         except BaseException:
             self.discard()
             raise
+
+
+def _temporary_name(path: Path) -> str:
+    """`.<name>.<host>.<pid>-<random>`: hidden, unique per writer, its owner readable back."""
+    return f".{path.name}.{HOST}.{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _dead_leftovers(path: Path) -> list[Path]:
+    """Temporaries of `path` left on this host by writers whose process is gone."""
+    found = []
+    for left in sorted(path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(HOST)}.*")):
+        pid = left.name[len(path.name) + len(HOST) + 3 :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            found.append(left)
+    return found
+
+
+class AtomicPath(_Swap):
+    """A temporary file next to `path` (created empty, in `tmp`) that replaces `path` on commit().
+    As a context manager it yields `tmp`, commits on normal exit and discards on an exception."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        check_target(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.path)
+        self.tmp = self.path.with_name(_temporary_name(self.path) + ".tmp")
+        os.close(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+    def commit(self) -> Path:
+        """fsync the temporary file, rename it over `path`, fsync the folder. Returns `path`."""
+        _fsync(self.tmp)
+        os.replace(self.tmp, self.path)
+        _fsync(self.path.parent)
+        return self.path
+
+    def discard(self) -> None:
+        """Remove the temporary file; `path` stays as it was."""
+        self.tmp.unlink(missing_ok=True)
 
 
 HOST = socket.gethostname().replace(".", "_") or "host"
@@ -99,17 +121,13 @@ def check_target(path) -> Path:
 
 def remove_stale_temporaries(path) -> list[Path]:
     """Remove `path`'s temporaries left on this host by writers whose process is gone; returns them."""
-    path = Path(path)
-    removed = []
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(HOST)}.*.tmp"):
-        pid = tmp.name[len(path.name) + len(HOST) + 3 :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
+    removed = [tmp for tmp in _dead_leftovers(Path(path)) if tmp.suffix == ".tmp" and tmp.is_file()]
+    for tmp in removed:
+        tmp.unlink(missing_ok=True)
     return removed
 
 
-class AtomicFolder:
+class AtomicFolder(_Swap):
     """A temporary folder beside `path` (in `tmp`) that replaces the folder `path` whole on
     commit(). `marker`: a file name that a previous output folder must contain to be replaced (so a
     folder of other files given by mistake is refused, never deleted). As a context manager it yields
@@ -127,17 +145,15 @@ class AtomicFolder:
                 f"output folder {self.path} holds other files (no {marker}): it would be replaced "
                 "whole, so give a new or empty folder"
             )
-        name = f".{self.path.name}.{HOST}.{os.getpid()}-{secrets.token_hex(4)}"
+        name = _temporary_name(self.path)
         self.tmp = self.path.with_name(name + ".tmp")
         self._old = self.path.with_name(name + ".old")
         self.tmp.mkdir()
 
     def _recover(self) -> None:
         """Put back a previous folder left aside by a crash mid-swap; remove dead writers' folders."""
-        pattern = f".{glob.escape(self.path.name)}.{glob.escape(HOST)}.*"
-        for left in sorted(self.path.parent.glob(pattern)):
-            pid = left.name[len(self.path.name) + len(HOST) + 3 :].split("-", 1)[0]
-            if not left.is_dir() or not pid.isdigit() or _alive(int(pid)):
+        for left in _dead_leftovers(self.path):
+            if not left.is_dir():
                 continue
             if left.suffix == ".old" and not self.path.exists():
                 os.replace(left, self.path)
@@ -159,19 +175,6 @@ class AtomicFolder:
 
     def discard(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def __enter__(self) -> Path:
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.discard()
-            return
-        try:
-            self.commit()
-        except BaseException:
-            self.discard()
-            raise
 
 
 def _alive(pid: int) -> bool:
