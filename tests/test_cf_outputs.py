@@ -31,7 +31,8 @@ from hpcsr.demo.scoring import write_truth
 from hpcsr.factors import FactorPair
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_sample import COMEPHORE, PAIR, make_export, run_sample  # noqa: E402
+from synthetic_radar import write_radar_nc  # noqa: E402
+from test_sample import PAIR, make_export, run_sample  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -50,9 +51,6 @@ ALLOWED_WARNINGS = {
     "dimension is not time ('Time must be the first dimension'), so the ensemble is (time, member, y, x) "
     "and CDO reads the members as levels",
 }
-pytestmark = pytest.mark.skipif(
-    not COMEPHORE.is_file(), reason=f"real data {COMEPHORE} is absent (see shared/data/README.md)"
-)
 
 
 def cf_check(path: Path, tmp: Path) -> tuple[list[str], list[str]]:
@@ -127,12 +125,12 @@ def test_unreadable_crs_gives_no_grid_mapping_and_a_warning(caplog):
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory, small_dataset) -> dict[str, Path]:
-    """An ensemble from a netCDF input (Comephore crop), one from a shard with its truth crop (as
-    the demo writes it), and the skill experiment's held-out crop of an HR store."""
+    """An ensemble from a netCDF input (a synthetic storm in the Comephore layout), one from a shard
+    with its truth crop (as the demo writes it), and the skill experiment's held-out crop of an HR
+    store."""
     work = tmp_path_factory.mktemp("cf")
     hr_nc = work / "hr.nc"
-    with xr.open_dataset(COMEPHORE) as ds:
-        ds.isel(y=slice(0, 40), x=slice(0, 36)).load().to_netcdf(hr_nc)
+    write_radar_nc(hr_nc, (8, 40, 36))
     ens_nc = work / "ensemble_from_netcdf.nc"
     assert (
         run_sample(
@@ -278,12 +276,12 @@ def test_cf_xarray_finds_axes_grid_mapping_and_precipitation(outputs):
 
 @pytest.fixture(scope="module")
 def cdo_inputs(tmp_path_factory) -> dict[str, Path]:
-    """The Comephore crop (with a missing 5 x 5 patch) and its (4, 2) LR, each as written by xarray
-    and as CDO rewrites it: packed int16 (scale_factor/add_offset, fill -32767), time in hours since
-    1970, calendar proleptic_gregorian."""
+    """A synthetic storm in the Comephore layout (with a missing 5 x 5 patch) and its (4, 2) LR, each
+    as written by xarray and as CDO rewrites it: packed int16 (scale_factor/add_offset, fill -32767),
+    time in hours since 1970, calendar proleptic_gregorian."""
     work = tmp_path_factory.mktemp("cdo_in")
-    with xr.open_dataset(COMEPHORE) as ds:
-        hr = ds.isel(y=slice(0, 40), x=slice(0, 36)).load()
+    with xr.open_dataset(write_radar_nc(work / "storm.nc", (8, 40, 36))) as ds:
+        hr = ds.load()
     hr["precip"][2, :5, :5] = np.nan
     lr = xr.Dataset(
         {

@@ -14,12 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from synthetic_radar import write_radar_nc
 
 from preprocessing import cli as preprocess_cli
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SAMPLE = DATA / "comephore_sample_20111104.nc"
-needs_sample = pytest.mark.skipif(not SAMPLE.is_file(), reason=f"real data {SAMPLE} absent (../shared/data)")
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Path:
+    """A synthetic storm in the layout of the Comephore sample (8 hourly frames of 117 x 67 km)."""
+    return write_radar_nc(tmp_path_factory.mktemp("faults") / "storm.nc", (8, 117, 67))
 
 
 def digests(folder: Path) -> dict:
@@ -40,14 +45,13 @@ def variant(src: Path, out: Path, change) -> Path:
     return out
 
 
-@needs_sample
-def test_ingest_rerun_on_all_missing_input_keeps_the_store(tmp_path, capsys):
+def test_ingest_rerun_on_all_missing_input_keeps_the_store(sample, tmp_path, capsys):
     """Finding 1: a rerun into the same folder with an all-NaN file of the same shape used to replace
     hr.h5 with an empty store (and crash on an index error) while the manifest kept the old checksum."""
     out = tmp_path / "data"
-    assert preprocess_cli.main(["ingest", "--out", str(out), "--netcdf", str(SAMPLE), "--quiet"]) == 0
+    assert preprocess_cli.main(["ingest", "--out", str(out), "--netcdf", str(sample), "--quiet"]) == 0
     before = digests(out)
-    empty = variant(SAMPLE, tmp_path / "all_missing.nc", lambda v: np.full_like(v, np.nan))
+    empty = variant(sample, tmp_path / "all_missing.nc", lambda v: np.full_like(v, np.nan))
     capsys.readouterr()
     assert preprocess_cli.main(["ingest", "--out", str(out), "--netcdf", str(empty), "--quiet"]) != 0
     err = capsys.readouterr().err
@@ -62,10 +66,10 @@ def test_ingest_rerun_on_all_missing_input_keeps_the_store(tmp_path, capsys):
 COMEPHORE_GRID = {"interval_minutes": 60, "units": "m", "hr_pixel": [1000.0, 1000.0]}  # 1 km, hourly
 
 
-def comephore_variant(out: Path, *, stretch: float = 1.0, interval: int | None = None, values=None) -> Path:
-    """The Comephore sample's top-left 40 x 36 px with its x/y spacing multiplied by `stretch`, its
+def comephore_variant(src: Path, out: Path, *, stretch: float = 1.0, interval: int | None = None, values=None) -> Path:
+    """The netCDF `src`'s top-left 40 x 36 px with its x/y spacing multiplied by `stretch`, its
     interval_minutes replaced, or its values replaced."""
-    with xr.open_dataset(SAMPLE) as ds:
+    with xr.open_dataset(src) as ds:
         ds = ds.isel(y=slice(0, 40), x=slice(0, 36)).load()
     for axis in ("x", "y"):
         ds[axis] = (axis, ds[axis].values[0] + (ds[axis].values - ds[axis].values[0]) * stretch, ds[axis].attrs)
@@ -77,7 +81,6 @@ def comephore_variant(out: Path, *, stretch: float = 1.0, interval: int | None =
     return out
 
 
-@needs_sample
 @pytest.mark.parametrize(
     "case,expected",
     [
@@ -86,14 +89,14 @@ def comephore_variant(out: Path, *, stretch: float = 1.0, interval: int | None =
         ({"values": lambda v: np.full_like(v, np.nan)}, "has no value in the"),
     ],
 )
-def test_sample_refuses_inputs_the_model_was_not_trained_for(tmp_path, capsys, case, expected):
+def test_sample_refuses_inputs_the_model_was_not_trained_for(sample, tmp_path, capsys, case, expected):
     """Finding 4: an input on another grid, at another cadence, or all missing, used to be sampled
     (exit 0, an ensemble on the wrong scales or all NaN). Now refused before the model runs, naming
     both grids; nothing is written."""
     from test_sample import PAIR, make_export, run_sample
 
     export = make_export(tmp_path / "m.pt", PAIR, data_grid=COMEPHORE_GRID)
-    source = comephore_variant(tmp_path / "input.nc", **case)
+    source = comephore_variant(sample, tmp_path / "input.nc", **case)
     out = tmp_path / "ens.nc"
     capsys.readouterr()
     assert (
@@ -104,16 +107,15 @@ def test_sample_refuses_inputs_the_model_was_not_trained_for(tmp_path, capsys, c
     assert not out.exists() and not list(tmp_path.glob(".ens.nc*"))
 
 
-@needs_sample
-def test_sample_on_another_grid_when_asked(tmp_path):
+def test_sample_on_another_grid_when_asked(sample, tmp_path):
     """--allow-other-grid samples the 2 km input anyway (a deliberate transfer), and an input on the
     training grid needs no flag."""
     from test_sample import PAIR, make_export, run_sample
 
     export = make_export(tmp_path / "m.pt", PAIR, data_grid=COMEPHORE_GRID)
     args = ["--coarsen", "--members", "2", "--steps", "1"]
-    same = comephore_variant(tmp_path / "same.nc")
-    other = comephore_variant(tmp_path / "other.nc", stretch=2.0)
+    same = comephore_variant(sample, tmp_path / "same.nc")
+    other = comephore_variant(sample, tmp_path / "other.nc", stretch=2.0)
     assert run_sample("--export", export, "--hr", same, *args, "--out", tmp_path / "a.nc") == 0
     assert run_sample("--export", export, "--hr", other, *args, "--out", tmp_path / "b.nc", "--allow-other-grid") == 0
     with xr.open_dataset(tmp_path / "b.nc") as ds:
@@ -224,8 +226,7 @@ def test_a_new_writer_removes_what_killed_writers_left(tmp_path):
     assert not left.exists() and live.exists() and other_host.exists()
 
 
-@needs_sample
-def test_killed_sample_leaves_nothing_that_a_rerun_does_not_clean(tmp_path):
+def test_killed_sample_leaves_nothing_that_a_rerun_does_not_clean(sample, tmp_path):
     """Finding 7: a sample killed with SIGKILL mid-write left .ens.nc.<pid>.tmp that later runs never
     removed. The rerun writes the ensemble and removes the leftover."""
     import signal
@@ -243,7 +244,7 @@ def test_killed_sample_leaves_nothing_that_a_rerun_does_not_clean(tmp_path):
         "--export",
         str(export),
         "--hr",
-        str(SAMPLE),
+        str(sample),
         "--coarsen",
         "--members",
         "4",
@@ -274,7 +275,6 @@ def test_killed_sample_leaves_nothing_that_a_rerun_does_not_clean(tmp_path):
 # ------------------------------------------------------------------ evaluation: the report folder whole
 
 
-@needs_sample
 def test_failed_evaluation_rerun_leaves_the_previous_report_byte_identical(tmp_path, monkeypatch):
     """Finding 2: a rerun that failed while drawing (the FSS figure's log axis) had already
     overwritten metrics.json/csv and left the older report and figures: a folder mixing two runs.
@@ -345,8 +345,7 @@ def test_a_crash_mid_swap_is_undone_by_the_next_writer(tmp_path):
 # ------------------------------------------------------------------ exports: verified before use
 
 
-@needs_sample
-def test_a_damaged_export_is_refused_by_name(tmp_path):
+def test_a_damaged_export_is_refused_by_name(sample, tmp_path):
     """Finding 3, exports: an export whose bytes changed after it was written (same size) is refused
     before sampling or transfer uses it; its JSON beside it keeps the digest."""
     from test_sample import PAIR, make_export
@@ -360,7 +359,7 @@ def test_a_damaged_export_is_refused_by_name(tmp_path):
     export.write_bytes(bytes(data))
     with pytest.raises(ExportError, match=r"m.pt is damaged: its SHA-256 differs from the one recorded in m.json"):
         load_export(export)
-    out = hpcsr("sample", "--export", str(export), "--hr", str(SAMPLE), "--coarsen", "--out", str(tmp_path / "e.nc"))
+    out = hpcsr("sample", "--export", str(export), "--hr", str(sample), "--coarsen", "--out", str(tmp_path / "e.nc"))
     assert out.returncode == 2 and "is damaged" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -418,10 +417,9 @@ def test_a_cut_archive_counts_the_hours_it_lost(tmp_path, caplog):
     assert f"and {entry['hours_lost']} hour(s) lost at the end of damaged archives" in caplog.text
 
 
-@needs_sample
-def test_a_step_off_the_file_grid_is_counted(tmp_path, caplog):
+def test_a_step_off_the_file_grid_is_counted(sample, tmp_path, caplog):
     """Finding 6: a frame 30 min off the hourly grid was dropped without a warning."""
-    with xr.open_dataset(SAMPLE) as ds:
+    with xr.open_dataset(sample) as ds:
         ds = ds.load()
     times = ds["time"].values.copy()
     times[3] = times[3] + np.timedelta64(30, "m")
@@ -438,11 +436,10 @@ def test_a_step_off_the_file_grid_is_counted(tmp_path, caplog):
     assert manifest_entry(tmp_path / "out")["skipped"] == {"off-grid": 1}  # its own hour becomes a gap
 
 
-@needs_sample
-def test_split_bounds_outside_the_data_are_reported(tmp_path, caplog):
+def test_split_bounds_outside_the_data_are_reported(sample, tmp_path, caplog):
     """Finding 6: split bounds outside the data left val/test empty without a word."""
     out = tmp_path / "out"
-    assert preprocess_cli.main(["ingest", "--out", str(out), "--netcdf", str(SAMPLE), "--quiet"]) == 0
+    assert preprocess_cli.main(["ingest", "--out", str(out), "--netcdf", str(sample), "--quiet"]) == 0
     with caplog.at_level("WARNING"):
         assert (
             preprocess_cli.main(
@@ -488,11 +485,11 @@ def test_every_command_answers_bad_input_with_one_line_and_the_same_code(tmp_pat
 # ------------------------------------------------------------------ evaluation on any weather
 
 
-def weather_case(folder: Path, kind: str, s: int = 3, t: int = 2, members: int = 10) -> None:
-    """Truth and ensemble netCDF on the Comephore sample's grid and times with synthetic values:
+def weather_case(src: Path, folder: Path, kind: str, s: int = 3, t: int = 2, members: int = 10) -> None:
+    """Truth and ensemble netCDF on the grid and times of the netCDF `src` with synthetic values:
     'dry' (all zero), 'drizzle' (0.01-0.05 mm, below every FSS threshold) or 'wet' (1-5 mm everywhere)."""
     rng = np.random.default_rng(0)
-    with xr.open_dataset(SAMPLE) as ds:
+    with xr.open_dataset(src) as ds:
         hr = ds.precip.isel(time=slice(0, ds.sizes["time"] // t * t), y=slice(0, 48), x=slice(0, 48)).load()
     low, high = {"dry": (0.0, 0.0), "drizzle": (0.01, 0.05), "wet": (1.0, 5.0)}[kind]
     truth = rng.uniform(low, high, hr.shape).astype(np.float32)
@@ -507,16 +504,15 @@ def weather_case(folder: Path, kind: str, s: int = 3, t: int = 2, members: int =
     ).to_netcdf(folder / "ens.nc")
 
 
-@needs_sample
 @pytest.mark.parametrize("kind", ["dry", "drizzle", "wet"])
-def test_evaluation_of_dry_drizzle_and_all_wet_windows(tmp_path, kind):
+def test_evaluation_of_dry_drizzle_and_all_wet_windows(sample, tmp_path, kind):
     """Finding 2 and the deliverable 'evaluation works on dry, drizzle-only and all-wet windows':
     exit 0, every figure drawn, metrics.json strict JSON with null where a score is undefined."""
     import json
 
     from hpcsr.evaluate.cli import main as evaluate_main
 
-    weather_case(tmp_path, kind)
+    weather_case(sample, tmp_path, kind)
     out = tmp_path / "report"
     assert (
         evaluate_main(
