@@ -226,48 +226,48 @@ def test_a_new_writer_removes_what_killed_writers_left(tmp_path):
     assert not left.exists() and live.exists() and other_host.exists()
 
 
+# `hpcsr sample` whose writer holds after its first chunk, saying so on stdout: a kill then always
+# lands mid-write, however fast the machine samples.
+HOLD_AFTER_FIRST_WRITE = """
+import sys, time
+from hpcsr.cli import main
+from hpcsr.sampling.writer import EnsembleWriter
+
+write = EnsembleWriter.write
+
+def write_then_hold(self, *args):
+    write(self, *args)
+    print("first chunk written", flush=True)
+    time.sleep(3600)
+
+EnsembleWriter.write = write_then_hold
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_killed_sample_leaves_nothing_that_a_rerun_does_not_clean(sample, tmp_path):
     """Finding 7: a sample killed with SIGKILL mid-write left .ens.nc.<pid>.tmp that later runs never
     removed. The rerun writes the ensemble and removes the leftover."""
     import signal
-    import time
 
     from test_sample import PAIR, make_export
 
     export = make_export(tmp_path / "m.pt", PAIR, data_grid=COMEPHORE_GRID)
     out = tmp_path / "ens.nc"
-    args = [
-        sys.executable,
-        "-m",
-        "hpcsr.cli",
-        "sample",
-        "--export",
-        str(export),
-        "--hr",
-        str(sample),
-        "--coarsen",
-        "--members",
-        "4",
-        "--steps",
-        "4",
-        "--time-chunk",
-        "1",
-        "--out",
-        str(out),
-        "--quiet",
-    ]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hr = comephore_variant(sample, tmp_path / "hr.nc")
+    args = ["sample", "--export", str(export), "--hr", str(hr), "--coarsen", "--members", "2", "--steps", "2"]
+    args += ["--time-chunk", "1", "--out", str(out), "--quiet"]
+    held = [sys.executable, "-c", HOLD_AFTER_FIRST_WRITE, *args]
+    proc = subprocess.Popen(held, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while not list(tmp_path.glob(".ens.nc.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert list(tmp_path.glob(".ens.nc.*.tmp")), "the writer's temporary never appeared"
+        assert proc.stdout.readline().strip() == "first chunk written", f"the sampler ended with {proc.wait()}"
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
     assert not out.exists() and list(tmp_path.glob(".ens.nc.*.tmp"))
-    rerun = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run([sys.executable, "-m", "hpcsr.cli", *args], cwd=REPO, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert out.is_file() and not list(tmp_path.glob(".ens.nc.*.tmp"))
 
