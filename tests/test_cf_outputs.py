@@ -180,6 +180,7 @@ def outputs(tmp_path_factory, small_dataset) -> dict[str, Path]:
     return {"ensemble_netcdf": ens_nc, "ensemble_shard": ens_shard, "truth": truth, "skill_crop": crop}
 
 
+@pytest.mark.slow  # samples ensembles, then the IOOS checker per file
 @pytest.mark.parametrize("which", ["ensemble_netcdf", "ensemble_shard", "truth", "skill_crop"])
 def test_cf_checker_finds_no_error(outputs, which, tmp_path):
     errors, warnings = cf_check(outputs[which], tmp_path)
@@ -188,6 +189,7 @@ def test_cf_checker_finds_no_error(outputs, which, tmp_path):
     assert unexplained == [], "\n".join(unexplained)
 
 
+@pytest.mark.slow  # the sampled ensembles of `outputs`
 def test_precipitation_attributes_and_provenance(outputs):
     with xr.open_dataset(outputs["ensemble_shard"]) as ens, xr.open_dataset(outputs["truth"]) as truth:
         for ds in (ens, truth):
@@ -217,6 +219,7 @@ def cdo(*args: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow  # the sampled ensembles of `outputs`, CDO
 def test_cdo_reads_averages_and_regrids_the_ensemble(outputs, tmp_path):
     ens_path = outputs["ensemble_netcdf"]
     info = cdo("sinfon", str(ens_path))
@@ -258,6 +261,7 @@ def test_cdo_reads_averages_and_regrids_the_ensemble(outputs, tmp_path):
         assert field[step].min() - 1e-6 <= regridded[step].min() and regridded[step].max() <= field[step].max() + 1e-6
 
 
+@pytest.mark.slow  # the sampled ensembles of `outputs`
 def test_cf_xarray_finds_axes_grid_mapping_and_precipitation(outputs):
     import cf_xarray  # noqa: F401  (registers the .cf accessor)
 
@@ -325,6 +329,7 @@ def _packing_step(path: Path) -> float:
         return float(raw["precip"].attrs["scale_factor"])
 
 
+@pytest.mark.slow  # CDO and two ingests
 def test_ingest_reads_a_cdo_packed_file_like_the_original(cdo_inputs, tmp_path):
     from hpcsr.data.store import HRStore
     from preprocessing.ingest import IngestConfig, ingest
@@ -345,6 +350,7 @@ def test_ingest_reads_a_cdo_packed_file_like_the_original(cdo_inputs, tmp_path):
     assert np.abs(v0[ok] - v1[ok]).max() <= 0.5 * step + 1e-5
 
 
+@pytest.mark.slow  # CDO and two `hpcsr sample` runs
 def test_sample_reads_a_cdo_packed_lr_file_like_the_original(cdo_inputs, tmp_path):
     export = make_export(tmp_path / "s4_t2.pt", PAIR)
     runs = {}
@@ -365,6 +371,7 @@ def test_sample_reads_a_cdo_packed_lr_file_like_the_original(cdo_inputs, tmp_pat
     assert np.abs(a[ok] - b[ok]).max() < 50 * _packing_step(cdo_inputs["lr_cdo"])
 
 
+@pytest.mark.slow  # CDO
 def test_a_model_calendar_is_refused_with_its_name(cdo_inputs, tmp_path):
     from preprocessing.ingest import IngestConfig, ingest
     from preprocessing.parallel import Comm

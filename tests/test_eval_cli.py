@@ -53,6 +53,7 @@ def _write_case(folder: Path, s: int, t: int, members: int = 10, seed: int = 0):
     return hr.values, lr_values, ens
 
 
+@pytest.mark.slow  # a whole evaluation with figures
 def test_cli_end_to_end_writes_metrics_and_report(tmp_path):
     truth, lr, ens = _write_case(tmp_path, 3, 2)
     out = tmp_path / "out"
@@ -143,6 +144,7 @@ def test_cli_lines_up_larger_truth_and_lr_by_coordinates(tmp_path):
     assert result["forecasts"]["nearest"]["mass"]["cell_relative"] == 0.0  # the right LR blocks were picked
 
 
+@pytest.mark.slow  # whole evaluations with figures
 def test_cli_perfect_model_and_factor_grid(tmp_path):
     for s, t in ((3, 1), (3, 2)):
         _write_case(tmp_path / f"s{s}t{t}", s, t, members=6)

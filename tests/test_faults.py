@@ -107,6 +107,7 @@ def test_sample_refuses_inputs_the_model_was_not_trained_for(sample, tmp_path, c
     assert not out.exists() and not list(tmp_path.glob(".ens.nc*"))
 
 
+@pytest.mark.slow  # two `hpcsr sample` runs
 def test_sample_on_another_grid_when_asked(sample, tmp_path):
     """--allow-other-grid samples the 2 km input anyway (a deliberate transfer), and an input on the
     training grid needs no flag."""
@@ -157,6 +158,7 @@ def config_copy(tmp_path):
     return copy
 
 
+@pytest.mark.slow  # one process per command
 def test_empty_and_malformed_yaml_name_the_file_in_one_line(config_copy):
     """Finding 5: an empty cluster YAML silently planned 1-node CPU jobs; a malformed one printed a
     100-line yaml traceback."""
@@ -170,12 +172,14 @@ def test_empty_and_malformed_yaml_name_the_file_in_one_line(config_copy):
     assert f"malformed YAML in {config_copy / 'cluster' / 'broken.yaml'}, line 3" in out.stderr
 
 
+@pytest.mark.slow  # one process per command
 def test_a_config_folder_that_does_not_exist_is_an_error(tmp_path):
     """Finding 5: HPCSR_CONFIG_DIR pointing at a missing folder was ignored (the packaged configs used)."""
     out = hpcsr("train", "model=tiny", env={"HPCSR_CONFIG_DIR": str(tmp_path / "nowhere")})
     assert out.returncode == 2 and f"HPCSR_CONFIG_DIR={tmp_path / 'nowhere'}: no such folder" in out.stderr
 
 
+@pytest.mark.slow  # several `hpcsr train` processes
 def test_train_setup_errors_are_one_line_without_traceback(tmp_path):
     """Finding 7: `hpcsr train` printed a full traceback before its one-line message on every setup
     error; --debug still shows it."""
@@ -192,6 +196,7 @@ def test_train_setup_errors_are_one_line_without_traceback(tmp_path):
 # ------------------------------------------------------------------ outputs: early checks, killed writers
 
 
+@pytest.mark.slow  # one process per command
 def test_outputs_below_a_file_are_refused_before_any_model_is_read(tmp_path):
     """Finding 7: `sample` (after loading the model) and `transfer seed` gave a raw FileExistsError
     traceback when --out lay below a file. The export named here does not exist: the output check
@@ -245,6 +250,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # two `hpcsr sample` processes
 def test_killed_sample_leaves_nothing_that_a_rerun_does_not_clean(sample, tmp_path):
     """Finding 7: a sample killed with SIGKILL mid-write left .ens.nc.<pid>.tmp that later runs never
     removed. The rerun writes the ensemble and removes the leftover."""
@@ -275,6 +281,7 @@ def test_killed_sample_leaves_nothing_that_a_rerun_does_not_clean(sample, tmp_pa
 # ------------------------------------------------------------------ evaluation: the report folder whole
 
 
+@pytest.mark.slow  # two whole evaluations with figures
 def test_failed_evaluation_rerun_leaves_the_previous_report_byte_identical(tmp_path, monkeypatch):
     """Finding 2: a rerun that failed while drawing (the FSS figure's log axis) had already
     overwritten metrics.json/csv and left the older report and figures: a folder mixing two runs.
@@ -453,6 +460,7 @@ def test_split_bounds_outside_the_data_are_reported(sample, tmp_path, caplog):
 # ------------------------------------------------------------------ one error surface
 
 
+@pytest.mark.slow  # one process per command
 def test_every_command_answers_bad_input_with_one_line_and_the_same_code(tmp_path):
     """The exit-code table (hpcsr.exits): a user error is one line and BAD_INPUT from every
     command, whatever it is; --debug shows the traceback."""

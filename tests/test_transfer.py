@@ -225,6 +225,7 @@ def test_freeze_spec_travels_in_the_seed_and_bad_prefixes_are_refused(tmp_path, 
         FreezeSpec(DEFAULT_PREFIXES, 0)
 
 
+@pytest.mark.slow  # a DeepSpeed engine
 def test_frozen_group_has_zero_learning_rate_then_the_run_schedule():
     model = build_model(TINY, recipe(2, 6))  # L = 3, t = 6 on 8 x 8 patches: cheap steps
     named = [("model." + n, p) for n, p in model.named_parameters()]
