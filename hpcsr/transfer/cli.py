@@ -18,6 +18,7 @@ import math
 import sys
 from pathlib import Path
 
+from hpcsr.artifacts import export_path
 from hpcsr.exits import BAD_INPUT as EXIT_BAD_INPUT
 from hpcsr.exits import REFUSED as EXIT_REFUSED
 
@@ -219,9 +220,7 @@ def plan_command(args) -> int:
     trained = [FactorPair.parse(p) for p in args.trained.split(",") if p.strip()]
     if args.run_root:
         root = Path(args.run_root)
-        trained += [
-            p for p in pairs if (root / p.name / args.stage / "export" / "model.pt").is_file() and p not in trained
-        ]
+        trained += [p for p in pairs if export_path(root / p.name / args.stage).is_file() and p not in trained]
     entries = plan_chain(pairs, trained, args.weight_t, args.max_distance, args.max_depth)
     doc = {
         "distance": f"|ln s - ln s'| + {args.weight_t:g} |ln t - ln t'|",
