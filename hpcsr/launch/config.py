@@ -12,7 +12,7 @@ import re
 import typing
 from dataclasses import dataclass, field, fields
 
-from hpcsr.launch.grid import expand
+from hpcsr.factors import expand_grid
 
 # Stages a launch can chain, in their natural order (hpcsr.launch.stages runs them).
 STAGE_ORDER = ("preprocess", "mean", "diffusion", "joint", "sample", "evaluate", "probe")
@@ -240,4 +240,4 @@ class GridConfig:
             )
         if self.kind == "pairs" and not self.pairs:
             raise ValueError("grid.pairs is empty: list (s, t) pairs, e.g. grid.pairs=[[10,1],[10,3]]")
-        expand(self)  # every pair valid, none twice
+        expand_grid(self)  # every pair valid, none twice

@@ -230,7 +230,7 @@ class Trainer:
         objective = StageObjective(self.model, self.stage, autocast_bf16=cfg.deepspeed.precision == "bf16")
 
         from hpcsr.train.engine import build_engine
-        from hpcsr.transfer.freeze import freeze_for_run
+        from hpcsr.train.freeze import freeze_for_run
 
         # parameters a transfer seed keeps fixed for its first steps (the marker's record on resume)
         self.freeze = freeze_for_run(cfg.train.init_from, self.resumed_from.marker if self.resumed_from else None)

@@ -24,7 +24,7 @@ from hpcsr.exits import REFUSED as EXIT_REFUSED
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hpcsr.transfer.freeze import DEFAULT_PREFIXES
+    from hpcsr.train.freeze import DEFAULT_PREFIXES
     from hpcsr.transfer.seed import DEFAULT_MAX_REINIT
     from hpcsr.transfer.strategies import STRATEGIES
 
@@ -161,7 +161,7 @@ def _target(args, source_model: dict | None):
 
 def seed_command(args) -> int:
     from hpcsr.atomic import check_target
-    from hpcsr.transfer.freeze import DEFAULT_PREFIXES, FreezeSpec
+    from hpcsr.train.freeze import DEFAULT_PREFIXES, FreezeSpec
     from hpcsr.transfer.seed import make_seed
     from hpcsr.transfer.sources import load_source
 
@@ -204,10 +204,10 @@ def _grid_pairs(args):
     if args.pairs:
         return [FactorPair.parse(p) for p in args.pairs.split(",") if p.strip()]
     from hpcsr.config import compose
-    from hpcsr.launch.grid import expand
+    from hpcsr.factors import expand_grid
 
     overrides = ([f"grid={args.grid}"] if args.grid else []) + list(args.overrides)
-    return expand(compose(overrides).grid)
+    return expand_grid(compose(overrides).grid)
 
 
 def plan_command(args) -> int:

@@ -26,7 +26,7 @@ from hpcsr.atomic import write_json_atomic
 from hpcsr.factors import FactorPair, Recipe
 from hpcsr.factors import recipe as recipe_of
 from hpcsr.train import export as exports
-from hpcsr.transfer.freeze import FreezeSpec, check_prefixes
+from hpcsr.train.freeze import FreezeSpec, check_prefixes
 from hpcsr.transfer.report import TransferReport
 from hpcsr.transfer.sources import Source, load_source
 from hpcsr.transfer.strategies import NEEDS_METADATA, STRATEGIES, check, match_tensors, model_differences
