@@ -18,8 +18,6 @@ from synthetic_radar import write_radar_nc
 
 from preprocessing import cli as preprocess_cli
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory) -> Path:
@@ -372,8 +370,25 @@ def test_a_damaged_export_is_refused_by_name(sample, tmp_path):
 
 # ------------------------------------------------------------------ preprocessing: counted, never silent
 
-GTIF = DATA / "comephore_gtif"
-needs_gtif = pytest.mark.skipif(not GTIF.is_dir(), reason=f"real data {GTIF} absent (../shared/data)")
+
+@pytest.fixture(scope="module")
+def gtif(tmp_path_factory) -> Path:
+    """A folder of eight hourly Comephore GeoTIFFs, 2011-11-04 21 UTC to 2011-11-05 04 UTC
+    (YYYYMMDDHH_RR.gtif, the hour's end), cut from preprocessing.synth's monthly archive."""
+    import tarfile
+
+    from preprocessing.synth import SynthConfig, synthesize
+
+    work = tmp_path_factory.mktemp("gtif")
+    (archive,) = synthesize(work / "tars", SynthConfig(start="2011-11-04", days=2, size=48), progress=False)
+    folder = work / "gtif"
+    folder.mkdir()
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():
+            if "2011110421" <= Path(member.name).name[:10] <= "2011110504":
+                (folder / Path(member.name).name).write_bytes(tar.extractfile(member).read())
+    assert len(list(folder.iterdir())) == 8
+    return folder
 
 
 def manifest_entry(out: Path) -> dict:
@@ -382,12 +397,11 @@ def manifest_entry(out: Path) -> dict:
     return json.loads((out / "manifest.json").read_text())["outputs"]["hr.h5"]
 
 
-@needs_gtif
-def test_a_raster_with_an_unreadable_name_is_counted(tmp_path, caplog):
+def test_a_raster_with_an_unreadable_name_is_counted(gtif, tmp_path, caplog):
     """Finding 6: GeoTIFFs whose names do not match YYYYMMDDHH_<KIND>.gtif were skipped with no
     message or count. Other files (a README) stay silent."""
     folder = tmp_path / "gtif"
-    shutil.copytree(GTIF, folder)
+    shutil.copytree(gtif, folder)
     (folder / "2011110504_RR.gtif").rename(folder / "2011110504_RR (copy).gtif")
     (folder / "README.txt").write_text("notes")
     with caplog.at_level("WARNING"):
@@ -399,15 +413,14 @@ def test_a_raster_with_an_unreadable_name_is_counted(tmp_path, caplog):
     assert manifest_entry(tmp_path / "out")["skipped"] == {"bad-name": 1}
 
 
-@needs_gtif
-def test_a_cut_archive_counts_the_hours_it_lost(tmp_path, caplog):
+def test_a_cut_archive_counts_the_hours_it_lost(gtif, tmp_path, caplog):
     """Finding 6: a tar cut mid-member warned, but the summary said '0 gap(s)' (the lost hours lie
     after the last frame read, so they are no gap between frames)."""
     import tarfile
 
     archive = tmp_path / "H_COMEPHORE_201111.tar"
     with tarfile.open(archive, "w") as tar:
-        for f in sorted(GTIF.iterdir()):
+        for f in sorted(gtif.iterdir()):
             tar.add(f, arcname=f.name)
     members = tarfile.open(archive).getmembers()
     cut = members[5].offset_data + members[5].size // 2  # inside the 6th raster (2011-11-05 02 UTC)
