@@ -37,6 +37,12 @@ SMOOTH_SWEEPS = 16  # fixed-point sweeps of the smooth factor field before the e
 DRY_MASS = 1e-12  # mm: a region whose mean f(x) is below this counts as all dry
 
 
+def default_mode(scale: str) -> str:
+    """The mode a sampler uses at `scale` unless told otherwise: 'smooth' per cell (no seams at the
+    LR grid), 'multiplicative' over larger regions."""
+    return "smooth" if scale == "cell" else "multiplicative"
+
+
 def mass_function(x: torch.Tensor, fn: MassFunction) -> torch.Tensor:
     """f(x) = min(max(x^p - c, 0), cap), with negative x treated as 0 and finite gradients everywhere."""
     if not fn.power > 0 or fn.offset < 0 or not fn.cap > 0:

@@ -265,14 +265,16 @@ def test_bad_inputs_name_the_values():
 
 def test_residual_std_is_measured_carried_and_scales_the_diffusion():
     """measure_residual_std sets the buffer to the std of hr - mean over all batches (as if pooled);
-    the state dict carries it; the v target and the samples use residual / (std * residual_scale)."""
-    model = randomise(build_model(TINY, recipe(10, 1)))
+    the state dict carries it; with the global residual scale the v target and the samples use
+    residual / (std * residual_scale) (the local scale: tests/test_residual_scale.py)."""
+    glob = dataclasses.replace(TINY, residual_norm="global")
+    model = randomise(build_model(glob, recipe(10, 1)))
     lr, hr = batch(model, 20, B=3)
     hr = 0.2 * hr
     with torch.no_grad():
         expected = float((hr - model.predict_mean(lr)).std())
     assert model.measure_residual_std([(lr[:2], hr[:2]), (lr[2:], hr[2:])]) == pytest.approx(expected, rel=1e-5)
-    copy = build_model(dataclasses.replace(TINY, residual_scale=2.0), recipe(10, 1))
+    copy = build_model(dataclasses.replace(glob, residual_scale=2.0), recipe(10, 1))
     copy.load_state_dict(model.state_dict(), strict=True)
     assert float(copy.residual_std) == pytest.approx(expected, rel=1e-6)
     assert float(copy.residual_unit) == pytest.approx(2 * expected, rel=1e-6)

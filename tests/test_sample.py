@@ -367,7 +367,9 @@ def test_tiles_blend_without_seams(export, hr_nc):
         lr, _ = sampler.context_frames(target)
         z = sampler.normaliser.forward(torch.from_numpy(lr[0]))
         mean = sampler.mean_field(z)
-        residual = sampler.residual(sampler.conditions(z, mean), torch.Generator().manual_seed(0))
+        residual = sampler.residual(
+            sampler.conditions(z, mean), sampler.residual_sigma(z, mean), torch.Generator().manual_seed(0)
+        )
         fields[name] = (sampler.layout, mean.numpy(), residual.numpy())
     layout = fields["cosine"][0]
     # no larger row-to-row change across tile edges than elsewhere (1.0 = none at all)

@@ -82,7 +82,7 @@ def test_transfer_to_other_L_and_t_copies_every_weight_and_rebuilds_the_schedule
         e["action"] == "adapted" and f"..{target.beta_end:g}" in e["how"] for e in schedule
     )
     assert rep["summary"]["re-initialised"]["tensors"] == 0 and rep["summary"]["reinit_fraction"] == 0.0
-    params = sum(p.numel() for p in src_model.parameters())  # the buffer residual_std is copied, not counted
+    params = sum(p.numel() for p in src_model.parameters())  # the residual scale's buffers are copied, not counted
     assert rep["status"] == "ok" and rep["summary"]["target_parameters"] == params
 
     # the seed is what train.init_from loads: the target pair's model, the source's weights

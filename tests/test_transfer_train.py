@@ -121,9 +121,9 @@ def test_freeze_seed_trains_with_init_from_and_resume_beats_init(source_run, tra
     target = ["factor.s=4", "factor.t=3", f"factor.context={TARGET_CONTEXT}"]
 
     log = train(run, train_dataset, *target, "train.stage=mean", "train.steps=2", f"train.init_from={seed}")
-    assert (
-        "initialised 265 tensors from" in log
-    )  # 264 weights and the residual_std buffer and "frozen for steps 0..1" in log
+    # 264 weights and the residual scale's three buffers (std, coefficients, dry value; a diffusion
+    # stage measures them anew), and "frozen for steps 0..1" in log
+    assert "initialised 267 tensors from" in log
     marker = json.loads((run / "mean" / "checkpoints" / "step_2" / "COMPLETE.json").read_text())
     assert marker["freeze"] == {"prefixes": list(DEFAULT_PREFIXES), "steps": 2}
     at2 = exports.load_export(run / "mean").state_dict

@@ -23,7 +23,10 @@ class ModelConfig:
     schedule: typing.Literal["linear", "cosine", "sigmoid"] = "linear"  # beta schedule (cosine ignores beta_end)
     diffusion_steps: int = 1000  # steps of the forward noising chain
     residual_scale: float = (
-        1.0  # extra factor on the measured residual std: the diffusion runs on (hr - mean) / (std * this)
+        1.0  # extra factor on the measured residual scale: the diffusion runs on (hr - mean) / (sigma * this)
+    )
+    residual_norm: typing.Literal["global", "local"] = (
+        "local"  # sigma: one std for all pixels (CorrDiff), or per pixel from the mean and LR (residual_scale.py)
     )
 
     def __post_init__(self):
@@ -48,6 +51,8 @@ class ModelConfig:
             raise ValueError(f"model.emb_dim={self.emb_dim} must be even (sine and cosine halves)")
         if self.static_channels < 0:
             raise ValueError(f"model.static_channels={self.static_channels} must be >= 0")
+        if self.residual_norm not in ("global", "local"):
+            raise ValueError(f"model.residual_norm={self.residual_norm!r} must be 'global' or 'local'")
         if not self.residual_scale > 0:
             raise ValueError(f"model.residual_scale={self.residual_scale} must be > 0")
 

@@ -1,5 +1,7 @@
 """SRModel: the mean network, the residual denoiser and the noise schedule of one factor pair,
 with the training losses and the sampler entry point. All tensors are in normalised units.
+The diffusion runs on (hr - mean) / sigma with sigma the residual's scale: one global standard
+deviation or a per-pixel field (`residual_sigma`, hpcsr.models.residual_scale).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from torch import nn
 
 from hpcsr.diffusion import NoiseSchedule, ddim_sample, ddpm_sample, dpmpp_2m_sample, v_from_x0_eps
 from hpcsr.factors import Recipe
+from hpcsr.models import residual_scale
 from hpcsr.models.config import ModelConfig
 from hpcsr.models.denoiser import Denoiser
 from hpcsr.models.inputs import check_hr_like, check_lr, check_static, prepare_lr
@@ -49,6 +52,10 @@ class SRModel(nn.Module):
         # (residual_std * cfg.residual_scale), unit variance as the noise schedule assumes (CorrDiff).
         # A buffer, so checkpoints and exports carry it.
         self.register_buffer("residual_std", torch.ones((), dtype=torch.float32))
+        # cfg.residual_norm 'local': the residual is divided by a per-pixel scale fitted at the same
+        # time (hpcsr.models.residual_scale): its coefficients and the normalised value of 0 mm.
+        self.register_buffer("residual_coef", torch.tensor([1.0, 0.0, 0.0, 0.0]))
+        self.register_buffer("residual_dry", torch.zeros((), dtype=torch.float32))
 
     def _prepare(self, lr, static):
         check_lr(lr, self.frames, self.future_context)
@@ -62,24 +69,48 @@ class SRModel(nn.Module):
 
     @property
     def residual_unit(self) -> torch.Tensor:
-        """What one unit of the diffused residual is in normalised units (float32 scalar)."""
+        """The global scale of the diffused residual in normalised units (float32 scalar)."""
         return self.residual_std.float() * self.cfg.residual_scale
 
+    def residual_sigma(self, lr_up, lr_valid, mean) -> torch.Tensor:
+        """What one unit of the diffused residual is in normalised units at each pixel, (B, t, Y, X)
+        (or a scalar for cfg.residual_norm 'global'), from the prepared LR and the mean."""
+        if self.cfg.residual_norm == "global":
+            return self.residual_unit
+        f = residual_scale.features(lr_up, lr_valid, mean, self.target, self.residual_dry.float())
+        floor = residual_scale.FLOOR * self.residual_std
+        return self.cfg.residual_scale * residual_scale.scale_field(self.residual_coef, f, floor)
+
     @torch.no_grad()
-    def measure_residual_std(self, batches, static=None) -> float:
+    def measure_residual_std(self, batches, static=None, dry: float = 0.0) -> float:
         """Set `residual_std` to the standard deviation of hr - mean over the valid entries of the
         (lr, hr) training batches (the mean network's prediction); returns it. Kept at 1 when they
-        hold fewer than two valid entries or no variation."""
+        hold fewer than two valid entries or no variation. With cfg.residual_norm 'local' also fits
+        the per-pixel scale's coefficients (`dry`: the normalised value of 0 mm)."""
         total = torch.zeros(3, dtype=torch.float64)  # count, sum, sum of squares
+        fit = residual_scale.NonNegativeFit()
         for lr, hr in batches:
             check_hr_like("hr", hr, lr, self.s, self.t)
-            residual = (hr.float() - self.predict_mean(lr, static).float())[torch.isfinite(hr)].double()
+            lr_up, lr_valid = self._prepare(lr, static)
+            mean = self.mean_net(lr_up, lr_valid, static, self.t, self.target).float()
+            valid = torch.isfinite(hr)
+            residual = (hr.float() - mean)[valid]
+            fit.add(
+                residual_scale.features(lr_up, lr_valid, mean, self.target, dry)[valid],
+                residual_scale.abs_to_sigma(residual),
+            )
+            residual = residual.double()
             total += torch.stack(
                 [torch.tensor(float(residual.numel()), dtype=torch.float64), residual.sum(), residual.pow(2).sum()]
             )
         n, sum_, sq = total.tolist()
         value = math.sqrt(max(sq - sum_ * sum_ / n, 0.0) / (n - 1)) if n > 1 else 0.0
         self.residual_std.fill_(value if math.isfinite(value) and value > 1e-6 else 1.0)
+        coef = fit.solve()
+        if not (coef > 0).any():  # nothing learned (no variation): the global scale everywhere
+            coef = torch.tensor([float(self.residual_std), 0.0, 0.0, 0.0], dtype=torch.float64)
+        self.residual_coef.copy_(coef.float())
+        self.residual_dry.fill_(dry)
         return float(self.residual_std)
 
     def mean_loss(self, lr, hr, static=None) -> torch.Tensor:
@@ -95,7 +126,8 @@ class SRModel(nn.Module):
         lr_up, lr_valid = self._prepare(lr, static)
         mean = mean.detach().float()
         valid = torch.isfinite(hr)
-        residual = torch.where(valid, hr.float() - mean, torch.zeros((), device=hr.device)) / self.residual_unit
+        sigma = self.residual_sigma(lr_up, lr_valid, mean)
+        residual = torch.where(valid, hr.float() - mean, torch.zeros((), device=hr.device)) / sigma
         B = hr.shape[0]
         steps = torch.randint(0, self.schedule.steps, (B,), generator=generator, device=hr.device)
         eps = torch.randn(residual.shape, generator=generator, device=hr.device, dtype=torch.float32)
@@ -146,7 +178,9 @@ class SRModel(nn.Module):
             residual = dpmpp_2m_sample(predict_v, self.schedule, shape, steps, generator, lr.device)
         else:
             residual = ddim_sample(predict_v, self.schedule, shape, steps, eta, generator, lr.device)
-        return mean[:, None] + self.residual_unit * residual.view(B, members, t, Y, X)
+        sigma = self.residual_sigma(lr_up, lr_valid, mean)
+        sigma = sigma[:, None] if sigma.dim() else sigma
+        return mean[:, None] + sigma * residual.view(B, members, t, Y, X)
 
 
 def build_model(cfg: ModelConfig, recipe: Recipe, future_context: int = 0) -> SRModel:

@@ -11,7 +11,9 @@ the input are all-NaN, and NaN cells are masked by the networks (never propagate
    with the same windows (as CorrDiff's patch-based sampling). The domain is one consistent field
    at every step: no seams and no drop of ensemble spread in the overlaps, which independent
    tiles averaged afterwards would give.
-3. output = relu(denormalised(mean + residual_unit * residual)), then the mass transform
+3. output = relu(denormalised(mean + sigma * residual)), sigma the residual's scale (one number, or
+   with model.residual_norm 'local' a field computed once per target over the whole domain from
+   the blended mean and the LR: hpcsr.models.residual_scale), then the mass transform
    (hpcsr.mass.conserve with the recipe's mass function) over the full domain at the chosen scale:
    'cell' each s x s x t block (exact per LR cell), 'frame' the whole domain of the target block,
    'image' the author's patch scale, 'none' skips it (the export's recipe chooses: 'cell' unless trained
@@ -48,7 +50,7 @@ from tqdm import tqdm
 from hpcsr.coarsen import repeat_blocks
 from hpcsr.diffusion import ddim_sample, ddpm_sample, dpmpp_2m_sample
 from hpcsr.factors import MassFunction
-from hpcsr.mass import SCALES, conserve
+from hpcsr.mass import SCALES, conserve, default_mode
 from hpcsr.models.inputs import prepare_lr
 from hpcsr.models.sr_model import SAMPLERS
 from hpcsr.sampling.inputs import LRSequence
@@ -146,7 +148,7 @@ class EnsembleSampler:
         if cfg.mass is None:  # the export's recipe says where its outputs match the LR mass
             self.cfg = cfg = replace(cfg, mass=self.recipe.mass_scale)
         if cfg.mass_mode is None:  # per cell, a factor field continuous across cell edges (no seams)
-            self.cfg = cfg = replace(cfg, mass_mode="smooth" if cfg.mass == "cell" else "multiplicative")
+            self.cfg = cfg = replace(cfg, mass_mode=default_mode(cfg.mass))
         if cfg.mass_mode == "smooth" and cfg.mass != "cell":
             raise ValueError(f"mass mode 'smooth' works per LR cell: use mass scale 'cell', not {cfg.mass!r}")
         self.normaliser = export.normaliser
@@ -230,8 +232,17 @@ class EnsembleSampler:
         return conds
 
     @torch.no_grad()
-    def residual(self, conds: list, generator: torch.Generator) -> torch.Tensor:
-        """One member's residual (t, Y, X) over the whole domain (tiled denoiser, blended v)."""
+    def residual_sigma(self, lr_z: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """The residual's scale (t, Y, X) or scalar over the whole domain of one target, from its LR
+        context (frames, ny, nx) and blended mean (t, Y, X): one field, so no seams between tiles."""
+        lr_up, lr_valid = prepare_lr(lr_z[None], self.s, self.model.cfg.upsample)
+        sigma = self.model.residual_sigma(lr_up, lr_valid, mean[None])
+        return sigma[0] if sigma.dim() else sigma
+
+    @torch.no_grad()
+    def residual(self, conds: list, sigma: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One member's residual (t, Y, X) over the whole domain (tiled denoiser, blended v) times
+        the residual's scale `sigma`."""
         model, cfg = self.model, self.cfg
         shape = (1, self.t, *self.layout.hr_shape)
 
@@ -248,7 +259,7 @@ class EnsembleSampler:
             r = dpmpp_2m_sample(predict_v, model.schedule, shape, self.steps, generator, self.device)
         else:
             r = ddim_sample(predict_v, model.schedule, shape, self.steps, cfg.eta, generator, self.device)
-        return model.residual_unit * r[0]
+        return sigma * r[0]
 
     # ------------------------------------------------------------------ physical output
 
@@ -354,15 +365,16 @@ def chunk_size(cfg: SampleConfig, world: int) -> int:
 def _sample_units(sampler: EnsembleSampler, block, units, lr_mm, lr_z, means, masks, bar) -> torch.Tensor:
     """Members (len(units), t, Y, X) in mm of the (target index, member) `units`, in order."""
     out = torch.empty(len(units), sampler.t, *sampler.layout.hr_shape)
-    current = None  # (target index, its denoiser conditions): members of one target follow each other
+    current = None  # (target index, its denoiser conditions, residual scale): members of one target follow each other
     for i, (n, m) in enumerate(units):
         if masks[n].all():  # nothing to predict (target block missing): skip the sampler
             out[i] = float("nan")
         else:
             if current is None or current[0] != n:
-                current = (n, sampler.conditions(lr_z[n], means[n]))
+                current = (n, sampler.conditions(lr_z[n], means[n]), sampler.residual_sigma(lr_z[n], means[n]))
             gen = unit_generator(sampler.cfg.seed, m, int(block[n]), sampler.device)
-            out[i] = sampler.to_mm(means[n] + sampler.residual(current[1], gen), lr_mm[n], masks[n]).cpu()
+            residual = sampler.residual(current[1], current[2], gen)
+            out[i] = sampler.to_mm(means[n] + residual, lr_mm[n], masks[n]).cpu()
         bar.update(1)
     return out
 

@@ -44,6 +44,9 @@ EXPORT_FORMAT = "hpcsr-export"
 EXPORT_VERSION = 1
 
 
+LOCAL_SCALE_BUFFERS = ("residual_coef", "residual_dry")  # unused by a model with the global residual scale
+
+
 class ExportError(ValueError):
     """An export that cannot be used here; the message names the file and the fix."""
 
@@ -145,7 +148,9 @@ class Export:
         from hpcsr.config import build
         from hpcsr.models.config import ModelConfig
 
-        return build(ModelConfig, dict(self.metadata["model"]), "model")
+        recorded = dict(self.metadata["model"])
+        recorded.setdefault("residual_norm", "global")  # exports from before the local residual scale
+        return build(ModelConfig, recorded, "model")
 
     @property
     def normaliser(self) -> Normaliser:
@@ -160,7 +165,10 @@ class Export:
         from hpcsr.models import build_model
 
         model = build_model(self.model_config, self.recipe, int(self.metadata.get("future_context", 0)))
-        load_weights(model, self.state_dict, str(self.path))
+        state = self.state_dict
+        if model.cfg.residual_norm == "global":  # exports from before the local residual scale lack its buffers
+            state = {**{k: v for k, v in model.state_dict().items() if k in LOCAL_SCALE_BUFFERS}, **state}
+        load_weights(model, state, str(self.path))
         return model.eval()
 
 

@@ -35,6 +35,7 @@ from hpcsr.data.normalise import Normaliser
 from hpcsr.data.patches import PatchDataset, PatchSpec
 from hpcsr.data.sampler import SamplesSeenSampler
 from hpcsr.data.store import Shard
+from hpcsr.models import residual_scale
 from hpcsr.train import export as exports
 from hpcsr.train.checkpoint import CheckpointIncompatible, CheckpointManager, tag_of
 from hpcsr.train.ema import ShardedEMA
@@ -342,10 +343,18 @@ class Trainer:
                 yield torch.stack([x["lr"] for x in items]), torch.stack([x["hr"] for x in items])
 
         self.model.eval()
-        value = self.model.measure_residual_std(batches())
+        dry = float(self.normaliser.forward(torch.zeros(1))[0])
+        value = self.model.measure_residual_std(batches(), dry=dry)
         self.model.train()
         data.close()
-        log.info("residual std over %d training patches: %.4g (normalised units)", RESIDUAL_PATCHES, value)
+        log.info(
+            "residual std over %d training patches: %.4g (normalised units); %s scale, coefficients %s on %s",
+            RESIDUAL_PATCHES,
+            value,
+            self.model.cfg.residual_norm,
+            [round(float(c), 4) for c in self.model.residual_coef],
+            list(residual_scale.FEATURES),
+        )
 
     def resume(self, universal: bool) -> None:
         info = self.resumed_from
