@@ -9,9 +9,7 @@ allowed. Each area keeps its own section schema next to its code; this module as
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
-import json
 import math
 import os
 import types
@@ -19,6 +17,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpcsr.artifacts import json_hash
 from hpcsr.factors import MASS_PRESETS, FactorPair, MassFunction, Recipe, recipe
 from hpcsr.mass import SCALES
 
@@ -110,8 +109,7 @@ class RootConfig(types.SimpleNamespace):
 
     def hash(self) -> str:
         """Stable hash of the configuration (sha256 of its sorted JSON), recorded in checkpoints."""
-        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return json_hash(self.to_dict())
 
 
 def _section_class(name: str):

@@ -10,6 +10,7 @@ exactly; every other pair follows the rules documented on each helper below.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -57,6 +58,29 @@ class FactorPair:
 
 # The paper's grid of factor pairs.
 PAPER_PAIRS = (FactorPair(1, 3), FactorPair(10, 1), FactorPair(10, 3), FactorPair(25, 6))
+
+
+def expand_grid(grid) -> list[FactorPair]:
+    """The pairs of a grid (hpcsr.launch.config.GridConfig: kind, pairs, s, t) in the order given
+    (kind=product: s-major), validated."""
+    if grid.kind == "product":
+        raw = list(itertools.product(grid.s, grid.t))
+        where = lambda i: f"grid.s x grid.t item {i} (s={raw[i][0]}, t={raw[i][1]})"  # noqa: E731
+    else:
+        raw = list(grid.pairs)
+        where = lambda i: f"grid.pairs[{i}]={list(raw[i])}"  # noqa: E731
+    pairs = []
+    for i, item in enumerate(raw):
+        if len(item) != 2:
+            raise ValueError(f"{where(i)} must be two integers [s, t]")
+        try:
+            pair = FactorPair(*item)
+        except ValueError as err:
+            raise ValueError(f"{where(i)}: {err}") from None
+        if pair in pairs:
+            raise ValueError(f"{where(i)}: pair {pair.name} is listed twice; remove one")
+        pairs.append(pair)
+    return pairs
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,14 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from hpcsr.artifacts import code_version
 from hpcsr.atomic import AtomicPath
 from hpcsr.data.store import FORMAT_VERSION, HR_FILE, HR_FORMAT
 from preprocessing import comephore, netcdf
 from preprocessing.geotiff import GeoTiffError, Grid
 from preprocessing.layout import Encoding, StoreLayout
 from preprocessing.manifest import Manifest, text_hash
-from preprocessing.provenance import code_version, input_record
+from preprocessing.provenance import input_record
 from preprocessing.quality import DEFAULT_CAP_MM_PER_HOUR, cap_amount, clean_coded
 
 log = logging.getLogger(__name__)
@@ -463,7 +464,7 @@ def ingest(out_dir, cfg: IngestConfig, comm, progress: bool = True) -> dict:
             return manifest.entries[HR_FILE]
         provenance = {
             "step": "ingest",
-            **code_version(),
+            "code_version": code_version(),
             "config": cfg.record(),
             "inputs": [input_record(p) for p in sorted({u.container for u in units})],
         }

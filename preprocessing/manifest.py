@@ -4,26 +4,18 @@ that looks finished). Files themselves are written through hpcsr.atomic."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
+from hpcsr.artifacts import file_sha256, json_hash
 from hpcsr.atomic import write_json_atomic
 
 MANIFEST = "manifest.json"
 
 
-def sha256_file(path, block: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def text_hash(*parts) -> str:
     """Short stable hash of JSON-serialisable parts (keys of resumable work)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_hash(list(parts))
 
 
 class Manifest:
@@ -43,13 +35,13 @@ class Manifest:
             return False
         if target.stat().st_size != entry["size"]:
             return False
-        return not verify or sha256_file(target) == entry["sha256"]
+        return not verify or file_sha256(target) == entry["sha256"]
 
     def record(self, rel: str, key: str, sha256: str | None = None, save: bool = True, **extra) -> dict:
         """Record `rel` as complete (its checksum is computed unless given) and write the manifest,
         or leave the writing to `save()` when recording several finished outputs at once."""
         target = self.root / rel
-        entry = {"sha256": sha256 or sha256_file(target), "size": target.stat().st_size, "key": key, **extra}
+        entry = {"sha256": sha256 or file_sha256(target), "size": target.stat().st_size, "key": key, **extra}
         self.entries[rel] = entry
         if save:
             self.save()

@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from hpcsr.artifacts import code_version, file_sha256
 from hpcsr.atomic import AtomicPath
 from hpcsr.coarsen import coarsen
 from hpcsr.data.store import FORMAT_VERSION, HR_FILE, SHARD_DIR, SHARD_FORMAT, SPLIT_CODES, HRStore, decode, shard_name
@@ -32,8 +33,7 @@ from hpcsr.factors import FactorPair
 from preprocessing import stats as st
 from preprocessing.blocks import block_starts, split_among, window_cuts
 from preprocessing.layout import StoreLayout
-from preprocessing.manifest import Manifest, sha256_file, text_hash
-from preprocessing.provenance import code_version
+from preprocessing.manifest import Manifest, text_hash
 from preprocessing.splits import SplitSpec, split_codes
 
 log = logging.getLogger(__name__)
@@ -461,7 +461,7 @@ def merge_pair(
                     "provenance": json.dumps(
                         {
                             "step": "shards",
-                            **code_version(),
+                            "code_version": code_version(),
                             "config": cfg.record(),
                             "hr_store_provenance": store.provenance,
                         },
@@ -472,7 +472,7 @@ def merge_pair(
     finally:
         for p in parts:
             p.close()
-    return {"rel": plan.rel, "key": plan.key, "sha256": sha256_file(out / plan.rel)}
+    return {"rel": plan.rel, "key": plan.key, "sha256": file_sha256(out / plan.rel)}
 
 
 def make_shards(
@@ -493,7 +493,7 @@ def make_shards(
         entry = Manifest(out).entries.get(HR_FILE)
         if entry and hr_path.resolve() == (out / HR_FILE).resolve() and entry["size"] == hr_path.stat().st_size:
             return entry["sha256"]
-        return sha256_file(hr_path)
+        return file_sha256(hr_path)
 
     hr_sha = comm.run_step("checking hr.h5", lambda: hr_checksum() if comm.rank == 0 else None)[0]
     store = HRStore(hr_path)

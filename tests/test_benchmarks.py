@@ -68,6 +68,7 @@ write_result(a.out, 'good', [figure('rate', 'items/s', [4, 5, 6], 'naive', [1, 1
 """
 
 
+@pytest.mark.slow  # benchmark scripts as processes, one times out
 def test_run_one_collects_a_contract_result(tmp_path, capsys):
     entry = run_one("good", _script(tmp_path, "good", GOOD), True, tmp_path / "results", dict(os.environ), 120)
     assert entry["status"] == "ok", entry

@@ -31,7 +31,8 @@ from hpcsr.demo.scoring import write_truth
 from hpcsr.factors import FactorPair
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_sample import COMEPHORE, PAIR, make_export, run_sample  # noqa: E402
+from synthetic_radar import write_radar_nc  # noqa: E402
+from test_sample import PAIR, make_export, run_sample  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -50,9 +51,6 @@ ALLOWED_WARNINGS = {
     "dimension is not time ('Time must be the first dimension'), so the ensemble is (time, member, y, x) "
     "and CDO reads the members as levels",
 }
-pytestmark = pytest.mark.skipif(
-    not COMEPHORE.is_file(), reason=f"real data {COMEPHORE} is absent (see shared/data/README.md)"
-)
 
 
 def cf_check(path: Path, tmp: Path) -> tuple[list[str], list[str]]:
@@ -127,12 +125,12 @@ def test_unreadable_crs_gives_no_grid_mapping_and_a_warning(caplog):
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory, small_dataset) -> dict[str, Path]:
-    """An ensemble from a netCDF input (Comephore crop), one from a shard with its truth crop (as
-    the demo writes it), and the skill experiment's held-out crop of an HR store."""
+    """An ensemble from a netCDF input (a synthetic storm in the Comephore layout), one from a shard
+    with its truth crop (as the demo writes it), and the skill experiment's held-out crop of an HR
+    store."""
     work = tmp_path_factory.mktemp("cf")
     hr_nc = work / "hr.nc"
-    with xr.open_dataset(COMEPHORE) as ds:
-        ds.isel(y=slice(0, 40), x=slice(0, 36)).load().to_netcdf(hr_nc)
+    write_radar_nc(hr_nc, (8, 40, 36))
     ens_nc = work / "ensemble_from_netcdf.nc"
     assert (
         run_sample(
@@ -182,6 +180,7 @@ def outputs(tmp_path_factory, small_dataset) -> dict[str, Path]:
     return {"ensemble_netcdf": ens_nc, "ensemble_shard": ens_shard, "truth": truth, "skill_crop": crop}
 
 
+@pytest.mark.slow  # samples ensembles, then the IOOS checker per file
 @pytest.mark.parametrize("which", ["ensemble_netcdf", "ensemble_shard", "truth", "skill_crop"])
 def test_cf_checker_finds_no_error(outputs, which, tmp_path):
     errors, warnings = cf_check(outputs[which], tmp_path)
@@ -190,6 +189,7 @@ def test_cf_checker_finds_no_error(outputs, which, tmp_path):
     assert unexplained == [], "\n".join(unexplained)
 
 
+@pytest.mark.slow  # the sampled ensembles of `outputs`
 def test_precipitation_attributes_and_provenance(outputs):
     with xr.open_dataset(outputs["ensemble_shard"]) as ens, xr.open_dataset(outputs["truth"]) as truth:
         for ds in (ens, truth):
@@ -219,6 +219,7 @@ def cdo(*args: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow  # the sampled ensembles of `outputs`, CDO
 def test_cdo_reads_averages_and_regrids_the_ensemble(outputs, tmp_path):
     ens_path = outputs["ensemble_netcdf"]
     info = cdo("sinfon", str(ens_path))
@@ -260,6 +261,7 @@ def test_cdo_reads_averages_and_regrids_the_ensemble(outputs, tmp_path):
         assert field[step].min() - 1e-6 <= regridded[step].min() and regridded[step].max() <= field[step].max() + 1e-6
 
 
+@pytest.mark.slow  # the sampled ensembles of `outputs`
 def test_cf_xarray_finds_axes_grid_mapping_and_precipitation(outputs):
     import cf_xarray  # noqa: F401  (registers the .cf accessor)
 
@@ -278,12 +280,12 @@ def test_cf_xarray_finds_axes_grid_mapping_and_precipitation(outputs):
 
 @pytest.fixture(scope="module")
 def cdo_inputs(tmp_path_factory) -> dict[str, Path]:
-    """The Comephore crop (with a missing 5 x 5 patch) and its (4, 2) LR, each as written by xarray
-    and as CDO rewrites it: packed int16 (scale_factor/add_offset, fill -32767), time in hours since
-    1970, calendar proleptic_gregorian."""
+    """A synthetic storm in the Comephore layout (with a missing 5 x 5 patch) and its (4, 2) LR, each
+    as written by xarray and as CDO rewrites it: packed int16 (scale_factor/add_offset, fill -32767),
+    time in hours since 1970, calendar proleptic_gregorian."""
     work = tmp_path_factory.mktemp("cdo_in")
-    with xr.open_dataset(COMEPHORE) as ds:
-        hr = ds.isel(y=slice(0, 40), x=slice(0, 36)).load()
+    with xr.open_dataset(write_radar_nc(work / "storm.nc", (8, 40, 36))) as ds:
+        hr = ds.load()
     hr["precip"][2, :5, :5] = np.nan
     lr = xr.Dataset(
         {
@@ -327,6 +329,7 @@ def _packing_step(path: Path) -> float:
         return float(raw["precip"].attrs["scale_factor"])
 
 
+@pytest.mark.slow  # CDO and two ingests
 def test_ingest_reads_a_cdo_packed_file_like_the_original(cdo_inputs, tmp_path):
     from hpcsr.data.store import HRStore
     from preprocessing.ingest import IngestConfig, ingest
@@ -347,6 +350,7 @@ def test_ingest_reads_a_cdo_packed_file_like_the_original(cdo_inputs, tmp_path):
     assert np.abs(v0[ok] - v1[ok]).max() <= 0.5 * step + 1e-5
 
 
+@pytest.mark.slow  # CDO and two `hpcsr sample` runs
 def test_sample_reads_a_cdo_packed_lr_file_like_the_original(cdo_inputs, tmp_path):
     export = make_export(tmp_path / "s4_t2.pt", PAIR)
     runs = {}
@@ -367,6 +371,7 @@ def test_sample_reads_a_cdo_packed_lr_file_like_the_original(cdo_inputs, tmp_pat
     assert np.abs(a[ok] - b[ok]).max() < 50 * _packing_step(cdo_inputs["lr_cdo"])
 
 
+@pytest.mark.slow  # CDO
 def test_a_model_calendar_is_refused_with_its_name(cdo_inputs, tmp_path):
     from preprocessing.ingest import IngestConfig, ingest
     from preprocessing.parallel import Comm

@@ -205,7 +205,10 @@ def test_deterministic_samplers_are_the_exact_affine_map(sampler, steps):
     torch.testing.assert_close(out, (gain * start + offset).float(), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("sampler,eta", [("ddpm", 0.0), ("ddim", 1.0)])
+@pytest.mark.parametrize(
+    "sampler,eta",
+    [pytest.param("ddpm", 0.0, marks=pytest.mark.slow), ("ddim", 1.0)],  # ddpm: ~35 s on 2 busy cores
+)
 def test_stochastic_samplers_match_their_analytic_moments(sampler, eta):
     """20000 samples: tolerance 5 standard errors (mean: 5 sd/sqrt(n), variance: 5 sqrt(2/n))."""
     sched = NoiseSchedule("linear", N_STEPS, 1e-4, BETA_END)

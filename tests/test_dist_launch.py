@@ -20,6 +20,7 @@ def run(cmd, env, timeout=120):
     return out.stdout
 
 
+@pytest.mark.slow  # two torchrun processes
 def test_torchrun_two_processes_all_reduce(venv_bin, launch_env):
     out = run([venv_bin / "torchrun", "--nproc_per_node", "2", "-m", "hpcsr.dist"], launch_env)
     records = read_self_check(out)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from synthetic_radar import write_radar_nc
 
 from hpcsr.coarsen import coarsen
 from hpcsr.evaluate import evaluate
@@ -17,17 +18,15 @@ from hpcsr.evaluate.baselines import bicubic_linear
 from hpcsr.evaluate.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-COMEPHORE = DATA / "comephore_sample_20111104.nc"
-needs_data = pytest.mark.skipif(not COMEPHORE.exists(), reason=f"real data not found at {COMEPHORE}")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _write_case(folder: Path, s: int, t: int, members: int = 10, seed: int = 0):
-    """HR truth (the real field, cropped to whole blocks), LR with end-of-block times, and an ensemble of
-    randomly perturbed bicubic fields with a `precip_mean` variable, as netCDF files in `folder`."""
+    """HR truth (a synthetic storm on the Comephore sample's grid, cropped to whole blocks), LR with
+    end-of-block times, and an ensemble of randomly perturbed bicubic fields with a `precip_mean`
+    variable, as netCDF files in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    with xr.open_dataset(COMEPHORE) as ds:
+    with xr.open_dataset(write_radar_nc(folder / "storm.nc", (8, 117, 67))) as ds:
         hr = ds.precip.isel(
             time=slice(0, ds.sizes["time"] // t * t),
             y=slice(0, ds.sizes["y"] // s * s),
@@ -54,7 +53,7 @@ def _write_case(folder: Path, s: int, t: int, members: int = 10, seed: int = 0):
     return hr.values, lr_values, ens
 
 
-@needs_data
+@pytest.mark.slow  # a whole evaluation with figures
 def test_cli_end_to_end_writes_metrics_and_report(tmp_path):
     truth, lr, ens = _write_case(tmp_path, 3, 2)
     out = tmp_path / "out"
@@ -103,7 +102,6 @@ def test_cli_end_to_end_writes_metrics_and_report(tmp_path):
     assert not list(out.glob(".*tmp*"))  # no temporary file left behind
 
 
-@needs_data
 def test_cli_lines_up_larger_truth_and_lr_by_coordinates(tmp_path):
     truth, lr, _ = _write_case(tmp_path / "full", 3, 2)
     with xr.open_dataset(tmp_path / "full" / "ens.nc") as ds:  # ensemble over a window: steps 2..5, a sub-domain
@@ -146,7 +144,7 @@ def test_cli_lines_up_larger_truth_and_lr_by_coordinates(tmp_path):
     assert result["forecasts"]["nearest"]["mass"]["cell_relative"] == 0.0  # the right LR blocks were picked
 
 
-@needs_data
+@pytest.mark.slow  # whole evaluations with figures
 def test_cli_perfect_model_and_factor_grid(tmp_path):
     for s, t in ((3, 1), (3, 2)):
         _write_case(tmp_path / f"s{s}t{t}", s, t, members=6)
@@ -191,7 +189,6 @@ def test_cli_perfect_model_and_factor_grid(tmp_path):
     assert "| s3_t1 |" in md and "| s3_t2 |" in md
 
 
-@needs_data
 @pytest.mark.filterwarnings("ignore:3 members")
 @pytest.mark.parametrize(
     "mutate, args, message",

@@ -183,6 +183,7 @@ def test_report_table_shows_the_credibility_scores():
     assert "0.1 mm/h over 10-min HR steps, step length unknown: assumed" in md
 
 
+@pytest.mark.slow  # a whole evaluation
 @pytest.mark.filterwarnings("ignore:. members < 10")
 def test_cli_reads_tiling_interval_and_mass_claim_from_the_ensemble(tmp_path):
     truth, ens = _case(T=4, Y=16, X=16)

@@ -14,12 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from synthetic_radar import write_radar_nc
 
 from preprocessing import cli as preprocess_cli
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SAMPLE = DATA / "comephore_sample_20111104.nc"
-needs_sample = pytest.mark.skipif(not SAMPLE.is_file(), reason=f"real data {SAMPLE} absent (../shared/data)")
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Path:
+    """A synthetic storm in the layout of the Comephore sample (8 hourly frames of 117 x 67 km)."""
+    return write_radar_nc(tmp_path_factory.mktemp("faults") / "storm.nc", (8, 117, 67))
 
 
 def digests(folder: Path) -> dict:
@@ -40,14 +43,13 @@ def variant(src: Path, out: Path, change) -> Path:
     return out
 
 
-@needs_sample
-def test_ingest_rerun_on_all_missing_input_keeps_the_store(tmp_path, capsys):
+def test_ingest_rerun_on_all_missing_input_keeps_the_store(sample, tmp_path, capsys):
     """Finding 1: a rerun into the same folder with an all-NaN file of the same shape used to replace
     hr.h5 with an empty store (and crash on an index error) while the manifest kept the old checksum."""
     out = tmp_path / "data"
-    assert preprocess_cli.main(["ingest", "--out", str(out), "--netcdf", str(SAMPLE), "--quiet"]) == 0
+    assert preprocess_cli.main(["ingest", "--out", str(out), "--netcdf", str(sample), "--quiet"]) == 0
     before = digests(out)
-    empty = variant(SAMPLE, tmp_path / "all_missing.nc", lambda v: np.full_like(v, np.nan))
+    empty = variant(sample, tmp_path / "all_missing.nc", lambda v: np.full_like(v, np.nan))
     capsys.readouterr()
     assert preprocess_cli.main(["ingest", "--out", str(out), "--netcdf", str(empty), "--quiet"]) != 0
     err = capsys.readouterr().err
@@ -62,10 +64,10 @@ def test_ingest_rerun_on_all_missing_input_keeps_the_store(tmp_path, capsys):
 COMEPHORE_GRID = {"interval_minutes": 60, "units": "m", "hr_pixel": [1000.0, 1000.0]}  # 1 km, hourly
 
 
-def comephore_variant(out: Path, *, stretch: float = 1.0, interval: int | None = None, values=None) -> Path:
-    """The Comephore sample's top-left 40 x 36 px with its x/y spacing multiplied by `stretch`, its
+def comephore_variant(src: Path, out: Path, *, stretch: float = 1.0, interval: int | None = None, values=None) -> Path:
+    """The netCDF `src`'s top-left 40 x 36 px with its x/y spacing multiplied by `stretch`, its
     interval_minutes replaced, or its values replaced."""
-    with xr.open_dataset(SAMPLE) as ds:
+    with xr.open_dataset(src) as ds:
         ds = ds.isel(y=slice(0, 40), x=slice(0, 36)).load()
     for axis in ("x", "y"):
         ds[axis] = (axis, ds[axis].values[0] + (ds[axis].values - ds[axis].values[0]) * stretch, ds[axis].attrs)
@@ -77,7 +79,6 @@ def comephore_variant(out: Path, *, stretch: float = 1.0, interval: int | None =
     return out
 
 
-@needs_sample
 @pytest.mark.parametrize(
     "case,expected",
     [
@@ -86,14 +87,14 @@ def comephore_variant(out: Path, *, stretch: float = 1.0, interval: int | None =
         ({"values": lambda v: np.full_like(v, np.nan)}, "has no value in the"),
     ],
 )
-def test_sample_refuses_inputs_the_model_was_not_trained_for(tmp_path, capsys, case, expected):
+def test_sample_refuses_inputs_the_model_was_not_trained_for(sample, tmp_path, capsys, case, expected):
     """Finding 4: an input on another grid, at another cadence, or all missing, used to be sampled
     (exit 0, an ensemble on the wrong scales or all NaN). Now refused before the model runs, naming
     both grids; nothing is written."""
     from test_sample import PAIR, make_export, run_sample
 
     export = make_export(tmp_path / "m.pt", PAIR, data_grid=COMEPHORE_GRID)
-    source = comephore_variant(tmp_path / "input.nc", **case)
+    source = comephore_variant(sample, tmp_path / "input.nc", **case)
     out = tmp_path / "ens.nc"
     capsys.readouterr()
     assert (
@@ -104,16 +105,16 @@ def test_sample_refuses_inputs_the_model_was_not_trained_for(tmp_path, capsys, c
     assert not out.exists() and not list(tmp_path.glob(".ens.nc*"))
 
 
-@needs_sample
-def test_sample_on_another_grid_when_asked(tmp_path):
+@pytest.mark.slow  # two `hpcsr sample` runs
+def test_sample_on_another_grid_when_asked(sample, tmp_path):
     """--allow-other-grid samples the 2 km input anyway (a deliberate transfer), and an input on the
     training grid needs no flag."""
     from test_sample import PAIR, make_export, run_sample
 
     export = make_export(tmp_path / "m.pt", PAIR, data_grid=COMEPHORE_GRID)
     args = ["--coarsen", "--members", "2", "--steps", "1"]
-    same = comephore_variant(tmp_path / "same.nc")
-    other = comephore_variant(tmp_path / "other.nc", stretch=2.0)
+    same = comephore_variant(sample, tmp_path / "same.nc")
+    other = comephore_variant(sample, tmp_path / "other.nc", stretch=2.0)
     assert run_sample("--export", export, "--hr", same, *args, "--out", tmp_path / "a.nc") == 0
     assert run_sample("--export", export, "--hr", other, *args, "--out", tmp_path / "b.nc", "--allow-other-grid") == 0
     with xr.open_dataset(tmp_path / "b.nc") as ds:
@@ -155,6 +156,7 @@ def config_copy(tmp_path):
     return copy
 
 
+@pytest.mark.slow  # one process per command
 def test_empty_and_malformed_yaml_name_the_file_in_one_line(config_copy):
     """Finding 5: an empty cluster YAML silently planned 1-node CPU jobs; a malformed one printed a
     100-line yaml traceback."""
@@ -168,12 +170,14 @@ def test_empty_and_malformed_yaml_name_the_file_in_one_line(config_copy):
     assert f"malformed YAML in {config_copy / 'cluster' / 'broken.yaml'}, line 3" in out.stderr
 
 
+@pytest.mark.slow  # one process per command
 def test_a_config_folder_that_does_not_exist_is_an_error(tmp_path):
     """Finding 5: HPCSR_CONFIG_DIR pointing at a missing folder was ignored (the packaged configs used)."""
     out = hpcsr("train", "model=tiny", env={"HPCSR_CONFIG_DIR": str(tmp_path / "nowhere")})
     assert out.returncode == 2 and f"HPCSR_CONFIG_DIR={tmp_path / 'nowhere'}: no such folder" in out.stderr
 
 
+@pytest.mark.slow  # several `hpcsr train` processes
 def test_train_setup_errors_are_one_line_without_traceback(tmp_path):
     """Finding 7: `hpcsr train` printed a full traceback before its one-line message on every setup
     error; --debug still shows it."""
@@ -190,6 +194,7 @@ def test_train_setup_errors_are_one_line_without_traceback(tmp_path):
 # ------------------------------------------------------------------ outputs: early checks, killed writers
 
 
+@pytest.mark.slow  # one process per command
 def test_outputs_below_a_file_are_refused_before_any_model_is_read(tmp_path):
     """Finding 7: `sample` (after loading the model) and `transfer seed` gave a raw FileExistsError
     traceback when --out lay below a file. The export named here does not exist: the output check
@@ -224,49 +229,49 @@ def test_a_new_writer_removes_what_killed_writers_left(tmp_path):
     assert not left.exists() and live.exists() and other_host.exists()
 
 
-@needs_sample
-def test_killed_sample_leaves_nothing_that_a_rerun_does_not_clean(tmp_path):
+# `hpcsr sample` whose writer holds after its first chunk, saying so on stdout: a kill then always
+# lands mid-write, however fast the machine samples.
+HOLD_AFTER_FIRST_WRITE = """
+import sys, time
+from hpcsr.cli import main
+from hpcsr.sampling.writer import EnsembleWriter
+
+write = EnsembleWriter.write
+
+def write_then_hold(self, *args):
+    write(self, *args)
+    print("first chunk written", flush=True)
+    time.sleep(3600)
+
+EnsembleWriter.write = write_then_hold
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow  # two `hpcsr sample` processes
+def test_killed_sample_leaves_nothing_that_a_rerun_does_not_clean(sample, tmp_path):
     """Finding 7: a sample killed with SIGKILL mid-write left .ens.nc.<pid>.tmp that later runs never
     removed. The rerun writes the ensemble and removes the leftover."""
     import signal
-    import time
 
     from test_sample import PAIR, make_export
 
     export = make_export(tmp_path / "m.pt", PAIR, data_grid=COMEPHORE_GRID)
     out = tmp_path / "ens.nc"
-    args = [
-        sys.executable,
-        "-m",
-        "hpcsr.cli",
-        "sample",
-        "--export",
-        str(export),
-        "--hr",
-        str(SAMPLE),
-        "--coarsen",
-        "--members",
-        "4",
-        "--steps",
-        "4",
-        "--time-chunk",
-        "1",
-        "--out",
-        str(out),
-        "--quiet",
-    ]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hr = comephore_variant(sample, tmp_path / "hr.nc")
+    args = ["sample", "--export", str(export), "--hr", str(hr), "--coarsen", "--members", "2", "--steps", "2"]
+    args += ["--time-chunk", "1", "--out", str(out), "--quiet"]
+    held = [sys.executable, "-c", HOLD_AFTER_FIRST_WRITE, *args]
+    proc = subprocess.Popen(held, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while not list(tmp_path.glob(".ens.nc.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert list(tmp_path.glob(".ens.nc.*.tmp")), "the writer's temporary never appeared"
+        assert proc.stdout.readline().strip() == "first chunk written", f"the sampler ended with {proc.wait()}"
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
     assert not out.exists() and list(tmp_path.glob(".ens.nc.*.tmp"))
-    rerun = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run([sys.executable, "-m", "hpcsr.cli", *args], cwd=REPO, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert out.is_file() and not list(tmp_path.glob(".ens.nc.*.tmp"))
 
@@ -274,7 +279,7 @@ def test_killed_sample_leaves_nothing_that_a_rerun_does_not_clean(tmp_path):
 # ------------------------------------------------------------------ evaluation: the report folder whole
 
 
-@needs_sample
+@pytest.mark.slow  # two whole evaluations with figures
 def test_failed_evaluation_rerun_leaves_the_previous_report_byte_identical(tmp_path, monkeypatch):
     """Finding 2: a rerun that failed while drawing (the FSS figure's log axis) had already
     overwritten metrics.json/csv and left the older report and figures: a folder mixing two runs.
@@ -345,8 +350,7 @@ def test_a_crash_mid_swap_is_undone_by_the_next_writer(tmp_path):
 # ------------------------------------------------------------------ exports: verified before use
 
 
-@needs_sample
-def test_a_damaged_export_is_refused_by_name(tmp_path):
+def test_a_damaged_export_is_refused_by_name(sample, tmp_path):
     """Finding 3, exports: an export whose bytes changed after it was written (same size) is refused
     before sampling or transfer uses it; its JSON beside it keeps the digest."""
     from test_sample import PAIR, make_export
@@ -360,14 +364,31 @@ def test_a_damaged_export_is_refused_by_name(tmp_path):
     export.write_bytes(bytes(data))
     with pytest.raises(ExportError, match=r"m.pt is damaged: its SHA-256 differs from the one recorded in m.json"):
         load_export(export)
-    out = hpcsr("sample", "--export", str(export), "--hr", str(SAMPLE), "--coarsen", "--out", str(tmp_path / "e.nc"))
+    out = hpcsr("sample", "--export", str(export), "--hr", str(sample), "--coarsen", "--out", str(tmp_path / "e.nc"))
     assert out.returncode == 2 and "is damaged" in out.stderr and "Traceback" not in out.stderr
 
 
 # ------------------------------------------------------------------ preprocessing: counted, never silent
 
-GTIF = DATA / "comephore_gtif"
-needs_gtif = pytest.mark.skipif(not GTIF.is_dir(), reason=f"real data {GTIF} absent (../shared/data)")
+
+@pytest.fixture(scope="module")
+def gtif(tmp_path_factory) -> Path:
+    """A folder of eight hourly Comephore GeoTIFFs, 2011-11-04 21 UTC to 2011-11-05 04 UTC
+    (YYYYMMDDHH_RR.gtif, the hour's end), cut from preprocessing.synth's monthly archive."""
+    import tarfile
+
+    from preprocessing.synth import SynthConfig, synthesize
+
+    work = tmp_path_factory.mktemp("gtif")
+    (archive,) = synthesize(work / "tars", SynthConfig(start="2011-11-04", days=2, size=48), progress=False)
+    folder = work / "gtif"
+    folder.mkdir()
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():
+            if "2011110421" <= Path(member.name).name[:10] <= "2011110504":
+                (folder / Path(member.name).name).write_bytes(tar.extractfile(member).read())
+    assert len(list(folder.iterdir())) == 8
+    return folder
 
 
 def manifest_entry(out: Path) -> dict:
@@ -376,12 +397,11 @@ def manifest_entry(out: Path) -> dict:
     return json.loads((out / "manifest.json").read_text())["outputs"]["hr.h5"]
 
 
-@needs_gtif
-def test_a_raster_with_an_unreadable_name_is_counted(tmp_path, caplog):
+def test_a_raster_with_an_unreadable_name_is_counted(gtif, tmp_path, caplog):
     """Finding 6: GeoTIFFs whose names do not match YYYYMMDDHH_<KIND>.gtif were skipped with no
     message or count. Other files (a README) stay silent."""
     folder = tmp_path / "gtif"
-    shutil.copytree(GTIF, folder)
+    shutil.copytree(gtif, folder)
     (folder / "2011110504_RR.gtif").rename(folder / "2011110504_RR (copy).gtif")
     (folder / "README.txt").write_text("notes")
     with caplog.at_level("WARNING"):
@@ -393,15 +413,14 @@ def test_a_raster_with_an_unreadable_name_is_counted(tmp_path, caplog):
     assert manifest_entry(tmp_path / "out")["skipped"] == {"bad-name": 1}
 
 
-@needs_gtif
-def test_a_cut_archive_counts_the_hours_it_lost(tmp_path, caplog):
+def test_a_cut_archive_counts_the_hours_it_lost(gtif, tmp_path, caplog):
     """Finding 6: a tar cut mid-member warned, but the summary said '0 gap(s)' (the lost hours lie
     after the last frame read, so they are no gap between frames)."""
     import tarfile
 
     archive = tmp_path / "H_COMEPHORE_201111.tar"
     with tarfile.open(archive, "w") as tar:
-        for f in sorted(GTIF.iterdir()):
+        for f in sorted(gtif.iterdir()):
             tar.add(f, arcname=f.name)
     members = tarfile.open(archive).getmembers()
     cut = members[5].offset_data + members[5].size // 2  # inside the 6th raster (2011-11-05 02 UTC)
@@ -418,10 +437,9 @@ def test_a_cut_archive_counts_the_hours_it_lost(tmp_path, caplog):
     assert f"and {entry['hours_lost']} hour(s) lost at the end of damaged archives" in caplog.text
 
 
-@needs_sample
-def test_a_step_off_the_file_grid_is_counted(tmp_path, caplog):
+def test_a_step_off_the_file_grid_is_counted(sample, tmp_path, caplog):
     """Finding 6: a frame 30 min off the hourly grid was dropped without a warning."""
-    with xr.open_dataset(SAMPLE) as ds:
+    with xr.open_dataset(sample) as ds:
         ds = ds.load()
     times = ds["time"].values.copy()
     times[3] = times[3] + np.timedelta64(30, "m")
@@ -438,11 +456,10 @@ def test_a_step_off_the_file_grid_is_counted(tmp_path, caplog):
     assert manifest_entry(tmp_path / "out")["skipped"] == {"off-grid": 1}  # its own hour becomes a gap
 
 
-@needs_sample
-def test_split_bounds_outside_the_data_are_reported(tmp_path, caplog):
+def test_split_bounds_outside_the_data_are_reported(sample, tmp_path, caplog):
     """Finding 6: split bounds outside the data left val/test empty without a word."""
     out = tmp_path / "out"
-    assert preprocess_cli.main(["ingest", "--out", str(out), "--netcdf", str(SAMPLE), "--quiet"]) == 0
+    assert preprocess_cli.main(["ingest", "--out", str(out), "--netcdf", str(sample), "--quiet"]) == 0
     with caplog.at_level("WARNING"):
         assert (
             preprocess_cli.main(
@@ -456,6 +473,7 @@ def test_split_bounds_outside_the_data_are_reported(tmp_path, caplog):
 # ------------------------------------------------------------------ one error surface
 
 
+@pytest.mark.slow  # one process per command
 def test_every_command_answers_bad_input_with_one_line_and_the_same_code(tmp_path):
     """The exit-code table (hpcsr.exits): a user error is one line and BAD_INPUT from every
     command, whatever it is; --debug shows the traceback."""
@@ -488,11 +506,11 @@ def test_every_command_answers_bad_input_with_one_line_and_the_same_code(tmp_pat
 # ------------------------------------------------------------------ evaluation on any weather
 
 
-def weather_case(folder: Path, kind: str, s: int = 3, t: int = 2, members: int = 10) -> None:
-    """Truth and ensemble netCDF on the Comephore sample's grid and times with synthetic values:
+def weather_case(src: Path, folder: Path, kind: str, s: int = 3, t: int = 2, members: int = 10) -> None:
+    """Truth and ensemble netCDF on the grid and times of the netCDF `src` with synthetic values:
     'dry' (all zero), 'drizzle' (0.01-0.05 mm, below every FSS threshold) or 'wet' (1-5 mm everywhere)."""
     rng = np.random.default_rng(0)
-    with xr.open_dataset(SAMPLE) as ds:
+    with xr.open_dataset(src) as ds:
         hr = ds.precip.isel(time=slice(0, ds.sizes["time"] // t * t), y=slice(0, 48), x=slice(0, 48)).load()
     low, high = {"dry": (0.0, 0.0), "drizzle": (0.01, 0.05), "wet": (1.0, 5.0)}[kind]
     truth = rng.uniform(low, high, hr.shape).astype(np.float32)
@@ -507,16 +525,15 @@ def weather_case(folder: Path, kind: str, s: int = 3, t: int = 2, members: int =
     ).to_netcdf(folder / "ens.nc")
 
 
-@needs_sample
 @pytest.mark.parametrize("kind", ["dry", "drizzle", "wet"])
-def test_evaluation_of_dry_drizzle_and_all_wet_windows(tmp_path, kind):
+def test_evaluation_of_dry_drizzle_and_all_wet_windows(sample, tmp_path, kind):
     """Finding 2 and the deliverable 'evaluation works on dry, drizzle-only and all-wet windows':
     exit 0, every figure drawn, metrics.json strict JSON with null where a score is undefined."""
     import json
 
     from hpcsr.evaluate.cli import main as evaluate_main
 
-    weather_case(tmp_path, kind)
+    weather_case(sample, tmp_path, kind)
     out = tmp_path / "report"
     assert (
         evaluate_main(

@@ -115,6 +115,7 @@ def test_local_time_limit_signal_requeues_and_finishes(tmp_path, env):
     assert "holding at step 5" in log and "SIGUSR2 at step 5" in log and "asking for a requeue" in log
 
 
+@pytest.mark.slow  # a local queue and its element processes (~30 s)
 def test_local_cancel_stops_queue_and_elements(tmp_path, env):
     out = launch(
         tmp_path,
@@ -157,6 +158,7 @@ def running(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # an `hpcsr-launch` process
 def test_status_without_a_launch_says_what_to_do(tmp_path, env):
     out = launch(tmp_path, env, "status", "--folder", str(tmp_path / "nowhere"))
     assert out.returncode == 2 and "no launch recorded" in out.stderr and "hpcsr-launch submit" in out.stderr

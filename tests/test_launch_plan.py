@@ -149,6 +149,7 @@ def probe_plan(*overrides, **kw):
     return planning.build(["launcher.stages=[probe]", *overrides], **kw)
 
 
+@pytest.mark.slow  # composes the tree for every grid
 def test_grid_forms_paper_list_product():
     assert planning.build(["launcher.stages=[probe]"]).pairs == list(PAPER_PAIRS)
     listed = probe_plan("grid=list").pairs
@@ -216,6 +217,7 @@ def test_stage_chain_uses_aftercorr_and_once_stage_afterok():
     assert sbatch.dependency(chained, {"L0.mean": ("8", 1)}) == "afterok:8"  # a one-element array is a plain job
 
 
+@pytest.mark.slow  # composes the tree per case
 def test_parents_cycles_and_unknown_parents_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"grid\.parents has a cycle s10_t3 -> s10_t1 -> s10_t3"):
         probe_plan("grid.pairs=[[10,1],[10,3]]", "+grid.parents={s10_t3:s10_t1,s10_t1:s10_t3}")

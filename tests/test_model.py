@@ -35,6 +35,7 @@ def randomise(model, seed=0):
     return model
 
 
+@pytest.mark.slow  # the author-size network at every paper pair
 @pytest.mark.parametrize("pair", PAPER_PAIRS, ids=str)
 def test_forward_backward_every_paper_pair(pair):
     torch.manual_seed(0)
@@ -82,6 +83,7 @@ def test_output_frames_differ_through_the_frame_time_conditioning():
     assert float((mean[:, 0] - mean[:, -1]).abs().max()) > 1e-3
 
 
+@pytest.mark.slow  # the author-size network
 def test_non_power_of_two_and_rectangular_patches():
     """Patch sides need not divide by 2^(levels-1): padded inside, cropped back; samples keep the shape."""
     model = randomise(build_model(TINY, recipe(10, 3))).eval()
@@ -93,6 +95,7 @@ def test_non_power_of_two_and_rectangular_patches():
     assert bool(torch.isfinite(out).all())
 
 
+@pytest.mark.slow  # the author-size network
 def test_nan_in_lr_is_masked_not_propagated():
     model = randomise(build_model(TINY, recipe(10, 3)))
     lr, hr = batch(model, 40)
@@ -150,6 +153,7 @@ def test_diffusion_loss_at_a_perfect_denoiser_is_zero():
     assert float(model.diffusion_loss(lr, hr, mean, generator=torch.Generator().manual_seed(0))) == 0.0
 
 
+@pytest.mark.slow  # a network per pair and context
 def test_state_dict_is_identical_in_shape_for_every_pair_and_context():
     """Transferable by design: a state dict of one pair loads strictly into any other pair's model,
     including another context length L."""
@@ -167,6 +171,7 @@ def test_state_dict_is_identical_in_shape_for_every_pair_and_context():
             assert float(target.schedule.betas[-1]) == pytest.approx(r.beta_end)
 
 
+@pytest.mark.slow  # full sampling loops
 def test_sample_shapes_determinism_and_members():
     model = randomise(build_model(dataclasses.replace(TINY, diffusion_steps=20), recipe(10, 3))).eval()
     lr, _ = batch(model, 20)

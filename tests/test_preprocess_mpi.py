@@ -44,8 +44,8 @@ def _attrs(obj) -> dict:
     for k, v in obj.attrs.items():
         if k == "provenance":
             v = json.loads(v)
-            v.pop("git", None)
-            v.get("hr_store_provenance", {}).pop("git", None)
+            v.pop("code_version", None)
+            v.get("hr_store_provenance", {}).pop("code_version", None)
         out[k] = v.tolist() if isinstance(v, np.ndarray) else v
     return out
 

@@ -14,13 +14,13 @@ import h5py
 import numpy as np
 import pytest
 
+from hpcsr.artifacts import file_sha256
 from hpcsr.coarsen import coarsen
 from hpcsr.data.store import HRStore, Shard
 from hpcsr.factors import FactorPair
 from preprocessing import cli
 from preprocessing import shards as shards_mod
 from preprocessing.ingest import IngestConfig, ingest
-from preprocessing.manifest import sha256_file
 from preprocessing.parallel import Comm
 from preprocessing.shards import ShardConfig, coarsen_blocks, make_shards
 from preprocessing.splits import SplitSpec
@@ -175,15 +175,15 @@ def test_reference_and_provenance(small_dataset):
     shard = shard_of(small_dataset, small_dataset["pairs"][1])
     with h5py.File(shard.path) as f:
         assert f.attrs["hr_store"] == "../hr.h5"
-    assert shard.hr_store_sha256 == sha256_file(small_dataset["out"] / "hr.h5")
+    assert shard.hr_store_sha256 == file_sha256(small_dataset["out"] / "hr.h5")
     shard.hr_store(verify=True)
     prov = shard.provenance
-    assert prov["code_version"] and "git" in prov and prov["config"]["min_valid"] == 1.0
+    assert prov["code_version"]["hpcsr"] and prov["config"]["min_valid"] == 1.0
     inputs = prov["hr_store_provenance"]["inputs"]
     assert [Path(i["path"]).name for i in inputs] == ["H_COMEPHORE_202001.tar"]
     manifest = json.loads((small_dataset["out"] / "manifest.json").read_text())["outputs"]
     for rel, entry in manifest.items():
-        assert sha256_file(small_dataset["out"] / rel) == entry["sha256"]
+        assert file_sha256(small_dataset["out"] / rel) == entry["sha256"]
     assert set(manifest) == {"hr.h5"} | {f"shards/{p.name}.h5" for p in small_dataset["pairs"]}
 
 
@@ -225,7 +225,7 @@ def test_rerun_skips_completed_work(tmp_path, small_dataset, caplog):
     assert after[parts[0]] == before[parts[0]] and after[parts[2]] == before[parts[2]]
     assert parts[1].exists()
     # the rebuilt store is the same file, so the shards still match it and are kept
-    assert sha256_file(out / "hr.h5") == Shard(out / "shards" / "s10_t3.h5").hr_store_sha256
+    assert file_sha256(out / "hr.h5") == Shard(out / "shards" / "s10_t3.h5").hr_store_sha256
     make_shards(out, cfg_sh, Comm(), progress=False)
     assert _mtimes(out)[out / "shards" / "s10_t3.h5"] == before[out / "shards" / "s10_t3.h5"]
 
@@ -271,7 +271,7 @@ def test_a_changed_hr_store_invalidates_the_shards(tmp_path, small_dataset):
     with pytest.raises(ValueError, match="changed since shard .* rerun `hpcsr-preprocess shards`"):
         shard.hr_store(verify=True)
     make_shards(out, ShardConfig(pairs=("10x3",)), Comm(), progress=False)  # rebuilt: the key holds the checksum
-    assert Shard(out / "shards" / "s10_t3.h5").hr_store_sha256 == sha256_file(out / "hr.h5")
+    assert Shard(out / "shards" / "s10_t3.h5").hr_store_sha256 == file_sha256(out / "hr.h5")
 
 
 def test_explicit_split_bounds_and_bad_settings(tmp_path, small_dataset):

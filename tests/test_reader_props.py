@@ -126,6 +126,7 @@ def test_netcdf_metadata_at_random(tmp_path_factory, interval, units, calendar):
     assert np.all(np.diff(plan.out_times) > 0)
 
 
+@pytest.mark.slow  # a CLI process per example
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=st.integers(0, 130000))  # a subprocess each: few examples
 def test_truncated_netcdf_through_the_cli(tmp_path_factory, cut):

@@ -57,6 +57,7 @@ def test_the_check_sees_missing_and_undecodable_images_and_passes_a_good_page(br
     assert missing == ["absent.png", "gone.html"]
 
 
+@pytest.mark.slow  # a whole evaluation and a browser
 @pytest.mark.skipif(not KNMI.is_file(), reason=f"real data {KNMI} is absent")
 def test_an_evaluation_report_on_real_radar_opens_with_every_figure(browser, tmp_path):
     from hpcsr.evaluate.cli import build_parser, run

@@ -1,6 +1,6 @@
-"""hpcsr sample on real radar data (Comephore, 4-5 Nov 2011 flood) with a small export written by
-hand through hpcsr.train.export.write_export (random weights: these tests check the mechanics,
-geometry, masses, masks and seeds, not skill).
+"""hpcsr sample on a synthetic storm in the Comephore sample's netCDF layout (tests/synthetic_radar.py)
+with a small export written by hand through hpcsr.train.export.write_export (random weights: these
+tests check the mechanics, geometry, masses, masks and seeds, not skill; they need no real data).
 
 The export is a 2-level model (widths 8-16, no spatial attention) at factor pair (4, 2): L = 6
 context frames, so the 8 hourly frames make 4 target blocks whose context is partly missing at the
@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from synthetic_radar import storm, write_radar_nc
 
 from hpcsr.coarsen import coarsen
 from hpcsr.data.normalise import Normaliser
@@ -30,20 +31,15 @@ from hpcsr.sampling.inputs import open_hr
 from hpcsr.sampling.tiles import Blender, TileLayout
 from hpcsr.train.export import load_export, recipe_to_dict, write_export
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-COMEPHORE = DATA / "comephore_sample_20111104.nc"
-pytestmark = pytest.mark.skipif(
-    not COMEPHORE.is_file(), reason=f"real data {COMEPHORE} is absent (see shared/data/README.md)"
-)
-
 PAIR = FactorPair(4, 2)
 MICRO = ModelConfig(widths=(8, 16), heads=2, windows=(1, 1), emb_dim=8)
 HR_SHAPE = (42, 37)  # cropped by sampling to (40, 36): 10 x 9 LR cells
+STORM = (8, *HR_SHAPE)  # 8 hourly frames
 TILE_ARGS = ["--tile", "16", "--overlap", "4"]  # 4 x 4 LR-cell tiles sharing one cell: 3 x 3 tiles
 
 
 def make_export(path: Path, pair: FactorPair, seed: int = 0, data_grid: dict | None = None) -> Path:
-    """A model of `pair` with perturbed initial weights, normalised with the Comephore file's log1p stats;
+    """A model of `pair` with perturbed initial weights, normalised with the synthetic storm's log1p stats;
     `data_grid` (the training grid an export records) only when given, as in exports of older versions."""
     torch.manual_seed(seed)
     rec = recipe(pair.s, pair.t)
@@ -51,9 +47,7 @@ def make_export(path: Path, pair: FactorPair, seed: int = 0, data_grid: dict | N
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    with xr.open_dataset(COMEPHORE) as ds:
-        values = ds["precip"].values
-    logs = np.log1p(values[np.isfinite(values)])
+    logs = np.log1p(storm(STORM))
     norm = Normaliser("log1p", float(logs.mean()), float(logs.std()))
     metadata = {
         "stage": "joint",
@@ -84,11 +78,8 @@ def export(work) -> Path:
 
 @pytest.fixture(scope="module")
 def hr_nc(work) -> Path:
-    """The top-left 42 x 37 pixels of the Comephore file (not divisible by s=4)."""
-    path = work / "hr.nc"
-    with xr.open_dataset(COMEPHORE) as ds:
-        ds.isel(y=slice(0, HR_SHAPE[0]), x=slice(0, HR_SHAPE[1])).load().to_netcdf(path)
-    return path
+    """8 hourly frames of 42 x 37 pixels (not divisible by s=4)."""
+    return write_radar_nc(work / "hr.nc", STORM)
 
 
 def run_sample(*args) -> int:

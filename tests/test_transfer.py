@@ -14,9 +14,9 @@ from hpcsr import exits
 from hpcsr.factors import FactorPair, recipe
 from hpcsr.models import ModelConfig, build_model
 from hpcsr.train import export as exports
+from hpcsr.train.freeze import DEFAULT_PREFIXES, FreezeSpec, frozen_factor, param_groups
 from hpcsr.transfer import main as transfer_main
 from hpcsr.transfer import make_seed
-from hpcsr.transfer.freeze import DEFAULT_PREFIXES, FreezeSpec, frozen_factor, param_groups
 from hpcsr.transfer.plan import distance, grid_parents, hydra_override, plan_chain
 from hpcsr.transfer.sources import SourceError, load_source
 from hpcsr.transfer.strategies import TransferRefused
@@ -225,6 +225,7 @@ def test_freeze_spec_travels_in_the_seed_and_bad_prefixes_are_refused(tmp_path, 
         FreezeSpec(DEFAULT_PREFIXES, 0)
 
 
+@pytest.mark.slow  # a DeepSpeed engine
 def test_frozen_group_has_zero_learning_rate_then_the_run_schedule():
     model = build_model(TINY, recipe(2, 6))  # L = 3, t = 6 on 8 x 8 patches: cheap steps
     named = [("model." + n, p) for n, p in model.named_parameters()]
@@ -310,13 +311,14 @@ def test_plan_distance_order_and_parents_by_hand():
 
 def test_plan_output_feeds_hpcsr_launch_grid_parents(capsys):
     from hpcsr.config import compose
-    from hpcsr.launch.grid import expand, levels, parse_parents
+    from hpcsr.factors import expand_grid
+    from hpcsr.launch.grid import levels, parse_parents
 
     assert transfer_main(["plan", "--grid", "product", "grid.s=[2,4]", "grid.t=[1,2]", "--format", "hydra"]) == 0
     override = capsys.readouterr().out.strip()
     assert override == hydra_override(grid_parents(["2x1", "2x2", "4x1", "4x2"]))
     cfg = compose(["grid=product", "grid.s=[2,4]", "grid.t=[1,2]", override])
-    pairs = expand(cfg.grid)
+    pairs = expand_grid(cfg.grid)
     links = parse_parents(cfg.grid.parents, pairs, lambda p: False)
     assert {c.name: link.parent.name for c, link in links.items()} == {
         "s2_t2": "s2_t1",

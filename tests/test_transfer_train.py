@@ -18,9 +18,9 @@ import torch
 
 from hpcsr.factors import recipe
 from hpcsr.train import export as exports
+from hpcsr.train.freeze import DEFAULT_PREFIXES, FreezeSpec
 from hpcsr.transfer import main as transfer_main
 from hpcsr.transfer import make_seed
-from hpcsr.transfer.freeze import DEFAULT_PREFIXES, FreezeSpec
 from hpcsr.transfer.sources import SourceError, load_source
 
 pytestmark = pytest.mark.slow

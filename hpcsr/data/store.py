@@ -51,7 +51,6 @@ stats   group, attrs computed on the train split only: hr_mean, hr_std, hr_log1p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -60,6 +59,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 
+from hpcsr.artifacts import HR_FILE, SHARD_DIR, file_sha256, shard_name  # noqa: F401 (the layout; preprocessing imports it here)
 from hpcsr.factors import FactorPair
 
 # Use hdf5plugin's own blosc filter even when another is visible: importing netCDF4 sets
@@ -70,8 +70,6 @@ hdf5plugin.register(("blosc",), force=True)
 HR_FORMAT = "hpcsr-hr-store"
 SHARD_FORMAT = "hpcsr-lr-shard"
 FORMAT_VERSION = 1
-HR_FILE = "hr.h5"
-SHARD_DIR = "shards"
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 NO_SPLIT = -1
 
@@ -84,10 +82,6 @@ def store_units(path) -> tuple[str, str]:
     except OSError:
         return "m", "m"
     return tuple(_attr_str(u) for u in units)
-
-
-def shard_name(pair: FactorPair) -> str:
-    return f"{pair.name}.h5"
 
 
 def decode(stored: np.ndarray, units_per_mm: int, fill_value) -> np.ndarray:
@@ -301,14 +295,11 @@ class Shard:
                 "keep hr.h5 next to shards/ or rerun `hpcsr-preprocess`"
             )
         if verify:
-            h = hashlib.sha256()
-            with open(self.hr_store_path, "rb") as fh:
-                while chunk := fh.read(1 << 22):
-                    h.update(chunk)
-            if h.hexdigest() != self.hr_store_sha256:
+            digest = file_sha256(self.hr_store_path)
+            if digest != self.hr_store_sha256:
                 raise ValueError(
                     f"{self.hr_store_path} changed since shard {self.path} was made "
-                    f"(sha256 {h.hexdigest()[:12]} != {self.hr_store_sha256[:12]}): rerun `hpcsr-preprocess shards`"
+                    f"(sha256 {digest[:12]} != {self.hr_store_sha256[:12]}): rerun `hpcsr-preprocess shards`"
                 )
         store = HRStore(self.hr_store_path)
         last = self.hr_start + self.pair.t - 1

@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from hpcsr.artifacts import export_path
 from hpcsr.atomic import write_json_atomic
 from hpcsr.demo.settings import FULL, QUICK, SCRATCH, TRANSFER, preprocess_launch, synth_command, training_launch
 
@@ -206,7 +207,7 @@ def seed_transfers(size, run_root: Path, seeds_dir: Path) -> list[dict]:
             source = run_root / entry.parent.name / stage
             seed = seeds_dir / f"{entry.pair.name}_{stage}.pt"
             report = report_path_for(seed)
-            parent_export = source / "export" / "model.pt"
+            parent_export = export_path(source)
             if seed.is_file() and report.is_file() and seed.stat().st_mtime >= parent_export.stat().st_mtime:
                 print(f"  {stage}: seed {seed} is newer than {parent_export}; reusing it")
             else:

@@ -12,7 +12,7 @@ import re
 import typing
 from dataclasses import dataclass, field, fields
 
-from hpcsr.launch.grid import expand
+from hpcsr.factors import expand_grid
 
 # Stages a launch can chain, in their natural order (hpcsr.launch.stages runs them).
 STAGE_ORDER = ("preprocess", "mean", "diffusion", "joint", "sample", "evaluate", "probe")
@@ -164,8 +164,8 @@ class ClusterConfig:
     account: typing.Optional[str] = None  # Slurm account charged (None: your default)
     qos: typing.Optional[str] = None  # quality of service (None: the default)
     constraint: typing.Optional[str] = None  # node features, e.g. "a100&ib" (None: any node)
-    array_parallelism: int = 8  # elements of one array running at the same time
-    signal_delay_s: int = 120  # SIGUSR2 to every rank this long before the time limit: checkpoint, requeue
+    array_parallelism: int = 2  # elements of one array running at the same time
+    signal_delay_s: int = 30  # SIGUSR2 to every rank this long before the time limit: checkpoint, requeue
     mpi: typing.Optional[str] = None  # srun --mpi=<value> (pmix, pmi2; None: the site default)
     setup: list[str] = field(
         default_factory=list
@@ -177,7 +177,7 @@ class ClusterConfig:
         default_factory=dict
     )  # per-stage resource changes, e.g. {preprocess: {gpus_per_node: 0}}
     check_resources: bool = True  # compare each request with `sinfo` before submitting anything
-    release_requeued: bool = False  # --wait starts requeued jobs at once instead of after Slurm's ~2 min hold
+    release_requeued: bool = True  # --wait starts requeued jobs at once instead of after Slurm's ~2 min hold
 
     def __post_init__(self):
         for key in ("nodes", "tasks_per_node", "cpus_per_task", "time_min", "array_parallelism"):
@@ -240,4 +240,4 @@ class GridConfig:
             )
         if self.kind == "pairs" and not self.pairs:
             raise ValueError("grid.pairs is empty: list (s, t) pairs, e.g. grid.pairs=[[10,1],[10,3]]")
-        expand(self)  # every pair valid, none twice
+        expand_grid(self)  # every pair valid, none twice

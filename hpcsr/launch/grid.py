@@ -1,41 +1,18 @@
 """The factor grid: the `grid` config section expanded into factor pairs, and transfer chains
 (child pair seeded from a parent pair's export) sorted into levels that run one after another.
 
-    pairs = expand(cfg.grid)                              # [FactorPair(1, 3), FactorPair(10, 1), ...]
+    pairs = hpcsr.factors.expand_grid(cfg.grid)           # [FactorPair(1, 3), FactorPair(10, 1), ...]
     transfers = parse_parents(chosen_parents(cfg.grid, pairs), pairs, export_exists)
     for level in levels(pairs, transfers): ...            # level k waits for its parents in level k-1
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from hpcsr.factors import FactorPair
 from hpcsr.transfer.plan import grid_parents
-
-
-def expand(grid) -> list[FactorPair]:
-    """The pairs of a GridConfig in the order given (kind=product: s-major), validated."""
-    if grid.kind == "product":
-        raw = list(itertools.product(grid.s, grid.t))
-        where = lambda i: f"grid.s x grid.t item {i} (s={raw[i][0]}, t={raw[i][1]})"  # noqa: E731
-    else:
-        raw = list(grid.pairs)
-        where = lambda i: f"grid.pairs[{i}]={list(raw[i])}"  # noqa: E731
-    pairs = []
-    for i, item in enumerate(raw):
-        if len(item) != 2:
-            raise ValueError(f"{where(i)} must be two integers [s, t]")
-        try:
-            pair = FactorPair(*item)
-        except ValueError as err:
-            raise ValueError(f"{where(i)}: {err}") from None
-        if pair in pairs:
-            raise ValueError(f"{where(i)}: pair {pair.name} is listed twice; remove one")
-        pairs.append(pair)
-    return pairs
 
 
 def chosen_parents(grid, pairs: list[FactorPair]) -> dict[str, str]:

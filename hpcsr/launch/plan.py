@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from hpcsr.config import ConfigError, RootConfig, compose_section, compose_variants
-from hpcsr.factors import FactorPair
-from hpcsr.launch.grid import chosen_parents, expand, levels, parse_parents
+from hpcsr.factors import FactorPair, expand_grid
+from hpcsr.launch.grid import chosen_parents, levels, parse_parents
 from hpcsr.launch.stages import STAGES, ElementSpec, stage_function
 
 RESOURCE_KEYS = (
@@ -151,7 +151,7 @@ class _Composer:
 def build(overrides=(), config_path=None, export_exists: Callable[[FactorPair], bool] | None = None) -> Plan:
     """Compose, expand the grid and lay out the arrays; raises ConfigError/ValueError on bad input."""
     composer = _Composer(list(overrides), config_path)
-    pairs = composer.pairs = expand(composer.grid())
+    pairs = composer.pairs = expand_grid(composer.grid())
     base = composer(pairs[0])  # launcher, cluster and grid sections; the config of stages run once
     launcher, cluster = base.launcher, base.cluster
     for stage in launcher.stages:

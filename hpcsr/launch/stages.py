@@ -14,7 +14,6 @@ stops the plan with its name instead of failing inside a queued job.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -29,6 +28,7 @@ from typing import Optional
 import numpy as np
 
 from hpcsr import exits
+from hpcsr.artifacts import EXPORT_DIR, EXPORT_NAME, json_hash, shard_path
 from hpcsr.atomic import write_json_atomic
 from hpcsr.factors import FactorPair
 
@@ -48,31 +48,17 @@ class Stage:
     needs: tuple = ()  # modules the stage imports when it runs (checked when a plan is built)
 
 
+FINAL_EXPORT = f"{EXPORT_DIR}/{EXPORT_NAME}"  # a training stage's export, relative to its folder
 STAGES = {
-    "preprocess": Stage("hpcsr.launch.stages:preprocess", per_pair=False, needs=("preprocessing.cli",)),
-    "mean": Stage("hpcsr.launch.stages:train", training=True, train_stage="mean", export="export/model.pt"),
-    "diffusion": Stage("hpcsr.launch.stages:train", training=True, train_stage="diffusion", export="export/model.pt"),
-    "joint": Stage("hpcsr.launch.stages:train", training=True, train_stage="joint", export="export/model.pt"),
+    # the top-level preprocessing package plugs in by name: hpcsr never imports it
+    "preprocess": Stage("preprocessing.stage:preprocess", per_pair=False),
+    "mean": Stage("hpcsr.launch.stages:train", training=True, train_stage="mean", export=FINAL_EXPORT),
+    "diffusion": Stage("hpcsr.launch.stages:train", training=True, train_stage="diffusion", export=FINAL_EXPORT),
+    "joint": Stage("hpcsr.launch.stages:train", training=True, train_stage="joint", export=FINAL_EXPORT),
     "sample": Stage("hpcsr.launch.stages:sample", needs=("hpcsr.sample",)),
     # a stand-in for training (checkpoints, signals, requeue, init_from): site checks and tests
     "probe": Stage("hpcsr.launch.probe:run", training=True, export="export.json"),
 }
-
-
-def preprocess(spec: "ElementSpec", info) -> dict:
-    """HR store and the grid's LR shards in data_dir (hpcsr-preprocess; resumable, MPI over the ranks)."""
-    from preprocessing.cli import main
-
-    args = list(spec.cfg.launcher.preprocess) + [
-        "--out",
-        spec.cfg.data_dir,
-        "--pairs",
-        ",".join(f"{p.s}x{p.t}" for p in spec.pairs),
-    ]
-    code = main(args)
-    if code != 0:
-        raise RuntimeError(f"hpcsr-preprocess {' '.join(args)} failed with exit code {code} (its error is above)")
-    return {"data_dir": spec.cfg.data_dir, "pairs": [p.name for p in spec.pairs]}
 
 
 def train(spec: "ElementSpec", info) -> dict:
@@ -97,7 +83,7 @@ def sample(spec: "ElementSpec", info) -> dict:
     from hpcsr.sample import run as sample_run
 
     cfg = spec.cfg
-    shard = cfg.data.shard or str(Path(cfg.data_dir) / "shards" / f"{spec.pair.name}.h5")
+    shard = cfg.data.shard or str(shard_path(cfg.data_dir, spec.pair))
     start, end = Shard(shard).splits["test"]
     # the split is [start, end) in HR-step end times; hpcsr sample takes an inclusive range
     last = end - np.timedelta64(1, "s")
@@ -171,7 +157,7 @@ def identity(spec: ElementSpec) -> str:
         data["pairs"] = [p.name for p in spec.pairs]
         for key in ("factor", "run_dir"):
             data.pop(key, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_hash(data)
 
 
 def done_marker(spec: ElementSpec) -> Path:

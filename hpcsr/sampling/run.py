@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from hpcsr import cf
+from hpcsr.artifacts import code_version
 from hpcsr.atomic import check_target
 from hpcsr.factors import FactorPair
 from hpcsr.sampling.checks import check_grid, check_has_data
@@ -73,7 +74,7 @@ def sample_to_netcdf(
     to `out`. Returns a summary (counts, settings) on rank 0, {} elsewhere. Must be called by every
     rank when several processes run."""
     from hpcsr.dist import discover, init_distributed
-    from hpcsr.train.export import code_version, load_export
+    from hpcsr.train.export import load_export
 
     if (lr is None) == (hr is None):
         raise ValueError(

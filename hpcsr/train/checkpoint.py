@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import hashlib
 import io
 import json
 import logging
@@ -48,6 +47,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from hpcsr.artifacts import file_sha256
 from hpcsr.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -56,18 +56,6 @@ MARKER = "COMPLETE.json"
 MARKER_FORMAT = "hpcsr-checkpoint"
 UNIVERSAL_DIR = "universal"
 _TAG = re.compile(r"step_(\d+)")
-
-
-HASH_CHUNK = 1 << 22  # bytes read at a time when hashing
-
-
-def file_sha256(path) -> str:
-    """SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def tag_of(step: int) -> str:

@@ -14,6 +14,8 @@ import math
 
 import torch
 
+from hpcsr.train.freeze import param_groups
+
 # DeepSpeed's default prints a line every 10 steps; the trainer logs by itself.
 _NEVER = 2**31 - 1
 
@@ -58,12 +60,10 @@ def deepspeed_config(cfg, load_universal: bool = False, trainable: int | None = 
 
 def build_engine(module: torch.nn.Module, cfg, load_universal: bool = False, freeze=None):
     """deepspeed.initialize with AdamW over the trainable parameters and the warm-up + cosine schedule.
-    `freeze` (hpcsr.transfer.freeze.FreezeSpec, from a transfer seed): those parameters form a second
+    `freeze` (hpcsr.train.freeze.FreezeSpec, from a transfer seed): those parameters form a second
     group whose learning rate is 0 for the first freeze.steps steps.
     Returns the engine (engine.optimizer, engine.lr_scheduler are DeepSpeed's wrappers)."""
     import deepspeed
-
-    from hpcsr.transfer.freeze import param_groups
 
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:

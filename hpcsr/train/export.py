@@ -29,20 +29,19 @@ import dataclasses
 import hashlib
 import io
 import json
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from hpcsr.artifacts import EXPORT_DIR
+from hpcsr.artifacts import EXPORT_NAME as FINAL_NAME
 from hpcsr.atomic import AtomicPath, write_json_atomic
 from hpcsr.data.normalise import Normaliser
 from hpcsr.factors import FactorPair, MassFunction, Recipe
 
 EXPORT_FORMAT = "hpcsr-export"
 EXPORT_VERSION = 1
-EXPORT_DIR = "export"
-FINAL_NAME = "model.pt"
 
 
 LOCAL_SCALE_BUFFERS = ("residual_coef", "residual_dry")  # unused by a model with the global residual scale
@@ -50,22 +49,6 @@ LOCAL_SCALE_BUFFERS = ("residual_coef", "residual_dry")  # unused by a model wit
 
 class ExportError(ValueError):
     """An export that cannot be used here; the message names the file and the fix."""
-
-
-def code_version() -> dict:
-    """hpcsr's version and, in a git checkout, the commit and whether the tree had changes."""
-    import hpcsr
-
-    out = {"hpcsr": hpcsr.__version__}
-    repo = Path(hpcsr.__file__).resolve().parent.parent
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        run = dict(cwd=repo, capture_output=True, text=True, timeout=10)
-        head = subprocess.run(["git", "rev-parse", "HEAD"], **run)
-        if head.returncode == 0:
-            out["git_commit"] = head.stdout.strip()
-            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **run)
-            out["git_dirty"] = bool(status.stdout.strip())
-    return out
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:

@@ -30,10 +30,11 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from hpcsr import exits
+from hpcsr.artifacts import code_version, export_path, shard_path
 from hpcsr.data.normalise import Normaliser
 from hpcsr.data.patches import PatchDataset, PatchSpec
 from hpcsr.data.sampler import SamplesSeenSampler
-from hpcsr.data.store import Shard, shard_name
+from hpcsr.data.store import Shard
 from hpcsr.models import residual_scale
 from hpcsr.train import export as exports
 from hpcsr.train.checkpoint import CheckpointIncompatible, CheckpointManager, tag_of
@@ -127,7 +128,7 @@ class Trainer:
     # ------------------------------------------------------------------ setup
 
     def shard_path(self) -> Path:
-        default = Path(self.cfg.data_dir) / "shards" / shard_name(self.recipe.pair)
+        default = shard_path(self.cfg.data_dir, self.recipe.pair)
         path = Path(self.cfg.data.shard) if self.cfg.data.shard else default
         if not path.is_file():
             raise FileNotFoundError(
@@ -183,7 +184,7 @@ class Trainer:
                 f"model.static_channels={cfg.model.static_channels}: the training data provide no static "
                 "fields yet; set it to 0"
             )
-        self.code_version = exports.code_version()
+        self.code_version = code_version()
         shard_path = self.shard_path()
         with Shard(shard_path) as shard:
             if shard.pair != self.recipe.pair:
@@ -230,7 +231,7 @@ class Trainer:
         objective = StageObjective(self.model, self.stage, autocast_bf16=cfg.deepspeed.precision == "bf16")
 
         from hpcsr.train.engine import build_engine
-        from hpcsr.transfer.freeze import freeze_for_run
+        from hpcsr.train.freeze import freeze_for_run
 
         # parameters a transfer seed keeps fixed for its first steps (the marker's record on resume)
         self.freeze = freeze_for_run(cfg.train.init_from, self.resumed_from.marker if self.resumed_from else None)
@@ -296,7 +297,7 @@ class Trainer:
             self.state.lineage += report["lineage"]
             log.info("initialised %d tensors from %s (pair %s)", report["loaded"], report["source"], report["pair"])
         if self.stage == "diffusion":
-            source = cfg.train.mean_from or Path(cfg.run_dir) / "mean" / exports.EXPORT_DIR / exports.FINAL_NAME
+            source = cfg.train.mean_from or export_path(Path(cfg.run_dir) / "mean")
             try:
                 mean_export = exports.load_export(source)
             except exports.ExportError as err:
@@ -537,7 +538,7 @@ class Trainer:
     def train(self) -> RunResult:
         cfg, tc = self.cfg, self.cfg.train
         total = tc.steps
-        final_export = self.stage_dir / exports.EXPORT_DIR / exports.FINAL_NAME
+        final_export = export_path(self.stage_dir)
         if self.step >= total:
             # finished before (e.g. a requeue of a completed job): make sure the final export exists
             if self.resumed_from is not None and not final_export.exists():

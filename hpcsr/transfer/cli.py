@@ -18,12 +18,13 @@ import math
 import sys
 from pathlib import Path
 
+from hpcsr.artifacts import export_path
 from hpcsr.exits import BAD_INPUT as EXIT_BAD_INPUT
 from hpcsr.exits import REFUSED as EXIT_REFUSED
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hpcsr.transfer.freeze import DEFAULT_PREFIXES
+    from hpcsr.train.freeze import DEFAULT_PREFIXES
     from hpcsr.transfer.seed import DEFAULT_MAX_REINIT
     from hpcsr.transfer.strategies import STRATEGIES
 
@@ -160,7 +161,7 @@ def _target(args, source_model: dict | None):
 
 def seed_command(args) -> int:
     from hpcsr.atomic import check_target
-    from hpcsr.transfer.freeze import DEFAULT_PREFIXES, FreezeSpec
+    from hpcsr.train.freeze import DEFAULT_PREFIXES, FreezeSpec
     from hpcsr.transfer.seed import make_seed
     from hpcsr.transfer.sources import load_source
 
@@ -203,10 +204,10 @@ def _grid_pairs(args):
     if args.pairs:
         return [FactorPair.parse(p) for p in args.pairs.split(",") if p.strip()]
     from hpcsr.config import compose
-    from hpcsr.launch.grid import expand
+    from hpcsr.factors import expand_grid
 
     overrides = ([f"grid={args.grid}"] if args.grid else []) + list(args.overrides)
-    return expand(compose(overrides).grid)
+    return expand_grid(compose(overrides).grid)
 
 
 def plan_command(args) -> int:
@@ -219,9 +220,7 @@ def plan_command(args) -> int:
     trained = [FactorPair.parse(p) for p in args.trained.split(",") if p.strip()]
     if args.run_root:
         root = Path(args.run_root)
-        trained += [
-            p for p in pairs if (root / p.name / args.stage / "export" / "model.pt").is_file() and p not in trained
-        ]
+        trained += [p for p in pairs if export_path(root / p.name / args.stage).is_file() and p not in trained]
     entries = plan_chain(pairs, trained, args.weight_t, args.max_distance, args.max_depth)
     doc = {
         "distance": f"|ln s - ln s'| + {args.weight_t:g} |ln t - ln t'|",

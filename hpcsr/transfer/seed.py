@@ -16,18 +16,17 @@ the report beside it always describe the same transfer.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from hpcsr.artifacts import code_version, json_hash
 from hpcsr.atomic import write_json_atomic
 from hpcsr.factors import FactorPair, Recipe
 from hpcsr.factors import recipe as recipe_of
 from hpcsr.train import export as exports
-from hpcsr.transfer.freeze import FreezeSpec, check_prefixes
+from hpcsr.train.freeze import FreezeSpec, check_prefixes
 from hpcsr.transfer.report import TransferReport
 from hpcsr.transfer.sources import Source, load_source
 from hpcsr.transfer.strategies import NEEDS_METADATA, STRATEGIES, check, match_tensors, model_differences
@@ -189,7 +188,7 @@ def _metadata(
     }
     if src.kind == "state_dict":
         spec["source"]["sha256"] = src.lineage("x")[0]["sha256"]
-    config_hash = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    config_hash = json_hash(spec)
     metadata = {
         "format": exports.EXPORT_FORMAT,
         "format_version": exports.EXPORT_VERSION,
@@ -202,7 +201,7 @@ def _metadata(
         "step": 0,
         "samples_seen": 0,
         "config_hash": config_hash,
-        "code_version": exports.code_version(),
+        "code_version": code_version(),
         "transfer": {**spec, "summary": report.summary(), "status": report.status, "report": str(report_path_for(out))},
     }
     if src.metadata.get("normalisation"):

@@ -14,13 +14,13 @@ export does); `weights='raw'` takes the optimised weights instead.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from hpcsr.artifacts import export_path, file_sha256
 from hpcsr.factors import FactorPair
 from hpcsr.train import export as exports
 from hpcsr.train.checkpoint import MARKER, UNIVERSAL_DIR, CheckpointInfo, CheckpointManager
@@ -91,14 +91,6 @@ class Source:
         return chain + [exports.lineage_entry(role, self.metadata, self.path)]
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_source(path, stage: str | None = None, weights: str = "ema") -> Source:
     """Read a source (see the module docstring) on CPU."""
     if weights not in WEIGHTS:
@@ -123,7 +115,7 @@ def load_source(path, stage: str | None = None, weights: str = "ema") -> Source:
         return _from_checkpoint(_complete_tag(path), weights)
     if path.name == "checkpoints":
         return _from_checkpoint(_newest_complete(path), weights)
-    if (path / exports.FINAL_NAME).is_file() or (path / exports.EXPORT_DIR / exports.FINAL_NAME).is_file():
+    if (path / exports.FINAL_NAME).is_file() or export_path(path).is_file():
         return _from_file(exports.resolve_export(path), weights)
     if (path / "checkpoints").is_dir():
         return _from_checkpoint(_newest_complete(path / "checkpoints"), weights)
@@ -134,8 +126,8 @@ def _from_run(run: Path, stage: str | None, weights: str) -> Source:
     stages = [stage] if stage else list(STAGE_PREFERENCE)
     for name in stages:
         folder = run / name
-        if (folder / exports.EXPORT_DIR / exports.FINAL_NAME).is_file():
-            return _from_file(folder / exports.EXPORT_DIR / exports.FINAL_NAME, weights)
+        if export_path(folder).is_file():
+            return _from_file(export_path(folder), weights)
         if (folder / "checkpoints").is_dir() and CheckpointManager(folder / "checkpoints", 1).complete():
             return _from_checkpoint(_newest_complete(folder / "checkpoints"), weights)
     wanted = f"stage {stage}" if stage else f"any stage ({', '.join(STAGE_PREFERENCE)})"
