@@ -222,12 +222,14 @@ ln -sfn "$CONF" "$ETC_CONF" || die "cannot link $ETC_CONF -> $CONF"
 install_bridge
 
 # ---- start the daemons --------------------------------------------------------------------------
-# Waits up to WAIT_S seconds for command (or function) "$2..." to succeed; on timeout explains which daemon failed.
+# Waits up to WAIT_S seconds for command (or function) "$2..." to succeed; on timeout, or when the
+# daemon's pid file names a process that has ended, explains which daemon failed. (The pid file
+# appears only once the daemon has forked into the background.)
 wait_for() {
   local daemon=$1; shift
   local deadline=$(( $(date +%s) + WAIT_S ))
   until "$@" >/dev/null 2>&1; do
-    if [ "$(date +%s)" -ge "$deadline" ] || ! live_pid "$daemon" >/dev/null; then
+    if [ "$(date +%s)" -ge "$deadline" ] || { [ -e "$(pid_file "$daemon")" ] && ! live_pid "$daemon" >/dev/null; }; then
       printf '[slurm] ERROR: %s did not become ready within %ss (%s).\n' "$daemon" "$WAIT_S" \
         "$(live_pid "$daemon" >/dev/null && echo 'still running' || echo 'process exited')" >&2
       printf '[slurm] its log is %s; last lines:\n' "$(log_file "$daemon")" >&2
@@ -242,6 +244,7 @@ wait_for() {
 
 launch() {  # runs a daemon detached from our stdout/stderr (a test's pipe must not stay open)
   local daemon=$1; shift
+  rm -f "$(pid_file "$daemon")"   # a stale one would name the previous, ended process
   "$@" </dev/null >>"$(log_file "$daemon")" 2>&1 \
     || { say "ERROR: '$*' exited with an error; log $(log_file "$daemon"):"; tail -n 15 "$(log_file "$daemon")" >&2; \
          bash "$SLURM_HOME/stop.sh" >/dev/null 2>&1; exit 1; }

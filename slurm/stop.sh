@@ -51,18 +51,28 @@ done
 
 # Test hosts: what still runs in a namespace (job processes of a crashed slurmd) gets TERM, then
 # KILL after 5 s; then the namespace goes (with its end of the veth pair), then links and bridge.
+# A process counts as ended once /proc shows it gone or a zombie (a dying one leaves its namespace
+# before it has ended).
+running() { local p out=""; for p in "$@"; do [ -d "/proc/$p" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$p/status" 2>/dev/null && out+="$p "; done; echo "$out"; }
+end_all() {  # ends processes $2... (TERM, then KILL) within 10 s; $1 names them in messages
+  local what=$1 left; shift
+  # shellcheck disable=SC2086
+  kill -TERM "$@" 2>/dev/null
+  for _ in $(seq 50); do [ -z "$(running "$@")" ] && return 0; sleep 0.1; done
+  left=$(running "$@")
+  # shellcheck disable=SC2086
+  kill -KILL $left 2>/dev/null
+  for _ in $(seq 50); do [ -z "$(running "$@")" ] && return 0; sleep 0.1; done
+  say "ERROR: processes $(running "$@")left in $what survive SIGKILL"; failed=1
+}
 if command -v ip >/dev/null 2>&1; then
   for ns in $(our_namespaces); do
-    pids=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')
-    if [ -n "${pids// /}" ]; then
-      say "ending processes left in $ns: $pids"
-      # shellcheck disable=SC2086
-      kill -TERM $pids 2>/dev/null
-      for _ in $(seq 50); do [ -z "$(ip netns pids "$ns" 2>/dev/null)" ] && break; sleep 0.1; done
-      pids=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')
-      # shellcheck disable=SC2086
-      [ -n "${pids// /}" ] && kill -KILL $pids 2>/dev/null && sleep 0.2
-    fi
+    for _ in 1 2 3; do   # again while processes appear (forked by those being ended)
+      read -ra pids <<<"$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')"
+      [ ${#pids[@]} -gt 0 ] || break
+      say "ending processes left in $ns: ${pids[*]}"
+      end_all "$ns" "${pids[@]}"
+    done
     ip netns del "$ns" || { say "ERROR: cannot delete network namespace $ns"; failed=1; }
   done
   for link in $(our_links); do

@@ -1,0 +1,312 @@
+"""Two real hosts on one machine: `slurm/start.sh --nodes 2` (network namespaces node1 and node2 on a
+bridge, one slurmd each). A torch.distributed all_reduce between the hosts through hpcsr.dist (1 and
+2 tasks per host), a DeepSpeed ZeRO-2 stage launched by hpcsr-launch across both hosts that resumes
+bitwise after a requeue and through the universal checkpoint on one host, and stop.sh leaving
+nothing behind after a crash.
+
+The module starts the 2-node cluster itself and afterwards brings back the one-node cluster when
+one ran before (scripts/test.sh starts it), so the other Slurm tests find what they expect.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hpcsr.dist import read_self_check
+from hpcsr.launch.records import find_launch, read_record
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.multinode, pytest.mark.slurm]
+
+HOSTS = ["node1", "node2"]
+TRAIN = [
+    "launcher=slurm",
+    "cluster=local_2nodes",
+    "launcher.poll_s=1",
+    "launcher.snapshot=false",
+    "grid.pairs=[[4,3]]",
+    "launcher.stages=[mean]",
+    "deepspeed=zero2",
+    "model=tiny",
+    "factor.context=2",
+    "factor.patch=24",
+    "data.batch_size=2",
+    "train.lr=1e-3",
+    "train.warmup_steps=2",
+    "train.log_every=1",
+    "train.progress=false",
+    "train.steps=6",
+    "train.checkpoint_every=2",
+    "train.keep_checkpoints=4",
+    "train.val_every=0",
+    "data.val_patches=0",
+]
+
+
+def script(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def leftovers() -> dict[str, list[str]]:
+    """Namespaces, links and daemons of a test cluster that exist now."""
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    names = [line.split(": ")[1].split("@")[0] for line in links.splitlines()]
+    daemons = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            state = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("State:"))
+        except (OSError, StopIteration):
+            continue
+        if comm in ("slurmd", "slurmctld", "munged", "slurmstepd") and state.split()[1] != "Z":  # not a zombie
+            daemons.append(f"{comm}:{pid}")
+    return {
+        "namespaces": [n for n in netns if n.startswith("hpcsr-node")],
+        "links": [n for n in names if n.startswith("hpcsr-")],
+        "daemons": daemons,
+    }
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    """The 2-node cluster for this module; then the one-node cluster again if one ran before."""
+    if os.geteuid() != 0:
+        pytest.skip("the 2-node test cluster needs root (network namespaces, mounts, daemons as root)")
+    missing = [t for t in ("ip", "unshare", "nsenter", "slurmctld", "slurmd", "munged") if not shutil.which(t)]
+    if missing:
+        pytest.skip(f"missing {', '.join(missing)}: run scripts/setup.sh --system (iproute2, Slurm, MUNGE)")
+    before = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True, timeout=15)
+    one_node_before = before.returncode == 0 and before.stdout.split() == ["localhost"]
+    machine = {"hosts": Path("/etc/hosts").read_bytes(), "hostname": socket.gethostname()}
+    started = time.monotonic()
+    out = script("slurm/start.sh", "--nodes", "2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    machine["start_s"] = time.monotonic() - started
+    # jobs of a crashed earlier run that slurmctld recovered (and requeued) would hold the hosts
+    left = subprocess.run(["squeue", "-h", "-o", "%A"], capture_output=True, text=True, timeout=30).stdout.split()
+    if left:
+        subprocess.run(["scancel", *left], timeout=30)
+    deadline = time.monotonic() + 60
+    while subprocess.run(["squeue", "-h"], capture_output=True, text=True, timeout=30).stdout.strip():
+        assert time.monotonic() < deadline, f"jobs {left} of an earlier run do not end"
+        time.sleep(0.3)
+    yield machine
+    script("slurm/stop.sh")
+    if one_node_before:
+        out = script("slurm/start.sh")
+        assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.fixture
+def env(launch_env):
+    return launch_env | {"PYTHONPATH": str(REPO)}
+
+
+def test_two_idle_hosts_and_the_machine_untouched(two_nodes, slurm, capsys):
+    out = slurm.run("sinfo", "--noheader", "--Node", "--format=%N %T %c")
+    rows = [line.split() for line in out.stdout.splitlines()]
+    assert [r[0] for r in rows] == HOSTS and all(r[1] == "idle" for r in rows), out.stdout
+    assert Path("/etc/hosts").read_bytes() == two_nodes["hosts"] and socket.gethostname() == two_nodes["hostname"]
+    with capsys.disabled():
+        print(f"\n[multinode] 2-node cluster up in {two_nodes['start_s']:.1f} s (start.sh --nodes 2, wall clock)")
+
+
+def run_dist_job(slurm, env, tmp_path, tasks_per_node: int) -> tuple[list[dict], list[list[str]]]:
+    """A 2-host job: every task prints its host and network namespace, then the hpcsr.dist self-check."""
+    job_script = tmp_path / "job.sh"
+    job_script.write_text(
+        "#!/bin/bash\n"
+        "srun bash -c 'echo NET $SLURM_PROCID $(hostname) $(readlink /proc/self/ns/net) $(getent hosts $(hostname))'\n"
+        f"srun {sys.executable} -m hpcsr.dist --timeout 120\n"
+    )
+    out_file = tmp_path / "job.out"
+    job = slurm.sbatch(
+        "--nodes=2",
+        f"--ntasks-per-node={tasks_per_node}",
+        f"--chdir={REPO}",
+        f"--output={out_file}",
+        str(job_script),
+        env=env,
+    )
+    states = slurm.wait(job, timeout=240)
+    text = out_file.read_text()
+    assert states == {job: "COMPLETED"}, text
+    net = sorted(line.split()[1:] for line in text.splitlines() if line.startswith("NET "))
+    return read_self_check(text), net
+
+
+def test_all_reduce_between_two_hosts_one_task_each(two_nodes, slurm, env, tmp_path):
+    ranks, net = run_dist_job(slurm, env, tmp_path, 1)
+    assert [(r["rank"], r["world_size"], r["host"], r["local_rank"], r["local_world_size"]) for r in ranks] == [
+        (0, 2, "node1", 0, 1),
+        (1, 2, "node2", 0, 1),
+    ]
+    assert {(r["master_addr"], r["source"], r["backend"], r["all_reduce_sum"]) for r in ranks} == {
+        ("node1", "slurm", "gloo", 3.0)
+    }
+    # each task in its host's own network namespace, its name resolving to its own bridge address
+    assert [n[1] for n in net] == HOSTS and net[0][2] != net[1][2], net
+    assert [n[3:5] for n in net] == [["10.213.70.11", "node1"], ["10.213.70.12", "node2"]], net
+
+
+def test_all_reduce_between_two_hosts_two_tasks_each(two_nodes, slurm, env, tmp_path):
+    ranks, net = run_dist_job(slurm, env, tmp_path, 2)
+    assert [(r["rank"], r["host"], r["local_rank"], r["local_world_size"]) for r in ranks] == [
+        (0, "node1", 0, 2),
+        (1, "node1", 1, 2),
+        (2, "node2", 0, 2),
+        (3, "node2", 1, 2),
+    ]
+    assert {(r["world_size"], r["master_addr"], r["all_reduce_sum"]) for r in ranks} == {(4, "node1", 10.0)}
+    assert len({(n[1], n[2]) for n in net}) == 2  # two tasks share each host's namespace
+
+
+def launch(tmp_path, env, *args, timeout=420):
+    return subprocess.run(
+        [sys.executable, "-m", "hpcsr.launch.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def stage_dir(run_root: Path) -> Path:
+    return run_root / "s4_t3" / "mean"
+
+
+def events(run_root: Path, kind: str) -> list[dict]:
+    path = stage_dir(run_root) / "logs" / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return [r for r in rows if r["kind"] == kind]
+
+
+def weights(run_root: Path) -> dict:
+    return torch.load(stage_dir(run_root) / "export" / "model.pt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def reference_2nodes(two_nodes, train_dataset, launch_env_base, tmp_path_factory):
+    """hpcsr-launch: the mean stage with ZeRO-2 on both hosts, 6 steps in one attempt."""
+    root = tmp_path_factory.mktemp("ref2")
+    out = launch(
+        root,
+        launch_env_base | {"PYTHONPATH": str(REPO)},
+        *TRAIN,
+        f"run_root={root / 'runs'}",
+        f"data_dir={train_dataset}",
+        "--wait",
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return root / "runs"
+
+
+def test_zero2_stage_on_two_hosts(reference_2nodes):
+    start = events(reference_2nodes, "event")[0]
+    assert (start["event"], start["world_size"], start["resumed_from"]) == ("start", 2, None)
+    marker = json.loads((stage_dir(reference_2nodes) / "checkpoints" / "step_6" / "COMPLETE.json").read_text())
+    assert marker["world_size"] == 2 and marker["samples_seen"] == 6 * 2 * 2
+    # ZeRO-2: each rank wrote its own optimizer shard, rank 0 on node1 and rank 1 on node2
+    assert {"zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"} <= set(
+        marker["files"]
+    )
+    logs = sorted((reference_2nodes / "launch" / "0001" / "L0.mean").glob("*_log.out"))
+    hosts = [next(line for line in log.read_text().splitlines() if "JobEnvironment" in line) for log in logs]
+    assert ["hostname=node1" in hosts[0], "hostname=node2" in hosts[1]] == [True, True], hosts
+    assert sorted(r["step"] for r in events(reference_2nodes, "train")) == list(range(1, 7))
+
+
+def test_requeued_on_two_hosts_resumes_bitwise(reference_2nodes, train_dataset, env, tmp_path, slurm):
+    """SIGUSR2 to every rank while the step-2 checkpoint is written (slowed by fault injection):
+    the ranks save a checkpoint and rank 0 requeues the job (`scontrol requeue`, from
+    hpcsr.launch.stages), --wait releases it, and the second attempt resumes on both hosts. It ends
+    with the reference's weights, bit for bit, and the same loss at every step, each step once."""
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpcsr.launch.cli", *TRAIN, f"run_root={runs}", f"data_dir={train_dataset}", "--wait"],
+        cwd=tmp_path,
+        env=env | {"HPCSR_FAULT_SAVE_DELAY_S": "2:3"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (stage_dir(runs) / "checkpoints" / "step_2").is_dir():
+            assert proc.poll() is None and time.monotonic() < deadline, "no step-2 checkpoint began"
+            time.sleep(0.2)
+        job = read_record(find_launch(runs / "launch"))["arrays"][0]["job_id"]
+        slurm.submitted.append(job)
+        assert slurm.run("scancel", "--signal=USR2", job).returncode == 0
+        output, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "released requeued job" in output
+    starts = [e for e in events(runs, "event") if e["event"] == "start"]
+    assert [(s["world_size"], s["resumed_from"] is None) for s in starts] == [(2, True), (2, False)], starts
+    resumed_at = starts[1]["step"]
+    assert 2 <= resumed_at < 6 and starts[1]["resumed_from"].endswith(f"step_{resumed_at}")
+    a, b = weights(runs), weights(reference_2nodes)
+    assert a.keys() == b.keys() and [k for k in a if not torch.equal(a[k], b[k])] == []
+    losses = {r["step"]: r["loss"] for r in events(runs, "train")}
+    assert losses == {r["step"]: r["loss"] for r in events(reference_2nodes, "train")}
+    assert len(events(runs, "train")) == 6  # no step trained twice
+
+
+def test_two_host_checkpoint_resumes_on_one_host_through_universal(reference_2nodes, train_dataset, env, tmp_path):
+    runs = tmp_path / "runs"
+    (stage_dir(runs) / "checkpoints").mkdir(parents=True)
+    step4 = stage_dir(reference_2nodes) / "checkpoints" / "step_4"
+    shutil.copytree(step4, stage_dir(runs) / "checkpoints" / "step_4")
+    out = launch(tmp_path, env, *TRAIN, "cluster=local", f"run_root={runs}", f"data_dir={train_dataset}", "--wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    start = next(e for e in events(runs, "event") if e["event"] == "start")
+    assert (start["world_size"], start["step"], start["universal"]) == (1, 4, True), start
+    marker = json.loads((stage_dir(runs) / "checkpoints" / "step_6" / "COMPLETE.json").read_text())
+    assert marker["world_size"] == 1 and marker["samples_seen"] == 4 * 2 * 2 + 2 * 2  # the stream continues
+    assert (stage_dir(runs) / "checkpoints" / "universal" / "step_4" / "COMPLETE.json").exists()
+
+
+def test_stop_leaves_nothing_behind_even_after_a_crash(two_nodes, slurm, tmp_path):
+    """A job runs on both hosts; every daemon is killed with SIGKILL (a crash), leaving the job's
+    processes in the namespaces. stop.sh ends them by PID and removes namespaces, links and bridge;
+    a second stop.sh finds nothing to do; the machine's /etc/hosts is what it was."""
+    job = slurm.sbatch("--nodes=2", "--ntasks-per-node=1", "--output=/dev/null", "--wrap", "srun sleep 300")
+    slurm.wait(job, timeout=60, until=lambda s: s.get(job) == "RUNNING")
+    netns_pids = {}
+    deadline = time.monotonic() + 60
+    while len(netns_pids) < 2 or not all(netns_pids.values()):  # the sleeps started on both hosts
+        assert time.monotonic() < deadline, netns_pids
+        for ns in ("hpcsr-node1", "hpcsr-node2"):
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+            netns_pids[ns] = [p for p in pids if Path(f"/proc/{p}/comm").read_text().strip() == "sleep"]
+        time.sleep(0.2)
+    run_dir = Path(os.environ.get("HPCSR_SLURM_DIR", "/tmp/hpcsr-slurm")) / "run"
+    for name in ("slurmd-node1", "slurmd-node2", "slurmctld", "munged"):
+        os.kill(int((run_dir / f"{name}.pid").read_text()), 9)
+    try:
+        out = script("slurm/stop.sh")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "ending processes left in hpcsr-node1" in out.stdout
+        assert leftovers() == {"namespaces": [], "links": [], "daemons": []}
+        for pids in netns_pids.values():
+            assert not [p for p in pids if Path(f"/proc/{p}").exists()], pids
+        again = script("slurm/stop.sh")
+        assert again.returncode == 0 and "removed" not in again.stdout, again.stdout
+        assert Path("/etc/hosts").read_bytes() == two_nodes["hosts"]
+    finally:  # a cluster again for the teardown of this test and of the module; the crashed job goes
+        out = script("slurm/start.sh", "--nodes", "2")
+        assert out.returncode == 0, out.stdout + out.stderr
+        slurm.run("scancel", job)
