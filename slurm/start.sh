@@ -39,6 +39,44 @@ nodes_ready() {
 all_alive() { local d; for d in munged slurmctld $(slurmd_names); do live_pid "$d" >/dev/null || return 1; done; }
 any_alive() { cluster_alive "$HPCSR_SLURM_DIR"; }
 
+# Waits up to WAIT_S seconds for command (or function) "$2..." to succeed; on timeout, or when the
+# daemon's pid file names a process that has ended, explains which daemon failed. (The pid file
+# appears only once the daemon has forked into the background.)
+wait_for() {
+  local daemon=$1; shift
+  local deadline=$(( $(date +%s) + WAIT_S ))
+  until "$@" >/dev/null 2>&1; do
+    if [ "$(date +%s)" -ge "$deadline" ] || { [ -e "$(pid_file "$daemon")" ] && ! live_pid "$daemon" >/dev/null; }; then
+      printf '[slurm] ERROR: %s did not become ready within %ss (%s).\n' "$daemon" "$WAIT_S" \
+        "$(live_pid "$daemon" >/dev/null && echo 'still running' || echo 'process exited')" >&2
+      printf '[slurm] its log is %s; last lines:\n' "$(log_file "$daemon")" >&2
+      tail -n 15 "$(log_file "$daemon")" 2>/dev/null | sed 's/^/    /' >&2
+      printf '[slurm] fix the cause shown above, then run: bash slurm/stop.sh && bash slurm/start.sh\n' >&2
+      bash "$SLURM_HOME/stop.sh" >/dev/null 2>&1
+      exit 1
+    fi
+    sleep 0.2
+  done
+}
+
+launch() {  # runs a daemon detached from our stdout/stderr (a test's pipe must not stay open)
+  local daemon=$1; shift
+  rm -f "$(pid_file "$daemon")"   # a stale one would name the previous, ended process
+  "$@" </dev/null >>"$(log_file "$daemon")" 2>&1 \
+    || { say "ERROR: '$*' exited with an error; log $(log_file "$daemon"):"; tail -n 15 "$(log_file "$daemon")" >&2; \
+         bash "$SLURM_HOME/stop.sh" >/dev/null 2>&1; exit 1; }
+}
+
+# Starts the slurmd of test host $1 (1..N) inside its namespace, with its own hostname (UTS
+# namespace) and /etc/hosts (bind-mounted in its own mount namespace; jobs inherit both).
+# nsenter, not `ip netns exec`: that remounts /sys, hiding /sys/fs/cgroup, which slurmd needs.
+start_slurmd() {
+  local name; name=$(node_name "$1")
+  mkdir -p "$HPCSR_SLURM_DIR/d/$name" || die "cannot create $HPCSR_SLURM_DIR/d/$name"
+  launch "slurmd-$name" nsenter --net="/run/netns/$NS_PREFIX$1" unshare --uts --mount \
+    sh -c 'hostname "$1" && mount --bind "$2" /etc/hosts && exec slurmd -N "$1"' sh "$name" "$HOSTS_FILE"
+}
+
 install_bridge() {  # the sacct bridge (slurm/bin/sacct) on PATH, refreshed when the repo's copy changed
   cmp -s "$SLURM_HOME/bin/sacct" "$SACCT_SHIM" && return 0
   install -m 755 "$SLURM_HOME/bin/sacct" "$SACCT_SHIM.tmp" && mv "$SACCT_SHIM.tmp" "$SACCT_SHIM" \
@@ -104,6 +142,19 @@ for sock in "$MUNGE_SOCKET" "$HPCSR_SLURM_DIR/$job_sock"; do
 such as '$sock' must stay under ~108 characters. Use a short folder, e.g. HPCSR_SLURM_DIR=/tmp/hpcsr-slurm"
 done
 
+# A test host whose slurmd has died (a crashed node) comes back alone: the controller, the other
+# hosts and the jobs keep running; Slurm returns the node to service when it registers.
+if [ "$nodes" -gt 1 ] && [ "$running" = "$nodes" ] && live_pid munged >/dev/null && live_pid slurmctld >/dev/null \
+   && [ "$(our_namespaces | wc -l)" = "$nodes" ]; then
+  for ((i = 1; i <= nodes; i++)); do
+    live_pid "slurmd-$(node_name "$i")" >/dev/null && continue
+    say "slurmd of $(node_name "$i") is not running: starting it again in $NS_PREFIX$i"
+    start_slurmd "$i"
+    wait_for "slurmd-$(node_name "$i")" nodes_ready "$(node_name "$i")"
+  done
+  all_alive && nodes_ready && { say "all $nodes nodes ready again"; exit 0; }
+fi
+
 # A cluster of another size, a half-running one (e.g. a daemon crashed) or test hosts left by a
 # crash are stopped and removed first, so we start from a known state.
 if any_alive || [ -n "$(our_namespaces)$(our_links)" ]; then
@@ -155,6 +206,8 @@ mem_mb=$(awk -v n="$nodes" '/^MemTotal:/ {print int($2 / 1024 / n)}' /proc/memin
 # rebuilt after its folder was wiped does not hand out ids that old submitit folders still hold.
 first_id=$(( ( ($(date +%s) - 1735689600) / 60 * 10 ) % 60000000 + 1 ))
 
+# test hosts: a crashed host is noticed (set DOWN, its jobs requeued) 20 s after it stops answering
+if [ "$nodes" = 1 ]; then slurmd_timeout=60; else slurmd_timeout=20; fi
 if [ "$nodes" = 1 ]; then
   ctld_addr=127.0.0.1; node_suffix=""; slurmd_suffix=""
   node_lines="NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN"
@@ -202,7 +255,7 @@ KillWait=5
 InactiveLimit=0
 Waittime=0
 SlurmctldTimeout=30
-SlurmdTimeout=60
+SlurmdTimeout=$slurmd_timeout
 # files of the daemons
 StateSaveLocation=$ctld
 SlurmdSpoolDir=$HPCSR_SLURM_DIR/d$node_suffix
@@ -221,40 +274,10 @@ mkdir -p "$(dirname "$ETC_CONF")"
 ln -sfn "$CONF" "$ETC_CONF" || die "cannot link $ETC_CONF -> $CONF"
 install_bridge
 
-# ---- start the daemons --------------------------------------------------------------------------
-# Waits up to WAIT_S seconds for command (or function) "$2..." to succeed; on timeout, or when the
-# daemon's pid file names a process that has ended, explains which daemon failed. (The pid file
-# appears only once the daemon has forked into the background.)
-wait_for() {
-  local daemon=$1; shift
-  local deadline=$(( $(date +%s) + WAIT_S ))
-  until "$@" >/dev/null 2>&1; do
-    if [ "$(date +%s)" -ge "$deadline" ] || { [ -e "$(pid_file "$daemon")" ] && ! live_pid "$daemon" >/dev/null; }; then
-      printf '[slurm] ERROR: %s did not become ready within %ss (%s).\n' "$daemon" "$WAIT_S" \
-        "$(live_pid "$daemon" >/dev/null && echo 'still running' || echo 'process exited')" >&2
-      printf '[slurm] its log is %s; last lines:\n' "$(log_file "$daemon")" >&2
-      tail -n 15 "$(log_file "$daemon")" 2>/dev/null | sed 's/^/    /' >&2
-      printf '[slurm] fix the cause shown above, then run: bash slurm/stop.sh && bash slurm/start.sh\n' >&2
-      bash "$SLURM_HOME/stop.sh" >/dev/null 2>&1
-      exit 1
-    fi
-    sleep 0.2
-  done
-}
-
-launch() {  # runs a daemon detached from our stdout/stderr (a test's pipe must not stay open)
-  local daemon=$1; shift
-  rm -f "$(pid_file "$daemon")"   # a stale one would name the previous, ended process
-  "$@" </dev/null >>"$(log_file "$daemon")" 2>&1 \
-    || { say "ERROR: '$*' exited with an error; log $(log_file "$daemon"):"; tail -n 15 "$(log_file "$daemon")" >&2; \
-         bash "$SLURM_HOME/stop.sh" >/dev/null 2>&1; exit 1; }
-}
-
 # ---- test hosts (--nodes N > 1), made before slurmctld, which listens on the bridge --------------
 if [ "$nodes" -gt 1 ]; then
-  # Test host i: namespace hpcsr-node<i> joined to the bridge by a veth pair (its end is eth0 there),
-  # its own loopback, and an /etc/hosts naming every host, bind-mounted in the slurmd's own mount
-  # namespace, which the jobs it starts inherit (with the hostname of its UTS namespace).
+  # Test host i: namespace hpcsr-node<i> joined to the bridge by a veth pair (its end is eth0 there)
+  # and its own loopback; the /etc/hosts its processes see names every host (see start_slurmd).
   { echo "127.0.0.1 localhost"; echo "$SUBNET.1 hpcsr-ctld"
     for ((i = 1; i <= nodes; i++)); do echo "$(node_addr "$i") $(node_name "$i")"; done; } > "$HOSTS_FILE"
   ip link add "$BRIDGE" type bridge && ip link set "$BRIDGE" up && ip addr add "$SUBNET.1/24" dev "$BRIDGE" \
@@ -268,6 +291,7 @@ if [ "$nodes" -gt 1 ]; then
   done
 fi
 
+# ---- start the daemons --------------------------------------------------------------------------
 launch munged munged --socket="$MUNGE_SOCKET" --key-file="$key" --pid-file="$(pid_file munged)" \
   --log-file="$(log_file munged)" --seed-file="$HPCSR_SLURM_DIR/munge/seed"
 munge_ok() { munge -n -S "$MUNGE_SOCKET" | unmunge -S "$MUNGE_SOCKET"; }
@@ -281,12 +305,7 @@ if [ "$nodes" = 1 ]; then
   launch slurmd slurmd -N localhost
   wait_for slurmd nodes_ready localhost
 else
-  # nsenter, not `ip netns exec`: that remounts /sys, hiding /sys/fs/cgroup, which slurmd needs
-  for ((i = 1; i <= nodes; i++)); do
-    mkdir -p "$HPCSR_SLURM_DIR/d/$(node_name "$i")" || die "cannot create $HPCSR_SLURM_DIR/d/$(node_name "$i")"
-    launch "slurmd-$(node_name "$i")" nsenter --net="/run/netns/$NS_PREFIX$i" unshare --uts --mount \
-      sh -c 'hostname "$1" && mount --bind "$2" /etc/hosts && exec slurmd -N "$1"' sh "$(node_name "$i")" "$HOSTS_FILE"
-  done
+  for ((i = 1; i <= nodes; i++)); do start_slurmd "$i"; done
   for ((i = 1; i <= nodes; i++)); do wait_for "slurmd-$(node_name "$i")" nodes_ready "$(node_name "$i")"; done
 fi
 

@@ -279,6 +279,99 @@ def test_two_host_checkpoint_resumes_on_one_host_through_universal(reference_2no
     assert (stage_dir(runs) / "checkpoints" / "universal" / "step_4" / "COMPLETE.json").exists()
 
 
+def complete_steps(runs: Path) -> list[int]:
+    folder = stage_dir(runs) / "checkpoints"
+    return sorted(int(p.parent.name.split("_")[1]) for p in folder.glob("step_*/COMPLETE.json"))
+
+
+def test_a_crashed_host_is_requeued_by_slurm_and_the_run_resumes(
+    reference_2nodes, train_dataset, env, tmp_path, slurm, capsys
+):
+    """node2 crashes while the step-4 checkpoint is being written (slowed by fault injection):
+    SIGKILL to its slurmd and to every process of the job there. Slurm notices the silent node
+    (SlurmdTimeout), sets it DOWN and requeues the job itself (NODE_FAIL; the launcher submits
+    with --requeue); once node2 is back (start.sh restarts its slurmd), hpcsr-launch --wait
+    releases the job and it resumes from the last complete checkpoint. The half-written step 4 is
+    never taken for complete, and the final weights are the uninterrupted run's, bit for bit."""
+    runs = tmp_path / "runs"
+    ckpt = stage_dir(runs) / "checkpoints"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpcsr.launch.cli", *TRAIN, f"run_root={runs}", f"data_dir={train_dataset}", "--wait"],
+        cwd=tmp_path,
+        env=env | {"HPCSR_FAULT_SAVE_DELAY_S": "4:3"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    timeline = []
+
+    def note(what: str) -> None:
+        timeline.append((time.monotonic(), what))
+
+    def wait_until(predicate, what: str, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert proc.poll() is None, f"launcher ended before {what}:\n{proc.communicate()[0]}"
+            assert time.monotonic() < deadline, f"no {what} within {timeout} s; timeline {timeline}; node2 {seen}"
+            time.sleep(0.2)
+        note(what)
+
+    seen = []  # node2's states as sinfo answered (or its error), in order, for a failure message
+
+    def node2_state() -> str:
+        out = slurm.run("sinfo", "-h", "-n", "node2", "-o", "%T")
+        answer = out.stdout.strip() or out.stderr.strip()
+        if not seen or seen[-1] != answer:
+            seen.append(answer)
+        return answer
+
+    def requeued() -> bool:
+        show = slurm.run("scontrol", "show", "job", job).stdout
+        return "JobState=PENDING" in show and "Restarts=1" in show
+
+    def starts() -> list[dict]:
+        return [e for e in events(runs, "event") if e["event"] == "start"]
+
+    try:
+        wait_until(lambda: complete_steps(runs) == [2] and (ckpt / "step_4").is_dir(), "step-4 save under way")
+        job = read_record(find_launch(runs / "launch"))["arrays"][0]["job_id"]
+        slurm.submitted.append(job)
+        pid_file = Path(os.environ.get("HPCSR_SLURM_DIR", "/tmp/hpcsr-slurm")) / "run" / "slurmd-node2.pid"
+        victims = {pid_file.read_text().strip()} | set(
+            subprocess.run(["ip", "netns", "pids", "hpcsr-node2"], capture_output=True, text=True).stdout.split()
+        )
+        for pid in victims:
+            os.kill(int(pid), 9)
+        note(f"SIGKILL to node2's slurmd and the job's processes there ({len(victims)} processes)")
+        complete_at_kill = complete_steps(runs)
+        wait_until(lambda: node2_state().startswith("down"), "Slurm sets node2 DOWN (not responding)")
+        wait_until(requeued, "Slurm requeued the job (PENDING, Restarts=1)")
+        assert complete_steps(runs) == complete_at_kill == [2]  # the half-written step 4 is not complete
+        out = script("slurm/start.sh", "--nodes", "2")
+        assert out.returncode == 0 and "starting it again in hpcsr-node2" in out.stdout, out.stdout + out.stderr
+        note("node2 back (start.sh restarted its slurmd)")
+        wait_until(lambda: len(starts()) == 2, "second attempt resumed training")
+        at, what = timeline.pop()
+        timeline.append((at, f"{what} at step {starts()[1]['step']}"))
+        output, _ = proc.communicate(timeout=300)
+        note("launcher reports the job COMPLETED")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    resumed = starts()[1]
+    assert resumed["world_size"] == 2 and resumed["resumed_from"].endswith("step_2"), resumed
+    a, b = weights(runs), weights(reference_2nodes)
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []  # no step trained twice into the weights
+    losses = {r["step"]: r["loss"] for r in events(runs, "train")}
+    assert losses == {r["step"]: r["loss"] for r in events(reference_2nodes, "train")}
+    zero = timeline[1][0]
+    with capsys.disabled():
+        print("\n[multinode] node failure timeline (s after the kill):")
+        for at, what in timeline:
+            print(f"  {at - zero:+7.1f}  {what}")
+
+
 def test_stop_leaves_nothing_behind_even_after_a_crash(two_nodes, slurm, tmp_path):
     """A job runs on both hosts; every daemon is killed with SIGKILL (a crash), leaving the job's
     processes in the namespaces. stop.sh ends them by PID and removes namespaces, links and bridge;
