@@ -170,6 +170,31 @@ def test_all_reduce_between_two_hosts_two_tasks_each(two_nodes, slurm, env, tmp_
     assert len({(n[1], n[2]) for n in net}) == 2  # two tasks share each host's namespace
 
 
+def test_a_master_address_no_host_answers_ends_both_ranks_naming_it(two_nodes, slurm, env, tmp_path):
+    """Both hosts' ranks are told to meet at 10.213.70.99, on the test hosts' network but no host:
+    each ends after the rendezvous limit with exit code 2 and a line naming its host and the
+    master's address and port (HPCSR_DIST_SOURCE=env: the explicit variables a site may set)."""
+    job_script = tmp_path / "job.sh"
+    job_script.write_text(
+        "#!/bin/bash\n"
+        "export HPCSR_DIST_SOURCE=env WORLD_SIZE=2 LOCAL_RANK=0 LOCAL_WORLD_SIZE=1 MASTER_ADDR=10.213.70.99\n"
+        "export MASTER_PORT=29555 HPCSR_RENDEZVOUS_TIMEOUT_S=10\n"
+        f"srun bash -c 'RANK=$SLURM_PROCID exec {sys.executable} -m hpcsr.dist'\n"
+    )
+    out_file = tmp_path / "job.out"
+    job = slurm.sbatch(
+        "--nodes=2", "--ntasks-per-node=1", f"--chdir={REPO}", f"--output={out_file}", str(job_script), env=env
+    )
+    states = slurm.wait(job, timeout=240)
+    text = out_file.read_text()
+    assert states == {job: "FAILED"}, text  # srun passes the ranks' exit code 2 on
+    errors = sorted(line for line in text.splitlines() if line.startswith("hpcsr.dist: rank"))
+    assert len(errors) == 2, text
+    for rank, (line, host) in enumerate(zip(errors, HOSTS)):
+        assert line.startswith(f"hpcsr.dist: rank {rank} of 2 on host {host}: "), line
+        assert "no rendezvous with the master at 10.213.70.99:29555 within 10 s" in line, line
+
+
 def launch(tmp_path, env, *args, timeout=420):
     return subprocess.run(
         [sys.executable, "-m", "hpcsr.launch.cli", *args],
