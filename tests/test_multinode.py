@@ -1,7 +1,8 @@
 """Two real hosts on one machine: `slurm/start.sh --nodes 2` (network namespaces node1 and node2 on a
 bridge, one slurmd each). A torch.distributed all_reduce between the hosts through hpcsr.dist (1 and
-2 tasks per host), a DeepSpeed ZeRO-2 stage launched by hpcsr-launch across both hosts that resumes
-bitwise after a requeue and through the universal checkpoint on one host, and stop.sh leaving
+2 tasks per host), a rendezvous at an address no host has, MPI preprocessing on both hosts, a
+DeepSpeed ZeRO-2 stage launched by hpcsr-launch across both hosts that resumes bitwise after a
+requeue, after a host crash and through the universal checkpoint on one host, and stop.sh leaving
 nothing behind after a crash.
 
 The module starts the 2-node cluster itself and afterwards brings back the one-node cluster when
@@ -24,6 +25,9 @@ from hpcsr.dist import read_self_check
 from hpcsr.launch.records import find_launch, read_record
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_preprocess_mpi import assert_same_h5, cli_command, run_cli  # noqa: E402
+
 pytestmark = [pytest.mark.multinode, pytest.mark.slurm]
 
 HOSTS = ["node1", "node2"]
@@ -104,6 +108,11 @@ def two_nodes():
     if one_node_before:
         out = script("slurm/start.sh")
         assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.fixture(scope="module")
+def slurm_up(two_nodes):
+    """Overrides conftest's check: in this module the `slurm` fixture submits to the 2-node cluster."""
 
 
 @pytest.fixture
@@ -193,6 +202,46 @@ def test_a_master_address_no_host_answers_ends_both_ranks_naming_it(two_nodes, s
     for rank, (line, host) in enumerate(zip(errors, HOSTS)):
         assert line.startswith(f"hpcsr.dist: rank {rank} of 2 on host {host}: "), line
         assert "no rendezvous with the master at 10.213.70.99:29555 within 10 s" in line, line
+
+
+@pytest.mark.mpi
+def test_mpi_preprocessing_on_two_hosts_writes_what_one_process_writes(two_nodes, slurm, env, venv_bin, tmp_path):
+    """mpirun inside a 2-host job (MPICH's Hydra sees Slurm and starts one proxy per host through
+    srun; no ssh): hpcsr.dist finds the MPI ranks on node1 and node2, and hpcsr-preprocess on 2
+    ranks, one per host, writes the HR store and shards one process writes, byte for byte."""
+    from preprocessing.synth import SynthConfig, synthesize
+
+    mpirun = venv_bin / "mpirun"
+    if not mpirun.exists():
+        pytest.skip(f"{mpirun} not found: install the 'mpich' extra (pip install .[mpich])")
+    raw = tmp_path / "raw"
+    synthesize(raw, SynthConfig(days=2, size=60, seed=11, missing_hours=3), progress=False)
+    run_cli([], tmp_path / "one", raw, env)
+    job_script = tmp_path / "job.sh"
+    job_script.write_text(
+        "#!/bin/bash\n"
+        f"{mpirun} -n 2 -ppn 1 {sys.executable} -m hpcsr.dist --discover-only\n"
+        f"{mpirun} -n 2 -ppn 1 {' '.join(cli_command(raw, tmp_path / 'two'))}\n"
+    )
+    out_file = tmp_path / "job.out"
+    job = slurm.sbatch(
+        "--nodes=2", "--ntasks-per-node=1", f"--chdir={REPO}", f"--output={out_file}", str(job_script), env=env
+    )
+    states = slurm.wait(job, timeout=240)
+    text = out_file.read_text()
+    assert states == {job: "COMPLETED"}, text
+    ranks = read_self_check(text)
+    # Hydra's proxies are srun tasks, one per host: Slurm's task ids and the MPI ranks agree (source slurm)
+    assert [(r["rank"], r["world_size"], r["host"], r["local_world_size"], r["source"]) for r in ranks] == [
+        (0, 2, "node1", 1, "slurm"),
+        (1, 2, "node2", 1, "slurm"),
+    ]
+    assert {r["master_addr"] for r in ranks} == {"node1"}
+    assert "[hpcsr-preprocess r1]" in text and "2 ranks" in text
+    files = ["hr.h5"] + [f"shards/{p.name}" for p in sorted((tmp_path / "one" / "shards").glob("*.h5"))]
+    assert len(files) == 5
+    for rel in files:
+        assert_same_h5(tmp_path / "one" / rel, tmp_path / "two" / rel)
 
 
 def launch(tmp_path, env, *args, timeout=420):
