@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start a real Slurm on this machine: munged, slurmctld and one slurmd per node. One node (the
 # default) is 'localhost' on 127.0.0.1; with --nodes N > 1 every node is a test host of its own:
-# a network namespace with its own hostname (node<i>), address ($SUBNET.1<i>, on a bridge) and
+# a network namespace with its own hostname (node<i>), address ($SUBNET.(10+i), on a bridge) and
 # /etc/hosts (bind-mounted for the host's processes only; the machine's file is never touched).
 # Installs the Debian packages if missing, writes the config (CPUs and memory read from the
 # machine, no cgroups), starts the daemons and waits until `sinfo` shows every node ready.
