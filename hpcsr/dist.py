@@ -19,8 +19,11 @@ address and port) from, in order of precedence:
 
 `init_distributed()` exports what DeepSpeed reads (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_SIZE,
 MASTER_ADDR, MASTER_PORT), selects DeepSpeed's CPU accelerator when there is no CUDA, keeps
-DeepSpeed from JIT-compiling its shared-memory comm op, and starts torch.distributed through
-`deepspeed.init_distributed` (gloo on CPU, nccl on GPUs). `shutdown()` ends a rank without the
+DeepSpeed from JIT-compiling its shared-memory comm op, meets the other ranks at the master's
+address and port within a bounded time (``HPCSR_RENDEZVOUS_TIMEOUT_S``, default 300 s; a master
+that cannot be reached, a port in use or a rank that never starts ends in a DistRendezvousError
+naming host and port, never a hang) and starts torch.distributed there (gloo on CPU, nccl on
+GPUs), which `deepspeed.init_distributed` then adopts. `shutdown()` ends a rank without the
 abort-at-exit that gloo threads otherwise cause now and then.
 
 `python -m hpcsr.dist` prints what was discovered and checks an all_reduce sum across the ranks.
@@ -38,6 +41,8 @@ import tempfile
 from collections.abc import Mapping
 
 OVERRIDE_VAR = "HPCSR_DIST_SOURCE"
+RENDEZVOUS_TIMEOUT_VAR = "HPCSR_RENDEZVOUS_TIMEOUT_S"
+RENDEZVOUS_TIMEOUT_S = 300.0  # default: seconds the ranks may take to meet at the master
 SOURCES = ("env", "slurm", "mpi", "single")
 LOOPBACK = "127.0.0.1"
 # Slurm jobs get a master port in [SLURM_PORT_BASE, SLURM_PORT_BASE + SLURM_PORT_SPAN), from the
@@ -52,6 +57,10 @@ MPI_MARKER_VARS = MPI_RANK_VARS + ("MPI_LOCALRANKID", "PMI_FD", "PMI_PORT", "HYD
 
 class DistConfigError(RuntimeError):
     """The environment describes the processes inconsistently; the message names the variable."""
+
+
+class DistRendezvousError(RuntimeError):
+    """The ranks did not meet at the master's address and port in time; the message names both."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -397,11 +406,52 @@ def _writable_extensions_dir() -> str:
     raise DistConfigError("no writable folder for torch extensions: set TORCH_EXTENSIONS_DIR")
 
 
+def _rendezvous_timeout(environ: Mapping[str, str]) -> float:
+    if RENDEZVOUS_TIMEOUT_VAR not in environ:
+        return RENDEZVOUS_TIMEOUT_S
+    text = environ[RENDEZVOUS_TIMEOUT_VAR]
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise DistConfigError(f"{RENDEZVOUS_TIMEOUT_VAR}={text!r}: give a positive number of seconds")
+    return value
+
+
+def _rendezvous(info: DistInfo, timeout_s: float):
+    """A TCPStore at the master: rank 0 serves it and waits for every rank; the others connect.
+
+    Raises DistRendezvousError naming this host, the master's address and port when the store
+    cannot listen (port in use), cannot be reached, or not every rank arrives within timeout_s.
+    """
+    from torch.distributed import TCPStore
+
+    try:
+        return TCPStore(
+            info.master_addr,
+            info.master_port,
+            info.world_size,
+            is_master=info.rank == 0,
+            timeout=datetime.timedelta(seconds=timeout_s),
+            wait_for_workers=True,
+        )
+    except RuntimeError as err:  # torch's DistStoreError and DistNetworkError are RuntimeErrors
+        cause = " ".join(str(err).split())[:300] or type(err).__name__
+        raise DistRendezvousError(
+            f"rank {info.rank} of {info.world_size} on host {socket.gethostname()}: no rendezvous with the "
+            f"master at {info.master_addr}:{info.master_port} within {timeout_s:g} s ({cause}). Check that "
+            f"{info.master_addr} is rank 0's host and reachable from here, that port {info.master_port} is free "
+            f"there (MASTER_PORT chooses another) and that every rank started; {RENDEZVOUS_TIMEOUT_VAR} sets the limit"
+        ) from None
+
+
 def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> DistInfo:
-    """Discover this process's place, export it, and start torch.distributed through DeepSpeed.
+    """Discover this process's place, export it, meet the other ranks and start torch.distributed.
 
     backend: 'gloo' or 'nccl'; default nccl when CUDA is available, else gloo.
-    timeout_s: seconds collective operations (and the rendezvous) may wait for the other ranks.
+    timeout_s: seconds collective operations may wait for the other ranks; the rendezvous waits at
+    most HPCSR_RENDEZVOUS_TIMEOUT_S (default 300 s), and fails with DistRendezvousError.
     Idempotent: a second call returns the first call's DistInfo.
     """
     global _INFO
@@ -419,6 +469,7 @@ def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> D
         raise DistConfigError("backend='nccl' needs CUDA GPUs and none is visible: use backend='gloo'")
     if timeout_s <= 0:
         raise DistConfigError(f"timeout_s={timeout_s}: must be a positive number of seconds")
+    rendezvous_s = _rendezvous_timeout(os.environ)
 
     os.environ.update(info.env())
     if not has_cuda and os.environ.get("DS_ACCELERATOR", "cuda") == "cuda":
@@ -431,9 +482,11 @@ def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> D
 
     # The CPU accelerator would JIT-compile a shared-memory all-reduce op (~60 s) at first start.
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    deepspeed.init_distributed(
-        dist_backend=backend, auto_mpi_discovery=False, verbose=False, timeout=datetime.timedelta(seconds=timeout_s)
-    )
+    timeout = datetime.timedelta(seconds=timeout_s)
+    if not tdist.is_initialized():
+        store = _rendezvous(info, rendezvous_s)
+        tdist.init_process_group(backend, store=store, rank=info.rank, world_size=info.world_size, timeout=timeout)
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False, timeout=timeout)
     if tdist.get_world_size() != info.world_size or tdist.get_rank() != info.rank:
         raise DistConfigError(
             f"torch.distributed started as rank {tdist.get_rank()} of {tdist.get_world_size()} "
@@ -488,7 +541,7 @@ def _self_check(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         info = discover() if args.discover_only else init_distributed(args.backend, args.timeout)
-    except DistConfigError as err:
+    except (DistConfigError, DistRendezvousError) as err:
         print(f"hpcsr.dist: {err}", file=sys.stderr)
         shutdown(2)
     record = dataclasses.asdict(info) | {"host": socket.gethostname(), "pid": os.getpid()}

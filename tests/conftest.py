@@ -31,9 +31,10 @@ _LAUNCH_VARS = {
 }
 
 
-@pytest.fixture
-def launch_env() -> dict[str, str]:
-    """A copy of os.environ for child processes: no launcher variables, one thread per process."""
+@pytest.fixture(scope="session")
+def launch_env_base() -> dict[str, str]:
+    """os.environ for child processes: no launcher variables, one thread per process (do not modify;
+    module and session fixtures take it, tests take launch_env)."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -41,6 +42,12 @@ def launch_env() -> dict[str, str]:
     }
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return env
+
+
+@pytest.fixture
+def launch_env(launch_env_base) -> dict[str, str]:
+    """A copy of launch_env_base for one test."""
+    return dict(launch_env_base)
 
 
 @pytest.fixture(scope="session")

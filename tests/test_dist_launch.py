@@ -66,3 +66,54 @@ def test_bad_override_stops_with_the_variable_named(launch_env):
     )
     assert out.returncode == 2
     assert "HPCSR_DIST_SOURCE='srun'" in out.stderr and "env, slurm, mpi, single" in out.stderr
+
+
+def test_rendezvous_failures_end_with_host_and_port_named(launch_env):
+    """A port already in use at the master, a master nobody serves, a rank whose partner never
+    starts: each rank ends with exit code 2 and one line naming the master's address and port,
+    after the rendezvous limit (HPCSR_RENDEZVOUS_TIMEOUT_S), never a hang."""
+    import socket
+
+    from hpcsr.dist import free_port
+
+    holder = socket.socket()
+    holder.bind(("0.0.0.0", 0))
+    holder.listen()
+    taken, unserved, lonely = holder.getsockname()[1], free_port(), free_port()
+    base = launch_env | {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    cases = {  # rank, port, what torch reports
+        "port taken": ("0", taken, "EADDRINUSE"),
+        "no master": ("1", unserved, "timed out"),
+        "partner never starts": ("0", lonely, "1/2 clients joined"),
+    }
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "hpcsr.dist"],
+            cwd=REPO,
+            env=base | {"RANK": rank, "MASTER_PORT": str(port), "HPCSR_RENDEZVOUS_TIMEOUT_S": "5"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, (rank, port, _) in cases.items()
+    }
+    try:
+        results = {name: p.communicate(timeout=180) for name, p in procs.items()}
+    finally:
+        holder.close()
+        for p in procs.values():
+            p.kill()
+    for name, (rank, port, cause) in cases.items():
+        err = results[name][1].strip().splitlines()[-1]
+        assert procs[name].returncode == 2, (name, results[name])
+        assert err.startswith(f"hpcsr.dist: rank {rank} of 2 on host {socket.gethostname()}: "), (name, err)
+        assert f"no rendezvous with the master at 127.0.0.1:{port} within 5 s" in err and cause in err, (name, err)
+    out = subprocess.run(
+        [sys.executable, "-m", "hpcsr.dist"],
+        cwd=REPO,
+        env=launch_env | {"HPCSR_RENDEZVOUS_TIMEOUT_S": "soon"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "HPCSR_RENDEZVOUS_TIMEOUT_S='soon': give a positive number" in out.stderr

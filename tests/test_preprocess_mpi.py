@@ -19,16 +19,20 @@ REPO = Path(__file__).resolve().parents[1]
 PAIRS = "10x3,4x5,3x2,1x1"
 
 
-def _cli(prefix, out, raw, env):
-    """The installed console script when there is one (pip install -e .), else python -m preprocessing."""
-    env = dict(env, PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
+def cli_command(raw, out) -> list[str]:
+    """hpcsr-preprocess all from `raw` to `out`: the installed console script when there is one
+    (pip install -e .), else python -m preprocessing."""
     script = Path(sys.executable).parent / "hpcsr-preprocess"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "preprocessing"]
     args = ["all", "--comephore", str(raw), "--unit-frames", "12", "--pairs", PAIRS, "--window-frames", "12"]
-    r = subprocess.run(
-        [*prefix, *command, *args, "--out", str(out), "--quiet"], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert r.returncode == 0, f"{prefix} {args}: {r.stderr}"
+    return [*command, *args, "--out", str(out), "--quiet"]
+
+
+def run_cli(prefix, out, raw, env):
+    env = dict(env, PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
+    command = [*prefix, *cli_command(raw, out)]
+    r = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, f"{' '.join(command)}: {r.stderr}"
     return r.stderr
 
 
@@ -70,8 +74,8 @@ def test_two_mpi_ranks_write_what_one_process_writes(tmp_path, launch_env, venv_
         pytest.skip(f"{mpirun} not found: install the 'mpich' extra (pip install .[mpich])")
     raw = tmp_path / "raw"
     synthesize(raw, SynthConfig(days=2, size=60, seed=11, missing_hours=3), progress=False)
-    _cli([], tmp_path / "one", raw, launch_env)
-    log = _cli([str(mpirun), "-n", "2"], tmp_path / "two", raw, launch_env)
+    run_cli([], tmp_path / "one", raw, launch_env)
+    log = run_cli([str(mpirun), "-n", "2"], tmp_path / "two", raw, launch_env)
     assert "[hpcsr-preprocess r1]" in log and "2 ranks" in log  # both ranks worked
     files = ["hr.h5"] + [f"shards/{p.name}" for p in sorted((tmp_path / "one" / "shards").glob("*.h5"))]
     assert len(files) == 5
@@ -83,5 +87,5 @@ def test_two_mpi_ranks_write_what_one_process_writes(tmp_path, launch_env, venv_
     assert len(one_parts) == 1 and len(two_parts) == 2
     # and a rerun under MPI finds everything done
     shutil.rmtree(tmp_path / "two" / "parts")
-    log = _cli([str(mpirun), "-n", "2"], tmp_path / "two", raw, launch_env)
+    log = run_cli([str(mpirun), "-n", "2"], tmp_path / "two", raw, launch_env)
     assert "nothing to ingest" in log and "4 already complete" in log
