@@ -31,8 +31,10 @@ SeedSequence(seed, spawn_key=(m, tau)); it does not depend on the batch size, on
 ranks, on which other times or members are sampled, only on the device type (CPU vs CUDA random
 streams) and on the tiling (tile, overlap), which shapes the field.
 
-Work split: units (target, member) of a chunk of targets go round-robin to the ranks; rank 0
-gathers each chunk (gloo, CPU tensors) and writes it.
+Work split: units (target, member) of a chunk of targets go round-robin to the ranks; each rank
+samples one unit at a time and rank 0 gathers (gloo, CPU tensors) and writes the members of every
+round as they come, so no process holds more than `world` members (plus the chunk's means): a
+full-domain ensemble never has to fit in memory.
 """
 
 from __future__ import annotations
@@ -351,32 +353,30 @@ def chunk_size(cfg: SampleConfig, world: int) -> int:
     return cfg.time_chunk or max(1, math.ceil(2 * world / cfg.members))
 
 
-def _sample_units(sampler: EnsembleSampler, block, units, lr_mm, lr_z, means, masks, bar) -> torch.Tensor:
-    """Members (len(units), t, Y, X) in mm of the (target index, member) `units`, in order."""
-    out = torch.empty(len(units), sampler.t, *sampler.layout.hr_shape)
+def _members(sampler: EnsembleSampler, block, units, lr_mm, lr_z, means, masks, bar):
+    """Yield each member (t, Y, X) in mm of the (target index, member) `units`, in order, one at a time."""
     current = None  # (target index, its denoiser conditions): members of one target follow each other
-    for i, (n, m) in enumerate(units):
+    for n, m in units:
         if masks[n].all():  # nothing to predict (target block missing): skip the sampler
-            out[i] = float("nan")
+            member = torch.full((sampler.t, *sampler.layout.hr_shape), float("nan"))
         else:
             if current is None or current[0] != n:
                 current = (n, sampler.conditions(lr_z[n], means[n]))
             gen = unit_generator(sampler.cfg.seed, m, int(block[n]), sampler.device)
-            out[i] = sampler.to_mm(means[n] + sampler.residual(current[1], gen), lr_mm[n], masks[n]).cpu()
+            member = sampler.to_mm(means[n] + sampler.residual(current[1], gen), lr_mm[n], masks[n]).cpu()
         bar.update(1)
-    return out
+        yield member
 
 
-def _gather(results: torch.Tensor, slots: int, rank: int, world: int, group) -> list:
-    """Rank 0 gets every rank's results (each padded to `slots` units); others get []."""
+def _gather(member: torch.Tensor | None, shape: tuple, rank: int, world: int, group) -> list:
+    """Rank 0 gets every rank's member of this round (NaN for a rank that had none left); others get []."""
+    member = torch.full(shape, float("nan")) if member is None else member
     if world == 1:
-        return [results]
+        return [member]
     import torch.distributed as dist
 
-    padded = torch.full((slots, *results.shape[1:]), float("nan"))
-    padded[: len(results)] = results
-    gathered = [torch.empty_like(padded) for _ in range(world)] if rank == 0 else None
-    dist.gather(padded, gathered, dst=0, group=group)
+    gathered = [torch.empty_like(member) for _ in range(world)] if rank == 0 else None
+    dist.gather(member, gathered, dst=0, group=group)
     return gathered or []
 
 
@@ -389,8 +389,8 @@ def sample_sequence(
     group=None,
     progress: bool = True,
 ) -> dict:
-    """Sample every (target, member) of `times`, split over `world` ranks; rank 0 writes each chunk
-    through `writer` and gets the counts of masked values back (other ranks get {})."""
+    """Sample every (target, member) of `times`, split over `world` ranks; rank 0 writes each member
+    as it comes and each chunk's mean through `writer` and gets the counts of masked values back (other ranks get {})."""
     t, M, past = sampler.t, sampler.cfg.members, sampler.past
     Y, X = sampler.layout.hr_shape
     chunk = chunk_size(sampler.cfg, world)
@@ -424,17 +424,18 @@ def sample_sequence(
         needed = range(len(block)) if rank == 0 else sorted({n for n, _ in mine})
         means = {n: sampler.mean_field(lr_z[n]) for n in needed}
         masks = {n: sampler.mask(lr_mm[n]) for n in needed}
-        results = _sample_units(sampler, block, mine, lr_mm, lr_z, means, masks, bar)
-        gathered = _gather(results, math.ceil(len(units) / world), rank, world, group)
+        members = _members(sampler, block, mine, lr_mm, lr_z, means, masks, bar)
+        for first in range(0, len(units), world):  # one member per rank at a time: rank 0 writes them
+            gathered = _gather(next(members, None), (t, Y, X), rank, world, group)
+            for (n, m), member in zip(units[first : first + world], gathered):
+                if writer is not None:
+                    writer.write_member((c + n) * t, m, member.numpy())
         if rank != 0:
             continue
-        members = np.empty((M, len(block) * t, Y, X), np.float32)
-        for u, (n, m) in enumerate(units):  # unit u was rank u % world's (u // world)-th
-            members[m, n * t : (n + 1) * t] = gathered[u % world][u // world].numpy()
         mean = np.concatenate([sampler.to_mm(means[n], lr_mm[n], masks[n]).cpu().numpy() for n in range(len(block))])
         masked = np.concatenate([masks[n].sum(dim=(-2, -1)).cpu().numpy() for n in range(len(block))]).astype(np.int32)
         if writer is not None:
-            writer.write(c * t, members, mean, masked)
+            writer.write_mean(c * t, mean, masked)
         context = np.delete(lr_np, past - 1, axis=1)
         counts["absent_target_blocks"] += sum(int(v) not in present for v in block)
         counts["masked_target_cells"] += int(np.isnan(lr_np[:, past - 1]).sum())
