@@ -560,3 +560,22 @@ def test_members_are_written_as_they_are_sampled(export, hr_nc):
     t = exp.pair.t
     assert writer.members_at == [(n * t, m, 3 * n + m + 1) for n in range(2) for m in range(3)]
     assert writer.means == 1
+
+
+def test_condition_cache_budget_changes_memory_not_members(export, hr_nc):
+    """With no budget every tile's condition is encoded again at each step: the same members, and
+    nothing kept that grows with the domain."""
+    exp = load_export(export)
+    seq = open_hr(hr_nc, exp.pair)
+    target = target_times(seq)[-1:]
+    members = []
+    for budget in (1024, 0):
+        sampler = EnsembleSampler(
+            exp, seq, SampleConfig(members=1, steps=2, tile=16, overlap=4, batch=2, condition_cache_mb=budget)
+        )
+        lr, _ = sampler.context_frames(target)
+        z = sampler.normaliser.forward(torch.from_numpy(lr[0]))
+        conds = sampler.conditions(z, sampler.mean_field(z))
+        assert len(conds.kept) == (len(sampler.batches()) if budget else 0)
+        members.append(sampler.residual(conds, torch.Generator().manual_seed(0)).numpy())
+    np.testing.assert_array_equal(members[0], members[1])

@@ -5,7 +5,8 @@ block for j = 0..L+F-1 (L = recipe context, F = the export's future frames); fra
 the input are all-NaN, and NaN cells are masked by the networks (never propagated). Per target:
 
 1. mean: the mean network on every tile (batched), blended into the domain (tiles.py);
-2. ensemble members: the residual diffusion runs over the WHOLE domain at once. At every sampler
+2. ensemble members: the residual diffusion runs over the WHOLE domain at once (the tiles'
+   conditions are kept up to `condition_cache_mb`, re-encoded at each step beyond it). At every sampler
    step the state is cut into the overlapping tiles, the denoiser predicts v on each (tiles
    batched, conditioned on the tile's LR and the blended mean), and the v tiles are blended back
    with the same windows (as CorrDiff's patch-based sampling). The domain is one consistent field
@@ -84,6 +85,7 @@ class SampleConfig:
     batch: int = 16  # tiles per network forward
     context: str = "mask"  # missing context frames/cells: 'mask' (the networks mask them) or 'strict' (output NaN)
     time_chunk: int | None = None  # target blocks gathered and written at once (None: enough to feed every rank twice)
+    condition_cache_mb: float = 1024  # denoiser conditions kept per target (MB); tiles beyond are re-encoded each step
 
     def __post_init__(self):
         if isinstance(self.members, bool) or not isinstance(self.members, int) or self.members < 1:
@@ -104,6 +106,8 @@ class SampleConfig:
             raise ValueError(f"mass_region={self.mass_region} must be >= 1 LR cell")
         if self.time_chunk is not None and self.time_chunk < 1:
             raise ValueError(f"time_chunk={self.time_chunk} must be >= 1 target block")
+        if not self.condition_cache_mb >= 0:
+            raise ValueError(f"condition_cache_mb={self.condition_cache_mb} must be >= 0 (0: re-encode every step)")
 
 
 def unit_generator(seed: int, member: int, time_s: int, device) -> torch.Generator:
@@ -135,6 +139,33 @@ def target_times(seq: LRSequence, time_range=None) -> np.ndarray:
                 f"{seq.times[-1].astype('datetime64[s]')}"
             )
     return times
+
+
+def _nbytes(cond) -> int:
+    return sum(t.nbytes for t in (cond.constant, *cond.context, cond.context_emb))
+
+
+class Conditions:
+    """The denoiser's conditions of one target, one per network batch: computed once and kept while
+    they fit in `budget_mb`, encoded again at each use beyond it. The context encoder's features of
+    every tile of a large domain (about 7 MB per tile at the default size, 3 GB at 1536 x 1536) would
+    otherwise grow with the domain; the budget bounds them, at the price of re-encoding the rest."""
+
+    def __init__(self, sampler: "EnsembleSampler", lr_z: torch.Tensor, mean: torch.Tensor, budget_mb: float):
+        self.sampler, self.lr_z, self.mean = sampler, lr_z, mean
+        self.kept, used = [], 0
+        for first, count in sampler.batches():
+            cond = sampler.condition(lr_z, mean, first, count)
+            used += _nbytes(cond)
+            if used > budget_mb * 2**20:
+                break
+            self.kept.append(cond)
+
+    def __getitem__(self, k: int):
+        if k < len(self.kept):
+            return self.kept[k]
+        first, count = self.sampler.batches()[k]
+        return self.sampler.condition(self.lr_z, self.mean, first, count)
 
 
 class EnsembleSampler:
@@ -219,17 +250,16 @@ class EnsembleSampler:
         return out
 
     @torch.no_grad()
-    def conditions(self, lr_z: torch.Tensor, mean: torch.Tensor) -> list:
+    def condition(self, lr_z: torch.Tensor, mean: torch.Tensor, first: int, count: int):
+        """The denoiser's condition of tiles first..first+count-1 of one target."""
+        lr_up, lr_valid = prepare_lr(self.tiles_of(lr_z, first, count, hr=False), self.s, self.model.cfg.upsample)
+        return self.model.denoiser.encode(
+            lr_up, lr_valid, None, self.tiles_of(mean, first, count, hr=True), self.model.target
+        )
+
+    def conditions(self, lr_z: torch.Tensor, mean: torch.Tensor) -> "Conditions":
         """The denoiser's per-tile conditions of one target, one per network batch."""
-        conds = []
-        for first, count in self.batches():
-            lr_up, lr_valid = prepare_lr(self.tiles_of(lr_z, first, count, hr=False), self.s, self.model.cfg.upsample)
-            conds.append(
-                self.model.denoiser.encode(
-                    lr_up, lr_valid, None, self.tiles_of(mean, first, count, hr=True), self.model.target
-                )
-            )
-        return conds
+        return Conditions(self, lr_z, mean, self.cfg.condition_cache_mb)
 
     @torch.no_grad()
     def residual(self, conds: list, generator: torch.Generator) -> torch.Tensor:
@@ -239,7 +269,8 @@ class EnsembleSampler:
 
         def predict_v(x, n):
             v = torch.zeros(shape[1:], device=self.device)
-            for (first, count), cond in zip(self.batches(), conds):
+            for k, (first, count) in enumerate(self.batches()):
+                cond = conds[k]
                 tiles = self.tiles_of(x[0], first, count, hr=True)
                 self.blender.blend(model.denoiser(tiles, n.expand(count), cond).float(), first, v)
             return v[None]
