@@ -26,7 +26,10 @@ Figures (medians over the timed steps of all rounds; step time = slowest rank):
 
     python benchmarks/train.py [--quick] [--out benchmarks/results/train.json] [--device auto]
         [--ranks 1,2] [--engines ddp,zero1,zero2,zero3] [--stages mean,diffusion] [--steps 3] [--repeats 2]
-        [--batch 2] [--precision fp32|bf16]
+        [--batch 2] [--precision fp32|bf16] [--size tiny|default|large] [--checkpoint DIR]
+
+--checkpoint DIR: after the memory step, each DeepSpeed launch also saves and loads back a
+checkpoint in DIR (seconds, MB; benchmarks/scaling.py uses it).
 
 --quick: tiny model, mean stage, engines ddp, zero1, zero3, one round (a few minutes on CPU).
 On a GPU (--device cuda) ranks beyond the visible GPUs are skipped (reported).
@@ -85,6 +88,22 @@ def live_tensor_mb(device) -> float:
                 storage = t.untyped_storage()
                 storages[storage.data_ptr()] = max(storages.get(storage.data_ptr(), 0), storage.nbytes())
     return sum(storages.values()) / 2**20
+
+
+def checkpoint_times(engine, folder: Path, dist) -> dict:
+    """Seconds to save (every rank, then a barrier) and to load back this rank's DeepSpeed checkpoint
+    (engine.save_checkpoint / load_checkpoint, as hpcsr.train.checkpoint calls them), and its bytes."""
+    dist.barrier()
+    start = time.perf_counter()
+    engine.save_checkpoint(str(folder), tag="bench", save_latest=False)
+    dist.barrier()
+    saved = time.perf_counter() - start
+    start = time.perf_counter()
+    engine.load_checkpoint(str(folder), tag="bench")
+    dist.barrier()
+    loaded = time.perf_counter() - start
+    size = sum(p.stat().st_size for p in (folder / "bench").rglob("*") if p.is_file())
+    return {"save_s": saved, "load_s": loaded, "mb": size / 1e6}
 
 
 def worker(a) -> None:
@@ -180,6 +199,7 @@ def worker(a) -> None:
         dtype=torch.float64,
     )
     dist.all_reduce(mem, op=dist.ReduceOp.MAX)
+    ckpt = checkpoint_times(engine, Path(a.checkpoint), dist) if a.checkpoint and a.engine != "ddp" else None
     if info.rank == 0:
         print(
             "RESULT "
@@ -192,6 +212,7 @@ def worker(a) -> None:
                     "peak_growth_mb": mem[3].item(),
                     "trainable": params,
                     "world": info.world_size,
+                    "checkpoint": ckpt,
                 }
             ),
             flush=True,
@@ -261,7 +282,10 @@ def main(argv=None) -> int:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--engine", default="ddp", help=argparse.SUPPRESS)
     p.add_argument("--stage", default="mean", help=argparse.SUPPRESS)
-    p.add_argument("--size", default="default", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--size", choices=("tiny", "default", "large"), help="model size (default: tiny with --quick, else default)"
+    )
+    p.add_argument("--checkpoint", help="also time a DeepSpeed checkpoint save and load in this folder (not for ddp)")
     a = p.parse_args(argv)
     if a.device == "auto":
         import torch
@@ -271,7 +295,7 @@ def main(argv=None) -> int:
         worker(a)
         return 0
 
-    size = "tiny" if a.quick else "default"
+    size = a.size or ("tiny" if a.quick else "default")
     engines = (a.engines or ("ddp,zero1,zero3" if a.quick else ",".join(ENGINES))).split(",")
     if a.quick:
         a.repeats = 1
@@ -311,6 +335,8 @@ def main(argv=None) -> int:
                         "--device",
                         a.device,
                     ]
+                    if a.checkpoint:
+                        args += ["--checkpoint", str(Path(a.checkpoint) / f"{size}_{stage}_{n}_{engine}")]
                     rec = launch(n, args, a.timeout)
                     rec["samples_per_s"] = [n * a.batch / s for s in rec["step_s"]]
                     print(
