@@ -9,7 +9,8 @@ Parts (each in benchmarks/scaling_parts/, each docstring says what it measures):
   sampling    hpcsr sample at (10, 3) on 128, 512 and 1536 px square domains, default model with
               random weights, 1 member, DDIM-1 (fixed): wall, CPU, peak RSS, GFLOP per CPU-second
   training    benchmarks/train.py on 2 ranks (real DeepSpeed, gloo): per-rank memory of ZeRO 1/2/3
-              (DDP for reference) at the default and large sizes, checkpoint save/load time and size
+              (DDP for reference) at the default and large sizes, checkpoint save/load time and size;
+              ZeRO-1 vs ZeRO-3 at the large size on 4 ranks (more ranks than cores: memory only)
   loader      PatchDataset samples/s in one process and with 1 and 2 DataLoader workers vs the
               samples/s one H200 consumes at 35 % MFU; workers needed per GPU
 --quick: small grids, the tiny model, the ZeRO-1/3 pair (a couple of minutes, for the test suite).
@@ -39,7 +40,12 @@ PARTS = ("preprocess", "sampling", "training", "loader")
 FULL = {
     "preprocess": {"days": [1, 7, 30], "size": 1536, "compare_days": 7, "repeats": 3},
     "sampling": {"sides": [128, 512, 1536], "model": "default", "members": 1, "steps": 1},
-    "training": {"sizes": ["default", "large"], "engines": "ddp,zero1,zero2,zero3", "batch": 1},
+    "training": {
+        "sizes": ["default", "large"],
+        "engines": "ddp,zero1,zero2,zero3",
+        "batch": 1,
+        "more_ranks": {"size": "large", "ranks": 4, "engines": "zero1,zero3"},
+    },
     "loader": {"side": 1536, "samples": 400, "model": "default"},
 }
 QUICK = {
@@ -56,7 +62,7 @@ def run_part(name: str, s: dict, data: Path, logs: Path) -> dict:
     if name == "sampling":
         return sampling.measure(data, s["sides"], s["model"], s["members"], s["steps"], logs)
     if name == "training":
-        return training.measure(data, s["sizes"], s["engines"], s["batch"], logs)
+        return training.measure(data, s["sizes"], s["engines"], s["batch"], logs, s.get("more_ranks"))
     return loader.measure(sampling.shard(data, s["side"]), s["samples"], s["model"])
 
 

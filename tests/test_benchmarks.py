@@ -240,7 +240,13 @@ def test_scaling_quick_measures_every_part_and_projects(tmp_path, launch_env):
     assert proj["sampling"]["h200_hours"] > 0 and proj["sampling"]["cpu_core_days"] > 0
     assert all(proj[k]["assumptions"] for k in proj)
     for fig in data["figures"]:
-        assert fig["value"] > 0 and fig["baseline"]["value"] > 0 and fig["met"] in (True, False, None)
+        assert (
+            math.isfinite(fig["value"])
+            and math.isfinite(fig["baseline"]["value"])
+            and fig["met"] in (True, False, None)
+        )
+        if "per extra frame" not in fig["name"]:  # a difference of two short runs may come out negative
+            assert fig["value"] > 0 and fig["baseline"]["value"] > 0
     names = " ".join(f["name"] for f in data["figures"])
     for word in ("per extra frame", "peak RSS per rank", "2 ranks vs 1", "CPU s per tile", "ZeRO-3", "DataLoader"):
         assert word in names

@@ -104,6 +104,19 @@ def _training(part: dict) -> list:
                 target_ratio=ZERO3_TARGET if size == sizes[-1] else None,
             )
         )
+    more = part.get("more_ranks")
+    if more:
+        out.append(
+            figure(
+                f"ZeRO-3 live tensors per rank, {more['size']} size, {more['ranks']} ranks",
+                "MiB",
+                [more["engines"]["zero3"]["tensor_mb"]],
+                "ZeRO-1",
+                [more["engines"]["zero1"]["tensor_mb"]],
+                higher_is_better=False,
+                target_ratio=ZERO3_TARGET,
+            )
+        )
     return out
 
 

@@ -61,10 +61,19 @@ def _preprocess(part: dict, proj: dict | None) -> list:
     if proj:
         lines += ["", f"Projection (serial share {proj['serial_share']:.2f}):", ""]
         rows = [
-            (r["period"], r["frames"], r["ranks"], _f(r["hours"]), _f(r["cpu_hours"]), _f(r["output_gb"]))
+            (
+                r["period"],
+                r["frames"],
+                r["ranks"],
+                _f(r["ideal_hours"]),
+                _f(r["hours"]),
+                _f(r["cpu_hours"]),
+                _f(r["output_gb"]),
+            )
             for r in proj["rows"]
         ]
-        lines += _table(["period", "frames", "ranks", "wall hours", "CPU hours", "output GB"], rows)
+        head = ["period", "frames", "ranks", "wall hours (ideal)", "wall hours (fitted)", "CPU hours", "output GB"]
+        lines += _table(head, rows)
         lines += ["", *(f"- {a}" for a in proj["assumptions"])]
     return lines + [""]
 

@@ -28,40 +28,56 @@ BYTES_PER_PARAM = {
 }
 
 
-def measure(data: Path, sizes: list[str], engines: str, batch: int, logs: Path) -> dict:
+def launch(data: Path, size: str, ranks: int, engines: str, batch: int, logs: Path) -> dict:
+    """One train.py run (every engine of `engines` on `ranks` ranks); returns its runs by engine."""
+    folder = data / "checkpoints"
+    shutil.rmtree(folder, ignore_errors=True)
+    result = data / f"train_{size}_{ranks}ranks.json"
+    cmd = [sys.executable, HERE / "train.py", "--ranks", ranks, "--stages", "mean", "--engines", engines]
+    cmd += ["--steps", "1", "--repeats", "1", "--batch", batch, "--size", size, "--device", "cpu"]
+    cmd += ["--checkpoint", folder, "--out", result]
+    res = run_measured(cmd, logs / f"train_{size}_{ranks}ranks.log", env=env())
+    shutil.rmtree(folder, ignore_errors=True)
+    runs = json.loads(result.read_text())["meta"]["runs"]
+    engines_out = {
+        r["engine"]: {
+            "tensor_mb": r["tensor_mb"],
+            "peak_growth_mb": r["peak_growth_mb"],
+            "step_s": r["step_s"][0],
+            "checkpoint": r.get("checkpoint"),
+            "model_mb": BYTES_PER_PARAM[r["engine"]](ranks) * r["trainable"] / 2**20,
+        }
+        for r in runs
+    }
+    return {
+        "launches_wall_s": res["wall_s"],
+        "launches_cpu_s": res["cpu_s"],
+        "trainable": runs[0]["trainable"],
+        "engines": engines_out,
+    }
+
+
+def measure(data: Path, sizes: list[str], engines: str, batch: int, logs: Path, more_ranks: dict | None = None) -> dict:
+    """2 ranks for every size; `more_ranks` {"size", "ranks", "engines"}: one more run with more
+    ranks than cores (memory is what it measures, not speed) to see where ZeRO-3 pays off."""
     from scaling_parts.report import say
 
     out = {}
     for size in sizes:
-        folder = data / "checkpoints"
-        shutil.rmtree(folder, ignore_errors=True)
-        result = data / f"train_{size}.json"
-        cmd = [sys.executable, HERE / "train.py", "--ranks", "2", "--stages", "mean", "--engines", engines]
-        cmd += ["--steps", "1", "--repeats", "1", "--batch", batch, "--size", size, "--device", "cpu"]
-        cmd += ["--checkpoint", folder, "--out", result]
-        res = run_measured(cmd, logs / f"train_{size}.log", env=env())
-        shutil.rmtree(folder, ignore_errors=True)
-        runs = json.loads(result.read_text())["meta"]["runs"]
-        out[size] = {
-            "launches_wall_s": res["wall_s"],
-            "launches_cpu_s": res["cpu_s"],
-            "trainable": runs[0]["trainable"],
-            "engines": {
-                r["engine"]: {
-                    "tensor_mb": r["tensor_mb"],
-                    "peak_growth_mb": r["peak_growth_mb"],
-                    "step_s": r["step_s"][0],
-                    "checkpoint": r.get("checkpoint"),
-                    "model_mb": BYTES_PER_PARAM[r["engine"]](2) * r["trainable"] / 2**20,
-                }
-                for r in runs
-            },
-        }
+        out[size] = launch(data, size, 2, engines, batch, logs)
         say(
-            f"training {size} ({runs[0]['trainable']:,} trained parameters), per-rank live tensors MiB: "
+            f"training {size} ({out[size]['trainable']:,} trained parameters), per-rank live tensors MiB: "
             + ", ".join(f"{e} {v['tensor_mb']:.0f}" for e, v in out[size]["engines"].items())
         )
-    return {"ranks": 2, "stage": "mean", "batch_per_rank": batch, "precision": "fp32", "sizes": out}
+    part = {"ranks": 2, "stage": "mean", "batch_per_rank": batch, "precision": "fp32", "sizes": out}
+    if more_ranks:
+        run = launch(data, more_ranks["size"], more_ranks["ranks"], more_ranks["engines"], batch, logs)
+        part["more_ranks"] = {"size": more_ranks["size"], "ranks": more_ranks["ranks"], **run}
+        say(
+            f"training {more_ranks['size']} on {more_ranks['ranks']} ranks, per-rank live tensors MiB: "
+            + ", ".join(f"{e} {v['tensor_mb']:.0f}" for e, v in run["engines"].items())
+        )
+    return part
 
 
 def zero3_vs_zero1(ranks=(2, 4, 8, 32, 256)) -> dict:
