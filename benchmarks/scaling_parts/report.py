@@ -112,17 +112,21 @@ def _sampling(part: dict, proj: dict | None) -> list:
 
 def _training(part: dict, proj: dict | None) -> list:
     lines = [
-        f"## Training memory and checkpoints ({part['ranks']} ranks, {part['stage']} stage, batch {part['batch_per_rank']}/rank, {part['precision']})",
+        f"## Training memory and checkpoints ({part['stage']} stage, batch {part['batch_per_rank']}/rank, {part['precision']})",
         "",
     ]
+    runs = [(f"{size}, {part['ranks']} ranks", rec) for size, rec in part["sizes"].items()]
+    if part.get("more_ranks"):
+        more = part["more_ranks"]
+        runs.append((f"{more['size']}, {more['ranks']} ranks", more))
     rows = []
-    for size, rec in part["sizes"].items():
+    for label, rec in runs:
         z1 = rec["engines"].get("zero1", {}).get("tensor_mb")
         for engine, e in rec["engines"].items():
             ck = e.get("checkpoint") or {}
             rows.append(
                 (
-                    size,
+                    label,
                     f"{rec['trainable']:,}",
                     engine,
                     _f(e["tensor_mb"]),
