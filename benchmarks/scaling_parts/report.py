@@ -234,6 +234,8 @@ def plots(parts: dict, path: Path) -> None:
             ax.loglog(x, [r[key] for r in runs], "o-", label=label)
         ax.loglog(x, [runs[0]["wall_s"] * v / x[0] for v in x], "k:", label="linear")
         ax.set(title="preprocessing (1 rank, 4 pairs)", xlabel="1536 x 1536 frames")
+        ax.set_xticks(x, [str(v) for v in x], minor=False)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend()
     if "sampling" in parts:
         ax, runs = axes[0, 1], sorted(parts["sampling"]["runs"], key=lambda r: r["side"])
