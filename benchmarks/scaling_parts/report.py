@@ -158,6 +158,10 @@ def _training(part: dict, proj: dict | None) -> list:
         "model = weights + gradients + fp32 master + Adam per rank from the bytes-per-parameter model "
         "in scaling_parts/training.py; live tensors = measured between backward and the optimiser step.",
     ]
+    if proj:
+        ratios = ", ".join(f"{n} ranks {r:.2f}" for n, r in proj["ratio_by_ranks"].items())
+        lines += ["", f"ZeRO-3 / ZeRO-1 per-rank state by rank count (bytes-per-parameter model): {ratios}.", ""]
+        lines += [f"- {a}" for a in proj["assumptions"]]
     return lines + [""]
 
 
