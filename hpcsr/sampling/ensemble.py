@@ -148,7 +148,7 @@ def _nbytes(cond) -> int:
 class Conditions:
     """The denoiser's conditions of one target, one per network batch: computed once and kept while
     they fit in `budget_mb`, encoded again at each use beyond it. The context encoder's features of
-    every tile of a large domain (about 7 MB per tile at the default size, 3 GB at 1536 x 1536) would
+    every tile of a large domain (about 8 MB per tile at the default size, 3.8 GB at 1536 x 1536) would
     otherwise grow with the domain; the budget bounds them, at the price of re-encoding the rest."""
 
     def __init__(self, sampler: "EnsembleSampler", lr_z: torch.Tensor, mean: torch.Tensor, budget_mb: float):
