@@ -56,7 +56,8 @@ def preprocessing(part: dict) -> dict:
             f"per-frame cost of the {longest['days']}-day 1-rank run on this shared 2-core VM "
             f"(load {longest['load_average_1']:.1f}); a dedicated core is faster (compare CPU time)",
             f"hours: Amdahl's law with serial share {serial:.2f} fitted to the 2-rank vs 1-rank wall times (best of "
-            "the repeats; on a loaded 2-core machine the second rank finds no free core, so this is pessimistic); "
+            "the repeats; pessimistic: a short run's fixed start-up counts as serial, and on a loaded machine the "
+            "second rank may find no free core); "
             f"ideal hours: start-up ({startup:.1f} CPU-s) + CPU time per extra frame ({cpu_marginal:.3f} s, between the "
             "two longest periods) / ranks: a dedicated core per rank and no serial part; rank 0's assembly of "
             "hr.h5 and merges of the shards (chunk copies of the output) are serial and "
