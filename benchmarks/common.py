@@ -113,6 +113,32 @@ START = time.monotonic()
 RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
+def untrained_export(path, cfg, pair) -> Path:
+    """An export of a randomly initialised SRModel (`cfg` size, factor pair `pair`), normalised as
+    log1p with mean 0 and std 1: for timing and memory, which do not depend on the weights."""
+    import dataclasses
+
+    import torch
+
+    from hpcsr.data.normalise import Normaliser
+    from hpcsr.factors import recipe
+    from hpcsr.models import build_model
+    from hpcsr.train.export import recipe_to_dict, write_export
+
+    torch.manual_seed(0)
+    rec = recipe(pair.s, pair.t)
+    metadata = {
+        "stage": "joint",
+        "pair": {"s": pair.s, "t": pair.t, "name": pair.name},
+        "recipe": recipe_to_dict(rec),
+        "model": dataclasses.asdict(cfg),
+        "future_context": 0,
+        "normalisation": Normaliser("log1p", 0.0, 1.0).to_dict(),
+        "config_hash": "benchmark-untrained",
+    }
+    return write_export(path, build_model(cfg, rec).state_dict(), metadata)
+
+
 def log(msg: str) -> None:
     """A progress line stamped with the seconds since the script started."""
     print(f"[{time.monotonic() - START:7.1f} s] {msg}", flush=True)

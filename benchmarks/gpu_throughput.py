@@ -1,15 +1,18 @@
 """bf16 throughput and model FLOP utilisation (MFU) of the SRModel on one device.
 
-Two figures, each with fp32 measured in the same run as its baseline:
-  - training: samples/s of one optimiser step of the author's joint loss (mean MSE + v-prediction
-    MSE, forward + backward + AdamW) under bf16 autocast;
+Per model size (--model, comma-separated: tiny, default, large), three figures, each with fp32
+measured in the same run as its baseline:
+  - training, mean stage: samples/s of one optimiser step of the mean network (MSE, forward +
+    backward + AdamW) under bf16 autocast;
+  - training, diffusion stage: the same for the denoiser's v-prediction loss on the frozen mean
+    network's output (mean forward without gradients, as train.stage=diffusion does);
   - sampling: denoiser evaluations/s (one DDIM step of one ensemble member = one evaluation).
 MFU = FLOPs of the work (counted by hpcsr.models.size_table's counter, torch's FlopCounterMode,
 forward and backward) / measured time / the device's peak dense bf16 FLOP/s (table below, or
 HPCSR_PEAK_TFLOPS). On CPU (--device cpu, the dry mode of scripts/gpu_check.sh) there is no
 peak in the table and MFU is not reported.
 
-    python benchmarks/gpu_throughput.py [--device auto] [--model default] [--pair 10,3] [--batch 16] [--quick] [--out ...]
+    python benchmarks/gpu_throughput.py [--device auto] [--model default,large] [--pair 10,3] [--batch 16] [--quick] [--out ...]
 """
 
 from __future__ import annotations
@@ -73,8 +76,7 @@ class Workload:
         self.recipe = recipe(*pair)
         self.patch = patch or self.recipe.patch
         self.device, self.batch = device, batch
-        cfg = ModelConfig.tiny() if model_name == "tiny" else ModelConfig()
-        self.model = build_model(cfg, self.recipe).to(device)
+        self.model = build_model(ModelConfig.named(model_name), self.recipe).to(device)
         self.params = sum(p.numel() for p in self.model.parameters())
         fused = {"fused": True} if device.type == "cuda" else {}
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, **fused)
@@ -93,10 +95,15 @@ class Workload:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
-    def train_step(self, precision: str) -> None:
+    def train_step(self, precision: str, stage: str) -> None:
+        """One optimiser step of the mean stage or of the diffusion stage (mean network frozen)."""
         with self.autocast(precision):
-            mean = self.model.predict_mean(self.lr)
-            loss = self.model.mean_loss(self.lr, self.hr) + self.model.diffusion_loss(self.lr, self.hr, mean)
+            if stage == "mean":
+                loss = self.model.mean_loss(self.lr, self.hr)
+            else:
+                with torch.no_grad():
+                    mean = self.model.predict_mean(self.lr)
+                loss = self.model.diffusion_loss(self.lr, self.hr, mean)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -140,10 +147,61 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def measure_model(model_name: str, a, device, peak, device_name) -> tuple[list, dict]:
+    """The three figures of one model size, and its meta record."""
+    gpu = device.type == "cuda"
+    batch = a.batch or (16 if gpu else 2)
+    repeats = a.repeats or (3 if a.quick else 5)
+    iters = (5 if a.quick else 20) if gpu else 1
+    warmup = 3 if gpu else 1
+    pair = tuple(int(v) for v in a.pair.split(","))
+    work = Workload(model_name, pair, batch, a.patch or (None if gpu else 40), device)
+    print(
+        f"[gpu_throughput] {device_name}: model {model_name} ({work.params:,} parameters), pair s{pair[0]}_t{pair[1]}, "
+        f"L={work.recipe.context}, patch {work.patch}, batch {batch}; peak bf16 "
+        f"{f'{peak:g} TFLOP/s' if peak else 'unknown (MFU not reported)'}",
+        flush=True,
+    )
+    figures = []
+    for label, fn, unit in (
+        ("training (mean stage)", lambda prec: work.train_step(prec, "mean"), "samples/s"),
+        ("training (diffusion stage)", lambda prec: work.train_step(prec, "diffusion"), "samples/s"),
+        ("sampling", work.denoise_step, "denoiser evals/s"),
+    ):
+        per_item = work.flops(lambda: fn("bf16")) / batch  # forward + backward for training
+        runs = {prec: rates(fn, prec, device, repeats, iters, warmup, batch) for prec in ("bf16", "fp32")}
+        fig = figure(
+            f"{label} {unit} bf16 ({model_name}, s{pair[0]}_t{pair[1]}, P={work.patch}, batch {batch})",
+            unit,
+            runs["bf16"],
+            f"fp32 ({label}, same run)",
+            runs["fp32"],
+            gflop_per_item=per_item / 1e9,
+        )
+        achieved = fig["value"] * per_item / 1e12
+        fig["achieved_tflops"] = achieved
+        fig["mfu"] = achieved / peak if peak else None
+        if gpu:
+            fig["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        figures.append(fig)
+        mfu = f"{fig['mfu']:.1%}" if fig["mfu"] is not None else "n/a"
+        print(
+            f"[gpu_throughput] {model_name} {label}: bf16 {format_value(fig['value'])} {unit}, fp32 "
+            f"{format_value(fig['baseline']['value'])} ({fig['ratio']:.2f}x), {per_item / 1e9:.2f} GFLOP per item, "
+            f"{achieved:.3g} TFLOP/s, MFU {mfu}",
+            flush=True,
+        )
+    meta = {"params": work.params, "patch": work.patch, "batch": batch, "iters_per_repeat": iters}
+    meta.update(pair=f"s{pair[0]}_t{pair[1]}", context=work.recipe.context)
+    return figures, meta
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", help="auto (cuda when visible), cuda, cuda:N or cpu")
-    p.add_argument("--model", choices=("default", "tiny"), help="model size (default: default on GPU, tiny on CPU)")
+    p.add_argument(
+        "--model", help="model sizes, comma-separated: tiny, default, large (default: default on GPU, tiny on CPU)"
+    )
     p.add_argument("--pair", default="10,3", help="factor pair s,t (default %(default)s)")
     p.add_argument("--batch", type=int, help="patches per step (default 16 on GPU, 2 on CPU)")
     p.add_argument("--patch", type=int, help="HR patch side (default: the recipe's; 40 on CPU)")
@@ -152,63 +210,20 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "gpu_throughput.json")
     a = p.parse_args(argv)
     device = pick_device(a.device)
-    gpu = device.type == "cuda"
-    if gpu:
+    if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     else:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    model_name = a.model or ("default" if gpu else "tiny")
-    batch = a.batch or (16 if gpu else 2)
-    patch = a.patch or (None if gpu else 40)
-    repeats = a.repeats or (3 if a.quick else 5)
-    iters = (5 if a.quick else 20) if gpu else 1
-    warmup = 3 if gpu else 1
-    pair = tuple(int(v) for v in a.pair.split(","))
-    work = Workload(model_name, pair, batch, patch, device)
+    names = (a.model or ("default" if device.type == "cuda" else "tiny")).split(",")
     peak, device_name = peak_tflops(device)
-    print(
-        f"[gpu_throughput] {device_name}: model {model_name} ({work.params:,} parameters), pair s{pair[0]}_t{pair[1]}, "
-        f"L={work.recipe.context}, patch {work.patch}, batch {batch}; peak bf16 "
-        f"{f'{peak:g} TFLOP/s' if peak else 'unknown (MFU not reported)'}",
-        flush=True,
-    )
-
-    train_flops = work.flops(lambda: work.train_step("bf16")) / batch  # per sample, forward + backward
-    step_flops = work.flops(lambda: work.denoise_step("bf16")) / batch  # per denoiser evaluation
-    figures = []
-    for label, fn, per_sample, unit in (
-        ("training", work.train_step, train_flops, "samples/s"),
-        ("sampling", work.denoise_step, step_flops, "denoiser evals/s"),
-    ):
-        runs = {prec: rates(fn, prec, device, repeats, iters, warmup, batch) for prec in ("bf16", "fp32")}
-        fig = figure(
-            f"{label} {unit} bf16 ({model_name}, s{pair[0]}_t{pair[1]}, P={work.patch}, batch {batch})",
-            unit,
-            runs["bf16"],
-            f"fp32 ({label}, same run)",
-            runs["fp32"],
-            gflop_per_item=per_sample / 1e9,
-        )
-        achieved = fig["value"] * per_sample / 1e12
-        fig["achieved_tflops"] = achieved
-        fig["mfu"] = achieved / peak if peak else None
-        figures.append(fig)
-        mfu = f"{fig['mfu']:.1%}" if fig["mfu"] is not None else "n/a"
-        print(
-            f"[gpu_throughput] {label}: bf16 {format_value(fig['value'])} {unit}, fp32 {format_value(fig['baseline']['value'])} "
-            f"({fig['ratio']:.2f}x), {per_sample / 1e9:.2f} GFLOP per item, {achieved:.3g} TFLOP/s, MFU {mfu}",
-            flush=True,
-        )
+    figures, models = [], {}
+    for name in names:
+        figs, models[name] = measure_model(name, a, device, peak, device_name)
+        figures += figs
     meta = {
         "device": device_name,
         "peak_bf16_tflops": peak,
-        "model": model_name,
-        "params": work.params,
-        "pair": f"s{pair[0]}_t{pair[1]}",
-        "context": work.recipe.context,
-        "patch": work.patch,
-        "batch": batch,
-        "iters_per_repeat": iters,
+        "models": models,
         "flop_counter": "torch.utils.flop_counter via hpcsr.models.size_table.count_flops",
     }
     print(f"wrote {write_result(a.out, 'gpu_throughput', figures, a.quick, meta)}")

@@ -1,6 +1,6 @@
 """Run every benchmark and collect one table: `python benchmarks/run_all.py [--quick] [--only NAME ...]`.
 
-Each benchmark (preprocess, loader, train, sample) runs as its own subprocess
+Each benchmark (preprocess, loader, train, sample, scaling) runs as its own subprocess
 (`python benchmarks/<name>.py --out benchmarks/results/<name>.json [--quick]`, one thread per
 process unless the benchmark sets its own) with its output streamed under a `[name]` prefix. Every
 figure is a median over repeats with its baseline measured in the same run (the contract in
@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import format_value, machine  # noqa: E402
 
-BENCHMARKS = ("preprocess", "loader", "train", "sample")  # in run order
+BENCHMARKS = ("preprocess", "loader", "train", "sample", "scaling")  # in run order
 RESULTS = HERE / "results"
 
 

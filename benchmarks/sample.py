@@ -32,7 +32,6 @@ trainer resumes its complete run and exits at once.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -46,7 +45,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from common import figure, format_value, write_result  # noqa: E402
+from common import figure, format_value, untrained_export, write_result  # noqa: E402
 
 from hpcsr.evaluate.metrics import crps_ensemble  # noqa: E402
 from hpcsr.factors import FactorPair, recipe  # noqa: E402
@@ -255,27 +254,12 @@ def quality(export, settings: list[tuple[str, int]], members: int, blocks: int, 
 @torch.no_grad()
 def pipeline_overhead(work: Path, cfg: ModelConfig, members: int, repeats: int, device) -> tuple[list, list]:
     """DDIM-10 on one 100 x 100 tile: hpcsr sample's EnsembleSampler vs SRModel.sample (members batched)."""
-    from hpcsr.data.normalise import Normaliser
     from hpcsr.sampling import EnsembleSampler, SampleConfig, sample_sequence
     from hpcsr.sampling.inputs import LRSequence
-    from hpcsr.train.export import load_export, recipe_to_dict, write_export
+    from hpcsr.train.export import load_export
 
-    torch.manual_seed(0)
     rec = recipe(PAIR.s, PAIR.t)
-    model = build_model(cfg, rec)
-    path = write_export(
-        work / "untrained" / "model.pt",
-        model.state_dict(),
-        {
-            "stage": "joint",
-            "pair": {"s": PAIR.s, "t": PAIR.t, "name": PAIR.name},
-            "recipe": recipe_to_dict(rec),
-            "model": dataclasses.asdict(cfg),
-            "future_context": 0,
-            "normalisation": Normaliser("log1p", 0.0, 1.0).to_dict(),
-            "config_hash": "benchmark-untrained",
-        },
-    )
+    path = untrained_export(work / "untrained" / "model.pt", cfg, PAIR)
     export = load_export(path)
     p = rec.patch // PAIR.s
     lr = np.random.default_rng(0).gamma(0.5, 2.0, (rec.context, p, p)).astype(np.float32)

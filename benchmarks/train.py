@@ -26,7 +26,11 @@ Figures (medians over the timed steps of all rounds; step time = slowest rank):
 
     python benchmarks/train.py [--quick] [--out benchmarks/results/train.json] [--device auto]
         [--ranks 1,2] [--engines ddp,zero1,zero2,zero3] [--stages mean,diffusion] [--steps 3] [--repeats 2]
-        [--batch 2] [--precision fp32|bf16]
+        [--batch 2] [--precision fp32|bf16] [--size tiny|default|large] [--checkpoint DIR]
+
+Without ddp in --engines (memory only) the samples/s figures are left out.
+--checkpoint DIR: after the memory step, each DeepSpeed launch also saves and loads back a
+checkpoint in DIR (seconds, MB; benchmarks/scaling.py uses it).
 
 --quick: tiny model, mean stage, engines ddp, zero1, zero3, one round (a few minutes on CPU).
 On a GPU (--device cuda) ranks beyond the visible GPUs are skipped (reported).
@@ -85,6 +89,22 @@ def live_tensor_mb(device) -> float:
                 storage = t.untyped_storage()
                 storages[storage.data_ptr()] = max(storages.get(storage.data_ptr(), 0), storage.nbytes())
     return sum(storages.values()) / 2**20
+
+
+def checkpoint_times(engine, folder: Path, dist) -> dict:
+    """Seconds to save (every rank, then a barrier) and to load back this rank's DeepSpeed checkpoint
+    (engine.save_checkpoint / load_checkpoint, as hpcsr.train.checkpoint calls them), and its bytes."""
+    dist.barrier()
+    start = time.perf_counter()
+    engine.save_checkpoint(str(folder), tag="bench", save_latest=False)
+    dist.barrier()
+    saved = time.perf_counter() - start
+    start = time.perf_counter()
+    engine.load_checkpoint(str(folder), tag="bench")
+    dist.barrier()
+    loaded = time.perf_counter() - start
+    size = sum(p.stat().st_size for p in (folder / "bench").rglob("*") if p.is_file())
+    return {"save_s": saved, "load_s": loaded, "mb": size / 1e6}
 
 
 def worker(a) -> None:
@@ -180,6 +200,7 @@ def worker(a) -> None:
         dtype=torch.float64,
     )
     dist.all_reduce(mem, op=dist.ReduceOp.MAX)
+    ckpt = checkpoint_times(engine, Path(a.checkpoint), dist) if a.checkpoint and a.engine != "ddp" else None
     if info.rank == 0:
         print(
             "RESULT "
@@ -192,6 +213,7 @@ def worker(a) -> None:
                     "peak_growth_mb": mem[3].item(),
                     "trainable": params,
                     "world": info.world_size,
+                    "checkpoint": ckpt,
                 }
             ),
             flush=True,
@@ -261,7 +283,10 @@ def main(argv=None) -> int:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--engine", default="ddp", help=argparse.SUPPRESS)
     p.add_argument("--stage", default="mean", help=argparse.SUPPRESS)
-    p.add_argument("--size", default="default", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--size", choices=("tiny", "default", "large"), help="model size (default: tiny with --quick, else default)"
+    )
+    p.add_argument("--checkpoint", help="also time a DeepSpeed checkpoint save and load in this folder (not for ddp)")
     a = p.parse_args(argv)
     if a.device == "auto":
         import torch
@@ -271,15 +296,15 @@ def main(argv=None) -> int:
         worker(a)
         return 0
 
-    size = "tiny" if a.quick else "default"
+    size = a.size or ("tiny" if a.quick else "default")
     engines = (a.engines or ("ddp,zero1,zero3" if a.quick else ",".join(ENGINES))).split(",")
     if a.quick:
         a.repeats = 1
     stages = (a.stages or ("mean" if a.quick else ",".join(STAGES))).split(",")
     ranks = [int(r) for r in a.ranks.split(",")]
     bad = [e for e in engines if e not in ENGINES] + [s for s in stages if s not in STAGES]
-    if bad or "ddp" not in engines:
-        p.error(f"unknown engine/stage {bad} or no ddp baseline: engines from {ENGINES}, stages from {STAGES}")
+    if bad or not engines:
+        p.error(f"unknown engine/stage {bad}: engines from {ENGINES}, stages from {STAGES}")
     gpus = 0
     if a.device == "cuda":
         import torch
@@ -311,6 +336,8 @@ def main(argv=None) -> int:
                         "--device",
                         a.device,
                     ]
+                    if a.checkpoint:
+                        args += ["--checkpoint", str(Path(a.checkpoint) / f"{size}_{stage}_{n}_{engine}")]
                     rec = launch(n, args, a.timeout)
                     rec["samples_per_s"] = [n * a.batch / s for s in rec["step_s"]]
                     print(
@@ -330,7 +357,7 @@ def main(argv=None) -> int:
 
     figures, rows = [], []
     for (stage, n, engine), rec in results.items():
-        ddp = results[(stage, n, "ddp")]
+        ddp = results.get((stage, n, "ddp"))  # without it (memory only): no samples/s figure
         z1 = results.get((stage, n, "zero1"))
         rows.append(
             (
@@ -338,24 +365,27 @@ def main(argv=None) -> int:
                 n,
                 engine,
                 statistics.median(rec["samples_per_s"]),
-                statistics.median(rec["samples_per_s"]) / statistics.median(ddp["samples_per_s"]),
+                statistics.median(rec["samples_per_s"]) / statistics.median(ddp["samples_per_s"])
+                if ddp
+                else float("nan"),
                 rec["tensor_mb"],
                 rec["tensor_mb"] / z1["tensor_mb"] if z1 else float("nan"),
             )
         )
         if engine == "ddp":
             continue
-        figures.append(
-            figure(
-                f"{stage} stage, {n} rank(s), DeepSpeed ZeRO-{engine[4:]} samples/s",
-                "samples/s",
-                rec["samples_per_s"],
-                f"plain PyTorch DDP, {n} rank(s)",
-                ddp["samples_per_s"],
-                higher_is_better=True,
-                target_ratio=OVERHEAD_TARGET,
+        if ddp:
+            figures.append(
+                figure(
+                    f"{stage} stage, {n} rank(s), DeepSpeed ZeRO-{engine[4:]} samples/s",
+                    "samples/s",
+                    rec["samples_per_s"],
+                    f"plain PyTorch DDP, {n} rank(s)",
+                    ddp["samples_per_s"],
+                    higher_is_better=True,
+                    target_ratio=OVERHEAD_TARGET,
+                )
             )
-        )
         if engine == "zero3" and z1:
             figures.append(
                 figure(

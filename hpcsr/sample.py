@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--time-chunk", type=int, help="target blocks gathered and written at once (default: automatic)")
     p.add_argument(
+        "--condition-cache-mb",
+        type=float,
+        default=1024,
+        help="MB of denoiser conditions kept per target; tiles beyond are re-encoded at each step (default 1024)",
+    )
+    p.add_argument(
         "--device", default="auto", help="auto (cuda:LOCAL_RANK when a GPU is visible, else cpu), cpu or cuda:N"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -122,6 +128,7 @@ def run(argv) -> dict:
         batch=args.batch,
         context=args.context,
         time_chunk=args.time_chunk,
+        condition_cache_mb=args.condition_cache_mb,
     )
     command = "hpcsr sample " + " ".join(shlex.quote(a) for a in argv)
     return sample_to_netcdf(

@@ -29,6 +29,7 @@ from preprocessing import comephore, netcdf
 from preprocessing.geotiff import GeoTiffError, Grid
 from preprocessing.layout import Encoding, StoreLayout
 from preprocessing.manifest import Manifest, text_hash
+from preprocessing.parts import OnePartOpen
 from preprocessing.provenance import input_record
 from preprocessing.quality import DEFAULT_CAP_MM_PER_HOUR, cap_amount, clean_coded
 
@@ -287,10 +288,10 @@ def assemble(
     """Merge the parts of all units into `out/hr.h5` (atomic). Chunks are copied, not recompressed."""
     enc = cfg.store_encoding()
     step_s = cfg.cadence_minutes * 60
-    parts = [h5py.File(out / u.part, "r") for u in units]
-    try:
+    with OnePartOpen(out / u.part for u in units) as parts:
         index, skipped, grid0, label0 = [], list(listing_skipped), None, None
-        for p, (u, f) in enumerate(zip(units, parts)):
+        for p, u in enumerate(units):
+            f = parts[p]
             skipped += json.loads(f.attrs["skipped"])
             if not f.attrs["grid"]:
                 continue
@@ -333,8 +334,8 @@ def assemble(
             offsets = [(y, x) for y in range(0, shape[1], cy) for x in range(0, shape[2], cx)]
             qc = np.zeros((len(times), 3), np.int64)
             valid = np.zeros(len(times), np.int64)
-            part_qc = [part["qc"][()] for part in parts]
-            part_valid = [part["valid_count"][()] for part in parts]
+            part_qc = [parts[p]["qc"][()] for p in range(len(parts))]
+            part_valid = [parts[p]["valid_count"][()] for p in range(len(parts))]
             for k, (_, p, i) in enumerate(tqdm(index, desc="assemble hr.h5", unit="frame", disable=None)):
                 src = parts[p]["precip"]
                 for y, x in offsets:
@@ -343,9 +344,9 @@ def assemble(
                 qc[k] = part_qc[p][i]
                 valid[k] = part_valid[p][i]
             valid_any = np.zeros((shape[1], shape[2]), bool)
-            for part in parts:
-                if "valid_any" in part:
-                    valid_any |= part["valid_any"][()].astype(bool)
+            for p in range(len(parts)):
+                if "valid_any" in parts[p]:
+                    valid_any |= parts[p]["valid_any"][()].astype(bool)
             f.create_dataset("time", data=times).attrs["units"] = "seconds since 1970-01-01 00:00:00 UTC, end of step"
             f.create_dataset("x", data=grid0.x)
             f.create_dataset("y", data=grid0.y)
@@ -394,9 +395,6 @@ def assemble(
             qc[:, 0].sum(),
             ", ".join(f"{n} {kind}" for kind, n in by_kind.items()) or "nothing",
         )
-    finally:
-        for part in parts:
-            part.close()
     return out / HR_FILE
 
 

@@ -34,6 +34,7 @@ from preprocessing import stats as st
 from preprocessing.blocks import block_starts, split_among, window_cuts
 from preprocessing.layout import StoreLayout
 from preprocessing.manifest import Manifest, text_hash
+from preprocessing.parts import OnePartOpen
 from preprocessing.splits import SplitSpec, split_codes
 
 log = logging.getLogger(__name__)
@@ -370,11 +371,11 @@ def merge_pair(
     cfg: ShardConfig,
 ) -> dict:
     """Merge the parts of one pair into its shard (atomic); returns {rel, key, sha256}."""
-    parts = [h5py.File(out / rel, "r") for rel in part_rels]
-    try:
+    with OnePartOpen(out / rel for rel in part_rels) as parts:
         hr_hist = lr_hist = None
         hr_rows, lr_rows = [], []
-        for p in parts:
+        for j in range(len(parts)):
+            p = parts[j]
             if len(p["hr_hist"]):
                 hr_hist = st.add_hist(hr_hist, p["hr_hist"][()])
             if len(p["lr_hist"]):
@@ -410,7 +411,8 @@ def merge_pair(
             cy, cx = ds.chunks[1:]
             offsets = [(y, x) for y in range(0, ly, cy) for x in range(0, lx, cx)]
             k = 0
-            for p in parts:
+            for j in range(len(parts)):
+                p = parts[j]
                 src = p["lr"]
                 if int(p.attrs["first_block"]) != k and src.shape[0]:
                     raise RuntimeError(f"part {p.filename} starts at block {p.attrs['first_block']}, expected {k}")
@@ -469,9 +471,6 @@ def merge_pair(
                     ),
                 }
             )
-    finally:
-        for p in parts:
-            p.close()
     return {"rel": plan.rel, "key": plan.key, "sha256": file_sha256(out / plan.rel)}
 
 

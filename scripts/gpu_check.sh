@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # One command for a lent GPU machine (no internet needed): picks a Python whose torch sees CUDA,
-# runs the CUDA-marked tests, the train and sample benchmarks (--quick) and the bf16 throughput /
-# MFU benchmark, each under a time limit (all in at most ~8 minutes), then prints bf16 samples/s,
-# model FLOP utilisation and a table of every figure. Results: benchmarks/results/gpu/*.json.
+# runs the CUDA-marked tests, the bf16 throughput / MFU benchmark for both training stages and
+# sampling at the default and large model sizes, and full-domain (1536 x 1536) sampling members/s
+# with peak device memory, each under a time limit (all in at most ~8 minutes on one H200), then
+# prints bf16 samples/s, model FLOP utilisation and a table of every figure. Results:
+# benchmarks/results/gpu/*.json and all of them in one file, benchmarks/results/gpu/gpu_check.json.
+# The train and sample benchmarks (--quick) run on request (--only=...,train,sample).
 #
 #   bash scripts/gpu_check.sh            # on the GPU machine
 #   bash scripts/gpu_check.sh --dry      # the same steps on CPU (no GPU needed; checked by a test)
-#   bash scripts/gpu_check.sh --only=tests,throughput   # a subset of: tests, train, sample, throughput
+#   bash scripts/gpu_check.sh --only=tests,throughput   # a subset of: tests, throughput, domain, train, sample
 #
 # Python: $HPCSR_PYTHON, else .venv/bin/python, else python3. When the venv's torch is a CPU build
 # and python3 has a CUDA torch of the same Python version, an overlay venv (system packages first,
@@ -17,18 +20,18 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 DRY=0
 OUT=$ROOT/benchmarks/results/gpu
-ONLY=tests,train,sample,throughput
+ONLY=tests,throughput,domain
 for a in "$@"; do
   case "$a" in
     --dry) DRY=1 ;;
     --out=*) OUT=${a#--out=} ;;
     --only=*) ONLY=${a#--only=} ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-    *) echo "gpu_check.sh: unknown option '$a' (allowed: --dry, --out=DIR, --only=tests,train,sample,throughput)" >&2; exit 2 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown option '$a' (allowed: --dry, --out=DIR, --only=tests,throughput,domain,train,sample)" >&2; exit 2 ;;
   esac
 done
 for s in ${ONLY//,/ }; do
-  case "$s" in tests|train|sample|throughput) ;; *) echo "gpu_check.sh: --only: unknown step '$s' (allowed: tests, train, sample, throughput)" >&2; exit 2 ;; esac
+  case "$s" in tests|throughput|domain|train|sample) ;; *) echo "gpu_check.sh: --only: unknown step '$s' (allowed: tests, throughput, domain, train, sample)" >&2; exit 2 ;; esac
 done
 wanted() { [[ ",$ONLY," == *",$1,"* ]]; }
 mkdir -p "$OUT"
@@ -107,14 +110,16 @@ step() {  # step NAME LIMIT_S MODULES -- command...: run with a time limit, reco
 
 if [ "$DRY" = 1 ]; then
   export OMP_NUM_THREADS=1  # a shared CPU: more threads than free cores makes OpenMP spin (10x slower)
-  THROUGHPUT_ARGS=(--device cpu --patch 20 --batch 1 --repeats 1 --quick)
+  THROUGHPUT_ARGS=(--device cpu --model tiny --patch 20 --batch 1 --repeats 1 --quick)
+  DOMAIN_ARGS=(--device cpu --quick)
 else
-  THROUGHPUT_ARGS=(--device cuda)
+  THROUGHPUT_ARGS=(--device cuda --model default,large --quick)
+  DOMAIN_ARGS=(--device cuda)
 fi
 
 # 1. CUDA-marked tests (they skip, with the reason, without a GPU)
 mapfile -t CUDA_FILES < <(grep -l "mark.cuda" tests/test_*.py)
-wanted tests && step "pytest -m cuda" 180 "pytest torch" -- "$PY" -m pytest -m cuda -q -rs -p no:cacheprovider "${CUDA_FILES[@]}"
+wanted tests && step "pytest -m cuda" 150 "pytest torch" -- "$PY" -m pytest -m cuda -q -rs -p no:cacheprovider "${CUDA_FILES[@]}"
 
 # 2-3. the training and sampling benchmarks (their --quick variants), on the GPU when they take --device
 bench() {  # bench NAME LIMIT MODULES
@@ -126,8 +131,11 @@ bench() {  # bench NAME LIMIT MODULES
 wanted train && bench train 110 "torch h5py deepspeed"
 wanted sample && bench sample 110 "torch h5py netCDF4"
 
-# 4. bf16 samples/s and model FLOP utilisation
-wanted throughput && step "bf16 throughput and MFU" 120 "torch" -- "$PY" benchmarks/gpu_throughput.py "${THROUGHPUT_ARGS[@]}" --out "$OUT/gpu_throughput.json"
+# 4. bf16 samples/s and model FLOP utilisation, both training stages and sampling, default and large sizes
+wanted throughput && step "bf16 throughput and MFU" 180 "torch" -- "$PY" benchmarks/gpu_throughput.py "${THROUGHPUT_ARGS[@]}" --out "$OUT/gpu_throughput.json"
+
+# 5. full-domain sampling: members/s at 1536 x 1536 with peak device memory
+wanted domain && step "full-domain sampling" 140 "torch h5py netCDF4" -- "$PY" benchmarks/gpu_sample_domain.py "${DOMAIN_ARGS[@]}" --out "$OUT/gpu_sample_domain.json"
 
 # summary: bf16 samples/s, MFU, and every figure written above
 "$PY" - "$OUT" "$T0" <<'EOF'
@@ -138,8 +146,8 @@ from run_all import table
 out = Path(sys.argv[1])
 entries = []
 for path in sorted(out.glob("*.json")):
-    if path.stat().st_mtime < float(sys.argv[2]):
-        continue  # an earlier run's file
+    if path.stat().st_mtime < float(sys.argv[2]) or path.name == "gpu_check.json":
+        continue  # an earlier run's file, or the combined file itself
     data = json.loads(path.read_text())
     entries.append({"name": path.stem, "status": "ok", "result": data} if isinstance(data.get("figures"), list)
                    else {"name": path.stem, "status": "unreadable", "error": "no figures list"})
@@ -153,6 +161,9 @@ if tp.is_file():
               f"({fig['ratio']:.2f}x fp32), {fig['achieved_tflops']:.4g} TFLOP/s, MFU {mfu}")
 if entries:
     print(table(entries))
+    from hpcsr.atomic import write_json_atomic
+    combined = {e["name"]: e.get("result", e) for e in entries}
+    print(f"[gpu_check] wrote {write_json_atomic(out / 'gpu_check.json', combined, indent=2)}")
 EOF
 say "summary:"
 for line in "${SUMMARY[@]}"; do echo "  $line"; done

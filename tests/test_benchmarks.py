@@ -129,9 +129,10 @@ def test_gpu_check_refuses_unknown_options():
 @pytest.mark.slow
 def test_gpu_check_dry_mode_runs_on_cpu(tmp_path, launch_env):
     """The GPU script end to end on CPU: CUDA tests collected and skipped with their reason, the
-    throughput benchmark's figures written and summarised (MFU n/a without a GPU)."""
+    throughput benchmark's figures (both training stages and sampling) and the full-domain sampling
+    figure written, summarised and combined in one JSON (MFU n/a without a GPU)."""
     out = subprocess.run(
-        ["bash", "scripts/gpu_check.sh", "--dry", "--only=tests,throughput", f"--out={tmp_path}"],
+        ["bash", "scripts/gpu_check.sh", "--dry", "--only=tests,throughput,domain", f"--out={tmp_path}"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -141,11 +142,17 @@ def test_gpu_check_dry_mode_runs_on_cpu(tmp_path, launch_env):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "mode DRY (CPU)" in out.stdout and "no CUDA GPU visible" in out.stdout
     data = json.loads((tmp_path / "gpu_throughput.json").read_text())
-    assert [f["name"].split()[0] for f in data["figures"]] == ["training", "sampling"]
+    assert [f["name"].split()[0] for f in data["figures"]] == ["training", "training", "sampling"]
+    assert "mean stage" in data["figures"][0]["name"] and "diffusion stage" in data["figures"][1]["name"]
     for fig in data["figures"]:
         assert fig["value"] > 0 and fig["baseline"]["value"] > 0 and fig["gflop_per_item"] > 0 and fig["mfu"] is None
     assert "pytest -m cuda: ok" in out.stdout and "bf16 throughput and MFU: ok" in out.stdout
-    assert "| gpu_throughput | training samples/s bf16" in out.stdout
+    assert "full-domain sampling: ok" in out.stdout
+    assert "| gpu_throughput | training (mean stage) samples/s bf16" in out.stdout
+    combined = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert set(combined) == {"gpu_throughput", "gpu_sample_domain"}
+    domain = combined["gpu_sample_domain"]["figures"][0]
+    assert domain["unit"] == "members/s" and domain["value"] > 0 and domain["peak_rss_mb"] > 0
 
 
 @pytest.mark.slow
@@ -191,3 +198,58 @@ def test_loader_benchmark_reads_the_same_patches_as_its_baseline(tmp_path, launc
         assert nc["precip"].filters()["zlib"] and nc["precip"].chunking()[0] == 1
     with netCDF4.Dataset(tmp_path / "data" / "quick" / "hr_1.nc") as nc:
         assert not nc["precip"].filters()["zlib"]
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+@pytest.mark.dist
+def test_scaling_quick_measures_every_part_and_projects(tmp_path, launch_env):
+    """benchmarks/scaling.py --quick end to end: every part measured by fresh processes (their own
+    peak RSS, not the harness's), the figures in the contract, the projections with their
+    assumptions, the Markdown summary and the plots. Structure and sanity only, never timings."""
+    out_json = tmp_path / "scaling.json"
+    out = subprocess.run(
+        [sys.executable, "benchmarks/scaling.py", "--quick", "--out", str(out_json), "--data", str(tmp_path / "data")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=launch_env,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    data = json.loads(out_json.read_text())
+    assert data["benchmark"] == "scaling" and data["quick"] is True
+    parts, proj = data["meta"]["parts"], data["meta"]["projections"]
+    assert set(parts) == {"preprocess", "sampling", "training", "loader"}
+    for run in parts["preprocess"]["periods"] + parts["sampling"]["runs"]:
+        assert run["wall_s"] > 0 and run["cpu_s"] > 0 and run["peak_rss_mb"] > 100  # a Python with numpy at least
+        assert len(str(run["load_average_1"])) > 0
+    assert [r["frames"] for r in parts["preprocess"]["periods"]] == [24, 48, 96]
+    two = parts["preprocess"]["ranks"]["runs"]["2"][0]
+    assert two["peak_tree_rss_mb"] > two["peak_rss_mb"] * 1.2  # both ranks counted in the tree
+    assert [r["side"] for r in parts["sampling"]["runs"]] == [60, 120]
+    engines = parts["training"]["sizes"]["tiny"]["engines"]
+    assert set(engines) == {"ddp", "zero1", "zero3"} and engines["ddp"]["checkpoint"] is None
+    for name in ("zero1", "zero3"):
+        ck = engines[name]["checkpoint"]
+        assert engines[name]["tensor_mb"] > 0 and ck["save_s"] > 0 and ck["load_s"] > 0 and ck["mb"] > 0
+    assert parts["loader"]["workers_per_gpu"]["diffusion"] > 0
+    assert {r["ranks"] for r in proj["preprocess"]["rows"]} == {1, 32, 256}
+    for period in ("1 year", "20 years"):
+        hours = [r["hours"] for r in proj["preprocess"]["rows"] if r["period"] == period]
+        assert hours == sorted(hours, reverse=True) and hours[-1] > 0
+    assert proj["sampling"]["h200_hours"] > 0 and proj["sampling"]["cpu_core_days"] > 0
+    assert all(proj[k]["assumptions"] for k in proj)
+    for fig in data["figures"]:
+        assert (
+            math.isfinite(fig["value"])
+            and math.isfinite(fig["baseline"]["value"])
+            and fig["met"] in (True, False, None)
+        )
+        if "per extra frame" not in fig["name"]:  # a difference of two short runs may come out negative
+            assert fig["value"] > 0 and fig["baseline"]["value"] > 0
+    names = " ".join(f["name"] for f in data["figures"])
+    for word in ("per extra frame", "peak RSS per rank", "2 ranks vs 1", "CPU s per tile", "ZeRO-3", "DataLoader"):
+        assert word in names
+    assert "SHARED machine" in out_json.with_suffix(".md").read_text()
+    assert out_json.with_suffix(".png").stat().st_size > 10_000

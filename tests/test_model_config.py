@@ -14,7 +14,9 @@ from hpcsr.models.size_table import main, pair_sizes
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
 
 
-@pytest.mark.parametrize("name,expected", [("default", ModelConfig()), ("tiny", ModelConfig.tiny())])
+@pytest.mark.parametrize(
+    "name,expected", [("default", ModelConfig()), ("tiny", ModelConfig.tiny()), ("large", ModelConfig.large())]
+)
 def test_yaml_mirrors_the_dataclass(name, expected):
     text = (CONFIGS / f"{name}.yaml").read_text()
     data = yaml.safe_load(text)
@@ -29,6 +31,7 @@ def test_author_size_is_the_default():
     cfg = compose().model
     assert cfg.widths == (16, 32, 64, 128, 256) and cfg.heads == 4 and cfg.windows == (3, 3, 1, 1, 1)
     assert compose(["model=tiny"]).model == ModelConfig.tiny()
+    assert compose(["model=large"]).model == ModelConfig.large() == ModelConfig.named("large")
     assert compose(["model=tiny", "model.widths=[8,16,32,64]", "model.windows=[3,3,1,1]"]).model.levels == 4
 
 

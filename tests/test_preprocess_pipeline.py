@@ -367,3 +367,32 @@ def test_windows_never_cut_a_block_and_work_is_balanced():
         for c in itertools.combinations(range(len(sizes)), k)
     )
     assert max(sum(u.n_frames for u in share) for share in shares) == best  # here the greedy split is optimal
+
+
+def test_merging_parts_holds_one_part_open_at_a_time(tmp_path, monkeypatch):
+    """Peak memory must not grow with the period: ingest's assembly of hr.h5 (one part per day, 365
+    a year) and the shard merge read their parts one at a time, never all open at once (each open
+    part keeps ~2 MB of HDF5 metadata, and 20 years of daily parts would pass 1024 open files)."""
+    from preprocessing.synth import SynthConfig, synthesize
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    synthesize(raw, SynthConfig(days=2, size=32, seed=1), progress=False)
+    reading, peak = set(), [0]
+
+    class Tracked(h5py.File):
+        def __init__(self, name, mode="r", *args, **kwargs):
+            super().__init__(name, mode, *args, **kwargs)
+            self.part = mode == "r" and f"{os.sep}parts{os.sep}" in str(name)
+            if self.part:
+                reading.add(id(self))
+                peak[0] = max(peak[0], len(reading))
+
+        def close(self):
+            reading.discard(id(self))
+            super().close()
+
+    monkeypatch.setattr(h5py, "File", Tracked)
+    ingest(out, IngestConfig(comephore=(str(raw),), unit_frames=6), Comm(), progress=False)
+    make_shards(out, ShardConfig(pairs=("4x2",)), Comm(), progress=False)
+    assert len(list((out / "parts" / "hr").glob("*.h5"))) == 8 and peak[0] == 1
+    assert len(HRStore(out / "hr.h5").times) == 48

@@ -520,3 +520,57 @@ def test_default_image_scale_is_seamless_and_keeps_the_domain_total(export, hr_n
         torch.testing.assert_close(coarsen(out, 4, 2).sum(), lr.sum(), rtol=1e-5, atol=0)
     step = {k: max(v.diff(dim=-1).abs().max().item(), v.diff(dim=-2).abs().max().item()) for k, v in outs.items()}
     assert step[None] < 0.75 * step[4], step
+
+
+class _RecordingWriter:
+    """Records, at each member written, how many residuals the sampler had drawn by then."""
+
+    def __init__(self, drawn: list):
+        self.drawn, self.members_at, self.means = drawn, [], 0
+
+    def write_member(self, first_step, member, field):
+        assert field.ndim == 3  # one member's (steps, y, x), never the ensemble
+        self.members_at.append((first_step, member, len(self.drawn)))
+
+    def write_mean(self, first_step, mean, masked):
+        self.means += 1
+
+
+def test_members_are_written_as_they_are_sampled(export, hr_nc):
+    """A full-domain ensemble never waits in memory: each member reaches the writer before the next
+    is sampled (sample_sequence holds one member per rank, plus the chunk's means)."""
+    from hpcsr.sampling import sample_sequence
+
+    exp = load_export(export)
+    seq = open_hr(hr_nc, exp.pair)
+    sampler = EnsembleSampler(exp, seq, SampleConfig(members=3, steps=1, tile=16, overlap=4, time_chunk=2))
+    drawn = []
+    residual = sampler.residual
+    sampler.residual = lambda conds, gen: drawn.append(1) or residual(conds, gen)
+    writer = _RecordingWriter(drawn)
+    times = target_times(seq)[-2:]
+    sample_sequence(sampler, times, writer, progress=False)
+    t = exp.pair.t
+    assert writer.members_at == [(n * t, m, 3 * n + m + 1) for n in range(2) for m in range(3)]
+    assert writer.means == 1
+
+
+def test_condition_cache_budget_changes_memory_not_members(export, hr_nc):
+    """With no budget every tile's condition is encoded again at each step: the same members, and
+    nothing kept that grows with the domain."""
+    exp = load_export(export)
+    seq = open_hr(hr_nc, exp.pair)
+    target = target_times(seq)[-1:]
+    members = []
+    for budget in (1024, 0):
+        sampler = EnsembleSampler(
+            exp, seq, SampleConfig(members=1, steps=2, tile=16, overlap=4, batch=2, condition_cache_mb=budget)
+        )
+        lr, _ = sampler.context_frames(target)
+        z = sampler.normaliser.forward(torch.from_numpy(lr[0]))
+        mean = sampler.mean_field(z)
+        conds = sampler.conditions(z, mean)
+        assert len(conds.kept) == (len(sampler.batches()) if budget else 0)
+        sigma = sampler.residual_sigma(z, mean)
+        members.append(sampler.residual(conds, sigma, torch.Generator().manual_seed(0)).numpy())
+    np.testing.assert_array_equal(members[0], members[1])

@@ -1,7 +1,7 @@
 """Schema of the `model` config section: sizes of the mean network and the residual denoiser.
 
 The default is the author's size (widths 16-32-64-128-256, 4 heads, windows [3,3,1,1,1]);
-`ModelConfig.tiny()` is the CPU test size. Nothing here depends on the factor pair: (s, t, L) and
+`ModelConfig.tiny()` is the CPU test size, `ModelConfig.large()` a parameter-heavy size for memory planning. Nothing here depends on the factor pair: (s, t, L) and
 the noise schedule's beta range come from `hpcsr.factors.recipe`.
 """
 
@@ -64,3 +64,16 @@ class ModelConfig:
     def tiny(cls) -> "ModelConfig":
         """Three levels 8-16-32, 2 heads: a fwd+bwd of a few patches takes well under a second on CPU."""
         return cls(widths=(8, 16, 32), heads=2, windows=(3, 1, 1), emb_dim=16)
+
+    @classmethod
+    def large(cls) -> "ModelConfig":
+        """The default with a 1024-wide bottom level: 8x its parameters for 2.9x its FLOPs (memory planning)."""
+        return cls(widths=(16, 32, 64, 128, 1024))
+
+    @classmethod
+    def named(cls, name: str) -> "ModelConfig":
+        """The size of configs/model/<name>.yaml: tiny, default or large."""
+        sizes = {"tiny": cls.tiny, "default": cls, "large": cls.large}
+        if name not in sizes:
+            raise ValueError(f"model size {name!r} unknown: use one of {', '.join(sizes)}")
+        return sizes[name]()

@@ -1,7 +1,7 @@
 """Print parameters and forward FLOPs per sample for each factor pair of the paper's grid.
 
     python -m hpcsr.models.size_table            # author's size (configs/model/default.yaml)
-    python -m hpcsr.models.size_table --tiny     # test size
+    python -m hpcsr.models.size_table --model tiny    # test size (also: large, configs/model/large.yaml)
 
 FLOPs are counted by torch.utils.flop_counter.FlopCounterMode on one sample (batch 1) of the
 recipe's patch (1 multiply-add = 2 FLOPs; convolutions, linear layers and attention matmuls;
@@ -78,17 +78,19 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="use ModelConfig.tiny() instead of the author's size")
+    parser.add_argument("--model", choices=("tiny", "default", "large"), default="default", help="configs/model size")
+    parser.add_argument("--tiny", action="store_true", help="the same as --model tiny")
     parser.add_argument("--patch", type=int, default=None, help="HR patch side for every pair (default: each recipe's)")
     args = parser.parse_args(argv)
-    cfg = ModelConfig.tiny() if args.tiny else ModelConfig()
+    name = "tiny" if args.tiny else args.model
+    cfg = ModelConfig.named(name)
     for pair in PAPER_PAIRS:
         if args.patch is not None and args.patch % pair.s:
             parser.error(
                 f"--patch {args.patch} is not a multiple of s={pair.s} (pair {pair.name}): pick a multiple of every s"
             )
     print(
-        f"model {'tiny' if args.tiny else 'default'}: widths {list(cfg.widths)}, heads {cfg.heads}, windows {list(cfg.windows)}; GF = GFLOP per sample"
+        f"model {name}: widths {list(cfg.widths)}, heads {cfg.heads}, windows {list(cfg.windows)}; GF = GFLOP per sample"
     )
     rows = [pair_sizes(cfg, p.s, p.t, args.patch) for p in PAPER_PAIRS]
     print(format_table(rows))

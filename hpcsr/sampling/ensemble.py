@@ -5,7 +5,8 @@ block for j = 0..L+F-1 (L = recipe context, F = the export's future frames); fra
 the input are all-NaN, and NaN cells are masked by the networks (never propagated). Per target:
 
 1. mean: the mean network on every tile (batched), blended into the domain (tiles.py);
-2. ensemble members: the residual diffusion runs over the WHOLE domain at once. At every sampler
+2. ensemble members: the residual diffusion runs over the WHOLE domain at once (the tiles'
+   conditions are kept up to `condition_cache_mb`, re-encoded at each step beyond it). At every sampler
    step the state is cut into the overlapping tiles, the denoiser predicts v on each (tiles
    batched, conditioned on the tile's LR and the blended mean), and the v tiles are blended back
    with the same windows (as CorrDiff's patch-based sampling). The domain is one consistent field
@@ -33,8 +34,10 @@ SeedSequence(seed, spawn_key=(m, tau)); it does not depend on the batch size, on
 ranks, on which other times or members are sampled, only on the device type (CPU vs CUDA random
 streams) and on the tiling (tile, overlap), which shapes the field.
 
-Work split: units (target, member) of a chunk of targets go round-robin to the ranks; rank 0
-gathers each chunk (gloo, CPU tensors) and writes it.
+Work split: units (target, member) of a chunk of targets go round-robin to the ranks; each rank
+samples one unit at a time and rank 0 gathers (gloo, CPU tensors) and writes the members of every
+round as they come, so no process holds more than `world` members (plus the chunk's means): a
+full-domain ensemble never has to fit in memory.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ class SampleConfig:
     batch: int = 16  # tiles per network forward
     context: str = "mask"  # missing context frames/cells: 'mask' (the networks mask them) or 'strict' (output NaN)
     time_chunk: int | None = None  # target blocks gathered and written at once (None: enough to feed every rank twice)
+    condition_cache_mb: float = 1024  # denoiser conditions kept per target (MB); tiles beyond are re-encoded each step
 
     def __post_init__(self):
         if isinstance(self.members, bool) or not isinstance(self.members, int) or self.members < 1:
@@ -104,6 +108,8 @@ class SampleConfig:
             raise ValueError(f"mass_region={self.mass_region} must be >= 1 LR cell")
         if self.time_chunk is not None and self.time_chunk < 1:
             raise ValueError(f"time_chunk={self.time_chunk} must be >= 1 target block")
+        if not self.condition_cache_mb >= 0:
+            raise ValueError(f"condition_cache_mb={self.condition_cache_mb} must be >= 0 (0: re-encode every step)")
 
 
 def unit_generator(seed: int, member: int, time_s: int, device) -> torch.Generator:
@@ -135,6 +141,33 @@ def target_times(seq: LRSequence, time_range=None) -> np.ndarray:
                 f"{seq.times[-1].astype('datetime64[s]')}"
             )
     return times
+
+
+def _nbytes(cond) -> int:
+    return sum(t.nbytes for t in (cond.constant, *cond.context, cond.context_emb))
+
+
+class Conditions:
+    """The denoiser's conditions of one target, one per network batch: computed once and kept while
+    they fit in `budget_mb`, encoded again at each use beyond it. The context encoder's features of
+    every tile of a large domain (about 8 MB per tile at the default size, 3.8 GB at 1536 x 1536) would
+    otherwise grow with the domain; the budget bounds them, at the price of re-encoding the rest."""
+
+    def __init__(self, sampler: "EnsembleSampler", lr_z: torch.Tensor, mean: torch.Tensor, budget_mb: float):
+        self.sampler, self.lr_z, self.mean = sampler, lr_z, mean
+        self.kept, used = [], 0
+        for first, count in sampler.batches():
+            cond = sampler.condition(lr_z, mean, first, count)
+            used += _nbytes(cond)
+            if used > budget_mb * 2**20:
+                break
+            self.kept.append(cond)
+
+    def __getitem__(self, k: int):
+        if k < len(self.kept):
+            return self.kept[k]
+        first, count = self.sampler.batches()[k]
+        return self.sampler.condition(self.lr_z, self.mean, first, count)
 
 
 class EnsembleSampler:
@@ -219,17 +252,16 @@ class EnsembleSampler:
         return out
 
     @torch.no_grad()
-    def conditions(self, lr_z: torch.Tensor, mean: torch.Tensor) -> list:
+    def condition(self, lr_z: torch.Tensor, mean: torch.Tensor, first: int, count: int):
+        """The denoiser's condition of tiles first..first+count-1 of one target."""
+        lr_up, lr_valid = prepare_lr(self.tiles_of(lr_z, first, count, hr=False), self.s, self.model.cfg.upsample)
+        return self.model.denoiser.encode(
+            lr_up, lr_valid, None, self.tiles_of(mean, first, count, hr=True), self.model.target
+        )
+
+    def conditions(self, lr_z: torch.Tensor, mean: torch.Tensor) -> "Conditions":
         """The denoiser's per-tile conditions of one target, one per network batch."""
-        conds = []
-        for first, count in self.batches():
-            lr_up, lr_valid = prepare_lr(self.tiles_of(lr_z, first, count, hr=False), self.s, self.model.cfg.upsample)
-            conds.append(
-                self.model.denoiser.encode(
-                    lr_up, lr_valid, None, self.tiles_of(mean, first, count, hr=True), self.model.target
-                )
-            )
-        return conds
+        return Conditions(self, lr_z, mean, self.cfg.condition_cache_mb)
 
     @torch.no_grad()
     def residual_sigma(self, lr_z: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
@@ -248,7 +280,8 @@ class EnsembleSampler:
 
         def predict_v(x, n):
             v = torch.zeros(shape[1:], device=self.device)
-            for (first, count), cond in zip(self.batches(), conds):
+            for k, (first, count) in enumerate(self.batches()):
+                cond = conds[k]
                 tiles = self.tiles_of(x[0], first, count, hr=True)
                 self.blender.blend(model.denoiser(tiles, n.expand(count), cond).float(), first, v)
             return v[None]
@@ -362,33 +395,31 @@ def chunk_size(cfg: SampleConfig, world: int) -> int:
     return cfg.time_chunk or max(1, math.ceil(2 * world / cfg.members))
 
 
-def _sample_units(sampler: EnsembleSampler, block, units, lr_mm, lr_z, means, masks, bar) -> torch.Tensor:
-    """Members (len(units), t, Y, X) in mm of the (target index, member) `units`, in order."""
-    out = torch.empty(len(units), sampler.t, *sampler.layout.hr_shape)
+def _members(sampler: EnsembleSampler, block, units, lr_mm, lr_z, means, masks, bar):
+    """Yield each member (t, Y, X) in mm of the (target index, member) `units`, in order, one at a time."""
     current = None  # (target index, its denoiser conditions, residual scale): members of one target follow each other
-    for i, (n, m) in enumerate(units):
+    for n, m in units:
         if masks[n].all():  # nothing to predict (target block missing): skip the sampler
-            out[i] = float("nan")
+            member = torch.full((sampler.t, *sampler.layout.hr_shape), float("nan"))
         else:
             if current is None or current[0] != n:
                 current = (n, sampler.conditions(lr_z[n], means[n]), sampler.residual_sigma(lr_z[n], means[n]))
             gen = unit_generator(sampler.cfg.seed, m, int(block[n]), sampler.device)
             residual = sampler.residual(current[1], current[2], gen)
-            out[i] = sampler.to_mm(means[n] + residual, lr_mm[n], masks[n]).cpu()
+            member = sampler.to_mm(means[n] + residual, lr_mm[n], masks[n]).cpu()
         bar.update(1)
-    return out
+        yield member
 
 
-def _gather(results: torch.Tensor, slots: int, rank: int, world: int, group) -> list:
-    """Rank 0 gets every rank's results (each padded to `slots` units); others get []."""
+def _gather(member: torch.Tensor | None, shape: tuple, rank: int, world: int, group) -> list:
+    """Rank 0 gets every rank's member of this round (NaN for a rank that had none left); others get []."""
+    member = torch.full(shape, float("nan")) if member is None else member
     if world == 1:
-        return [results]
+        return [member]
     import torch.distributed as dist
 
-    padded = torch.full((slots, *results.shape[1:]), float("nan"))
-    padded[: len(results)] = results
-    gathered = [torch.empty_like(padded) for _ in range(world)] if rank == 0 else None
-    dist.gather(padded, gathered, dst=0, group=group)
+    gathered = [torch.empty_like(member) for _ in range(world)] if rank == 0 else None
+    dist.gather(member, gathered, dst=0, group=group)
     return gathered or []
 
 
@@ -401,8 +432,8 @@ def sample_sequence(
     group=None,
     progress: bool = True,
 ) -> dict:
-    """Sample every (target, member) of `times`, split over `world` ranks; rank 0 writes each chunk
-    through `writer` and gets the counts of masked values back (other ranks get {})."""
+    """Sample every (target, member) of `times`, split over `world` ranks; rank 0 writes each member
+    as it comes and each chunk's mean through `writer` and gets the counts of masked values back (other ranks get {})."""
     t, M, past = sampler.t, sampler.cfg.members, sampler.past
     Y, X = sampler.layout.hr_shape
     chunk = chunk_size(sampler.cfg, world)
@@ -436,17 +467,18 @@ def sample_sequence(
         needed = range(len(block)) if rank == 0 else sorted({n for n, _ in mine})
         means = {n: sampler.mean_field(lr_z[n]) for n in needed}
         masks = {n: sampler.mask(lr_mm[n]) for n in needed}
-        results = _sample_units(sampler, block, mine, lr_mm, lr_z, means, masks, bar)
-        gathered = _gather(results, math.ceil(len(units) / world), rank, world, group)
+        members = _members(sampler, block, mine, lr_mm, lr_z, means, masks, bar)
+        for first in range(0, len(units), world):  # one member per rank at a time: rank 0 writes them
+            gathered = _gather(next(members, None), (t, Y, X), rank, world, group)
+            for (n, m), member in zip(units[first : first + world], gathered):
+                if writer is not None:
+                    writer.write_member((c + n) * t, m, member.numpy())
         if rank != 0:
             continue
-        members = np.empty((M, len(block) * t, Y, X), np.float32)
-        for u, (n, m) in enumerate(units):  # unit u was rank u % world's (u // world)-th
-            members[m, n * t : (n + 1) * t] = gathered[u % world][u // world].numpy()
         mean = np.concatenate([sampler.to_mm(means[n], lr_mm[n], masks[n]).cpu().numpy() for n in range(len(block))])
         masked = np.concatenate([masks[n].sum(dim=(-2, -1)).cpu().numpy() for n in range(len(block))]).astype(np.int32)
         if writer is not None:
-            writer.write(c * t, members, mean, masked)
+            writer.write_mean(c * t, mean, masked)
         context = np.delete(lr_np, past - 1, axis=1)
         counts["absent_target_blocks"] += sum(int(v) not in present for v in block)
         counts["masked_target_cells"] += int(np.isnan(lr_np[:, past - 1]).sum())

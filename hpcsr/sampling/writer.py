@@ -41,7 +41,7 @@ def attr_value(value):
 
 
 class EnsembleWriter:
-    """Rank 0's writer: `write(first_step, members, mean, masked)` per chunk, then `close(attrs)`."""
+    """Rank 0's writer: `write_member(...)` per member as it is sampled, `write_mean(...)` per chunk, then `close(attrs)`."""
 
     def __init__(
         self,
@@ -119,10 +119,13 @@ class EnsembleWriter:
         self.masked.long_name = "HR pixels set to NaN in this step (missing LR input), the same for every member"
         ds.setncatts({k: attr_value(a) for k, a in attrs.items()})
 
-    def write(self, first_step: int, members: np.ndarray, mean: np.ndarray, masked: np.ndarray) -> None:
-        """members (M, n, Y, X), mean (n, Y, X), masked (n,) for HR steps first_step .. first_step+n-1."""
+    def write_member(self, first_step: int, member: int, field: np.ndarray) -> None:
+        """One member's field (n, Y, X) for HR steps first_step .. first_step+n-1."""
+        self.precip[first_step : first_step + field.shape[0], member] = field
+
+    def write_mean(self, first_step: int, mean: np.ndarray, masked: np.ndarray) -> None:
+        """mean (n, Y, X) and masked (n,) for HR steps first_step .. first_step+n-1."""
         n = mean.shape[0]
-        self.precip[first_step : first_step + n] = np.swapaxes(members, 0, 1)
         self.mean[first_step : first_step + n] = mean
         self.masked[first_step : first_step + n] = masked
 
