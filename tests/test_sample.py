@@ -546,7 +546,7 @@ def test_members_are_written_as_they_are_sampled(export, hr_nc):
     sampler = EnsembleSampler(exp, seq, SampleConfig(members=3, steps=1, tile=16, overlap=4, time_chunk=2))
     drawn = []
     residual = sampler.residual
-    sampler.residual = lambda conds, gen: drawn.append(1) or residual(conds, gen)
+    sampler.residual = lambda conds, sigma, gen: drawn.append(1) or residual(conds, sigma, gen)
     writer = _RecordingWriter(drawn)
     times = target_times(seq)[-2:]
     sample_sequence(sampler, times, writer, progress=False)
