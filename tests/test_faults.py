@@ -236,14 +236,14 @@ import sys, time
 from hpcsr.cli import main
 from hpcsr.sampling.writer import EnsembleWriter
 
-write = EnsembleWriter.write
+write_mean = EnsembleWriter.write_mean
 
 def write_then_hold(self, *args):
-    write(self, *args)
+    write_mean(self, *args)
     print("first chunk written", flush=True)
     time.sleep(3600)
 
-EnsembleWriter.write = write_then_hold
+EnsembleWriter.write_mean = write_then_hold
 sys.exit(main(sys.argv[1:]))
 """
 
