@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -64,6 +65,7 @@ class Browser:
             stderr=subprocess.DEVNULL,
             preexec_fn=wire,
             pass_fds=(3, 4),
+            start_new_session=True,  # its renderer and helper processes share one group, killed together
         )
         os.close(to_browser_r)
         os.close(from_browser_w)
@@ -75,11 +77,22 @@ class Browser:
         return self
 
     def __exit__(self, *exc):
-        self.proc.kill()
+        # Killing the main process alone left helpers writing into the profile while it was removed
+        # (CI: "Directory not empty: 'Default'"); the whole group goes, then the profile.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.proc.wait(timeout=30)
         os.close(self._to_browser)
         os.close(self._from_browser)
-        self._profile.cleanup()
+        for _ in range(20):
+            try:
+                self._profile.cleanup()
+                return
+            except OSError:  # a helper outside the group may still be finishing a write
+                time.sleep(0.25)
+        shutil.rmtree(self._profile.name, ignore_errors=True)
 
     def _read_message(self, deadline: float) -> dict:
         while b"\0" not in self._buffer:
