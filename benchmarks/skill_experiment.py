@@ -284,18 +284,42 @@ def val_curve(run_dir: Path, stage: str) -> list:
     return sorted(curve.items())
 
 
+def untrained_start(export, lr):
+    """The mean network's start (what it returns before training) on a whole LR sequence (N, y, x) in
+    mm -> (N * t, y * s, x * s) mm: each block sees the frames its model would (the previous one, the
+    target, `future_context` later ones), the sequence's ends missing."""
+    import torch
+
+    from hpcsr.coarsen import upsample_space
+    from hpcsr.models.mean_net import linear_in_time
+
+    norm, cfg, t = export.normaliser, export.model_config, export.pair.t
+    future, past = int(export.metadata.get("future_context", 0)), min(1, export.recipe.context - 1)
+    up = upsample_space(norm.forward(lr), export.pair.s, "bicubic")
+    blocks = []
+    for n in range(len(lr)):
+        lo, hi = max(n - past, 0), min(n + future, len(lr) - 1)
+        frames = up[lo : hi + 1][None]
+        if cfg.mean_skip == "linear":
+            blocks.append(linear_in_time(frames, torch.ones_like(frames), t, n - lo)[0])
+        else:
+            blocks.append(frames[0, n - lo, None].expand(t, *frames.shape[2:]))
+    return torch.relu(norm.inverse(torch.cat(blocks)))
+
+
 def references(crop: Path, pair: str, export: Path) -> dict:
     """RMSE/MAE (mm) on the crop of reference fields made from the perfect-model LR alone:
     bicubic + linear in time (the evaluation's baseline) plain and after each mass transform (per LR
     block: the author's function over the whole crop = the author's preset with the crop as one tile;
     the author's function per LR cell; the identity per LR cell with a piecewise-constant factor; the
     identity per LR cell with the smooth factor field, as the sampler's default), and the mean network
-    before training (its output layer starts at zero, so it returns the bicubic upsampling of the
-    normalised last LR frame for each of the t HR steps) with the sampler's default transform."""
+    before training (its output layer starts at zero, so it returns its start: the bicubic upsampling
+    of the normalised target LR frame, linear in time to the neighbouring frames it is given when
+    model.mean_skip is 'linear') with the sampler's default transform."""
     import torch
     import xarray as xr
 
-    from hpcsr.coarsen import coarsen, upsample_space
+    from hpcsr.coarsen import coarsen
     from hpcsr.evaluate.baselines import bicubic_linear
     from hpcsr.factors import MassFunction, recipe
     from hpcsr.mass import conserve
@@ -307,8 +331,7 @@ def references(crop: Path, pair: str, export: Path) -> dict:
     truth = truth[: truth.shape[0] // t * t]
     lr = torch.from_numpy(coarsen(truth, s, t))
     bicubic = torch.from_numpy(bicubic_linear(lr.numpy(), s, t))
-    norm = load_export(export).normaliser
-    untrained = torch.relu(norm.inverse(upsample_space(norm.forward(lr), s, "bicubic"))).repeat_interleave(t, dim=0)
+    untrained = untrained_start(load_export(export), lr)
     sqrt_fn, identity = recipe(s, t, "author").mass, MassFunction(1.0, 0.0)
 
     def per_block(x, fn, scale, mode="multiplicative"):
@@ -333,6 +356,17 @@ def references(crop: Path, pair: str, export: Path) -> dict:
     }
 
 
+def untrained_model(export):
+    """The export's network with the mean net's output layer at zero, as it starts training."""
+    import torch
+
+    model = export.build_model().eval()
+    with torch.no_grad():
+        model.mean_net.out[-1].weight.zero_()
+        model.mean_net.out[-1].bias.zero_()
+    return model
+
+
 def in_domain_check(run_dir: Path, shard: Path, patch: int, items: int = 128) -> dict:
     """RMSE (mm) on the TRAINING radar's validation split (BoM 09-12 UTC, fixed patches of the
     trainer's validation stream) of the mean network trained and before training, both with the
@@ -340,7 +374,6 @@ def in_domain_check(run_dir: Path, shard: Path, patch: int, items: int = 128) ->
     evaluation crop to separate a training failure from a failure to transfer to another radar)."""
     import torch
 
-    from hpcsr.coarsen import upsample_space
     from hpcsr.data.patches import PatchDataset, PatchSpec
     from hpcsr.factors import MassFunction
     from hpcsr.mass import conserve
@@ -354,7 +387,7 @@ def in_domain_check(run_dir: Path, shard: Path, patch: int, items: int = 128) ->
     lr, hr = torch.stack([b["lr"] for b in batch]), torch.stack([b["hr"] for b in batch])
     with torch.no_grad():
         trained = model.predict_mean(lr)
-    untrained = upsample_space(lr[:, L - 1 : L], s, "bicubic").expand_as(trained)
+        untrained = untrained_model(export).predict_mean(lr)
     truth, lr_mm = norm.inverse(hr), norm.inverse(lr[:, L - 1 : L])
 
     def rmse(z):

@@ -54,16 +54,50 @@ def test_forward_backward_every_paper_pair(pair):
     assert any(float(p.grad.abs().sum()) > 0 for p in model.denoiser.context_encoder.parameters())
 
 
-def test_fresh_mean_is_the_interpolated_target_frame():
-    """Output layers start at zero: the mean equals bicubic upsampling of the target frame (index L-1,
-    also when future frames follow it) for each of the t output frames."""
+def test_fresh_mean_with_the_hold_start_is_the_interpolated_target_frame():
+    """Output layers start at zero: with mean_skip 'hold' (the author's) the mean equals bicubic
+    upsampling of the target frame (index L-1, also when future frames follow it) for each of the t
+    output frames."""
     r = recipe(10, 3)
-    model = build_model(TINY, r, future_context=2)
+    model = build_model(dataclasses.replace(TINY, mean_skip="hold"), r, future_context=2)
     assert model.frames == 7 and model.target == 4
     lr = torch.rand(2, 7, 3, 3)
     mean = model.predict_mean(lr)
     expected = upsample_space(lr[:, 4], 10)[:, None].expand(2, 3, 30, 30)
     torch.testing.assert_close(mean, expected)
+
+
+def test_linear_start_by_hand():
+    """t = 4: the steps sit at -3/8, -1/8, +1/8, +3/8 blocks from the target frame's centre; a
+    missing neighbour (validity 0) or one not given holds the target frame; t = 1 is the target."""
+    from hpcsr.models.mean_net import linear_in_time
+
+    frames = torch.tensor([10.0, 2.0, 6.0]).view(1, 3, 1, 1)
+    valid = torch.ones_like(frames)
+    got = linear_in_time(frames, valid, 4, 1).flatten().tolist()
+    assert got == pytest.approx([2 + 3 / 8 * 8, 2 + 1 / 8 * 8, 2 + 1 / 8 * 4, 2 + 3 / 8 * 4])
+    valid[0, 2] = 0
+    assert linear_in_time(frames, valid, 4, 1).flatten().tolist() == pytest.approx([5, 3, 2, 2])
+    assert linear_in_time(frames[:, :2], valid[:, :2], 2, 1).flatten().tolist() == pytest.approx([4, 2])
+    assert linear_in_time(frames, valid, 1, 1).flatten().tolist() == [2.0]
+
+
+@pytest.mark.parametrize("s,t", [(4, 2), (5, 3), (2, 1)])
+def test_fresh_mean_with_the_linear_start_is_the_evaluation_baseline(s, t):
+    """With one future frame, the untrained mean of block n is the evaluation's baseline (bicubic in
+    space, linear in time: hpcsr.evaluate.baselines.bicubic_linear) for the HR steps under block n, in
+    normalised units: training starts at the reference it is scored against."""
+    from hpcsr.evaluate.baselines import bicubic_linear
+
+    r = recipe(s, t)
+    model = build_model(TINY, r, future_context=1)
+    L = r.context
+    g = torch.Generator().manual_seed(3)
+    sequence = torch.rand(L + 3, 3, 3, generator=g)
+    baseline = bicubic_linear(sequence.numpy(), s, t, clip_negative=False)
+    for n in range(L - 1, L + 2):
+        mean = model.predict_mean(sequence[n - L + 1 : n + 2][None])[0]
+        torch.testing.assert_close(mean, torch.from_numpy(baseline[n * t : (n + 1) * t]), atol=1e-5, rtol=1e-5)
 
 
 def test_every_lr_frame_influences_the_mean():

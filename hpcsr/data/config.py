@@ -15,7 +15,7 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes per rank (each opens its own HDF5 handles)
     min_valid: float = 1.0  # minimum fraction of valid HR pixels in a patch
     normalisation: typing.Literal["log1p", "scale"] = "log1p"  # transform of mm before the networks
-    future_context: int = 0  # LR frames after the super-resolved one also given (0: causal, as the author)
+    future_context: int = 1  # LR frames after the super-resolved one also given (0: causal, as the author)
     val_patches: int = 64  # fixed validation patches (items 0..n-1 of the val split's own seeded stream)
     prefetch_factor: int = 2  # micro-batches each DataLoader worker reads ahead (with num_workers > 0)
     wet_bias: float = (

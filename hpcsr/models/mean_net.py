@@ -6,7 +6,11 @@ embeddings, any number of frames) and, where the level's window is > 1, w x w wi
 self-attention. The decoder starts from the target frame's features only (its skips too, which
 the temporal attention has already mixed with the other frames). One output head is applied once
 per output frame, FiLM-conditioned on the frame's time (k + 0.5) / t inside the block, and adds
-to the interpolated target LR frame (the net learns the correction to bicubic).
+to a start made of the interpolated LR frames (the net learns the correction to it): the target
+frame for every step (`mean_skip` 'hold', the author's), or linear in time between the target frame
+and its neighbour on the step's side (`mean_skip` 'linear', as the evaluation's bicubic + linear
+baseline: the previous frame for the first half of the block, the next one, when the model is given
+future frames, for the second half; a missing neighbour holds the target frame).
 """
 
 from __future__ import annotations
@@ -29,6 +33,23 @@ def frame_inputs(channels: list[torch.Tensor], static, frames: int) -> torch.Ten
         parts.append(static[:, None].expand(B, frames, S, H, W).to(channels[0].dtype))
     x = torch.cat(parts, dim=2)
     return x.reshape(-1, *x.shape[2:])
+
+
+def linear_in_time(lr_up: torch.Tensor, lr_valid: torch.Tensor, t: int, target: int) -> torch.Tensor:
+    """(B, F, H, W) upsampled LR frames and validity -> (B, t, H, W): HR step k sits at (k + 0.5) / t
+    - 0.5 blocks from the target frame's centre, interpolated linearly with the neighbouring frame on
+    its side where that frame is given and valid, the target frame elsewhere."""
+    held = lr_up[:, target]
+    steps = []
+    for k in range(t):
+        position = (k + 0.5) / t - 0.5
+        neighbour = target + (1 if position > 0 else -1)
+        if position == 0 or not 0 <= neighbour < lr_up.shape[1]:
+            steps.append(held)
+            continue
+        weight = abs(position) * lr_valid[:, neighbour]
+        steps.append(held + weight * (lr_up[:, neighbour] - held))
+    return torch.stack(steps, dim=1)
 
 
 class EncoderLevel(nn.Module):
@@ -87,4 +108,8 @@ class MeanNet(nn.Module):
         d = d[:, None].expand(B, t, *d.shape[1:]).flatten(0, 1)
         out_emb = self.frame_emb(output_times(t, x.device), HR_FRAME).repeat(B, 1)
         y = self.out(self.head(d, out_emb)).view(B, t, *d.shape[2:])
-        return crop(y, window) + lr_up[:, target, None]
+        if self.cfg.mean_skip == "linear":
+            start = linear_in_time(lr_up, lr_valid, t, target)
+        else:
+            start = lr_up[:, target, None]
+        return crop(y, window) + start
