@@ -176,6 +176,10 @@ def test_grid_forms_paper_list_product():
         ("launcher.stages=[probe,preprocess]", r"out of order"),
         ("launcher.stages=[train]", r"launcher stage 'train' is unknown: choose from preprocess, mean"),
         ("launcher.preprocess=[all,--out,x]", r"--out is set by the launcher"),
+        ("launcher.sample=[--members,20]", r"moved to the sample section: .* e\.g\. sample\.members=20"),
+        ("+launcher.sample=[--members,20]", r"moved to the sample section"),
+        ("sample.members=0", r"sample: members=0 must be a positive integer"),
+        ("sample.window=flat", r"blend window 'flat' unknown"),
     ],
 )
 def test_bad_config_names_value_and_fix(override, message):
@@ -251,6 +255,27 @@ def test_identity_ignores_where_a_stage_runs_not_what_it_computes():
     assert identity(spec("cluster.time_min=5", "launcher.poll_s=1", "launcher.preprocess=[shards]")) == base
     assert identity(spec("launcher.probe.steps=7")) != base
     assert identity(spec("train.steps=7")) != base
+    assert identity(spec("sample.members=3")) == base  # the sample section is the sample stage's own
+
+
+def test_sample_stage_identity_and_inputs_set_by_the_launcher(tmp_path):
+    def spec(stage, *overrides):
+        cfg = compose(["launcher.stages=[mean,diffusion,sample]", *overrides])
+        return ElementSpec(stage, FactorPair(10, 3), None, cfg, (FactorPair(10, 3),), 3)
+
+    assert identity(spec("sample", "sample.members=3")) != identity(spec("sample"))
+    assert identity(spec("diffusion", "sample.members=3")) == identity(spec("diffusion"))
+    with pytest.raises(
+        ValueError, match=r"sample\.out='x\.nc': the launcher's sample stage sets .*leave sample\.out null"
+    ):
+        planning.build(
+            [
+                "launcher.stages=[mean,diffusion,sample]",
+                "grid.pairs=[[10,3]]",
+                f"run_root={tmp_path}",
+                "sample.out=x.nc",
+            ]
+        )
 
 
 SINFO = [  # what read_sinfo makes of `sinfo -h -N -o %N|%P|%c|%m|%G|%l|%a` on a small site

@@ -479,6 +479,73 @@ def test_shard_input_grid_times_crs_and_pair_check(small_dataset, work):
         open_lr(other, FactorPair(10, 3))
 
 
+# ------------------------------------------------------------------ the typed entry point and the launcher's stage
+
+
+def same_ensemble(a: Path, b: Path) -> None:
+    """Same values, coordinates and attributes, but for when and by which command each was made."""
+    with xr.open_dataset(a) as x, xr.open_dataset(b) as y:
+        xr.testing.assert_equal(x, y)
+        made = ("created", "history")
+        assert {k: v for k, v in x.attrs.items() if k not in made} == {
+            k: v for k, v in y.attrs.items() if k not in made
+        }
+
+
+def test_run_sample_of_the_config_section_is_the_cli(base, export, hr_nc, work):
+    """`hpcsr sample FLAGS` and run_sample(the sample section with the same keys) write the same file."""
+    from hpcsr.config import compose
+    from hpcsr.sampling import SampleResult, run_sample
+
+    out = work / "typed.nc"
+    keys = {"members": 2, "steps": 2, "tile": 16, "overlap": 4, "mass": "cell", "progress": "false"}
+    cfg = compose(
+        [f"sample.export={export}", f"sample.hr={hr_nc}", f"sample.out={out}"]
+        + [f"sample.{k}={v}" for k, v in keys.items()]
+    ).sample
+    result = run_sample(cfg)
+    assert isinstance(result, SampleResult) and result.path == out
+    assert result.counts["target_blocks"] == 4 and result.counts["masked_target_cells"] == 0
+    assert result.settings == {"factor_pair": "s4_t2", "sampler": "dpmpp2m", "sampler_steps": 2}
+    assert result.summary() == {"path": str(out), **result.counts, **result.settings}
+    same_ensemble(base, out)
+    with xr.open_dataset(out) as ens:
+        assert "export" not in json.loads(ens.attrs["config"])  # the file records how, not where from
+
+
+def test_launcher_sample_stage_is_hpcsr_sample_over_the_test_split(small_dataset, work):
+    """The launcher's sample stage (sample section + the pair's export, shard and test split) writes
+    what `hpcsr sample` writes with those flags, inside the test split."""
+    from hpcsr.config import compose
+    from hpcsr.data.store import Shard
+    from hpcsr.dist import discover
+    from hpcsr.launch.stages import ElementSpec, sample
+
+    pair, run_dir = FactorPair(10, 1), work / "launched"
+    make_export(run_dir / "diffusion" / "export" / "model.pt", pair)
+    settings = ["sample.members=1", "sample.steps=1", "sample.mass=cell", "sample.progress=false"]
+    cfg = compose(
+        ["factor=s10_t1", f"data_dir={small_dataset['out']}", f"run_dir={run_dir}"]
+        + ["launcher.stages=[mean,diffusion,sample]"]
+        + settings
+    )
+    done = sample(ElementSpec("sample", pair, None, cfg, (pair,), 0), discover())
+    assert done["ensemble"] == str(run_dir / "sample" / "ensemble.nc") and done["summary"]["target_blocks"] > 0
+    shard = small_dataset["out"] / "shards" / "s10_t1.h5"
+    start, end = Shard(shard).splits["test"]
+    last = str(end - np.timedelta64(1, "s"))
+    out = work / "launched_cli.nc"
+    flags = ["--members", 1, "--steps", 1, "--mass", "cell"]
+    assert (
+        run_sample("--export", run_dir / "diffusion", "--lr", shard, "--time-range", start, last, *flags, "--out", out)
+        == 0
+    )
+    same_ensemble(out, done["ensemble"])
+    with xr.open_dataset(out) as ens:
+        times = ens["time"].values
+    assert start <= times.min() and times.max() < end  # the split is [start, end) in HR-step end times
+
+
 @pytest.mark.dist
 @pytest.mark.slow
 def test_two_ranks_write_the_same_ensemble(base, export, hr_nc, work, launch_env, venv_bin):
