@@ -93,6 +93,7 @@ SECTIONS = {
     "cluster": "hpcsr.launch.config:ClusterConfig",
     "grid": "hpcsr.launch.config:GridConfig",
     "sample": "hpcsr.sampling.config:SampleStageConfig",
+    "evaluate": "hpcsr.evaluate.config:EvaluateConfig",
 }
 ROOT_KEYS = {
     "seed": int,  # global seed

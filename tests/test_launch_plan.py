@@ -266,7 +266,7 @@ def test_sample_stage_identity_and_inputs_set_by_the_launcher(tmp_path):
     assert identity(spec("sample", "sample.members=3")) != identity(spec("sample"))
     assert identity(spec("diffusion", "sample.members=3")) == identity(spec("diffusion"))
     with pytest.raises(
-        ValueError, match=r"sample\.out='x\.nc': the launcher's sample stage sets .*leave sample\.out null"
+        ValueError, match=r"sample\.out='x\.nc': the launcher's sample stage sets .*leave sample\.out unset"
     ):
         planning.build(
             [

@@ -513,37 +513,65 @@ def test_run_sample_of_the_config_section_is_the_cli(base, export, hr_nc, work):
         assert "export" not in json.loads(ens.attrs["config"])  # the file records how, not where from
 
 
-def test_launcher_sample_stage_is_hpcsr_sample_over_the_test_split(small_dataset, work):
+@pytest.mark.slow  # samples twice and evaluates twice, with figures
+@pytest.mark.filterwarnings("ignore:2 members")
+def test_launcher_sample_and_evaluate_stages_are_the_clis(small_dataset, work):
     """The launcher's sample stage (sample section + the pair's export, shard and test split) writes
-    what `hpcsr sample` writes with those flags, inside the test split."""
+    what `hpcsr sample` writes with those flags, inside the test split; its evaluate stage scores
+    that ensemble against the HR store's truth as `hpcsr evaluate` does with the same settings."""
     from hpcsr.config import compose
-    from hpcsr.data.store import Shard
+    from hpcsr.data.store import HRStore, Shard
     from hpcsr.dist import discover
-    from hpcsr.launch.stages import ElementSpec, sample
+    from hpcsr.evaluate.cli import main as evaluate_main
+    from hpcsr.launch.stages import ElementSpec, evaluate, sample
 
     pair, run_dir = FactorPair(10, 1), work / "launched"
     make_export(run_dir / "diffusion" / "export" / "model.pt", pair)
-    settings = ["sample.members=1", "sample.steps=1", "sample.mass=cell", "sample.progress=false"]
+    settings = ["sample.members=2", "sample.steps=1", "sample.mass=cell", "sample.progress=false"]
+    settings += ["evaluate.scales=[1,5]", "evaluate.progress=false"]
     cfg = compose(
         ["factor=s10_t1", f"data_dir={small_dataset['out']}", f"run_dir={run_dir}"]
-        + ["launcher.stages=[mean,diffusion,sample]"]
+        + ["launcher.stages=[mean,diffusion,sample,evaluate]"]
         + settings
     )
     done = sample(ElementSpec("sample", pair, None, cfg, (pair,), 0), discover())
-    assert done["ensemble"] == str(run_dir / "sample" / "ensemble.nc") and done["summary"]["target_blocks"] > 0
+    ensemble = run_dir / "sample" / "ensemble.nc"
+    assert done["ensemble"] == str(ensemble) and done["summary"]["target_blocks"] > 0
     shard = small_dataset["out"] / "shards" / "s10_t1.h5"
     start, end = Shard(shard).splits["test"]
     last = str(end - np.timedelta64(1, "s"))
     out = work / "launched_cli.nc"
-    flags = ["--members", 1, "--steps", 1, "--mass", "cell"]
+    flags = ["--members", 2, "--steps", 1, "--mass", "cell"]
     assert (
         run_sample("--export", run_dir / "diffusion", "--lr", shard, "--time-range", start, last, *flags, "--out", out)
         == 0
     )
-    same_ensemble(out, done["ensemble"])
+    same_ensemble(out, ensemble)
     with xr.open_dataset(out) as ens:
-        times = ens["time"].values
+        times, ys, xs = ens["time"].values, ens["y"].values, ens["x"].values
     assert start <= times.min() and times.max() < end  # the split is [start, end) in HR-step end times
+
+    scored = evaluate(ElementSpec("evaluate", pair, None, cfg, (pair,), 0), discover())
+    truth = run_dir / "evaluate" / "truth.nc"
+    assert scored["metrics"] == str(run_dir / "evaluate" / "report" / "metrics.json")
+    with xr.open_dataset(truth) as tru, HRStore(small_dataset["out"] / "hr.h5") as store:
+        rows = [int(np.argmin(np.abs(store.y - v))) for v in ys]
+        cols = [int(np.argmin(np.abs(store.x - v))) for v in xs]
+        present = np.isin(times.astype("datetime64[s]").astype(np.int64), store.time_s)
+        assert not present.all(), "the test split holds one of the synthetic data's missing hours"
+        for k, when in enumerate(times):
+            got = tru["precip"].values[k]
+            if present[k]:
+                i = store.index_of(when)
+                np.testing.assert_array_equal(got, store.read(i, i + 1)[0][np.ix_(rows, cols)])
+            else:
+                assert np.isnan(got).all()  # a gap in the record is missing truth, not an error
+    metrics = json.loads(Path(scored["metrics"]).read_text())
+    thresholds = ",".join(map(str, metrics["settings"]["thresholds_mm_per_step"]))
+    cli_out = work / "launched_cli_report"
+    args = ["--truth", truth, "--ensemble", ensemble, "--out", cli_out, "--scales", "1,5", "--thresholds", thresholds]
+    assert evaluate_main([*map(str, args), "--quiet"]) == 0
+    assert json.loads((cli_out / "metrics.json").read_text()) == metrics
 
 
 @pytest.mark.dist

@@ -56,6 +56,7 @@ STAGES = {
     "diffusion": Stage("hpcsr.launch.stages:train", training=True, train_stage="diffusion", export=FINAL_EXPORT),
     "joint": Stage("hpcsr.launch.stages:train", training=True, train_stage="joint", export=FINAL_EXPORT),
     "sample": Stage("hpcsr.launch.stages:sample", check="hpcsr.launch.stages:check_sample"),
+    "evaluate": Stage("hpcsr.launch.stages:evaluate", check="hpcsr.launch.stages:check_evaluate"),
     # a stand-in for training (checkpoints, signals, requeue, init_from): site checks and tests
     "probe": Stage("hpcsr.launch.probe:run", training=True, export="export.json"),
 }
@@ -80,11 +81,16 @@ def _set_by_launcher(section, keys, name: str) -> None:
     """Refuse keys of the config section `name` that the launcher's stage of that name sets per pair."""
     for key in keys:
         value = getattr(section, key)
-        if value is not None:
+        if value not in (None, ()):
             raise ValueError(
                 f"{name}.{key}={value!r}: the launcher's {name} stage sets {', '.join(keys)} for each pair "
-                f"(from the run folder and the shard); leave {name}.{key} null"
+                f"(from the run folder and the shard); leave {name}.{key} unset"
             )
+
+
+def _shard(spec: "ElementSpec") -> str:
+    """The pair's shard: data.shard, else <data_dir>/shards/s{s}_t{t}.h5."""
+    return spec.cfg.data.shard or str(shard_path(spec.cfg.data_dir, spec.pair))
 
 
 def check_sample(spec: "ElementSpec") -> None:
@@ -103,7 +109,7 @@ def sample(spec: "ElementSpec", info) -> dict:
 
     cfg = spec.cfg
     check_sample(spec)
-    shard = cfg.data.shard or str(shard_path(cfg.data_dir, spec.pair))
+    shard = _shard(spec)
     start, end = Shard(shard).splits["test"]
     # the split is [start, end) in HR-step end times; the sampler takes an inclusive range
     last = end - np.timedelta64(1, "s")
@@ -118,6 +124,39 @@ def sample(spec: "ElementSpec", info) -> dict:
     )
     result = run_sample(run, command=f"hpcsr-launch, stage {spec.name}")
     return {"ensemble": run.out, "summary": result.summary()}
+
+
+def check_evaluate(spec: "ElementSpec") -> None:
+    """When a plan is built: the evaluate section leaves the pair's input and output to the stage."""
+    from hpcsr.evaluate.config import INPUT_KEYS
+
+    _set_by_launcher(spec.cfg.evaluate, INPUT_KEYS, "evaluate")
+
+
+def evaluate(spec: "ElementSpec", info) -> dict:
+    """The sample stage's ensemble scored against its truth cut from the shard's HR store, as
+    `hpcsr demo` scores it (hpcsr.evaluate.truth), with the evaluate section's settings; rank 0
+    writes <run_dir>/evaluate/truth.nc and the report folder <run_dir>/evaluate/report/."""
+    from hpcsr.data.store import Shard
+    from hpcsr.evaluate.truth import evaluate_against_store
+
+    check_evaluate(spec)
+    if info.rank != 0:
+        return {}
+    ensemble = ensemble_path(spec.cfg.run_dir)
+    if not ensemble.is_file():
+        raise ValueError(
+            f"{spec.name}: no ensemble at {ensemble}: run the sample stage before it (launcher.stages=[..., sample, evaluate])"
+        )
+    folder = Path(spec.cfg.run_dir) / "evaluate"
+    hr_store = Shard(_shard(spec)).hr_store_path
+    result = evaluate_against_store(spec.cfg.evaluate, ensemble, hr_store, folder / "report", folder / "truth.nc")
+    scores = result.metrics["forecasts"]["ensemble"]
+    return {
+        "metrics": str(result.written["json"]),
+        "report": str(result.written["html"]),
+        "ensemble": {k: float(scores[k]) for k in ("rmse", "crps")},
+    }
 
 
 def _import(name: str, target: str):
@@ -169,7 +208,7 @@ _LAUNCH_ONLY = {"cluster", "grid"}
 # the launcher keys that are a stage's own settings (e.g. launcher.probe for the probe stage)
 _OWN_LAUNCHER_KEYS = {"probe": "probe", "preprocess": "preprocess"}
 # config sections only some stages read: section -> the stages whose result depends on it
-_READ_BY = {"sample": ("sample",)}
+_READ_BY = {"sample": ("sample", "evaluate"), "evaluate": ("evaluate",)}
 
 
 def identity(spec: ElementSpec) -> str:
