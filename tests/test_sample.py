@@ -513,6 +513,16 @@ def test_run_sample_of_the_config_section_is_the_cli(base, export, hr_nc, work):
         assert "export" not in json.loads(ens.attrs["config"])  # the file records how, not where from
 
 
+def test_run_sample_names_the_missing_keys(export, work):
+    from hpcsr.sampling import SampleStageConfig, run_sample
+
+    with pytest.raises(ValueError, match=r"sample\.export, --export\) and the output file \(sample\.out"):
+        run_sample(SampleStageConfig(lr="lr.nc"))
+    with pytest.raises(ValueError, match=r"exactly one input: sample\.lr \(--lr"):
+        run_sample(SampleStageConfig(export=str(export), out=str(work / "never.nc")))
+    assert not (work / "never.nc").exists()
+
+
 @pytest.mark.slow  # samples twice and evaluates twice, with figures
 @pytest.mark.filterwarnings("ignore:2 members")
 def test_launcher_sample_and_evaluate_stages_are_the_clis(small_dataset, work):

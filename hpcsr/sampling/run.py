@@ -78,10 +78,11 @@ def run_sample(cfg: SampleStageConfig, *, command: str | None = None) -> SampleR
     from hpcsr.train.export import load_export
 
     if cfg.export is None or cfg.out is None:
-        raise ValueError("sample: give the export (--export) and the output file (--out)")
+        raise ValueError("sample: give the export (sample.export, --export) and the output file (sample.out, --out)")
     if (cfg.lr is None) == (cfg.hr is None):
         raise ValueError(
-            "give exactly one input: --lr (LR netCDF or shard) or --hr with --coarsen (perfect-model test)"
+            "give exactly one input: sample.lr (--lr: LR netCDF or shard) or sample.hr (--hr with --coarsen: "
+            "perfect-model test)"
         )
     check_target(cfg.out)  # before the model is loaded
     info = discover()
