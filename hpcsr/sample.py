@@ -4,6 +4,8 @@
     hpcsr sample --export RUN/diffusion --lr shards/s10_t3.h5 --time-range 2011-11-04T00 2011-11-05T23 --out ens.nc
     hpcsr sample --export RUN/diffusion --hr hr.nc --coarsen --members 10 --out ens.nc    # perfect-model test
 
+Each flag --a-b is the key a_b of the `sample` config section (hpcsr.sampling.config, whose
+defaults these are); the flags become that config and hpcsr.sampling.run.run_sample does the work.
 Several processes (torchrun --nproc-per-node N -m hpcsr.cli sample ..., srun, mpirun) split the
 work; rank 0 writes. Exit code 2 on bad input (the message says what to change). See
 hpcsr.sampling for the method and hpcsr.sampling.writer for the netCDF layout.
