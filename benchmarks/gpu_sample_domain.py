@@ -32,16 +32,24 @@ from scaling_parts.sampling import PAIR, shard  # noqa: E402
 
 
 def members_per_s(export: Path, lr: Path, out: Path, members: int, steps: int, device: str) -> float:
-    from hpcsr.sampling import SampleConfig
-    from hpcsr.sampling.run import sample_to_netcdf
+    from hpcsr.sampling import SampleStageConfig, run_sample
 
     last = np.datetime64(START) + np.timedelta64(1, "D")
     window = (str(last - np.timedelta64(PAIR.t - 1, "h")), str(last))
-    cfg = SampleConfig(members=members, steps=steps)
+    cfg = SampleStageConfig(
+        members=members,
+        steps=steps,
+        export=str(export),
+        lr=str(lr),
+        out=str(out),
+        time_range=window,
+        device=device,
+        progress=False,
+    )
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
-    sample_to_netcdf(export, out, cfg, lr=lr, time_range=window, device=device, progress=False)
+    run_sample(cfg)
     seconds = time.perf_counter() - start
     out.unlink()
     return members / seconds

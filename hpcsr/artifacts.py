@@ -6,6 +6,7 @@ every stage, the launcher, the demo and `preprocessing` import it without a cycl
     <data_dir>/hr.h5                       HR store (hpcsr.data.store documents the format)
     <data_dir>/shards/s{s}_t{t}.h5         LR shard of one factor pair
     <run_dir>/<stage>/export/model.pt      a training stage's final export (hpcsr.train.export)
+    <run_dir>/sample/ensemble.nc           the launcher's sample stage: the ensemble of the test split
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def shard_path(data_dir, pair) -> Path:
 def export_path(stage_dir) -> Path:
     """The final export of a training stage folder: <stage_dir>/export/model.pt."""
     return Path(stage_dir) / EXPORT_DIR / EXPORT_NAME
+
+
+def ensemble_path(run_dir) -> Path:
+    """The ensemble the launcher's sample stage writes for a pair: <run_dir>/sample/ensemble.nc."""
+    return Path(run_dir) / "sample" / "ensemble.nc"
 
 
 def file_sha256(path) -> str:

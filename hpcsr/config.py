@@ -92,6 +92,8 @@ SECTIONS = {
     "launcher": "hpcsr.launch.config:LauncherConfig",
     "cluster": "hpcsr.launch.config:ClusterConfig",
     "grid": "hpcsr.launch.config:GridConfig",
+    "sample": "hpcsr.sampling.config:SampleStageConfig",
+    "evaluate": "hpcsr.evaluate.config:EvaluateConfig",
 }
 ROOT_KEYS = {
     "seed": int,  # global seed
@@ -185,6 +187,10 @@ def build(cls, data, key: str):
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - fields)
+    moved = getattr(cls, "MOVED", {})
+    for name in unknown:
+        if name in moved:
+            raise ConfigError(f"{key}.{name}={data[name]!r}: {moved[name]}")
     if unknown:
         raise ConfigError(f"unknown key {key}.{unknown[0]}: {cls.__name__} allows {', '.join(sorted(fields))}")
     kwargs = {name: _convert(hints[name], value, f"{key}.{name}") for name, value in data.items()}
@@ -233,6 +239,16 @@ def from_container(data: dict) -> RootConfig:
     return RootConfig(**out)
 
 
+def _check_moved(overrides) -> None:
+    """Refuse an override of a key an older version had, naming its new spelling (a section class's
+    MOVED: {key: message}); Hydra would only say that the key is not in the config."""
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        section, _, name = key.partition(".")
+        if section in SECTIONS and name in getattr(_section_class(section), "MOVED", {}):
+            raise ConfigError(f"{override}: {_section_class(section).MOVED[name]}")
+
+
 def _hydra_compose(overrides, config_path):
     """Hydra's composition of configs/config.yaml with the overrides (interpolations unresolved)."""
     import yaml
@@ -242,6 +258,7 @@ def _hydra_compose(overrides, config_path):
     from omegaconf import open_dict
     from omegaconf.errors import OmegaConfBaseException
 
+    _check_moved(overrides)
     path = Path(config_path) if config_path else config_dir()
     try:
         with initialize_config_dir(config_dir=str(path.resolve()), version_base="1.3"):

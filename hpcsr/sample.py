@@ -4,6 +4,8 @@
     hpcsr sample --export RUN/diffusion --lr shards/s10_t3.h5 --time-range 2011-11-04T00 2011-11-05T23 --out ens.nc
     hpcsr sample --export RUN/diffusion --hr hr.nc --coarsen --members 10 --out ens.nc    # perfect-model test
 
+Each flag --a-b is the key a_b of the `sample` config section (hpcsr.sampling.config, whose
+defaults these are); the flags become that config and hpcsr.sampling.run.run_sample does the work.
 Several processes (torchrun --nproc-per-node N -m hpcsr.cli sample ..., srun, mpirun) split the
 work; rank 0 writes. Exit code 2 on bad input (the message says what to change). See
 hpcsr.sampling for the method and hpcsr.sampling.writer for the netCDF layout.
@@ -17,7 +19,9 @@ import shlex
 import sys
 
 from hpcsr import exits
-from hpcsr.sampling.ensemble import CONTEXT_POLICIES, MASS_SCALES, SampleConfig
+from hpcsr.sampling.config import SampleStageConfig
+from hpcsr.sampling.ensemble import CONTEXT_POLICIES, MASS_SCALES
+from hpcsr.sampling.run import run_sample
 from hpcsr.sampling.tiles import WINDOWS
 
 
@@ -25,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     from hpcsr.mass import MODES
     from hpcsr.models.sr_model import SAMPLERS
 
+    D = SampleStageConfig()  # the defaults are the config section's
     p = argparse.ArgumentParser(
         prog="hpcsr sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -36,16 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coarsen", action="store_true", help="coarsen --hr with the export's (s, t) (perfect-model test)")
     p.add_argument("--out", required=True, help="output netCDF (written atomically)")
     p.add_argument("--pair", help="factor pair the export must have, e.g. 10,3 or s10_t3 (error if it differs)")
-    p.add_argument("--members", type=int, default=10, help="ensemble members (default 10)")
+    p.add_argument("--members", type=int, default=D.members, help="ensemble members (default %(default)s)")
     p.add_argument(
         "--sampler",
         choices=SAMPLERS,
-        default="dpmpp2m",
+        default=D.sampler,
         help="dpmpp2m (default) / ddim (fast, --steps steps) or ddpm (all schedule steps)",
     )
-    p.add_argument("--steps", type=int, default=10, help="sampler steps for dpmpp2m / ddim (default 10)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise, 0 deterministic .. 1 ancestral (default 0)")
-    p.add_argument("--seed", type=int, default=0, help="base seed; each (member, time) gets its own stream (default 0)")
+    p.add_argument("--steps", type=int, default=D.steps, help="sampler steps for dpmpp2m / ddim (default %(default)s)")
+    p.add_argument(
+        "--eta", type=float, default=D.eta, help="DDIM noise, 0 deterministic .. 1 ancestral (default %(default)s)"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=D.seed,
+        help="base seed; each (member, time) gets its own stream (default %(default)s)",
+    )
     p.add_argument(
         "--mass",
         choices=MASS_SCALES,
@@ -67,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tile", type=int, help="HR tile side, a multiple of s (default: the recipe's patch)")
     p.add_argument("--overlap", type=int, help="HR overlap of neighbouring tiles, a multiple of s (default: ~1/4 tile)")
-    p.add_argument("--window", choices=WINDOWS, default="cosine", help="tile blending window (default cosine)")
-    p.add_argument("--batch", type=int, default=16, help="tiles per network forward (default 16)")
+    p.add_argument("--window", choices=WINDOWS, default=D.window, help="tile blending window (default %(default)s)")
+    p.add_argument("--batch", type=int, default=D.batch, help="tiles per network forward (default %(default)s)")
     p.add_argument(
         "--time-range",
         nargs=2,
@@ -78,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--context",
         choices=CONTEXT_POLICIES,
-        default="mask",
+        default=D.context,
         help="missing context: mask (the networks ignore it) or strict (output NaN under it)",
     )
     p.add_argument(
@@ -88,64 +100,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--hr-step-minutes", type=int, help="HR step if the input lacks interval_minutes")
     p.add_argument(
-        "--phase-minutes", type=int, default=0, help="--coarsen: blocks start this many minutes after 00 UTC"
+        "--phase-minutes",
+        type=int,
+        default=D.phase_minutes,
+        help="--coarsen: blocks start this many minutes after 00 UTC",
     )
     p.add_argument("--time-chunk", type=int, help="target blocks gathered and written at once (default: automatic)")
     p.add_argument(
         "--condition-cache-mb",
         type=float,
-        default=1024,
-        help="MB of denoiser conditions kept per target; tiles beyond are re-encoded at each step (default 1024)",
+        default=D.condition_cache_mb,
+        help="MB of denoiser conditions kept per target; tiles beyond are re-encoded at each step (default %(default)s)",
     )
     p.add_argument(
-        "--device", default="auto", help="auto (cuda:LOCAL_RANK when a GPU is visible, else cpu), cpu or cuda:N"
+        "--device", default=D.device, help="auto (cuda:LOCAL_RANK when a GPU is visible, else cpu), cpu or cuda:N"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="the traceback of every error")
     return p
 
 
-def run(argv) -> dict:
-    from hpcsr.sampling.run import sample_to_netcdf
-
-    args = build_parser().parse_args(argv)
+def to_config(args: argparse.Namespace) -> SampleStageConfig:
+    """The parsed flags as the `sample` config section (each flag --a-b is the key a_b)."""
     if args.hr is not None and not args.coarsen:
         raise ValueError("--hr is only used coarsened (perfect-model test): add --coarsen, or give LR data with --lr")
     if args.coarsen and args.hr is None:
         raise ValueError("--coarsen needs --hr (the HR file to coarsen)")
-    cfg = SampleConfig(
-        members=args.members,
-        sampler=args.sampler,
-        steps=args.steps,
-        eta=args.eta,
-        seed=args.seed,
-        mass=args.mass,
-        mass_mode=args.mass_mode,
-        mass_region=args.mass_region,
-        tile=args.tile,
-        overlap=args.overlap,
-        window=args.window,
-        batch=args.batch,
-        context=args.context,
-        time_chunk=args.time_chunk,
-        condition_cache_mb=args.condition_cache_mb,
-    )
+    flags = {k: v for k, v in vars(args).items() if k not in ("coarsen", "quiet", "debug", "time_range")}
+    time_range = tuple(args.time_range) if args.time_range else None
+    return SampleStageConfig(**flags, time_range=time_range, progress=not args.quiet)
+
+
+def run(argv) -> dict:
+    """`hpcsr sample` without the exit-code handling: the written file's summary (rank 0; {} elsewhere)."""
+    cfg = to_config(build_parser().parse_args(argv))
     command = "hpcsr sample " + " ".join(shlex.quote(a) for a in argv)
-    return sample_to_netcdf(
-        args.export,
-        args.out,
-        cfg,
-        lr=args.lr,
-        hr=args.hr,
-        pair=args.pair,
-        time_range=args.time_range,
-        hr_step_minutes=args.hr_step_minutes,
-        phase_minutes=args.phase_minutes,
-        device=args.device,
-        progress=not args.quiet,
-        command=command,
-        allow_other_grid=args.allow_other_grid,
-    )
+    return run_sample(cfg, command=command).summary()
 
 
 def main(argv=None) -> int:

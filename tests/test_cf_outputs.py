@@ -27,7 +27,7 @@ from pyproj import CRS, Transformer
 from hpcsr import cf
 from hpcsr.coarsen import coarsen
 from hpcsr.data.store import Shard
-from hpcsr.demo.scoring import write_truth
+from hpcsr.evaluate.truth import write_truth
 from hpcsr.factors import FactorPair
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

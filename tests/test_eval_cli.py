@@ -144,6 +144,33 @@ def test_cli_lines_up_larger_truth_and_lr_by_coordinates(tmp_path):
     assert result["forecasts"]["nearest"]["mass"]["cell_relative"] == 0.0  # the right LR blocks were picked
 
 
+@pytest.mark.slow  # two whole evaluations with figures
+@pytest.mark.filterwarnings("ignore:4 members")
+def test_run_evaluation_of_the_config_section_is_the_cli(tmp_path):
+    """`hpcsr evaluate FLAGS` and run_evaluation(the evaluate section with the same keys) write the
+    same metrics; a grid report from `pairs` alone returns no metrics of its own."""
+    from hpcsr.config import compose
+    from hpcsr.evaluate.config import EvaluateConfig
+    from hpcsr.evaluate.run import EvaluationResult, run_evaluation
+
+    _write_case(tmp_path, 3, 2, members=4)
+    files = {"truth": "hr.nc", "ensemble": "ens.nc", "lr": "lr.nc"}
+    flags = [x for key, name in files.items() for x in (f"--{key}", str(tmp_path / name))]
+    assert main([*flags, "--out", str(tmp_path / "cli"), "--scales", "1,9", "--baselines", "nearest", "--quiet"]) == 0
+    keys = [f"evaluate.{key}={tmp_path / name}" for key, name in files.items()]
+    cfg = compose(
+        [*keys, f"evaluate.out={tmp_path / 'typed'}", "evaluate.scales=[1,9]", "evaluate.baselines=[nearest]"]
+        + ["evaluate.progress=false"]
+    ).evaluate
+    result = run_evaluation(cfg)
+    assert isinstance(result, EvaluationResult) and result.written["json"] == tmp_path / "typed" / "metrics.json"
+    assert set(result.metrics["forecasts"]) == {"ensemble", "nearest", "mean"}
+    cli = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert json.loads(result.written["json"].read_text()) == cli
+    grid = run_evaluation(EvaluateConfig(pairs=(str(result.written["json"]),), out=str(tmp_path / "grid")))
+    assert grid.metrics is None and grid.written["html"].is_file()
+
+
 @pytest.mark.slow  # whole evaluations with figures
 def test_cli_perfect_model_and_factor_grid(tmp_path):
     for s, t in ((3, 1), (3, 2)):

@@ -11,7 +11,7 @@ from hpcsr.config import ConfigError, build, compose
 from hpcsr.factors import PAPER_PAIRS, FactorPair
 from hpcsr.launch import cli, sbatch
 from hpcsr.launch import plan as planning
-from hpcsr.launch.config import ClusterConfig
+from hpcsr.launch.config import ClusterConfig, LauncherConfig
 from hpcsr.launch.stages import ElementSpec, identity
 
 GOLDEN_ARGS = [
@@ -176,6 +176,9 @@ def test_grid_forms_paper_list_product():
         ("launcher.stages=[probe,preprocess]", r"out of order"),
         ("launcher.stages=[train]", r"launcher stage 'train' is unknown: choose from preprocess, mean"),
         ("launcher.preprocess=[all,--out,x]", r"--out is set by the launcher"),
+        ("sample.members=0", r"sample: members=0 must be a positive integer"),
+        ("sample.window=flat", r"blend window 'flat' unknown"),
+        ("evaluate.baselines=[cubic]", r"evaluate: baseline 'cubic' unknown: use some of nearest, bicubic, mean"),
     ],
 )
 def test_bad_config_names_value_and_fix(override, message):
@@ -251,6 +254,41 @@ def test_identity_ignores_where_a_stage_runs_not_what_it_computes():
     assert identity(spec("cluster.time_min=5", "launcher.poll_s=1", "launcher.preprocess=[shards]")) == base
     assert identity(spec("launcher.probe.steps=7")) != base
     assert identity(spec("train.steps=7")) != base
+    assert identity(spec("sample.members=3")) == base  # the sample section is the sample stage's own
+
+
+def test_the_old_launcher_sample_key_names_the_sample_section():
+    """launcher.sample (hpcsr sample flags as a string list) is gone: on the command line and in a
+    launcher YAML of one's own the error says what to write instead."""
+    for found in (
+        lambda: compose(["launcher.sample=[--members,20]"]),
+        lambda: compose(["+launcher.sample=[--members,20]"]),
+        lambda: build(LauncherConfig, {"sample": []}, "launcher"),
+    ):
+        with pytest.raises(ConfigError, match=r"launcher\.sample=.*moved to the sample section: .*sample\.members=20"):
+            found()
+
+
+def test_sample_and_evaluate_stage_identity_and_inputs_set_by_the_launcher(tmp_path):
+    """A stage's own section changes its identity and later stages', not earlier ones'; the keys
+    the launcher sets per pair are refused when the plan is built."""
+    stages = "launcher.stages=[mean,diffusion,sample,evaluate]"
+
+    def spec(stage, *overrides):
+        cfg = compose([stages, *overrides])
+        return ElementSpec(stage, FactorPair(10, 3), None, cfg, (FactorPair(10, 3),), 3)
+
+    for stage, section, changed in [
+        ("diffusion", "sample.members=3", False),
+        ("sample", "sample.members=3", True),
+        ("evaluate", "sample.members=3", True),  # another ensemble: score it again
+        ("sample", "evaluate.scales=[1]", False),
+        ("evaluate", "evaluate.scales=[1]", True),
+    ]:
+        assert (identity(spec(stage, section)) != identity(spec(stage))) == changed, (stage, section)
+    for key, value in [("sample.out", "x.nc"), ("evaluate.truth", "t.nc"), ("evaluate.pairs", "[m.json]")]:
+        with pytest.raises(ValueError, match=rf"{key}=.*: the launcher's .* stage sets .*leave {key} unset"):
+            planning.build([stages, "grid.pairs=[[10,3]]", f"run_root={tmp_path}", f"{key}={value}"])
 
 
 SINFO = [  # what read_sinfo makes of `sinfo -h -N -o %N|%P|%c|%m|%G|%l|%a` on a small site

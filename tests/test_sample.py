@@ -479,6 +479,111 @@ def test_shard_input_grid_times_crs_and_pair_check(small_dataset, work):
         open_lr(other, FactorPair(10, 3))
 
 
+# ------------------------------------------------------------------ the typed entry point and the launcher's stage
+
+
+def same_ensemble(a: Path, b: Path) -> None:
+    """Same values, coordinates and attributes, but for when and by which command each was made."""
+    with xr.open_dataset(a) as x, xr.open_dataset(b) as y:
+        xr.testing.assert_equal(x, y)
+        made = ("created", "history")
+        assert {k: v for k, v in x.attrs.items() if k not in made} == {
+            k: v for k, v in y.attrs.items() if k not in made
+        }
+
+
+def test_run_sample_of_the_config_section_is_the_cli(base, export, hr_nc, work):
+    """`hpcsr sample FLAGS` and run_sample(the sample section with the same keys) write the same file."""
+    from hpcsr.config import compose
+    from hpcsr.sampling import SampleResult, run_sample
+
+    out = work / "typed.nc"
+    keys = {"members": 2, "steps": 2, "tile": 16, "overlap": 4, "mass": "cell", "progress": "false"}
+    cfg = compose(
+        [f"sample.export={export}", f"sample.hr={hr_nc}", f"sample.out={out}"]
+        + [f"sample.{k}={v}" for k, v in keys.items()]
+    ).sample
+    result = run_sample(cfg)
+    assert isinstance(result, SampleResult) and result.path == out
+    assert result.counts["target_blocks"] == 4 and result.counts["masked_target_cells"] == 0
+    assert result.settings == {"factor_pair": "s4_t2", "sampler": "dpmpp2m", "sampler_steps": 2}
+    assert result.summary() == {"path": str(out), **result.counts, **result.settings}
+    same_ensemble(base, out)
+    with xr.open_dataset(out) as ens:
+        assert "export" not in json.loads(ens.attrs["config"])  # the file records how, not where from
+
+
+def test_run_sample_names_the_missing_keys(export, work):
+    from hpcsr.sampling import SampleStageConfig, run_sample
+
+    with pytest.raises(ValueError, match=r"sample\.export, --export\) and the output file \(sample\.out"):
+        run_sample(SampleStageConfig(lr="lr.nc"))
+    with pytest.raises(ValueError, match=r"exactly one input: sample\.lr \(--lr"):
+        run_sample(SampleStageConfig(export=str(export), out=str(work / "never.nc")))
+    assert not (work / "never.nc").exists()
+
+
+@pytest.mark.slow  # samples twice and evaluates twice, with figures
+@pytest.mark.filterwarnings("ignore:2 members")
+def test_launcher_sample_and_evaluate_stages_are_the_clis(small_dataset, work):
+    """The launcher's sample stage (sample section + the pair's export, shard and test split) writes
+    what `hpcsr sample` writes with those flags, inside the test split; its evaluate stage scores
+    that ensemble against the HR store's truth as `hpcsr evaluate` does with the same settings."""
+    from hpcsr.config import compose
+    from hpcsr.data.store import HRStore, Shard
+    from hpcsr.dist import discover
+    from hpcsr.evaluate.cli import main as evaluate_main
+    from hpcsr.launch.stages import ElementSpec, evaluate, sample
+
+    pair, run_dir = FactorPair(10, 1), work / "launched"
+    make_export(run_dir / "diffusion" / "export" / "model.pt", pair)
+    settings = ["sample.members=2", "sample.steps=1", "sample.mass=cell", "sample.progress=false"]
+    settings += ["evaluate.scales=[1,5]", "evaluate.progress=false"]
+    cfg = compose(
+        ["factor=s10_t1", f"data_dir={small_dataset['out']}", f"run_dir={run_dir}"]
+        + ["launcher.stages=[mean,diffusion,sample,evaluate]"]
+        + settings
+    )
+    done = sample(ElementSpec("sample", pair, None, cfg, (pair,), 0), discover())
+    ensemble = run_dir / "sample" / "ensemble.nc"
+    assert done["ensemble"] == str(ensemble) and done["summary"]["target_blocks"] > 0
+    shard = small_dataset["out"] / "shards" / "s10_t1.h5"
+    start, end = Shard(shard).splits["test"]
+    last = str(end - np.timedelta64(1, "s"))
+    out = work / "launched_cli.nc"
+    flags = ["--members", 2, "--steps", 1, "--mass", "cell"]
+    assert (
+        run_sample("--export", run_dir / "diffusion", "--lr", shard, "--time-range", start, last, *flags, "--out", out)
+        == 0
+    )
+    same_ensemble(out, ensemble)
+    with xr.open_dataset(out) as ens:
+        times, ys, xs = ens["time"].values, ens["y"].values, ens["x"].values
+    assert start <= times.min() and times.max() < end  # the split is [start, end) in HR-step end times
+
+    scored = evaluate(ElementSpec("evaluate", pair, None, cfg, (pair,), 0), discover())
+    truth = run_dir / "evaluate" / "truth.nc"
+    assert scored["metrics"] == str(run_dir / "evaluate" / "report" / "metrics.json")
+    with xr.open_dataset(truth) as tru, HRStore(small_dataset["out"] / "hr.h5") as store:
+        rows = [int(np.argmin(np.abs(store.y - v))) for v in ys]
+        cols = [int(np.argmin(np.abs(store.x - v))) for v in xs]
+        present = np.isin(times.astype("datetime64[s]").astype(np.int64), store.time_s)
+        assert not present.all(), "the test split holds one of the synthetic data's missing hours"
+        for k, when in enumerate(times):
+            got = tru["precip"].values[k]
+            if present[k]:
+                i = store.index_of(when)
+                np.testing.assert_array_equal(got, store.read(i, i + 1)[0][np.ix_(rows, cols)])
+            else:
+                assert np.isnan(got).all()  # a gap in the record is missing truth, not an error
+    metrics = json.loads(Path(scored["metrics"]).read_text())
+    thresholds = ",".join(map(str, metrics["settings"]["thresholds_mm_per_step"]))
+    cli_out = work / "launched_cli_report"
+    args = ["--truth", truth, "--ensemble", ensemble, "--out", cli_out, "--scales", "1,5", "--thresholds", thresholds]
+    assert evaluate_main([*map(str, args), "--quiet"]) == 0
+    assert json.loads((cli_out / "metrics.json").read_text()) == metrics
+
+
 @pytest.mark.dist
 @pytest.mark.slow
 def test_two_ranks_write_the_same_ensemble(base, export, hr_nc, work, launch_env, venv_bin):

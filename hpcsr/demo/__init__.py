@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from hpcsr.artifacts import export_path
+from hpcsr.artifacts import ensemble_path, export_path
 from hpcsr.atomic import write_json_atomic
 from hpcsr.demo.settings import FULL, QUICK, SCRATCH, TRANSFER, preprocess_launch, synth_command, training_launch
 
@@ -233,7 +233,7 @@ def score(plans, out: Path, elements: list[dict], quiet: bool) -> list[dict]:
                 continue
             for spec in array.elements:
                 pair = spec.pair
-                ensemble = Path(spec.cfg.run_dir) / "sample" / "ensemble.nc"
+                ensemble = ensemble_path(spec.cfg.run_dir)
                 print(f"evaluating {pair.name}: {ensemble}", flush=True)
                 metrics = evaluate_pair(ensemble, hr_store, report / pair.name, progress=not quiet)
                 recipe = spec.cfg.factor.recipe()

@@ -126,7 +126,9 @@ def overrides(size: DemoSize, out: Path, backend: str) -> list[str]:
         f"run_root={out / 'runs'}",  # one run folder per pair
         f"launcher.folder={out / 'launch'}",  # launch records and logs
         f"launcher.preprocess=[all,--comephore,{out / 'raw'},--split-fractions,'{size.split_fractions}']",
-        f"launcher.sample=[--members,{size.members},--sampler,dpmpp2m,--steps,{size.sampler_steps}]",
+        f"sample.members={size.members}",  # the sample stage's ensemble
+        "sample.sampler=dpmpp2m",
+        f"sample.steps={size.sampler_steps}",
         "launcher.poll_s=1",
         f"factor.patch={size.patch}",
         f"data.batch_size={size.batch}",

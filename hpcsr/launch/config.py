@@ -79,6 +79,11 @@ class ProbeConfig:
 
 @dataclass
 class LauncherConfig:
+    # keys of older versions: {key: what to write instead} (hpcsr.config names it when one is given)
+    MOVED: typing.ClassVar[dict] = {
+        "sample": "the sample stage's settings moved to the sample section: write each `hpcsr sample` "
+        "flag --name-x v as sample.name_x=v, e.g. sample.members=20 sample.steps=10 (see configs/sample/default.yaml)"
+    }
     kind: typing.Literal["local", "slurm"] = "local"  # local processes or Slurm through submitit
     folder: str = "${run_root}/launch"  # launch records, submitit logs and pickles (one numbered subfolder per launch)
     stages: list[str] = field(default_factory=lambda: ["mean", "diffusion"])  # stages chained per pair, in order
@@ -92,9 +97,6 @@ class LauncherConfig:
     preprocess: list[typing.Union[str, int, float]] = field(
         default_factory=lambda: ["all"]
     )  # hpcsr-preprocess arguments of the preprocess stage (the launcher adds --out <data_dir> --pairs <grid>)
-    sample: list[typing.Union[str, int, float]] = field(
-        default_factory=list
-    )  # more `hpcsr sample` options of the sample stage, e.g. [--members, 20]
     probe: ProbeConfig = field(default_factory=ProbeConfig)  # settings of the probe stage
 
     def __post_init__(self):
@@ -116,13 +118,6 @@ class LauncherConfig:
         if self.poll_s <= 0:
             raise ValueError(f"launcher.poll_s={self.poll_s} must be > 0")
         self.preprocess = [str(arg) for arg in self.preprocess]  # numbers as the command line writes them
-        self.sample = [str(arg) for arg in self.sample]
-        for arg in self.sample:
-            if arg.split("=")[0] in ("--export", "--lr", "--hr", "--out", "--pair", "--time-range"):
-                raise ValueError(
-                    f"launcher.sample: {arg} is set by the launcher (the pair's export, shard and test "
-                    "split); remove it"
-                )
         if not self.preprocess or self.preprocess[0] not in ("all", "shards"):
             raise ValueError(
                 f"launcher.preprocess={list(self.preprocess)} must start with the hpcsr-preprocess command "

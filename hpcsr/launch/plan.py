@@ -27,7 +27,7 @@ from typing import Callable, Optional
 from hpcsr.config import ConfigError, RootConfig, compose_section, compose_variants
 from hpcsr.factors import FactorPair, expand_grid
 from hpcsr.launch.grid import chosen_parents, levels, parse_parents
-from hpcsr.launch.stages import STAGES, ElementSpec, stage_function
+from hpcsr.launch.stages import STAGES, ElementSpec, check_element, stage_function
 
 RESOURCE_KEYS = (
     "nodes",
@@ -195,9 +195,9 @@ def build(overrides=(), config_path=None, export_exists: Callable[[FactorPair], 
                     cfg = RootConfig(**vars(cfg))
                     init = os.path.join(composer(link.parent).run_dir, stage)
                     cfg.train = dataclasses.replace(cfg.train, init_from=init)
-                elements.append(
-                    ElementSpec(stage, pair, link.parent if link else None, cfg, tuple(pairs), launcher.max_requeues)
-                )
+                spec = ElementSpec(stage, pair, link.parent if link else None, cfg, tuple(pairs), launcher.max_requeues)
+                check_element(spec)
+                elements.append(spec)
             deps = []
             if previous is not None:
                 deps.append(Dep("aftercorr", previous.key))

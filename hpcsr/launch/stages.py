@@ -14,8 +14,8 @@ stops the plan with its name instead of failing inside a queued job.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-import importlib.util
 import json
 import os
 import signal
@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 from hpcsr import exits
-from hpcsr.artifacts import EXPORT_DIR, EXPORT_NAME, json_hash, shard_path
+from hpcsr.artifacts import EXPORT_DIR, EXPORT_NAME, ensemble_path, json_hash, shard_path
 from hpcsr.atomic import write_json_atomic
 from hpcsr.factors import FactorPair
 
@@ -45,7 +45,7 @@ class Stage:
     )
     train_stage: Optional[str] = None  # value of train.stage for this stage
     export: Optional[str] = None  # training: the finished run's export, relative to <run_dir>/<stage>/
-    needs: tuple = ()  # modules the stage imports when it runs (checked when a plan is built)
+    check: Optional[str] = None  # "module:function" (spec) -> None run on every element when a plan is built
 
 
 FINAL_EXPORT = f"{EXPORT_DIR}/{EXPORT_NAME}"  # a training stage's export, relative to its folder
@@ -55,7 +55,8 @@ STAGES = {
     "mean": Stage("hpcsr.launch.stages:train", training=True, train_stage="mean", export=FINAL_EXPORT),
     "diffusion": Stage("hpcsr.launch.stages:train", training=True, train_stage="diffusion", export=FINAL_EXPORT),
     "joint": Stage("hpcsr.launch.stages:train", training=True, train_stage="joint", export=FINAL_EXPORT),
-    "sample": Stage("hpcsr.launch.stages:sample", needs=("hpcsr.sample",)),
+    "sample": Stage("hpcsr.launch.stages:sample", check="hpcsr.launch.stages:check_sample"),
+    "evaluate": Stage("hpcsr.launch.stages:evaluate", check="hpcsr.launch.stages:check_evaluate"),
     # a stand-in for training (checkpoints, signals, requeue, init_from): site checks and tests
     "probe": Stage("hpcsr.launch.probe:run", training=True, export="export.json"),
 }
@@ -76,35 +77,98 @@ def train(spec: "ElementSpec", info) -> dict:
     return {"step": result.step, "samples_seen": result.samples_seen, "export": str(result.export)}
 
 
+def _set_by_launcher(section, keys, name: str) -> None:
+    """Refuse keys of the config section `name` that the launcher's stage of that name sets per pair."""
+    for key in keys:
+        value = getattr(section, key)
+        if value not in (None, ()):
+            raise ValueError(
+                f"{name}.{key}={value!r}: the launcher's {name} stage sets {', '.join(keys)} for each pair "
+                f"(from the run folder and the shard); leave {name}.{key} unset"
+            )
+
+
+def _shard(spec: "ElementSpec") -> str:
+    """The pair's shard: data.shard, else <data_dir>/shards/s{s}_t{t}.h5."""
+    return spec.cfg.data.shard or str(shard_path(spec.cfg.data_dir, spec.pair))
+
+
+def check_sample(spec: "ElementSpec") -> None:
+    """When a plan is built: the sample section leaves the pair's input and output to the stage."""
+    from hpcsr.sampling.config import INPUT_KEYS
+
+    _set_by_launcher(spec.cfg.sample, INPUT_KEYS, "sample")
+
+
 def sample(spec: "ElementSpec", info) -> dict:
-    """The pair's ensemble over its shard's test split (hpcsr sample), from the joint stage's export
-    when the launch trains 'joint', else the diffusion stage's; written to <run_dir>/sample/."""
+    """The pair's ensemble over its shard's test split (hpcsr.sampling.run_sample with the sample
+    section), from the joint stage's export when the launch trains 'joint', else the diffusion
+    stage's; written to <run_dir>/sample/ensemble.nc."""
     from hpcsr.data.store import Shard
-    from hpcsr.sample import run as sample_run
+    from hpcsr.sampling.run import run_sample
 
     cfg = spec.cfg
-    shard = cfg.data.shard or str(shard_path(cfg.data_dir, spec.pair))
+    check_sample(spec)
+    shard = _shard(spec)
     start, end = Shard(shard).splits["test"]
-    # the split is [start, end) in HR-step end times; hpcsr sample takes an inclusive range
+    # the split is [start, end) in HR-step end times; the sampler takes an inclusive range
     last = end - np.timedelta64(1, "s")
     trained = "joint" if "joint" in cfg.launcher.stages else "diffusion"
-    out = Path(cfg.run_dir) / "sample" / "ensemble.nc"
-    argv = [
-        "--export",
-        str(Path(cfg.run_dir) / trained),
-        "--lr",
-        shard,
-        "--pair",
-        f"{spec.pair.s},{spec.pair.t}",
-        "--time-range",
-        str(start),
-        str(last),
-        "--out",
-        str(out),
-        *cfg.launcher.sample,
-    ]
-    summary = sample_run(argv)
-    return {"ensemble": str(out), "summary": summary if info.rank == 0 else {}}
+    run = dataclasses.replace(
+        cfg.sample,
+        export=str(Path(cfg.run_dir) / trained),
+        lr=shard,
+        pair=spec.pair.name,
+        time_range=(str(start), str(last)),
+        out=str(ensemble_path(cfg.run_dir)),
+    )
+    result = run_sample(run, command=f"hpcsr-launch, stage {spec.name}")
+    return {"ensemble": run.out, "summary": result.summary()}
+
+
+def check_evaluate(spec: "ElementSpec") -> None:
+    """When a plan is built: the evaluate section leaves the pair's input and output to the stage."""
+    from hpcsr.evaluate.config import INPUT_KEYS
+
+    _set_by_launcher(spec.cfg.evaluate, INPUT_KEYS, "evaluate")
+
+
+def evaluate(spec: "ElementSpec", info) -> dict:
+    """The sample stage's ensemble scored against its truth cut from the shard's HR store, as
+    `hpcsr demo` scores it (hpcsr.evaluate.truth), with the evaluate section's settings; rank 0
+    writes <run_dir>/evaluate/truth.nc and the report folder <run_dir>/evaluate/report/."""
+    from hpcsr.data.store import Shard
+    from hpcsr.evaluate.truth import evaluate_against_store
+
+    check_evaluate(spec)
+    if info.rank != 0:
+        return {}
+    ensemble = ensemble_path(spec.cfg.run_dir)
+    if not ensemble.is_file():
+        raise ValueError(
+            f"{spec.name}: no ensemble at {ensemble}: run the sample stage before it (launcher.stages=[..., sample, evaluate])"
+        )
+    folder = Path(spec.cfg.run_dir) / "evaluate"
+    hr_store = Shard(_shard(spec)).hr_store_path
+    result = evaluate_against_store(spec.cfg.evaluate, ensemble, hr_store, folder / "report", folder / "truth.nc")
+    scores = result.metrics["forecasts"]["ensemble"]
+    return {
+        "metrics": str(result.written["json"]),
+        "report": str(result.written["html"]),
+        "ensemble": {k: float(scores[k]) for k in ("rmse", "crps")},
+    }
+
+
+def _import(name: str, target: str):
+    """The function `target` ("module:function") of stage `name`; a clear error when it cannot be imported."""
+    module, func = target.split(":")
+    try:
+        return getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(
+            f"stage {name!r} needs {target}, which cannot be imported ({err}); "
+            "install the full package or drop the stage from launcher.stages"
+        ) from None
 
 
 def stage_function(name: str):
@@ -113,17 +177,14 @@ def stage_function(name: str):
         raise ValueError(
             f"stage {name!r} is not available in this installation: available stages are {', '.join(STAGES)}"
         )
-    module, func = STAGES[name].target.split(":")
-    try:
-        for needed in STAGES[name].needs:
-            if importlib.util.find_spec(needed) is None:
-                raise ImportError(f"no module named {needed!r}")
-        return getattr(importlib.import_module(module), func)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(
-            f"stage {name!r} needs {STAGES[name].target}, which cannot be imported ({err}); "
-            "install the full package or drop the stage from launcher.stages"
-        ) from None
+    return _import(name, STAGES[name].target)
+
+
+def check_element(spec: "ElementSpec") -> None:
+    """The stage's own check of an element's settings (Stage.check), when a plan is built."""
+    check = STAGES[spec.stage].check
+    if check is not None:
+        _import(spec.stage, check)(spec)
 
 
 @dataclass(frozen=True)
@@ -145,7 +206,9 @@ class ElementSpec:
 # config parts that say how a stage is launched, not what it computes
 _LAUNCH_ONLY = {"cluster", "grid"}
 # the launcher keys that are a stage's own settings (e.g. launcher.probe for the probe stage)
-_OWN_LAUNCHER_KEYS = {"probe": "probe", "preprocess": "preprocess", "sample": "sample"}
+_OWN_LAUNCHER_KEYS = {"probe": "probe", "preprocess": "preprocess"}
+# config sections only some stages read: section -> the stages whose result depends on it
+_READ_BY = {"sample": ("sample", "evaluate"), "evaluate": ("evaluate",)}
 
 
 def identity(spec: ElementSpec) -> str:
@@ -153,6 +216,9 @@ def identity(spec: ElementSpec) -> str:
     data = {k: v for k, v in spec.cfg.to_dict().items() if k not in _LAUNCH_ONLY}
     own = _OWN_LAUNCHER_KEYS.get(spec.stage)
     data["launcher"] = {k: v for k, v in data.get("launcher", {}).items() if k == own}
+    for section, stages in _READ_BY.items():
+        if spec.stage not in stages:
+            data.pop(section, None)
     if spec.pair is None:  # a stage run once for the grid depends on the grid's pairs, not on one pair
         data["pairs"] = [p.name for p in spec.pairs]
         for key in ("factor", "run_dir"):

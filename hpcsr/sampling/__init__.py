@@ -5,10 +5,22 @@
 - ensemble.py: mean network, whole-domain tiled diffusion sampling, relu, mass transform, masks,
   seeds and the split over ranks;
 - writer.py: the CF netCDF layout, written atomically;
-- run.py: `sample_to_netcdf`, what `hpcsr sample` (hpcsr/sample.py) calls.
+- config.py: `SampleStageConfig`, the `sample` config section (input, output, device + SampleConfig);
+- run.py: `run_sample(SampleStageConfig) -> SampleResult`, the stage's entry point, what
+  `hpcsr sample` (hpcsr/sample.py) and the launcher's sample stage call.
 """
 
+from hpcsr.sampling.config import SampleStageConfig
 from hpcsr.sampling.ensemble import EnsembleSampler, SampleConfig, sample_sequence, target_times, unit_generator
-from hpcsr.sampling.run import sample_to_netcdf
+from hpcsr.sampling.run import SampleResult, run_sample
 
-__all__ = ["SampleConfig", "EnsembleSampler", "sample_sequence", "sample_to_netcdf", "target_times", "unit_generator"]
+__all__ = [
+    "SampleConfig",
+    "SampleStageConfig",
+    "SampleResult",
+    "EnsembleSampler",
+    "run_sample",
+    "sample_sequence",
+    "target_times",
+    "unit_generator",
+]

@@ -87,7 +87,9 @@ class SampleConfig:
     batch: int = 16  # tiles per network forward
     context: str = "mask"  # missing context frames/cells: 'mask' (the networks mask them) or 'strict' (output NaN)
     time_chunk: int | None = None  # target blocks gathered and written at once (None: enough to feed every rank twice)
-    condition_cache_mb: float = 1024  # denoiser conditions kept per target (MB); tiles beyond are re-encoded each step
+    condition_cache_mb: float = (
+        1024.0  # denoiser conditions kept per target (MB); tiles beyond are re-encoded each step
+    )
 
     def __post_init__(self):
         if isinstance(self.members, bool) or not isinstance(self.members, int) or self.members < 1:

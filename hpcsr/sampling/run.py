@@ -1,4 +1,5 @@
-"""`sample_to_netcdf`: export + LR input -> ensemble netCDF, on one rank or several.
+"""`run_sample`: the sample stage's entry point, export + LR input -> ensemble netCDF, on one rank
+or several (`hpcsr sample` and the launcher's sample stage call it with a SampleStageConfig).
 
 Launched with several processes (torchrun, srun, mpirun: anything `hpcsr.dist.discover` reads),
 every rank loads the export and the input, samples its share of the (target, member) units and
@@ -10,6 +11,7 @@ from __future__ import annotations
 import datetime
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,8 @@ from hpcsr.artifacts import code_version
 from hpcsr.atomic import check_target
 from hpcsr.factors import FactorPair
 from hpcsr.sampling.checks import check_grid, check_has_data
-from hpcsr.sampling.ensemble import EnsembleSampler, SampleConfig, sample_sequence, target_times
+from hpcsr.sampling.config import SampleStageConfig
+from hpcsr.sampling.ensemble import EnsembleSampler, sample_sequence, target_times
 from hpcsr.sampling.inputs import open_hr, open_lr
 from hpcsr.sampling.writer import EnsembleWriter
 
@@ -54,33 +57,34 @@ def hr_times(targets: np.ndarray, t: int, hr_step_s: int) -> np.ndarray:
     return (targets[:, None] + offsets[None, :]).reshape(-1)
 
 
-def sample_to_netcdf(
-    export_path,
-    out,
-    cfg: SampleConfig,
-    *,
-    lr=None,
-    hr=None,
-    pair=None,
-    time_range=None,
-    hr_step_minutes=None,
-    phase_minutes: int = 0,
-    device: str = "auto",
-    progress: bool = True,
-    command: str | None = None,
-    allow_other_grid: bool = False,
-) -> dict:
-    """Write the ensemble of `lr` (LR netCDF or shard) or of `hr` coarsened (HR netCDF or HR store)
-    to `out`. Returns a summary (counts, settings) on rank 0, {} elsewhere. Must be called by every
-    rank when several processes run."""
+@dataclass(frozen=True)
+class SampleResult:
+    """What run_sample wrote (rank 0; the other ranks get path None and nothing else)."""
+
+    path: Path | None  # the ensemble netCDF
+    counts: dict = field(default_factory=dict)  # target blocks, masked cells and pixels, absent frames
+    settings: dict = field(default_factory=dict)  # factor_pair, sampler, sampler_steps as the file records them
+
+    def summary(self) -> dict:
+        """The JSON-able record (the CLI's return value, the launcher's done marker); {} off rank 0."""
+        return {"path": str(self.path), **self.counts, **self.settings} if self.path is not None else {}
+
+
+def run_sample(cfg: SampleStageConfig, *, command: str | None = None) -> SampleResult:
+    """Write the ensemble of `cfg.lr` (LR netCDF or shard) or of `cfg.hr` coarsened (HR netCDF or
+    HR store) to `cfg.out`, sampled as `cfg` says. `command` is recorded as the file's history
+    (default: this process's command line). Must be called by every rank when several run."""
     from hpcsr.dist import discover, init_distributed
     from hpcsr.train.export import load_export
 
-    if (lr is None) == (hr is None):
+    if cfg.export is None or cfg.out is None:
+        raise ValueError("sample: give the export (sample.export, --export) and the output file (sample.out, --out)")
+    if (cfg.lr is None) == (cfg.hr is None):
         raise ValueError(
-            "give exactly one input: --lr (LR netCDF or shard) or --hr with --coarsen (perfect-model test)"
+            "give exactly one input: sample.lr (--lr: LR netCDF or shard) or sample.hr (--hr with --coarsen: "
+            "perfect-model test)"
         )
-    check_target(out)  # before the model is loaded
+    check_target(cfg.out)  # before the model is loaded
     info = discover()
     group = None
     if info.world_size > 1:
@@ -88,17 +92,17 @@ def sample_to_netcdf(
 
         info = init_distributed()
         group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
-    export = load_export(export_path)
-    check_pair(export, pair)
+    export = load_export(cfg.export)
+    check_pair(export, cfg.pair)
     seq = (
-        open_lr(lr, export.pair, hr_step_minutes)
-        if lr is not None
-        else open_hr(hr, export.pair, hr_step_minutes, phase_minutes)
+        open_lr(cfg.lr, export.pair, cfg.hr_step_minutes)
+        if cfg.lr is not None
+        else open_hr(cfg.hr, export.pair, cfg.hr_step_minutes, cfg.phase_minutes)
     )
-    check_grid(export, seq, allow_other_grid)
-    targets = target_times(seq, time_range)
+    check_grid(export, seq, cfg.allow_other_grid)
+    targets = target_times(seq, cfg.time_range)
     check_has_data(seq, targets)
-    sampler = EnsembleSampler(export, seq, cfg, pick_device(device, info.local_rank))
+    sampler = EnsembleSampler(export, seq, cfg.sampling(), pick_device(cfg.device, info.local_rank))
     if info.rank == 0:
         log.info(
             "sampling %d blocks x %d members of %s on %d x %d HR pixels (%d tiles of %d, overlap %d), %s %d steps, "
@@ -120,7 +124,7 @@ def sample_to_netcdf(
         attrs = {
             **cf.global_attrs(
                 f"HR precipitation ensemble ({export.pair.name}) from hpcsr sample",
-                f"hpcsr sample (conditional mean + residual diffusion), export {export_path}",
+                f"hpcsr sample (conditional mean + residual diffusion), export {cfg.export}",
                 command or " ".join(sys.argv),
             ),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -132,7 +136,7 @@ def sample_to_netcdf(
             **sampler.attributes(),
         }
         writer = EnsembleWriter(
-            out,
+            cfg.out,
             cfg.members,
             hr_times(targets, seq.pair.t, seq.hr_step_s),
             seq.x_hr,
@@ -144,13 +148,13 @@ def sample_to_netcdf(
             attrs,
         )
     try:
-        counts = sample_sequence(sampler, targets, writer, info.rank, info.world_size, group, progress)
+        counts = sample_sequence(sampler, targets, writer, info.rank, info.world_size, group, cfg.progress)
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
     if info.rank != 0:
-        return {}
+        return SampleResult(None)
     path = writer.close(counts)
     for key, value in counts.items():
         log.info("%s: %d", key, value)
@@ -164,8 +168,5 @@ def sample_to_netcdf(
             cfg.context,
         )
     log.info("wrote %s", path)
-    return {
-        "path": str(Path(path)),
-        **counts,
-        **{k: v for k, v in attrs.items() if k in ("factor_pair", "sampler", "sampler_steps")},
-    }
+    settings = {k: v for k, v in attrs.items() if k in ("factor_pair", "sampler", "sampler_steps")}
+    return SampleResult(Path(path), counts, settings)
