@@ -396,3 +396,30 @@ def test_merging_parts_holds_one_part_open_at_a_time(tmp_path, monkeypatch):
     make_shards(out, ShardConfig(pairs=("4x2",)), Comm(), progress=False)
     assert len(list((out / "parts" / "hr").glob("*.h5"))) == 8 and peak[0] == 1
     assert len(HRStore(out / "hr.h5").times) == 48
+
+
+def test_coarsening_keeps_hdf5_caches_bounded(tmp_path, monkeypatch):
+    """Peak memory must not grow with the period: while coarsening, the HR store is read with a
+    small metadata cache (its chunk index nodes piled up to 12+ MB in the default one) and the part
+    files are written without a chunk cache and with the chunk index of HDF5's newest format (a
+    B-tree grew with every frame written)."""
+    from preprocessing.synth import SynthConfig, synthesize
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    synthesize(raw, SynthConfig(days=2, size=32, seed=1), progress=False)
+    ingest(out, IngestConfig(comephore=(str(raw),)), Comm(), progress=False)
+    seen = {}
+
+    def record(hr, *args, **kwargs):
+        for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+            name = Path(fid.name.decode()).name
+            fapl = fid.get_access_plist()
+            seen[name] = (fid.get_mdc_config().max_size, fapl.get_cache()[2], fapl.get_libver_bounds())
+        return coarsen_blocks(hr, *args, **kwargs)
+
+    monkeypatch.setattr(shards_mod, "coarsen_blocks", record)
+    make_shards(out, ShardConfig(pairs=("4x2", "2x1")), Comm(), progress=False)
+    assert seen.pop("hr.h5")[0] == shards_mod.METADATA_CACHE_BYTES
+    assert len(seen) == 2  # one part per pair
+    latest = (h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+    assert all(rdcc == 0 and libver == latest for _, rdcc, libver in seen.values())
