@@ -13,7 +13,7 @@ from hpcsr.factors import recipe
 from hpcsr.models import build_model
 from hpcsr.models.config import ModelConfig
 from hpcsr.models.inputs import prepare_lr
-from hpcsr.models.residual_scale import FLOOR, NonNegativeFit, abs_to_sigma, features, scale_field
+from hpcsr.models.residual_scale import FLOOR, NonNegativeFit, abs_to_sigma, cell_average, features, scale_field
 from hpcsr.train.export import Export, ExportError, recipe_to_dict
 
 TINY = ModelConfig.tiny()
@@ -37,6 +37,40 @@ def test_features_by_hand():
     change = torch.full((4, 4), 2.0)
     change[0, 0] = 0.5  # only the earlier neighbour there: (1 + 0) / 2
     assert torch.equal(f[0, 0, :, :, 3], change)
+
+
+def test_cell_averaged_edge_by_hand():
+    """cell = 4: the mean is averaged over 5 x 5 windows (pixels inside the field only) before its
+    gradient, so a one-pixel spike spreads into a window-sized plateau with a soft rim, and a step
+    edge into a ramp 5 pixels wide; cell = 1 is the pixel gradient."""
+    spike = torch.zeros(1, 1, 9, 9)
+    spike[0, 0, 4, 4] = 25.0
+    smooth = cell_average(spike, 4)
+    assert torch.equal(smooth[0, 0, 2:7, 2:7], torch.ones(5, 5))
+    assert float(smooth.sum()) == pytest.approx(25.0) and float(smooth[0, 0, 1, 4]) == 0.0
+    corner = torch.zeros(1, 1, 9, 9)
+    corner[0, 0, 0, 0] = 9.0
+    assert float(cell_average(corner, 4)[0, 0, 0, 0]) == pytest.approx(1.0)  # a 3 x 3 window at the corner
+    step = torch.zeros(1, 1, 4, 12)
+    step[..., 6:] = 5.0
+    ramp = cell_average(step, 4)[0, 0, 0].tolist()
+    assert ramp == pytest.approx([0, 0, 0, 0, 1, 2, 3, 4, 5, 5, 5, 5])
+    lr_up, valid = torch.zeros(1, 2, 4, 12), torch.ones(1, 2, 4, 12)
+    edge = features(lr_up, valid, step, target=1, dry=-1.0, cell=4)[0, 0, 0, :, 2].tolist()
+    assert edge == pytest.approx([0, 0, 0, 0.5, 1, 1, 1, 1, 0.5, 0, 0, 0])
+    assert torch.equal(features(lr_up, valid, step, 1, -1.0, cell=1), features(lr_up, valid, step, 1, -1.0))
+
+
+def test_the_model_averages_the_edge_over_its_lr_cell_unless_told_per_pixel():
+    mean, lr = torch.rand(2, 2, 8, 8), torch.rand(2, 4, 2, 2)
+    lr_up, valid = prepare_lr(lr, 4, "bicubic")
+    for edge, cell in (("cell", 4), ("pixel", 1)):
+        model = build_model(dataclasses.replace(TINY, residual_edge=edge), recipe(4, 2), future_context=1)
+        model.residual_coef.copy_(torch.tensor([0.0, 0.0, 1.0, 0.0]))
+        expected = features(lr_up, valid, mean, model.target, 0.0, cell)[..., 2]
+        torch.testing.assert_close(model.residual_sigma(lr_up, valid, mean), expected.clamp_min(FLOOR))
+    with pytest.raises(ValueError, match="residual_edge='both' must be 'pixel' or 'cell'"):
+        dataclasses.replace(TINY, residual_edge="both")
 
 
 def test_non_negative_fit_matches_scipy_and_recovers_exact_coefficients():
@@ -160,10 +194,12 @@ def test_an_export_from_before_the_local_scale_loads_as_global(tmp_path):
     load with the global scale they were trained with."""
     model = build_model(dataclasses.replace(TINY, residual_norm="global"), recipe(4, 1))
     old_weights = {k: v for k, v in model.state_dict().items() if k not in ("residual_coef", "residual_dry")}
-    old_model = {k: v for k, v in dataclasses.asdict(TINY).items() if k != "residual_norm"}
+    newer = ("residual_norm", "residual_edge", "mean_skip")
+    old_model = {k: v for k, v in dataclasses.asdict(TINY).items() if k not in newer}
     metadata = {"model": old_model, "recipe": recipe_to_dict(recipe(4, 1)), "future_context": 0}
     loaded = Export(tmp_path / "model.pt", old_weights, metadata).build_model()
     assert loaded.cfg.residual_norm == "global"
+    assert loaded.cfg.residual_edge == "pixel" and loaded.cfg.mean_skip == "hold"  # as they were trained
     new = {**metadata, "model": dataclasses.asdict(TINY)}
     with pytest.raises(ExportError, match="missing residual_coef"):  # a local export without them is damaged
         Export(tmp_path / "model.pt", old_weights, new).build_model()

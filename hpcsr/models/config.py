@@ -28,6 +28,9 @@ class ModelConfig:
     residual_norm: typing.Literal["global", "local"] = (
         "local"  # sigma: one std for all pixels (CorrDiff), or per pixel from the mean and LR (residual_scale.py)
     )
+    residual_edge: typing.Literal["pixel", "cell"] = (
+        "cell"  # the local scale's edge feature: gradient of the mean averaged over an LR cell, or per pixel
+    )
     mean_skip: typing.Literal["hold", "linear"] = (
         "linear"  # what the mean net corrects: the target LR frame for all t steps, or linear in time to its neighbours
     )
@@ -56,6 +59,8 @@ class ModelConfig:
             raise ValueError(f"model.static_channels={self.static_channels} must be >= 0")
         if self.residual_norm not in ("global", "local"):
             raise ValueError(f"model.residual_norm={self.residual_norm!r} must be 'global' or 'local'")
+        if self.residual_edge not in ("pixel", "cell"):
+            raise ValueError(f"model.residual_edge={self.residual_edge!r} must be 'pixel' or 'cell'")
         if self.mean_skip not in ("hold", "linear"):
             raise ValueError(f"model.mean_skip={self.mean_skip!r} must be 'hold' or 'linear'")
         if not self.residual_scale > 0:

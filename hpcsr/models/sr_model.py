@@ -68,6 +68,11 @@ class SRModel(nn.Module):
         return self.mean_net(lr_up, lr_valid, static, self.t, self.target)
 
     @property
+    def edge_cell(self) -> int:
+        """The window (pixels) the residual scale's edge feature averages the mean over."""
+        return self.s if self.cfg.residual_edge == "cell" else 1
+
+    @property
     def residual_unit(self) -> torch.Tensor:
         """The global scale of the diffused residual in normalised units (float32 scalar)."""
         return self.residual_std.float() * self.cfg.residual_scale
@@ -77,7 +82,7 @@ class SRModel(nn.Module):
         (or a scalar for cfg.residual_norm 'global'), from the prepared LR and the mean."""
         if self.cfg.residual_norm == "global":
             return self.residual_unit
-        f = residual_scale.features(lr_up, lr_valid, mean, self.target, self.residual_dry.float())
+        f = residual_scale.features(lr_up, lr_valid, mean, self.target, self.residual_dry.float(), self.edge_cell)
         floor = residual_scale.FLOOR * self.residual_std
         return self.cfg.residual_scale * residual_scale.scale_field(self.residual_coef, f, floor)
 
@@ -96,7 +101,7 @@ class SRModel(nn.Module):
             valid = torch.isfinite(hr)
             residual = (hr.float() - mean)[valid]
             fit.add(
-                residual_scale.features(lr_up, lr_valid, mean, self.target, dry)[valid],
+                residual_scale.features(lr_up, lr_valid, mean, self.target, dry, self.edge_cell)[valid],
                 residual_scale.abs_to_sigma(residual),
             )
             residual = residual.double()

@@ -151,6 +151,7 @@ class Export:
         recorded = dict(self.metadata["model"])
         recorded.setdefault("residual_norm", "global")  # exports from before the local residual scale
         recorded.setdefault("mean_skip", "hold")  # exports from before the linear-in-time start
+        recorded.setdefault("residual_edge", "pixel")  # exports from before the cell-averaged edge
         return build(ModelConfig, recorded, "model")
 
     @property
