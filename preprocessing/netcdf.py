@@ -110,7 +110,7 @@ def plan_file(path: str, cadence_minutes: int, interval_minutes: int | None = No
         if (
             not math.isfinite(interval_minutes)
             or abs(interval_minutes - round(interval_minutes)) > 1e-9
-            or interval_minutes <= 0
+            or round(interval_minutes) < 1
         ):
             raise ValueError(f"{path}: interval_minutes={interval_minutes} must be a positive whole number of minutes")
         interval_minutes = int(round(interval_minutes))

@@ -30,6 +30,7 @@ COMMON = [
     "model=tiny",
     "factor.patch=24",
     "data.batch_size=2",
+    "data.future_context=0",  # the 4-day fixture's val split has no (4,3) block with one after it
     "train.lr=1e-3",
     "train.warmup_steps=1",
     "train.log_every=1",

@@ -137,7 +137,9 @@ class PatchDataset(Dataset):
         if len(self.windows) == 0:
             raise ValueError(
                 f"split {split!r} of {self.shard_path} has no window of {spec.context} consecutive LR blocks "
-                f"(+{spec.future} future): give more data, a shorter context, or other split bounds"
+                f"(+{spec.future} future): give more data, a shorter context"
+                + (", data.future_context=0" if spec.future else "")
+                + " or other split bounds"
             )
         store = shard.hr_store()
         y0, y1, x0, x1 = shard.hr_window
