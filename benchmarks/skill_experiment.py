@@ -25,7 +25,7 @@
    temporal super-resolution (10 -> 20 min blocks). (2, 1) is not the default because these radar
    products are smooth at two pixels: on the MeteoSwiss crop, bicubic's RMSE at (2, 1) is 0.027 mm, 5 % of the
    field's standard deviation, so there is almost nothing left to learn (--pairs 2x1,4x1,4x2 runs it).
-   The model also sees the next LR block (data.future_context=1, the default), because the bicubic
+   For t > 1 the model also sees the next LR block (data.future_context's default), because the bicubic
    baseline interpolates linearly in time between neighbouring blocks and so uses it too.
 4. Per pair: `hpcsr train` stage mean then stage diffusion (one process each, 1 thread; pairs in
    parallel), `hpcsr sample` (--members members, the crop as one tile, every other setting the

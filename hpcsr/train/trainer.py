@@ -208,7 +208,7 @@ class Trainer:
         from hpcsr.models import build_model
 
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        self.model = build_model(cfg.model, self.recipe, cfg.data.future_context)
+        self.model = build_model(cfg.model, self.recipe, cfg.data.future_frames(self.recipe.pair.t))
         self.train_data = PatchDataset(
             shard_path,
             self.spec,
@@ -278,7 +278,7 @@ class Trainer:
 
     @property
     def spec(self) -> PatchSpec:
-        return PatchSpec(self.recipe.context, self.recipe.patch, self.cfg.data.future_context)
+        return PatchSpec(self.recipe.context, self.recipe.patch, self.cfg.data.future_frames(self.recipe.pair.t))
 
     @property
     def ema_wanted(self) -> bool:
@@ -511,7 +511,7 @@ class Trainer:
             "pair": {"s": self.recipe.pair.s, "t": self.recipe.pair.t, "name": self.recipe.pair.name},
             "recipe": exports.recipe_to_dict(self.recipe),
             "model": dataclasses.asdict(cfg.model),
-            "future_context": cfg.data.future_context,
+            "future_context": cfg.data.future_frames(self.recipe.pair.t),
             "normalisation": {**self.normaliser.to_dict(), "stats": self.shard_stats},
             "step": self.step,
             "samples_seen": self.state.samples_seen,

@@ -155,7 +155,7 @@ def _target(args, source_model: dict | None):
         base = [f"model.{k}={json.dumps(v)}" for k, v in source_model.items() if f"model.{k}" not in keys]
     cfg = compose([f"factor.s={pair.s}", f"factor.t={pair.t}", *base, *args.overrides])
     model = cfg.model if any(k == "model" or k.startswith("model.") for k in keys) else None
-    future = cfg.data.future_context if "data.future_context" in keys else None
+    future = cfg.data.future_frames(pair.t) if "data.future_context" in keys else None
     return pair, cfg.factor.recipe(), model, future
 
 
