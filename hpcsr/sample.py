@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tile", type=int, help="HR tile side, a multiple of s (default: the recipe's patch)")
     p.add_argument("--overlap", type=int, help="HR overlap of neighbouring tiles, a multiple of s (default: ~1/4 tile)")
+    p.add_argument(
+        "--spread-gain",
+        type=float,
+        help="factor on every member's residual (default: the gain the export fitted on its validation patches "
+        "when it was measured with this sampler, steps and eta; else 1)",
+    )
     p.add_argument("--window", choices=WINDOWS, default=D.window, help="tile blending window (default %(default)s)")
     p.add_argument("--batch", type=int, default=D.batch, help="tiles per network forward (default %(default)s)")
     p.add_argument(

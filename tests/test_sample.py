@@ -38,9 +38,12 @@ STORM = (8, *HR_SHAPE)  # 8 hourly frames
 TILE_ARGS = ["--tile", "16", "--overlap", "4"]  # 4 x 4 LR-cell tiles sharing one cell: 3 x 3 tiles
 
 
-def make_export(path: Path, pair: FactorPair, seed: int = 0, data_grid: dict | None = None) -> Path:
+def make_export(
+    path: Path, pair: FactorPair, seed: int = 0, data_grid: dict | None = None, extra: dict | None = None
+) -> Path:
     """A model of `pair` with perturbed initial weights, normalised with the synthetic storm's log1p stats;
-    `data_grid` (the training grid an export records) only when given, as in exports of older versions."""
+    `data_grid` (the training grid an export records) only when given, as in exports of older versions;
+    `extra`: more metadata (e.g. a spread calibration)."""
     torch.manual_seed(seed)
     rec = recipe(pair.s, pair.t)
     model = build_model(MICRO, rec)
@@ -63,6 +66,7 @@ def make_export(path: Path, pair: FactorPair, seed: int = 0, data_grid: dict | N
     }
     if data_grid is not None:
         metadata["data_grid"] = data_grid
+    metadata.update(extra or {})
     return write_export(path, model.state_dict(), metadata)
 
 
@@ -266,6 +270,38 @@ def test_another_seed_gives_another_ensemble(base, export, hr_nc, work):
         diff = np.abs(members_of(a) - members_of(ref.sel(time=a["time"])))
         np.testing.assert_allclose(a["precip_mean"].values, ref["precip_mean"].sel(time=a["time"]).values, rtol=1e-5)
     assert diff.mean() > 1e-2
+
+
+def test_the_exports_spread_gain_scales_the_residual_for_its_sampler_only(export, hr_nc, work):
+    """An export calibrated at gain 0.5 for DPM-Solver++ with 2 steps: sampled that way, every member's
+    residual (normalised units, where no member is clipped at 0) is half the uncalibrated one; with
+    another step count the gain is 1 and the file says why; sample.spread_gain overrides both."""
+    fit = {"gain": 0.5, "sampler": "dpmpp2m", "steps": 2, "eta": 0.0, "members": 8, "patches": 4}
+    calibrated = make_export(work / "calibrated" / "model.pt", PAIR, extra={"spread_calibration": fit})
+    runs = {
+        "plain": (export, []),
+        "calibrated": (calibrated, []),
+        "other_steps": (calibrated, ["--steps", "3"]),
+        "override": (calibrated, ["--spread-gain", "0.25"]),
+    }
+    z, attrs = {}, {}
+    norm = load_export(export).normaliser
+    for name, (path, extra) in runs.items():
+        out = work / f"gain_{name}.nc"
+        args = base_args(path, hr_nc, out, "--mass", "none", "--time-range", "2011-11-05T03:00", "2011-11-05T04:00")
+        assert run_sample(*args, *extra) == 0
+        with xr.open_dataset(out) as ds:
+            z[name] = norm.forward(members_of(ds)) - norm.forward(ds["precip_mean"].values)[None]
+            attrs[name] = (ds.attrs["spread_gain"], ds.attrs["spread_gain_source"])
+    assert attrs["plain"] == (1.0, "none (the export has no spread calibration)")
+    assert attrs["calibrated"] == (0.5, "export calibration on its validation patches")
+    assert attrs["other_steps"][0] == 1.0 and "calibrated for dpmpp2m, 2 steps" in attrs["other_steps"][1]
+    assert attrs["override"] == (0.25, "sample.spread_gain")
+    unclipped = np.isfinite(z["plain"]) & np.isfinite(z["calibrated"])
+    with xr.open_dataset(work / "gain_plain.nc") as a, xr.open_dataset(work / "gain_calibrated.nc") as b:
+        unclipped &= (members_of(a) > 0) & (members_of(b) > 0) & (a["precip_mean"].values > 0)[None]
+    assert unclipped.mean() > 0.5
+    np.testing.assert_allclose(z["calibrated"][unclipped], 0.5 * z["plain"][unclipped], atol=1e-4)
 
 
 # ------------------------------------------------------------------ missing data

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from hpcsr.dist import free_port
+from hpcsr.train.calibration import GAINS
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]  # each test starts DeepSpeed processes (15-140 s on 2 busy cores)
 
@@ -335,6 +336,10 @@ def test_exact_resume_other_zero_stages(case, reference, train_dataset, tmp_path
     if stage_name == "joint":  # validation under ZeRO 3 (collectives in every forward), same after resume
         assert sorted(val) == [2, 4] and val_resumed == {4: val[4]}
     assert "raw_state_dict" in a and a["metadata"]["ema"]["applied"]  # the denoiser's EMA is exported
+    fit = a["metadata"]["spread_calibration"]  # fitted on the validation patches at the end
+    assert fit == b["metadata"]["spread_calibration"]  # same weights, same patches, same seed: same gain
+    assert fit["gain"] in GAINS and fit["crps_at_gain"] <= fit["crps_at_one"]
+    assert (fit["sampler"], fit["steps"], fit["members"]) == ("dpmpp2m", 10, 8)
     if stage_name == "diffusion":
         mean_export = export_blob(reference)["state_dict"]
         frozen = [k for k in mean_export if k.startswith("mean_net.")]

@@ -12,9 +12,10 @@ the input are all-NaN, and NaN cells are masked by the networks (never propagate
    with the same windows (as CorrDiff's patch-based sampling). The domain is one consistent field
    at every step: no seams and no drop of ensemble spread in the overlaps, which independent
    tiles averaged afterwards would give.
-3. output = relu(denormalised(mean + sigma * residual)), sigma the residual's scale (one number, or
+3. output = relu(denormalised(mean + g * sigma * residual)), sigma the residual's scale (one number, or
    with model.residual_norm 'local' a field computed once per target over the whole domain from
-   the blended mean and the LR: hpcsr.models.residual_scale), then the mass transform
+   the blended mean and the LR: hpcsr.models.residual_scale), g the spread gain (`spread_gain`: the
+   export's gain fitted on its validation patches, hpcsr.train.calibration), then the mass transform
    (hpcsr.mass.conserve with the recipe's mass function) over the full domain at the chosen scale:
    'cell' each s x s x t block (exact per LR cell), 'frame' the whole domain of the target block,
    'image' the author's patch scale, 'none' skips it (the export's recipe chooses: 'cell' unless trained
@@ -90,6 +91,7 @@ class SampleConfig:
     condition_cache_mb: float = (
         1024.0  # denoiser conditions kept per target (MB); tiles beyond are re-encoded each step
     )
+    spread_gain: float | None = None  # residual gain (None: the export's calibrated gain for this sampler, else 1)
 
     def __post_init__(self):
         if isinstance(self.members, bool) or not isinstance(self.members, int) or self.members < 1:
@@ -112,6 +114,8 @@ class SampleConfig:
             raise ValueError(f"time_chunk={self.time_chunk} must be >= 1 target block")
         if not self.condition_cache_mb >= 0:
             raise ValueError(f"condition_cache_mb={self.condition_cache_mb} must be >= 0 (0: re-encode every step)")
+        if self.spread_gain is not None and not (0 < self.spread_gain < math.inf):
+            raise ValueError(f"spread_gain={self.spread_gain} must be a positive number (1: the residual as sampled)")
 
 
 def unit_generator(seed: int, member: int, time_s: int, device) -> torch.Generator:
@@ -172,6 +176,33 @@ class Conditions:
         return self.sampler.condition(self.lr_z, self.mean, first, count)
 
 
+def spread_gain(export, cfg: SampleConfig, steps: int) -> tuple[float, str]:
+    """The residual gain and where it comes from: cfg.spread_gain when set, else the export's
+    calibrated gain (hpcsr.train.calibration) when it was measured with this sampler, steps and eta,
+    else 1 (said in the log: a gain measured with another sampler does not carry over)."""
+    if cfg.spread_gain is not None:
+        return float(cfg.spread_gain), "sample.spread_gain"
+    fitted = export.metadata.get("spread_calibration")
+    if not fitted:
+        return 1.0, "none (the export has no spread calibration)"
+    same = cfg.sampler == fitted["sampler"] and (cfg.sampler == "ddpm" or steps == fitted["steps"])
+    if not (same and math.isclose(cfg.eta, fitted["eta"])):
+        log.warning(
+            "export %s calibrated its spread gain %.3g with sampler %s, %d steps, eta %g; this run samples "
+            "with %s, %d steps, eta %g: gain 1 (set sample.spread_gain to choose one)",
+            export.path,
+            fitted["gain"],
+            fitted["sampler"],
+            fitted["steps"],
+            fitted["eta"],
+            cfg.sampler,
+            steps,
+            cfg.eta,
+        )
+        return 1.0, f"none (calibrated for {fitted['sampler']}, {fitted['steps']} steps, eta {fitted['eta']:g})"
+    return float(fitted["gain"]), "export calibration on its validation patches"
+
+
 class EnsembleSampler:
     """Holds the model, the tiling and the settings; samples one target block at a time."""
 
@@ -204,6 +235,7 @@ class EnsembleSampler:
         self.steps = schedule.steps if cfg.sampler == "ddpm" else cfg.steps
         if not isinstance(self.steps, int) or not 1 <= self.steps <= schedule.steps:
             raise ValueError(f"steps={cfg.steps!r} must be an integer in 1..{schedule.steps} (the schedule's length)")
+        self.gain, self.gain_source = spread_gain(export, cfg, self.steps)
         if "denoiser" not in export.metadata.get("trained", ["denoiser"]):
             log.warning(
                 "export %s is stage %r: its denoiser was not trained, members are the mean plus untrained "
@@ -270,7 +302,7 @@ class EnsembleSampler:
         """The residual's scale (t, Y, X) or scalar over the whole domain of one target, from its LR
         context (frames, ny, nx) and blended mean (t, Y, X): one field, so no seams between tiles."""
         lr_up, lr_valid = prepare_lr(lr_z[None], self.s, self.model.cfg.upsample)
-        sigma = self.model.residual_sigma(lr_up, lr_valid, mean[None])
+        sigma = self.gain * self.model.residual_sigma(lr_up, lr_valid, mean[None])
         return sigma[0] if sigma.dim() else sigma
 
     @torch.no_grad()
@@ -370,6 +402,8 @@ class EnsembleSampler:
             "sampler": cfg.sampler,
             "sampler_steps": self.steps,
             "eta": cfg.eta,
+            "spread_gain": self.gain,
+            "spread_gain_source": self.gain_source,
             "seed": cfg.seed,
             "seed_rule": "member m at target block end tau: torch generator seeded from "
             "numpy SeedSequence(seed, spawn_key=(m, tau seconds since 1970))",

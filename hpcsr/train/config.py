@@ -20,6 +20,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW weight decay
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW moment decay rates
     ema_decay: float = 0.999  # EMA of the denoiser weights (diffusion and joint stages; 0: off)
+    calibration_members: int = 8  # diffusion, joint: members per validation patch for the spread gain (0: none)
     checkpoint_every: int = 100  # steps between DeepSpeed checkpoints (a signal or the end also saves)
     keep_checkpoints: int = 2  # complete checkpoints kept (older ones deleted)
     export_every: int = 0  # steps between milestone fp32 exports (0: only the final export)
@@ -54,6 +55,10 @@ class TrainConfig:
             raise ValueError(f"train.betas={list(self.betas)} must be two numbers in [0, 1)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay={self.ema_decay} must be in [0, 1) (0: no EMA)")
+        if self.calibration_members == 1 or self.calibration_members < 0:
+            raise ValueError(
+                f"train.calibration_members={self.calibration_members}: use 0 (no spread calibration) or >= 2 members"
+            )
         if self.dist_timeout_s <= 0:
             raise ValueError(f"train.dist_timeout_s={self.dist_timeout_s} must be > 0")
 

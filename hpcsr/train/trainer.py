@@ -35,8 +35,9 @@ from hpcsr.data.normalise import Normaliser
 from hpcsr.data.patches import PatchDataset, PatchSpec
 from hpcsr.data.sampler import SamplesSeenSampler
 from hpcsr.data.store import Shard
-from hpcsr.models import residual_scale
+from hpcsr.models import build_model, residual_scale
 from hpcsr.train import export as exports
+from hpcsr.train.calibration import fit_spread_gain
 from hpcsr.train.checkpoint import CheckpointIncompatible, CheckpointManager, tag_of
 from hpcsr.train.ema import ShardedEMA
 from hpcsr.train.metrics import MetricsLog
@@ -204,8 +205,6 @@ class Trainer:
             universal = self.ckpt.needs_universal(self.resumed_from, cfg.deepspeed.zero_stage)
             if universal:
                 self.ckpt.prepare_universal(self.resumed_from)
-
-        from hpcsr.models import build_model
 
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.model = build_model(cfg.model, self.recipe, cfg.data.future_frames(self.recipe.pair.t))
@@ -470,7 +469,7 @@ class Trainer:
         error = None
         if self.rank == 0:
             try:
-                self._write_export(path, tag)
+                self._write_export(path, tag, final)
             except Exception as err:  # reported on every rank below
                 error = err
                 log.error("export %s failed: %s", path, err)
@@ -482,7 +481,7 @@ class Trainer:
             )
         return path
 
-    def _write_export(self, path: Path, tag: str) -> None:
+    def _write_export(self, path: Path, tag: str, final: bool) -> None:
         weights = exports.strip_prefix(exports.consolidated_fp32(self.ckpt.root, tag), PREFIX)
         own = self.model.state_dict()
         missing = [k for k in own if k not in weights]
@@ -529,9 +528,49 @@ class Trainer:
             "zero_stage": cfg.deepspeed.zero_stage,
             "world_size": self.world,
         }
+        if final and "denoiser" in TRAINED[self.stage]:
+            metadata["spread_calibration"] = self.calibrate(weights)
         metadata["lineage"] = self.state.lineage + [exports.lineage_entry("self", metadata, path)]
         exports.write_export(path, weights, metadata, raw)
         log.info("exported %s (step %d)", path, self.step)
+
+    def calibrate(self, weights: dict) -> dict | None:
+        """Rank 0, final export of a stage that trains the denoiser: the spread gain fitted on the
+        validation patches with the sample section's sampler (hpcsr.train.calibration); None without
+        validation patches or with train.calibration_members 0."""
+        cfg = self.cfg
+        members, n = cfg.train.calibration_members, cfg.data.val_patches
+        if not members or not n:
+            return None
+        model = build_model(cfg.model, self.recipe, self.spec.future)
+        model.load_state_dict(weights)
+        model.eval()
+        data = self.val_data or PatchDataset(
+            self.shard_path(), self.spec, "val", self.normaliser, cfg.seed, cfg.data.min_valid, "val", cfg.data.wet_bias
+        )
+        b = cfg.data.batch_size
+        batches = []
+        for first in range(0, n, b):
+            items = [data[i] for i in range(first, min(first + b, n))]
+            batches.append((torch.stack([x["lr"] for x in items]), torch.stack([x["hr"] for x in items])))
+        sc = cfg.sample
+        started = time.monotonic()
+        fit = fit_spread_gain(model, batches, self.normaliser, members, sc.sampler, sc.steps, sc.eta, cfg.seed)
+        log.info(
+            "spread gain %.3g (%s, %d steps) on %d validation patches x %d members in %.0f s: fair CRPS %.4g -> %.4g "
+            "mm, spread/skill %.2f -> %.2f",
+            fit.gain,
+            fit.sampler,
+            fit.steps,
+            fit.patches,
+            members,
+            time.monotonic() - started,
+            fit.crps_at_one,
+            fit.crps_at_gain,
+            fit.spread_skill_at_one,
+            fit.spread_skill_at_gain,
+        )
+        return fit.to_dict()
 
     # ------------------------------------------------------------------ the loop
 

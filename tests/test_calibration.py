@@ -1,0 +1,64 @@
+"""The spread gain fitted on validation patches (hpcsr.train.calibration) and its use by the
+sampler: a truth drawn like the members asks for no change, a truth with half the residual asks
+for about half, and `hpcsr sample` applies the export's gain only for the sampler it was fitted
+with. Real SRModels at micro size with random weights; no training needed."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from hpcsr.data.normalise import Normaliser
+from hpcsr.factors import recipe
+from hpcsr.models import ModelConfig, build_model
+from hpcsr.train.calibration import GAINS, fit_spread_gain
+
+MICRO = ModelConfig(widths=(8, 16), heads=2, windows=(1, 1), emb_dim=8)
+NORM = Normaliser("log1p", 0.3, 0.5)
+
+
+def micro_model(mass_scale: str = "none", seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_model(MICRO, dataclasses.replace(recipe(4, 2), mass_scale=mass_scale))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model.eval()
+
+
+def batches(model, residual_factor: float, n: int = 3, B: int = 4, P: int = 16):
+    """(lr, hr) normalised batches whose truth is mean + residual_factor * (one more member - mean)."""
+    g = torch.Generator().manual_seed(7)
+    out = []
+    for _ in range(n):
+        lr = torch.randn(B, model.frames, P // model.s, P // model.s, generator=g)
+        mean = model.predict_mean(lr)
+        draw = model.sample(lr, 1, "dpmpp2m", 6, generator=g, mean=mean)[:, 0]
+        out.append((lr, mean + residual_factor * (draw - mean)))
+    return out
+
+
+def test_a_truth_drawn_like_the_members_keeps_gain_one():
+    model = micro_model()
+    fit = fit_spread_gain(model, batches(model, 1.0), NORM, 8, "dpmpp2m", 6, 0.0, seed=1)
+    assert 2**-0.3 <= fit.gain <= 2**0.3, fit
+    assert fit.crps_at_gain <= fit.crps_at_one and 0.7 < fit.spread_skill_at_gain < 1.4
+    assert (fit.sampler, fit.steps, fit.members, fit.patches) == ("dpmpp2m", 6, 8, 12)
+
+
+def test_a_truth_with_half_the_residual_asks_for_about_half():
+    model = micro_model()
+    fit = fit_spread_gain(model, batches(model, 0.5), NORM, 8, "dpmpp2m", 6, 0.0, seed=1)
+    assert 2**-1.4 <= fit.gain <= 2**-0.6, fit
+    assert fit.crps_at_gain < fit.crps_at_one and fit.spread_skill_at_one > 1.3
+    assert fit.gain in GAINS
+
+
+def test_the_mass_transform_is_part_of_the_fit():
+    """With the recipe's cell mass transform the members are scored after it, as the evaluation does."""
+    model = micro_model("cell")
+    fit = fit_spread_gain(model, batches(model, 1.0), NORM, 4, "ddim", 4, 0.5, seed=2)
+    assert fit.gain in GAINS and np.isfinite(fit.crps_at_gain) and fit.crps_at_gain <= fit.crps_at_one
+    with pytest.raises(ValueError, match="at least 2 members"):
+        fit_spread_gain(model, batches(model, 1.0, n=1), NORM, 1, "ddim", 4, 0.5, seed=2)
