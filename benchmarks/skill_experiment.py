@@ -28,8 +28,10 @@
    For t > 1 the model also sees the next LR block (data.future_context's default), because the bicubic
    baseline interpolates linearly in time between neighbouring blocks and so uses it too.
 4. Per pair: `hpcsr train` stage mean then stage diffusion (one process each, 1 thread; pairs in
-   parallel), `hpcsr sample` (--members members, the crop as one tile, every other setting the
-   defaults a user gets: the sampler and its steps, the recipe's mass transform), `python -m hpcsr.evaluate`
+   parallel; the diffusion stage ends by fitting its spread gain on the BoM validation patches,
+   hpcsr.train.calibration), `hpcsr sample` (--members members, the crop as one tile, every other
+   setting the defaults a user gets: the sampler and its steps, the recipe's mass transform, the
+   export's spread gain), `python -m hpcsr.evaluate`
    (baselines nearest, bicubic + linear in time, mean network).
 5. Criteria per pair, each with its value, target and met / NOT met (JSON `criteria`, a table per
    criterion in the .md; the targets are the constants below):
@@ -630,6 +632,9 @@ def one_pair(pair: str, a, data: Path, crop: Path, work: Path, results: Path) ->
         "references": refs,
         "training_radar_validation": in_domain,
         "validation_loss": {stage: val_curve(run_dir, stage) for stage in ("mean", "diffusion")},
+        "spread_calibration": json.loads((run_dir / "diffusion" / "export" / "model.json").read_text()).get(
+            "spread_calibration"
+        ),
         "rank_histogram_png": shown(copy / "rank_histogram.png"),
         "report": shown(copy / "report.md"),
         "run_dir": str(run_dir),
@@ -659,6 +664,13 @@ def markdown(rows: list[dict]) -> str:
         f"{r['training_radar_validation']['untrained_rmse']:.4f} before training\n"
         for r in rows
     )
+    gains = "".join(
+        f"- {r['pair']} spread gain {c['gain']:.3g}, fitted on the training radar's validation patches "
+        f"(fair CRPS {c['crps_at_one']:.4f} -> {c['crps_at_gain']:.4f} mm, spread/skill "
+        f"{c['spread_skill_at_one']:.2f} -> {c['spread_skill_at_gain']:.2f} there)\n"
+        for r in rows
+        if (c := r["spread_calibration"])
+    )
     ranks = "".join(
         f"- {r['pair']} rank histogram ({r['rank_histogram_png']}): {r['rank_histogram_shape']}\n" for r in rows
     )
@@ -668,6 +680,7 @@ def markdown(rows: list[dict]) -> str:
         + body
         + "\nAll values in mm per 10 min on the evaluation crop unless said otherwise.\n\n"
         + ranks
+        + gains
         + domain
         + "\n## Criteria\n\n"
         + met
