@@ -82,7 +82,11 @@ class LauncherConfig:
     # keys of older versions: {key: what to write instead} (hpcsr.config names it when one is given)
     MOVED: typing.ClassVar[dict] = {
         "sample": "the sample stage's settings moved to the sample section: write each `hpcsr sample` "
-        "flag --name-x v as sample.name_x=v, e.g. sample.members=20 sample.steps=10 (see configs/sample/default.yaml)"
+        "flag --name-x v as sample.name_x=v, e.g. sample.members=20 sample.steps=10 (see configs/sample/default.yaml)",
+        "preprocess": "the preprocess stage's settings moved to the preprocess section: write the source as "
+        "preprocess.source=comephore preprocess.inputs=[/data/comephore] (or netcdf; synthetic is the default, "
+        "preprocess.synthetic.days=2 ...) and each `hpcsr-preprocess all` flag --name-x v as preprocess.name_x=v, "
+        "e.g. preprocess.split_fractions=[0.7,0.2,0.1] (see configs/preprocess/default.yaml)",
     }
     kind: typing.Literal["local", "slurm"] = "local"  # local processes or Slurm through submitit
     folder: str = "${run_root}/launch"  # launch records, submitit logs and pickles (one numbered subfolder per launch)
@@ -94,9 +98,6 @@ class LauncherConfig:
     python: typing.Optional[str] = None  # command that starts Python in a job (None: this interpreter)
     max_requeues: int = 10  # requeues of one element (preemption, time limit) before it counts as failed
     poll_s: float = 5.0  # seconds between state polls of --wait
-    preprocess: list[typing.Union[str, int, float]] = field(
-        default_factory=lambda: ["all"]
-    )  # hpcsr-preprocess arguments of the preprocess stage (the launcher adds --out <data_dir> --pairs <grid>)
     probe: ProbeConfig = field(default_factory=ProbeConfig)  # settings of the probe stage
 
     def __post_init__(self):
@@ -117,17 +118,6 @@ class LauncherConfig:
             raise ValueError(f"launcher.max_requeues={self.max_requeues} must be >= 0")
         if self.poll_s <= 0:
             raise ValueError(f"launcher.poll_s={self.poll_s} must be > 0")
-        self.preprocess = [str(arg) for arg in self.preprocess]  # numbers as the command line writes them
-        if not self.preprocess or self.preprocess[0] not in ("all", "shards"):
-            raise ValueError(
-                f"launcher.preprocess={list(self.preprocess)} must start with the hpcsr-preprocess command "
-                "'all' (ingest + shards) or 'shards' (the grid's shards from an existing HR store)"
-            )
-        for arg in self.preprocess:
-            if arg.split("=")[0] in ("--out", "--pairs", "--grid"):
-                raise ValueError(
-                    f"launcher.preprocess: {arg} is set by the launcher (data_dir and the grid); remove it"
-                )
 
 
 @dataclass

@@ -181,6 +181,7 @@ def build(overrides=(), config_path=None, export_exists: Callable[[FactorPair], 
     arrays: list[ArrayPlan] = []
     for stage in once:
         spec = ElementSpec(stage, None, None, base, tuple(pairs), launcher.max_requeues)
+        check_element(spec)
         deps = [Dep("afterok", arrays[-1].key)] if arrays else []
         arrays.append(ArrayPlan(stage, stage, 0, [spec], Resources.for_stage(cluster, stage), deps))
     after_once = arrays[-1].key if arrays else None

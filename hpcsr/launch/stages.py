@@ -51,7 +51,7 @@ class Stage:
 FINAL_EXPORT = f"{EXPORT_DIR}/{EXPORT_NAME}"  # a training stage's export, relative to its folder
 STAGES = {
     # the top-level preprocessing package plugs in by name: hpcsr never imports it
-    "preprocess": Stage("preprocessing.stage:preprocess", per_pair=False),
+    "preprocess": Stage("preprocessing.stage:preprocess", per_pair=False, check="preprocessing.stage:check"),
     "mean": Stage("hpcsr.launch.stages:train", training=True, train_stage="mean", export=FINAL_EXPORT),
     "diffusion": Stage("hpcsr.launch.stages:train", training=True, train_stage="diffusion", export=FINAL_EXPORT),
     "joint": Stage("hpcsr.launch.stages:train", training=True, train_stage="joint", export=FINAL_EXPORT),
@@ -206,9 +206,9 @@ class ElementSpec:
 # config parts that say how a stage is launched, not what it computes
 _LAUNCH_ONLY = {"cluster", "grid"}
 # the launcher keys that are a stage's own settings (e.g. launcher.probe for the probe stage)
-_OWN_LAUNCHER_KEYS = {"probe": "probe", "preprocess": "preprocess"}
+_OWN_LAUNCHER_KEYS = {"probe": "probe"}
 # config sections only some stages read: section -> the stages whose result depends on it
-_READ_BY = {"sample": ("sample", "evaluate"), "evaluate": ("evaluate",)}
+_READ_BY = {"sample": ("sample", "evaluate"), "evaluate": ("evaluate",), "preprocess": ("preprocess",)}
 
 
 def identity(spec: ElementSpec) -> str:
