@@ -174,7 +174,7 @@ def test_grid_forms_paper_list_product():
         ("+cluster.sbatch_extra.partition=gpu", r"cluster\.sbatch_extra\.partition is set by the launcher"),
         ("+cluster.sbatch_extra={Mail_Type:FAIL}", r"'Mail_Type' is not an sbatch long option name"),
         ("launcher.stages=[probe,preprocess]", r"out of order"),
-        ("launcher.stages=[train]", r"launcher stage 'train' is unknown: choose from preprocess, mean"),
+        ("launcher.stages=[train]", r"stage 'train' is unknown: the registered stages are preprocess, mean, diffusion"),
         ("sample.members=0", r"sample: members=0 must be a positive integer"),
         ("sample.window=flat", r"blend window 'flat' unknown"),
         ("evaluate.baselines=[cubic]", r"evaluate: baseline 'cubic' unknown: use some of nearest, bicubic, mean"),

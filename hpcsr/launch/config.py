@@ -13,9 +13,8 @@ import typing
 from dataclasses import dataclass, field, fields
 
 from hpcsr.factors import expand_grid
+from hpcsr.launch.registry import stage, stage_order
 
-# Stages a launch can chain, in their natural order (hpcsr.launch.stages runs them).
-STAGE_ORDER = ("preprocess", "mean", "diffusion", "joint", "sample", "evaluate", "probe")
 # sbatch options the launcher sets itself; cluster.sbatch_extra may not change them.
 MANAGED_OPTIONS = frozenset(
     {
@@ -102,17 +101,16 @@ class LauncherConfig:
 
     def __post_init__(self):
         if not self.stages:
-            raise ValueError("launcher.stages is empty: list at least one of " + ", ".join(STAGE_ORDER))
+            raise ValueError("launcher.stages is empty: list at least one of " + ", ".join(stage_order()))
         for name in list(self.stages) + list(self.stage_overrides):
-            if name not in STAGE_ORDER:
-                raise ValueError(f"launcher stage {name!r} is unknown: choose from {', '.join(STAGE_ORDER)}")
+            stage(name)  # registered and loadable (hpcsr.launch.registry), else an error naming the registered ones
         if len(set(self.stages)) != len(self.stages):
             raise ValueError(f"launcher.stages={list(self.stages)} names a stage twice")
-        order = [STAGE_ORDER.index(s) for s in self.stages]
+        order = [stage(name).order for name in self.stages]
         if order != sorted(order):
             raise ValueError(
                 f"launcher.stages={list(self.stages)} is out of order: a stage runs after the ones it "
-                f"needs, write them in the order {', '.join(STAGE_ORDER)}"
+                f"needs, write them in the order {', '.join(stage_order())}"
             )
         if self.max_requeues < 0:
             raise ValueError(f"launcher.max_requeues={self.max_requeues} must be >= 0")
@@ -190,18 +188,18 @@ class ClusterConfig:
                     f"for it (nodes, time_min, partition, ...) instead"
                 )
             check_sbatch_value(f"cluster.sbatch_extra.{option}", value)
-        for stage, res in self.stages.items():
-            if stage not in STAGE_ORDER:
-                raise ValueError(f"cluster.stages.{stage}: unknown stage, choose from {', '.join(STAGE_ORDER)}")
+        for name, res in self.stages.items():
+            if name not in stage_order():
+                raise ValueError(f"cluster.stages.{name}: unknown stage, choose from {', '.join(stage_order())}")
             for f in fields(res):
                 value = getattr(res, f.name)
-                check_sbatch_value(f"cluster.stages.{stage}.{f.name}", value)
+                check_sbatch_value(f"cluster.stages.{name}.{f.name}", value)
                 if (
                     isinstance(value, (int, float))
                     and not isinstance(value, bool)
                     and value < (0 if f.name == "gpus_per_node" else 1)
                 ):
-                    raise ValueError(f"cluster.stages.{stage}.{f.name}={value} is too small")
+                    raise ValueError(f"cluster.stages.{name}.{f.name}={value} is too small")
 
 
 @dataclass
