@@ -18,7 +18,7 @@ PACKAGES = ("hpcsr", "preprocessing")
 
 
 def area(module: str) -> str | None:
-    """hpcsr.train.export -> hpcsr.train; preprocessing.cli -> preprocessing; others None."""
+    """hpcsr.train.trainer -> hpcsr.train; preprocessing.cli -> preprocessing; others None."""
     parts = module.split(".")
     if parts[0] == "hpcsr":
         return ".".join(parts[:2]) if len(parts) > 1 else "hpcsr"

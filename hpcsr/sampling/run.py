@@ -75,7 +75,7 @@ def run_sample(cfg: SampleStageConfig, *, command: str | None = None) -> SampleR
     HR store) to `cfg.out`, sampled as `cfg` says. `command` is recorded as the file's history
     (default: this process's command line). Must be called by every rank when several run."""
     from hpcsr.dist import discover, init_distributed
-    from hpcsr.train.export import load_export
+    from hpcsr.export import load_export
 
     if cfg.export is None or cfg.out is None:
         raise ValueError("sample: give the export (sample.export, --export) and the output file (sample.out, --out)")

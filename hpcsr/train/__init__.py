@@ -8,7 +8,7 @@
 The same call serves the first start and every requeue: a complete checkpoint in
 <run_dir>/<stage>/checkpoints/ is resumed (on any world size), else the stage starts from
 train.init_from / the mean export / scratch. See hpcsr.train.trainer for the phases and folders,
-hpcsr.train.export for the export format.
+hpcsr.export for the export format.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def freeze_for_run(init_from, resumed_marker: dict | None) -> FreezeSpec | None:
         return FreezeSpec.from_dict(resumed_marker.get("freeze"))
     if not init_from:
         return None
-    from hpcsr.train.export import load_export
+    from hpcsr.export import load_export
 
     return FreezeSpec.from_dict(load_export(init_from).metadata.get("freeze"))
 

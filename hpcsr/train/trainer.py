@@ -30,13 +30,13 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from hpcsr import exits
+from hpcsr import export as exports
 from hpcsr.artifacts import code_version, export_path, shard_path
 from hpcsr.data.normalise import Normaliser
 from hpcsr.data.patches import PatchDataset, PatchSpec
 from hpcsr.data.sampler import SamplesSeenSampler
 from hpcsr.data.store import Shard
 from hpcsr.models import residual_scale
-from hpcsr.train import export as exports
 from hpcsr.train.checkpoint import CheckpointIncompatible, CheckpointManager, tag_of
 from hpcsr.train.ema import ShardedEMA
 from hpcsr.train.metrics import MetricsLog

@@ -3,7 +3,7 @@
 `make_seed(source, to, out, strategy)` builds the target pair's model (its recipe: L, beta range,
 mass f; the source's architecture unless another is given), fills it by the strategy
 (hpcsr.transfer.strategies), and writes
-    <out>              an export that `train.init_from` accepts (hpcsr.train.export format, stage
+    <out>              an export that `train.init_from` accepts (hpcsr.export format, stage
                        'seed', step 0), metadata with the transfer, the freeze spec if any and the
                        lineage: the source's ancestors, the source (role 'transfer:<strategy>'), the seed
     <out>.json         its metadata (as every export)
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
+from hpcsr import export as exports
 from hpcsr.artifacts import code_version, json_hash
 from hpcsr.atomic import write_json_atomic
 from hpcsr.factors import FactorPair, Recipe
 from hpcsr.factors import recipe as recipe_of
-from hpcsr.train import export as exports
 from hpcsr.train.freeze import FreezeSpec, check_prefixes
 from hpcsr.transfer.report import TransferReport
 from hpcsr.transfer.sources import Source, load_source
