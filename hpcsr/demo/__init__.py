@@ -35,6 +35,10 @@ from pathlib import Path
 
 from hpcsr.artifacts import ensemble_path, export_path
 from hpcsr.atomic import write_json_atomic
+from hpcsr.config import ConfigError
+from hpcsr.demo.index import curves, plot_curves, write_index
+from hpcsr.demo.progress import banner, follow
+from hpcsr.demo.scoring import evaluate_pair, grid_report
 from hpcsr.demo.settings import (
     FULL,
     QUICK,
@@ -44,6 +48,14 @@ from hpcsr.demo.settings import (
     preprocess_settings,
     training_launch,
 )
+from hpcsr.factors import FactorPair, recipe
+from hpcsr.launch import plan as planning
+from hpcsr.launch import submit
+from hpcsr.launch.records import read_record
+from hpcsr.launch.report import plan_table
+from hpcsr.launch.stages import done_marker, identity
+from hpcsr.transfer import make_seed, plan_chain
+from hpcsr.transfer.seed import report_path_for
 
 STEPS = 6
 
@@ -91,8 +103,6 @@ def claim(out: Path, settings: dict) -> None:
 
 def all_finished(plan) -> bool:
     """Every element of the plan has a done marker for its present configuration."""
-    from hpcsr.launch.stages import done_marker, identity
-
     for array in plan.arrays:
         for spec in array.elements:
             marker = done_marker(spec)
@@ -104,8 +114,6 @@ def all_finished(plan) -> bool:
 def reap_local_queue(launch_dir: Path) -> None:
     """Wait for the local backend's queue process (our child) once its elements have ended, so it
     leaves no zombie and its CPU time counts in this process's children (the summary reports it)."""
-    from hpcsr.launch.records import read_record
-
     pid = read_record(launch_dir).get("local_queue_pid")
     deadline = time.monotonic() + 30
     while pid and time.monotonic() < deadline:
@@ -131,11 +139,6 @@ def launch(args: list[str], title: str):
     """Plan and submit one launch and follow it to the end (or reuse a finished one); returns the
     plan. Raises RuntimeError naming the failed elements. Ctrl-C cancels the launch (a rerun
     resumes from the checkpoints) instead of leaving its elements running unwatched."""
-    from hpcsr.demo.progress import follow
-    from hpcsr.launch import plan as planning
-    from hpcsr.launch import submit
-    from hpcsr.launch.report import plan_table
-
     plan = planning.build(args)
     print(plan_table(plan))
     print(f"equivalent command:\n  {command_line(args)}", flush=True)
@@ -166,8 +169,6 @@ def launch(args: list[str], title: str):
 
 def element_times(plan) -> list[dict]:
     """Seconds each element took, from the done markers (launch order)."""
-    from hpcsr.launch.stages import done_marker
-
     out = []
     for array in plan.arrays:
         for spec in array.elements:
@@ -190,10 +191,6 @@ def seed_transfers(size, run_root: Path, seeds_dir: Path) -> list[dict]:
     """hpcsr.transfer: each TRANSFER pair's parent from the plan over the trained SCRATCH pairs, and a
     seed export per training stage from the parent's export of that stage (remade when the
     parent's export is newer); returns one record per transferred pair for the index."""
-    from hpcsr.factors import FactorPair, recipe
-    from hpcsr.transfer import make_seed, plan_chain
-    from hpcsr.transfer.seed import report_path_for
-
     out = []
     for entry in plan_chain([FactorPair(*p) for p in TRANSFER], trained=[FactorPair(*p) for p in SCRATCH]):
         if entry.parent is None:
@@ -230,9 +227,6 @@ def seed_transfers(size, run_root: Path, seeds_dir: Path) -> list[dict]:
 
 def score(plans, out: Path, elements: list[dict], quiet: bool) -> list[dict]:
     """Evaluate each pair's ensemble; returns one record per pair for the index."""
-    from hpcsr.demo.index import curves
-    from hpcsr.demo.scoring import evaluate_pair
-
     report = out / "report"
     records = []
     for plan in plans:
@@ -245,7 +239,7 @@ def score(plans, out: Path, elements: list[dict], quiet: bool) -> list[dict]:
                 ensemble = ensemble_path(spec.cfg.run_dir)
                 print(f"evaluating {pair.name}: {ensemble}", flush=True)
                 metrics = evaluate_pair(ensemble, hr_store, report / pair.name, progress=not quiet)
-                recipe = spec.cfg.factor.recipe()
+                pair_recipe = spec.cfg.factor.recipe()
                 steps = {
                     e["array"].split(".")[1]: e["result"].get("step")
                     for e in elements
@@ -255,8 +249,8 @@ def score(plans, out: Path, elements: list[dict], quiet: bool) -> list[dict]:
                     {
                         "name": pair.name,
                         "parent": None,
-                        "context": recipe.context,
-                        "beta_end": recipe.beta_end,
+                        "context": pair_recipe.context,
+                        "beta_end": pair_recipe.beta_end,
                         "steps": steps,
                         "curves": curves(Path(spec.cfg.run_dir)),
                         "metrics": metrics,
@@ -283,10 +277,6 @@ def print_scores(records: list[dict]) -> None:
 
 
 def run(args) -> int:
-    from hpcsr.demo.index import plot_curves, write_index
-    from hpcsr.demo.progress import banner
-    from hpcsr.demo.scoring import grid_report
-
     started = time.monotonic()
     size = QUICK if args.quick else FULL
     out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo")).resolve()
@@ -380,8 +370,6 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from hpcsr.config import ConfigError
-
     try:
         return run(args)
     except (ConfigError, ValueError, FileNotFoundError) as err:

@@ -28,9 +28,11 @@ from typing import Optional
 
 import numpy as np
 
+import hpcsr
 from hpcsr import exits
 from hpcsr.artifacts import EXPORT_DIR, EXPORT_NAME, ensemble_path, json_hash, shard_path
 from hpcsr.atomic import write_json_atomic
+from hpcsr.dist import discover
 from hpcsr.factors import FactorPair
 from hpcsr.launch.registry import Stage, stage, stage_order
 
@@ -40,6 +42,9 @@ REQUEUE_EXIT_CODE = exits.JOB_REQUEUE
 
 def train(spec: "ElementSpec", info) -> dict:
     """One training stage (hpcsr.train.run: resume beats train.init_from beats a fresh start)."""
+    # lazy for start-up cost only: the job runner imports this module before its signal handlers
+    # are in place (hpcsr.launch.job) and the registry whenever a configuration is validated, so it
+    # loads no torch; training, sampling and evaluation load only in the element that runs them
     from hpcsr.train import run
 
     result = run(spec.cfg)
@@ -71,7 +76,7 @@ def _shard(spec: "ElementSpec") -> str:
 
 def check_sample(spec: "ElementSpec") -> None:
     """When a plan is built: the sample section leaves the pair's input and output to the stage."""
-    from hpcsr.sampling.config import INPUT_KEYS
+    from hpcsr.sampling.config import INPUT_KEYS  # lazy for start-up cost, as above
 
     _set_by_launcher(spec.cfg.sample, INPUT_KEYS, "sample")
 
@@ -80,7 +85,7 @@ def sample(spec: "ElementSpec", info) -> dict:
     """The pair's ensemble over its shard's test split (hpcsr.sampling.run_sample with the sample
     section), from the joint stage's export when the launch trains 'joint', else the diffusion
     stage's; written to <run_dir>/sample/ensemble.nc."""
-    from hpcsr.data.store import Shard
+    from hpcsr.data.store import Shard  # lazy for start-up cost, as above
     from hpcsr.sampling.run import run_sample
 
     cfg = spec.cfg
@@ -104,7 +109,7 @@ def sample(spec: "ElementSpec", info) -> dict:
 
 def check_evaluate(spec: "ElementSpec") -> None:
     """When a plan is built: the evaluate section leaves the pair's input and output to the stage."""
-    from hpcsr.evaluate.config import INPUT_KEYS
+    from hpcsr.evaluate.config import INPUT_KEYS  # lazy for start-up cost, as above
 
     _set_by_launcher(spec.cfg.evaluate, INPUT_KEYS, "evaluate")
 
@@ -113,7 +118,7 @@ def evaluate(spec: "ElementSpec", info) -> dict:
     """The sample stage's ensemble scored against its truth cut from the shard's HR store, as
     `hpcsr demo` scores it (hpcsr.evaluate.truth), with the evaluate section's settings; rank 0
     writes <run_dir>/evaluate/truth.nc and the report folder <run_dir>/evaluate/report/."""
-    from hpcsr.data.store import Shard
+    from hpcsr.data.store import Shard  # lazy for start-up cost, as above
     from hpcsr.evaluate.truth import evaluate_against_store
 
     check_evaluate(spec)
@@ -264,8 +269,6 @@ def _requeue(spec: ElementSpec, info, result: dict) -> None:
 
 def run_element(spec: ElementSpec) -> dict:
     """Run one element on this rank (see the module docstring)."""
-    from hpcsr.dist import discover
-
     info = discover()
     marker = done_marker(spec)
     ident = identity(spec)
@@ -287,8 +290,6 @@ def run_element(spec: ElementSpec) -> dict:
     if result.pop("requeue", False):
         _requeue(spec, info, result)
     if info.rank == 0:
-        import hpcsr
-
         write_json_atomic(
             marker,
             {

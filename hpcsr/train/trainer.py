@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from hpcsr import exits
 from hpcsr import export as exports
@@ -36,9 +37,12 @@ from hpcsr.data.normalise import Normaliser
 from hpcsr.data.patches import PatchDataset, PatchSpec
 from hpcsr.data.sampler import SamplesSeenSampler
 from hpcsr.data.store import Shard
-from hpcsr.models import residual_scale
+from hpcsr.models import build_model, residual_scale
+from hpcsr.train.activation import enable_activation_checkpointing
 from hpcsr.train.checkpoint import CheckpointIncompatible, CheckpointManager, tag_of
 from hpcsr.train.ema import ShardedEMA
+from hpcsr.train.engine import build_engine
+from hpcsr.train.freeze import freeze_for_run
 from hpcsr.train.metrics import MetricsLog
 from hpcsr.train.objective import PREFIX, TRAINED, StageObjective
 from hpcsr.train.signals import REQUEUE_EXIT_CODE, StopRequest, ignore_stop_signals
@@ -205,8 +209,6 @@ class Trainer:
             if universal:
                 self.ckpt.prepare_universal(self.resumed_from)
 
-        from hpcsr.models import build_model
-
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.model = build_model(cfg.model, self.recipe, cfg.data.future_frames(self.recipe.pair.t))
         self.train_data = PatchDataset(
@@ -225,13 +227,8 @@ class Trainer:
             if "denoiser" in TRAINED[self.stage]:
                 self.measure_residual_std(shard_path)
         if cfg.deepspeed.activation_checkpointing:
-            from hpcsr.train.activation import enable_activation_checkpointing
-
             enable_activation_checkpointing(self.model)
         objective = StageObjective(self.model, self.stage, autocast_bf16=cfg.deepspeed.precision == "bf16")
-
-        from hpcsr.train.engine import build_engine
-        from hpcsr.train.freeze import freeze_for_run
 
         # parameters a transfer seed keeps fixed for its first steps (the marker's record on resume)
         self.freeze = freeze_for_run(cfg.train.init_from, self.resumed_from.marker if self.resumed_from else None)
@@ -553,8 +550,6 @@ class Trainer:
         batches = iter(self.train_loader())
         bar = None
         if self.rank == 0 and tc.progress:
-            from tqdm import tqdm
-
             bar = tqdm(
                 total=total,
                 initial=self.step,
