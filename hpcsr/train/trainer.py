@@ -210,7 +210,7 @@ class Trainer:
                 self.ckpt.prepare_universal(self.resumed_from)
 
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        self.model = build_model(cfg.model, self.recipe, cfg.data.future_frames(self.recipe.pair.t))
+        self.model = build_model(cfg.model, self.recipe, self.spec.future)
         self.train_data = PatchDataset(
             shard_path,
             self.spec,
@@ -508,7 +508,7 @@ class Trainer:
             "pair": {"s": self.recipe.pair.s, "t": self.recipe.pair.t, "name": self.recipe.pair.name},
             "recipe": exports.recipe_to_dict(self.recipe),
             "model": dataclasses.asdict(cfg.model),
-            "future_context": cfg.data.future_frames(self.recipe.pair.t),
+            "future_context": self.spec.future,
             "normalisation": {**self.normaliser.to_dict(), "stats": self.shard_stats},
             "step": self.step,
             "samples_seen": self.state.samples_seen,
