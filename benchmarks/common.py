@@ -121,9 +121,9 @@ def untrained_export(path, cfg, pair) -> Path:
     import torch
 
     from hpcsr.data.normalise import Normaliser
+    from hpcsr.export import recipe_to_dict, write_export
     from hpcsr.factors import recipe
     from hpcsr.models import build_model
-    from hpcsr.train.export import recipe_to_dict, write_export
 
     torch.manual_seed(0)
     rec = recipe(pair.s, pair.t)

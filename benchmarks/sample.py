@@ -254,9 +254,9 @@ def quality(export, settings: list[tuple[str, int]], members: int, blocks: int, 
 @torch.no_grad()
 def pipeline_overhead(work: Path, cfg: ModelConfig, members: int, repeats: int, device) -> tuple[list, list]:
     """DDIM-10 on one 100 x 100 tile: hpcsr sample's EnsembleSampler vs SRModel.sample (members batched)."""
+    from hpcsr.export import load_export
     from hpcsr.sampling import EnsembleSampler, SampleConfig, sample_sequence
     from hpcsr.sampling.inputs import LRSequence
-    from hpcsr.train.export import load_export
 
     rec = recipe(PAIR.s, PAIR.t)
     path = untrained_export(work / "untrained" / "model.pt", cfg, PAIR)
@@ -355,7 +355,7 @@ def main(argv=None) -> int:
         )
 
     print(f"quality: training a tiny model for {train_steps} steps in {a.work}", flush=True)
-    from hpcsr.train.export import load_export
+    from hpcsr.export import load_export
 
     export_path, train_info = trained_export(a.work, train_steps, device)
     export = load_export(export_path)

@@ -322,9 +322,9 @@ def references(crop: Path, pair: str, export: Path) -> dict:
 
     from hpcsr.coarsen import coarsen
     from hpcsr.evaluate.baselines import bicubic_linear
+    from hpcsr.export import load_export
     from hpcsr.factors import MassFunction, recipe
     from hpcsr.mass import conserve
-    from hpcsr.train.export import load_export
 
     s, t = map(int, pair.split("x"))
     with xr.open_dataset(crop) as ds:
@@ -376,9 +376,9 @@ def in_domain_check(run_dir: Path, shard: Path, patch: int, items: int = 128) ->
     import torch
 
     from hpcsr.data.patches import PatchDataset, PatchSpec
+    from hpcsr.export import load_export
     from hpcsr.factors import MassFunction
     from hpcsr.mass import conserve
-    from hpcsr.train.export import load_export
 
     export = load_export(run_dir / "mean")
     model, norm = export.build_model().eval(), export.normaliser

@@ -5,7 +5,7 @@ every stage, the launcher, the demo and `preprocessing` import it without a cycl
 
     <data_dir>/hr.h5                       HR store (hpcsr.data.store documents the format)
     <data_dir>/shards/s{s}_t{t}.h5         LR shard of one factor pair
-    <run_dir>/<stage>/export/model.pt      a training stage's final export (hpcsr.train.export)
+    <run_dir>/<stage>/export/model.pt      a training stage's final export (hpcsr.export)
     <run_dir>/sample/ensemble.nc           the launcher's sample stage: the ensemble of the test split
 """
 

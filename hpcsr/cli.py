@@ -25,7 +25,7 @@ def show_config(argv):
     """Print the configuration composed from configs/ with the given overrides, as JSON."""
     import json
 
-    from hpcsr.config import ConfigError, compose
+    from hpcsr.config import ConfigError, compose  # lazy for start-up cost: `hpcsr --help` loads no torch
 
     try:
         cfg = compose(argv)

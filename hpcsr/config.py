@@ -1,6 +1,8 @@
 """Configuration: Hydra composes the YAML tree in `configs/`, then every section is turned into a
 validated dataclass, so a wrong key or value stops at start with the key, the value and what is
 allowed. Each area keeps its own section schema next to its code; this module assembles them.
+A section owned by a package outside hpcsr (PLUGIN_SECTIONS: `preprocess`, whose schema is
+preprocessing.config) stays a plain mapping here; its launcher stage checks it when a plan is built.
 
     cfg = compose(["factor=s10_t3", "model=tiny", "train.steps=20"])
     cfg.factor.recipe()      # recipe(s, t) with any overrides from the config applied
@@ -95,6 +97,9 @@ SECTIONS = {
     "sample": "hpcsr.sampling.config:SampleStageConfig",
     "evaluate": "hpcsr.evaluate.config:EvaluateConfig",
 }
+# sections whose schema lives outside hpcsr, with the launcher stage that owns them (hpcsr never
+# imports preprocessing): kept as plain mappings, checked by that stage's Stage.check at plan time
+PLUGIN_SECTIONS = ("preprocess",)
 ROOT_KEYS = {
     "seed": int,  # global seed
     "data_dir": str,  # preprocessing output folder: hr.h5 and shards/
@@ -104,7 +109,8 @@ ROOT_KEYS = {
 
 
 class RootConfig(types.SimpleNamespace):
-    """The validated configuration: one attribute per section plus the root keys."""
+    """The validated configuration: one attribute per section (a dataclass; a plugin section's
+    mapping as composed) plus the root keys."""
 
     def to_dict(self) -> dict:
         return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in vars(self).items()}
@@ -224,11 +230,10 @@ def config_dir() -> Path:
 
 def from_container(data: dict) -> RootConfig:
     """Validate a plain dict (e.g. a composed Hydra config) into a RootConfig."""
-    unknown = sorted(set(data) - set(SECTIONS) - set(ROOT_KEYS))
+    allowed = set(SECTIONS) | set(PLUGIN_SECTIONS) | set(ROOT_KEYS)
+    unknown = sorted(set(data) - allowed)
     if unknown:
-        raise ConfigError(
-            f"unknown top-level key {unknown[0]!r}: allowed are {', '.join(sorted(set(SECTIONS) | set(ROOT_KEYS)))}"
-        )
+        raise ConfigError(f"unknown top-level key {unknown[0]!r}: allowed are {', '.join(sorted(allowed))}")
     out = {}
     for name, tp in ROOT_KEYS.items():
         if name not in data:
@@ -236,6 +241,8 @@ def from_container(data: dict) -> RootConfig:
         out[name] = _convert(tp, data[name], name)
     for name in SECTIONS:
         out[name] = build(_section_class(name), data.get(name), name)
+    for name in PLUGIN_SECTIONS:
+        out[name] = _convert(dict[str, typing.Any], data.get(name) or {}, name)
     return RootConfig(**out)
 
 
@@ -272,7 +279,7 @@ def _hydra_compose(overrides, config_path):
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
-    for name in SECTIONS:
+    for name in (*SECTIONS, *PLUGIN_SECTIONS):
         if name in choices and not cfg.get(name):
             raise ConfigError(
                 f"{path / name / (str(choices[name]) + '.yaml')} is empty: a {name} config needs its keys "

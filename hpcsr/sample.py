@@ -19,6 +19,9 @@ import shlex
 import sys
 
 from hpcsr import exits
+from hpcsr.dist import discover, shutdown
+from hpcsr.mass import MODES
+from hpcsr.models.sr_model import SAMPLERS
 from hpcsr.sampling.config import SampleStageConfig
 from hpcsr.sampling.ensemble import CONTEXT_POLICIES, MASS_SCALES
 from hpcsr.sampling.run import run_sample
@@ -26,9 +29,6 @@ from hpcsr.sampling.tiles import WINDOWS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hpcsr.mass import MODES
-    from hpcsr.models.sr_model import SAMPLERS
-
     D = SampleStageConfig()  # the defaults are the config section's
     p = argparse.ArgumentParser(
         prog="hpcsr sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -146,8 +146,6 @@ def run(argv) -> dict:
 
 def main(argv=None) -> int:
     """CLI entry (`hpcsr sample ...`); under several processes each rank ends through hpcsr.dist.shutdown."""
-    from hpcsr.dist import discover
-
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     code = 0
@@ -159,8 +157,6 @@ def main(argv=None) -> int:
         print(f"hpcsr sample: error: {err}", file=sys.stderr)
         code = exits.BAD_INPUT
     if discover().world_size > 1:
-        from hpcsr.dist import shutdown
-
         shutdown(code)
     return code
 

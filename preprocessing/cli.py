@@ -8,6 +8,10 @@ MPI ranks (`mpirun -n 4 hpcsr-preprocess ...`), resumable (a rerun skips finishe
     hpcsr-preprocess shards --out data/default --pairs 10x3,2x1 --split-bounds 2019-10-01,2019-11-15
     hpcsr-preprocess all    --out data/default --days 3 --size 200 --grid paper   (synthetic data)
     hpcsr-preprocess all    --out data/default --comephore /data/comephore --grid paper
+
+The flags become the `preprocess` config section (preprocessing.config.PreprocessConfig, whose
+defaults they are; flag --a-b is key a_b, --days and the other synthetic flags are synthetic.days
+...); `all` then calls preprocessing.run.run_preprocess, as the launcher's preprocess stage does.
 """
 
 from __future__ import annotations
@@ -16,19 +20,21 @@ import argparse
 import logging
 import sys
 import traceback
+from dataclasses import fields
 from pathlib import Path
 
 from hpcsr import exits
 from hpcsr.factors import PAPER_PAIRS, FactorPair
-from preprocessing.ingest import IngestConfig, ingest
-from preprocessing.layout import COMPRESSIONS, StoreLayout
+from preprocessing.config import PreprocessConfig, SyntheticConfig
+from preprocessing.ingest import ingest
+from preprocessing.layout import COMPRESSIONS
 from preprocessing.parallel import Comm, StepFailed
-from preprocessing.quality import DEFAULT_CAP_MM_PER_HOUR
-from preprocessing.shards import ShardConfig, make_shards
-from preprocessing.splits import SplitSpec
-from preprocessing.synth import SynthConfig, synthesize
+from preprocessing.run import run_preprocess
+from preprocessing.shards import make_shards
+from preprocessing.synth import synthesize
 
 log = logging.getLogger("hpcsr-preprocess")
+D = PreprocessConfig()  # the flags' defaults are the preprocess config section's
 
 
 def parse_pairs(pairs: str | None, grid: str | None) -> tuple[FactorPair, ...]:
@@ -54,14 +60,12 @@ def parse_pairs(pairs: str | None, grid: str | None) -> tuple[FactorPair, ...]:
 
 
 def _layout_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--chunk", type=int, default=StoreLayout.chunk, help="spatial chunk side in pixels (default %(default)s)"
-    )
-    p.add_argument("--compression", default=StoreLayout.compression, help=f"{COMPRESSIONS} (default %(default)s)")
+    p.add_argument("--chunk", type=int, default=D.chunk, help="spatial chunk side in pixels (default %(default)s)")
+    p.add_argument("--compression", default=D.compression, help=f"{COMPRESSIONS} (default %(default)s)")
 
 
-def _synth_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
-    d = SynthConfig()
+def _synth_args(p: argparse.ArgumentParser) -> None:
+    d = D.synthetic
     p.add_argument("--days", type=int, default=d.days, help="days of hourly data (default %(default)s)")
     p.add_argument(
         "--size", type=int, default=d.size, help="grid side in 1 km pixels, up to 1536 (default %(default)s)"
@@ -85,7 +89,7 @@ def _ingest_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument(
         "--cadence",
         type=int,
-        default=60,
+        default=D.cadence,
         help="HR step in minutes; finer netCDF steps are summed (default %(default)s)",
     )
     p.add_argument(
@@ -97,13 +101,13 @@ def _ingest_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument(
         "--cap",
         type=float,
-        default=DEFAULT_CAP_MM_PER_HOUR,
+        default=D.cap,
         help="plausibility cap in mm/h; higher rates are masked (default %(default)s)",
     )
     p.add_argument(
         "--on-bad-input",
         choices=("skip", "fail"),
-        default="skip",
+        default=D.on_bad_input,
         help="unreadable frame: skip it as a gap, or stop (default %(default)s)",
     )
     p.add_argument(
@@ -111,7 +115,9 @@ def _ingest_args(p: argparse.ArgumentParser, required: bool) -> None:
         default=None,
         help="HR storage: 'uint16/<units per mm>' or 'float32' (default: uint16/10 for Comephore, float32 for netCDF)",
     )
-    p.add_argument("--unit-frames", type=int, default=24, help="frames per unit of work (default %(default)s)")
+    p.add_argument(
+        "--unit-frames", type=int, default=D.unit_frames, help="frames per unit of work (default %(default)s)"
+    )
 
 
 def _shard_args(p: argparse.ArgumentParser) -> None:
@@ -120,20 +126,33 @@ def _shard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--min-valid",
         type=float,
-        default=1.0,
+        default=D.min_valid,
         help="minimum valid fraction of a block for its LR value (default %(default)s)",
     )
     p.add_argument(
-        "--phase-minutes", type=int, default=0, help="time blocks start at 00 UTC + this (default %(default)s)"
+        "--phase-minutes",
+        type=int,
+        default=D.phase_minutes,
+        help="time blocks start at 00 UTC + this (default %(default)s)",
     )
     p.add_argument(
-        "--split-fractions", default="0.8,0.1,0.1", help="train,val,test shares of the time span (default %(default)s)"
+        "--split-fractions",
+        default=",".join(map(str, D.split_fractions)),
+        help="train,val,test shares of the time span (default %(default)s)",
     )
     p.add_argument("--split-bounds", default=None, help="END_OF_TRAIN,END_OF_VAL as ISO times (instead of fractions)")
     p.add_argument(
-        "--wet-threshold", type=float, default=0.1, help="mm per step below which a value is dry (default %(default)s)"
+        "--wet-threshold",
+        type=float,
+        default=D.wet_threshold,
+        help="mm per step below which a value is dry (default %(default)s)",
     )
-    p.add_argument("--window-frames", type=int, default=12, help="HR steps read at once per rank (default %(default)s)")
+    p.add_argument(
+        "--window-frames",
+        type=int,
+        default=D.window_frames,
+        help="HR steps read at once per rank (default %(default)s)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,67 +190,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _synth_config(a) -> SynthConfig:
-    return SynthConfig(
-        start=a.start, days=a.days, size=a.size, seed=a.seed, coverage=a.coverage, missing_hours=a.missing_hours
-    )
+def _split_fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise ValueError(f"--split-fractions {text!r}: {exc}") from None
 
 
-def _ingest_config(a, comephore=None) -> IngestConfig:
-    return IngestConfig(
-        comephore=tuple(comephore or a.comephore or ()),
-        netcdf=tuple(a.netcdf or ()),
-        cadence_minutes=a.cadence,
-        source_interval=a.source_interval,
-        cap_mm_per_hour=a.cap,
-        on_bad_input=a.on_bad_input,
-        encoding=a.encoding,
-        layout=StoreLayout(a.chunk, a.compression),
-        unit_frames=a.unit_frames,
-    )
-
-
-def _shard_config(a) -> ShardConfig:
-    if a.split_bounds:
-        splits = SplitSpec(bounds=tuple(a.split_bounds.split(",")))
-    else:
-        try:
-            splits = SplitSpec(fractions=tuple(float(v) for v in a.split_fractions.split(",")))
-        except ValueError as exc:
-            raise ValueError(f"--split-fractions {a.split_fractions!r}: {exc}") from None
-    return ShardConfig(
-        pairs=parse_pairs(a.pairs, a.grid),
-        min_valid=a.min_valid,
-        phase_minutes=a.phase_minutes,
-        splits=splits,
-        wet_threshold=a.wet_threshold,
-        layout=StoreLayout(a.chunk, a.compression),
-        window_frames=a.window_frames,
-    )
+def _config(a) -> PreprocessConfig:
+    """The preprocess config section from the flags: a subcommand's flags set their keys (flag --a-b
+    is key a_b), the others keep the section's defaults."""
+    flags = vars(a)
+    plain = {f.name for f in fields(PreprocessConfig)} - {"source", "inputs", "synthetic"}
+    values = {key: flags[key] for key in plain & set(flags)}
+    if flags.get("comephore") or flags.get("netcdf"):
+        values["source"] = "comephore" if flags.get("comephore") else "netcdf"
+        values["inputs"] = tuple(flags.get("comephore") or flags["netcdf"])
+    if "days" in flags:
+        # --out is the output folder; the archives go to its raw/ (synthetic.out's default)
+        values["synthetic"] = SyntheticConfig(
+            **{f.name: flags[f.name] for f in fields(SyntheticConfig) if f.name in flags and f.name != "out"}
+        )
+    if "split_fractions" in flags:
+        values["split_fractions"] = _split_fractions(flags["split_fractions"])
+    if flags.get("split_bounds"):
+        values["split_bounds"] = tuple(flags["split_bounds"].split(","))
+    return PreprocessConfig(**values)
 
 
 def run(a, comm: Comm) -> None:
     progress = not a.quiet
     out = Path(a.out)
+    cfg = _config(a)
     if a.command == "synth":
-        cfg = _synth_config(a)
-        comm.run_step("synthesising", lambda: synthesize(out, cfg, progress) if comm.rank == 0 else None)
-        return
-    if a.command == "ingest":
-        ingest(out, _ingest_config(a), comm, progress)
-        return
-    if a.command == "shards":
-        make_shards(out, _shard_config(a), comm, progress, store_path=a.store)
-        return
-    shard_cfg = _shard_config(a)  # validate everything before the long steps
-    comephore = None
-    if not a.comephore and not a.netcdf:
-        cfg = _synth_config(a)
-        raw = out / "raw"
-        comm.run_step("synthesising", lambda: synthesize(raw, cfg, progress) if comm.rank == 0 else None)
-        comephore = [str(raw)]
-    ingest(out, _ingest_config(a, comephore), comm, progress)
-    make_shards(out, shard_cfg, comm, progress)
+        synth = cfg.synthetic.synth_config()
+        comm.run_step("synthesising", lambda: synthesize(out, synth, progress) if comm.rank == 0 else None)
+    elif a.command == "ingest":
+        ingest(out, cfg.ingest_config(cfg.inputs), comm, progress)
+    elif a.command == "shards":
+        make_shards(out, cfg.shard_config(parse_pairs(a.pairs, a.grid)), comm, progress, store_path=a.store)
+    else:
+        run_preprocess(cfg, out, parse_pairs(a.pairs, a.grid), comm, progress)
 
 
 def main(argv=None) -> int:

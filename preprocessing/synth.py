@@ -55,7 +55,10 @@ class SynthConfig:
             raise ValueError(f"wet_fraction={self.wet_fraction} must be in (0, 0.5)")
         if not 0 <= self.missing_hours < 24 * self.days:
             raise ValueError(f"missing_hours={self.missing_hours} must be in 0..{24 * self.days - 1}")
-        np.datetime64(self.start, "D")  # raises on a malformed date
+        try:
+            np.datetime64(self.start, "D")
+        except ValueError:
+            raise ValueError(f"start={self.start!r} is not a day like 2020-01-01") from None
 
 
 def _wavenumbers(n_y: int, n_x: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,7 +1,7 @@
 """Print the import graph of hpcsr and preprocessing between areas (hpcsr.<first part>), read
 with ast: each area's dependencies, those imported only inside functions marked '(in function)',
-the cycles between areas, and whether hpcsr imports preprocessing. Exit code 1 on a cycle or an
-hpcsr -> preprocessing import.
+the cycles between areas, imports of an area in a higher layer (LAYERS), and whether hpcsr imports
+preprocessing. Exit code 1 on any of those.
 
     .venv/bin/python scripts/import_graph.py
 """
@@ -15,10 +15,35 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("hpcsr", "preprocessing")
+# The one-way layering, bottom first: an area imports only areas of its own layer or below (the
+# README's layout section and docs/ARCHITECTURE.md draw it). hpcsr.config assembles the sections'
+# schemas by name (hpcsr.config.SECTIONS) and the launcher finds stages through entry points, so
+# neither counts as an import of the areas they load.
+LAYERS = (
+    (
+        "hpcsr",
+        "hpcsr.factors",
+        "hpcsr.coarsen",
+        "hpcsr.atomic",
+        "hpcsr.exits",
+        "hpcsr.artifacts",
+        "hpcsr.cf",
+        "hpcsr.dist",
+        "hpcsr.diffusion",
+    ),
+    ("hpcsr.mass", "hpcsr.data", "hpcsr.models"),
+    ("hpcsr.config",),
+    ("hpcsr.export",),
+    ("hpcsr.train", "hpcsr.sampling"),
+    ("hpcsr.transfer", "hpcsr.evaluate", "hpcsr.sample"),
+    ("hpcsr.launch",),
+    ("hpcsr.demo", "hpcsr.cli", "hpcsr.__main__"),
+    ("preprocessing",),
+)
 
 
 def area(module: str) -> str | None:
-    """hpcsr.train.export -> hpcsr.train; preprocessing.cli -> preprocessing; others None."""
+    """hpcsr.train.trainer -> hpcsr.train; preprocessing.cli -> preprocessing; others None."""
     parts = module.split(".")
     if parts[0] == "hpcsr":
         return ".".join(parts[:2]) if len(parts) > 1 else "hpcsr"
@@ -97,6 +122,17 @@ def cycles(edges: dict) -> list[list[str]]:
     return out
 
 
+def upward(edges: dict) -> list[str]:
+    """'src -> dst' for every import of an area in a higher layer than its own, or of one in no layer."""
+    level = {a: i for i, layer in enumerate(LAYERS) for a in layer}
+    out = []
+    for src, deps in sorted(edges.items()):
+        for dst in sorted(deps):
+            if level.get(src, -1) < level.get(dst, len(LAYERS)):
+                out.append(f"{src} -> {dst}")
+    return out
+
+
 def main() -> int:
     sys.setrecursionlimit(10000)
     edges, in_functions = graph()
@@ -104,11 +140,13 @@ def main() -> int:
         deps = [f"{d} (in function)" if inner else d for d, inner in sorted(edges[src].items())]
         print(f"{src} -> {', '.join(deps)}")
     found = cycles(edges)
-    upward = sorted(src for src, deps in edges.items() if src.startswith("hpcsr") and "preprocessing" in deps)
+    reverse = sorted(src for src, deps in edges.items() if src.startswith("hpcsr") and "preprocessing" in deps)
+    against = upward(edges)
     print(f"imports inside functions between areas: {in_functions}")
     print(f"cycles: {'; '.join(' <-> '.join(c) for c in found) or 'none'}")
-    print(f"hpcsr importing preprocessing: {', '.join(upward) or 'none'}")
-    return 1 if found or upward else 0
+    print(f"imports against the layers: {', '.join(against) or 'none'}")
+    print(f"hpcsr importing preprocessing: {', '.join(reverse) or 'none'}")
+    return 1 if found or reverse or against else 0
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from hpcsr.config import compose
 from hpcsr.demo import claim
 from hpcsr.demo.progress import latest_line, stderr_of
 from hpcsr.demo.settings import FULL, QUICK, SCRATCH, TRANSFER, DemoSize, preprocess_launch, training_launch
+from preprocessing.config import from_mapping
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,10 +35,12 @@ def test_launches_compose_into_valid_configs(size, tmp_path):
     assert prep.launcher.stages == ["preprocess"]
     assert sorted(tuple(p) for p in prep.grid.pairs) == sorted(SCRATCH + TRANSFER)
     hours = 24 * size.days
-    fractions = [
-        float(v) for v in prep.launcher.preprocess[prep.launcher.preprocess.index("--split-fractions") + 1].split(",")
-    ]
-    assert [round(f * hours, 6) for f in fractions] == [
+    settings = from_mapping(prep.preprocess)  # what the preprocess stage checks when the plan is built
+    assert settings.source == "synthetic" and (settings.synthetic.days, settings.synthetic.size) == (
+        size.days,
+        size.size,
+    )
+    assert [round(f * hours, 6) for f in settings.split_fractions] == [
         hours - size.val_hours - size.test_hours,
         size.val_hours,
         size.test_hours,
@@ -140,8 +143,9 @@ def test_quick_demo_end_to_end_and_rerun_reuses_everything(tmp_path, launch_env)
     cmd = [sys.executable, "-m", "hpcsr.cli", "demo", "--quick", "--backend", "local", "--out", str(out)]
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=launch_env, timeout=1500)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
-    for n in range(1, 8):
-        assert f"[{n}/7]" in first.stdout
+    for n in range(1, 7):
+        assert f"[{n}/6]" in first.stdout
+    assert re.search(rf"{out / 'data' / 'raw' / 'H_COMEPHORE_'}\d{{6}}\.tar \(", first.stdout)  # made by launch 1
     index = out / "report" / "index.html"
     assert f"Report: {index}" in first.stdout
 

@@ -355,7 +355,7 @@ def test_a_damaged_export_is_refused_by_name(sample, tmp_path):
     before sampling or transfer uses it; its JSON beside it keeps the digest."""
     from test_sample import PAIR, make_export
 
-    from hpcsr.train.export import ExportError, load_export
+    from hpcsr.export import ExportError, load_export
 
     export = make_export(tmp_path / "m.pt", PAIR)
     load_export(export)

@@ -1,6 +1,7 @@
 """hpcsr-launch's local backend with real processes: the queue process, submitit's local executor,
 the job runner and the probe stage (a real checkpointed workload). A transfer chain runs in order
-with the child started from the parent's export; resubmitting a finished launch does nothing; a
+with the child started from the parent's export; the preprocess stage writes the store and the shards
+from the preprocess section, then real training stages follow; resubmitting a finished launch does nothing; a
 longer run resumes where the shorter one stopped; a time-limit signal requeues; cancel stops all."""
 
 import json
@@ -12,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from hpcsr.data.store import HRStore, Shard
 from hpcsr.launch import probe
 from hpcsr.launch.records import find_launch, read_record
 
@@ -171,7 +173,8 @@ def test_local_real_chain_preprocess_mean_diffusion(tmp_path, env):
         env,
         "launcher.stages=[preprocess,mean,diffusion]",
         "grid.pairs=[[2,1]]",
-        "launcher.preprocess=[all,--days,2,--size,48,--quiet]",
+        "preprocess.synthetic.days=2",
+        "preprocess.synthetic.size=48",
         "model=tiny",
         "factor.patch=16",
         "train.steps=2",
@@ -190,8 +193,14 @@ def test_local_real_chain_preprocess_mean_diffusion(tmp_path, env):
         done = json.loads((run_dir / "launch" / f"{stage}.done.json").read_text())
         assert done["result"]["step"] == 2 and Path(done["result"]["export"]).is_file()
         assert done["result"]["export"] == str(run_dir / stage / "export" / "model.pt")
-    pre = json.loads((tmp_path / "data" / "default" / "launch" / "preprocess.done.json").read_text())
+    data = tmp_path / "data" / "default"
+    pre = json.loads((data / "launch" / "preprocess.done.json").read_text())
     assert pre["result"]["pairs"] == ["s2_t1"]
+    # the preprocess section's synthetic source: archives in <data_dir>/raw, then the store and the shard
+    assert pre["result"]["archives"] == [str(data / "raw" / "H_COMEPHORE_202001.tar")]
+    assert pre["result"]["store"] == str(data / "hr.h5") and HRStore(data / "hr.h5").shape == (48, 48, 48)
+    assert pre["result"]["shards"] == [str(data / "shards" / "s2_t1.h5")]
+    assert set(Shard(data / "shards" / "s2_t1.h5").splits) == {"train", "val", "test"}
     mean_done = json.loads((run_dir / "launch" / "mean.done.json").read_text())
     diffusion_done = json.loads((run_dir / "launch" / "diffusion.done.json").read_text())
     assert pre["finished"] <= mean_done["started"] and mean_done["finished"] <= diffusion_done["started"]

@@ -174,8 +174,7 @@ def test_grid_forms_paper_list_product():
         ("+cluster.sbatch_extra.partition=gpu", r"cluster\.sbatch_extra\.partition is set by the launcher"),
         ("+cluster.sbatch_extra={Mail_Type:FAIL}", r"'Mail_Type' is not an sbatch long option name"),
         ("launcher.stages=[probe,preprocess]", r"out of order"),
-        ("launcher.stages=[train]", r"launcher stage 'train' is unknown: choose from preprocess, mean"),
-        ("launcher.preprocess=[all,--out,x]", r"--out is set by the launcher"),
+        ("launcher.stages=[train]", r"stage 'train' is unknown: the registered stages are preprocess, mean, diffusion"),
         ("sample.members=0", r"sample: members=0 must be a positive integer"),
         ("sample.window=flat", r"blend window 'flat' unknown"),
         ("evaluate.baselines=[cubic]", r"evaluate: baseline 'cubic' unknown: use some of nearest, bicubic, mean"),
@@ -251,7 +250,7 @@ def test_identity_ignores_where_a_stage_runs_not_what_it_computes():
         return ElementSpec("probe", FactorPair(10, 3), None, cfg, (FactorPair(10, 3),), 3)
 
     base = identity(spec())
-    assert identity(spec("cluster.time_min=5", "launcher.poll_s=1", "launcher.preprocess=[shards]")) == base
+    assert identity(spec("cluster.time_min=5", "launcher.poll_s=1", "preprocess.source=store")) == base
     assert identity(spec("launcher.probe.steps=7")) != base
     assert identity(spec("train.steps=7")) != base
     assert identity(spec("sample.members=3")) == base  # the sample section is the sample stage's own
@@ -267,6 +266,40 @@ def test_the_old_launcher_sample_key_names_the_sample_section():
     ):
         with pytest.raises(ConfigError, match=r"launcher\.sample=.*moved to the sample section: .*sample\.members=20"):
             found()
+
+
+def test_the_old_launcher_preprocess_key_names_the_preprocess_section():
+    """launcher.preprocess (hpcsr-preprocess arguments as a string list) is gone: the error names
+    the preprocess section's keys, on the command line and in a launcher YAML of one's own."""
+    for found in (
+        lambda: compose(["launcher.preprocess=[all,--comephore,/data/comephore]"]),
+        lambda: build(LauncherConfig, {"preprocess": ["all"]}, "launcher"),
+    ):
+        with pytest.raises(
+            ConfigError,
+            match=r"launcher\.preprocess=.*preprocess\.source=comephore preprocess\.inputs=\[/data/comephore\]",
+        ):
+            found()
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("preprocess.cadence=0", r"preprocess\.cadence=0: minutes >= 1"),
+        ("preprocess.source=comephore", r"preprocess\.source=comephore needs its files: preprocess\.inputs=\["),
+        ("preprocess.synthetic.size=8", r"preprocess\.synthetic\.size=8 must be in 16\.\.1536"),
+        ("preprocess.split_fractions=[0.5,0.2]", r"preprocess\.split_fractions: .* summing to 1"),
+        ("+preprocess.days=2", r"unknown key preprocess\.days: PreprocessConfig allows"),
+    ],
+)
+def test_a_bad_preprocess_value_stops_the_plan_naming_the_key(override, message, tmp_path):
+    """hpcsr keeps the preprocess section as a mapping; the preprocess stage's check (preprocessing
+    .config) refuses a bad value when the plan is built, before anything is queued."""
+    stages = ["launcher.stages=[preprocess,probe]", f"run_root={tmp_path}", f"data_dir={tmp_path / 'data'}"]
+    assert compose([*stages, override]).preprocess  # composes: hpcsr does not read the section
+    with pytest.raises(ConfigError, match=message):
+        planning.build([*stages, override])
+    assert not (tmp_path / "launch").exists() and not (tmp_path / "data").exists()
 
 
 def test_sample_and_evaluate_stage_identity_and_inputs_set_by_the_launcher(tmp_path):

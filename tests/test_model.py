@@ -334,3 +334,18 @@ def test_residual_std_is_measured_carried_and_scales_the_diffusion():
     with torch.no_grad():
         flat = model.predict_mean(lr)
     assert model.measure_residual_std([(lr, flat)]) == 1.0
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("upsample", "cubic", "model.upsample='cubic' must be 'bicubic', 'bilinear' or 'nearest'"),
+        ("schedule", "quadratic", "model.schedule='quadratic' must be 'linear', 'cosine' or 'sigmoid'"),
+        ("mean_skip", "none", "model.mean_skip='none' must be 'hold' or 'linear'"),
+    ],
+)
+def test_a_model_config_built_in_code_refuses_a_value_outside_its_choices(key, value, message):
+    """ModelConfig checks every choice field itself (one helper reads the Literal annotations), not
+    only when hpcsr.config builds it: exports rebuild theirs from metadata."""
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(TINY, **{key: value})

@@ -425,3 +425,43 @@ def test_coarsening_keeps_hdf5_caches_bounded(tmp_path, monkeypatch):
     assert len(seen) == 2  # one part per pair
     latest = (h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
     assert all(rdcc == 0 and libver == latest for _, rdcc, libver in seen.values())
+
+
+def test_run_preprocess_from_the_config_section_and_from_the_cli_flags(tmp_path):
+    """The entry point of the preprocess stage and of `hpcsr-preprocess all`: the CLI's flags build
+    the same PreprocessConfig as the config section; source=synthetic makes the archives under the
+    output folder, and source=store builds further shards from that store without ingesting."""
+    from preprocessing.config import PreprocessConfig, SyntheticConfig, from_mapping
+    from preprocessing.run import run_preprocess
+
+    out = tmp_path / "d"
+    section = {"synthetic": {"days": 1, "size": 32, "seed": 2}, "split_fractions": [0.5, 0.25, 0.25]}
+    cfg = from_mapping(section)
+    flags = [
+        "all",
+        "--out",
+        str(out),
+        "--days",
+        "1",
+        "--size",
+        "32",
+        "--seed",
+        "2",
+        "--split-fractions",
+        "0.5,0.25,0.25",
+    ]
+    assert cli._config(cli.build_parser().parse_args(flags)) == cfg
+    assert cfg == PreprocessConfig(
+        synthetic=SyntheticConfig(days=1, size=32, seed=2), split_fractions=(0.5, 0.25, 0.25)
+    )
+
+    result = run_preprocess(cfg, out, [FactorPair(4, 2), FactorPair(2, 1)], Comm(), progress=False)
+    assert result.archives == (out / "raw" / "H_COMEPHORE_202001.tar",) and result.store == out / "hr.h5"
+    assert result.shards == (out / "shards" / "s2_t1.h5", out / "shards" / "s4_t2.h5")
+    assert len(HRStore(result.store).times) == 24 and all(Shard(p).splits["test"] for p in result.shards)
+
+    parts = sorted((out / "parts" / "hr").iterdir())
+    shutil.rmtree(out / "raw")  # nothing reads the source again
+    more = run_preprocess(from_mapping({"source": "store"}), out, [FactorPair(8, 3)], Comm(), progress=False)
+    assert more.archives == () and more.shards == (out / "shards" / "s8_t3.h5",) and more.shards[0].is_file()
+    assert sorted((out / "parts" / "hr").iterdir()) == parts

@@ -9,12 +9,12 @@ import pytest
 import torch
 from scipy.optimize import nnls
 
+from hpcsr.export import Export, ExportError, recipe_to_dict
 from hpcsr.factors import recipe
 from hpcsr.models import build_model
 from hpcsr.models.config import ModelConfig
 from hpcsr.models.inputs import prepare_lr
 from hpcsr.models.residual_scale import FLOOR, NonNegativeFit, abs_to_sigma, cell_average, features, scale_field
-from hpcsr.train.export import Export, ExportError, recipe_to_dict
 
 TINY = ModelConfig.tiny()
 

@@ -1,5 +1,5 @@
 """hpcsr sample on a synthetic storm in the Comephore sample's netCDF layout (tests/synthetic_radar.py)
-with a small export written by hand through hpcsr.train.export.write_export (random weights: these
+with a small export written by hand through hpcsr.export.write_export (random weights: these
 tests check the mechanics, geometry, masses, masks and seeds, not skill; they need no real data).
 
 The export is a 2-level model (widths 8-16, no spatial attention) at factor pair (4, 2): L = 6
@@ -23,13 +23,13 @@ from synthetic_radar import storm, write_radar_nc
 
 from hpcsr.coarsen import coarsen
 from hpcsr.data.normalise import Normaliser
+from hpcsr.export import load_export, recipe_to_dict, write_export
 from hpcsr.factors import FactorPair, recipe
 from hpcsr.models import ModelConfig, build_model
 from hpcsr.sample import main as sample_main
 from hpcsr.sampling import EnsembleSampler, SampleConfig, target_times
 from hpcsr.sampling.inputs import open_hr
 from hpcsr.sampling.tiles import Blender, TileLayout
-from hpcsr.train.export import load_export, recipe_to_dict, write_export
 
 PAIR = FactorPair(4, 2)
 MICRO = ModelConfig(widths=(8, 16), heads=2, windows=(1, 1), emb_dim=8)

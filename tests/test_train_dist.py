@@ -213,7 +213,7 @@ def test_reference_run_layout_logs_and_export(reference, train_dataset):
     assert list((reference / "logs" / "tensorboard").iterdir())
 
     from hpcsr.data.store import Shard
-    from hpcsr.train.export import load_export
+    from hpcsr.export import load_export
 
     export = load_export(reference)  # a stage folder resolves to export/model.pt
     meta = export.metadata
@@ -363,7 +363,7 @@ def test_universal_resume_on_one_rank_and_refusal_of_another_architecture(refere
         from hpcsr.config import compose
         from hpcsr.dist import init_distributed, shutdown
         from hpcsr.train.checkpoint import CheckpointIncompatible
-        from hpcsr.train.export import strip_prefix
+        from hpcsr.export import strip_prefix
         from hpcsr.train.trainer import Trainer
         common = {COMMON!r} + {REFERENCE!r} + ["data_dir={train_dataset}", "run_dir={run_dir}"]
         info = init_distributed()

@@ -12,12 +12,12 @@ import torch
 
 from hpcsr.config import compose
 from hpcsr.dist import DistInfo
+from hpcsr.export import ExportError, load_weights, resolve_export
 from hpcsr.models import ModelConfig, build_model
 from hpcsr.train.activation import enable_activation_checkpointing
 from hpcsr.train.checkpoint import CheckpointIncompatible
 from hpcsr.train.ema import ShardedEMA
 from hpcsr.train.engine import deepspeed_config, warmup_cosine
-from hpcsr.train.export import ExportError, load_weights, resolve_export
 from hpcsr.train.metrics import MetricsLog
 from hpcsr.train.objective import StageObjective
 from hpcsr.train.signals import StopRequest

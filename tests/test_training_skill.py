@@ -17,9 +17,9 @@ import torch
 
 from hpcsr.coarsen import upsample_space
 from hpcsr.data.patches import PatchDataset, PatchSpec
+from hpcsr.export import load_export
 from hpcsr.factors import MassFunction
 from hpcsr.mass import conserve
-from hpcsr.train.export import load_export
 
 REPO = Path(__file__).resolve().parents[1]
 BOM = REPO.parent / "shared" / "data" / "bom_c10_20201031.nc"

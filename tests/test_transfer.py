@@ -1,6 +1,6 @@
 """hpcsr.transfer without training: strategies, the L/t/schedule changes, the report, refusals,
 the freeze parameter groups and the transfer plan. Sources are real export files written by the
-trainer's own writer (hpcsr.train.export.write_export) from tiny models with trained-looking
+trainer's own writer (hpcsr.export.write_export) from tiny models with trained-looking
 (perturbed) weights; seeds are loaded back with the trainer's `train.init_from` hook."""
 
 import dataclasses
@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from hpcsr import exits
+from hpcsr import export as exports
 from hpcsr.factors import FactorPair, recipe
 from hpcsr.models import ModelConfig, build_model
-from hpcsr.train import export as exports
 from hpcsr.train.freeze import DEFAULT_PREFIXES, FreezeSpec, frozen_factor, param_groups
 from hpcsr.transfer import main as transfer_main
 from hpcsr.transfer import make_seed

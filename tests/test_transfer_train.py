@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from hpcsr import export as exports
 from hpcsr.factors import recipe
-from hpcsr.train import export as exports
 from hpcsr.train.freeze import DEFAULT_PREFIXES, FreezeSpec
 from hpcsr.transfer import main as transfer_main
 from hpcsr.transfer import make_seed

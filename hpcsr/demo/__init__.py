@@ -1,17 +1,18 @@
 """`hpcsr demo [--out DIR] [--quick] [--backend auto|local|slurm]`: the main job, end to end.
 
-    1. synthesise Comephore-format data (monthly tar archives of hourly GeoTIFFs) in DIR/raw;
-    2. launch 1 (hpcsr-launch, on the one-node Slurm when `sinfo` answers, else the local
-       executor): preprocessing of configs/grid/demo.yaml, the HR store and every pair's LR shard;
-    3. launch 2: mean stage, diffusion stage and test-split ensemble of the pairs trained from
+    1. launch 1 (hpcsr-launch, on the one-node Slurm when `sinfo` answers, else the local
+       executor): the preprocess stage on synthetic data (preprocess.source=synthetic) for
+       configs/grid/demo.yaml: Comephore-format archives (monthly tar of hourly GeoTIFFs) in
+       DIR/data/raw, the HR store and every pair's LR shard;
+    2. launch 2: mean stage, diffusion stage and test-split ensemble of the pairs trained from
        scratch (s2_t1, s4_t2), two elements at a time;
-    4. transfer (hpcsr.transfer): the plan picks each further pair's parent among the trained
+    3. transfer (hpcsr.transfer): the plan picks each further pair's parent among the trained
        pairs (nearest by its documented distance), and a seed export per stage is made with the
        shape-aware 'transfer' strategy and its per-tensor report;
-    5. launch 3: the same stages for the transferred pair (s5_t3), initialised from the seeds;
-    6. evaluate every pair's ensemble against the truth and the baselines (hpcsr.evaluate: metrics,
+    4. launch 3: the same stages for the transferred pair (s5_t3), initialised from the seeds;
+    5. evaluate every pair's ensemble against the truth and the baselines (hpcsr.evaluate: metrics,
        plots, report) and the factor grid;
-    7. write DIR/report/index.html (and .md) linking everything, and print where it is.
+    6. write DIR/report/index.html (and .md) linking everything, and print where it is.
 
 Rerunning reuses what is finished: the archives, every launched element whose done marker holds
 the same configuration (the launch is skipped when all are), and the evaluations newer than their
@@ -34,9 +35,29 @@ from pathlib import Path
 
 from hpcsr.artifacts import ensemble_path, export_path
 from hpcsr.atomic import write_json_atomic
-from hpcsr.demo.settings import FULL, QUICK, SCRATCH, TRANSFER, preprocess_launch, synth_command, training_launch
+from hpcsr.config import ConfigError
+from hpcsr.demo.index import curves, plot_curves, write_index
+from hpcsr.demo.progress import banner, follow
+from hpcsr.demo.scoring import evaluate_pair, grid_report
+from hpcsr.demo.settings import (
+    FULL,
+    QUICK,
+    SCRATCH,
+    TRANSFER,
+    preprocess_launch,
+    preprocess_settings,
+    training_launch,
+)
+from hpcsr.factors import FactorPair, recipe
+from hpcsr.launch import plan as planning
+from hpcsr.launch import submit
+from hpcsr.launch.records import read_record
+from hpcsr.launch.report import plan_table
+from hpcsr.launch.stages import done_marker, identity
+from hpcsr.transfer import make_seed, plan_chain
+from hpcsr.transfer.seed import report_path_for
 
-STEPS = 7
+STEPS = 6
 
 
 def slurm_answers() -> bool:
@@ -82,8 +103,6 @@ def claim(out: Path, settings: dict) -> None:
 
 def all_finished(plan) -> bool:
     """Every element of the plan has a done marker for its present configuration."""
-    from hpcsr.launch.stages import done_marker, identity
-
     for array in plan.arrays:
         for spec in array.elements:
             marker = done_marker(spec)
@@ -95,8 +114,6 @@ def all_finished(plan) -> bool:
 def reap_local_queue(launch_dir: Path) -> None:
     """Wait for the local backend's queue process (our child) once its elements have ended, so it
     leaves no zombie and its CPU time counts in this process's children (the summary reports it)."""
-    from hpcsr.launch.records import read_record
-
     pid = read_record(launch_dir).get("local_queue_pid")
     deadline = time.monotonic() + 30
     while pid and time.monotonic() < deadline:
@@ -122,11 +139,6 @@ def launch(args: list[str], title: str):
     """Plan and submit one launch and follow it to the end (or reuse a finished one); returns the
     plan. Raises RuntimeError naming the failed elements. Ctrl-C cancels the launch (a rerun
     resumes from the checkpoints) instead of leaving its elements running unwatched."""
-    from hpcsr.demo.progress import follow
-    from hpcsr.launch import plan as planning
-    from hpcsr.launch import submit
-    from hpcsr.launch.report import plan_table
-
     plan = planning.build(args)
     print(plan_table(plan))
     print(f"equivalent command:\n  {command_line(args)}", flush=True)
@@ -157,8 +169,6 @@ def launch(args: list[str], title: str):
 
 def element_times(plan) -> list[dict]:
     """Seconds each element took, from the done markers (launch order)."""
-    from hpcsr.launch.stages import done_marker
-
     out = []
     for array in plan.arrays:
         for spec in array.elements:
@@ -181,10 +191,6 @@ def seed_transfers(size, run_root: Path, seeds_dir: Path) -> list[dict]:
     """hpcsr.transfer: each TRANSFER pair's parent from the plan over the trained SCRATCH pairs, and a
     seed export per training stage from the parent's export of that stage (remade when the
     parent's export is newer); returns one record per transferred pair for the index."""
-    from hpcsr.factors import FactorPair, recipe
-    from hpcsr.transfer import make_seed, plan_chain
-    from hpcsr.transfer.seed import report_path_for
-
     out = []
     for entry in plan_chain([FactorPair(*p) for p in TRANSFER], trained=[FactorPair(*p) for p in SCRATCH]):
         if entry.parent is None:
@@ -221,9 +227,6 @@ def seed_transfers(size, run_root: Path, seeds_dir: Path) -> list[dict]:
 
 def score(plans, out: Path, elements: list[dict], quiet: bool) -> list[dict]:
     """Evaluate each pair's ensemble; returns one record per pair for the index."""
-    from hpcsr.demo.index import curves
-    from hpcsr.demo.scoring import evaluate_pair
-
     report = out / "report"
     records = []
     for plan in plans:
@@ -236,7 +239,7 @@ def score(plans, out: Path, elements: list[dict], quiet: bool) -> list[dict]:
                 ensemble = ensemble_path(spec.cfg.run_dir)
                 print(f"evaluating {pair.name}: {ensemble}", flush=True)
                 metrics = evaluate_pair(ensemble, hr_store, report / pair.name, progress=not quiet)
-                recipe = spec.cfg.factor.recipe()
+                pair_recipe = spec.cfg.factor.recipe()
                 steps = {
                     e["array"].split(".")[1]: e["result"].get("step")
                     for e in elements
@@ -246,8 +249,8 @@ def score(plans, out: Path, elements: list[dict], quiet: bool) -> list[dict]:
                     {
                         "name": pair.name,
                         "parent": None,
-                        "context": recipe.context,
-                        "beta_end": recipe.beta_end,
+                        "context": pair_recipe.context,
+                        "beta_end": pair_recipe.beta_end,
                         "steps": steps,
                         "curves": curves(Path(spec.cfg.run_dir)),
                         "metrics": metrics,
@@ -274,28 +277,27 @@ def print_scores(records: list[dict]) -> None:
 
 
 def run(args) -> int:
-    from hpcsr.demo.index import plot_curves, write_index
-    from hpcsr.demo.progress import banner
-    from hpcsr.demo.scoring import grid_report
-
     started = time.monotonic()
     size = QUICK if args.quick else FULL
     out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo")).resolve()
-    synth = synth_command(size, out / "raw")
-    claim(out, {"mode": "quick" if args.quick else "full", "size": dataclasses.asdict(size), "synth": synth})
+    claim(
+        out,
+        {
+            "mode": "quick" if args.quick else "full",
+            "size": dataclasses.asdict(size),
+            "preprocess": preprocess_settings(size),
+        },
+    )
     backend = args.backend if args.backend != "auto" else ("slurm" if slurm_answers() else "local")
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core per element; the launcher runs two at once
     print(f"hpcsr demo{' --quick' if args.quick else ''}: output {out}, backend {backend}", flush=True)
 
-    banner(1, STEPS, "synthesise Comephore-format archives (tar of hourly GeoTIFFs)", started)
-    print("$ hpcsr-preprocess " + " ".join(synth), flush=True)
-    subprocess.run([sys.executable, "-m", "preprocessing", *synth], check=True)  # skips archives already made
-    for path in sorted((out / "raw").glob("H_COMEPHORE_*.tar")):
-        print(f"  {path} ({path.stat().st_size / 1e6:.1f} MB)")
-
-    banner(2, STEPS, "launch 1: preprocess (HR store, LR shards of every pair)", started)
+    banner(1, STEPS, "launch 1: preprocess (synthetic Comephore-format archives, HR store, LR shards)", started)
     commands = [preprocess_launch(size, out, backend)]
     prep_plan = launch(commands[0], "launch 1 (preprocess)")
+    (prep,) = element_times(prep_plan)
+    for path in map(Path, prep["result"].get("archives", [])):
+        print(f"  {path} ({path.stat().st_size / 1e6:.1f} MB)")
     grid = sorted((p.s, p.t) for p in prep_plan.pairs)
     if grid != sorted(SCRATCH + TRANSFER):
         raise ValueError(
@@ -304,7 +306,7 @@ def run(args) -> int:
         )
 
     banner(
-        3,
+        2,
         STEPS,
         f"launch 2: mean -> diffusion -> sample of {', '.join(f's{s}_t{t}' for s, t in SCRATCH)} (from scratch)",
         started,
@@ -312,11 +314,11 @@ def run(args) -> int:
     commands.append(training_launch(size, out, backend, SCRATCH))
     scratch_plan = launch(commands[-1], "launch 2 (from scratch)")
 
-    banner(4, STEPS, "transfer to a further pair (hpcsr.transfer: plan and seed exports)", started)
+    banner(3, STEPS, "transfer to a further pair (hpcsr.transfer: plan and seed exports)", started)
     transfers = seed_transfers(size, Path(scratch_plan.base.run_root), out / "seeds")
 
     banner(
-        5,
+        4,
         STEPS,
         f"launch 3: mean -> diffusion -> sample of {', '.join(t['pair'] for t in transfers)} (from the seeds)",
         started,
@@ -327,7 +329,7 @@ def run(args) -> int:
         commands.append(training_launch(size, out, backend, [pair], t["seeds"]))
         transfer_plans.append(launch(commands[-1], f"launch 3 ({t['pair']})"))
 
-    banner(6, STEPS, "evaluate each pair's ensemble against the truth and the baselines", started)
+    banner(5, STEPS, "evaluate each pair's ensemble against the truth and the baselines", started)
     plans = [prep_plan, scratch_plan, *transfer_plans]
     elements = [e for plan in plans for e in element_times(plan)]
     records = score([scratch_plan, *transfer_plans], out, elements, quiet=False)
@@ -336,7 +338,7 @@ def run(args) -> int:
     report = out / "report"
     grid_html = grid_report([report / r["name"] / "metrics.json" for r in records], report / "grid")
 
-    banner(7, STEPS, "index report", started)
+    banner(6, STEPS, "index report", started)
     summary = {
         "backend": backend,
         "mode": "--quick" if args.quick else "full",
@@ -368,8 +370,6 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from hpcsr.config import ConfigError
-
     try:
         return run(args)
     except (ConfigError, ValueError, FileNotFoundError) as err:
@@ -377,7 +377,4 @@ def main(argv=None) -> int:
         return 2
     except RuntimeError as err:  # a launch failed; its log tails are printed above
         print(f"hpcsr demo: {err}", file=sys.stderr)
-        return 1
-    except subprocess.CalledProcessError as err:  # hpcsr-preprocess synth printed its error
-        print(f"hpcsr demo: {' '.join(map(str, err.cmd))} failed with exit code {err.returncode}", file=sys.stderr)
         return 1

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from hpcsr.launch import submit
+
 _TQDM = re.compile(r"\d+%\|")  # a tqdm progress line
 _WIDTH = 70  # characters of an element's progress line shown next to the bar
 
@@ -109,8 +111,6 @@ class _Bar(_Lines):
 def follow(launch_dir: Path, poll_s: float = 1.0, stream=sys.stdout) -> list[dict]:
     """Watch a submitted launch until every element has ended; returns the final element rows
     (hpcsr.launch.submit.element_states). Prints the log tail of each element that fails."""
-    from hpcsr.launch import submit
-
     rows = submit.element_states(launch_dir)
     seen: dict[tuple, str] = {}
     view = _Bar(len(rows), stream) if stream.isatty() else _Lines(len(rows), stream)

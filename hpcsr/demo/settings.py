@@ -50,12 +50,10 @@ class DemoSize:
             )
 
     @property
-    def split_fractions(self) -> str:
-        """hpcsr-preprocess --split-fractions of these hours (exact binary fractions of whole hours)."""
+    def split_fractions(self) -> tuple[float, ...]:
+        """preprocess.split_fractions of these hours (train, val, test shares of the whole span)."""
         hours = 24 * self.days
-        return ",".join(
-            f"{h / hours:.6g}" for h in (hours - self.val_hours - self.test_hours, self.val_hours, self.test_hours)
-        )
+        return tuple(h / hours for h in (hours - self.val_hours - self.test_hours, self.val_hours, self.test_hours))
 
 
 FULL = DemoSize(
@@ -92,25 +90,26 @@ QUICK = DemoSize(
 )
 
 
-def synth_command(size: DemoSize, raw: Path) -> list[str]:
-    """hpcsr-preprocess synth arguments of the demo's archives."""
-    return [
-        "synth",
-        "--out",
-        str(raw),
-        "--days",
-        str(size.days),
-        "--size",
-        str(size.size),
-        "--seed",
-        str(SYNTH_SEED),
-        "--coverage",
-        str(SYNTH_COVERAGE),
-    ]
+def preprocess_settings(size: DemoSize) -> dict:
+    """The demo's preprocess section keys (dotted) and values: synthetic Comephore-format archives
+    of this size, made by the preprocess stage into <data_dir>/raw, and the demo's splits."""
+    return {
+        "source": "synthetic",
+        "synthetic.days": size.days,
+        "synthetic.size": size.size,
+        "synthetic.seed": SYNTH_SEED,
+        "synthetic.coverage": SYNTH_COVERAGE,
+        "split_fractions": list(size.split_fractions),
+    }
 
 
 def _pairs(pairs) -> str:
     return "[" + ",".join(f"[{s},{t}]" for s, t in pairs) + "]"
+
+
+def _value(value) -> str:
+    """A Hydra override's value: a list as [a,b,c], anything else as written."""
+    return "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
 
 
 def overrides(size: DemoSize, out: Path, backend: str) -> list[str]:
@@ -125,7 +124,6 @@ def overrides(size: DemoSize, out: Path, backend: str) -> list[str]:
         f"data_dir={out / 'data'}",  # HR store and shards
         f"run_root={out / 'runs'}",  # one run folder per pair
         f"launcher.folder={out / 'launch'}",  # launch records and logs
-        f"launcher.preprocess=[all,--comephore,{out / 'raw'},--split-fractions,'{size.split_fractions}']",
         f"sample.members={size.members}",  # the sample stage's ensemble
         "sample.sampler=dpmpp2m",
         f"sample.steps={size.sampler_steps}",
@@ -143,8 +141,9 @@ def overrides(size: DemoSize, out: Path, backend: str) -> list[str]:
 
 
 def preprocess_launch(size: DemoSize, out: Path, backend: str) -> list[str]:
-    """Launch 1: the HR store and the shards of every pair of the grid."""
-    return overrides(size, out, backend) + ["launcher.stages=[preprocess]"]
+    """Launch 1: the synthetic archives, the HR store and the shards of every pair of the grid."""
+    settings = [f"preprocess.{key}={_value(value)}" for key, value in preprocess_settings(size).items()]
+    return overrides(size, out, backend) + ["launcher.stages=[preprocess]"] + settings
 
 
 def training_launch(size: DemoSize, out: Path, backend: str, pairs, seeds: dict | None = None) -> list[str]:

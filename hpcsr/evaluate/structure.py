@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hpcsr.sampling.tiles import TileLayout
+
 
 def cell_edge_pairs(n: int, s: int) -> np.ndarray:
     """(n - 1,) bool: pair (i, i+1) along an axis of n pixels straddles an LR-cell edge, (i + 1) % s == 0."""
@@ -24,8 +26,6 @@ def cell_edge_pairs(n: int, s: int) -> np.ndarray:
 def tile_edge_pairs(hr_shape: tuple[int, int], s: int, tile: int, overlap: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Pairs at the sampler's tile edges along y and x ((Y - 1,), (X - 1,) bool), laid out as
     `hpcsr.sampling.tiles.TileLayout` places the tiles; None when the domain is a single tile."""
-    from hpcsr.sampling.tiles import TileLayout
-
     Y, X = hr_shape
     layout = TileLayout(s, Y // s, X // s, tile, overlap)
     edges = []

@@ -12,6 +12,8 @@ or an element failed, 2 bad input (the message names the value and the fix).
 
 from __future__ import annotations
 
+# The commands import what they use inside their functions, for start-up cost only: --help and
+# argument errors answer without loading torch and Hydra.
 import argparse
 import os
 import sys

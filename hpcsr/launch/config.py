@@ -13,9 +13,8 @@ import typing
 from dataclasses import dataclass, field, fields
 
 from hpcsr.factors import expand_grid
+from hpcsr.launch.registry import stage, stage_order
 
-# Stages a launch can chain, in their natural order (hpcsr.launch.stages runs them).
-STAGE_ORDER = ("preprocess", "mean", "diffusion", "joint", "sample", "evaluate", "probe")
 # sbatch options the launcher sets itself; cluster.sbatch_extra may not change them.
 MANAGED_OPTIONS = frozenset(
     {
@@ -82,7 +81,11 @@ class LauncherConfig:
     # keys of older versions: {key: what to write instead} (hpcsr.config names it when one is given)
     MOVED: typing.ClassVar[dict] = {
         "sample": "the sample stage's settings moved to the sample section: write each `hpcsr sample` "
-        "flag --name-x v as sample.name_x=v, e.g. sample.members=20 sample.steps=10 (see configs/sample/default.yaml)"
+        "flag --name-x v as sample.name_x=v, e.g. sample.members=20 sample.steps=10 (see configs/sample/default.yaml)",
+        "preprocess": "the preprocess stage's settings moved to the preprocess section: write the source as "
+        "preprocess.source=comephore preprocess.inputs=[/data/comephore] (or netcdf; synthetic is the default, "
+        "preprocess.synthetic.days=2 ...) and each `hpcsr-preprocess all` flag --name-x v as preprocess.name_x=v, "
+        "e.g. preprocess.split_fractions=[0.7,0.2,0.1] (see configs/preprocess/default.yaml)",
     }
     kind: typing.Literal["local", "slurm"] = "local"  # local processes or Slurm through submitit
     folder: str = "${run_root}/launch"  # launch records, submitit logs and pickles (one numbered subfolder per launch)
@@ -94,40 +97,25 @@ class LauncherConfig:
     python: typing.Optional[str] = None  # command that starts Python in a job (None: this interpreter)
     max_requeues: int = 10  # requeues of one element (preemption, time limit) before it counts as failed
     poll_s: float = 5.0  # seconds between state polls of --wait
-    preprocess: list[typing.Union[str, int, float]] = field(
-        default_factory=lambda: ["all"]
-    )  # hpcsr-preprocess arguments of the preprocess stage (the launcher adds --out <data_dir> --pairs <grid>)
     probe: ProbeConfig = field(default_factory=ProbeConfig)  # settings of the probe stage
 
     def __post_init__(self):
         if not self.stages:
-            raise ValueError("launcher.stages is empty: list at least one of " + ", ".join(STAGE_ORDER))
+            raise ValueError("launcher.stages is empty: list at least one of " + ", ".join(stage_order()))
         for name in list(self.stages) + list(self.stage_overrides):
-            if name not in STAGE_ORDER:
-                raise ValueError(f"launcher stage {name!r} is unknown: choose from {', '.join(STAGE_ORDER)}")
+            stage(name)  # registered and loadable (hpcsr.launch.registry), else an error naming the registered ones
         if len(set(self.stages)) != len(self.stages):
             raise ValueError(f"launcher.stages={list(self.stages)} names a stage twice")
-        order = [STAGE_ORDER.index(s) for s in self.stages]
+        order = [stage(name).order for name in self.stages]
         if order != sorted(order):
             raise ValueError(
                 f"launcher.stages={list(self.stages)} is out of order: a stage runs after the ones it "
-                f"needs, write them in the order {', '.join(STAGE_ORDER)}"
+                f"needs, write them in the order {', '.join(stage_order())}"
             )
         if self.max_requeues < 0:
             raise ValueError(f"launcher.max_requeues={self.max_requeues} must be >= 0")
         if self.poll_s <= 0:
             raise ValueError(f"launcher.poll_s={self.poll_s} must be > 0")
-        self.preprocess = [str(arg) for arg in self.preprocess]  # numbers as the command line writes them
-        if not self.preprocess or self.preprocess[0] not in ("all", "shards"):
-            raise ValueError(
-                f"launcher.preprocess={list(self.preprocess)} must start with the hpcsr-preprocess command "
-                "'all' (ingest + shards) or 'shards' (the grid's shards from an existing HR store)"
-            )
-        for arg in self.preprocess:
-            if arg.split("=")[0] in ("--out", "--pairs", "--grid"):
-                raise ValueError(
-                    f"launcher.preprocess: {arg} is set by the launcher (data_dir and the grid); remove it"
-                )
 
 
 @dataclass
@@ -200,18 +188,18 @@ class ClusterConfig:
                     f"for it (nodes, time_min, partition, ...) instead"
                 )
             check_sbatch_value(f"cluster.sbatch_extra.{option}", value)
-        for stage, res in self.stages.items():
-            if stage not in STAGE_ORDER:
-                raise ValueError(f"cluster.stages.{stage}: unknown stage, choose from {', '.join(STAGE_ORDER)}")
+        for name, res in self.stages.items():
+            if name not in stage_order():
+                raise ValueError(f"cluster.stages.{name}: unknown stage, choose from {', '.join(stage_order())}")
             for f in fields(res):
                 value = getattr(res, f.name)
-                check_sbatch_value(f"cluster.stages.{stage}.{f.name}", value)
+                check_sbatch_value(f"cluster.stages.{name}.{f.name}", value)
                 if (
                     isinstance(value, (int, float))
                     and not isinstance(value, bool)
                     and value < (0 if f.name == "gpus_per_node" else 1)
                 ):
-                    raise ValueError(f"cluster.stages.{stage}.{f.name}={value} is too small")
+                    raise ValueError(f"cluster.stages.{name}.{f.name}={value} is too small")
 
 
 @dataclass

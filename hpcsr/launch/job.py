@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     if len(argv) != 1:
         print("usage: python -m hpcsr.launch.job SUBMITIT_FOLDER (started by hpcsr-launch)", file=sys.stderr)
         return 2
+    # lazy on purpose: the signal handlers go in before the slow imports (torch, unpickling)
     from hpcsr.launch.stages import note_signals
 
     note_signals()  # before the slow imports of unpickling: a signal now asks for a requeue

@@ -27,7 +27,8 @@ from typing import Callable, Optional
 from hpcsr.config import ConfigError, RootConfig, compose_section, compose_variants
 from hpcsr.factors import FactorPair, expand_grid
 from hpcsr.launch.grid import chosen_parents, levels, parse_parents
-from hpcsr.launch.stages import STAGES, ElementSpec, check_element, stage_function
+from hpcsr.launch.registry import stage as registered
+from hpcsr.launch.stages import ElementSpec, check_element
 
 RESOURCE_KEYS = (
     "nodes",
@@ -140,8 +141,8 @@ class _Composer:
 
     def for_stage(self, pair: FactorPair, stage: str, launcher) -> RootConfig:
         extra = list(launcher.stage_overrides.get(stage, []))
-        if STAGES[stage].train_stage:
-            extra.append(f"train.stage={STAGES[stage].train_stage}")
+        if registered(stage).train_stage:
+            extra.append(f"train.stage={registered(stage).train_stage}")
         try:
             return self(pair, tuple(extra))
         except ConfigError as err:
@@ -154,17 +155,17 @@ def build(overrides=(), config_path=None, export_exists: Callable[[FactorPair], 
     pairs = composer.pairs = expand_grid(composer.grid())
     base = composer(pairs[0])  # launcher, cluster and grid sections; the config of stages run once
     launcher, cluster = base.launcher, base.cluster
-    for stage in launcher.stages:
-        stage_function(stage)  # every stage importable before anything is planned
     if export_exists is None:
 
         def export_exists(pair):  # every training stage of the launch has its finished export
             run_dir = Path(composer(pair).run_dir)
-            return all((run_dir / s / STAGES[s].export).is_file() for s in launcher.stages if STAGES[s].training)
+            return all(
+                (run_dir / s / registered(s).export).is_file() for s in launcher.stages if registered(s).training
+            )
 
     transfers = parse_parents(chosen_parents(base.grid, pairs), pairs, export_exists)
-    once = [s for s in launcher.stages if not STAGES[s].per_pair]
-    per_pair = [s for s in launcher.stages if STAGES[s].per_pair]
+    once = [s for s in launcher.stages if not registered(s).per_pair]
+    per_pair = [s for s in launcher.stages if registered(s).per_pair]
     if once and launcher.stages[: len(once)] != once:
         raise ValueError(
             f"launcher.stages={list(launcher.stages)}: stages run once for the grid ({', '.join(once)}) must come first"
@@ -181,6 +182,7 @@ def build(overrides=(), config_path=None, export_exists: Callable[[FactorPair], 
     arrays: list[ArrayPlan] = []
     for stage in once:
         spec = ElementSpec(stage, None, None, base, tuple(pairs), launcher.max_requeues)
+        check_element(spec)
         deps = [Dep("afterok", arrays[-1].key)] if arrays else []
         arrays.append(ArrayPlan(stage, stage, 0, [spec], Resources.for_stage(cluster, stage), deps))
     after_once = arrays[-1].key if arrays else None
@@ -191,7 +193,7 @@ def build(overrides=(), config_path=None, export_exists: Callable[[FactorPair], 
             for pair in level_pairs:
                 link = transfers.get(pair)
                 cfg = composer.for_stage(pair, stage, launcher)
-                if link is not None and STAGES[stage].training:
+                if link is not None and registered(stage).training:
                     cfg = RootConfig(**vars(cfg))
                     init = os.path.join(composer(link.parent).run_dir, stage)
                     cfg.train = dataclasses.replace(cfg.train, init_from=init)
@@ -203,7 +205,7 @@ def build(overrides=(), config_path=None, export_exists: Callable[[FactorPair], 
                 deps.append(Dep("aftercorr", previous.key))
             elif after_once is not None:
                 deps.append(Dep("afterok", after_once))
-            if level > 0 and STAGES[stage].training:
+            if level > 0 and registered(stage).training:
                 parents = next(a for a in arrays if a.key == f"L{level - 1}.{stage}")
                 wanted = {transfers[p].parent for p in level_pairs if transfers[p].in_grid}
                 index = sorted(i for i, e in enumerate(parents.elements) if e.pair in wanted)

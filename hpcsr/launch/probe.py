@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from hpcsr.atomic import write_json_atomic, write_text_atomic
+from hpcsr.launch.registry import Stage
 
 
 def _problem(seed: int, size: int = 8):
@@ -138,3 +139,7 @@ def run(spec, info) -> dict:
     if info.rank == 0:
         print(f"[probe] done: {step} steps, final loss {_step(x, a, b, 0.0)[1]:.6g}", flush=True)
     return {"requeue": False, "steps": step, "attempts": attempt + 1}
+
+
+# registered as the entry point `probe` of the group hpcsr.stages (pyproject.toml)
+PROBE = Stage(run, order=70, training=True, export="export.json", reads=("launcher.probe",))

@@ -10,6 +10,8 @@ import shlex
 import shutil
 from pathlib import Path
 
+import hpcsr
+
 PACKAGES = ("hpcsr", "preprocessing")
 
 
@@ -32,8 +34,6 @@ def take(launch_dir: Path) -> Path:
 
 def live_root() -> Path | None:
     """The checkout holding the imported hpcsr package, or None when it is installed in site-packages."""
-    import hpcsr
-
     root = Path(hpcsr.__file__).resolve().parent.parent
     return None if root.name in ("site-packages", "dist-packages") else root
 

@@ -1,6 +1,8 @@
-"""The stages a launch chains, and the element: the function every rank of a job array task runs.
+"""hpcsr's own stages (mean, diffusion, joint, sample, evaluate; registered as entry points of the
+group hpcsr.stages, see hpcsr.launch.registry), and the element: what every rank of a job array
+task runs.
 
-A stage is a function `(spec, info) -> dict` (info: hpcsr.dist.DistInfo of this rank); a returned
+A stage runs a function `(spec, info) -> dict` (info: hpcsr.dist.DistInfo of this rank); a returned
 `{'requeue': True}` means "I checkpointed after a signal, run me again". The element around it:
   - finds its rank through hpcsr.dist,
   - notes SIGUSR2/SIGTERM arriving outside the stage's own handlers (and then requeues),
@@ -8,14 +10,13 @@ A stage is a function `(spec, info) -> dict` (info: hpcsr.dist.DistInfo of this 
   - requeues the job when the stage asks (Slurm: `scontrol requeue` by rank 0; local: exit code 144,
     which submitit's local controller restarts), at most launcher.max_requeues times,
   - writes the done marker (rank 0, atomically) after success.
-Stages are imported only when an element runs or a plan is checked, so a missing optional module
-stops the plan with its name instead of failing inside a queued job.
+Stages are loaded when a configuration names them (hpcsr.launch.registry), so a missing optional
+module stops the plan with its name instead of failing inside a queued job.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 import signal
@@ -27,43 +28,23 @@ from typing import Optional
 
 import numpy as np
 
+import hpcsr
 from hpcsr import exits
 from hpcsr.artifacts import EXPORT_DIR, EXPORT_NAME, ensemble_path, json_hash, shard_path
 from hpcsr.atomic import write_json_atomic
+from hpcsr.dist import discover
 from hpcsr.factors import FactorPair
+from hpcsr.launch.registry import Stage, stage, stage_order
 
 # submitit's local controller restarts the tasks of a job that exits with this code
 REQUEUE_EXIT_CODE = exits.JOB_REQUEUE
 
 
-@dataclass(frozen=True)
-class Stage:
-    target: str  # "module:function" run by every rank
-    per_pair: bool = True  # one element per factor pair (False: one element for the whole grid)
-    training: bool = (
-        False  # trains: in a transfer chain it waits for the parent and starts from its run (train.init_from)
-    )
-    train_stage: Optional[str] = None  # value of train.stage for this stage
-    export: Optional[str] = None  # training: the finished run's export, relative to <run_dir>/<stage>/
-    check: Optional[str] = None  # "module:function" (spec) -> None run on every element when a plan is built
-
-
-FINAL_EXPORT = f"{EXPORT_DIR}/{EXPORT_NAME}"  # a training stage's export, relative to its folder
-STAGES = {
-    # the top-level preprocessing package plugs in by name: hpcsr never imports it
-    "preprocess": Stage("preprocessing.stage:preprocess", per_pair=False),
-    "mean": Stage("hpcsr.launch.stages:train", training=True, train_stage="mean", export=FINAL_EXPORT),
-    "diffusion": Stage("hpcsr.launch.stages:train", training=True, train_stage="diffusion", export=FINAL_EXPORT),
-    "joint": Stage("hpcsr.launch.stages:train", training=True, train_stage="joint", export=FINAL_EXPORT),
-    "sample": Stage("hpcsr.launch.stages:sample", check="hpcsr.launch.stages:check_sample"),
-    "evaluate": Stage("hpcsr.launch.stages:evaluate", check="hpcsr.launch.stages:check_evaluate"),
-    # a stand-in for training (checkpoints, signals, requeue, init_from): site checks and tests
-    "probe": Stage("hpcsr.launch.probe:run", training=True, export="export.json"),
-}
-
-
 def train(spec: "ElementSpec", info) -> dict:
     """One training stage (hpcsr.train.run: resume beats train.init_from beats a fresh start)."""
+    # lazy for start-up cost only: the job runner imports this module before its signal handlers
+    # are in place (hpcsr.launch.job) and the registry whenever a configuration is validated, so it
+    # loads no torch; training, sampling and evaluation load only in the element that runs them
     from hpcsr.train import run
 
     result = run(spec.cfg)
@@ -95,7 +76,7 @@ def _shard(spec: "ElementSpec") -> str:
 
 def check_sample(spec: "ElementSpec") -> None:
     """When a plan is built: the sample section leaves the pair's input and output to the stage."""
-    from hpcsr.sampling.config import INPUT_KEYS
+    from hpcsr.sampling.config import INPUT_KEYS  # lazy for start-up cost, as above
 
     _set_by_launcher(spec.cfg.sample, INPUT_KEYS, "sample")
 
@@ -104,7 +85,7 @@ def sample(spec: "ElementSpec", info) -> dict:
     """The pair's ensemble over its shard's test split (hpcsr.sampling.run_sample with the sample
     section), from the joint stage's export when the launch trains 'joint', else the diffusion
     stage's; written to <run_dir>/sample/ensemble.nc."""
-    from hpcsr.data.store import Shard
+    from hpcsr.data.store import Shard  # lazy for start-up cost, as above
     from hpcsr.sampling.run import run_sample
 
     cfg = spec.cfg
@@ -128,7 +109,7 @@ def sample(spec: "ElementSpec", info) -> dict:
 
 def check_evaluate(spec: "ElementSpec") -> None:
     """When a plan is built: the evaluate section leaves the pair's input and output to the stage."""
-    from hpcsr.evaluate.config import INPUT_KEYS
+    from hpcsr.evaluate.config import INPUT_KEYS  # lazy for start-up cost, as above
 
     _set_by_launcher(spec.cfg.evaluate, INPUT_KEYS, "evaluate")
 
@@ -137,7 +118,7 @@ def evaluate(spec: "ElementSpec", info) -> dict:
     """The sample stage's ensemble scored against its truth cut from the shard's HR store, as
     `hpcsr demo` scores it (hpcsr.evaluate.truth), with the evaluate section's settings; rank 0
     writes <run_dir>/evaluate/truth.nc and the report folder <run_dir>/evaluate/report/."""
-    from hpcsr.data.store import Shard
+    from hpcsr.data.store import Shard  # lazy for start-up cost, as above
     from hpcsr.evaluate.truth import evaluate_against_store
 
     check_evaluate(spec)
@@ -159,32 +140,22 @@ def evaluate(spec: "ElementSpec", info) -> dict:
     }
 
 
-def _import(name: str, target: str):
-    """The function `target` ("module:function") of stage `name`; a clear error when it cannot be imported."""
-    module, func = target.split(":")
-    try:
-        return getattr(importlib.import_module(module), func)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(
-            f"stage {name!r} needs {target}, which cannot be imported ({err}); "
-            "install the full package or drop the stage from launcher.stages"
-        ) from None
-
-
-def stage_function(name: str):
-    """Import the function of stage `name`; a clear error when it is unknown or not installed."""
-    if name not in STAGES:
-        raise ValueError(
-            f"stage {name!r} is not available in this installation: available stages are {', '.join(STAGES)}"
-        )
-    return _import(name, STAGES[name].target)
+FINAL_EXPORT = f"{EXPORT_DIR}/{EXPORT_NAME}"  # a training stage's export, relative to its folder
+# hpcsr's own stages, registered as entry points of the group hpcsr.stages in pyproject.toml
+MEAN = Stage(train, order=20, training=True, train_stage="mean", export=FINAL_EXPORT)
+DIFFUSION = Stage(train, order=30, training=True, train_stage="diffusion", export=FINAL_EXPORT)
+JOINT = Stage(train, order=40, training=True, train_stage="joint", export=FINAL_EXPORT)
+SAMPLE = Stage(sample, order=50, check=check_sample, reads=("sample",))
+EVALUATE = Stage(
+    evaluate, order=60, check=check_evaluate, reads=("sample", "evaluate")
+)  # another ensemble: score again
 
 
 def check_element(spec: "ElementSpec") -> None:
     """The stage's own check of an element's settings (Stage.check), when a plan is built."""
-    check = STAGES[spec.stage].check
+    check = stage(spec.stage).check
     if check is not None:
-        _import(spec.stage, check)(spec)
+        check(spec)
 
 
 @dataclass(frozen=True)
@@ -205,20 +176,17 @@ class ElementSpec:
 
 # config parts that say how a stage is launched, not what it computes
 _LAUNCH_ONLY = {"cluster", "grid"}
-# the launcher keys that are a stage's own settings (e.g. launcher.probe for the probe stage)
-_OWN_LAUNCHER_KEYS = {"probe": "probe", "preprocess": "preprocess"}
-# config sections only some stages read: section -> the stages whose result depends on it
-_READ_BY = {"sample": ("sample", "evaluate"), "evaluate": ("evaluate",)}
 
 
 def identity(spec: ElementSpec) -> str:
-    """Hash of everything in the config that changes a stage's result (not where or how it runs)."""
+    """Hash of everything in the config that changes a stage's result (not where or how it runs):
+    the sections and launcher keys some stage lists in Stage.reads count only for those that do."""
+    own = stage(spec.stage).reads
+    selective = {name for other in stage_order() for name in stage(other).reads}
     data = {k: v for k, v in spec.cfg.to_dict().items() if k not in _LAUNCH_ONLY}
-    own = _OWN_LAUNCHER_KEYS.get(spec.stage)
-    data["launcher"] = {k: v for k, v in data.get("launcher", {}).items() if k == own}
-    for section, stages in _READ_BY.items():
-        if spec.stage not in stages:
-            data.pop(section, None)
+    data["launcher"] = {k: v for k, v in data.get("launcher", {}).items() if f"launcher.{k}" in own}
+    for section in selective - set(own):
+        data.pop(section, None)
     if spec.pair is None:  # a stage run once for the grid depends on the grid's pairs, not on one pair
         data["pairs"] = [p.name for p in spec.pairs]
         for key in ("factor", "run_dir"):
@@ -301,8 +269,6 @@ def _requeue(spec: ElementSpec, info, result: dict) -> None:
 
 def run_element(spec: ElementSpec) -> dict:
     """Run one element on this rank (see the module docstring)."""
-    from hpcsr.dist import discover
-
     info = discover()
     marker = done_marker(spec)
     ident = identity(spec)
@@ -315,7 +281,7 @@ def run_element(spec: ElementSpec) -> dict:
                     flush=True,
                 )
             return {**previous.get("result", {}), "skipped": True}
-    fn = stage_function(spec.stage)
+    fn = stage(spec.stage).run
     note_signals()  # instead of submitit's handler, which fails a job that is not "checkpointable"
     if SIGNALS_SEEN:  # arrived while the job was starting: nothing done yet, run again
         _requeue(spec, info, {"signal": signal.Signals(SIGNALS_SEEN[0]).name, "step": "start"})
@@ -324,8 +290,6 @@ def run_element(spec: ElementSpec) -> dict:
     if result.pop("requeue", False):
         _requeue(spec, info, result)
     if info.rank == 0:
-        import hpcsr
-
         write_json_atomic(
             marker,
             {

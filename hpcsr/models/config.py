@@ -8,7 +8,20 @@ the noise schedule's beta range come from `hpcsr.factors.recipe`.
 from __future__ import annotations
 
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+
+def check_choices(obj, section: str) -> None:
+    """Refuse a field of the dataclass `obj` whose value is not one of its Literal annotation's
+    choices: hpcsr.config.build checks them in a composed config, this in one built in code (an
+    export's metadata, dataclasses.replace)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else ()
+        value = getattr(obj, f.name)
+        if choices and value not in choices:
+            *first, last = map(repr, choices)
+            raise ValueError(f"{section}.{f.name}={value!r} must be {', '.join(first)} or {last}")
 
 
 @dataclass
@@ -57,12 +70,7 @@ class ModelConfig:
             raise ValueError(f"model.emb_dim={self.emb_dim} must be even (sine and cosine halves)")
         if self.static_channels < 0:
             raise ValueError(f"model.static_channels={self.static_channels} must be >= 0")
-        if self.residual_norm not in ("global", "local"):
-            raise ValueError(f"model.residual_norm={self.residual_norm!r} must be 'global' or 'local'")
-        if self.residual_edge not in ("pixel", "cell"):
-            raise ValueError(f"model.residual_edge={self.residual_edge!r} must be 'pixel' or 'cell'")
-        if self.mean_skip not in ("hold", "linear"):
-            raise ValueError(f"model.mean_skip={self.mean_skip!r} must be 'hold' or 'linear'")
+        check_choices(self, "model")  # upsample, schedule, residual_norm, residual_edge, mean_skip
         if not self.residual_scale > 0:
             raise ValueError(f"model.residual_scale={self.residual_scale} must be > 0")
 

@@ -20,6 +20,8 @@ import torch
 from hpcsr import cf
 from hpcsr.artifacts import code_version
 from hpcsr.atomic import check_target
+from hpcsr.dist import discover, init_distributed
+from hpcsr.export import load_export
 from hpcsr.factors import FactorPair
 from hpcsr.sampling.checks import check_grid, check_has_data
 from hpcsr.sampling.config import SampleStageConfig
@@ -74,9 +76,6 @@ def run_sample(cfg: SampleStageConfig, *, command: str | None = None) -> SampleR
     """Write the ensemble of `cfg.lr` (LR netCDF or shard) or of `cfg.hr` coarsened (HR netCDF or
     HR store) to `cfg.out`, sampled as `cfg` says. `command` is recorded as the file's history
     (default: this process's command line). Must be called by every rank when several run."""
-    from hpcsr.dist import discover, init_distributed
-    from hpcsr.train.export import load_export
-
     if cfg.export is None or cfg.out is None:
         raise ValueError("sample: give the export (sample.export, --export) and the output file (sample.out, --out)")
     if (cfg.lr is None) == (cfg.hr is None):

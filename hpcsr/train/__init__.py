@@ -8,15 +8,16 @@
 The same call serves the first start and every requeue: a complete checkpoint in
 <run_dir>/<stage>/checkpoints/ is resumed (on any world size), else the stage starts from
 train.init_from / the mean export / scratch. See hpcsr.train.trainer for the phases and folders,
-hpcsr.train.export for the export format.
+hpcsr.export for the export format.
 """
 
 from __future__ import annotations
 
 import logging
 
-from hpcsr.train.signals import REQUEUE_EXIT_CODE
-from hpcsr.train.trainer import EXIT_DIVERGED, EXIT_SAVE_FAILED, RunResult
+from hpcsr.dist import init_distributed
+from hpcsr.train.signals import REQUEUE_EXIT_CODE, StopRequest
+from hpcsr.train.trainer import EXIT_DIVERGED, EXIT_SAVE_FAILED, RunResult, Trainer
 
 __all__ = ["run", "RunResult", "REQUEUE_EXIT_CODE", "EXIT_DIVERGED", "EXIT_SAVE_FAILED"]
 
@@ -24,10 +25,6 @@ __all__ = ["run", "RunResult", "REQUEUE_EXIT_CODE", "EXIT_DIVERGED", "EXIT_SAVE_
 def run(cfg) -> RunResult:
     """Train `cfg.train.stage` on every rank (starts torch.distributed through hpcsr.dist if needed).
     Does not end the process: the CLI ends it with hpcsr.dist.shutdown(result.exit_code)."""
-    from hpcsr.dist import init_distributed
-    from hpcsr.train.signals import StopRequest
-    from hpcsr.train.trainer import Trainer
-
     stop = StopRequest()  # before anything slow: a stop signal during start-up is honoured at the first step
     info = init_distributed(timeout_s=cfg.train.dist_timeout_s)
     logger = logging.getLogger("hpcsr")

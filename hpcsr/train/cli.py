@@ -14,6 +14,9 @@ import sys
 import traceback
 
 from hpcsr import exits
+from hpcsr.config import ConfigError, compose
+from hpcsr.dist import shutdown
+from hpcsr.train import run
 
 USAGE = """usage: hpcsr train [key=value ...]   (Hydra overrides of configs/, e.g.
   hpcsr train factor=s10_t3 train.stage=mean train.steps=2000 deepspeed=zero2
@@ -28,16 +31,11 @@ def main(argv=None) -> int:
         return 0
     debug = exits.debug_requested(argv)
     argv = [a for a in argv if a != "--debug"]
-    from hpcsr.config import ConfigError, compose
-    from hpcsr.dist import shutdown
-
     try:
         cfg = compose(argv)
     except ConfigError as err:
         print(f"hpcsr train: {err}", file=sys.stderr)
         shutdown(exits.BAD_INPUT)
-    from hpcsr.train import run
-
     try:
         result = run(cfg)
     except Exception as err:  # every rank ends now; the others fail at their next collective

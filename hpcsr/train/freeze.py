@@ -20,6 +20,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from hpcsr.export import load_export
+
 DEFAULT_PREFIXES = ("mean_net.stem.", "mean_net.encoder.", "denoiser.context_encoder.")
 
 
@@ -63,8 +65,6 @@ def freeze_for_run(init_from, resumed_marker: dict | None) -> FreezeSpec | None:
         return FreezeSpec.from_dict(resumed_marker.get("freeze"))
     if not init_from:
         return None
-    from hpcsr.train.export import load_export
-
     return FreezeSpec.from_dict(load_export(init_from).metadata.get("freeze"))
 
 

@@ -28,18 +28,22 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from hpcsr import exits
+from hpcsr import export as exports
 from hpcsr.artifacts import code_version, export_path, shard_path
 from hpcsr.data.normalise import Normaliser
 from hpcsr.data.patches import PatchDataset, PatchSpec
 from hpcsr.data.sampler import SamplesSeenSampler
 from hpcsr.data.store import Shard
 from hpcsr.models import build_model, residual_scale
-from hpcsr.train import export as exports
+from hpcsr.train.activation import enable_activation_checkpointing
 from hpcsr.train.calibration import fit_spread_gain
 from hpcsr.train.checkpoint import CheckpointIncompatible, CheckpointManager, tag_of
 from hpcsr.train.ema import ShardedEMA
+from hpcsr.train.engine import build_engine
+from hpcsr.train.freeze import freeze_for_run
 from hpcsr.train.metrics import MetricsLog
 from hpcsr.train.objective import PREFIX, TRAINED, StageObjective
 from hpcsr.train.signals import REQUEUE_EXIT_CODE, StopRequest, ignore_stop_signals
@@ -207,7 +211,7 @@ class Trainer:
                 self.ckpt.prepare_universal(self.resumed_from)
 
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        self.model = build_model(cfg.model, self.recipe, cfg.data.future_frames(self.recipe.pair.t))
+        self.model = build_model(cfg.model, self.recipe, self.spec.future)
         self.train_data = PatchDataset(
             shard_path,
             self.spec,
@@ -224,13 +228,8 @@ class Trainer:
             if "denoiser" in TRAINED[self.stage]:
                 self.measure_residual_std(shard_path)
         if cfg.deepspeed.activation_checkpointing:
-            from hpcsr.train.activation import enable_activation_checkpointing
-
             enable_activation_checkpointing(self.model)
         objective = StageObjective(self.model, self.stage, autocast_bf16=cfg.deepspeed.precision == "bf16")
-
-        from hpcsr.train.engine import build_engine
-        from hpcsr.train.freeze import freeze_for_run
 
         # parameters a transfer seed keeps fixed for its first steps (the marker's record on resume)
         self.freeze = freeze_for_run(cfg.train.init_from, self.resumed_from.marker if self.resumed_from else None)
@@ -510,7 +509,7 @@ class Trainer:
             "pair": {"s": self.recipe.pair.s, "t": self.recipe.pair.t, "name": self.recipe.pair.name},
             "recipe": exports.recipe_to_dict(self.recipe),
             "model": dataclasses.asdict(cfg.model),
-            "future_context": cfg.data.future_frames(self.recipe.pair.t),
+            "future_context": self.spec.future,
             "normalisation": {**self.normaliser.to_dict(), "stats": self.shard_stats},
             "step": self.step,
             "samples_seen": self.state.samples_seen,
@@ -592,8 +591,6 @@ class Trainer:
         batches = iter(self.train_loader())
         bar = None
         if self.rank == 0 and tc.progress:
-            from tqdm import tqdm
-
             bar = tqdm(
                 total=total,
                 initial=self.step,

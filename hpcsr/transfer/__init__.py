@@ -16,7 +16,7 @@ from __future__ import annotations
 
 def main(argv=None) -> int:
     """`hpcsr transfer ...` (see hpcsr.transfer.cli)."""
-    from hpcsr.transfer.cli import main as cli_main
+    from hpcsr.transfer.cli import main as cli_main  # lazy for start-up cost, as below
 
     return cli_main(argv)
 

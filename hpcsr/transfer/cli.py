@@ -19,15 +19,19 @@ import sys
 from pathlib import Path
 
 from hpcsr.artifacts import export_path
+from hpcsr.atomic import check_target, write_json_atomic
+from hpcsr.config import compose
 from hpcsr.exits import BAD_INPUT as EXIT_BAD_INPUT
 from hpcsr.exits import REFUSED as EXIT_REFUSED
+from hpcsr.factors import FactorPair, expand_grid
+from hpcsr.train.freeze import DEFAULT_PREFIXES, FreezeSpec
+from hpcsr.transfer.plan import hydra_override, plan_chain
+from hpcsr.transfer.seed import DEFAULT_MAX_REINIT, make_seed
+from hpcsr.transfer.sources import load_source
+from hpcsr.transfer.strategies import STRATEGIES, TransferRefused
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hpcsr.train.freeze import DEFAULT_PREFIXES
-    from hpcsr.transfer.seed import DEFAULT_MAX_REINIT
-    from hpcsr.transfer.strategies import STRATEGIES
-
     parser = argparse.ArgumentParser(
         prog="hpcsr transfer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -123,8 +127,6 @@ def main(argv=None) -> int:
     try:
         return seed_command(args) if args.command == "seed" else plan_command(args)
     except ValueError as err:  # SourceError, ConfigError, ExportError and bad values are ValueErrors
-        from hpcsr.transfer.strategies import TransferRefused
-
         if isinstance(err, TransferRefused):
             print(err.report.format(tensors=False), file=sys.stderr)
             print(f"hpcsr transfer: refused: {err}", file=sys.stderr)
@@ -137,9 +139,6 @@ def _target(args, source_model: dict | None):
     """Target pair, recipe, model config (None: the source's) and future context from --to and the
     overrides; `model.key=value` overrides apply on top of the source's model config, `model=NAME`
     starts from configs/model/NAME.yaml instead."""
-    from hpcsr.config import compose
-    from hpcsr.factors import FactorPair
-
     try:
         pair = FactorPair.parse(args.to)
     except ValueError as err:
@@ -160,11 +159,6 @@ def _target(args, source_model: dict | None):
 
 
 def seed_command(args) -> int:
-    from hpcsr.atomic import check_target
-    from hpcsr.train.freeze import DEFAULT_PREFIXES, FreezeSpec
-    from hpcsr.transfer.seed import make_seed
-    from hpcsr.transfer.sources import load_source
-
     check_target(args.out)  # before any model is read
     source = load_source(args.source, args.stage, args.weights)
     pair, recipe, model, future = _target(args, source.model)
@@ -199,21 +193,13 @@ def seed_command(args) -> int:
 
 
 def _grid_pairs(args):
-    from hpcsr.factors import FactorPair
-
     if args.pairs:
         return [FactorPair.parse(p) for p in args.pairs.split(",") if p.strip()]
-    from hpcsr.config import compose
-    from hpcsr.factors import expand_grid
-
     overrides = ([f"grid={args.grid}"] if args.grid else []) + list(args.overrides)
     return expand_grid(compose(overrides).grid)
 
 
 def plan_command(args) -> int:
-    from hpcsr.factors import FactorPair
-    from hpcsr.transfer.plan import hydra_override, plan_chain
-
     if args.pairs and args.overrides:
         raise ValueError(f"overrides {args.overrides} go with --grid, not with --pairs")
     pairs = _grid_pairs(args)
@@ -229,8 +215,6 @@ def plan_command(args) -> int:
         "parents": {e.pair.name: e.parent.name for e in entries if e.parent},
     }
     if args.json:
-        from hpcsr.atomic import write_json_atomic
-
         write_json_atomic(args.json, doc, default=str)
     if args.format == "json":
         print(json.dumps(doc, indent=1))

@@ -3,7 +3,7 @@
 `make_seed(source, to, out, strategy)` builds the target pair's model (its recipe: L, beta range,
 mass f; the source's architecture unless another is given), fills it by the strategy
 (hpcsr.transfer.strategies), and writes
-    <out>              an export that `train.init_from` accepts (hpcsr.train.export format, stage
+    <out>              an export that `train.init_from` accepts (hpcsr.export format, stage
                        'seed', step 0), metadata with the transfer, the freeze spec if any and the
                        lineage: the source's ancestors, the source (role 'transfer:<strategy>'), the seed
     <out>.json         its metadata (as every export)
@@ -21,11 +21,14 @@ from pathlib import Path
 
 import torch
 
+from hpcsr import export as exports
 from hpcsr.artifacts import code_version, json_hash
 from hpcsr.atomic import write_json_atomic
+from hpcsr.config import build
 from hpcsr.factors import FactorPair, Recipe
 from hpcsr.factors import recipe as recipe_of
-from hpcsr.train import export as exports
+from hpcsr.models import build_model
+from hpcsr.models.config import ModelConfig
 from hpcsr.train.freeze import FreezeSpec, check_prefixes
 from hpcsr.transfer.report import TransferReport
 from hpcsr.transfer.sources import Source, load_source
@@ -89,8 +92,6 @@ def make_seed(
     if future_context is None:
         future_context = int(src.metadata.get("future_context") or 0)
 
-    from hpcsr.models import build_model
-
     torch.manual_seed(init_seed)
     target_model = build_model(model_cfg, target_recipe, future_context)
     src_recipe = src.recipe
@@ -138,9 +139,6 @@ def _source_model(src: Source):
             f"{src.path} carries no model config: give the target's (e.g. model=tiny, or "
             "model.widths=[...] on the command line)"
         )
-    from hpcsr.config import build
-    from hpcsr.models.config import ModelConfig
-
     return build(ModelConfig, dict(src.model), "model")
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
+from hpcsr import export as exports
 from hpcsr.artifacts import export_path, file_sha256
 from hpcsr.factors import FactorPair
-from hpcsr.train import export as exports
 from hpcsr.train.checkpoint import MARKER, UNIVERSAL_DIR, CheckpointInfo, CheckpointManager
 from hpcsr.train.objective import PREFIX, TRAINED
 

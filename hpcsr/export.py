@@ -1,4 +1,6 @@
-"""Consolidated fp32 exports of a trained stage: the file sampling and transfer read.
+"""Consolidated fp32 exports of a trained stage: the file hpcsr.train writes and sampling, transfer,
+the launcher, the demo and the benchmarks read. It lives beside hpcsr.artifacts (the run layout),
+not in hpcsr.train, so that its readers do not depend on training.
 
 `<stage folder>/export/model.pt` (final) and `model_step_<N>.pt` (milestones), each a torch file
     {'format': 'hpcsr-export', 'format_version': 1,
@@ -37,8 +39,11 @@ import torch
 from hpcsr.artifacts import EXPORT_DIR
 from hpcsr.artifacts import EXPORT_NAME as FINAL_NAME
 from hpcsr.atomic import AtomicPath, write_json_atomic
+from hpcsr.config import build
 from hpcsr.data.normalise import Normaliser
 from hpcsr.factors import FactorPair, MassFunction, Recipe
+from hpcsr.models import build_model
+from hpcsr.models.config import ModelConfig
 
 EXPORT_FORMAT = "hpcsr-export"
 EXPORT_VERSION = 1
@@ -84,6 +89,7 @@ def strip_prefix(state_dict: dict, prefix: str) -> dict:
 
 def consolidated_fp32(checkpoint_root: Path, tag: str) -> dict:
     """Whole fp32 tensors of a DeepSpeed checkpoint (any ZeRO stage and world size), keys as saved."""
+    # lazy for start-up cost only: DeepSpeed takes seconds to import and sampling never needs it
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     with contextlib.redirect_stdout(io.StringIO()):
@@ -144,10 +150,7 @@ class Export:
         return recipe_from_dict(self.metadata["recipe"])
 
     @property
-    def model_config(self):
-        from hpcsr.config import build
-        from hpcsr.models.config import ModelConfig
-
+    def model_config(self) -> ModelConfig:
         recorded = dict(self.metadata["model"])
         recorded.setdefault("residual_norm", "global")  # exports from before the local residual scale
         recorded.setdefault("mean_skip", "hold")  # exports from before the linear-in-time start
@@ -164,8 +167,6 @@ class Export:
 
     def build_model(self):
         """The SRModel of this export with its weights loaded (eval mode, CPU)."""
-        from hpcsr.models import build_model
-
         model = build_model(self.model_config, self.recipe, int(self.metadata.get("future_context", 0)))
         state = self.state_dict
         if model.cfg.residual_norm == "global":  # exports from before the local residual scale lack its buffers
