@@ -20,6 +20,7 @@ def check(spec) -> None:
 def preprocess(spec, info) -> dict:
     """preprocessing.run.run_preprocess of the preprocess section into data_dir for the grid's pairs
     (spec: an ElementSpec), on every rank of the element."""
+    # lazy for start-up cost only, as in check
     from preprocessing.config import from_mapping
     from preprocessing.run import run_preprocess
 
