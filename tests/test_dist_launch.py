@@ -68,6 +68,7 @@ def test_bad_override_stops_with_the_variable_named(launch_env):
     assert "HPCSR_DIST_SOURCE='srun'" in out.stderr and "env, slurm, mpi, single" in out.stderr
 
 
+@pytest.mark.slow  # over 5 s (fresh-clone run s29: 6.5-21 s)
 def test_rendezvous_failures_end_with_host_and_port_named(launch_env):
     """A port already in use at the master, a master nobody serves, a rank whose partner never
     starts: each rank ends with exit code 2 and one line naming the master's address and port,

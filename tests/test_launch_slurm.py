@@ -56,6 +56,7 @@ def marker(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+@pytest.mark.slow  # over 5 s (fresh-clone run s29: 6.5-21 s)
 def test_2x2_grid_after_preprocess_in_order_with_dry_run_scripts(tmp_path, env):
     args = slurm_args(
         tmp_path,
@@ -142,6 +143,7 @@ def test_requeue_across_time_limits_gives_a_continuous_curve(tmp_path, env, caps
         )
 
 
+@pytest.mark.slow  # over 5 s (fresh-clone run s29: 6.5-21 s)
 def test_malicious_partition_reaches_sbatch_as_a_value(tmp_path, env):
     pwned = tmp_path / "pwned"
     bad = f"debug'; touch {pwned}; echo '"
@@ -178,6 +180,7 @@ def test_malicious_partition_reaches_sbatch_as_a_value(tmp_path, env):
     assert not (tmp_path / "l2").exists() and not pwned.exists()
 
 
+@pytest.mark.slow  # over 5 s (fresh-clone run s29: 6.5-21 s)
 def test_impossible_resources_are_refused_before_submitting(tmp_path, env):
     out = launch(
         tmp_path,
@@ -193,6 +196,7 @@ def test_impossible_resources_are_refused_before_submitting(tmp_path, env):
     assert not (tmp_path / "runs" / "launch").exists()
 
 
+@pytest.mark.slow  # over 5 s (fresh-clone run s29: 6.5-21 s)
 def test_half_submission_is_reported_and_cancel_stops_a_running_element(tmp_path, env, slurm):
     folder = tmp_path / "runs" / "launch"
     out = launch(

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_preprocess_mpi import assert_same_h5, cli_command, run_cli  # noqa: E402
 
-pytestmark = [pytest.mark.multinode, pytest.mark.slurm]
+pytestmark = [pytest.mark.multinode, pytest.mark.slurm, pytest.mark.slow]  # 7-61 s each: a two-host cluster
 
 HOSTS = ["node1", "node2"]
 TRAIN = [

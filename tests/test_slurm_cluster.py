@@ -117,6 +117,7 @@ def test_array_of_four_completes(slurm, tmp_path):
     assert all(submitit_state(f"{job}_{i}") == "COMPLETED" for i in range(4))
 
 
+@pytest.mark.slow  # over 5 s (fresh-clone run s29: 6.5-21 s)
 def test_states_through_the_sacct_bridge(slurm, tmp_path):
     held = slurm.sbatch("--hold", "--output=/dev/null", "--wrap", "true")
     failing = slurm.sbatch(f"--output={tmp_path}/f.out", "--wrap", "exit 3")
