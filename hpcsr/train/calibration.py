@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from hpcsr.evaluate.metrics import crps_ensemble, spread_skill_ratio
+from hpcsr.evaluate.metrics import crps_ensemble, ensemble_variance, spread_skill_ratio
 from hpcsr.mass import conserve, default_mode
 
 GAINS = tuple(2.0 ** (k / 10) for k in range(-20, 11))  # the grid searched: 0.25 .. 2 in steps of 2^0.1, 1 exact
@@ -57,8 +57,8 @@ class SpreadCalibration:
 def fit_spread_gain(
     model, batches, normaliser, members: int, sampler: str, steps: int, eta: float, seed: int
 ) -> SpreadCalibration:
-    """The residual gain of `model` whose spread/skill is closest to 1 (an SRModel, eval mode) over `batches`, a list of
-    (lr, hr) normalised validation batches, each member sampled as `hpcsr sample` would."""
+    """The residual gain of `model` (an SRModel, eval mode) whose spread/skill is closest to 1 over
+    `batches`, (lr, hr) normalised validation batches, each member sampled as `hpcsr sample` would."""
     if members < 2:
         raise ValueError(f"spread calibration needs at least 2 members per patch, got {members}")
     recipe = model.recipe
@@ -83,7 +83,7 @@ def fit_spread_gain(
             y = truth.double().numpy()
             valid = np.isfinite(y) & np.isfinite(x).all(axis=0)
             scores.append(crps_ensemble(x[:, valid], y[valid]))
-            variance.append(x[:, valid].var(axis=0, ddof=1))
+            variance.append(ensemble_variance(x[:, valid]))
             error.append((x[:, valid].mean(axis=0) - y[valid]) ** 2)
         crps[gain] = float(np.concatenate(scores).mean())
         ratio[gain] = spread_skill_ratio(

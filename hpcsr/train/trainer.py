@@ -90,6 +90,17 @@ TRAIN_NOISE, VAL_NOISE = 0, 1  # noise streams
 RESIDUAL_PATCHES = 64  # training patches over which a diffusion stage measures the residual's std
 
 
+def stacked(items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (lr, hr) batch tensors of PatchDataset items."""
+    return torch.stack([x["lr"] for x in items]), torch.stack([x["hr"] for x in items])
+
+
+def first_batches(data, n: int, b: int):
+    """(lr, hr) batches of items 0..n-1 of `data`, b at a time (generated, so few are held at once)."""
+    for start in range(0, n, b):
+        yield stacked([data[i] for i in range(start, min(start + b, n))])
+
+
 def noise_generator(seed: int, stream: int, step: int, rank: int, micro: int) -> torch.Generator:
     """The diffusion noise of one micro-batch: a function of (seed, stream, step, rank, micro-batch)
     only, so a resumed run draws exactly the noise an uninterrupted one would."""
@@ -255,9 +266,7 @@ class Trainer:
         )
         self.val_data = None
         if cfg.data.val_patches and cfg.train.val_every:
-            self.val_data = PatchDataset(
-                shard_path, self.spec, "val", self.normaliser, cfg.seed, cfg.data.min_valid, "val", cfg.data.wet_bias
-            )
+            self.val_data = self.val_dataset()
         if self.rank == 0:
             self.metrics = MetricsLog(self.stage_dir / "logs", resume_step=self.step)
             resumed = str(self.resumed_from.path) if self.resumed_from else None
@@ -273,6 +282,13 @@ class Trainer:
                     "lineage": self.state.lineage,
                 },
             )
+
+    def val_dataset(self) -> PatchDataset:
+        """The fixed validation patches (items 0..data.val_patches-1 of their own stream)."""
+        cfg = self.cfg
+        return PatchDataset(
+            self.shard_path(), self.spec, "val", self.normaliser, cfg.seed, cfg.data.min_valid, "val", cfg.data.wet_bias
+        )
 
     @property
     def spec(self) -> PatchSpec:
@@ -333,16 +349,9 @@ class Trainer:
             "residual_std",
             cfg.data.wet_bias,
         )
-        b = cfg.data.batch_size
-
-        def batches():
-            for start in range(0, RESIDUAL_PATCHES, b):
-                items = [data[i] for i in range(start, min(start + b, RESIDUAL_PATCHES))]
-                yield torch.stack([x["lr"] for x in items]), torch.stack([x["hr"] for x in items])
-
         self.model.eval()
         dry = float(self.normaliser.forward(torch.zeros(1))[0])
-        value = self.model.measure_residual_std(batches(), dry=dry)
+        value = self.model.measure_residual_std(first_batches(data, RESIDUAL_PATCHES, cfg.data.batch_size), dry=dry)
         self.model.train()
         data.close()
         log.info(
@@ -419,9 +428,7 @@ class Trainer:
         total, count = 0.0, 0
         with torch.no_grad():
             for k, (items, real) in enumerate(self.val_batches()):
-                batch = [self.val_data[i] for i in items]
-                lr = torch.stack([x["lr"] for x in batch])
-                hr = torch.stack([x["hr"] for x in batch])
+                lr, hr = stacked([self.val_data[i] for i in items])
                 gen = noise_generator(self.cfg.seed, VAL_NOISE, 0, self.rank, k)
                 loss, _ = self.engine(lr, hr, gen)
                 if real:
@@ -544,15 +551,15 @@ class Trainer:
         model = build_model(cfg.model, self.recipe, self.spec.future)
         model.load_state_dict(weights)
         model.eval()
-        data = self.val_data or PatchDataset(
-            self.shard_path(), self.spec, "val", self.normaliser, cfg.seed, cfg.data.min_valid, "val", cfg.data.wet_bias
-        )
-        b = cfg.data.batch_size
-        batches = []
-        for first in range(0, n, b):
-            items = [data[i] for i in range(first, min(first + b, n))]
-            batches.append((torch.stack([x["lr"] for x in items]), torch.stack([x["hr"] for x in items])))
+        batches = first_batches(self.val_data or self.val_dataset(), n, cfg.data.batch_size)
         sc = cfg.sample
+        log.info(
+            "fitting the spread gain on %d validation patches x %d members (%s, %d steps)",
+            n,
+            members,
+            sc.sampler,
+            sc.steps,
+        )
         started = time.monotonic()
         fit = fit_spread_gain(model, batches, self.normaliser, members, sc.sampler, sc.steps, sc.eta, cfg.seed)
         log.info(
