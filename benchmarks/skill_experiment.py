@@ -4,8 +4,13 @@
     .venv/bin/python benchmarks/skill_experiment.py --quick    # the whole path in minutes (no verdict)
 
 1. Train on the Australian BoM Rainfields3 day of ../shared/data/bom_c10_20201031.nc (512 x 512 px
-   of 500 m, 144 steps of 10 min, a thunderstorm day) through `hpcsr-preprocess ingest --cadence 10`
-   and `shards`; train split 00-09 UTC, validation 09-12 UTC (the rain falls 01-11 UTC).
+   of 500 m, 144 steps of 10 min, a thunderstorm day) through `hpcsr-preprocess ingest --cadence 10
+   --aggregate-pixels 2` (--train-pixels: 2 x 2 source pixels averaged, 256 x 256 px of 1 km, the
+   evaluation radars' pixel) and `shards`; train split 00-09 UTC, validation 09-12 UTC (the rain
+   falls 01-11 UTC). At the same 10-min step a 500 m grid sees rain move twice as many pixels per
+   step and its cells twice as wide in pixels as a 1 km grid: trained at 500 m and evaluated at 1 km
+   (--train-pixels 1, the experiment until issue 13's session s26), the t = 2 pairs' ensembles were
+   too wide on KNMI after a spread gain that calibrated them on BoM (s8_t2 spread/skill 1.40).
 2. Evaluate on another radar network, never seen in training (--eval): by default KNMI, the
    Netherlands, 2010-08-26 (../shared/data/knmi_20100826.nc, 1 km, 5-min steps summed to the same
    10-min cadence by `ingest --cadence 10`); --eval mch takes MeteoSwiss 2016-07-11 instead. MeteoSwiss
@@ -17,10 +22,9 @@
    --crop x --crop window that radar covers at every step (stride 32 px) and, in it, the wettest
    run of --steps consecutive steps; both chosen from the truth's rain amount alone, before any
    model runs, and written as CF netCDF. The LR input is the perfect-model coarsening of that truth
-   (`hpcsr sample --hr CROP --coarsen`). The BoM pixel is 500 m, the held-out ones 1 km: the
-   sampler refuses another grid than the training data's unless told (--allow-other-grid, passed
-   here: the experiment asks whether what was learned per pixel transfers; per pixel, BoM at 500 m
-   and at 1 km have the same small-scale power within 10 %, radar_spectra.md).
+   (`hpcsr sample --hr CROP --coarsen`). With --train-pixels 1 the BoM pixel is 500 m, the
+   held-out ones 1 km, and the sampler, which refuses another grid than the training data's unless
+   told, is given --allow-other-grid.
 3. Pairs (4, 1), (4, 2) and (8, 2) by default: 4 km and 8 km LR grids to 1 km, without and with
    temporal super-resolution (10 -> 20 min blocks). (2, 1) is not the default because these radar
    products are smooth at two pixels: on the MeteoSwiss crop, bicubic's RMSE at (2, 1) is 0.027 mm, 5 % of the
@@ -128,6 +132,7 @@ TRAIN_KEYS = (
     "val_every",
     "val_patches",
     "seed",
+    "train_pixels",
     "defaults",
 )  # defaults: hash of the default config tree, so a changed default trains anew
 SAMPLE_KEYS = ("members", "crop", "eval", "steps", "block")  # block: the crop starts a block of this many steps
@@ -137,19 +142,21 @@ def tag(a, keys) -> str:
     return hashlib.sha256(json.dumps([vars(a)[k] for k in keys]).encode()).hexdigest()[:8]
 
 
-def preprocess(work: Path, pairs: list[str], eval_file: str) -> tuple[Path, Path]:
-    """HR store + shards of the training day; HR store of the evaluation day (same cadence)."""
+def preprocess(work: Path, pairs: list[str], eval_file: str, pixels: int) -> tuple[Path, Path]:
+    """HR store + shards of the training day (`pixels` x `pixels` source pixels averaged into one);
+    HR store of the evaluation day (same cadence)."""
     py = [sys.executable, "-m", "preprocessing.cli"]
-    train, held_out = work / "data" / "train", work / "data" / f"eval_{Path(eval_file).stem}"
+    name = "train" if pixels == 1 else f"train_px{pixels}"
+    train, held_out = work / "data" / name, work / "data" / f"eval_{Path(eval_file).stem}"
+    ingest = ["ingest", "--out", str(train), "--netcdf", str(DATA / TRAIN_FILE), "--cadence", str(CADENCE_MIN)]
     run_logged(
-        py
-        + ["ingest", "--out", str(train), "--netcdf", str(DATA / TRAIN_FILE), "--cadence", str(CADENCE_MIN), "--quiet"],
-        work / "logs" / "ingest_train.log",
+        py + ingest + ["--aggregate-pixels", str(pixels), "--quiet"],
+        work / "logs" / f"ingest_{name}.log",
         2,
     )
     run_logged(
         py + ["shards", "--out", str(train), "--pairs", ",".join(pairs), "--split-bounds", SPLIT, "--quiet"],
-        work / "logs" / "shards_train.log",
+        work / "logs" / f"shards_{name}.log",
         2,
     )
     run_logged(
@@ -562,7 +569,7 @@ def one_pair(pair: str, a, data: Path, crop: Path, work: Path, results: Path) ->
                 "--coarsen",
                 "--members",
                 str(a.members),
-                "--allow-other-grid",  # 500 m training, 1 km here
+                *(["--allow-other-grid"] if a.train_pixels == 1 else []),  # 500 m training, 1 km here
                 "--tile",
                 str(a.crop),
                 "--out",
@@ -738,6 +745,14 @@ def main(argv=None) -> int:
     )
     p.add_argument("--seed", type=int, default=0, help="training seed (default %(default)s)")
     p.add_argument(
+        "--train-pixels",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="BoM 500 m pixels averaged per side into one training pixel: 2 gives the evaluation radars' 1 km, "
+        "1 trains at 500 m (default %(default)s)",
+    )
+    p.add_argument(
         "--jobs",
         type=int,
         default=2,
@@ -770,7 +785,7 @@ def main(argv=None) -> int:
     log(
         f"preprocessing {TRAIN_FILE} (training) and {eval_file} (evaluation) at {CADENCE_MIN}-min steps into {work / 'data'}"
     )
-    data, eval_store = preprocess(work, pairs, eval_file)
+    data, eval_store = preprocess(work, pairs, eval_file, a.train_pixels)
     crop = work / "data" / f"eval_{a.eval}_crop{a.crop}_steps{a.steps}.nc"
     a.block = int(np.lcm.reduce([int(p.split("x")[1]) for p in pairs]))
     window = write_crop(eval_store, crop, a.crop, a.steps, eval_file, a.block)

@@ -99,6 +99,13 @@ def _ingest_args(p: argparse.ArgumentParser, required: bool) -> None:
         help="netCDF accumulation minutes if the files lack interval_minutes",
     )
     p.add_argument(
+        "--aggregate-pixels",
+        type=int,
+        default=D.aggregate_pixels,
+        metavar="K",
+        help="netCDF: store the mean of each K x K block of source pixels (e.g. 2: 500 m -> 1 km) (default %(default)s)",
+    )
+    p.add_argument(
         "--cap",
         type=float,
         default=D.cap,

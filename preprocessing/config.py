@@ -61,6 +61,7 @@ class PreprocessConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # source=synthetic: what to generate
     cadence: int = IngestConfig.cadence_minutes  # HR step in minutes; finer netCDF steps are summed
     source_interval: typing.Optional[int] = None  # netCDF accumulation minutes if the files lack interval_minutes
+    aggregate_pixels: int = IngestConfig.aggregate_pixels  # netCDF: k x k source pixels -> one (mean)
     cap: float = DEFAULT_CAP_MM_PER_HOUR  # plausibility cap in mm/h; higher rates are masked
     on_bad_input: str = IngestConfig.on_bad_input  # unreadable frame: skip (a gap, with a warning) or fail
     encoding: typing.Optional[str] = None  # 'uint16/<units per mm>' or 'float32' (None: by source)
@@ -97,6 +98,11 @@ class PreprocessConfig:
             raise ConfigError(f"preprocess.synthetic.{err}") from None
         if self.cadence < 1 or (self.source == "comephore" and self.cadence != 60):
             raise ConfigError(f"preprocess.cadence={self.cadence}: minutes >= 1, and 60 for Comephore (hourly)")
+        if self.aggregate_pixels < 1 or (self.source != "netcdf" and self.aggregate_pixels != 1):
+            raise ConfigError(
+                f"preprocess.aggregate_pixels={self.aggregate_pixels}: >= 1, and 1 unless preprocess.source=netcdf "
+                "(Comephore's 1 km grid is stored as it is)"
+            )
         if self.source_interval is not None and self.source_interval < 1:
             raise ConfigError(f"preprocess.source_interval={self.source_interval} must be >= 1 minute (or null)")
         if not self.cap > 0:
@@ -155,6 +161,7 @@ class PreprocessConfig:
             netcdf=tuple(inputs) if netcdf else (),
             cadence_minutes=self.cadence,
             source_interval=self.source_interval,
+            aggregate_pixels=self.aggregate_pixels,
             cap_mm_per_hour=self.cap,
             on_bad_input=self.on_bad_input,
             encoding=self.encoding,

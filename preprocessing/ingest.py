@@ -51,6 +51,7 @@ class IngestConfig:
     netcdf: tuple = ()  # CF netCDF files with precip(time, y, x)
     cadence_minutes: int = 60  # HR step; netCDF steps are summed up to it
     source_interval: int | None = None  # netCDF accumulation interval when the files lack the attribute
+    aggregate_pixels: int = 1  # netCDF: k x k source pixels averaged into one stored pixel (500 m -> 1 km: 2)
     cap_mm_per_hour: float = DEFAULT_CAP_MM_PER_HOUR  # plausibility cap on rates (higher values are masked)
     on_bad_input: str = "skip"  # 'skip': unreadable frames become gaps, with a warning; 'fail': stop
     encoding: str | None = None  # None: uint16/10 for Comephore, float32 for netCDF; or 'uint16/<n>', 'float32'
@@ -68,6 +69,13 @@ class IngestConfig:
         if self.comephore and self.cadence_minutes != 60:
             raise ValueError(
                 f"cadence {self.cadence_minutes} min with Comephore input: Comephore is hourly, use --cadence 60"
+            )
+        if self.aggregate_pixels < 1:
+            raise ValueError(f"aggregate_pixels={self.aggregate_pixels} must be >= 1")
+        if self.comephore and self.aggregate_pixels != 1:
+            raise ValueError(
+                f"aggregate_pixels={self.aggregate_pixels} with Comephore input: its 1 km grid is stored as it is "
+                "(aggregation applies to netCDF inputs)"
             )
         if self.cadence_minutes < 1 or self.unit_frames < 1:
             raise ValueError(f"cadence_minutes={self.cadence_minutes} and unit_frames={self.unit_frames} must be >= 1")
@@ -117,6 +125,7 @@ def plan_units(cfg: IngestConfig) -> tuple[list[Unit], list[dict], dict]:
     """Units of work, records of skipped inputs, and netCDF plans by path (rank 0 runs this)."""
     settings = (
         cfg.cadence_minutes,
+        cfg.aggregate_pixels,
         cfg.cap_mm_per_hour,
         cfg.store_encoding().dtype,
         cfg.store_encoding().units_per_mm,
@@ -143,7 +152,7 @@ def plan_units(cfg: IngestConfig) -> tuple[list[Unit], list[dict], dict]:
         for path in cfg.netcdf:
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"netCDF input {path} does not exist")
-            plan, skips = netcdf.plan_file(str(path), cfg.cadence_minutes, cfg.source_interval)
+            plan, skips = netcdf.plan_file(str(path), cfg.cadence_minutes, cfg.source_interval, cfg.aggregate_pixels)
             plans[str(path)] = plan
             skipped += skips
             for first in range(0, len(plan.out_times), cfg.unit_frames):

@@ -10,6 +10,12 @@ wherever any of them is NaN. Output steps end on multiples of the cadence since 
 output step with some of its source steps absent from the file is not produced (recorded), and a
 source step off the file's own step grid is left out (recorded, with a warning).
 Values are checked (negative, above the plausibility cap) on the source steps, before summing.
+
+A finer grid can be aggregated to a coarser one (`pixels` = k): each output pixel is the mean of a
+k x k block of source pixels (mm per step is an amount per unit area, so the mean keeps the mass;
+`hpcsr.coarsen`), NaN where any of them is NaN; rows and columns past the last whole block are
+dropped (with a warning). Training and evaluation data then share one pixel size, e.g. a 500 m
+radar aggregated to the 1 km of Comephore.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 import netCDF4
 import numpy as np
 
+from hpcsr.coarsen import coarsen
 from preprocessing.geotiff import Grid
 from preprocessing.quality import FrameQC, cap_amount, clean_mm
 
@@ -75,6 +82,7 @@ class NetcdfPlan:
     sources: np.ndarray  # (M, k) int64 source time indices summed into each output step
     x_units: str
     y_units: str
+    pixels: int = 1  # source pixels per output pixel along each axis (k x k block means)
 
 
 def _open(path) -> netCDF4.Dataset:
@@ -89,8 +97,42 @@ def _open(path) -> netCDF4.Dataset:
         ) from None
 
 
-def plan_file(path: str, cadence_minutes: int, interval_minutes: int | None = None) -> tuple[NetcdfPlan, list[dict]]:
-    """Read the axes of one file and decide its output steps; returns (plan, skipped records)."""
+def aggregated_grid(grid: Grid, pixels: int, path: str) -> Grid:
+    """The grid of `pixels` x `pixels` block means of `grid` (same upper-left corner)."""
+    if pixels < 1:
+        raise ValueError(f"aggregate_pixels={pixels} must be >= 1")
+    if pixels > min(grid.width, grid.height):
+        raise ValueError(f"{path}: aggregate_pixels={pixels} is larger than its grid of {grid.height} x {grid.width}")
+    if pixels == 1:
+        return grid
+    if grid.width % pixels or grid.height % pixels:
+        log.warning(
+            "%s: %d x %d pixels do not divide into %d x %d blocks: the last %d row(s) and %d column(s) are dropped",
+            path,
+            grid.height,
+            grid.width,
+            pixels,
+            pixels,
+            grid.height % pixels,
+            grid.width % pixels,
+        )
+    return Grid(
+        grid.width // pixels,
+        grid.height // pixels,
+        grid.x0,
+        grid.y0,
+        grid.dx * pixels,
+        grid.dy * pixels,
+        grid.crs_proj4,
+        grid.crs_wkt,
+    )
+
+
+def plan_file(
+    path: str, cadence_minutes: int, interval_minutes: int | None = None, pixels: int = 1
+) -> tuple[NetcdfPlan, list[dict]]:
+    """Read the axes of one file and decide its output steps and grid (`pixels` x `pixels` source
+    pixels per output pixel); returns (plan, skipped records)."""
     with _open(path) as ds:
         if PRECIP not in ds.variables:
             raise ValueError(
@@ -134,7 +176,7 @@ def plan_file(path: str, cadence_minutes: int, interval_minutes: int | None = No
             wkt = str(getattr(gm, "crs_wkt", getattr(gm, "spatial_ref", "")))
             proj4 = str(getattr(gm, "proj4", ""))
     dx, dy = _regular(x, "x", path), _regular(y, "y", path)
-    grid = Grid(len(x), len(y), x[0] - dx / 2, y[0] - dy / 2, dx, dy, proj4, wkt)
+    grid = aggregated_grid(Grid(len(x), len(y), x[0] - dx / 2, y[0] - dy / 2, dx, dy, proj4, wkt), pixels, path)
     if cadence_minutes % interval_minutes:
         raise ValueError(
             f"{path}: source steps of {interval_minutes} min cannot be summed to a cadence of "
@@ -190,6 +232,7 @@ def plan_file(path: str, cadence_minutes: int, interval_minutes: int | None = No
         np.asarray(sources, np.int64).reshape(-1, k),
         x_units,
         y_units,
+        pixels,
     )
     return plan, skipped
 
@@ -210,4 +253,8 @@ def read_steps(plan: NetcdfPlan, first: int, stop: int, cap_mm_per_hour: float):
                 mm, step_qc = clean_mm(block[i - lo], limit)
                 total += mm
                 qc += step_qc
-            yield int(end), total.astype(np.float32), qc
+            frame = total.astype(np.float32)
+            if plan.pixels > 1:
+                k, g = plan.pixels, plan.grid
+                frame = coarsen(frame[None, : g.height * k, : g.width * k], k, 1)[0]
+            yield int(end), frame, qc

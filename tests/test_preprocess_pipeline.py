@@ -465,3 +465,17 @@ def test_run_preprocess_from_the_config_section_and_from_the_cli_flags(tmp_path)
     more = run_preprocess(from_mapping({"source": "store"}), out, [FactorPair(8, 3)], Comm(), progress=False)
     assert more.archives == () and more.shards == (out / "shards" / "s8_t3.h5",) and more.shards[0].is_file()
     assert sorted((out / "parts" / "hr").iterdir()) == parts
+
+
+def test_pixel_aggregation_is_a_netcdf_key_of_the_section_and_a_flag():
+    from hpcsr.config import ConfigError
+    from preprocessing.config import from_mapping
+
+    flags = ["ingest", "--out", "o", "--netcdf", "a.nc", "--aggregate-pixels", "2"]
+    cfg = cli._config(cli.build_parser().parse_args(flags))
+    assert cfg == from_mapping({"source": "netcdf", "inputs": ["a.nc"], "aggregate_pixels": 2})
+    assert cfg.ingest_config(cfg.inputs).aggregate_pixels == 2
+    with pytest.raises(ConfigError, match=r"aggregate_pixels=2: >= 1, and 1 unless preprocess.source=netcdf"):
+        from_mapping({"aggregate_pixels": 2})  # synthetic Comephore: its 1 km grid is kept
+    with pytest.raises(ConfigError, match=r"aggregate_pixels=0"):
+        from_mapping({"source": "netcdf", "inputs": ["a.nc"], "aggregate_pixels": 0})

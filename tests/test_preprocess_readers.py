@@ -355,6 +355,50 @@ def test_netcdf_aggregation_rules_by_hand(tmp_path):
     assert len(plan.out_times) == 2
 
 
+def test_netcdf_pixel_aggregation_by_hand(tmp_path, caplog):
+    minutes = 26_000_000 // 60 * 60 + 60 * np.arange(1, 3)  # two hourly steps
+    values = np.arange(2 * 5 * 7, dtype=np.float32).reshape(2, 5, 7) / 10
+    values[1, 2, 3] = np.nan  # one missing source pixel: its whole block is missing
+    path = tmp_path / "p.nc"
+    _write_nc(path, values, minutes, interval=60)
+    fine, _ = netcdf.plan_file(str(path), 60)
+    plan, _ = netcdf.plan_file(str(path), 60, pixels=2)
+    assert "the last 1 row(s) and 1 column(s) are dropped" in caplog.text
+    g, f = plan.grid, fine.grid
+    assert (g.height, g.width, g.dx, g.dy, g.x0, g.y0) == (2, 3, 2 * f.dx, 2 * f.dy, f.x0, f.y0)
+    np.testing.assert_allclose(g.x, f.x[:6].reshape(3, 2).mean(1))  # block centres
+    np.testing.assert_allclose(g.y, f.y[:4].reshape(2, 2).mean(1))
+    frames = [frame for _, frame, _ in netcdf.read_steps(plan, 0, 2, 300.0)]
+    expected = values[:, :4, :6].reshape(2, 2, 2, 3, 2).mean(axis=(2, 4))  # mm per step: the block mean
+    np.testing.assert_allclose(frames[0], expected[0], rtol=1e-6)
+    assert np.isnan(frames[1][1, 1]) and np.isfinite(np.delete(frames[1].ravel(), 4)).all()
+    with pytest.raises(ValueError, match="larger than its grid of 5 x 7"):
+        netcdf.plan_file(str(path), 60, pixels=6)
+    with pytest.raises(ValueError, match="aggregation applies to netCDF inputs"):
+        IngestConfig(comephore=(str(tmp_path),), aggregate_pixels=2)
+
+
+@needs_shared
+def test_bom_aggregated_to_1km_keeps_its_rain(tmp_path):
+    """The 500 m BoM radar stored at 1 km: the grid, the CRS and, per frame, the rain amount of the
+    512 x 512 source (every 2 x 2 block whole) are kept; the parts' key changes with the factor."""
+    src = str(SHARED / "bom_c10_20201031.nc")
+    cfg = IngestConfig(netcdf=(src,), cadence_minutes=60, aggregate_pixels=2)
+    ingest(tmp_path / "o", cfg, Comm(), progress=False)
+    store = HRStore(tmp_path / "o" / "hr.h5")
+    fine_plan, _ = netcdf.plan_file(src, 60)
+    fine = np.stack([frame for _, frame, _ in netcdf.read_steps(fine_plan, 0, 3, 300.0)])
+    coarse = store.read(0, 3)
+    assert coarse.shape == (3, 256, 256) and store.transform[1] == 2 * fine_plan.grid.dx
+    assert store.crs_wkt == fine_plan.grid.crs_wkt
+    both = ~np.isnan(coarse).repeat(2, 1).repeat(2, 2) & ~np.isnan(fine)
+    area = np.where(both, fine, 0.0).sum(axis=(1, 2)) / 4  # mm x (1 km)^2 per frame
+    np.testing.assert_allclose(np.nansum(coarse, axis=(1, 2)), area, rtol=1e-5)
+    from preprocessing.ingest import plan_units
+
+    assert plan_units(cfg)[0][0].key != plan_units(IngestConfig(netcdf=(src,), cadence_minutes=60))[0][0].key
+
+
 def test_netcdf_uint16_encoding_is_lossless_or_refuses(tmp_path):
     minutes = 26_000_000 // 60 * 60 + 60 * np.arange(1, 4)
     values = np.array([0.0, 0.01, 1.23, 4.56], np.float32).reshape(1, 2, 2).repeat(3, axis=0)
