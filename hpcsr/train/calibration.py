@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from hpcsr.evaluate.metrics import crps_ensemble, ensemble_variance, spread_skill_ratio
-from hpcsr.mass import conserve, default_mode
+from hpcsr.train.objective import delivered_mm
 
 GAINS = tuple(2.0 ** (k / 10) for k in range(-20, 11))  # the grid searched: 0.25 .. 2 in steps of 2^0.1, 1 exact
 
@@ -62,24 +62,20 @@ def fit_spread_gain(
     if members < 2:
         raise ValueError(f"spread calibration needs at least 2 members per patch, got {members}")
     recipe = model.recipe
-    s, t, past = recipe.pair.s, recipe.pair.t, recipe.context
-    scale = recipe.mass_scale
     generator = torch.Generator().manual_seed(int(seed))
     draws, truths = [], []
     for lr, hr in batches:
         mean = model.predict_mean(lr).float()
         z = model.sample(lr, members, sampler, steps, eta, generator, mean=mean)  # (B, m, t, Y, X)
-        lr_mm = normaliser.inverse(lr[:, past - 1 : past].float())[:, None]  # (B, 1, 1, y, x), NaN kept
-        draws.append((mean[:, None], z - mean[:, None], lr_mm))
+        draws.append((mean[:, None], z - mean[:, None], lr))
         truths.append(normaliser.inverse(hr.float()))
     crps, ratio = {}, {}
     for gain in GAINS:
         scores, variance, error = [], [], []
-        for (mean, residual, lr_mm), truth in zip(draws, truths):
-            mm = torch.relu(normaliser.inverse(mean + gain * residual))
-            if scale != "none":
-                mm = conserve(mm, lr_mm, s, t, recipe.mass, scale, default_mode(scale))
-            x = mm.transpose(0, 1).double().numpy()  # (m, B, t, Y, X)
+        for (mean, residual, lr), truth in zip(draws, truths):
+            x = (
+                delivered_mm(mean + gain * residual, lr, normaliser, recipe).transpose(0, 1).double().numpy()
+            )  # (m, B, t, Y, X)
             y = truth.double().numpy()
             valid = np.isfinite(y) & np.isfinite(x).all(axis=0)
             scores.append(crps_ensemble(x[:, valid], y[valid]))

@@ -19,6 +19,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0  # learning rate at the end of the cosine, as a fraction of lr
     weight_decay: float = 0.0  # AdamW weight decay
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW moment decay rates
+    mean_loss_mm_weight: float = 0.0  # mean, joint: weight of the delivered field's MSE in mm (hpcsr.train.objective)
     ema_decay: float = 0.999  # EMA of the denoiser weights (diffusion and joint stages; 0: off)
     calibration_members: int = 8  # diffusion, joint: members per validation patch for the spread gain (0: none)
     checkpoint_every: int = 100  # steps between DeepSpeed checkpoints (a signal or the end also saves)
@@ -53,6 +54,8 @@ class TrainConfig:
         self.betas = tuple(self.betas)
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"train.betas={list(self.betas)} must be two numbers in [0, 1)")
+        if not (self.mean_loss_mm_weight >= 0 and self.mean_loss_mm_weight < float("inf")):
+            raise ValueError(f"train.mean_loss_mm_weight={self.mean_loss_mm_weight} must be a finite number >= 0")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay={self.ema_decay} must be in [0, 1) (0: no EMA)")
         if self.calibration_members == 1 or self.calibration_members < 0:

@@ -10,6 +10,12 @@
 `StageObjective.forward(lr, hr, generator)` returns (loss, parts) with parts = [mean term,
 diffusion term] (NaN where a stage has no such term), so DeepSpeed sees one module whose
 state_dict keys are the SRModel's with the prefix `model.`.
+
+The mean term is the MSE in normalised units plus, with `mm_weight` > 0 (`train.mean_loss_mm_weight`),
+that weight times the MSE in mm of what the product delivers from the mean (`delivered_mm`: relu
+after denormalisation, then the recipe's mass transform against the LR), divided by the train
+split's HR variance in mm. The normalised term alone (log1p units) is ruled by the many light
+values; the delivered field is what the evaluation scores (RMSE in mm, after the mass transform).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import contextlib
 import torch
 from torch import nn
 
+from hpcsr.mass import conserve, default_mode
 from hpcsr.models.sr_model import masked_mse
 
 STAGES = ("mean", "diffusion", "joint")
@@ -27,12 +34,39 @@ PREFIX = "model."
 TRAINED = {"mean": ("mean_net",), "diffusion": ("denoiser",), "joint": ("mean_net", "denoiser")}
 
 
+def delivered_mm(x: torch.Tensor, lr: torch.Tensor, normaliser, recipe) -> torch.Tensor:
+    """What the sampler makes of normalised HR fields x (B, ..., t, Y, X): relu(mm), then the
+    recipe's mass transform against the target LR frame of lr (B, frames, y, x), normalised, at
+    index recipe.context - 1. Differentiable in x."""
+    mm = torch.relu(normaliser.inverse(x.float()))
+    if recipe.mass_scale == "none":
+        return mm
+    past = recipe.context
+    lr_mm = normaliser.inverse(lr[:, past - 1 : past].float())  # (B, 1, y, x), NaN kept
+    lr_mm = lr_mm.view(lr_mm.shape[0], *([1] * (x.dim() - 4)), *lr_mm.shape[1:])
+    s, t = recipe.pair.s, recipe.pair.t
+    return conserve(mm, lr_mm, s, t, recipe.mass, recipe.mass_scale, default_mode(recipe.mass_scale))
+
+
 class StageObjective(nn.Module):
-    def __init__(self, model: nn.Module, stage: str, autocast_bf16: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        stage: str,
+        autocast_bf16: bool = False,
+        normaliser=None,
+        mm_weight: float = 0.0,
+        hr_var_mm: float = 1.0,
+    ):
         super().__init__()
         if stage not in STAGES:
             raise ValueError(f"stage {stage!r} unknown: use one of {', '.join(STAGES)}")
+        if mm_weight < 0 or (mm_weight > 0 and (normaliser is None or not hr_var_mm > 0)):
+            raise ValueError(
+                f"mean loss mm weight {mm_weight}: >= 0, and > 0 needs the normaliser and a positive HR variance"
+            )
         self.model, self.stage, self.autocast_bf16 = model, stage, autocast_bf16
+        self.normaliser, self.mm_weight, self.hr_var_mm = normaliser, float(mm_weight), float(hr_var_mm)
         for name in ("mean_net", "denoiser"):
             getattr(model, name).requires_grad_(name in TRAINED[stage])
 
@@ -47,12 +81,25 @@ class StageObjective(nn.Module):
             return torch.autocast(device_type="cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def mean_term(self, lr: torch.Tensor, hr: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """MSE of the mean in normalised units, plus mm_weight x the delivered field's MSE in mm
+        over the HR variance (mm^2) of the train split; NaN in hr left out."""
+        valid = torch.isfinite(hr)
+        loss = masked_mse(mean, hr, valid)
+        if self.mm_weight > 0:
+            recipe = self.model.recipe
+            pred = delivered_mm(mean, lr, self.normaliser, recipe)
+            truth = self.normaliser.inverse(hr.float())
+            valid = valid & torch.isfinite(pred)
+            loss = loss + self.mm_weight * masked_mse(pred, truth, valid) / self.hr_var_mm
+        return loss
+
     def forward(self, lr: torch.Tensor, hr: torch.Tensor, generator: torch.Generator | None = None):
         m = self.model
         nan = torch.full((), float("nan"), device=hr.device)
         with self._autocast():
             if self.stage == "mean":
-                loss = m.mean_loss(lr, hr)
+                loss = self.mean_term(lr, hr, m.predict_mean(lr))
                 return loss, torch.stack([loss.detach().float(), nan])
             if self.stage == "diffusion":
                 with torch.no_grad():
@@ -60,7 +107,7 @@ class StageObjective(nn.Module):
                 loss = m.diffusion_loss(lr, hr, mean, generator=generator)
                 return loss, torch.stack([nan, loss.detach().float()])
             mean = m.predict_mean(lr)
-            mean_term = masked_mse(mean, hr, torch.isfinite(hr))
+            mean_term = self.mean_term(lr, hr, mean)
             diffusion_term = m.diffusion_loss(lr, hr, mean, generator=generator)
             loss = mean_term + diffusion_term
             return loss, torch.stack([mean_term.detach().float(), diffusion_term.detach().float()])

@@ -240,7 +240,14 @@ class Trainer:
                 self.measure_residual_std(shard_path)
         if cfg.deepspeed.activation_checkpointing:
             enable_activation_checkpointing(self.model)
-        objective = StageObjective(self.model, self.stage, autocast_bf16=cfg.deepspeed.precision == "bf16")
+        objective = StageObjective(
+            self.model,
+            self.stage,
+            autocast_bf16=cfg.deepspeed.precision == "bf16",
+            normaliser=self.normaliser,
+            mm_weight=cfg.train.mean_loss_mm_weight if "mean_net" in TRAINED[self.stage] else 0.0,
+            hr_var_mm=float(self.shard_stats.get("hr_std", 0.0)) ** 2,
+        )
 
         # parameters a transfer seed keeps fixed for its first steps (the marker's record on resume)
         self.freeze = freeze_for_run(cfg.train.init_from, self.resumed_from.marker if self.resumed_from else None)
@@ -373,6 +380,7 @@ class Trainer:
                 "the shard's statistics changed since %s; keeping the checkpoint's normalisation %s", info.tag, saved
             )
             self.normaliser = saved
+            self.engine.module.normaliser = saved  # the mean loss's mm term denormalises with it
         if self.ema is not None and client.get("ema"):
             self.ema.load_full_state(client["ema"])
         if int(self.engine.global_steps) != info.step:
