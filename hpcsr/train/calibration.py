@@ -73,9 +73,8 @@ def fit_spread_gain(
     for gain in GAINS:
         scores, variance, error = [], [], []
         for (mean, residual, lr), truth in zip(draws, truths):
-            x = (
-                delivered_mm(mean + gain * residual, lr, normaliser, recipe).transpose(0, 1).double().numpy()
-            )  # (m, B, t, Y, X)
+            mm = delivered_mm(mean + gain * residual, lr, normaliser, recipe)
+            x = mm.transpose(0, 1).double().numpy()  # (m, B, t, Y, X)
             y = truth.double().numpy()
             valid = np.isfinite(y) & np.isfinite(x).all(axis=0)
             scores.append(crps_ensemble(x[:, valid], y[valid]))
