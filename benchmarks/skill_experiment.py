@@ -88,6 +88,14 @@ TRAIN_FILE = "bom_c10_20201031.nc"
 # held-out networks (--eval); KNMI is the default because the MeteoSwiss AQC product lacks the small
 # scales the spectral criterion judges (benchmarks/radar_spectra.py: ~10x less power at 2-3 px)
 EVAL_FILES = {"knmi": "knmi_20100826.nc", "mch": "mch_aqc_20160711.nc"}
+# more radar networks whose every step joins the training data with --train-extra (data.extra_shards):
+# those of ../shared/data that reach the 10-min cadence (OPERA's 15-min and Comephore's hourly steps do
+# not) with a run of consecutive steps longer than (4, 1)'s 10-block context (MeteoNet's 12 steps with a
+# gap are not)
+EXTRA_TRAIN = {
+    "mch": ("mch_aqc_20150515.nc", "mch_aqc_20160711.nc", "mch_aqc_20170131.nc"),
+    "knmi": ("knmi_20100826.nc",),
+}
 SPLIT = "2020-10-31T09:00,2020-10-31T12:00"  # end of train, end of validation (BoM)
 CADENCE_MIN = 10
 COPIED = (
@@ -135,6 +143,7 @@ TRAIN_KEYS = (
     "val_patches",
     "seed",
     "train_pixels",
+    "train_extra",
     "defaults",
 )  # defaults: hash of the default config tree, so a changed default trains anew
 SAMPLE_KEYS = ("members", "crop", "eval", "steps", "block")  # block: the crop starts a block of this many steps
@@ -177,6 +186,36 @@ def preprocess(work: Path, pairs: list[str], eval_file: str, pixels: int) -> tup
         2,
     )
     return train, held_out / "hr.h5"
+
+
+def extra_networks(choice: str, eval_name: str) -> list[str]:
+    """--train-extra as network names of EXTRA_TRAIN: 'none', 'others' (every one but the evaluation
+    network) or a comma-separated list, which must not hold the evaluation network."""
+    if choice == "none":
+        return []
+    if choice == "others":
+        return [n for n in EXTRA_TRAIN if n != eval_name]
+    names = [n.strip() for n in choice.split(",") if n.strip()]
+    unknown = [n for n in names if n not in EXTRA_TRAIN]
+    if unknown:
+        raise SystemExit(f"--train-extra: unknown network(s) {unknown}; known: {', '.join(EXTRA_TRAIN)}")
+    if eval_name in names:
+        raise SystemExit(f"--train-extra {eval_name}: the evaluation network cannot also be training data")
+    return names
+
+
+def preprocess_extra(work: Path, pairs: list[str], networks: list[str]) -> list[Path]:
+    """HR store + shards (every step in the train split) of each file of the extra training networks."""
+    py = [sys.executable, "-m", "preprocessing.cli"]
+    folders = []
+    for name in (f for n in networks for f in EXTRA_TRAIN[n]):
+        folder = work / "data" / f"extra_{Path(name).stem}"
+        ingest = ["ingest", "--out", str(folder), "--netcdf", str(DATA / name), "--cadence", str(CADENCE_MIN)]
+        run_logged(py + ingest + ["--quiet"], work / "logs" / f"ingest_{folder.name}.log", 2)
+        shards = ["shards", "--out", str(folder), "--pairs", ",".join(pairs), "--split-fractions", "1,0,0"]
+        run_logged(py + shards + ["--quiet"], work / "logs" / f"shards_{folder.name}.log", 2)
+        folders.append(folder)
+    return folders
 
 
 def wettest_window(precip: np.ndarray, side: int, name: str, stride: int = 32) -> tuple[int, int]:
@@ -267,9 +306,11 @@ def write_crop(store_path: Path, out: Path, side: int, steps: int, name: str, bl
     }
 
 
-def train_overrides(pair: str, a, data: Path, run_dir: Path) -> list[str]:
+def train_overrides(pair: str, a, data: Path, run_dir: Path, extra: list[Path]) -> list[str]:
     s, t = pair.split("x")
+    shards = ",".join(str(folder / "shards" / f"s{s}_t{t}.h5") for folder in extra)
     return [
+        f"data.extra_shards=[{shards}]",
         "model=tiny",
         f"model.widths=[{a.widths}]",
         f"factor.s={s}",
@@ -521,7 +562,7 @@ def shown(path: Path) -> str:
     return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
 
 
-def one_pair(pair: str, a, data: Path, crop: Path, work: Path, results: Path) -> dict:
+def one_pair(pair: str, a, data: Path, extra: list[Path], crop: Path, work: Path, results: Path) -> dict:
     import xarray as xr
 
     from hpcsr.atomic import write_bytes_atomic
@@ -537,7 +578,7 @@ def one_pair(pair: str, a, data: Path, crop: Path, work: Path, results: Path) ->
         timing[label] = round(time.monotonic() - started, 1)
         log(f"{name}: {label} done in {timing[label]:.0f} s")
 
-    common = train_overrides(pair, a, data, run_dir)
+    common = train_overrides(pair, a, data, run_dir, extra)
     for stage, steps in (("mean", a.mean_steps), ("diffusion", a.diffusion_steps)):
         log(f"{name}: training stage {stage}, {steps} steps (log {logs / stage}.log)")
         step(
@@ -755,6 +796,12 @@ def main(argv=None) -> int:
         "evaluation radars' 1 km (default %(default)s)",
     )
     p.add_argument(
+        "--train-extra",
+        default="none",
+        help="more radar networks whose every step joins the training data (data.extra_shards): 'none', "
+        f"'others' (all of {', '.join(EXTRA_TRAIN)} but --eval's) or a comma list (default %(default)s)",
+    )
+    p.add_argument(
         "--jobs",
         type=int,
         default=2,
@@ -766,7 +813,10 @@ def main(argv=None) -> int:
         for key, value in QUICK.items():
             setattr(a, key, value)
     eval_file = EVAL_FILES[a.eval]
-    missing = [f for f in (TRAIN_FILE, eval_file) if not (DATA / f).is_file()]
+    networks = extra_networks(a.train_extra, a.eval)
+    a.train_extra = ",".join(networks) or "none"  # resolved, so the training tag names the data
+    extra_files = [f for n in networks for f in EXTRA_TRAIN[n]]
+    missing = [f for f in (TRAIN_FILE, eval_file, *extra_files) if not (DATA / f).is_file()]
     if missing:
         print(
             f"skipped: {', '.join(missing)} absent from {DATA} (the shared real-data folder ../shared/data is needed)",
@@ -788,6 +838,9 @@ def main(argv=None) -> int:
         f"preprocessing {TRAIN_FILE} (training) and {eval_file} (evaluation) at {CADENCE_MIN}-min steps into {work / 'data'}"
     )
     data, eval_store = preprocess(work, pairs, eval_file, a.train_pixels)
+    extra = preprocess_extra(work, pairs, networks)
+    if networks:
+        log(f"extra training data (every step): {', '.join(extra_files)}")
     crop = work / "data" / f"eval_{a.eval}_crop{a.crop}_steps{a.steps}.nc"
     a.block = int(np.lcm.reduce([int(p.split("x")[1]) for p in pairs]))
     window = write_crop(eval_store, crop, a.crop, a.steps, eval_file, a.block)
@@ -796,7 +849,7 @@ def main(argv=None) -> int:
         f"wet fraction {window['wet_fraction']:.2f}"
     )
     with ThreadPoolExecutor(a.jobs) as pool:
-        rows = list(pool.map(lambda pair: one_pair(pair, a, data, crop, work, results), pairs))
+        rows = list(pool.map(lambda pair: one_pair(pair, a, data, extra, crop, work, results), pairs))
     table = markdown(rows)
     print("\n" + table)
     figures = []
@@ -828,6 +881,7 @@ def main(argv=None) -> int:
     meta = {
         "experiment": "skill on real data: train on one radar network, evaluate on another",
         "train_data": str(DATA / TRAIN_FILE),
+        "extra_train_data": [str(DATA / f) for f in extra_files],
         "eval_data": str(DATA / eval_file),
         "cadence_minutes": CADENCE_MIN,
         "split_bounds": SPLIT,
@@ -841,7 +895,8 @@ def main(argv=None) -> int:
     from hpcsr.atomic import write_text_atomic
 
     title = f"# Skill on real data ({'quick run, no verdict' if a.quick else 'default run'})\n\n"
-    source = f"Trained on {TRAIN_FILE}, evaluated on {eval_file} (rows {window['rows']}, cols {window['cols']}, steps {window['steps']}).\n\n"
+    trained_on = ", ".join([TRAIN_FILE, *(f"{f} (every step)" for f in extra_files)])
+    source = f"Trained on {trained_on}, evaluated on {eval_file} (rows {window['rows']}, cols {window['cols']}, steps {window['steps']}).\n\n"
     write_text_atomic(out.with_suffix(".md"), title + source + table)
     log(
         f"wrote {written}, {out.with_suffix('.md')} and the reports under {results}; all criteria met: {meta['all_met']}"

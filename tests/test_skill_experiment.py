@@ -100,6 +100,17 @@ def test_criteria_on_hand_made_metrics():
     assert "| s4_t1 | spectral_ratio_max | 1.6 | <= 1.5 | NOT met |" in tables
 
 
+def test_extra_training_networks_never_include_the_evaluation_network():
+    assert skill_experiment.extra_networks("none", "knmi") == []
+    assert skill_experiment.extra_networks("others", "knmi") == ["mch"]
+    assert skill_experiment.extra_networks("others", "mch") == ["knmi"]
+    assert skill_experiment.extra_networks(" mch ", "knmi") == ["mch"]
+    with pytest.raises(SystemExit, match="evaluation network"):
+        skill_experiment.extra_networks("mch,knmi", "knmi")
+    with pytest.raises(SystemExit, match="unknown network.*opera"):
+        skill_experiment.extra_networks("opera", "knmi")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     not all((DATA / f).is_file() for f in FILES),

@@ -11,6 +11,9 @@ class DataConfig:
     """Where the training patches come from and how they are batched (see hpcsr.data.patches)."""
 
     shard: typing.Optional[str] = None  # shard file; None: <data_dir>/shards/s{s}_t{t}.h5
+    extra_shards: tuple[
+        str, ...
+    ] = ()  # more shards of the pair (other radars, periods) whose train splits are mixed in
     batch_size: int = 8  # patches per rank and step
     num_workers: int = 0  # DataLoader worker processes per rank (each opens its own HDF5 handles)
     min_valid: float = 1.0  # minimum fraction of valid HR pixels in a patch
@@ -35,6 +38,8 @@ class DataConfig:
         return 1 if t > 1 else 0
 
     def __post_init__(self):
+        extra = self.extra_shards
+        self.extra_shards = (str(extra),) if isinstance(extra, str) else tuple(str(p) for p in extra)
         if self.batch_size < 1:
             raise ValueError(f"data.batch_size={self.batch_size} must be >= 1")
         if self.num_workers < 0:

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from hpcsr import exits
 from hpcsr import export as exports
 from hpcsr.artifacts import code_version, export_path, shard_path
+from hpcsr.data.mixed import MixedPatches
 from hpcsr.data.normalise import Normaliser
 from hpcsr.data.patches import PatchDataset, PatchSpec
 from hpcsr.data.sampler import SamplesSeenSampler
@@ -153,6 +154,36 @@ class Trainer:
             )
         return path
 
+    def extra_shard_paths(self) -> list[Path]:
+        """data.extra_shards, each checked to exist."""
+        missing = [p for p in self.cfg.data.extra_shards if not Path(p).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"data.extra_shards names shards that do not exist: {', '.join(missing)}; run "
+                f"`hpcsr-preprocess shards` with pair {self.recipe.pair.name} on those stores, or drop them"
+            )
+        return [Path(p) for p in self.cfg.data.extra_shards]
+
+    def train_patches(self, stream: str, augment: bool):
+        """The train split's patches under `stream`: of data.shard, or mixed with data.extra_shards in
+        proportion to their numbers of distinct patches (hpcsr.data.mixed)."""
+        cfg = self.cfg
+        parts = [
+            PatchDataset(
+                path,
+                self.spec,
+                "train",
+                self.normaliser,
+                cfg.seed,
+                cfg.data.min_valid,
+                stream,
+                cfg.data.wet_bias,
+                augment,
+            )
+            for path in [self.shard_path(), *self.extra_shard_paths()]
+        ]
+        return parts[0] if len(parts) == 1 else MixedPatches(parts, cfg.seed, parts[0].stream)
+
     def _marker_extra(self) -> dict:
         cfg = self.cfg
         return {
@@ -210,6 +241,13 @@ class Trainer:
                 )
             self.shard_stats = dict(shard.stats)
             self.data_grid = shard.data_grid()
+        for path in self.extra_shard_paths():
+            with Shard(path) as extra:
+                if extra.pair != self.recipe.pair:
+                    raise ValueError(
+                        f"data.extra_shards: {path} holds factor pair {extra.pair.name}, this run is "
+                        f"{self.recipe.pair.name}: give the {self.recipe.pair.name} shard of that store"
+                    )
         self.normaliser = Normaliser.from_stats(self.shard_stats, cfg.data.normalisation)
 
         # the newest complete checkpoint wins over every initial-weights option
@@ -223,21 +261,11 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.model = build_model(cfg.model, self.recipe, self.spec.future)
-        self.train_data = PatchDataset(
-            shard_path,
-            self.spec,
-            "train",
-            self.normaliser,
-            cfg.seed,
-            cfg.data.min_valid,
-            "train",
-            cfg.data.wet_bias,
-            cfg.data.augment,
-        )
+        self.train_data = self.train_patches("train", cfg.data.augment)
         if self.resumed_from is None:
             self.initialise_weights()
             if "denoiser" in TRAINED[self.stage]:
-                self.measure_residual_std(shard_path)
+                self.measure_residual_std()
         if cfg.deepspeed.activation_checkpointing:
             enable_activation_checkpointing(self.model)
         objective = StageObjective(
@@ -341,21 +369,12 @@ class Trainer:
             self.state.lineage += exports.inherited_lineage(mean_export, "mean_from")
             log.info("frozen mean network: %d tensors from %s", loaded, mean_export.path)
 
-    def measure_residual_std(self, shard_path: Path) -> None:
+    def measure_residual_std(self) -> None:
         """Before the engine exists (whole weights on every rank): the residual's standard deviation
         over RESIDUAL_PATCHES training patches of their own stream, the same on every rank; the
         denoiser then learns a unit-variance residual whatever the pair and the data."""
         cfg = self.cfg
-        data = PatchDataset(
-            shard_path,
-            self.spec,
-            "train",
-            self.normaliser,
-            cfg.seed,
-            cfg.data.min_valid,
-            "residual_std",
-            cfg.data.wet_bias,
-        )
+        data = self.train_patches("residual_std", augment=False)
         self.model.eval()
         dry = float(self.normaliser.forward(torch.zeros(1))[0])
         value = self.model.measure_residual_std(first_batches(data, RESIDUAL_PATCHES, cfg.data.batch_size), dry=dry)
@@ -537,6 +556,7 @@ class Trainer:
                 "updates": hp["ema"]["updates"] if hp["ema"] else 0,
             },
             "shard": str(self.shard_path()),
+            "extra_shards": [str(p) for p in self.extra_shard_paths()],
             "data_grid": self.data_grid,
             "precision": cfg.deepspeed.precision,
             "zero_stage": cfg.deepspeed.zero_stage,
