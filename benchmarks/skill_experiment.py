@@ -149,6 +149,7 @@ TRAIN_KEYS = (
     "seed",
     "train_pixels",
     "train_extra",
+    "set",
     "defaults",
 )  # defaults: hash of the default config tree, so a changed default trains anew
 SAMPLE_KEYS = ("members", "crop", "eval", "steps", "block", "tile")  # block: the crop starts a block of this many steps
@@ -331,6 +332,7 @@ def train_overrides(pair: str, a, data: Path, run_dir: Path, extra: list[Path]) 
         f"train.val_every={a.val_every}",
         f"train.log_every={a.val_every}",
         "train.progress=false",
+        *a.set,
     ]
 
 
@@ -806,6 +808,13 @@ def main(argv=None) -> int:
         default=1,
         help="BoM 500 m pixels averaged per side into one training pixel: 1 trains at 500 m, 2 at the "
         "evaluation radars' 1 km (default %(default)s)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for both training stages, e.g. model.norm=pixel (repeatable; part of the run's tag)",
     )
     p.add_argument(
         "--train-extra",

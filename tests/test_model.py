@@ -118,6 +118,34 @@ def test_output_frames_differ_through_the_frame_time_conditioning():
 
 
 @pytest.mark.slow  # the author-size network
+@pytest.mark.parametrize("norm", ["pixel", "group"])
+def test_pixel_norm_makes_a_tile_give_the_domain_s_output_away_from_its_edges(norm):
+    """A 128 px field cut out of a 192 px one, 32 px (a multiple of the UNet's 4 px stride) from its
+    corner: with model.norm=pixel the mean network and the denoiser return the same values beyond
+    their receptive field from the cut (48 px); GroupNorm's statistics span the whole field, so its
+    output changes everywhere with the field's size (what sampling in tiles of the training patch
+    works around)."""
+    model = randomise(build_model(dataclasses.replace(TINY, norm=norm), recipe(4, 2), 1)).eval()
+    lr = torch.randn(1, model.frames, 48, 48, generator=torch.Generator().manual_seed(3))
+    sub = lr[..., 8:40, 8:40]
+    inner, offset = slice(48, 80), slice(32 + 48, 32 + 80)
+    noisy = torch.randn(1, 2, 192, 192, generator=torch.Generator().manual_seed(4))
+    steps = torch.tensor([500])
+    with torch.no_grad():
+        mean_big, mean_sub = model.predict_mean(lr), model.predict_mean(sub)
+        lr_up, valid = model._prepare(lr, None)
+        sub_up, sub_valid = model._prepare(sub, None)
+        v_big = model.denoiser(noisy, steps, model.denoiser.encode(lr_up, valid, None, mean_big, model.target))
+        cond = model.denoiser.encode(sub_up, sub_valid, None, mean_sub, model.target)
+        v_sub = model.denoiser(noisy[..., 32:160, 32:160], steps, cond)
+    mean_diff = (mean_big[..., offset, offset] - mean_sub[..., inner, inner]).abs().max()
+    v_diff = (v_big[..., offset, offset] - v_sub[..., inner, inner]).abs().max()
+    if norm == "pixel":
+        assert mean_diff < 1e-4 and v_diff < 1e-4
+    else:
+        assert mean_diff > 1e-3 and v_diff > 1e-3
+
+
 def test_non_power_of_two_and_rectangular_patches():
     """Patch sides need not divide by 2^(levels-1): padded inside, cropped back; samples keep the shape."""
     model = randomise(build_model(TINY, recipe(10, 3))).eval()

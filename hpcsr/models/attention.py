@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hpcsr.models.blocks import make_norm
+
 
 def _tokens(x: torch.Tensor) -> torch.Tensor:
     """(B, F, C, H, W) -> (B, H*W, F, C)."""
@@ -60,10 +62,10 @@ class TemporalAttention(nn.Module):
 
 
 class WindowAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, window: int, groups: int):
+    def __init__(self, dim: int, heads: int, window: int, groups: int, norm: str = "group"):
         super().__init__()
         self.heads, self.window = heads, window
-        self.norm = nn.GroupNorm(groups, dim)
+        self.norm = nn.GroupNorm(groups, dim) if norm == "group" else make_norm(dim, norm)
         self.qkv = nn.Conv2d(dim, 3 * dim, 1)
         self.out = nn.Conv2d(dim, dim, 1)
         nn.init.zeros_(self.out.weight)

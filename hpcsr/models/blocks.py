@@ -6,21 +6,49 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+NORMS = ("group", "pixel")  # model.norm
+
 
 def norm_groups(channels: int) -> int:
     """Largest of 8, 4, 2, 1 groups that divides `channels` (GroupNorm)."""
     return next(g for g in (8, 4, 2, 1) if channels % g == 0)
 
 
-class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv twice with a residual path; with `emb_dim`, FiLM (scale, shift) from an
-    embedding (N, E) modulates the second half."""
+class PixelNorm(nn.Module):
+    """Normalisation over the channels of each pixel, with a per-channel scale and shift (a LayerNorm
+    per pixel). Unlike GroupNorm, whose statistics span the whole field, it does not depend on the
+    field's size or on distant pixels, so a network gives the same output on a tile as on a domain."""
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int | None = None):
+    def __init__(self, channels: int, eps: float = 1e-5):
         super().__init__()
-        self.norm1 = nn.GroupNorm(norm_groups(in_ch), in_ch)
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x):
+        y = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+def make_norm(channels: int, kind: str = "group") -> nn.Module:
+    """The normalisation layer of model.norm: 'group' (GroupNorm over the whole field, the author's)
+    or 'pixel' (`PixelNorm`)."""
+    if kind == "group":
+        return nn.GroupNorm(norm_groups(channels), channels)
+    if kind == "pixel":
+        return PixelNorm(channels)
+    raise ValueError(f"normalisation {kind!r} unknown: use one of {', '.join(NORMS)}")
+
+
+class ResBlock(nn.Module):
+    """Norm-SiLU-conv twice with a residual path; with `emb_dim`, FiLM (scale, shift) from an
+    embedding (N, E) modulates the second half. `norm`: see `make_norm`."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int | None = None, norm: str = "group"):
+        super().__init__()
+        self.norm1 = make_norm(in_ch, norm)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.norm2 = nn.GroupNorm(norm_groups(out_ch), out_ch)
+        self.norm2 = make_norm(out_ch, norm)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.film = nn.Linear(emb_dim, 2 * out_ch) if emb_dim else None
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()

@@ -44,6 +44,9 @@ class ModelConfig:
     residual_edge: typing.Literal["pixel", "cell"] = (
         "cell"  # the local scale's edge feature: gradient of the mean averaged over an LR cell, or per pixel
     )
+    norm: typing.Literal["group", "pixel"] = (
+        "group"  # normalisation: GroupNorm over the whole field (the author's) or per pixel over channels
+    )
     mean_skip: typing.Literal["hold", "linear"] = (
         "linear"  # what the mean net corrects: the target LR frame for all t steps, or linear in time to its neighbours
     )

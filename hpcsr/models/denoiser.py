@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hpcsr.models.blocks import Downsample, ResBlock, crop, norm_groups, pad_to_multiple
+from hpcsr.models.blocks import Downsample, ResBlock, crop, make_norm, pad_to_multiple
 from hpcsr.models.config import ModelConfig
 from hpcsr.models.embeddings import HR_FRAME, LR_FRAME, FrameEmbedding, StepEmbedding, context_times, output_times
 from hpcsr.models.mean_net import DecoderLevel, EncoderLevel, frame_inputs
@@ -30,7 +30,7 @@ class ContextEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.stem = nn.Conv2d(2 + cfg.static_channels, cfg.widths[0], 3, padding=1)
-        self.blocks = nn.ModuleList(ResBlock(w, w) for w in cfg.widths)
+        self.blocks = nn.ModuleList(ResBlock(w, w, norm=cfg.norm) for w in cfg.widths)
         self.downs = nn.ModuleList(Downsample(cfg.widths[i], cfg.widths[i + 1]) for i in range(cfg.levels - 1))
 
     def forward(self, x):
@@ -72,7 +72,7 @@ class Denoiser(nn.Module):
         self.context_encoder = ContextEncoder(cfg)
         self.encoder = nn.ModuleList(EncoderLevel(cfg, i, E, with_context=True) for i in range(cfg.levels))
         self.decoder = nn.ModuleList(DecoderLevel(cfg, i, E) for i in range(cfg.levels - 1))
-        self.out = nn.Sequential(nn.GroupNorm(norm_groups(width), width), nn.SiLU(), nn.Conv2d(width, 1, 3, padding=1))
+        self.out = nn.Sequential(make_norm(width, cfg.norm), nn.SiLU(), nn.Conv2d(width, 1, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 

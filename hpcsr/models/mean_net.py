@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from hpcsr.models.attention import TemporalAttention, WindowAttention
-from hpcsr.models.blocks import Downsample, ResBlock, Upsample, crop, norm_groups, pad_to_multiple
+from hpcsr.models.blocks import Downsample, ResBlock, Upsample, crop, make_norm, norm_groups, pad_to_multiple
 from hpcsr.models.config import ModelConfig
 from hpcsr.models.embeddings import HR_FRAME, LR_FRAME, FrameEmbedding, context_times, output_times
 
@@ -56,9 +56,9 @@ class EncoderLevel(nn.Module):
     def __init__(self, cfg: ModelConfig, level: int, emb_dim=None, with_context=False):
         super().__init__()
         width, window = cfg.widths[level], cfg.windows[level]
-        self.blocks = nn.ModuleList(ResBlock(width, width, emb_dim) for _ in range(cfg.blocks_per_level))
+        self.blocks = nn.ModuleList(ResBlock(width, width, emb_dim, cfg.norm) for _ in range(cfg.blocks_per_level))
         self.temporal = TemporalAttention(width, cfg.heads, cfg.emb_dim, with_context)
-        self.spatial = WindowAttention(width, cfg.heads, window, norm_groups(width)) if window > 1 else None
+        self.spatial = WindowAttention(width, cfg.heads, window, norm_groups(width), cfg.norm) if window > 1 else None
         self.down = Downsample(width, cfg.widths[level + 1]) if level + 1 < cfg.levels else None
 
 
@@ -67,7 +67,7 @@ class DecoderLevel(nn.Module):
         super().__init__()
         width = cfg.widths[level]
         self.up = Upsample(cfg.widths[level + 1], width)
-        self.block = ResBlock(2 * width, width, emb_dim)
+        self.block = ResBlock(2 * width, width, emb_dim, cfg.norm)
 
 
 class MeanNet(nn.Module):
@@ -79,8 +79,8 @@ class MeanNet(nn.Module):
         self.frame_emb = FrameEmbedding(cfg.emb_dim)
         self.encoder = nn.ModuleList(EncoderLevel(cfg, i) for i in range(cfg.levels))
         self.decoder = nn.ModuleList(DecoderLevel(cfg, i) for i in range(cfg.levels - 1))
-        self.head = ResBlock(width, width, cfg.emb_dim)
-        self.out = nn.Sequential(nn.GroupNorm(norm_groups(width), width), nn.SiLU(), nn.Conv2d(width, 1, 3, padding=1))
+        self.head = ResBlock(width, width, cfg.emb_dim, cfg.norm)
+        self.out = nn.Sequential(make_norm(width, cfg.norm), nn.SiLU(), nn.Conv2d(width, 1, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
