@@ -16,6 +16,9 @@ from hpcsr.data.normalise import Normaliser
 from hpcsr.data.patches import PatchDataset, PatchSpec
 from hpcsr.data.store import Shard
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_train_dist import COMMON, child_env  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SPEC = PatchSpec(context=2, patch=24)
 
@@ -77,27 +80,12 @@ def test_shards_of_different_pairs_are_refused_naming_both(train_dataset, other_
 
 
 def train_cli(tmp_path, data, overrides):
-    env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    args = [
-        "model=tiny",
-        "factor.s=4",
-        "factor.t=3",
-        "factor.context=2",
-        "factor.patch=24",
-        "data.batch_size=2",
-        "data.future_context=0",
-        "train.steps=3",
-        "train.warmup_steps=1",
-        "train.val_every=0",
-        "train.progress=false",
-        f"data_dir={data}",
-        f"run_dir={tmp_path / 'run'}",
-        *overrides,
-    ]
+    """`hpcsr train` on one rank, 3 steps of the mean stage with test_train_dist's settings."""
+    args = [*COMMON, "train.steps=3", "train.val_every=0", f"data_dir={data}", f"run_dir={tmp_path / 'run'}"]
     return subprocess.run(
-        [sys.executable, "-m", "hpcsr.train.cli", *args],
+        [sys.executable, "-m", "hpcsr.train.cli", *args, *overrides],
         cwd=REPO,
-        env=env,
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=300,
