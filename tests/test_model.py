@@ -117,7 +117,6 @@ def test_output_frames_differ_through_the_frame_time_conditioning():
     assert float((mean[:, 0] - mean[:, -1]).abs().max()) > 1e-3
 
 
-@pytest.mark.slow  # the author-size network
 @pytest.mark.parametrize("norm", ["pixel", "group"])
 def test_pixel_norm_makes_a_tile_give_the_domain_s_output_away_from_its_edges(norm):
     """A 128 px field cut out of a 192 px one, 32 px (a multiple of the UNet's 4 px stride) from its
@@ -146,6 +145,7 @@ def test_pixel_norm_makes_a_tile_give_the_domain_s_output_away_from_its_edges(no
         assert mean_diff > 1e-3 and v_diff > 1e-3
 
 
+@pytest.mark.slow  # the author-size network
 def test_non_power_of_two_and_rectangular_patches():
     """Patch sides need not divide by 2^(levels-1): padded inside, cropped back; samples keep the shape."""
     model = randomise(build_model(TINY, recipe(10, 3))).eval()

@@ -11,9 +11,7 @@ class DataConfig:
     """Where the training patches come from and how they are batched (see hpcsr.data.patches)."""
 
     shard: typing.Optional[str] = None  # shard file; None: <data_dir>/shards/s{s}_t{t}.h5
-    extra_shards: tuple[
-        str, ...
-    ] = ()  # more shards of the pair (other radars, periods) whose train splits are mixed in
+    extra_shards: tuple[str, ...] = ()  # more shards of the pair (other radars, periods) mixed into training
     batch_size: int = 8  # patches per rank and step
     num_workers: int = 0  # DataLoader worker processes per rank (each opens its own HDF5 handles)
     min_valid: float = 1.0  # minimum fraction of valid HR pixels in a patch

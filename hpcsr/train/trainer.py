@@ -232,22 +232,17 @@ class Trainer:
                 "fields yet; set it to 0"
             )
         self.code_version = code_version()
-        shard_path = self.shard_path()
-        with Shard(shard_path) as shard:
-            if shard.pair != self.recipe.pair:
-                raise ValueError(
-                    f"shard {shard_path} holds factor pair {shard.pair.name}, this run is "
-                    f"{self.recipe.pair.name}: point data.shard to the {self.recipe.pair.name} shard"
-                )
-            self.shard_stats = dict(shard.stats)
-            self.data_grid = shard.data_grid()
-        for path in self.extra_shard_paths():
-            with Shard(path) as extra:
-                if extra.pair != self.recipe.pair:
+        named = [("data.shard", self.shard_path())] + [("data.extra_shards", p) for p in self.extra_shard_paths()]
+        for key, path in named:
+            with Shard(path) as shard:
+                if shard.pair != self.recipe.pair:
                     raise ValueError(
-                        f"data.extra_shards: {path} holds factor pair {extra.pair.name}, this run is "
+                        f"{key}: shard {path} holds factor pair {shard.pair.name}, this run is "
                         f"{self.recipe.pair.name}: give the {self.recipe.pair.name} shard of that store"
                     )
+                if key == "data.shard":
+                    self.shard_stats = dict(shard.stats)
+                    self.data_grid = shard.data_grid()
         self.normaliser = Normaliser.from_stats(self.shard_stats, cfg.data.normalisation)
 
         # the newest complete checkpoint wins over every initial-weights option
@@ -556,7 +551,7 @@ class Trainer:
                 "updates": hp["ema"]["updates"] if hp["ema"] else 0,
             },
             "shard": str(self.shard_path()),
-            "extra_shards": [str(p) for p in self.extra_shard_paths()],
+            "extra_shards": list(cfg.data.extra_shards),
             "data_grid": self.data_grid,
             "precision": cfg.deepspeed.precision,
             "zero_stage": cfg.deepspeed.zero_stage,
