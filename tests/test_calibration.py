@@ -49,11 +49,27 @@ def test_a_truth_drawn_like_the_members_keeps_gain_one():
 
 def test_a_truth_with_half_the_residual_asks_for_about_half():
     model = micro_model()
-    fit = fit_spread_gain(model, batches(model, 0.5), NORM, 8, "dpmpp2m", 6, 0.0, seed=1)
+    fit = fit_spread_gain(model, batches(model, 0.5), NORM, 8, "dpmpp2m", 6, 0.0, seed=1, min_gain=0.0)
     assert 2**-1.4 <= fit.gain <= 2**-0.6, fit
+    assert fit.free_gain == fit.gain and fit.min_gain == 0.0
     assert fit.spread_skill_at_one > 1.3 and 0.8 < fit.spread_skill_at_gain < 1.25
     assert fit.crps_at_gain < fit.crps_at_one  # here the calibrated ensemble also scores better
     assert fit.gain in GAINS
+
+
+def test_the_default_floor_only_widens():
+    """With the default floor (1) an over-dispersed ensemble keeps gain 1 and the free fit is recorded;
+    an under-dispersed one (truth with twice the residual) is still widened; a floor outside the grid
+    is refused."""
+    model = micro_model()
+    narrow = fit_spread_gain(model, batches(model, 0.5), NORM, 8, "dpmpp2m", 6, 0.0, seed=1)
+    assert narrow.gain == 1.0 and narrow.min_gain == 1.0 and 2**-1.4 <= narrow.free_gain <= 2**-0.6
+    assert narrow.spread_skill_at_gain == narrow.spread_skill_at_one > 1.3
+    wide = fit_spread_gain(model, batches(model, 2.0), NORM, 8, "dpmpp2m", 6, 0.0, seed=1)
+    assert 2**0.6 <= wide.gain <= GAINS[-1] and wide.gain == wide.free_gain, wide
+    assert wide.spread_skill_at_one < 0.8 and abs(np.log(wide.spread_skill_at_gain)) < abs(np.log(wide.spread_skill_at_one))
+    with pytest.raises(ValueError, match="smallest spread gain 3"):
+        fit_spread_gain(model, batches(model, 1.0, n=1), NORM, 2, "ddim", 4, 0.5, seed=2, min_gain=3.0)
 
 
 def test_the_mass_transform_is_part_of_the_fit():

@@ -73,3 +73,10 @@ def test_mass_preset_and_scale_reach_the_recipe():
         compose(["factor.mass_preset=paper"])
     with pytest.raises(ConfigError, match=r"factor.mass_scale='tile' must be one of image, frame, cell"):
         compose(["factor.mass_scale=tile"])
+
+
+def test_spread_gain_floor_is_checked_before_training():
+    assert compose().train.calibration_min_gain == 1.0  # the fit only widens by default (hpcsr.train.calibration)
+    assert compose(["train.calibration_min_gain=0"]).train.calibration_min_gain == 0.0
+    with pytest.raises(ConfigError, match=r"train.calibration_min_gain=3.0 must be in \[0, 2\]"):
+        compose(["train.calibration_min_gain=3"])

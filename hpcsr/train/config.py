@@ -22,6 +22,7 @@ class TrainConfig:
     mean_loss_mm_weight: float = 0.0  # mean, joint: weight of the delivered field's MSE in mm (hpcsr.train.objective)
     ema_decay: float = 0.999  # EMA of the denoiser weights (diffusion and joint stages; 0: off)
     calibration_members: int = 8  # diffusion, joint: members per validation patch for the spread gain (0: none)
+    calibration_min_gain: float = 1.0  # smallest spread gain the fit may choose (1: it only widens; 0: free)
     checkpoint_every: int = 100  # steps between DeepSpeed checkpoints (a signal or the end also saves)
     keep_checkpoints: int = 2  # complete checkpoints kept (older ones deleted)
     export_every: int = 0  # steps between milestone fp32 exports (0: only the final export)
@@ -56,6 +57,10 @@ class TrainConfig:
             raise ValueError(f"train.betas={list(self.betas)} must be two numbers in [0, 1)")
         if not (self.mean_loss_mm_weight >= 0 and self.mean_loss_mm_weight < float("inf")):
             raise ValueError(f"train.mean_loss_mm_weight={self.mean_loss_mm_weight} must be a finite number >= 0")
+        if not 0.0 <= self.calibration_min_gain <= 2.0:
+            raise ValueError(
+                f"train.calibration_min_gain={self.calibration_min_gain} must be in [0, 2] (the gains searched)"
+            )
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay={self.ema_decay} must be in [0, 1) (0: no EMA)")
         if self.calibration_members == 1 or self.calibration_members < 0:

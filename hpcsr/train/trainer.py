@@ -584,11 +584,23 @@ class Trainer:
             sc.steps,
         )
         started = time.monotonic()
-        fit = fit_spread_gain(model, batches, self.normaliser, members, sc.sampler, sc.steps, sc.eta, cfg.seed)
+        fit = fit_spread_gain(
+            model,
+            batches,
+            self.normaliser,
+            members,
+            sc.sampler,
+            sc.steps,
+            sc.eta,
+            cfg.seed,
+            cfg.train.calibration_min_gain,
+        )
         log.info(
-            "spread gain %.3g (%s, %d steps) on %d validation patches x %d members in %.0f s: fair CRPS %.4g -> %.4g "
-            "mm, spread/skill %.2f -> %.2f",
+            "spread gain %.3g (free fit %.3g, floor %g; %s, %d steps) on %d validation patches x %d members in "
+            "%.0f s: fair CRPS %.4g -> %.4g mm, spread/skill %.2f -> %.2f",
             fit.gain,
+            fit.free_gain,
+            fit.min_gain,
             fit.sampler,
             fit.steps,
             fit.patches,
