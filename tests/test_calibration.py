@@ -67,7 +67,9 @@ def test_the_default_floor_only_widens():
     assert narrow.spread_skill_at_gain == narrow.spread_skill_at_one > 1.3
     wide = fit_spread_gain(model, batches(model, 2.0), NORM, 8, "dpmpp2m", 6, 0.0, seed=1)
     assert 2**0.6 <= wide.gain <= GAINS[-1] and wide.gain == wide.free_gain, wide
-    assert wide.spread_skill_at_one < 0.8 and abs(np.log(wide.spread_skill_at_gain)) < abs(np.log(wide.spread_skill_at_one))
+    assert wide.spread_skill_at_one < 0.8 and abs(np.log(wide.spread_skill_at_gain)) < abs(
+        np.log(wide.spread_skill_at_one)
+    )
     with pytest.raises(ValueError, match="smallest spread gain 3"):
         fit_spread_gain(model, batches(model, 1.0, n=1), NORM, 2, "ddim", 4, 0.5, seed=2, min_gain=3.0)
 

@@ -107,9 +107,12 @@ def fit_spread_gain(
         ratio[gain] = spread_skill_ratio(
             float(np.concatenate(variance).mean()), float(np.concatenate(error).mean()), members
         )
+
     def closest(gains):  # the gain whose spread/skill is closest to 1; no error at all: the gain closest to 1
         usable = [g for g in gains if np.isfinite(ratio[g]) and ratio[g] > 0]
-        return min(usable, key=lambda g: abs(math.log(ratio[g]))) if usable else min(gains, key=lambda g: abs(math.log(g)))
+        return (
+            min(usable, key=lambda g: abs(math.log(ratio[g]))) if usable else min(gains, key=lambda g: abs(math.log(g)))
+        )
 
     free, best = closest(GAINS), closest([g for g in GAINS if g >= min_gain])
     return SpreadCalibration(
