@@ -78,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: each sampling tile, blended, then the exact domain total; no seams)",
     )
     p.add_argument("--tile", type=int, help="HR tile side, a multiple of s (default: the recipe's patch)")
-    p.add_argument("--overlap", type=int, help="HR overlap of neighbouring tiles, a multiple of s (default: ~1/4 tile)")
+    p.add_argument(
+        "--overlap",
+        type=int,
+        help="HR overlap of neighbouring tiles, a multiple of s (default: ~1/4 tile, at least 2 LR cells, at most half the tile)",
+    )
     p.add_argument(
         "--spread-gain",
         type=float,

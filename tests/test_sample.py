@@ -29,7 +29,7 @@ from hpcsr.models import ModelConfig, build_model
 from hpcsr.sample import main as sample_main
 from hpcsr.sampling import EnsembleSampler, SampleConfig, target_times
 from hpcsr.sampling.inputs import open_hr
-from hpcsr.sampling.tiles import Blender, TileLayout
+from hpcsr.sampling.tiles import Blender, TileLayout, default_overlap
 
 PAIR = FactorPair(4, 2)
 MICRO = ModelConfig(widths=(8, 16), heads=2, windows=(1, 1), emb_dim=8)
@@ -350,6 +350,13 @@ def test_strict_context_masks_cells_with_any_missing_context(export, hr_nc, work
 
 
 # ------------------------------------------------------------------ tiles and blending
+
+
+def test_default_overlap_is_a_quarter_tile_of_at_least_two_cells():
+    """Whole LR cells, ~1/4 of the tile, at least two cells (tile edges disturb about one cell) but
+    never more than half the tile: (tile px, s) -> overlap px."""
+    cases = {(32, 4): 8, (32, 8): 16, (64, 4): 16, (32, 2): 8, (40, 5): 10, (16, 4): 8, (24, 8): 8, (8, 8): 0}
+    assert {k: default_overlap(*k) for k in cases} == cases
 
 
 def test_blending_weights_are_a_partition_of_unity():

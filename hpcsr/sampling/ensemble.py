@@ -83,7 +83,9 @@ class SampleConfig:
     )
     mass_region: int | None = None  # image scale: exact regions of this side in LR cells (None: blended sampling tiles)
     tile: int | None = None  # HR tile side, multiple of s (None: the recipe's patch)
-    overlap: int | None = None  # HR overlap of neighbouring tiles, multiple of s (None: ~1/4 tile)
+    overlap: int | None = (
+        None  # HR overlap of neighbouring tiles, multiple of s (None: ~1/4 tile, >= 2 LR cells, <= half the tile)
+    )
     window: str = "cosine"  # blending window: cosine (raised cosine ramps) or uniform (plain average)
     batch: int = 16  # tiles per network forward
     context: str = "mask"  # missing context frames/cells: 'mask' (the networks mask them) or 'strict' (output NaN)
