@@ -15,8 +15,8 @@ mm after the mass transform as the evaluation scores it. The gain whose spread/s
 
 The fit only widens by default (train.calibration_min_gain = 1: gains below it are not chosen; the
 gain the whole grid would choose is recorded as `free_gain`). The validation patches come from the
-training data's own distribution, where a network's errors are smallest; on radar it never saw
-they are larger, and an ensemble narrowed to fit in-domain errors is then too narrow. Measured on
+training data, whose errors understate those on radar the network never saw, and a small validation
+split may hold little rain; an ensemble narrowed to fit them is then too narrow. Measured on
 the skill experiment (trained on BoM, evaluated on KNMI, sampled in the default tiles): the free
 fit chose 0.54 at (4, 2) and 0.71 at (8, 2) (BoM validation spread/skill 1.68 / 1.32 at gain 1),
 which left KNMI at spread/skill 0.63 / 0.82 with rank-histogram ends 2.1 / 1.7 x flat; gain 1 there
