@@ -721,9 +721,9 @@ def markdown(rows: list[dict]) -> str:
         for r in rows
     )
     gains = "".join(
-        f"- {r['pair']} spread gain {c['gain']:.3g}, fitted on the training radar's validation patches"
-        + (f" (free fit {c['free_gain']:.3g}, floor {c['min_gain']:g}; " if "free_gain" in c else " (")
-        + f"fair CRPS {c['crps_at_one']:.4f} -> {c['crps_at_gain']:.4f} mm, spread/skill "
+        f"- {r['pair']} spread gain {c['gain']:.3g}, fitted on the training radar's validation patches "
+        f"(free fit {c['free_gain']:.3g}, floor {c['min_gain']:g}; "
+        f"fair CRPS {c['crps_at_one']:.4f} -> {c['crps_at_gain']:.4f} mm, spread/skill "
         f"{c['spread_skill_at_one']:.2f} -> {c['spread_skill_at_gain']:.2f} there)\n"
         for r in rows
         if (c := r["spread_calibration"])
