@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from hpcsr.coarsen import upsample_space
+from hpcsr.diffusion.noise_levels import NoiseLevels
 from hpcsr.factors import PAPER_PAIRS, recipe
 from hpcsr.models import ModelConfig, build_model
 
@@ -196,8 +197,8 @@ def test_diffusion_loss_at_a_perfect_denoiser_is_zero():
     model = build_model(TINY, recipe(10, 1))
     lr, hr = batch(model, 20, B=3)
     mean = torch.zeros_like(hr)
-    replay = torch.Generator().manual_seed(0)  # the loss draws the steps, then the noise
-    steps = torch.randint(0, model.schedule.steps, (3,), generator=replay)
+    replay = torch.Generator().manual_seed(0)  # the loss draws the steps (default levels), then the noise
+    steps = NoiseLevels().draw(model.schedule, 3, replay)
     eps = torch.randn(hr.shape, generator=replay)
     a, sigma = model.schedule.coefficients(steps, 4)
     v_true = a * eps - sigma * hr
@@ -343,7 +344,7 @@ def test_residual_std_is_measured_carried_and_scales_the_diffusion():
 
     mean = torch.zeros_like(hr)
     replay = torch.Generator().manual_seed(0)
-    steps = torch.randint(0, copy.schedule.steps, (3,), generator=replay)
+    steps = NoiseLevels().draw(copy.schedule, 3, replay)
     eps = torch.randn(hr.shape, generator=replay)
     a, sigma = copy.schedule.coefficients(steps, 4)
     unit = hr / (2 * expected)

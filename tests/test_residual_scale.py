@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy.optimize import nnls
 
+from hpcsr.diffusion.noise_levels import NoiseLevels
 from hpcsr.export import Export, ExportError, recipe_to_dict
 from hpcsr.factors import recipe
 from hpcsr.models import build_model
@@ -130,7 +131,7 @@ def test_diffusion_loss_and_samples_use_the_local_scale():
     sigma = model.residual_sigma(lr_up, valid, mean)
     assert sigma.shape == hr.shape and float(sigma.std()) > 0.05  # a field, not a number
     replay = torch.Generator().manual_seed(0)
-    steps = torch.randint(0, model.schedule.steps, (2,), generator=replay)
+    steps = NoiseLevels().draw(model.schedule, 2, replay)
     eps = torch.randn(hr.shape, generator=replay)
     a, s = model.schedule.coefficients(steps, 4)
     unit = (hr - mean) / sigma

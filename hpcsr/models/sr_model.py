@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from hpcsr.diffusion import NoiseSchedule, ddim_sample, ddpm_sample, dpmpp_2m_sample, v_from_x0_eps
+from hpcsr.diffusion.noise_levels import NoiseLevels
 from hpcsr.factors import Recipe
 from hpcsr.models import residual_scale
 from hpcsr.models.config import ModelConfig
@@ -123,9 +124,10 @@ class SRModel(nn.Module):
         check_hr_like("hr", hr, lr, self.s, self.t)
         return masked_mse(self.predict_mean(lr, static), hr, torch.isfinite(hr))
 
-    def diffusion_loss(self, lr, hr, mean, generator=None, static=None) -> torch.Tensor:
-        """v-prediction MSE on the residual (hr - mean) / residual_unit at a uniform random step.
-        `mean` is a constant here (detached): the mean network learns from `mean_loss` only."""
+    def diffusion_loss(self, lr, hr, mean, generator=None, static=None, levels: NoiseLevels | None = None):
+        """v-prediction MSE on the residual (hr - mean) / residual_unit at a random step drawn by
+        `levels` (default: hpcsr.diffusion.noise_levels' default). `mean` is a constant here (detached): the mean
+        network learns from `mean_loss` only."""
         check_hr_like("hr", hr, lr, self.s, self.t)
         check_hr_like("mean", mean, lr, self.s, self.t)
         lr_up, lr_valid = self._prepare(lr, static)
@@ -134,7 +136,7 @@ class SRModel(nn.Module):
         sigma = self.residual_sigma(lr_up, lr_valid, mean)
         residual = torch.where(valid, hr.float() - mean, torch.zeros((), device=hr.device)) / sigma
         B = hr.shape[0]
-        steps = torch.randint(0, self.schedule.steps, (B,), generator=generator, device=hr.device)
+        steps = (levels or NoiseLevels()).draw(self.schedule, B, generator, hr.device)
         eps = torch.randn(residual.shape, generator=generator, device=hr.device, dtype=torch.float32)
         a, sigma = self.schedule.coefficients(steps, residual.dim())
         noisy = a * residual + sigma * eps

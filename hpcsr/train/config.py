@@ -5,6 +5,8 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass
 
+from hpcsr.diffusion.noise_levels import NoiseLevels
+
 
 @dataclass
 class TrainConfig:
@@ -20,6 +22,11 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW weight decay
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW moment decay rates
     mean_loss_mm_weight: float = 0.0  # mean, joint: weight of the delivered field's MSE in mm (hpcsr.train.objective)
+    noise_levels: typing.Literal["uniform", "lognormal"] = (
+        "lognormal"  # diffusion, joint: training noise levels (hpcsr.diffusion.noise_levels)
+    )
+    noise_log_mean: float = -0.5  # lognormal noise levels: mean of ln sigma (EDM's, for unit-variance data)
+    noise_log_std: float = 1.2  # lognormal noise levels: standard deviation of ln sigma (EDM)
     ema_decay: float = 0.999  # EMA of the denoiser weights (diffusion and joint stages; 0: off)
     calibration_members: int = 8  # diffusion, joint: members per validation patch for the spread gain (0: none)
     calibration_min_gain: float = 1.0  # smallest spread gain the fit may choose (1: it only widens; 0: free)
@@ -39,6 +46,10 @@ class TrainConfig:
     progress: bool = True  # progress bar on rank 0
     dist_timeout_s: float = 1800.0  # seconds a collective waits for the other ranks before failing
 
+    @property
+    def levels(self) -> NoiseLevels:
+        return NoiseLevels(self.noise_levels, self.noise_log_mean, self.noise_log_std)
+
     def __post_init__(self):
         for key in ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "max_bad_steps"):
             if getattr(self, key) < 1:
@@ -57,6 +68,7 @@ class TrainConfig:
             raise ValueError(f"train.betas={list(self.betas)} must be two numbers in [0, 1)")
         if not (self.mean_loss_mm_weight >= 0 and self.mean_loss_mm_weight < float("inf")):
             raise ValueError(f"train.mean_loss_mm_weight={self.mean_loss_mm_weight} must be a finite number >= 0")
+        NoiseLevels(self.noise_levels, self.noise_log_mean, self.noise_log_std)  # raises on bad values
         if not 0.0 <= self.calibration_min_gain <= 2.0:
             raise ValueError(
                 f"train.calibration_min_gain={self.calibration_min_gain} must be in [0, 2] (the gains searched)"

@@ -25,6 +25,7 @@ import contextlib
 import torch
 from torch import nn
 
+from hpcsr.diffusion.noise_levels import NoiseLevels
 from hpcsr.mass import conserve, default_mode
 from hpcsr.models.sr_model import masked_mse
 
@@ -57,6 +58,7 @@ class StageObjective(nn.Module):
         normaliser=None,
         mm_weight: float = 0.0,
         hr_var_mm: float = 1.0,
+        levels: NoiseLevels | None = None,
     ):
         super().__init__()
         if stage not in STAGES:
@@ -67,6 +69,7 @@ class StageObjective(nn.Module):
             )
         self.model, self.stage, self.autocast_bf16 = model, stage, autocast_bf16
         self.normaliser, self.mm_weight, self.hr_var_mm = normaliser, float(mm_weight), float(hr_var_mm)
+        self.levels = levels or NoiseLevels()
         for name in ("mean_net", "denoiser"):
             getattr(model, name).requires_grad_(name in TRAINED[stage])
 
@@ -104,11 +107,11 @@ class StageObjective(nn.Module):
             if self.stage == "diffusion":
                 with torch.no_grad():
                     mean = m.predict_mean(lr)
-                loss = m.diffusion_loss(lr, hr, mean, generator=generator)
+                loss = m.diffusion_loss(lr, hr, mean, generator=generator, levels=self.levels)
                 return loss, torch.stack([nan, loss.detach().float()])
             mean = m.predict_mean(lr)
             mean_term = self.mean_term(lr, hr, mean)
-            diffusion_term = m.diffusion_loss(lr, hr, mean, generator=generator)
+            diffusion_term = m.diffusion_loss(lr, hr, mean, generator=generator, levels=self.levels)
             loss = mean_term + diffusion_term
             return loss, torch.stack([mean_term.detach().float(), diffusion_term.detach().float()])
 
