@@ -28,11 +28,13 @@ def test_schedule_sigma_against_hand_values():
     assert got.tolist() == [0, 1, 2, 0, 1, 0, 2]
 
 
-@pytest.mark.parametrize("levels,middle_share", [(NoiseLevels("lognormal", -1.2, 1.2), 0.77), (NoiseLevels(), 0.64)])
+@pytest.mark.parametrize(
+    "levels,middle_share", [(NoiseLevels("lognormal", -1.2, 1.2), 0.77), (NoiseLevels("lognormal"), 0.64)]
+)
 def test_lognormal_levels_follow_the_edm_distribution(levels, middle_share):
     """The drawn steps' ln sigma has the asked mean and spread (to the schedule's step size), and
     most draws sit at the low and middle noise levels rather than uniformly over the schedule
-    (shares of N(mean, std) at sigma 0.05 .. 1: 0.774 for EDM's -1.2, 0.643 for the default -0.5)."""
+    (shares of N(mean, std) at sigma 0.05 .. 1: 0.774 for EDM's -1.2, 0.643 for the lognormal default -0.5)."""
     schedule = NoiseSchedule("linear", 1000, 1e-4, recipe(4, 1).beta_end)
     steps = levels.draw(schedule, 200_000, torch.Generator().manual_seed(0))
     log_sigma = schedule_log_sigma(schedule)[steps]
@@ -57,5 +59,5 @@ def test_bad_noise_levels_are_named():
         compose(["train.noise_levels=lognormal", "train.noise_log_std=-1"])
     with pytest.raises(ConfigError, match="noise_levels"):
         compose(["train.noise_levels=edm"])
-    assert compose(["train.noise_levels=uniform"]).train.levels == NoiseLevels("uniform", -0.5, 1.2)
-    assert compose().train.levels == NoiseLevels("lognormal", -0.5, 1.2)  # the default (EDM, unit-variance data)
+    assert compose(["train.noise_levels=lognormal"]).train.levels == NoiseLevels("lognormal", -0.5, 1.2)
+    assert compose().train.levels == NoiseLevels("uniform")  # the default (the author's)

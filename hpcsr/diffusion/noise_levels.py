@@ -1,21 +1,22 @@
 """Which noise levels the denoiser trains on: the step n of each training item.
 
-- 'uniform': n uniform over the schedule's steps (DDPM, Ho et al. 2020; the author's training).
-- 'lognormal' (the default): EDM's training distribution (Karras et al. 2022; CorrDiff and StormCast
-  train so): ln sigma ~ N(log_mean, log_std^2) for the noise-to-signal ratio
-  sigma = sqrt((1 - alphabar) / alphabar), mapped to the step whose sigma is nearest in log. EDM's
-  P_mean = -1.2 is for data of standard deviation 0.5; the diffused residual has unit standard
-  deviation (SRModel divides by its scale), so the default log_mean is -1.2 + ln 2 = -0.5, with
-  EDM's log_std 1.2. Then 64 % of the draws fall at sigma 0.05..1, where the residual's few-pixel
-  structure is decided (its 2-3 px standard deviation is 0.1-0.15), against 35 % of uniform steps of
-  the (4, 1) schedule, whose upper half (sigma > 1.3) holds levels where the residual is unobservable.
-  With the v-prediction loss this is EDM's objective on the schedule's steps: EDM's loss weight
-  lambda(sigma) times its output scale c_out^2 is 1 in the network's units, as here.
+- 'uniform' (the default): n uniform over the schedule's steps (DDPM, Ho et al. 2020; the author's).
+- 'lognormal': EDM's training distribution (Karras et al. 2022; CorrDiff and StormCast train so):
+  ln sigma ~ N(log_mean, log_std^2) for the noise-to-signal ratio sigma = sqrt((1 - alphabar) / alphabar),
+  mapped to the step whose sigma is nearest in log. EDM's P_mean = -1.2 is for data of standard
+  deviation 0.5; the diffused residual has unit standard deviation (SRModel divides by its scale), so
+  the lognormal default log_mean is -1.2 + ln 2 = -0.5, with EDM's log_std 1.2. Then 64 % of the draws
+  fall at sigma 0.05..1, where the residual's few-pixel structure is decided (its 2-3 px standard
+  deviation is 0.1-0.15), against 35 % of uniform steps of the (4, 1) schedule, whose upper half
+  (sigma > 1.3) holds levels where the residual is unobservable. With the v-prediction loss this is
+  EDM's objective on the schedule's steps: EDM's loss weight lambda(sigma) times its output scale
+  c_out^2 is 1 in the network's units, as here.
 
-Measured (issue 13, session s29; (4,2) and (8,2) trained on BoM, sampled on KNMI, two seeds each): the
-members' power at 2-3 px over the truth's drops from 4.0 / 5.1 and 5.0 / 6.4 (uniform) to 2.5 / 5.0 and
-3.2 / 2.8, spread/skill from 1.10 / 1.29 and 1.05 / 1.31 to 1.07 / 1.08 and 0.95 / 1.03, fair CRPS
-unchanged within the seeds' spread (README, "Skill on real radar").
+Measured (issue 13, session s29; README, "Skill on real radar"): on real radar (trained on BoM, sampled
+on KNMI, (4,2) / (8,2), two seeds each) the lognormal levels keep the fair CRPS within the seeds'
+spread, bring spread/skill nearer 1 and cut the members' excess power at 2-3 px by a third; in the
+demo's 250-step trainings they leave the ensembles over-dispersed (spread/skill 1.34 at s5_t3) and
+cost 3-7 % of CRPS at two of three pairs. Not the default until longer trainings settle it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ LEVELS = ("uniform", "lognormal")
 
 @dataclass(frozen=True)
 class NoiseLevels:
-    kind: str = "lognormal"
+    kind: str = "uniform"
     log_mean: float = -0.5  # lognormal: mean of ln sigma (EDM's P_mean for unit-variance data)
     log_std: float = 1.2  # lognormal: standard deviation of ln sigma (EDM's P_std)
 

@@ -23,7 +23,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW moment decay rates
     mean_loss_mm_weight: float = 0.0  # mean, joint: weight of the delivered field's MSE in mm (hpcsr.train.objective)
     noise_levels: typing.Literal["uniform", "lognormal"] = (
-        "lognormal"  # diffusion, joint: training noise levels (hpcsr.diffusion.noise_levels)
+        "uniform"  # diffusion, joint: training noise levels (hpcsr.diffusion.noise_levels)
     )
     noise_log_mean: float = -0.5  # lognormal noise levels: mean of ln sigma (EDM's, for unit-variance data)
     noise_log_std: float = 1.2  # lognormal noise levels: standard deviation of ln sigma (EDM)
