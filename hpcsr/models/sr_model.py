@@ -126,7 +126,7 @@ class SRModel(nn.Module):
 
     def diffusion_loss(self, lr, hr, mean, generator=None, static=None, levels: NoiseLevels | None = None):
         """v-prediction MSE on the residual (hr - mean) / residual_unit at a random step drawn by
-        `levels` (default: hpcsr.diffusion.noise_levels' default). `mean` is a constant here (detached): the mean
+        `levels` (default: uniform over the schedule, NoiseLevels()). `mean` is a constant here (detached): the mean
         network learns from `mean_loss` only."""
         check_hr_like("hr", hr, lr, self.s, self.t)
         check_hr_like("mean", mean, lr, self.s, self.t)

@@ -68,7 +68,7 @@ class TrainConfig:
             raise ValueError(f"train.betas={list(self.betas)} must be two numbers in [0, 1)")
         if not (self.mean_loss_mm_weight >= 0 and self.mean_loss_mm_weight < float("inf")):
             raise ValueError(f"train.mean_loss_mm_weight={self.mean_loss_mm_weight} must be a finite number >= 0")
-        NoiseLevels(self.noise_levels, self.noise_log_mean, self.noise_log_std)  # raises on bad values
+        self.levels  # building them raises on bad values
         if not 0.0 <= self.calibration_min_gain <= 2.0:
             raise ValueError(
                 f"train.calibration_min_gain={self.calibration_min_gain} must be in [0, 2] (the gains searched)"

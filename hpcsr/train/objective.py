@@ -69,7 +69,7 @@ class StageObjective(nn.Module):
             )
         self.model, self.stage, self.autocast_bf16 = model, stage, autocast_bf16
         self.normaliser, self.mm_weight, self.hr_var_mm = normaliser, float(mm_weight), float(hr_var_mm)
-        self.levels = levels or NoiseLevels()
+        self.levels = levels  # None: SRModel.diffusion_loss's default
         for name in ("mean_net", "denoiser"):
             getattr(model, name).requires_grad_(name in TRAINED[stage])
 
