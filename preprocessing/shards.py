@@ -463,6 +463,9 @@ def merge_pair(
             g.create_dataset("quantile_levels", data=np.asarray(st.QUANTILE_LEVELS))
             for name, values in {**hr_arrays, **lr_arrays}.items():
                 g.create_dataset(name, data=np.asarray(values, np.float64))
+            filled = np.flatnonzero(hr_hist)  # the HR histogram's occupied bins: moments of any transform
+            g.create_dataset("hr_histogram_counts", data=hr_hist[filled].astype(np.int64))
+            g.create_dataset("hr_histogram_mm", data=hr_values[filled].astype(np.float64))
             f.attrs.update(
                 {
                     "format": SHARD_FORMAT,

@@ -51,19 +51,37 @@ def test_bad_stats_are_named():
     assert Normaliser.from_dict(n.to_dict()) == n
 
 
-def test_train_split_is_standardised(train_dataset):
-    """The shard's train-split statistics, applied to the HR values under the train blocks, give
-    mean 0 and standard deviation 1 in log1p space (preprocessing and training agree)."""
+@pytest.mark.parametrize("unit", [1.0, 0.1])
+def test_train_split_is_standardised(train_dataset, unit):
+    """The shard's train-split statistics (unit 1) or HR histogram (another log unit), applied to
+    the HR values under the train blocks, give mean 0 and standard deviation 1 in log1p space
+    (preprocessing and training agree; the store is uint16, so the histogram is exact)."""
     with Shard(train_dataset / "shards" / "s4_t3.h5") as shard:
         store = shard.hr_store()
         steps = sorted({int(h) + k for h in shard.hr_start[shard.indices("train")] for k in range(shard.pair.t)})
         y0, y1, x0, x1 = shard.hr_window
         hr = np.stack([store.read(h, h + 1, slice(y0, y1), slice(x0, x1))[0] for h in steps])
-        z = Normaliser.from_stats(shard.stats, "log1p").forward(hr.astype(np.float64))
+        n = Normaliser.from_stats(shard.stats, "log1p", unit, shard.hr_histogram())
+        z = n.forward(hr.astype(np.float64))
         store.close()
     z = z[np.isfinite(z)]
-    assert z.size == shard.stats["count_hr"]
+    assert n.unit == unit and z.size == shard.stats["count_hr"]
     assert abs(z.mean()) < 1e-9 and abs(z.std() - 1.0) < 1e-9
+
+
+def test_log_unit_moves_the_bend():
+    """log1p(mm / u): mm = u maps to ln 2 before standardising, the inverse returns the mm, a unit
+    other than 1 without a histogram (an older shard) is refused by name, and exports from before
+    the unit read as unit 1."""
+    n = Normaliser("log1p", 0.0, 1.0, 0.1)
+    assert float(n.forward(np.array([0.1]))[0]) == pytest.approx(math.log(2))
+    mm = torch.tensor([0.0, 0.01, 0.5, 12.0], dtype=torch.float64)
+    torch.testing.assert_close(n.inverse(n.forward(mm)), mm, rtol=1e-12, atol=1e-15)
+    with pytest.raises(KeyError, match="needs the HR histogram"):
+        Normaliser.from_stats({"hr_log1p_mean": 0.1, "hr_log1p_std": 1.0}, "log1p", 0.1)
+    with pytest.raises(ValueError, match="unit=0.0"):
+        Normaliser("log1p", 0.0, 1.0, 0.0)
+    assert Normaliser.from_dict({"kind": "log1p", "shift": 0.2, "scale": 0.5}).unit == 1.0
 
 
 @pytest.mark.parametrize("kind", ["log1p", "scale"])

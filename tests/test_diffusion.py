@@ -13,7 +13,9 @@ from hpcsr.diffusion import (
     dpmpp_2m_sample,
     eps_from_v,
     make_betas,
+    output_from_v,
     sampling_steps,
+    v_from_output,
     v_from_x0_eps,
     x0_from_eps,
     x0_from_v,
@@ -34,6 +36,31 @@ def test_conversions_invert_exactly():
     torch.testing.assert_close(x0_from_eps(x_n, eps, a, sigma), x0, rtol=0, atol=1e-12)
     # v is the rotation of (x0, eps) by the noise angle: it keeps the norm
     torch.testing.assert_close(v.pow(2) + x_n.pow(2), x0.pow(2) + eps.pow(2), rtol=0, atol=1e-12)
+
+
+def test_preconditioned_output_is_edm_written_for_the_vp_chain():
+    """G -> v -> G round trip; sigma_data 1 leaves v untouched; for sigma_data 0.5 the x0 that G
+    gives is EDM's c_skip x_ve - c_out G (G: EDM's F with v's sign; VE noise level s = sigma / a, x_ve = x / a), checked on
+    one hand-computed item (alphabar 0.64: a 0.8, sigma 0.6, s 0.75; c_skip 0.25 / 0.8125,
+    c_out 0.375 / sqrt(0.8125))."""
+    g = torch.Generator().manual_seed(1)
+    alphabar = torch.rand(32, 1, generator=g, dtype=torch.float64) * 0.98 + 0.01
+    a, sigma = alphabar.sqrt(), (1 - alphabar).sqrt()
+    x_n, out = (
+        torch.randn(32, 5, generator=g, dtype=torch.float64),
+        torch.randn(32, 5, generator=g, dtype=torch.float64),
+    )
+    assert v_from_output(x_n, out, a, sigma) is out and output_from_v(x_n, out, a, sigma) is out
+    for sigma_data in (0.5, 0.2):
+        v = v_from_output(x_n, out, a, sigma, sigma_data)
+        torch.testing.assert_close(output_from_v(x_n, v, a, sigma, sigma_data), out, rtol=0, atol=1e-12)
+        s = sigma / a
+        c_skip = sigma_data**2 / (s * s + sigma_data**2)
+        c_out = s * sigma_data / (s * s + sigma_data**2).sqrt()
+        torch.testing.assert_close(x0_from_v(x_n, v, a, sigma), c_skip * x_n / a - c_out * out, rtol=0, atol=1e-12)
+    a, sigma, x, out = (torch.tensor([[v]], dtype=torch.float64) for v in (0.8, 0.6, 2.0, -1.0))
+    x0 = x0_from_v(x, v_from_output(x, out, a, sigma, 0.5), a, sigma)
+    assert x0.item() == pytest.approx(0.25 / 0.8125 * 2.0 / 0.8 + 0.375 / math.sqrt(0.8125), abs=1e-12)
 
 
 @pytest.mark.parametrize(

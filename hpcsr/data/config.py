@@ -16,6 +16,7 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes per rank (each opens its own HDF5 handles)
     min_valid: float = 1.0  # minimum fraction of valid HR pixels in a patch
     normalisation: typing.Literal["log1p", "scale"] = "log1p"  # transform of mm before the networks
+    log_unit: float = 1.0  # log1p: z from log1p(mm / this), mm per HR step (hpcsr.data.normalise)
     future_context: typing.Optional[int] = (
         None  # LR frames after the super-resolved one also given; None: 1 when t > 1, 0 at t = 1 (future_frames)
     )
@@ -50,5 +51,7 @@ class DataConfig:
             raise ValueError(f"data.val_patches={self.val_patches} must be >= 0 (0: no validation)")
         if not 0.0 <= self.wet_bias <= 1.0:
             raise ValueError(f"data.wet_bias={self.wet_bias} must be in [0, 1] (0: uniform patch draws)")
+        if not self.log_unit > 0 or (self.normalisation == "scale" and self.log_unit != 1.0):
+            raise ValueError(f"data.log_unit={self.log_unit} must be > 0 (and 1 with normalisation 'scale')")
         if self.prefetch_factor < 1:
             raise ValueError(f"data.prefetch_factor={self.prefetch_factor} must be >= 1")

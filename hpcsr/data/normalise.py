@@ -3,8 +3,12 @@
 One transform serves LR and HR alike: an LR value is the mean of HR values (mm per HR step), so
 both live on the same scale and the HR statistics of the train split apply to both.
 
-- 'log1p': z = (log1p(mm) - m) / sd, with m, sd the mean and standard deviation of log1p(HR mm)
-  over the train split (shard stats `hr_log1p_mean`, `hr_log1p_std`). Compresses the heavy tail.
+- 'log1p': z = (log1p(mm / u) - m) / sd, with m, sd the mean and standard deviation of
+  log1p(HR mm / u) over the train split. Compresses the heavy tail above u mm per HR step and is
+  linear below it. u = 1 (the default) takes m, sd from the shard stats `hr_log1p_mean`,
+  `hr_log1p_std`; another u from the train split's HR histogram (`Shard.hr_histogram`: exact for
+  uint16 stores, bin centres 0.1 % apart for float ones). u sets where residual noise is relative
+  (above u) or absolute (below): log1p of 10-min amounts, mostly below 1 mm, is nearly linear.
 - 'scale': z = mm / sd, with sd the standard deviation of HR mm (`hr_std`); no shift, so zero
   rain stays exactly zero.
 
@@ -30,11 +34,12 @@ _KEYS = {"log1p": ("hr_log1p_mean", "hr_log1p_std"), "scale": (None, "hr_std")}
 
 @dataclass(frozen=True)
 class Normaliser:
-    """z = (g(mm) - shift) / scale with g = log1p ('log1p') or identity ('scale')."""
+    """z = (g(mm) - shift) / scale with g = log1p(mm / unit) ('log1p') or identity ('scale')."""
 
     kind: str
     shift: float
     scale: float
+    unit: float = 1.0  # 'log1p': mm per HR step where the log bends (1: the plain log1p)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -46,12 +51,26 @@ class Normaliser:
             )
         if not math.isfinite(self.shift):
             raise ValueError(f"normalisation shift={self.shift} must be finite")
+        if not (math.isfinite(self.unit) and self.unit > 0) or (self.kind == "scale" and self.unit != 1.0):
+            raise ValueError(f"normalisation unit={self.unit} must be a positive number (and 1 for 'scale')")
 
     @classmethod
-    def from_stats(cls, stats: dict, kind: str = "log1p") -> "Normaliser":
-        """From a shard's train-split statistics (`Shard.stats`)."""
+    def from_stats(cls, stats: dict, kind: str = "log1p", unit: float = 1.0, histogram=None) -> "Normaliser":
+        """From a shard's train-split statistics (`Shard.stats`); a log1p `unit` other than 1 takes
+        its moments from the HR histogram (`Shard.hr_histogram()`: mm values, counts)."""
         if kind not in KINDS:
             raise ValueError(f"normalisation kind {kind!r} unknown: use one of {', '.join(KINDS)}")
+        if kind == "log1p" and unit != 1.0:
+            if histogram is None:
+                raise KeyError(
+                    f"normalisation log1p with unit {unit} needs the HR histogram, which this shard does not "
+                    "store (written before it was added): rebuild the shard with `hpcsr-preprocess shards`"
+                )
+            values, counts = (np.asarray(a, np.float64) for a in histogram)
+            g = np.log1p(values / unit)
+            mean = float(np.dot(counts, g) / counts.sum())
+            std = math.sqrt(max(float(np.dot(counts, (g - mean) ** 2) / counts.sum()), 0.0))
+            return cls(kind, mean, std, float(unit))
         shift_key, scale_key = _KEYS[kind]
         missing = [k for k in (shift_key, scale_key) if k is not None and k not in stats]
         if missing:
@@ -63,7 +82,7 @@ class Normaliser:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Normaliser":
-        return cls(str(data["kind"]), float(data["shift"]), float(data["scale"]))
+        return cls(str(data["kind"]), float(data["shift"]), float(data["scale"]), float(data.get("unit", 1.0)))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,9 +94,9 @@ class Normaliser:
         if isinstance(mm, np.ndarray):
             if mm.size >= TORCH_MIN_SIZE:
                 return self.forward(torch.from_numpy(np.ascontiguousarray(mm))).numpy()
-            g = np.log1p(mm) if self.kind == "log1p" else mm
+            g = np.log1p(mm if self.unit == 1.0 else mm / self.unit) if self.kind == "log1p" else mm
             return ((g - self.shift) / self.scale).astype(mm.dtype, copy=False)
-        g = torch.log1p(mm) if self.kind == "log1p" else mm
+        g = torch.log1p(mm if self.unit == 1.0 else mm / self.unit) if self.kind == "log1p" else mm
         return (g - self.shift) / self.scale
 
     def code_table(self, units_per_mm: int, fill_value: int) -> np.ndarray:
@@ -95,4 +114,5 @@ class Normaliser:
         g = z * self.scale + self.shift
         if self.kind == "scale":
             return g
-        return np.expm1(g) if isinstance(z, np.ndarray) else torch.expm1(g)
+        mm = np.expm1(g) if isinstance(z, np.ndarray) else torch.expm1(g)
+        return mm if self.unit == 1.0 else mm * self.unit

@@ -46,7 +46,10 @@ stats   group, attrs computed on the train split only: hr_mean, hr_std, hr_log1p
         wet_threshold mm), wet_threshold, count_hr, count_lr, quantiles_exact (bool); datasets
         quantile_levels (Q,), hr_quantiles (Q,), hr_wet_quantiles (Q,) (values >= wet_threshold),
         lr_quantiles (Q,), lr_wet_quantiles (Q,). HR quantiles of uint16 stores are exact; float
-        quantiles (LR, float32 stores) are centres of bins 0.001 wide in log1p(mm).
+        quantiles (LR, float32 stores) are centres of bins 0.001 wide in log1p(mm). hr_histogram_mm,
+        hr_histogram_counts: the occupied bins of the HR histogram (the code's value, or the bin
+        centre) and their counts, from which `Normaliser.from_stats` takes the moments of any
+        transform (absent in shards written before; `Shard.hr_histogram` then returns None).
 """
 
 from __future__ import annotations
@@ -245,6 +248,14 @@ class Shard:
         for name in ("hr_quantiles", "hr_wet_quantiles", "lr_quantiles", "lr_wet_quantiles"):
             stats[name] = {float(q): float(v) for q, v in zip(levels, g[name][()])}
         return stats
+
+    def hr_histogram(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mm value, count) of the occupied bins of the train split's HR histogram, or None for a
+        shard written before it was stored."""
+        g = self._f.file["stats"]
+        if "hr_histogram_counts" not in g:
+            return None
+        return g["hr_histogram_mm"][()], g["hr_histogram_counts"][()]
 
     @property
     def lr(self) -> h5py.Dataset:

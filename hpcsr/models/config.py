@@ -50,6 +50,7 @@ class ModelConfig:
     mean_skip: typing.Literal["hold", "linear"] = (
         "linear"  # what the mean net corrects: the target LR frame for all t steps, or linear in time to its neighbours
     )
+    sigma_data: float = 1.0  # the denoiser's data scale (EDM preconditioning, hpcsr.diffusion.parametrization; 1: v)
 
     def __post_init__(self):
         self.widths = tuple(self.widths)
@@ -76,6 +77,8 @@ class ModelConfig:
         check_choices(self, "model")  # upsample, schedule, residual_norm, residual_edge, mean_skip
         if not self.residual_scale > 0:
             raise ValueError(f"model.residual_scale={self.residual_scale} must be > 0")
+        if not self.sigma_data > 0:
+            raise ValueError(f"model.sigma_data={self.sigma_data} must be > 0 (1: the denoiser predicts v)")
 
     @property
     def levels(self) -> int:

@@ -11,7 +11,15 @@ import math
 import torch
 from torch import nn
 
-from hpcsr.diffusion import NoiseSchedule, ddim_sample, ddpm_sample, dpmpp_2m_sample, v_from_x0_eps
+from hpcsr.diffusion import (
+    NoiseSchedule,
+    ddim_sample,
+    ddpm_sample,
+    dpmpp_2m_sample,
+    output_from_v,
+    v_from_output,
+    v_from_x0_eps,
+)
 from hpcsr.diffusion.noise_levels import NoiseLevels
 from hpcsr.factors import Recipe
 from hpcsr.models import residual_scale
@@ -119,13 +127,18 @@ class SRModel(nn.Module):
         self.residual_dry.fill_(dry)
         return float(self.residual_std)
 
+    def v_from_output(self, x, n, out):
+        """The v a denoiser output `out` stands for at steps n (N,), state x (N, ...) (model.sigma_data)."""
+        a, sigma = self.schedule.coefficients(n, x.dim())
+        return v_from_output(x, out.float(), a, sigma, self.cfg.sigma_data)
+
     def mean_loss(self, lr, hr, static=None) -> torch.Tensor:
         """MSE of the mean against hr (B, t, Y, X), NaN in hr left out."""
         check_hr_like("hr", hr, lr, self.s, self.t)
         return masked_mse(self.predict_mean(lr, static), hr, torch.isfinite(hr))
 
     def diffusion_loss(self, lr, hr, mean, generator=None, static=None, levels: NoiseLevels | None = None):
-        """v-prediction MSE on the residual (hr - mean) / residual_unit at a random step drawn by
+        """v-prediction MSE (EDM's output MSE for model.sigma_data < 1) on the residual (hr - mean) / residual_unit at a random step drawn by
         `levels` (default: uniform over the schedule, NoiseLevels()). `mean` is a constant here (detached): the mean
         network learns from `mean_loss` only."""
         check_hr_like("hr", hr, lr, self.s, self.t)
@@ -141,8 +154,8 @@ class SRModel(nn.Module):
         a, sigma = self.schedule.coefficients(steps, residual.dim())
         noisy = a * residual + sigma * eps
         cond = self.denoiser.encode(lr_up, lr_valid, static, mean, self.target)
-        v = self.denoiser(noisy, steps, cond)
-        return masked_mse(v, v_from_x0_eps(residual, eps, a, sigma), valid)
+        target = output_from_v(noisy, v_from_x0_eps(residual, eps, a, sigma), a, sigma, self.cfg.sigma_data)
+        return masked_mse(self.denoiser(noisy, steps, cond), target, valid)
 
     @torch.no_grad()
     def sample(
@@ -177,7 +190,7 @@ class SRModel(nn.Module):
         shape = (B * members, t, Y, X)
 
         def predict_v(x, n):
-            return self.denoiser(x, n, cond)
+            return self.v_from_output(x, n, self.denoiser(x, n, cond))
 
         if sampler == "ddpm":
             residual = ddpm_sample(predict_v, self.schedule, shape, generator, lr.device)

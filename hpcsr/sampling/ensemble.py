@@ -309,18 +309,18 @@ class EnsembleSampler:
 
     @torch.no_grad()
     def residual(self, conds: list, sigma: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """One member's residual (t, Y, X) over the whole domain (tiled denoiser, blended v) times
+        """One member's residual (t, Y, X) over the whole domain (tiled denoiser, blended outputs) times
         the residual's scale `sigma`."""
         model, cfg = self.model, self.cfg
         shape = (1, self.t, *self.layout.hr_shape)
 
         def predict_v(x, n):
-            v = torch.zeros(shape[1:], device=self.device)
+            out = torch.zeros(shape[1:], device=self.device)
             for k, (first, count) in enumerate(self.batches()):
                 cond = conds[k]
                 tiles = self.tiles_of(x[0], first, count, hr=True)
-                self.blender.blend(model.denoiser(tiles, n.expand(count), cond).float(), first, v)
-            return v[None]
+                self.blender.blend(model.denoiser(tiles, n.expand(count), cond).float(), first, out)
+            return model.v_from_output(x, n, out[None])  # linear in the output: blending commutes
 
         if cfg.sampler == "ddpm":
             r = ddpm_sample(predict_v, model.schedule, shape, generator, self.device)

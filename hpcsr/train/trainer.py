@@ -243,7 +243,8 @@ class Trainer:
                 if key == "data.shard":
                     self.shard_stats = dict(shard.stats)
                     self.data_grid = shard.data_grid()
-        self.normaliser = Normaliser.from_stats(self.shard_stats, cfg.data.normalisation)
+                    histogram = shard.hr_histogram()
+        self.normaliser = Normaliser.from_stats(self.shard_stats, cfg.data.normalisation, cfg.data.log_unit, histogram)
 
         # the newest complete checkpoint wins over every initial-weights option
         self.resumed_from = self.ckpt.latest()
