@@ -253,3 +253,34 @@ def test_scaling_quick_measures_every_part_and_projects(tmp_path, launch_env):
         assert word in names
     assert "SHARED machine" in out_json.with_suffix(".md").read_text()
     assert out_json.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_grain_by_intensity_scales_with_the_squared_amplitude(tmp_path):
+    """benchmarks/grain_by_intensity.py: on a checkerboard of amplitude a the 3 x 3 high-pass
+    energy inside the field is (8 a / 9)^2 by hand; members of amplitude 3 b over a truth of
+    amplitude b give 9 x the truth's energy in the one intensity bin their mean field falls in,
+    through the command line and its JSON contract, with the wet shares counted per pixel."""
+    import numpy as np
+    import xarray as xr
+    from grain_by_intensity import main, small_scale_energy
+
+    board = np.indices((12, 12)).sum(axis=0) % 2 * 2.0 - 1.0  # +-1
+    assert np.allclose(small_scale_energy(0.5 * board)[1:-1, 1:-1], (8 * 0.5 / 9) ** 2)
+    times = np.array(["2020-01-01T00:10", "2020-01-01T00:20"], dtype="datetime64[ns]")
+    level = 0.1  # mm per 10 min = 0.6 mm/h: the 0.6-1.2 bin
+    truth = level + 0.01 * board[None].repeat(2, axis=0)
+    members = level + 0.03 * board[None, None].repeat(2, axis=0).repeat(3, axis=1)
+    dims = ("time", "member", "y", "x")
+    ens = xr.Dataset(
+        {"precip": (dims, members), "precip_mean": (dims[:1] + dims[2:], np.full((2, 12, 12), level))},
+        coords={"time": times},
+        attrs={"interval_minutes": 10},
+    )
+    xr.Dataset({"precip": (("time", "y", "x"), truth)}, coords={"time": times}).to_netcdf(tmp_path / "truth.nc")
+    ens.to_netcdf(tmp_path / "ens.nc")
+    out = tmp_path / "grain.json"
+    assert main(["--ensemble", str(tmp_path / "ens.nc"), "--truth", str(tmp_path / "truth.nc"), "--out", str(out)]) == 0
+    (fig,) = json.loads(out.read_text())["figures"]
+    assert fig["bin_mm_per_hour"] == [0.6, 1.2] and fig["pixel_share"] == 1.0
+    assert fig["value"] / fig["baseline"]["value"] == pytest.approx(9.0)
+    assert fig["truth_wet_share"] == 1.0 and fig["members_wet_share"] == 1.0
