@@ -73,6 +73,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="result JSON (default: none, the table only)")
     a = p.parse_args(argv)
     with xr.open_dataset(a.ensemble) as ens, xr.open_dataset(a.truth) as tru:
+        missing = np.setdiff1d(ens.time.values, tru.time.values)
+        if missing.size or tru.precip.shape[-2:] != ens.precip.shape[-2:]:
+            p.error(
+                f"--truth {a.truth} does not cover the ensemble: {missing.size} of its times absent, grid "
+                f"{tru.precip.shape[-2:]} against {ens.precip.shape[-2:]}"
+            )
         truth = tru.precip.sel(time=ens.time).values.astype(np.float64)
         members = ens.precip.transpose("time", "member", "y", "x").values.astype(np.float64)
         mean = ens.precip_mean.values.astype(np.float64)

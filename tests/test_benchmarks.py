@@ -284,3 +284,6 @@ def test_grain_by_intensity_scales_with_the_squared_amplitude(tmp_path):
     assert fig["bin_mm_per_hour"] == [0.6, 1.2] and fig["pixel_share"] == 1.0
     assert fig["value"] / fig["baseline"]["value"] == pytest.approx(9.0)
     assert fig["truth_wet_share"] == 1.0 and fig["members_wet_share"] == 1.0
+    xr.Dataset({"precip": (("time", "y", "x"), truth[:1])}, coords={"time": times[:1]}).to_netcdf(tmp_path / "short.nc")
+    with pytest.raises(SystemExit):
+        main(["--ensemble", str(tmp_path / "ens.nc"), "--truth", str(tmp_path / "short.nc")])

@@ -80,3 +80,12 @@ def test_spread_gain_floor_is_checked_before_training():
     assert compose(["train.calibration_min_gain=0"]).train.calibration_min_gain == 0.0
     with pytest.raises(ConfigError, match=r"train.calibration_min_gain=3.0 must be in \[0, 2\]"):
         compose(["train.calibration_min_gain=3"])
+
+
+def test_log_unit_is_checked_before_training():
+    assert compose().data.log_unit == 1.0  # the plain log1p (hpcsr.data.normalise)
+    assert compose(["data.log_unit=0.1"]).data.log_unit == 0.1
+    with pytest.raises(ConfigError, match=r"data.log_unit=0.0 must be > 0"):
+        compose(["data.log_unit=0"])
+    with pytest.raises(ConfigError, match=r"data.log_unit=0.5 must be > 0 \(and 1 with normalisation 'scale'\)"):
+        compose(["data.normalisation=scale", "data.log_unit=0.5"])

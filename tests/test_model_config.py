@@ -46,6 +46,7 @@ def test_author_size_is_the_default():
             r"model.schedule='quadratic' is not allowed: choose one of 'linear', 'cosine', 'sigmoid'",
         ),
         ("model.residual_scale=0", r"model.residual_scale=0.0 must be > 0"),
+        ("model.sigma_data=0", r"model.sigma_data=0.0 must be > 0"),
     ],
 )
 def test_bad_values_are_refused_by_name(override, message):

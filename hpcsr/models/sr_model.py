@@ -138,8 +138,9 @@ class SRModel(nn.Module):
         return masked_mse(self.predict_mean(lr, static), hr, torch.isfinite(hr))
 
     def diffusion_loss(self, lr, hr, mean, generator=None, static=None, levels: NoiseLevels | None = None):
-        """v-prediction MSE (EDM's output MSE for model.sigma_data < 1) on the residual (hr - mean) / residual_unit at a random step drawn by
-        `levels` (default: uniform over the schedule, NoiseLevels()). `mean` is a constant here (detached): the mean
+        """MSE of the denoiser's output (v, or EDM's preconditioned output when model.sigma_data is not
+        1) on the residual (hr - mean) / residual_unit at a random step drawn by `levels` (default:
+        uniform over the schedule, NoiseLevels()). `mean` is a constant here (detached): the mean
         network learns from `mean_loss` only."""
         check_hr_like("hr", hr, lr, self.s, self.t)
         check_hr_like("mean", mean, lr, self.s, self.t)
