@@ -17,6 +17,9 @@ sequence can be evaluated in chunks.
   are filled with 0 before the spatial interpolation (as the networks' input is); in time, a
   missing neighbour block leaves the other one; the s x s x t pixels of a missing block are NaN,
   so a gap masks the pixels under it only, as for `nearest`.
+- `motion`: bicubic in space, interpolated in time along the rain's motion between the two LR
+  frames around each step (`hpcsr.motion.motion_linear`; zero motion gives `bicubic_linear`), timed,
+  clipped and masked as `bicubic_linear`. Does not conserve block mass either.
 - `mean_only`: the mean network's prediction (already on the HR grid, mm), checked and passed on;
   it takes an array so this module does not depend on the model code.
 """
@@ -26,8 +29,10 @@ from __future__ import annotations
 import numpy as np
 
 from hpcsr.coarsen import upsample_space
+from hpcsr.motion import motion_linear
 
-NAMES = ("nearest", "bicubic", "mean")
+NAMES = ("nearest", "bicubic", "motion", "mean")
+FROM_LR = ("nearest", "bicubic", "motion")  # the baselines made from the LR alone (`from_lr`)
 
 
 def _step_range(lr: np.ndarray, t: int, start: int, stop: int | None) -> tuple[int, int]:
@@ -72,6 +77,23 @@ def bicubic_linear(
     out = np.where(np.isnan(out), np.where(np.isnan(a), b, a), out)  # a missing neighbour block: hold the other
     out[np.isnan(nearest(lr, s, t, start, stop))] = np.nan  # the step's own block is missing
     return np.maximum(out, 0.0) if clip_negative else out
+
+
+def motion(lr: np.ndarray, s: int, t: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """HR steps [start, stop) of bicubic-in-space, motion-compensated-in-time upsampling (float32)."""
+    lr = np.asarray(lr, dtype=np.float32)
+    start, stop = _step_range(lr, t, start, stop)
+    out = motion_linear(lr, s, t, start, stop)
+    out[np.isnan(nearest(lr, s, t, start, stop))] = np.nan  # the step's own block is missing
+    return np.maximum(out, 0.0)
+
+
+def from_lr(name: str, lr: np.ndarray, s: int, t: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """HR steps [start, stop) of the LR-only baseline `name` (one of FROM_LR)."""
+    makers = {"nearest": nearest, "bicubic": bicubic_linear, "motion": motion}
+    if name not in makers:
+        raise ValueError(f"baseline {name!r} is not made from the LR alone: use one of {', '.join(FROM_LR)}")
+    return makers[name](lr, s, t, start, stop)
 
 
 def mean_only(mean: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--baselines",
         type=lambda v: tuple(x for x in v.split(",") if x),
         default=D.baselines,
-        help="comma-separated baselines among nearest,bicubic,mean ('' for none)",
+        help="comma-separated baselines among nearest,bicubic,motion,mean ('' for none)",
     )
     p.add_argument("--thresholds", type=_numbers(float), default=D.thresholds, help="FSS thresholds, mm per HR step")
     p.add_argument("--scales", type=_numbers(int), default=D.scales, help="FSS neighbourhood sizes, odd HR pixels")

@@ -325,10 +325,8 @@ def evaluate(
         lr_chunk = lr[a // t : b // t]
         fields = {"ensemble": np.asarray(ensemble[:, a:b], dtype=np.float32)}
         for name in baselines:
-            if name == "nearest":
-                fields[name] = bl.nearest(lr, s, t, a, b)[None]
-            elif name == "bicubic":
-                fields[name] = bl.bicubic_linear(lr, s, t, a, b)[None]
+            if name in bl.FROM_LR:
+                fields[name] = bl.from_lr(name, lr, s, t, a, b)[None]
             else:
                 fields[name] = bl.mean_only(np.asarray(mean[a:b], dtype=np.float32), y.shape)[None]
         with warnings.catch_warnings():

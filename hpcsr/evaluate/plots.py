@@ -31,6 +31,7 @@ def _label(name: str) -> str:
         "ensemble": "ensemble",
         "nearest": "nearest",
         "bicubic": "bicubic + linear t",
+        "motion": "bicubic + motion t",
         "mean": "mean network",
         "truth": "truth",
     }.get(name, name)

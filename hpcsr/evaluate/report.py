@@ -138,10 +138,8 @@ def showcase_frames(truth, ensemble, lr, mean, s: int, t: int, step: int, baseli
     members = np.asarray(ensemble[:, step], dtype=np.float32)
     frames = {}
     for name in baseline_names:
-        if name == "nearest":
-            frames[name] = bl.nearest(lr, s, t, step, step + 1)[0]
-        elif name == "bicubic":
-            frames[name] = bl.bicubic_linear(lr, s, t, step, step + 1)[0]
+        if name in bl.FROM_LR:
+            frames[name] = bl.from_lr(name, lr, s, t, step, step + 1)[0]
         elif name == "mean" and mean is not None:
             frames[name] = np.asarray(mean[step], dtype=np.float32)
     return {

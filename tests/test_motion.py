@@ -1,0 +1,87 @@
+"""Motion between LR frames and interpolation in time along it (hpcsr.motion, the 'motion' baseline)."""
+
+import numpy as np
+import pytest
+
+from hpcsr.coarsen import coarsen
+from hpcsr.evaluate import baselines as bl
+from hpcsr.motion import displacement, motion_linear, warp
+
+
+def _blob(shape, cy, cx, width=4.0, peak=5.0):
+    y, x = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
+    return peak * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * width**2))
+
+
+@pytest.mark.parametrize("dy, dx", [(3, -5), (0, 7), (-6, 0)])
+def test_displacement_finds_a_whole_pixel_shift(dy, dx):
+    a = _blob((64, 80), 30, 40) + _blob((64, 80), 12, 20, width=3, peak=2)
+    b = np.roll(a, (dy, dx), axis=(0, 1))
+    got = displacement(a, b)
+    assert got == pytest.approx((dy, dx), abs=0.05)
+
+
+def test_displacement_finds_a_sub_pixel_shift_and_none_for_a_flat_frame():
+    a, b = _blob((64, 64), 30, 30, width=5), _blob((64, 64), 32.5, 28.6, width=5)
+    got = displacement(a, b)
+    assert got == pytest.approx((2.5, -1.4), abs=0.3)
+    assert displacement(np.zeros((16, 16)), b[:16, :16]) == (0.0, 0.0)
+    assert displacement(a, a) == pytest.approx((0.0, 0.0), abs=1e-6)
+    with pytest.raises(ValueError, match="one shape"):
+        displacement(a, a[:10])
+
+
+def test_displacement_respects_max_shift():
+    a = _blob((64, 64), 20, 20)
+    b = _blob((64, 64), 20, 40)  # 20 px to the right
+    assert displacement(a, b, max_shift=24)[1] == pytest.approx(20, abs=0.05)
+    assert displacement(a, b)[1] <= 16  # default: a quarter of the smaller side
+    assert abs(displacement(a, b, max_shift=5)[1]) <= 5
+
+
+def test_warp_moves_content_by_whole_pixels_and_holds_edges():
+    frame = np.arange(48, dtype=np.float32).reshape(6, 8)
+    moved = warp(frame, 1, -2)
+    np.testing.assert_allclose(moved[1:, :-2], frame[:-1, 2:], rtol=1e-6)  # content moved down 1, left 2
+    np.testing.assert_allclose(moved[0, :-2], frame[0, 2:], rtol=1e-6)  # the first row held
+    np.testing.assert_allclose(warp(frame, 0.5, 0)[2, 3], (frame[1, 3] + frame[2, 3]) / 2, rtol=1e-6)
+
+
+def test_motion_linear_hand_computed_for_t2():
+    # two LR frames (s = 1): step i = 1 of block 0 lies between centres c0 = 0.5 and c1 = 2.5 at w = 1/4,
+    # the rain moved 4 px in t = 2 steps, so v = 2 px per step: frame 0 moved by 2 * 0.5 = 1 px and
+    # frame 1 by 2 * (-1.5) = -3 px, blended 3/4 : 1/4.
+    a = _blob((40, 40), 20, 14, width=3)
+    b = _blob((40, 40), 20, 18, width=3)
+    lr = np.stack([a, b]).astype(np.float32)
+    out = motion_linear(lr, 1, 2)
+    vy, vx = displacement(a, b)
+    assert (vy, vx) == pytest.approx((0, 4), abs=0.1)  # the parabola peak: a few hundredths off
+    expected = 0.75 * warp(lr[0], vy / 2 * 0.5, vx / 2 * 0.5) + 0.25 * warp(lr[1], vy / 2 * -1.5, vx / 2 * -1.5)
+    np.testing.assert_allclose(out[1], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out[0], lr[0])  # before the first centre: held
+    np.testing.assert_allclose(out[1:3], motion_linear(lr, 1, 2, 1, 3), rtol=1e-6)  # any step range
+
+
+def test_motion_beats_linear_in_time_on_a_moving_band_and_equals_it_when_still():
+    s, t, n = 4, 2, 6
+    steps = np.arange(n * t)
+    hr = np.stack([_blob((64, 96), 32, 20 + 5 * i, width=5) for i in steps])  # 5 px per HR step
+    lr = coarsen(hr, s, t)
+    rmse = {name: np.sqrt(np.mean((bl.from_lr(name, lr, s, t) - hr)[2:-2] ** 2)) for name in ("bicubic", "motion")}
+    assert rmse["motion"] < 0.5 * rmse["bicubic"]
+    still = coarsen(np.stack([_blob((64, 96), 32, 40, width=5)] * (n * t)), s, t)
+    np.testing.assert_allclose(bl.motion(still, s, t), bl.bicubic_linear(still, s, t), atol=1e-5)
+
+
+def test_motion_baseline_masks_a_missing_block_and_refuses_unknown_names():
+    lr = np.stack([_blob((8, 8), 4, 2 + i, width=2) for i in range(3)]).astype(np.float32)
+    lr[1, 2, 3] = np.nan
+    out = bl.motion(lr, 2, 2)
+    missing = np.isnan(out)
+    assert missing[2:4, 4:6, 6:8].all() and missing.sum() == 2 * 2 * 2
+    assert np.isfinite(out[0]).all() and (out[np.isfinite(out)] >= 0).all()
+    with pytest.raises(ValueError, match="not made from the LR alone"):
+        bl.from_lr("mean", lr, 2, 2)
+    with pytest.raises(ValueError, match="outside"):
+        bl.motion(lr, 2, 2, 0, 7)
