@@ -86,15 +86,15 @@ def motion_linear(lr: np.ndarray, s: int, t: int, start: int = 0, stop: int | No
     up = dict(zip(needed.tolist(), upsample_space(np.nan_to_num(lr[needed]), s, mode="bicubic")))
     velocity = {}
     out = []
-    for i, p, l in zip(range(start, stop), position, left):
-        r, w = min(l + 1, n - 1), float(p - l)
-        if r == l or w == 0:  # on a block centre or held beyond the ends
-            out.append(up[int(l)])
+    for i, p, lo in zip(range(start, stop), position, left.tolist()):
+        hi, w = min(lo + 1, n - 1), float(p - lo)
+        if hi == lo or w == 0:  # on a block centre or held beyond the ends
+            out.append(up[lo])
             continue
-        if l not in velocity:
-            dy, dx = displacement(up[int(l)], up[int(r)])
-            velocity[l] = (dy / t, dx / t)
-        vy, vx = velocity[l]
-        before, after = i - (l * t + (t - 1) / 2.0), i - (r * t + (t - 1) / 2.0)
-        out.append((1 - w) * warp(up[int(l)], vy * before, vx * before) + w * warp(up[int(r)], vy * after, vx * after))
+        if lo not in velocity:
+            dy, dx = displacement(up[lo], up[hi])
+            velocity[lo] = (dy / t, dx / t)
+        vy, vx = velocity[lo]
+        before, after = i - (lo * t + (t - 1) / 2.0), i - (hi * t + (t - 1) / 2.0)
+        out.append((1 - w) * warp(up[lo], vy * before, vx * before) + w * warp(up[hi], vy * after, vx * after))
     return np.stack(out).astype(np.float32)
