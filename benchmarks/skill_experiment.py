@@ -136,6 +136,8 @@ CRITERIA = {
 # the references of criterion 3, with the sampler's default mass transform (identity per LR cell, smooth)
 SAME_MASS = "bicubic + identity per LR cell, smooth factor (like with like)"
 UNTRAINED = "mean network before training + identity per LR cell, smooth factor"
+# what a start that follows the rain's motion gives (hpcsr.motion), with the same mass transform
+MOTION = "bicubic + motion-compensated in time + identity per LR cell, smooth factor"
 TRAIN_KEYS = (
     "widths",
     "patch",
@@ -345,20 +347,25 @@ def val_curve(run_dir: Path, stage: str) -> list:
 def untrained_start(export, lr):
     """The mean network's start (what it returns before training) on a whole LR sequence (N, y, x) in
     mm -> (N * t, y * s, x * s) mm: each block sees the frames its model would (the previous one, the
-    target, `future_context` later ones), the sequence's ends missing."""
+    target, `future_context` later ones), the sequence's ends missing; model.mean_skip 'motion' moves
+    them along the motion of the whole crop, as the sampler does."""
     import torch
 
     from hpcsr.coarsen import upsample_space
     from hpcsr.models.mean_net import linear_in_time
+    from hpcsr.motion import field_start
 
-    norm, cfg, t = export.normaliser, export.model_config, export.pair.t
+    norm, cfg, s, t = export.normaliser, export.model_config, export.pair.s, export.pair.t
     future, past = int(export.metadata.get("future_context", 0)), min(1, export.recipe.context - 1)
-    up = upsample_space(norm.forward(lr), export.pair.s, "bicubic")
+    z = norm.forward(lr)
+    up = upsample_space(z, s, "bicubic")
     blocks = []
     for n in range(len(lr)):
         lo, hi = max(n - past, 0), min(n + future, len(lr) - 1)
         frames = up[lo : hi + 1][None]
-        if cfg.mean_skip == "linear":
+        if cfg.mean_skip == "motion" and t > 1:  # the sampler's: motion over the whole crop
+            blocks.append(field_start(z[lo : hi + 1], s, t, n - lo, cfg.upsample))
+        elif cfg.mean_skip == "linear":
             blocks.append(linear_in_time(frames, torch.ones_like(frames), t, n - lo)[0])
         else:
             blocks.append(frames[0, n - lo, None].expand(t, *frames.shape[2:]))
@@ -373,12 +380,13 @@ def references(crop: Path, pair: str, export: Path) -> dict:
     identity per LR cell with the smooth factor field, as the sampler's default), and the mean network
     before training (its output layer starts at zero, so it returns its start: the bicubic upsampling
     of the normalised target LR frame, linear in time to the neighbouring frames it is given when
-    model.mean_skip is 'linear') with the sampler's default transform."""
+    model.mean_skip is 'linear') with the sampler's default transform, and bicubic interpolated in
+    time along the rain's motion (`hpcsr.evaluate.baselines.motion`) with that transform."""
     import torch
     import xarray as xr
 
     from hpcsr.coarsen import coarsen
-    from hpcsr.evaluate.baselines import bicubic_linear
+    from hpcsr.evaluate.baselines import bicubic_linear, motion
     from hpcsr.export import load_export
     from hpcsr.factors import MassFunction, recipe
     from hpcsr.mass import conserve
@@ -404,6 +412,7 @@ def references(crop: Path, pair: str, export: Path) -> dict:
         "bicubic + identity per LR cell, piecewise-constant factor": per_block(bicubic, identity, "cell"),
         SAME_MASS: per_block(bicubic, identity, "cell", "smooth"),
         UNTRAINED: per_block(untrained, identity, "cell", "smooth"),
+        MOTION: per_block(torch.from_numpy(motion(lr.numpy(), s, t)), identity, "cell", "smooth"),
     }
     return {
         name: {
@@ -728,6 +737,12 @@ def markdown(rows: list[dict]) -> str:
         for r in rows
         if (c := r["spread_calibration"])
     )
+    motions = "".join(
+        f"- {r['pair']} {MOTION}: RMSE {m['rmse']:.4f} ({m['rmse'] / r['bicubic_rmse']:.3f} x bicubic), "
+        "(the mean network's start with model.mean_skip 'motion')\n"
+        for r in rows
+        if (m := r["references"].get(MOTION)) and r["pair"].split("_t")[1] != "1"
+    )
     ranks = "".join(
         f"- {r['pair']} rank histogram ({r['rank_histogram_png']}): {r['rank_histogram_shape']}\n" for r in rows
     )
@@ -739,6 +754,7 @@ def markdown(rows: list[dict]) -> str:
         + ranks
         + gains
         + domain
+        + motions
         + "\n## Criteria\n\n"
         + met
         + "\n"

@@ -10,11 +10,13 @@ towards the step's time before blending:
     out_i = (1 - w) warp(up_l, v (i - c_l)) + w warp(up_r, v (i - c_r)),   v = d(up_l, up_r) / t
 
 with up_j the bicubic LR frame j on the HR grid and d the displacement of the rain from one frame
-to the next: the shift that maximises the cross-correlation of their log1p anomalies (zero-padded,
-so nothing wraps round; parabolic sub-pixel peak), one vector per pair of frames. With v = 0 this
-is linear interpolation in time. Measured on six radar days of ../shared/data (the wettest 256 px
-x 24 steps of each, benchmarks/motion_baseline.py): with the cell mass transform on both, the RMSE
-of this interpolation is 0.67-0.99 x that of linear interpolation at t = 2 and 0.85-1.01 x at t = 3.
+to the next: the shift that maximises the cross-correlation of their log1p anomalies on the LR
+grid, times s (zero-padded, so nothing wraps round; parabolic sub-pixel peak), one vector per pair
+of frames over the whole field given. With v = 0 this
+is linear interpolation in time. Measured on the ten radar days of ../shared/data (the wettest
+256 px x 24 steps of each, benchmarks/motion_baseline.py), with the cell mass transform on both:
+RMSE 0.70-0.96 x that of linear interpolation at t = 2 and 0.85-0.99 x at t = 3 on 10-min steps;
+0.96-1.01 x on 15-min and hourly steps, where the rain changes more than it moves between frames.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from hpcsr.coarsen import upsample_space
+from hpcsr.models.inputs import prepare_lr
 
 
 def _peak_offset(values: np.ndarray, i: int) -> float:
@@ -35,14 +38,16 @@ def _peak_offset(values: np.ndarray, i: int) -> float:
     return float(i)
 
 
-def displacement(a: np.ndarray, b: np.ndarray, max_shift: int | None = None) -> tuple[float, float]:
-    """(dy, dx) in pixels that the rain moved from frame a to frame b (both (Y, X), mm, NaN read as
-    0): the argmax of the cross-correlation of log1p(a) and log1p(b) minus their means, within
-    |dy|, |dx| <= max_shift (default a quarter of the smaller side). (0, 0) when either frame is flat."""
-    a = np.log1p(np.clip(np.nan_to_num(np.asarray(a, np.float64)), 0, None))
-    b = np.log1p(np.clip(np.nan_to_num(np.asarray(b, np.float64)), 0, None))
+def displacement(a, b, max_shift: int | None = None) -> tuple[float, float]:
+    """(dy, dx) in pixels that the rain moved from frame a to frame b, both (Y, X) in a unit where
+    the correlation is meaningful (log1p of mm, or the networks' normalised units, an affine map of
+    it: the same answer); NaN reads as the frame's smallest value (dry). The argmax of the
+    cross-correlation of the two frames minus their means within |dy|, |dx| <= max_shift (default a
+    quarter of the smaller side); (0, 0) when either frame is flat."""
+    a, b = (np.asarray(f.cpu() if isinstance(f, torch.Tensor) else f, np.float64) for f in (a, b))
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"frames must be two (Y, X) arrays of one shape, got {a.shape} and {b.shape}")
+    a, b = (np.nan_to_num(f, nan=np.nanmin(f) if np.isfinite(f).any() else 0.0) for f in (a, b))
     a, b = a - a.mean(), b - b.mean()
     if not (a.any() and b.any()):
         return 0.0, 0.0
@@ -56,17 +61,76 @@ def displacement(a: np.ndarray, b: np.ndarray, max_shift: int | None = None) -> 
     return _peak_offset(window[:, ix], iy) - m, _peak_offset(window[iy, :], ix) - m
 
 
-def warp(frame: np.ndarray, dy: float, dx: float) -> np.ndarray:
-    """`frame` (Y, X) with its content moved by (dy, dx) pixels: bilinear, edge values held beyond
-    the field, NaN where a NaN pixel contributes."""
-    if dy == 0 and dx == 0:
-        return np.array(frame, dtype=np.float32)
-    Y, X = frame.shape
-    y = (torch.arange(Y, dtype=torch.float64) - dy) * (2 / max(Y - 1, 1)) - 1
-    x = (torch.arange(X, dtype=torch.float64) - dx) * (2 / max(X - 1, 1)) - 1
-    grid = torch.stack(torch.meshgrid(y, x, indexing="ij")[::-1], dim=-1).float()[None]
-    source = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32))[None, None]
-    return F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=True)[0, 0].numpy()
+def velocity(lr_a, lr_b, s: int, t: int) -> tuple[float, float]:
+    """(vy, vx) in HR pixels per HR step from two consecutive LR frames (Y/s, X/s) (`displacement`
+    units), t HR steps apart: the displacement is found on the LR grid (as good as on the HR grid:
+    within 0.02 of the RMSE ratios of benchmarks/motion_baseline.py on five radar days) and scaled by s."""
+    dy, dx = displacement(lr_a, lr_b)
+    return dy * s / t, dx * s / t
+
+
+def warp(frame, dy: float, dx: float):
+    """`frame` (..., Y, X), torch or numpy, with its content moved by (dy, dx) pixels: bilinear,
+    edge values held beyond the field, NaN where a NaN pixel contributes. Same type out."""
+    is_numpy = not isinstance(frame, torch.Tensor)
+    x = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32)) if is_numpy else frame
+    if dy != 0 or dx != 0:
+        *lead, Y, X = x.shape
+        gy = (torch.arange(Y, dtype=torch.float64) - dy) * (2 / max(Y - 1, 1)) - 1
+        gx = (torch.arange(X, dtype=torch.float64) - dx) * (2 / max(X - 1, 1)) - 1
+        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1).to(x.dtype).to(x.device)
+        flat = x.reshape(-1, 1, Y, X)
+        grid = grid[None].expand(flat.shape[0], Y, X, 2)
+        x = F.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=True).reshape(x.shape)
+    return x.numpy() if is_numpy else x
+
+
+def target_steps(up, valid, velocities: dict, t: int, target: int):
+    """The t HR steps (t, Y, X) of block `target` from upsampled LR frames up (F, Y, X) with validity
+    valid (F, Y, X) (torch): step k sits p = (k + 0.5) / t - 0.5 blocks from the target frame's centre
+    and blends the target frame moved by v p t and its neighbour on the step's side moved by v (p t -/+ t),
+    weights 1 - |p| and |p| (the module's formula, v = velocities[j] for the frames j, j + 1 around
+    the step, HR px per HR step); where the neighbour is absent or missing, the moved target frame
+    alone. With v = 0 this is the mean network's 'linear' start (`hpcsr.models.mean_net.linear_in_time`)."""
+    steps = []
+    for k in range(t):
+        p = (k + 0.5) / t - 0.5
+        side = 1 if p > 0 else -1
+        neighbour = target + side
+        if p == 0 or not 0 <= neighbour < up.shape[0]:
+            steps.append(up[target])
+            continue
+        vy, vx = velocities[min(target, neighbour)]
+        own, other = p * t, p * t - side * t  # HR steps from each frame's centre
+        moved = warp(up[target], vy * own, vx * own)
+        weight = abs(p) * warp(valid[neighbour], vy * other, vx * other)
+        steps.append(moved + weight * (warp(up[neighbour], vy * other, vx * other) - moved))
+    return torch.stack(steps)
+
+
+def halo_cells(velocities: dict, s: int, t: int) -> int:
+    """LR cells around a window that `target_steps` on that window needs to equal the same steps
+    on the whole field: the largest move (|v| t HR px), one px of bilinear reach, 2 cells of bicubic."""
+    reach = max((max(abs(vy), abs(vx)) for vy, vx in velocities.values()), default=0.0) * t + 1
+    return int(np.ceil(reach / s)) + 2
+
+
+def frame_velocities(lr, s: int, t: int, target: int) -> dict:
+    """{j: (vy, vx)} for the frame pairs (j, j + 1) around the target frame of lr (F, ny, nx) (LR
+    frames in `displacement` units, NaN missing), HR px per HR step."""
+    return {j: velocity(lr[j], lr[j + 1], s, t) for j in (target - 1, target) if 0 <= j and j + 1 < lr.shape[0]}
+
+
+def field_start(lr, s: int, t: int, target: int, mode: str = "bicubic", velocities: dict | None = None):
+    """The mean network's 'motion' start (t, ny*s, nx*s) of block `target` from the LR frames lr
+    (F, ny, nx) (torch, the networks' normalised units, NaN missing): upsampled as the networks'
+    input (`hpcsr.models.inputs.prepare_lr`, interpolation `mode`), then `target_steps` with
+    `velocities` (default: `frame_velocities` of these frames; give those of a larger field when lr
+    is a window of it, with `halo_cells` around the part that is kept)."""
+    if velocities is None:
+        velocities = frame_velocities(lr, s, t, target)
+    up, valid = prepare_lr(lr[None], s, mode)
+    return target_steps(up[0], valid[0], velocities, t, target)
 
 
 def motion_linear(lr: np.ndarray, s: int, t: int, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -84,17 +148,16 @@ def motion_linear(lr: np.ndarray, s: int, t: int, start: int = 0, stop: int | No
     left = np.minimum(np.floor(position).astype(np.int64), n - 1)
     needed = np.arange(left.min(), min(left.max() + 2, n))
     up = dict(zip(needed.tolist(), upsample_space(np.nan_to_num(lr[needed]), s, mode="bicubic")))
-    velocity = {}
+    moves = {}
     out = []
     for i, p, lo in zip(range(start, stop), position, left.tolist()):
         hi, w = min(lo + 1, n - 1), float(p - lo)
         if hi == lo or w == 0:  # on a block centre or held beyond the ends
             out.append(up[lo])
             continue
-        if lo not in velocity:
-            dy, dx = displacement(up[lo], up[hi])
-            velocity[lo] = (dy / t, dx / t)
-        vy, vx = velocity[lo]
+        if lo not in moves:
+            moves[lo] = velocity(*(np.log1p(np.clip(lr[j], 0, None)) for j in (lo, hi)), s, t)
+        vy, vx = moves[lo]
         before, after = i - (lo * t + (t - 1) / 2.0), i - (hi * t + (t - 1) / 2.0)
         out.append((1 - w) * warp(up[lo], vy * before, vx * before) + w * warp(up[hi], vy * after, vx * after))
     return np.stack(out).astype(np.float32)

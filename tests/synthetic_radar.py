@@ -17,10 +17,13 @@ import xarray as xr
 CRS = pyproj.CRS.from_proj4("+proj=stere +lat_0=90 +lat_ts=45 +lon_0=0 +k=1 +x_0=0 +y_0=0 +ellps=WGS84 +units=m")
 
 
-def storm(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+def storm(shape: tuple[int, int, int], seed: int = 0, drift: int = 1) -> np.ndarray:
     """(time, y, x) hourly rain in mm: exp of a smooth Gaussian field (spectrum ~ k^-3.5) that drifts
-    one pixel east per hour, scaled to a mean near 4 mm and quantised to tenths."""
+    `drift` pixels east per hour, scaled to a mean near 4 mm and quantised to tenths."""
     n_t, n_y, n_x = shape
+    if drift != 1:
+        wide = storm((1, n_y, n_x + (n_t - 1) * drift), seed)[0]
+        return np.stack([wide[:, (n_t - 1 - i) * drift : (n_t - 1 - i) * drift + n_x] for i in range(n_t)])
     rng = np.random.default_rng(seed)
     ky = np.fft.fftfreq(n_y)[:, None]
     kx = np.fft.fftfreq(n_x + n_t)[None, :]
@@ -34,14 +37,14 @@ def storm(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
     return np.round(np.clip(rain, 0.0, None), 1).astype(np.float32)
 
 
-def write_radar_nc(path: Path, shape: tuple[int, int, int] = (8, 42, 37), seed: int = 0) -> Path:
-    """Write the storm of `shape` as a Comephore-format netCDF at `path`; returns `path`."""
+def write_radar_nc(path: Path, shape: tuple[int, int, int] = (8, 42, 37), seed: int = 0, drift: int = 1) -> Path:
+    """Write the storm of `shape` (moving `drift` px per hour) as a Comephore-format netCDF at `path`; returns `path`."""
     n_t, n_y, n_x = shape
     time = pd.date_range("2011-11-04 21:00", periods=n_t, freq="h")
     x = 422_750.0 + 1000.0 * np.arange(n_x)
     y = -4_547_750.0 - 1000.0 * np.arange(n_y)
     precip = xr.DataArray(
-        storm(shape, seed),
+        storm(shape, seed, drift),
         dims=("time", "y", "x"),
         attrs={
             "long_name": "precipitation accumulated over the 60 minutes ending at time",

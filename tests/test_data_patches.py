@@ -14,6 +14,7 @@ from hpcsr.data.normalise import Normaliser
 from hpcsr.data.patches import PatchDataset, PatchSpec, dihedral, split_windows, valid_corners
 from hpcsr.data.sampler import SamplesSeenSampler
 from hpcsr.data.store import SPLIT_CODES, Shard
+from hpcsr.motion import field_start
 
 SPEC = PatchSpec(context=2, patch=24)
 
@@ -178,3 +179,23 @@ def test_augmented_items_stay_valid_pairs(shard_path, normaliser):
             PatchDataset(shard_path, SPEC, "train", normaliser, seed=1, augment=True)[item]["hr"], a["hr"]
         )
     assert len(seen) >= 5  # 24 draws of 8 symmetries
+
+
+def test_motion_start_is_the_whole_fields_start_cut_to_the_patch(shard_path, normaliser):
+    """With PatchSpec.motion_start an item carries the mean network's 'motion' start: the motion
+    measured on the shard's whole LR frames, the start computed on the patch's window with its halo,
+    equal to the start of the whole field cut to the patch; augmentation turns it with the HR."""
+    spec = PatchSpec(context=2, patch=24, future=1, motion_start=True)
+    data = PatchDataset(shard_path, spec, "train", normaliser, seed=3)
+    aug = PatchDataset(shard_path, spec, "train", normaliser, seed=3, augment=True)
+    assert "start" not in PatchDataset(shard_path, SPEC, "train", normaliser, seed=3)[0]
+    with Shard(shard_path) as shard:
+        s, t = shard.pair.s, shard.pair.t
+        for item in range(6):
+            got = data[item]
+            i, y, x = got["where"].tolist()
+            lr = torch.from_numpy(normaliser.forward(shard.lr[i - 1 : i + 2]))
+            whole = field_start(lr, s, t, 1)  # its velocities measured on these whole frames
+            np.testing.assert_allclose(got["start"], whole[:, y : y + 24, x : x + 24], atol=1e-5)
+            assert torch.equal(aug[item]["start"], dihedral(got["start"], aug.symmetry(item)))
+    assert max(max(abs(vy), abs(vx)) for vy, vx in data._velocity.values()) > 0.5  # the storm moves

@@ -177,7 +177,10 @@ def test_grid_forms_paper_list_product():
         ("launcher.stages=[train]", r"stage 'train' is unknown: the registered stages are preprocess, mean, diffusion"),
         ("sample.members=0", r"sample: members=0 must be a positive integer"),
         ("sample.window=flat", r"blend window 'flat' unknown"),
-        ("evaluate.baselines=[cubic]", r"evaluate: baseline 'cubic' unknown: use some of nearest, bicubic, mean"),
+        (
+            "evaluate.baselines=[cubic]",
+            r"evaluate: baseline 'cubic' unknown: use some of nearest, bicubic, motion, mean",
+        ),
     ],
 )
 def test_bad_config_names_value_and_fix(override, message):

@@ -83,6 +83,36 @@ def test_linear_start_by_hand():
     assert linear_in_time(frames, valid, 1, 1).flatten().tolist() == [2.0]
 
 
+def test_the_motion_start_is_given_to_the_mean_network_and_refused_where_it_does_not_belong():
+    """mean_skip 'motion' at t > 1: the mean is the given start plus the network's correction (zero
+    when fresh), for predict_mean, mean_loss, measure_residual_std and sample alike; without a start,
+    with a wrongly shaped one, or with one given to another mean_skip, a clear error. At t = 1 the
+    three starts are the target frame and none is needed."""
+    from hpcsr.motion import field_start
+
+    r = recipe(4, 2)
+    model = build_model(dataclasses.replace(TINY, mean_skip="motion"), r, future_context=1)
+    g = torch.Generator().manual_seed(5)
+    lr = torch.rand(2, model.frames, 4, 4, generator=g)
+    start = torch.stack([field_start(x, 4, 2, model.target) for x in lr])
+    torch.testing.assert_close(model.predict_mean(lr, start=start), start)
+    hr = torch.rand(2, 2, 16, 16, generator=g)
+    torch.testing.assert_close(model.mean_loss(lr, hr, start=start), (start - hr).square().mean())
+    assert model.measure_residual_std([(lr, hr, start)]) == pytest.approx(float((hr - start).std()), rel=1e-5)
+    z = model.sample(lr, 2, "ddim", 2, generator=g, start=start)
+    assert z.shape == (2, 2, 2, 16, 16) and torch.isfinite(z).all()
+    with pytest.raises(ValueError, match="needs the start along the motion"):
+        model.predict_mean(lr)
+    with pytest.raises(ValueError, match="needs the start along the motion"):
+        model.predict_mean(lr, start=start[:, :1])
+    linear = build_model(TINY, r, future_context=1)
+    with pytest.raises(ValueError, match="a start was given but model.mean_skip is 'linear'"):
+        linear.predict_mean(lr, start=start)
+    at_one = build_model(dataclasses.replace(TINY, mean_skip="motion"), recipe(4, 1))
+    lr1 = torch.rand(1, at_one.frames, 4, 4, generator=g)
+    torch.testing.assert_close(at_one.predict_mean(lr1), upsample_space(lr1[:, -1], 4)[:, None])
+
+
 @pytest.mark.parametrize("s,t", [(4, 2), (5, 3), (2, 1)])
 def test_fresh_mean_with_the_linear_start_is_the_evaluation_baseline(s, t):
     """With one future frame, the untrained mean of block n is the evaluation's baseline (bicubic in
@@ -370,7 +400,7 @@ def test_residual_std_is_measured_carried_and_scales_the_diffusion():
     [
         ("upsample", "cubic", "model.upsample='cubic' must be 'bicubic', 'bilinear' or 'nearest'"),
         ("schedule", "quadratic", "model.schedule='quadratic' must be 'linear', 'cosine' or 'sigmoid'"),
-        ("mean_skip", "none", "model.mean_skip='none' must be 'hold' or 'linear'"),
+        ("mean_skip", "none", "model.mean_skip='none' must be 'hold', 'linear' or 'motion'"),
     ],
 )
 def test_a_model_config_built_in_code_refuses_a_value_outside_its_choices(key, value, message):

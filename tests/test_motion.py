@@ -1,11 +1,13 @@
-"""Motion between LR frames and interpolation in time along it (hpcsr.motion, the 'motion' baseline)."""
+"""Motion between LR frames, interpolation in time along it (hpcsr.motion: the 'motion' baseline and
+the mean network's 'motion' start, computed on a window with its halo as on the whole field)."""
 
 import numpy as np
 import pytest
+import torch
 
 from hpcsr.coarsen import coarsen
 from hpcsr.evaluate import baselines as bl
-from hpcsr.motion import displacement, motion_linear, warp
+from hpcsr.motion import displacement, field_start, halo_cells, motion_linear, target_steps, velocity, warp
 
 
 def _blob(shape, cy, cx, width=4.0, peak=5.0):
@@ -55,9 +57,9 @@ def test_motion_linear_hand_computed_for_t2():
     b = _blob((40, 40), 20, 18, width=3)
     lr = np.stack([a, b]).astype(np.float32)
     out = motion_linear(lr, 1, 2)
-    vy, vx = displacement(a, b)
-    assert (vy, vx) == pytest.approx((0, 4), abs=0.1)  # the parabola peak: a few hundredths off
-    expected = 0.75 * warp(lr[0], vy / 2 * 0.5, vx / 2 * 0.5) + 0.25 * warp(lr[1], vy / 2 * -1.5, vx / 2 * -1.5)
+    vy, vx = velocity(np.log1p(a), np.log1p(b), 1, 2)  # on log1p of the LR frames
+    assert (vy, vx) == pytest.approx((0, 2), abs=0.05)  # the parabola peak: a few hundredths off
+    expected = 0.75 * warp(lr[0], vy * 0.5, vx * 0.5) + 0.25 * warp(lr[1], vy * -1.5, vx * -1.5)
     np.testing.assert_allclose(out[1], expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(out[0], lr[0])  # before the first centre: held
     np.testing.assert_allclose(out[1:3], motion_linear(lr, 1, 2, 1, 3), rtol=1e-6)  # any step range
@@ -85,3 +87,41 @@ def test_motion_baseline_masks_a_missing_block_and_refuses_unknown_names():
         bl.from_lr("mean", lr, 2, 2)
     with pytest.raises(ValueError, match="outside"):
         bl.motion(lr, 2, 2, 0, 7)
+
+
+def test_target_steps_without_motion_is_the_linear_start():
+    from hpcsr.models.mean_net import linear_in_time
+
+    g = torch.Generator().manual_seed(0)
+    up = torch.randn(4, 12, 16, generator=g)
+    valid = (torch.rand(4, 12, 16, generator=g) > 0.2).float()
+    for t, target in [(2, 1), (3, 2), (4, 1)]:
+        still = {j: (0.0, 0.0) for j in range(3)}
+        np.testing.assert_allclose(
+            target_steps(up, valid, still, t, target), linear_in_time(up[None], valid[None], t, target)[0], atol=1e-6
+        )
+
+
+def test_field_start_on_a_window_with_its_halo_equals_the_whole_fields():
+    """What the patch loader relies on: the start of a window reaching halo_cells beyond the patch,
+    cut to the patch, is the whole field's start there (same velocities)."""
+    s, t, target = 4, 3, 1
+    y, x = np.mgrid[:24, :30].astype(np.float64)
+    lr = torch.from_numpy(
+        np.stack([np.sin(0.4 * y + 0.3 * x + k) + np.cos(0.25 * (y - 2 * k)) for k in range(3)]).astype(np.float32)
+    )
+    lr[0, 3, 4] = float("nan")
+    velocities = {0: (2.5, -3.0), 1: (1.0, 4.2)}
+    h = halo_cells(velocities, s, t)
+    assert h == int(np.ceil((4.2 * 3 + 1) / 4)) + 2  # 6 cells
+    whole = field_start(lr, s, t, target, velocities=velocities)
+    y0, y1, x0, x1 = 8, 14, 10, 16  # the patch, in LR cells
+    window = lr[:, y0 - h : y1 + h, max(x0 - h, 0) : x1 + h]
+    part = field_start(window, s, t, target, velocities=velocities)
+    oy, ox = h * s, (x0 - max(x0 - h, 0)) * s
+    np.testing.assert_allclose(
+        part[:, oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s],
+        whole[:, y0 * s : y1 * s, x0 * s : x1 * s],
+        atol=1e-5,
+    )
+    assert field_start(lr, s, t, target).shape == (t, 24 * s, 30 * s)  # velocities measured on lr itself

@@ -3,6 +3,7 @@
 An item is the input/target pair of one super-resolution problem, normalised:
     'lr': (L + F, P/s, P/s)  LR frames of consecutive blocks i-L+1 .. i+F (F future frames, 0 by default)
     'hr': (t, P, P)          the t HR frames under block i
+    'start': (t, P, P)       with PatchSpec.motion_start: the mean network's start along the motion
 with NaN where data are missing. Patch corners lie on the LR grid (multiples of s inside the
 shard's HR window) where the fraction of radar coverage (the HR store's valid mask) is at least
 `min_valid`; all blocks of the window lie in the requested split and follow each other with no gap.
@@ -37,6 +38,7 @@ from torch.utils.data import Dataset
 
 from hpcsr.data.normalise import Normaliser
 from hpcsr.data.store import SPLIT_CODES, Shard, decode
+from hpcsr.motion import field_start, halo_cells, velocity
 
 MAX_REDRAWS = 64  # draws tried per item before giving up on finding enough valid HR pixels
 WET_FLOOR = 0.1  # wet_bias: the smallest keep probability (dry patches still teach that dry stays dry)
@@ -52,11 +54,15 @@ def dihedral(z: torch.Tensor, k: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class PatchSpec:
-    """Geometry of one item: context L, future frames F, HR patch side P (multiple of s)."""
+    """Geometry of one item: context L, future frames F, HR patch side P (multiple of s); with
+    `motion_start` the item also carries the mean network's 'motion' start (model.mean_skip, t > 1),
+    upsampled with `upsample` as the networks' input."""
 
     context: int
     patch: int
     future: int = 0
+    motion_start: bool = False
+    upsample: str = "bicubic"
 
     def __post_init__(self):
         if self.context < 1 or self.future < 0 or self.patch < 1:
@@ -153,6 +159,7 @@ class PatchDataset(Dataset):
         shard.close()
         self._z_dry = float(normaliser.forward(np.full(1, DRY_MM, np.float32))[0]) + 1e-6
         self._shard = self._store = self._hr_table = None
+        self._velocity = {}  # LR frame j of the shard -> motion (vy, vx) from frame j to j + 1
 
     def __len__(self) -> int:
         """Items in one epoch (one visit of every window); the dataset accepts any item number >= 0."""
@@ -161,6 +168,7 @@ class PatchDataset(Dataset):
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_shard"] = state["_store"] = state["_hr_table"] = None
+        state["_velocity"] = {}
         return state
 
     def _open(self):
@@ -215,6 +223,28 @@ class PatchDataset(Dataset):
             hr = np.take(self._hr_table, raw)
         return torch.from_numpy(self.normaliser.forward(lr)), torch.from_numpy(hr)
 
+    def motion_start(self, i: int, y: int, x: int) -> torch.Tensor:
+        """The mean network's 'motion' start (t, P, P), normalised, of target block i at HR corner
+        (y, x): the motion measured on the shard's whole LR frames (as the sampler measures it on the
+        whole input), the start computed on the patch plus `halo_cells` of LR around it (so it equals
+        the start of the whole field cut to the patch) and cut to the patch."""
+        shard, _ = self._open()
+        s, t, P = self.pair.s, self.pair.t, self.spec.patch
+        first, target = i - self.spec.context + 1, self.spec.context - 1
+        frames = shard.lr.shape[0]
+        for j in (i - 1, i):
+            if first <= j and j + 1 <= i + self.spec.future and j + 1 < frames and j not in self._velocity:
+                a, b = (self.normaliser.forward(shard.lr[k]) for k in (j, j + 1))
+                self._velocity[j] = velocity(a, b, s, t)
+        velocities = {j - first: self._velocity[j] for j in (i - 1, i) if j in self._velocity and j >= first}
+        h = halo_cells(velocities, s, t)
+        ny, nx = shard.lr.shape[1:]
+        y0, x0 = max(y // s - h, 0), max(x // s - h, 0)
+        y1, x1 = min((y + P) // s + h, ny), min((x + P) // s + h, nx)
+        lr = self.normaliser.forward(shard.lr[first : i + self.spec.future + 1, y0:y1, x0:x1])
+        start = field_start(torch.from_numpy(lr), s, t, target, self.spec.upsample, velocities)
+        return start[:, y - y0 * s : y - y0 * s + P, x - x0 * s : x - x0 * s + P].contiguous()
+
     def keep_probability(self, lr: torch.Tensor) -> float:
         """With wet_bias w > 0: the probability of keeping a drawn patch, min(1, max(WET_FLOOR, f / w))
         with f the wet fraction of its target LR frame. It depends on the LR input only, so p(hr | lr),
@@ -244,9 +274,12 @@ class PatchDataset(Dataset):
                 "lower data.min_valid or check the data"
             )
         i, y, x, lr, hr = found  # the last valid draw when none was kept (a dry split under wet_bias)
+        item_fields = {"lr": lr, "hr": hr}
+        if self.spec.motion_start:
+            item_fields["start"] = self.motion_start(i, y, x)
         if self.augment:
-            lr, hr = (dihedral(z, self.symmetry(item)) for z in (lr, hr))
-        return {"lr": lr, "hr": hr, "where": torch.from_numpy(np.array([i, y, x], np.int64))}
+            item_fields = {k: dihedral(z, self.symmetry(item)) for k, z in item_fields.items()}
+        return {**item_fields, "where": torch.from_numpy(np.array([i, y, x], np.int64))}
 
     def symmetry(self, item: int) -> int:
         """Which of the 8 symmetries item `item` gets (0: none), fixed by seed, stream and item."""

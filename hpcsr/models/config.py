@@ -47,8 +47,9 @@ class ModelConfig:
     norm: typing.Literal["group", "pixel"] = (
         "group"  # normalisation: GroupNorm over the whole field (the author's) or per pixel over channels
     )
-    mean_skip: typing.Literal["hold", "linear"] = (
-        "linear"  # what the mean net corrects: the target LR frame for all t steps, or linear in time to its neighbours
+    mean_skip: typing.Literal["hold", "linear", "motion"] = (
+        "linear"  # what the mean net corrects: the target LR frame for all t steps, linear in time to its
+        # neighbours, or that along the rain's motion (hpcsr.motion; the start comes with the input)
     )
     sigma_data: float = 1.0  # the denoiser's data scale (EDM preconditioning, hpcsr.diffusion.parametrization; 1: v)
 

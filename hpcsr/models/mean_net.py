@@ -10,7 +10,10 @@ to a start made of the interpolated LR frames (the net learns the correction to 
 frame for every step (`mean_skip` 'hold', the author's), or linear in time between the target frame
 and its neighbour on the step's side (`mean_skip` 'linear', as the evaluation's bicubic + linear
 baseline: the previous frame for the first half of the block, the next one, when the model is given
-future frames, for the second half; a missing neighbour holds the target frame).
+future frames, for the second half; a missing neighbour holds the target frame), or the same along
+the rain's motion (`mean_skip` 'motion', `hpcsr.motion.target_steps`): the motion is measured over
+the whole field, beyond the patch or tile, so that start is computed outside the network (by the
+patch loader and the sampler) and given to it; at t = 1 all three are the target frame.
 """
 
 from __future__ import annotations
@@ -84,8 +87,19 @@ class MeanNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, lr_up, lr_valid, static, t: int, target: int):
-        """lr_up, lr_valid (B, F, H, W) on the HR grid; static (B, S, H, W) or None -> (B, t, H, W)."""
+    def forward(self, lr_up, lr_valid, static, t: int, target: int, start=None):
+        """lr_up, lr_valid (B, F, H, W) on the HR grid; static (B, S, H, W) or None -> (B, t, H, W).
+        `start` (B, t, H, W): the motion-compensated start, needed with mean_skip 'motion' at t > 1."""
+        B, H, W = lr_up.shape[0], *lr_up.shape[2:]
+        if self.cfg.mean_skip == "motion" and t > 1:
+            if start is None or tuple(start.shape) != (B, t, H, W):
+                got = None if start is None else tuple(start.shape)
+                raise ValueError(
+                    f"model.mean_skip 'motion' needs the start along the motion, shape {(B, t, H, W)}, got {got}: "
+                    "give start= (hpcsr.motion.field_start over the whole field, cut to the patch or tile)"
+                )
+        elif start is not None:
+            raise ValueError(f"a start was given but model.mean_skip is {self.cfg.mean_skip!r} (t={t}): drop it")
         B, frames = lr_up.shape[:2]
         x = frame_inputs([lr_up, lr_valid], static, frames).to(self.stem.weight.dtype)  # bf16 when the model is
         x, window = pad_to_multiple(x, 2 ** (self.cfg.levels - 1))
@@ -108,8 +122,8 @@ class MeanNet(nn.Module):
         d = d[:, None].expand(B, t, *d.shape[1:]).flatten(0, 1)
         out_emb = self.frame_emb(output_times(t, x.device), HR_FRAME).repeat(B, 1)
         y = self.out(self.head(d, out_emb)).view(B, t, *d.shape[2:])
-        if self.cfg.mean_skip == "linear":
-            start = linear_in_time(lr_up, lr_valid, t, target)
-        else:
-            start = lr_up[:, target, None]
+        if start is None:
+            start = (
+                linear_in_time(lr_up, lr_valid, t, target) if self.cfg.mean_skip != "hold" else lr_up[:, target, None]
+            )
         return crop(y, window) + start

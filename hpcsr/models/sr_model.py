@@ -71,10 +71,11 @@ class SRModel(nn.Module):
         check_static(static, lr, self.s, self.cfg.static_channels)
         return prepare_lr(lr, self.s, self.cfg.upsample)
 
-    def predict_mean(self, lr, static=None) -> torch.Tensor:
-        """The conditional mean (B, t, Y, X)."""
+    def predict_mean(self, lr, static=None, start=None) -> torch.Tensor:
+        """The conditional mean (B, t, Y, X); `start` (B, t, Y, X): the motion-compensated start
+        (model.mean_skip 'motion' at t > 1, `hpcsr.motion.field_start`; None otherwise)."""
         lr_up, lr_valid = self._prepare(lr, static)
-        return self.mean_net(lr_up, lr_valid, static, self.t, self.target)
+        return self.mean_net(lr_up, lr_valid, static, self.t, self.target, start)
 
     @property
     def edge_cell(self) -> int:
@@ -100,13 +101,14 @@ class SRModel(nn.Module):
         """Set `residual_std` to the standard deviation of hr - mean over the valid entries of the
         (lr, hr) training batches (the mean network's prediction); returns it. Kept at 1 when they
         hold fewer than two valid entries or no variation. With cfg.residual_norm 'local' also fits
-        the per-pixel scale's coefficients (`dry`: the normalised value of 0 mm)."""
+        the per-pixel scale's coefficients (`dry`: the normalised value of 0 mm). Batches may carry a
+        third item, the mean network's start (`predict_mean`)."""
         total = torch.zeros(3, dtype=torch.float64)  # count, sum, sum of squares
         fit = residual_scale.NonNegativeFit()
-        for lr, hr in batches:
+        for lr, hr, *start in batches:
             check_hr_like("hr", hr, lr, self.s, self.t)
             lr_up, lr_valid = self._prepare(lr, static)
-            mean = self.mean_net(lr_up, lr_valid, static, self.t, self.target).float()
+            mean = self.mean_net(lr_up, lr_valid, static, self.t, self.target, *start).float()
             valid = torch.isfinite(hr)
             residual = (hr.float() - mean)[valid]
             fit.add(
@@ -132,10 +134,10 @@ class SRModel(nn.Module):
         a, sigma = self.schedule.coefficients(n, x.dim())
         return v_from_output(x, out.float(), a, sigma, self.cfg.sigma_data)
 
-    def mean_loss(self, lr, hr, static=None) -> torch.Tensor:
+    def mean_loss(self, lr, hr, static=None, start=None) -> torch.Tensor:
         """MSE of the mean against hr (B, t, Y, X), NaN in hr left out."""
         check_hr_like("hr", hr, lr, self.s, self.t)
-        return masked_mse(self.predict_mean(lr, static), hr, torch.isfinite(hr))
+        return masked_mse(self.predict_mean(lr, static, start), hr, torch.isfinite(hr))
 
     def diffusion_loss(self, lr, hr, mean, generator=None, static=None, levels: NoiseLevels | None = None):
         """MSE of the denoiser's output (v, or EDM's preconditioned output when model.sigma_data is not
@@ -169,11 +171,13 @@ class SRModel(nn.Module):
         generator=None,
         mean=None,
         static=None,
+        start=None,
     ):
         """`members` samples per item: mean + residual, (B, members, t, Y, X), before
         denormalisation, relu and the mass transform. 'ddim' (`steps` steps, noise `eta`) and
         'dpmpp2m' (`steps` steps, deterministic, more accurate at few steps) are fast; 'ddpm' (the
-        paper's) runs every step of the schedule. `mean` (B, t, Y, X) skips the mean network."""
+        paper's) runs every step of the schedule. `mean` (B, t, Y, X) skips the mean network; else
+        `start` is its start (`predict_mean`)."""
         if sampler not in SAMPLERS:
             raise ValueError(
                 f"sampler {sampler!r} unknown: use 'ddim' or 'dpmpp2m' (fast, `steps` steps) or 'ddpm' (all {self.schedule.steps} steps)"
@@ -182,7 +186,7 @@ class SRModel(nn.Module):
             raise ValueError(f"members={members!r} must be a positive integer")
         lr_up, lr_valid = self._prepare(lr, static)
         if mean is None:
-            mean = self.mean_net(lr_up, lr_valid, static, self.t, self.target)
+            mean = self.mean_net(lr_up, lr_valid, static, self.t, self.target, start)
         else:
             check_hr_like("mean", mean, lr, self.s, self.t)
         mean = mean.float()

@@ -4,7 +4,8 @@ For every target LR block n (time tau) the model sees the L + F LR frames at tau
 block for j = 0..L+F-1 (L = recipe context, F = the export's future frames); frames absent from
 the input are all-NaN, and NaN cells are masked by the networks (never propagated). Per target:
 
-1. mean: the mean network on every tile (batched), blended into the domain (tiles.py);
+1. mean: the mean network on every tile (batched), blended into the domain (tiles.py); with
+   model.mean_skip 'motion' its start along the rain's motion is computed over the whole domain;
 2. ensemble members: the residual diffusion runs over the WHOLE domain at once (the tiles'
    conditions are kept up to `condition_cache_mb`, re-encoded at each step beyond it). At every sampler
    step the state is cut into the overlapping tiles, the denoiser predicts v on each (tiles
@@ -57,6 +58,7 @@ from hpcsr.factors import MassFunction
 from hpcsr.mass import SCALES, conserve, default_mode
 from hpcsr.models.inputs import prepare_lr
 from hpcsr.models.sr_model import SAMPLERS
+from hpcsr.motion import field_start
 from hpcsr.sampling.inputs import LRSequence
 from hpcsr.sampling.tiles import WINDOWS, Blender, TileLayout, default_overlap
 
@@ -281,10 +283,18 @@ class EnsembleSampler:
 
     @torch.no_grad()
     def mean_field(self, lr_z: torch.Tensor) -> torch.Tensor:
-        """Blended mean (t, Y, X) in normalised units from one target's LR context (frames, ny, nx)."""
+        """Blended mean (t, Y, X) in normalised units from one target's LR context (frames, ny, nx);
+        with model.mean_skip 'motion' (t > 1) the start along the motion is computed over the whole
+        domain first (its motion is the domain's, as in training the shard's) and cut like the LR."""
         out = torch.zeros(self.t, *self.layout.hr_shape, device=self.device)
+        start = None
+        if self.model.cfg.mean_skip == "motion" and self.t > 1:
+            start = field_start(lr_z, self.s, self.t, self.model.target, self.model.cfg.upsample)
         for first, count in self.batches():
-            self.blender.blend(self.model.predict_mean(self.tiles_of(lr_z, first, count, hr=False)), first, out)
+            tiles = None if start is None else self.tiles_of(start, first, count, hr=True)
+            self.blender.blend(
+                self.model.predict_mean(self.tiles_of(lr_z, first, count, hr=False), start=tiles), first, out
+            )
         return out
 
     @torch.no_grad()

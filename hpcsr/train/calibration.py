@@ -80,7 +80,7 @@ def fit_spread_gain(
     min_gain: float = 1.0,
 ) -> SpreadCalibration:
     """The residual gain of `model` (an SRModel, eval mode) at least `min_gain` whose spread/skill is
-    closest to 1 over `batches`, (lr, hr) normalised validation batches, each member sampled as
+    closest to 1 over `batches`, (lr, hr[, start]) normalised validation batches, each member sampled as
     `hpcsr sample` would."""
     if members < 2:
         raise ValueError(f"spread calibration needs at least 2 members per patch, got {members}")
@@ -89,8 +89,8 @@ def fit_spread_gain(
     recipe = model.recipe
     generator = torch.Generator().manual_seed(int(seed))
     draws, truths = [], []
-    for lr, hr in batches:
-        mean = model.predict_mean(lr).float()
+    for lr, hr, *start in batches:
+        mean = model.predict_mean(lr, None, *start).float()
         z = model.sample(lr, members, sampler, steps, eta, generator, mean=mean)  # (B, m, t, Y, X)
         draws.append((mean[:, None], z - mean[:, None], lr))
         truths.append(normaliser.inverse(hr.float()))

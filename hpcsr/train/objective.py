@@ -97,19 +97,21 @@ class StageObjective(nn.Module):
             loss = loss + self.mm_weight * masked_mse(pred, truth, valid) / self.hr_var_mm
         return loss
 
-    def forward(self, lr: torch.Tensor, hr: torch.Tensor, generator: torch.Generator | None = None):
+    def forward(self, lr: torch.Tensor, hr: torch.Tensor, generator: torch.Generator | None = None, start=None):
+        """(loss, [mean term, diffusion term]) of one batch; `start`: the mean network's start
+        (model.mean_skip 'motion', the items' 'start'), else None."""
         m = self.model
         nan = torch.full((), float("nan"), device=hr.device)
         with self._autocast():
             if self.stage == "mean":
-                loss = self.mean_term(lr, hr, m.predict_mean(lr))
+                loss = self.mean_term(lr, hr, m.predict_mean(lr, start=start))
                 return loss, torch.stack([loss.detach().float(), nan])
             if self.stage == "diffusion":
                 with torch.no_grad():
-                    mean = m.predict_mean(lr)
+                    mean = m.predict_mean(lr, start=start)
                 loss = m.diffusion_loss(lr, hr, mean, generator=generator, levels=self.levels)
                 return loss, torch.stack([nan, loss.detach().float()])
-            mean = m.predict_mean(lr)
+            mean = m.predict_mean(lr, start=start)
             mean_term = self.mean_term(lr, hr, mean)
             diffusion_term = m.diffusion_loss(lr, hr, mean, generator=generator, levels=self.levels)
             loss = mean_term + diffusion_term

@@ -91,13 +91,13 @@ TRAIN_NOISE, VAL_NOISE = 0, 1  # noise streams
 RESIDUAL_PATCHES = 64  # training patches over which a diffusion stage measures the residual's std
 
 
-def stacked(items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (lr, hr) batch tensors of PatchDataset items."""
-    return torch.stack([x["lr"] for x in items]), torch.stack([x["hr"] for x in items])
+def stacked(items: list[dict]) -> tuple[torch.Tensor, ...]:
+    """The (lr, hr) batch tensors of PatchDataset items, and their mean-network start when they carry one."""
+    return tuple(torch.stack([x[k] for x in items]) for k in ("lr", "hr", "start") if k in items[0])
 
 
 def first_batches(data, n: int, b: int):
-    """(lr, hr) batches of items 0..n-1 of `data`, b at a time (generated, so few are held at once)."""
+    """(lr, hr[, start]) batches of items 0..n-1 of `data`, b at a time (generated, so few are held at once)."""
     for start in range(0, n, b):
         yield stacked([data[i] for i in range(start, min(start + b, n))])
 
@@ -324,7 +324,14 @@ class Trainer:
 
     @property
     def spec(self) -> PatchSpec:
-        return PatchSpec(self.recipe.context, self.recipe.patch, self.cfg.data.future_frames(self.recipe.pair.t))
+        t = self.recipe.pair.t
+        return PatchSpec(
+            self.recipe.context,
+            self.recipe.patch,
+            self.cfg.data.future_frames(t),
+            motion_start=self.cfg.model.mean_skip == "motion" and t > 1,
+            upsample=self.cfg.model.upsample,
+        )
 
     @property
     def ema_wanted(self) -> bool:
@@ -452,9 +459,9 @@ class Trainer:
         total, count = 0.0, 0
         with torch.no_grad():
             for k, (items, real) in enumerate(self.val_batches()):
-                lr, hr = stacked([self.val_data[i] for i in items])
+                lr, hr, *start = stacked([self.val_data[i] for i in items])
                 gen = noise_generator(self.cfg.seed, VAL_NOISE, 0, self.rank, k)
-                loss, _ = self.engine(lr, hr, gen)
+                loss, _ = self.engine(lr, hr, gen, *start)
                 if real:
                     total += float(loss) * real
                     count += real
@@ -653,7 +660,7 @@ class Trainer:
                 for micro in range(gas):
                     batch = next(batches)
                     noise = noise_generator(cfg.seed, TRAIN_NOISE, step, self.rank, micro)
-                    loss, parts = self.engine(batch["lr"], batch["hr"], noise)
+                    loss, parts = self.engine(batch["lr"], batch["hr"], noise, batch.get("start"))
                     if torch.isfinite(loss):
                         self.engine.backward(loss)
                         sums[0] += float(loss.detach())
