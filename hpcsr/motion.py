@@ -64,8 +64,15 @@ def displacement(a, b, max_shift: int | None = None) -> tuple[float, float]:
 def velocity(lr_a, lr_b, s: int, t: int) -> tuple[float, float]:
     """(vy, vx) in HR pixels per HR step from two consecutive LR frames (Y/s, X/s) (`displacement`
     units), t HR steps apart: the displacement is found on the LR grid (as good as on the HR grid:
-    within 0.02 of the RMSE ratios of benchmarks/motion_baseline.py on five radar days) and scaled by s."""
-    dy, dx = displacement(lr_a, lr_b)
+    within 0.02 of the RMSE ratios of benchmarks/motion_baseline.py on five radar days) and scaled by
+    s. (0, 0) unless frame a moved by it matches frame b better than frame a left still (mean squared
+    difference on the LR grid): where the rain grows, decays or is nearly absent rather than moving,
+    the correlation's peak is noise, and the start stays the linear one."""
+    a, b = (np.asarray(f.cpu() if isinstance(f, torch.Tensor) else f, np.float64) for f in (lr_a, lr_b))
+    a, b = (np.nan_to_num(f, nan=np.nanmin(f) if np.isfinite(f).any() else 0.0) for f in (a, b))
+    dy, dx = displacement(a, b)
+    if (dy, dx) == (0.0, 0.0) or np.mean((warp(a, dy, dx) - b) ** 2) >= np.mean((a - b) ** 2):
+        return 0.0, 0.0
     return dy * s / t, dx * s / t
 
 
@@ -90,18 +97,24 @@ def target_steps(up, valid, velocities: dict, t: int, target: int):
     valid (F, Y, X) (torch): step k sits p = (k + 0.5) / t - 0.5 blocks from the target frame's centre
     and blends the target frame moved by v p t and its neighbour on the step's side moved by v (p t -/+ t),
     weights 1 - |p| and |p| (the module's formula, v = velocities[j] for the frames j, j + 1 around
-    the step, HR px per HR step); where the neighbour is absent or missing, the moved target frame
-    alone. With v = 0 this is the mean network's 'linear' start (`hpcsr.models.mean_net.linear_in_time`)."""
+    the step, HR px per HR step); where the neighbour is missing, the moved target frame alone, and
+    where no frame is given on the step's side (no future frames: nowcasting), the target frame
+    moved on with the other side's motion. With v = 0 this is the mean network's 'linear' start
+    (`hpcsr.models.mean_net.linear_in_time`)."""
     steps = []
     for k in range(t):
         p = (k + 0.5) / t - 0.5
         side = 1 if p > 0 else -1
         neighbour = target + side
-        if p == 0 or not 0 <= neighbour < up.shape[0]:
+        own, other = p * t, p * t - side * t  # HR steps from each frame's centre
+        if not 0 <= neighbour < up.shape[0]:  # no frame on this side: the target frame carried on
+            vy, vx = next(iter(velocities.values()), (0.0, 0.0))
+            steps.append(warp(up[target], vy * own, vx * own))
+            continue
+        if p == 0:
             steps.append(up[target])
             continue
         vy, vx = velocities[min(target, neighbour)]
-        own, other = p * t, p * t - side * t  # HR steps from each frame's centre
         moved = warp(up[target], vy * own, vx * own)
         weight = abs(p) * warp(valid[neighbour], vy * other, vx * other)
         steps.append(moved + weight * (warp(up[neighbour], vy * other, vx * other) - moved))

@@ -105,12 +105,35 @@ def test_the_motion_start_is_given_to_the_mean_network_and_refused_where_it_does
         model.predict_mean(lr)
     with pytest.raises(ValueError, match="needs the start along the motion"):
         model.predict_mean(lr, start=start[:, :1])
-    linear = build_model(TINY, r, future_context=1)
+    linear = build_model(dataclasses.replace(TINY, mean_skip="linear"), r, future_context=1)
     with pytest.raises(ValueError, match="a start was given but model.mean_skip is 'linear'"):
         linear.predict_mean(lr, start=start)
     at_one = build_model(dataclasses.replace(TINY, mean_skip="motion"), recipe(4, 1))
     lr1 = torch.rand(1, at_one.frames, 4, 4, generator=g)
     torch.testing.assert_close(at_one.predict_mean(lr1), upsample_space(lr1[:, -1], 4)[:, None])
+
+
+def test_auto_start_is_motion_for_short_lr_steps_only():
+    """model.mean_skip 'auto' resolves from t x the HR step (MOTION_MAX_LR_MINUTES = 30); an explicit
+    choice is kept; a network built with 'auto' takes a given start, else the linear one."""
+    from hpcsr.models.config import resolve_mean_skip
+    from hpcsr.models.mean_net import linear_in_time
+
+    assert [resolve_mean_skip("auto", t, m) for t, m in [(2, 10), (3, 10), (2, 15), (3, 15), (2, 60), (1, 10)]] == [
+        "motion",
+        "motion",
+        "motion",
+        "linear",
+        "linear",
+        "linear",
+    ]
+    assert resolve_mean_skip("hold", 2, 10) == "hold" and resolve_mean_skip("motion", 3, 60) == "motion"
+    model = build_model(dataclasses.replace(TINY, mean_skip="auto"), recipe(4, 2), future_context=1)
+    lr = torch.rand(1, model.frames, 4, 4)
+    up, valid = model._prepare(lr, None)
+    torch.testing.assert_close(model.predict_mean(lr), linear_in_time(up, valid, 2, model.target))
+    start = torch.rand(1, 2, 16, 16)
+    torch.testing.assert_close(model.predict_mean(lr, start=start), start)
 
 
 @pytest.mark.parametrize("s,t", [(4, 2), (5, 3), (2, 1)])
@@ -400,7 +423,7 @@ def test_residual_std_is_measured_carried_and_scales_the_diffusion():
     [
         ("upsample", "cubic", "model.upsample='cubic' must be 'bicubic', 'bilinear' or 'nearest'"),
         ("schedule", "quadratic", "model.schedule='quadratic' must be 'linear', 'cosine' or 'sigmoid'"),
-        ("mean_skip", "none", "model.mean_skip='none' must be 'hold', 'linear' or 'motion'"),
+        ("mean_skip", "none", "model.mean_skip='none' must be 'auto', 'hold', 'linear' or 'motion'"),
     ],
 )
 def test_a_model_config_built_in_code_refuses_a_value_outside_its_choices(key, value, message):

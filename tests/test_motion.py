@@ -125,3 +125,16 @@ def test_field_start_on_a_window_with_its_halo_equals_the_whole_fields():
         atol=1e-5,
     )
     assert field_start(lr, s, t, target).shape == (t, 24 * s, 30 * s)  # velocities measured on lr itself
+
+
+def test_without_a_future_frame_the_target_frame_is_carried_on_with_the_past_motion():
+    """Nowcasting (no frame after the target): the steps after the target frame's centre are that
+    frame moved on with the motion from the frame before; those before it blend as usual."""
+    up = torch.from_numpy(np.stack([_blob((32, 40), 16, 10 + 6 * k, width=3) for k in range(2)]).astype(np.float32))
+    valid = torch.ones_like(up)
+    v = {0: (0.0, 2.0)}  # 6 px per block of t = 3 steps
+    got = target_steps(up, valid, v, 3, 1)
+    torch.testing.assert_close(got[2], warp(up[1], 0.0, 2.0 * 1))  # p = 1/3: one step on
+    torch.testing.assert_close(got[1], up[1])  # the centre
+    blend = (2 / 3) * warp(up[1], 0.0, -2.0) + (1 / 3) * warp(up[0], 0.0, 4.0)
+    torch.testing.assert_close(got[0], blend, atol=1e-5, rtol=1e-5)

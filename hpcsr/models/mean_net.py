@@ -13,7 +13,9 @@ baseline: the previous frame for the first half of the block, the next one, when
 future frames, for the second half; a missing neighbour holds the target frame), or the same along
 the rain's motion (`mean_skip` 'motion', `hpcsr.motion.target_steps`): the motion is measured over
 the whole field, beyond the patch or tile, so that start is computed outside the network (by the
-patch loader and the sampler) and given to it; at t = 1 all three are the target frame.
+patch loader and the sampler) and given to it; at t = 1 all three are the target frame. 'auto' is
+resolved by training from the data's step (`hpcsr.models.config.resolve_mean_skip`) and exports
+record the result; a network built with 'auto' itself takes a given start, else the linear one.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ class MeanNet(nn.Module):
                     f"model.mean_skip 'motion' needs the start along the motion, shape {(B, t, H, W)}, got {got}: "
                     "give start= (hpcsr.motion.field_start over the whole field, cut to the patch or tile)"
                 )
-        elif start is not None:
+        elif start is not None and not (self.cfg.mean_skip == "auto" and t > 1):
             raise ValueError(f"a start was given but model.mean_skip is {self.cfg.mean_skip!r} (t={t}): drop it")
         B, frames = lr_up.shape[:2]
         x = frame_inputs([lr_up, lr_valid], static, frames).to(self.stem.weight.dtype)  # bf16 when the model is

@@ -39,6 +39,7 @@ from hpcsr.data.patches import PatchDataset, PatchSpec
 from hpcsr.data.sampler import SamplesSeenSampler
 from hpcsr.data.store import Shard
 from hpcsr.models import build_model, residual_scale
+from hpcsr.models.config import resolve_mean_skip
 from hpcsr.train.activation import enable_activation_checkpointing
 from hpcsr.train.calibration import fit_spread_gain
 from hpcsr.train.checkpoint import CheckpointIncompatible, CheckpointManager, tag_of
@@ -244,6 +245,11 @@ class Trainer:
                     self.shard_stats = dict(shard.stats)
                     self.data_grid = shard.data_grid()
                     histogram = shard.hr_histogram()
+                    skip = resolve_mean_skip(cfg.model.mean_skip, self.recipe.pair.t, shard.interval_minutes)
+        if skip != cfg.model.mean_skip:  # 'auto' from the data's step: the model, checkpoints and exports say which
+            lr_step = self.recipe.pair.t * self.data_grid["interval_minutes"]
+            log.info("model.mean_skip auto -> %s (LR step %d min)", skip, lr_step)
+            self.cfg = cfg = type(cfg)(**{**vars(cfg), "model": dataclasses.replace(cfg.model, mean_skip=skip)})
         self.normaliser = Normaliser.from_stats(self.shard_stats, cfg.data.normalisation, cfg.data.log_unit, histogram)
 
         # the newest complete checkpoint wins over every initial-weights option
