@@ -3,7 +3,6 @@ written by the preprocessing writers from two different synthetic archives (othe
 days), mixed by the dataset and by a real one-rank training run."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,9 +16,8 @@ from hpcsr.data.patches import PatchDataset, PatchSpec
 from hpcsr.data.store import Shard
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train_dist import COMMON, child_env  # noqa: E402
+from test_train_dist import COMMON, train_one_rank  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 SPEC = PatchSpec(context=2, patch=24)
 
 
@@ -82,14 +80,7 @@ def test_shards_of_different_pairs_are_refused_naming_both(train_dataset, other_
 def train_cli(tmp_path, data, overrides):
     """`hpcsr train` on one rank, 3 steps of the mean stage with test_train_dist's settings."""
     args = [*COMMON, "train.steps=3", "train.val_every=0", f"data_dir={data}", f"run_dir={tmp_path / 'run'}"]
-    return subprocess.run(
-        [sys.executable, "-m", "hpcsr.train.cli", *args, *overrides],
-        cwd=REPO,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return train_one_rank([*args, *overrides])
 
 
 @pytest.mark.slow

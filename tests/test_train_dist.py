@@ -171,6 +171,18 @@ def copy_checkpoint(src_stage, dst_stage, step):
     shutil.copytree(src_stage / "checkpoints" / f"step_{step}", dst_stage / "checkpoints" / f"step_{step}")
 
 
+def train_one_rank(args, timeout=300) -> subprocess.CompletedProcess:
+    """`hpcsr train ARGS` in one fresh process (one rank), output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "hpcsr.train.cli", *args],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def run_script(code, tmp_path, timeout=240):
     """Run `code` in one fresh process (hpcsr.dist finds a single rank); returns its stdout."""
     script = tmp_path / f"script_{time.monotonic_ns()}.py"

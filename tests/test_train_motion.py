@@ -7,16 +7,14 @@ resolves from the shard's step."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train_dist import COMMON, child_env  # noqa: E402
+from test_train_dist import COMMON, train_one_rank  # noqa: E402
 
 from hpcsr.data.normalise import Normaliser  # noqa: E402
 from hpcsr.data.patches import PatchDataset, PatchSpec  # noqa: E402
@@ -28,14 +26,7 @@ MOTION = [*COMMON, "model.mean_skip=motion", "data.val_patches=4", "train.val_ev
 
 def train(tmp_path, data, stage, steps, *extra):
     args = [*MOTION, f"train.stage={stage}", f"train.steps={steps}", f"data_dir={data}", f"run_dir={tmp_path}"]
-    return subprocess.run(
-        [sys.executable, "-m", "hpcsr.train.cli", *args, *extra],
-        cwd=REPO,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return train_one_rank([*args, *extra], timeout=600)
 
 
 @pytest.mark.slow
