@@ -449,12 +449,15 @@ def in_domain_check(run_dir: Path, shard: Path, patch: int, items: int = 128) ->
     export = load_export(run_dir / "mean")
     model, norm = export.build_model().eval(), export.normaliser
     L, s, t = export.recipe.context, export.recipe.pair.s, export.recipe.pair.t
-    data = PatchDataset(shard, PatchSpec(L, patch, model.frames - L), "val", norm, 0, 1.0, "val")
+    motion = model.cfg.mean_skip == "motion" and t > 1  # the items carry the start, as in training
+    spec = PatchSpec(L, patch, model.frames - L, motion_start=motion, upsample=model.cfg.upsample)
+    data = PatchDataset(shard, spec, "val", norm, 0, 1.0, "val")
     batch = [data[i] for i in range(items)]
     lr, hr = torch.stack([b["lr"] for b in batch]), torch.stack([b["hr"] for b in batch])
+    start = torch.stack([b["start"] for b in batch]) if motion else None
     with torch.no_grad():
-        trained = model.predict_mean(lr)
-        untrained = untrained_model(export).predict_mean(lr)
+        trained = model.predict_mean(lr, start=start)
+        untrained = untrained_model(export).predict_mean(lr, start=start)
     truth, lr_mm = norm.inverse(hr), norm.inverse(lr[:, L - 1 : L])
 
     def rmse(z):

@@ -158,3 +158,8 @@ def test_quick_run_writes_finite_scores_and_reports(tmp_path):
     assert all(math.isfinite(f["value"]) and math.isfinite(f["baseline"]["value"]) for f in result["figures"])
     md = out.with_suffix(".md").read_text()
     assert "| s8_t2 |" in md and "### 6. " in md
+    # model.mean_skip auto on these 10-min steps: the motion start at t = 2 (20-min LR steps), linear at t = 1
+    for r in rows:
+        meta = json.loads((Path(r["run_dir"]) / "mean" / "export" / "model.json").read_text())
+        assert meta["model"]["mean_skip"] == ("linear" if r["pair"] == "s4_t1" else "motion"), r["pair"]
+    assert "(the mean network's start with model.mean_skip 'motion')" in md
