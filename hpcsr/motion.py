@@ -15,7 +15,7 @@ grid, times s (zero-padded, so nothing wraps round; parabolic sub-pixel peak), o
 of frames over the whole field given. With v = 0 this
 is linear interpolation in time. Measured on the ten radar days of ../shared/data (the wettest
 256 px x 24 steps of each, benchmarks/motion_baseline.py), with the cell mass transform on both:
-RMSE 0.70-0.96 x that of linear interpolation at t = 2 and 0.85-0.99 x at t = 3 on 10-min steps;
+RMSE 0.70-0.98 x that of linear interpolation at t = 2 and 0.85-0.98 x at t = 3 on 10-min steps;
 0.96-1.01 x on 15-min and hourly steps, where the rain changes more than it moves between frames.
 """
 

@@ -26,7 +26,7 @@ def check_choices(obj, section: str) -> None:
 
 # The longest LR step (t x the HR step) over which 'auto' moves the rain along its motion. Measured
 # (benchmarks/motion_baseline.py, ten radar days, cell mass on both): interpolating along the motion
-# gives 0.70-0.96 x the RMSE of linear interpolation at 20-min LR steps, 0.85-0.99 x at 30 min,
+# gives 0.70-0.98 x the RMSE of linear interpolation at 20-min LR steps, 0.85-0.98 x at 30 min,
 # 0.99-1.00 x at 45 min and 1.00-1.01 x at 2-3 h (hourly Comephore), 1.06-1.12 x on the hourly
 # synthetic demo data: beyond about half an hour the rain grows, decays and turns more than it moves.
 MOTION_MAX_LR_MINUTES = 30
