@@ -38,16 +38,21 @@ def _peak_offset(values: np.ndarray, i: int) -> float:
     return float(i)
 
 
+def _filled(frame) -> np.ndarray:
+    """frame (torch or numpy) as float64 numpy, NaN read as its smallest value (dry; 0 if all NaN)."""
+    f = np.asarray(frame.cpu() if isinstance(frame, torch.Tensor) else frame, np.float64)
+    return np.nan_to_num(f, nan=np.nanmin(f) if np.isfinite(f).any() else 0.0)
+
+
 def displacement(a, b, max_shift: int | None = None) -> tuple[float, float]:
     """(dy, dx) in pixels that the rain moved from frame a to frame b, both (Y, X) in a unit where
     the correlation is meaningful (log1p of mm, or the networks' normalised units, an affine map of
     it: the same answer); NaN reads as the frame's smallest value (dry). The argmax of the
     cross-correlation of the two frames minus their means within |dy|, |dx| <= max_shift (default a
     quarter of the smaller side); (0, 0) when either frame is flat."""
-    a, b = (np.asarray(f.cpu() if isinstance(f, torch.Tensor) else f, np.float64) for f in (a, b))
+    a, b = _filled(a), _filled(b)
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"frames must be two (Y, X) arrays of one shape, got {a.shape} and {b.shape}")
-    a, b = (np.nan_to_num(f, nan=np.nanmin(f) if np.isfinite(f).any() else 0.0) for f in (a, b))
     a, b = a - a.mean(), b - b.mean()
     if not (a.any() and b.any()):
         return 0.0, 0.0
@@ -68,8 +73,7 @@ def velocity(lr_a, lr_b, s: int, t: int) -> tuple[float, float]:
     s. (0, 0) unless frame a moved by it matches frame b better than frame a left still (mean squared
     difference on the LR grid): where the rain grows, decays or is nearly absent rather than moving,
     the correlation's peak is noise, and the start stays the linear one."""
-    a, b = (np.asarray(f.cpu() if isinstance(f, torch.Tensor) else f, np.float64) for f in (lr_a, lr_b))
-    a, b = (np.nan_to_num(f, nan=np.nanmin(f) if np.isfinite(f).any() else 0.0) for f in (a, b))
+    a, b = _filled(lr_a), _filled(lr_b)
     dy, dx = displacement(a, b)
     if (dy, dx) == (0.0, 0.0) or np.mean((warp(a, dy, dx) - b) ** 2) >= np.mean((a - b) ** 2):
         return 0.0, 0.0
