@@ -666,7 +666,8 @@ class Trainer:
                 for micro in range(gas):
                     batch = next(batches)
                     noise = noise_generator(cfg.seed, TRAIN_NOISE, step, self.rank, micro)
-                    loss, parts = self.engine(batch["lr"], batch["hr"], noise, batch.get("start"))
+                    start = (batch["start"],) if "start" in batch else ()  # the 'motion' start
+                    loss, parts = self.engine(batch["lr"], batch["hr"], noise, *start)
                     if torch.isfinite(loss):
                         self.engine.backward(loss)
                         sums[0] += float(loss.detach())
