@@ -363,7 +363,7 @@ def untrained_start(export, lr):
     for n in range(len(lr)):
         lo, hi = max(n - past, 0), min(n + future, len(lr) - 1)
         frames = up[lo : hi + 1][None]
-        if cfg.mean_skip == "motion" and t > 1:  # the sampler's: motion over the whole crop
+        if cfg.motion_start(t):  # the sampler's: motion over the whole crop
             blocks.append(field_start(z[lo : hi + 1], s, t, n - lo, cfg.upsample))
         elif cfg.mean_skip == "linear":
             blocks.append(linear_in_time(frames, torch.ones_like(frames), t, n - lo)[0])
@@ -445,19 +445,18 @@ def in_domain_check(run_dir: Path, shard: Path, patch: int, items: int = 128) ->
     from hpcsr.export import load_export
     from hpcsr.factors import MassFunction
     from hpcsr.mass import conserve
+    from hpcsr.train.trainer import stacked
 
     export = load_export(run_dir / "mean")
     model, norm = export.build_model().eval(), export.normaliser
     L, s, t = export.recipe.context, export.recipe.pair.s, export.recipe.pair.t
-    motion = model.cfg.mean_skip == "motion" and t > 1  # the items carry the start, as in training
-    spec = PatchSpec(L, patch, model.frames - L, motion_start=motion, upsample=model.cfg.upsample)
+    # the items carry the mean network's start when it takes one, as in training
+    spec = PatchSpec(L, patch, model.frames - L, model.cfg.motion_start(t), model.cfg.upsample)
     data = PatchDataset(shard, spec, "val", norm, 0, 1.0, "val")
-    batch = [data[i] for i in range(items)]
-    lr, hr = torch.stack([b["lr"] for b in batch]), torch.stack([b["hr"] for b in batch])
-    start = torch.stack([b["start"] for b in batch]) if motion else None
+    lr, hr, *start = stacked([data[i] for i in range(items)])
     with torch.no_grad():
-        trained = model.predict_mean(lr, start=start)
-        untrained = untrained_model(export).predict_mean(lr, start=start)
+        trained = model.predict_mean(lr, None, *start)
+        untrained = untrained_model(export).predict_mean(lr, None, *start)
     truth, lr_mm = norm.inverse(hr), norm.inverse(lr[:, L - 1 : L])
 
     def rmse(z):

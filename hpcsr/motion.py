@@ -96,6 +96,13 @@ def warp(frame, dy: float, dx: float):
     return x.numpy() if is_numpy else x
 
 
+def _blend(a, b, w, v: tuple[float, float], own: float, other: float):
+    """The module's formula for one HR step: frame a moved by v own blended with frame b moved by
+    v other, weight w (a number or a field) on b."""
+    moved = warp(a, v[0] * own, v[1] * own)
+    return moved + w * (warp(b, v[0] * other, v[1] * other) - moved)
+
+
 def target_steps(up, valid, velocities: dict, t: int, target: int):
     """The t HR steps (t, Y, X) of block `target` from upsampled LR frames up (F, Y, X) with validity
     valid (F, Y, X) (torch): step k sits p = (k + 0.5) / t - 0.5 blocks from the target frame's centre
@@ -118,10 +125,9 @@ def target_steps(up, valid, velocities: dict, t: int, target: int):
         if p == 0:
             steps.append(up[target])
             continue
-        vy, vx = velocities[min(target, neighbour)]
-        moved = warp(up[target], vy * own, vx * own)
-        weight = abs(p) * warp(valid[neighbour], vy * other, vx * other)
-        steps.append(moved + weight * (warp(up[neighbour], vy * other, vx * other) - moved))
+        v = velocities[min(target, neighbour)]
+        weight = abs(p) * warp(valid[neighbour], v[0] * other, v[1] * other)  # 0 where it is missing
+        steps.append(_blend(up[target], up[neighbour], weight, v, own, other))
     return torch.stack(steps)
 
 
@@ -174,7 +180,6 @@ def motion_linear(lr: np.ndarray, s: int, t: int, start: int = 0, stop: int | No
             continue
         if lo not in moves:
             moves[lo] = velocity(*(np.log1p(np.clip(lr[j], 0, None)) for j in (lo, hi)), s, t)
-        vy, vx = moves[lo]
         before, after = i - (lo * t + (t - 1) / 2.0), i - (hi * t + (t - 1) / 2.0)
-        out.append((1 - w) * warp(up[lo], vy * before, vx * before) + w * warp(up[hi], vy * after, vx * after))
+        out.append(_blend(up[lo], up[hi], w, moves[lo], before, after))
     return np.stack(out).astype(np.float32)

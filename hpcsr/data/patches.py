@@ -231,12 +231,13 @@ class PatchDataset(Dataset):
         shard, _ = self._open()
         s, t, P = self.pair.s, self.pair.t, self.spec.patch
         first, target = i - self.spec.context + 1, self.spec.context - 1
-        frames = shard.lr.shape[0]
-        for j in (i - 1, i):
-            if first <= j and j + 1 <= i + self.spec.future and j + 1 < frames and j not in self._velocity:
-                a, b = (self.normaliser.forward(shard.lr[k]) for k in (j, j + 1))
-                self._velocity[j] = velocity(a, b, s, t)
-        velocities = {j - first: self._velocity[j] for j in (i - 1, i) if j in self._velocity and j >= first}
+        velocities = {}
+        for j in (i - 1, i):  # the frame pairs around the target inside the item's window
+            if first <= j and j + 1 <= i + self.spec.future:
+                if j not in self._velocity:
+                    a, b = (self.normaliser.forward(shard.lr[k]) for k in (j, j + 1))
+                    self._velocity[j] = velocity(a, b, s, t)
+                velocities[j - first] = self._velocity[j]
         h = halo_cells(velocities, s, t)
         ny, nx = shard.lr.shape[1:]
         y0, x0 = max(y // s - h, 0), max(x // s - h, 0)

@@ -32,10 +32,7 @@ class EvaluateConfig:
     t: typing.Optional[int] = None  # temporal factor (None: as s)
     variable: str = "precip"  # precipitation variable name in every file
     mean_variable: str = MEAN_VARIABLE  # variable name of the mean prediction
-    baselines: tuple[str, ...] = (
-        "nearest",
-        "bicubic",
-    )  # baselines among nearest, bicubic, motion (bicubic + motion-compensated in time), mean
+    baselines: tuple[str, ...] = ("nearest", "bicubic")  # among nearest, bicubic, motion (along the motion), mean
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS  # FSS thresholds, mm per HR step
     scales: tuple[int, ...] = DEFAULT_SCALES  # FSS neighbourhood sizes, odd HR pixels
     quantiles: tuple[float, ...] = DEFAULT_QUANTILES  # quantile levels for errors

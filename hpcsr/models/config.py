@@ -100,6 +100,11 @@ class ModelConfig:
         if not self.sigma_data > 0:
             raise ValueError(f"model.sigma_data={self.sigma_data} must be > 0 (1: the denoiser predicts v)")
 
+    def motion_start(self, t: int) -> bool:
+        """Whether the mean network at temporal factor t is given its start along the motion (computed
+        over the whole field by the patch loader and the sampler): mean_skip 'motion' and t > 1."""
+        return self.mean_skip == "motion" and t > 1
+
     @property
     def levels(self) -> int:
         return len(self.widths)

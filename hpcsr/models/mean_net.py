@@ -93,7 +93,7 @@ class MeanNet(nn.Module):
         """lr_up, lr_valid (B, F, H, W) on the HR grid; static (B, S, H, W) or None -> (B, t, H, W).
         `start` (B, t, H, W): the motion-compensated start, needed with mean_skip 'motion' at t > 1."""
         B, H, W = lr_up.shape[0], *lr_up.shape[2:]
-        if self.cfg.mean_skip == "motion" and t > 1:
+        if self.cfg.motion_start(t):
             if start is None or tuple(start.shape) != (B, t, H, W):
                 got = None if start is None else tuple(start.shape)
                 raise ValueError(

@@ -48,7 +48,7 @@ def pair_sizes(cfg: ModelConfig, s: int, t: int, patch: int | None = None) -> di
     cond = model.denoiser.encode(lr_up, lr_valid, None, mean, model.target)
     step = torch.zeros(1, dtype=torch.long)
     noisy = torch.randn(1, t, P, P)
-    start = mean if cfg.mean_skip == "motion" and t > 1 else None  # any (t, P, P) field: FLOPs only
+    start = mean if cfg.motion_start(t) else None  # any (t, P, P) field: FLOPs only
     mean_flops = count_flops(lambda: model.predict_mean(lr, start=start))
     encode_flops = count_flops(lambda: model.denoiser.encode(lr_up, lr_valid, None, mean, model.target))
     step_flops = count_flops(lambda: model.denoiser(noisy, step, cond))

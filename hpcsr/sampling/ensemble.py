@@ -288,7 +288,7 @@ class EnsembleSampler:
         domain first (its motion is the domain's, as in training the shard's) and cut like the LR."""
         out = torch.zeros(self.t, *self.layout.hr_shape, device=self.device)
         start = None
-        if self.model.cfg.mean_skip == "motion" and self.t > 1:
+        if self.model.cfg.motion_start(self.t):
             start = field_start(lr_z, self.s, self.t, self.model.target, self.model.cfg.upsample)
         for first, count in self.batches():
             tiles = None if start is None else self.tiles_of(start, first, count, hr=True)

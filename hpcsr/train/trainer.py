@@ -335,7 +335,7 @@ class Trainer:
             self.recipe.context,
             self.recipe.patch,
             self.cfg.data.future_frames(t),
-            motion_start=self.cfg.model.mean_skip == "motion" and t > 1,
+            motion_start=self.cfg.model.motion_start(t),
             upsample=self.cfg.model.upsample,
         )
 
