@@ -58,8 +58,11 @@ QUALITY_PATCH = 40  # HR side of the quality patch (4 x 4 LR cells)
 DDPM = ("ddpm", 1000)
 
 
+LABELS = {"dpmpp2m": "DPM-Solver++(2M)", "dpmpp2m_ddim": "DPM-Solver++(2M)+DDIM"}
+
+
 def sampler_label(name: str, steps: int) -> str:
-    return f"{name.upper() if name != 'dpmpp2m' else 'DPM-Solver++(2M)'}-{steps}"
+    return f"{LABELS.get(name, name.upper())}-{steps}"
 
 
 # ------------------------------------------------------------------ speed at one size
@@ -359,7 +362,7 @@ def main(argv=None) -> int:
 
     export_path, train_info = trained_export(a.work, train_steps, device)
     export = load_export(export_path)
-    settings = [DDPM] + [("ddim", S) for S in steps] + [("dpmpp2m", S) for S in steps if S <= 20]
+    settings = [DDPM] + [("ddim", S) for S in steps] + [(name, S) for name in LABELS for S in steps if S <= 20]
     qual, where = quality(export, settings, members, blocks, device)
     ref = qual[DDPM]
     for key in settings[1:]:

@@ -19,9 +19,9 @@ import shlex
 import sys
 
 from hpcsr import exits
+from hpcsr.diffusion import SAMPLERS
 from hpcsr.dist import discover, shutdown
 from hpcsr.mass import MODES
-from hpcsr.models.sr_model import SAMPLERS
 from hpcsr.sampling.config import SampleStageConfig
 from hpcsr.sampling.ensemble import CONTEXT_POLICIES, MASS_SCALES
 from hpcsr.sampling.run import run_sample
@@ -46,9 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--sampler",
         choices=SAMPLERS,
         default=D.sampler,
-        help="dpmpp2m (default) / ddim (fast, --steps steps) or ddpm (all schedule steps)",
+        help="dpmpp2m_ddim (default: DPM-Solver++(2M) while noise > signal, then DDIM) / dpmpp2m / ddim (fast, --steps steps) or ddpm (all schedule steps)",
     )
-    p.add_argument("--steps", type=int, default=D.steps, help="sampler steps for dpmpp2m / ddim (default %(default)s)")
+    p.add_argument(
+        "--steps", type=int, default=D.steps, help="sampler steps of the fast samplers (default %(default)s)"
+    )
     p.add_argument(
         "--eta", type=float, default=D.eta, help="DDIM noise, 0 deterministic .. 1 ancestral (default %(default)s)"
     )

@@ -11,6 +11,7 @@ from hpcsr.diffusion import (
     ddim_sample,
     ddpm_sample,
     dpmpp_2m_sample,
+    draw,
     eps_from_v,
     make_betas,
     output_from_v,
@@ -201,10 +202,10 @@ def analytic_moments(sampler, steps=N_STEPS, eta=0.0):
             A, B = ce / sg, a_next - ce * a / sg  # x_next = A x + B x0_hat + ns z
             gain, offset = A * gain + B * x0_gain, A * offset + B * x0_off
             noise_var = (A + B * k) ** 2 * noise_var + ns**2
-        else:  # dpmpp2m, deterministic: x0_eff from the last two x0 estimates
+        else:  # dpmpp2m(_ddim), deterministic: x0_eff from the last two x0 estimates (_ddim: while lambda < 0)
             h = lam[m] - lam[n]
             eg, eo = x0_gain, x0_off
-            if prev is not None:
+            if prev is not None and (sampler == "dpmpp2m" or lam[n] < 0):
                 q = 0.5 * h / (lam[n] - prev[2])
                 eg, eo = (1 + q) * x0_gain - q * prev[0], (1 + q) * x0_off - q * prev[1]
             prev = (x0_gain, x0_off, lam[n])
@@ -215,14 +216,12 @@ def analytic_moments(sampler, steps=N_STEPS, eta=0.0):
 def run_sampler(sampler, schedule, shape, seed, steps=N_STEPS, eta=0.0):
     g = torch.Generator().manual_seed(seed)
     predict_v = optimal_v(schedule)
-    if sampler == "ddpm":
-        return ddpm_sample(predict_v, schedule, shape, generator=g)
-    if sampler == "ddim":
-        return ddim_sample(predict_v, schedule, shape, steps=steps, eta=eta, generator=g)
-    return dpmpp_2m_sample(predict_v, schedule, shape, steps=steps, generator=g)
+    return draw(sampler, predict_v, schedule, shape, steps, eta, generator=g)
 
 
-@pytest.mark.parametrize("sampler,steps", [("ddim", 50), ("ddim", 7), ("dpmpp2m", 50), ("dpmpp2m", 20)])
+@pytest.mark.parametrize(
+    "sampler,steps", [("ddim", 50), ("ddim", 7), ("dpmpp2m", 50), ("dpmpp2m", 20), ("dpmpp2m_ddim", 10)]
+)
 def test_deterministic_samplers_are_the_exact_affine_map(sampler, steps):
     sched = NoiseSchedule("linear", N_STEPS, 1e-4, BETA_END)
     shape = (256, 4)
@@ -256,7 +255,27 @@ TOLERANCES = [
     ("ddim", 50, 1.0, 0.02, 0.16),
     ("dpmpp2m", 50, 0.0, 0.02, 0.015),
     ("dpmpp2m", 20, 0.0, 0.02, 0.08),
+    ("dpmpp2m_ddim", 50, 0.0, 0.02, 0.08),
 ]
+
+
+def test_dpmpp2m_ddim_is_2m_while_noise_exceeds_signal_then_ddim():
+    """Hand-checkable limits of the switch: at lambda_s = +inf every update is DPM-Solver++(2M), at
+    -inf every one is DDIM (eta 0); the default switch at lambda 0 sits between them."""
+    sched = NoiseSchedule("linear", N_STEPS, 1e-4, BETA_END)
+    shape, predict_v = (64, 4), optimal_v(sched)
+
+    def run(fn, **kw):
+        return fn(predict_v, sched, shape, steps=10, generator=torch.Generator().manual_seed(3), **kw)
+
+    plain, ddim = run(dpmpp_2m_sample), run(ddim_sample)
+    torch.testing.assert_close(run(dpmpp_2m_sample, first_order_from=math.inf), plain)
+    torch.testing.assert_close(run(dpmpp_2m_sample, first_order_from=-math.inf), ddim, rtol=1e-4, atol=1e-4)
+    mixed = draw("dpmpp2m_ddim", predict_v, sched, shape, 10, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(mixed, run(dpmpp_2m_sample, first_order_from=0.0))
+    assert not torch.allclose(mixed, plain) and not torch.allclose(mixed, ddim)
+    with pytest.raises(ValueError, match="sampler 'euler' unknown"):
+        draw("euler", predict_v, sched, shape, 10)
 
 
 @pytest.mark.parametrize("sampler,steps,eta,mean_tol,var_tol", TOLERANCES)

@@ -291,7 +291,7 @@ def test_state_dict_is_identical_in_shape_for_every_pair_and_context():
 def test_sample_shapes_determinism_and_members():
     model = randomise(build_model(dataclasses.replace(TINY, diffusion_steps=20), recipe(10, 3))).eval()
     lr, _ = batch(model, 20)
-    for sampler, steps in (("ddim", 4), ("dpmpp2m", 4), ("ddpm", 50)):
+    for sampler, steps in (("ddim", 4), ("dpmpp2m", 4), ("dpmpp2m_ddim", 4), ("ddpm", 50)):
         a = model.sample(lr, 3, sampler=sampler, steps=min(steps, 20), generator=torch.Generator().manual_seed(0))
         b = model.sample(lr, 3, sampler=sampler, steps=min(steps, 20), generator=torch.Generator().manual_seed(0))
         assert a.shape == (2, 3, 3, 20, 20) and bool(torch.isfinite(a).all())

@@ -156,7 +156,7 @@ def test_output_layout_coordinates_crs_and_attributes(base, hr_nc, export):
         assert a["model_export"] == str(export) and a["model_config_hash"] == "hand-s4_t2"
         assert json.loads(a["model_lineage"])[0]["role"] == "self"
         assert (a["sampler"], a["sampler_steps"], a["eta"], a["seed"], a["mass_scale"]) == (
-            "dpmpp2m",
+            "dpmpp2m_ddim",
             2,
             0.0,
             0,
@@ -283,10 +283,10 @@ def test_another_seed_gives_another_ensemble(base, export, hr_nc, work):
 
 
 def test_the_exports_spread_gain_scales_the_residual_for_its_sampler_only(export, hr_nc, work):
-    """An export calibrated at gain 0.5 for DPM-Solver++ with 2 steps: sampled that way, every member's
+    """An export calibrated at gain 0.5 for the default sampler with 2 steps: sampled that way, every member's
     residual (normalised units, where no member is clipped at 0) is half the uncalibrated one; with
     another step count the gain is 1 and the file says why; sample.spread_gain overrides both."""
-    fit = {"gain": 0.5, "sampler": "dpmpp2m", "steps": 2, "eta": 0.0, "members": 8, "patches": 4}
+    fit = {"gain": 0.5, "sampler": "dpmpp2m_ddim", "steps": 2, "eta": 0.0, "members": 8, "patches": 4}
     calibrated = make_export(work / "calibrated" / "model.pt", PAIR, extra={"spread_calibration": fit})
     runs = {
         "plain": (export, []),
@@ -305,7 +305,7 @@ def test_the_exports_spread_gain_scales_the_residual_for_its_sampler_only(export
             attrs[name] = (ds.attrs["spread_gain"], ds.attrs["spread_gain_source"])
     assert attrs["plain"] == (1.0, "none (the export has no spread calibration)")
     assert attrs["calibrated"] == (0.5, "export calibration on its validation patches")
-    assert attrs["other_steps"][0] == 1.0 and "calibrated for dpmpp2m, 2 steps" in attrs["other_steps"][1]
+    assert attrs["other_steps"][0] == 1.0 and "calibrated for dpmpp2m_ddim, 2 steps" in attrs["other_steps"][1]
     assert attrs["override"] == (0.25, "sample.spread_gain")
     unclipped = np.isfinite(z["plain"]) & np.isfinite(z["calibrated"])
     with xr.open_dataset(work / "gain_plain.nc") as a, xr.open_dataset(work / "gain_calibrated.nc") as b:
@@ -588,7 +588,7 @@ def test_run_sample_of_the_config_section_is_the_cli(base, export, hr_nc, work):
     result = run_sample(cfg)
     assert isinstance(result, SampleResult) and result.path == out
     assert result.counts["target_blocks"] == 4 and result.counts["masked_target_cells"] == 0
-    assert result.settings == {"factor_pair": "s4_t2", "sampler": "dpmpp2m", "sampler_steps": 2}
+    assert result.settings == {"factor_pair": "s4_t2", "sampler": "dpmpp2m_ddim", "sampler_steps": 2}
     assert result.summary() == {"path": str(out), **result.counts, **result.settings}
     same_ensemble(base, out)
     with xr.open_dataset(out) as ens:

@@ -125,7 +125,7 @@ def overrides(size: DemoSize, out: Path, backend: str) -> list[str]:
         f"run_root={out / 'runs'}",  # one run folder per pair
         f"launcher.folder={out / 'launch'}",  # launch records and logs
         f"sample.members={size.members}",  # the sample stage's ensemble
-        "sample.sampler=dpmpp2m",
+        "sample.sampler=dpmpp2m_ddim",
         f"sample.steps={size.sampler_steps}",
         "launcher.poll_s=1",
         f"factor.patch={size.patch}",

@@ -12,7 +12,7 @@ from hpcsr.diffusion.parametrization import (
     x0_from_eps,
     x0_from_v,
 )
-from hpcsr.diffusion.samplers import ddim_sample, ddpm_sample, dpmpp_2m_sample, sampling_steps
+from hpcsr.diffusion.samplers import SAMPLERS, ddim_sample, ddpm_sample, dpmpp_2m_sample, draw, sampling_steps
 from hpcsr.diffusion.schedule import NoiseSchedule, make_betas
 
 __all__ = [
@@ -27,5 +27,7 @@ __all__ = [
     "ddpm_sample",
     "ddim_sample",
     "dpmpp_2m_sample",
+    "draw",
+    "SAMPLERS",
     "sampling_steps",
 ]

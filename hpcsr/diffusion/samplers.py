@@ -8,7 +8,19 @@ All samplers start from x_{N-1} ~ N(0, I) and return the final x0 estimate, in f
 - `ddim_sample`: Song et al. 2021 on a sub-sequence of `steps` steps; eta=0 is deterministic,
   eta=1 with steps=N is exactly the ancestral sampler.
 - `dpmpp_2m_sample`: DPM-Solver++(2M) (Lu et al. 2022), the deterministic DDIM update with the
-  x0 estimate extrapolated from the last two steps (second order in log-SNR).
+  x0 estimate extrapolated from the last two steps (second order in log-SNR); with `first_order_from`
+  lambda_s the updates from log-SNR lambda_s on are first order, i.e. DDIM (eta 0).
+- `draw`: one of SAMPLERS by name; 'dpmpp2m_ddim' is DPM-Solver++(2M) while the noise exceeds the
+  signal (lambda < 0) and DDIM from there on (the default of `hpcsr sample`).
+
+Why 'dpmpp2m_ddim' (issue 13, skill experiment: trained on BoM radar, sampled on KNMI, 10 steps):
+the multistep extrapolation (1 + 1/2r) x0_i - 1/2r x0_(i-1) also amplifies whatever differs between
+two consecutive x0 estimates, and a briefly trained denoiser's estimates differ at the pixel scale
+at low noise, where the pixel-scale detail is decided. At high noise, where the large scales and so
+most of the ensemble's spread are decided, the second order keeps its accuracy. Same weights and
+members, DPM-Solver++(2M) -> 'dpmpp2m_ddim' -> DDIM: members' power at 2-4 px over the truth's, max
+3.98 -> 2.35 -> 2.21 at (4, 2), spread/skill 1.05 -> 0.989 -> 0.911 (DDIM's rank-histogram ends 1.33
+x flat); fair CRPS unchanged (0.565 / 0.566 / 0.566 x bicubic's MAE).
 
 Sub-sequences use quadratic spacing by default (n_i = (N-1) (1 - i/(S-1))^2, denser at low noise).
 On Gaussian data with the exact denoiser (tests/test_diffusion.py), 50 steps of DDIM (eta 0)
@@ -22,6 +34,7 @@ import torch
 from hpcsr.diffusion.parametrization import eps_from_v, x0_from_v
 
 SPACINGS = ("quadratic", "linear")
+SAMPLERS = ("ddim", "ddpm", "dpmpp2m", "dpmpp2m_ddim")
 
 
 def _noise(shape, generator, device):
@@ -84,8 +97,11 @@ def ddim_sample(predict_v, schedule, shape, steps=50, eta=0.0, generator=None, d
     return x
 
 
-def dpmpp_2m_sample(predict_v, schedule, shape, steps=50, generator=None, device=None, spacing="quadratic"):
-    """DPM-Solver++(2M) over `steps` steps (deterministic given the starting noise)."""
+def dpmpp_2m_sample(
+    predict_v, schedule, shape, steps=50, generator=None, device=None, spacing="quadratic", first_order_from=None
+):
+    """DPM-Solver++(2M) over `steps` steps (deterministic given the starting noise); the updates from
+    a step whose log-SNR is >= `first_order_from` on are first order (None: none)."""
     device = schedule.betas.device if device is None else device
     grid = sampling_steps(schedule.steps, steps, spacing)
     log_snr = 0.5 * (schedule.alphabar / (1 - schedule.alphabar)).log()  # lambda = log(a / sigma)
@@ -99,10 +115,26 @@ def dpmpp_2m_sample(predict_v, schedule, shape, steps=50, generator=None, device
         nxt = grid[i + 1]
         h = log_snr[nxt] - log_snr[step]
         x0_eff = x0
-        if previous is not None:
+        if previous is not None and (first_order_from is None or log_snr[step] < first_order_from):
             half_ratio = 0.5 * h / (log_snr[step] - previous[1])  # 1 / (2 r), r = h_prev / h
             x0_eff = (1 + half_ratio) * x0 - half_ratio * previous[0]
         previous = (x0, log_snr[step])
         sigma_next = schedule.sqrt_one_minus_alphabar[nxt]
         x = (sigma_next / sigma) * x - schedule.sqrt_alphabar[nxt] * torch.expm1(-h) * x0_eff
     return x
+
+
+def draw(sampler: str, predict_v, schedule, shape, steps: int, eta: float = 0.0, generator=None, device=None):
+    """The residual drawn by `sampler`, one of SAMPLERS: 'ddpm' (every step of the schedule), 'ddim'
+    (`steps` steps, noise `eta`), 'dpmpp2m' or 'dpmpp2m_ddim' (`steps` steps, deterministic)."""
+    if sampler == "ddpm":
+        return ddpm_sample(predict_v, schedule, shape, generator, device)
+    if sampler == "dpmpp2m":
+        return dpmpp_2m_sample(predict_v, schedule, shape, steps, generator, device)
+    if sampler == "dpmpp2m_ddim":
+        return dpmpp_2m_sample(predict_v, schedule, shape, steps, generator, device, first_order_from=0.0)
+    if sampler == "ddim":
+        return ddim_sample(predict_v, schedule, shape, steps, eta, generator, device)
+    raise ValueError(
+        f"sampler {sampler!r} unknown: use 'dpmpp2m_ddim', 'dpmpp2m' or 'ddim' (fast, `steps` steps) or 'ddpm' (every step)"
+    )

@@ -12,10 +12,9 @@ import torch
 from torch import nn
 
 from hpcsr.diffusion import (
+    SAMPLERS,
     NoiseSchedule,
-    ddim_sample,
-    ddpm_sample,
-    dpmpp_2m_sample,
+    draw,
     output_from_v,
     v_from_output,
     v_from_x0_eps,
@@ -27,8 +26,6 @@ from hpcsr.models.config import ModelConfig
 from hpcsr.models.denoiser import Denoiser
 from hpcsr.models.inputs import check_hr_like, check_lr, check_static, prepare_lr
 from hpcsr.models.mean_net import MeanNet
-
-SAMPLERS = ("ddim", "ddpm", "dpmpp2m")
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -174,13 +171,13 @@ class SRModel(nn.Module):
         start=None,
     ):
         """`members` samples per item: mean + residual, (B, members, t, Y, X), before
-        denormalisation, relu and the mass transform. 'ddim' (`steps` steps, noise `eta`) and
-        'dpmpp2m' (`steps` steps, deterministic, more accurate at few steps) are fast; 'ddpm' (the
-        paper's) runs every step of the schedule. `mean` (B, t, Y, X) skips the mean network; else
+        denormalisation, relu and the mass transform. 'ddim' (`steps` steps, noise `eta`),
+        'dpmpp2m' and 'dpmpp2m_ddim' (`steps` steps, deterministic, more accurate at few steps) are
+        fast; 'ddpm' (the paper's) runs every step of the schedule (hpcsr.diffusion.samplers). `mean` (B, t, Y, X) skips the mean network; else
         `start` is its start (`predict_mean`)."""
         if sampler not in SAMPLERS:
             raise ValueError(
-                f"sampler {sampler!r} unknown: use 'ddim' or 'dpmpp2m' (fast, `steps` steps) or 'ddpm' (all {self.schedule.steps} steps)"
+                f"sampler {sampler!r} unknown: use 'dpmpp2m_ddim', 'dpmpp2m' or 'ddim' (fast, `steps` steps) or 'ddpm' (all {self.schedule.steps} steps)"
             )
         if isinstance(members, bool) or not isinstance(members, int) or members < 1:
             raise ValueError(f"members={members!r} must be a positive integer")
@@ -197,12 +194,7 @@ class SRModel(nn.Module):
         def predict_v(x, n):
             return self.v_from_output(x, n, self.denoiser(x, n, cond))
 
-        if sampler == "ddpm":
-            residual = ddpm_sample(predict_v, self.schedule, shape, generator, lr.device)
-        elif sampler == "dpmpp2m":
-            residual = dpmpp_2m_sample(predict_v, self.schedule, shape, steps, generator, lr.device)
-        else:
-            residual = ddim_sample(predict_v, self.schedule, shape, steps, eta, generator, lr.device)
+        residual = draw(sampler, predict_v, self.schedule, shape, steps, eta, generator, lr.device)
         sigma = self.residual_sigma(lr_up, lr_valid, mean)
         sigma = sigma[:, None] if sigma.dim() else sigma
         return mean[:, None] + sigma * residual.view(B, members, t, Y, X)

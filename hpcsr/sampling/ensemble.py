@@ -53,11 +53,10 @@ import torch
 from tqdm import tqdm
 
 from hpcsr.coarsen import repeat_blocks
-from hpcsr.diffusion import ddim_sample, ddpm_sample, dpmpp_2m_sample
+from hpcsr.diffusion import SAMPLERS, draw
 from hpcsr.factors import MassFunction
 from hpcsr.mass import SCALES, conserve, default_mode
 from hpcsr.models.inputs import prepare_lr
-from hpcsr.models.sr_model import SAMPLERS
 from hpcsr.motion import field_start
 from hpcsr.sampling.inputs import LRSequence
 from hpcsr.sampling.tiles import WINDOWS, Blender, TileLayout, default_overlap
@@ -73,7 +72,7 @@ class SampleConfig:
     """How to sample; every field is recorded in the output's attributes."""
 
     members: int = 10  # ensemble members
-    sampler: str = "dpmpp2m"  # 'dpmpp2m' / 'ddim' (fast, `steps` steps) or 'ddpm' (every step of the schedule)
+    sampler: str = "dpmpp2m_ddim"  # 'dpmpp2m_ddim' / 'dpmpp2m' / 'ddim' (fast, `steps` steps) or 'ddpm' (every step)
     steps: int = 10  # sampler steps (ignored by 'ddpm'); DPM-Solver++(2M) is accurate at 10 (benchmarks/sample.py)
     eta: float = 0.0  # DDIM noise (0 deterministic given the start noise, 1 ancestral)
     seed: int = 0  # base seed of the per-(member, time) generators
@@ -332,12 +331,7 @@ class EnsembleSampler:
                 self.blender.blend(model.denoiser(tiles, n.expand(count), cond).float(), first, out)
             return model.v_from_output(x, n, out[None])  # linear in the output: blending commutes
 
-        if cfg.sampler == "ddpm":
-            r = ddpm_sample(predict_v, model.schedule, shape, generator, self.device)
-        elif cfg.sampler == "dpmpp2m":
-            r = dpmpp_2m_sample(predict_v, model.schedule, shape, self.steps, generator, self.device)
-        else:
-            r = ddim_sample(predict_v, model.schedule, shape, self.steps, cfg.eta, generator, self.device)
+        r = draw(cfg.sampler, predict_v, model.schedule, shape, self.steps, cfg.eta, generator, self.device)
         return sigma * r[0]
 
     # ------------------------------------------------------------------ physical output
