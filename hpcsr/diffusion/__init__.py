@@ -12,7 +12,15 @@ from hpcsr.diffusion.parametrization import (
     x0_from_eps,
     x0_from_v,
 )
-from hpcsr.diffusion.samplers import SAMPLERS, ddim_sample, ddpm_sample, dpmpp_2m_sample, draw, sampling_steps
+from hpcsr.diffusion.samplers import (
+    SAMPLERS,
+    check_sampler,
+    ddim_sample,
+    ddpm_sample,
+    dpmpp_2m_sample,
+    draw,
+    sampling_steps,
+)
 from hpcsr.diffusion.schedule import NoiseSchedule, make_betas
 
 __all__ = [
@@ -28,6 +36,7 @@ __all__ = [
     "ddim_sample",
     "dpmpp_2m_sample",
     "draw",
+    "check_sampler",
     "SAMPLERS",
     "sampling_steps",
 ]

@@ -105,6 +105,8 @@ def dpmpp_2m_sample(
     device = schedule.betas.device if device is None else device
     grid = sampling_steps(schedule.steps, steps, spacing)
     log_snr = 0.5 * (schedule.alphabar / (1 - schedule.alphabar)).log()  # lambda = log(a / sigma)
+    lam = log_snr[grid].tolist()  # one host read per call, not one per step
+    second_order = [first_order_from is None or value < first_order_from for value in lam]
     x = _noise(shape, generator, device)
     previous = None  # (x0 estimate, lambda) of the step before
     for i, step in enumerate(grid):
@@ -115,7 +117,7 @@ def dpmpp_2m_sample(
         nxt = grid[i + 1]
         h = log_snr[nxt] - log_snr[step]
         x0_eff = x0
-        if previous is not None and (first_order_from is None or log_snr[step] < first_order_from):
+        if previous is not None and second_order[i]:
             half_ratio = 0.5 * h / (log_snr[step] - previous[1])  # 1 / (2 r), r = h_prev / h
             x0_eff = (1 + half_ratio) * x0 - half_ratio * previous[0]
         previous = (x0, log_snr[step])
@@ -124,17 +126,23 @@ def dpmpp_2m_sample(
     return x
 
 
+def check_sampler(sampler: str) -> None:
+    """A clear error unless `sampler` is one of SAMPLERS."""
+    if sampler not in SAMPLERS:
+        raise ValueError(
+            f"sampler {sampler!r} unknown: use 'dpmpp2m_ddim', 'dpmpp2m' or 'ddim' (fast, `steps` steps) or "
+            "'ddpm' (every step of the schedule)"
+        )
+
+
 def draw(sampler: str, predict_v, schedule, shape, steps: int, eta: float = 0.0, generator=None, device=None):
     """The residual drawn by `sampler`, one of SAMPLERS: 'ddpm' (every step of the schedule), 'ddim'
     (`steps` steps, noise `eta`), 'dpmpp2m' or 'dpmpp2m_ddim' (`steps` steps, deterministic)."""
+    check_sampler(sampler)
     if sampler == "ddpm":
         return ddpm_sample(predict_v, schedule, shape, generator, device)
     if sampler == "dpmpp2m":
         return dpmpp_2m_sample(predict_v, schedule, shape, steps, generator, device)
     if sampler == "dpmpp2m_ddim":
         return dpmpp_2m_sample(predict_v, schedule, shape, steps, generator, device, first_order_from=0.0)
-    if sampler == "ddim":
-        return ddim_sample(predict_v, schedule, shape, steps, eta, generator, device)
-    raise ValueError(
-        f"sampler {sampler!r} unknown: use 'dpmpp2m_ddim', 'dpmpp2m' or 'ddim' (fast, `steps` steps) or 'ddpm' (every step)"
-    )
+    return ddim_sample(predict_v, schedule, shape, steps, eta, generator, device)

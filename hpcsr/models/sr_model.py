@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from hpcsr.diffusion import (
-    SAMPLERS,
     NoiseSchedule,
+    check_sampler,
     draw,
     output_from_v,
     v_from_output,
@@ -173,12 +173,9 @@ class SRModel(nn.Module):
         """`members` samples per item: mean + residual, (B, members, t, Y, X), before
         denormalisation, relu and the mass transform. 'ddim' (`steps` steps, noise `eta`),
         'dpmpp2m' and 'dpmpp2m_ddim' (`steps` steps, deterministic, more accurate at few steps) are
-        fast; 'ddpm' (the paper's) runs every step of the schedule (hpcsr.diffusion.samplers). `mean` (B, t, Y, X) skips the mean network; else
-        `start` is its start (`predict_mean`)."""
-        if sampler not in SAMPLERS:
-            raise ValueError(
-                f"sampler {sampler!r} unknown: use 'dpmpp2m_ddim', 'dpmpp2m' or 'ddim' (fast, `steps` steps) or 'ddpm' (all {self.schedule.steps} steps)"
-            )
+        fast; 'ddpm' (the paper's) runs every step of the schedule (hpcsr.diffusion.samplers).
+        `mean` (B, t, Y, X) skips the mean network; else `start` is its start (`predict_mean`)."""
+        check_sampler(sampler)  # before any network runs
         if isinstance(members, bool) or not isinstance(members, int) or members < 1:
             raise ValueError(f"members={members!r} must be a positive integer")
         lr_up, lr_valid = self._prepare(lr, static)

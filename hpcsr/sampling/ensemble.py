@@ -53,7 +53,7 @@ import torch
 from tqdm import tqdm
 
 from hpcsr.coarsen import repeat_blocks
-from hpcsr.diffusion import SAMPLERS, draw
+from hpcsr.diffusion import check_sampler, draw
 from hpcsr.factors import MassFunction
 from hpcsr.mass import SCALES, conserve, default_mode
 from hpcsr.models.inputs import prepare_lr
@@ -99,8 +99,7 @@ class SampleConfig:
     def __post_init__(self):
         if isinstance(self.members, bool) or not isinstance(self.members, int) or self.members < 1:
             raise ValueError(f"members={self.members!r} must be a positive integer")
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler {self.sampler!r} unknown: use one of {', '.join(SAMPLERS)}")
+        check_sampler(self.sampler)
         if self.mass is not None and self.mass not in MASS_SCALES:
             raise ValueError(f"mass scale {self.mass!r} unknown: use one of {', '.join(MASS_SCALES)}")
         if self.context not in CONTEXT_POLICIES:
