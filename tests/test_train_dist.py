@@ -241,6 +241,10 @@ def test_reference_run_layout_logs_and_export(reference, train_dataset):
     assert json.loads((reference / "export" / "model.json").read_text())["step"] == 8
     model = export.build_model()
     assert set(model.state_dict()) == set(export.state_dict)
+    # the mean stage exports the EMA of what it trains (the mean network), the raw weights beside it
+    assert meta["ema"]["applied"] and meta["ema"]["updates"] == 8
+    differs = {k for k in export.state_dict if not torch.equal(export.state_dict[k], export.raw_state_dict[k])}
+    assert differs and all(k.startswith("mean_net.") for k in differs)
     milestone = export_blob(reference, "model_step_4.pt")
     assert milestone["metadata"]["step"] == 4
 
@@ -348,7 +352,7 @@ def test_exact_resume_other_zero_stages(case, reference, train_dataset, tmp_path
     val_resumed = {r["step"]: r["val_loss"] for r in records(resumed / stage_name, "val")}
     if stage_name == "joint":  # validation under ZeRO 3 (collectives in every forward), same after resume
         assert sorted(val) == [2, 4] and val_resumed == {4: val[4]}
-    assert "raw_state_dict" in a and a["metadata"]["ema"]["applied"]  # the denoiser's EMA is exported
+    assert "raw_state_dict" in a and a["metadata"]["ema"]["applied"]  # the EMA of the trained networks is exported
     fit = a["metadata"]["spread_calibration"]  # fitted on the validation patches at the end
     assert fit == b["metadata"]["spread_calibration"]  # same weights, same patches, same seed: same gain
     assert fit["gain"] in GAINS and abs(math.log(fit["spread_skill_at_gain"])) <= abs(

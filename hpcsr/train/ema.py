@@ -1,4 +1,5 @@
-"""Exponential moving average of the trained denoiser weights, sharded like the weights themselves.
+"""Exponential moving average of the weights a stage trains (the mean network, the denoiser or
+both), sharded like the weights themselves; exports carry it in place of the optimised weights.
 
 Under ZeRO 1 and 2 every rank holds whole parameters, so every rank keeps the whole average (the
 same numbers everywhere). Under ZeRO 3 a rank holds only its partition of each parameter

@@ -288,7 +288,8 @@ class Trainer:
             )
         self.engine = build_engine(objective, cfg, load_universal=universal, freeze=self.freeze)
         if self.ema_wanted:
-            named = {n: p for n, p in self.engine.module.named_parameters() if n.startswith(PREFIX + "denoiser.")}
+            trained = tuple(f"{PREFIX}{module}." for module in TRAINED[self.stage])
+            named = {n: p for n, p in self.engine.module.named_parameters() if n.startswith(trained)}
             self.ema = ShardedEMA(named, cfg.train.ema_decay)
         if self.resumed_from is not None:
             self.resume(universal)
@@ -341,7 +342,7 @@ class Trainer:
 
     @property
     def ema_wanted(self) -> bool:
-        return self.cfg.train.ema_decay > 0 and "denoiser" in TRAINED[self.stage]
+        return self.cfg.train.ema_decay > 0
 
     @property
     def step(self) -> int:
