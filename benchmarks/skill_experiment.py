@@ -425,12 +425,8 @@ def references(crop: Path, pair: str, export: Path) -> dict:
 
 def untrained_model(export):
     """The export's network with the mean net's output layer at zero, as it starts training."""
-    import torch
-
     model = export.build_model().eval()
-    with torch.no_grad():
-        model.mean_net.out[-1].weight.zero_()
-        model.mean_net.out[-1].bias.zero_()
+    model.mean_net.drop_correction_()
     return model
 
 

@@ -41,6 +41,7 @@ COMMON = [
     "train.progress=false",
 ]
 REFERENCE = [
+    "train.keep_better_start=true",  # the choice between the trained mean network and its start, recorded
     "train.steps=8",
     "train.checkpoint_every=2",
     "train.export_every=4",
@@ -245,6 +246,13 @@ def test_reference_run_layout_logs_and_export(reference, train_dataset):
     assert meta["ema"]["applied"] and meta["ema"]["updates"] == 8
     differs = {k for k in export.state_dict if not torch.equal(export.state_dict[k], export.raw_state_dict[k])}
     assert differs and all(k.startswith("mean_net.") for k in differs)
+    # ... or its start, had that validated better (hpcsr.train.mean_selection): the record says which
+    choice = meta["mean_selection"]
+    assert choice["patches"] == 4 and choice["kept"] == (
+        "start" if choice["val_loss_start"] < choice["val_loss_trained"] else "trained"
+    )
+    head = [v for k, v in export.state_dict.items() if k.startswith("mean_net.out.2.")]  # the output conv
+    assert any(v.any() for v in head) == (choice["kept"] == "trained")
     milestone = export_blob(reference, "model_step_4.pt")
     assert milestone["metadata"]["step"] == 4
 

@@ -89,6 +89,13 @@ class MeanNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
+    @torch.no_grad()
+    def drop_correction_(self) -> MeanNet:
+        """Zero the output layer, as at initialisation: the network then returns its start exactly."""
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+        return self
+
     def forward(self, lr_up, lr_valid, static, t: int, target: int, start=None):
         """lr_up, lr_valid (B, F, H, W) on the HR grid; static (B, S, H, W) or None -> (B, t, H, W).
         `start` (B, t, H, W): the motion-compensated start, needed with mean_skip 'motion' at t > 1."""

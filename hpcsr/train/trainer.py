@@ -46,6 +46,7 @@ from hpcsr.train.checkpoint import CheckpointIncompatible, CheckpointManager, ta
 from hpcsr.train.ema import ShardedEMA
 from hpcsr.train.engine import build_engine
 from hpcsr.train.freeze import freeze_for_run
+from hpcsr.train.mean_selection import select_mean
 from hpcsr.train.metrics import MetricsLog
 from hpcsr.train.objective import PREFIX, TRAINED, StageObjective
 from hpcsr.train.signals import REQUEUE_EXIT_CODE, StopRequest, ignore_stop_signals
@@ -545,6 +546,9 @@ class Trainer:
             weights = dict(weights)
             for name, tensor in hp["ema"]["weights"].items():
                 weights[name[len(PREFIX) :]] = tensor
+        selection = None
+        if final and self.stage == "mean":
+            weights, selection = self.choose_mean_network(weights)
         cfg = self.cfg
         metadata = {
             "format": exports.EXPORT_FORMAT,
@@ -573,11 +577,37 @@ class Trainer:
             "zero_stage": cfg.deepspeed.zero_stage,
             "world_size": self.world,
         }
+        if selection is not None:
+            metadata["mean_selection"] = selection
         if final and "denoiser" in TRAINED[self.stage]:
             metadata["spread_calibration"] = self.calibrate(weights)
         metadata["lineage"] = self.state.lineage + [exports.lineage_entry("self", metadata, path)]
         exports.write_export(path, weights, metadata, raw)
         log.info("exported %s (step %d)", path, self.step)
+
+    def choose_mean_network(self, weights: dict) -> tuple[dict, dict | None]:
+        """Rank 0, final export of the mean stage: the trained mean network or its start, whichever
+        has the lower loss on the validation patches (hpcsr.train.mean_selection); the weights as
+        they are, and no record, without validation patches or with train.keep_better_start off."""
+        cfg = self.cfg
+        n = cfg.data.val_patches
+        if not cfg.train.keep_better_start or not n:
+            return weights, None
+        model = build_model(cfg.model, self.recipe, self.spec.future)
+        model.load_state_dict(weights)
+        model.eval()
+        choice = select_mean(model, first_batches(self.val_data or self.val_dataset(), n, cfg.data.batch_size))
+        log.info(
+            "mean network kept: %s (validation loss on %d patches: trained %.5g, start %.5g)",
+            choice.kept,
+            choice.patches,
+            choice.val_loss_trained,
+            choice.val_loss_start,
+        )
+        if choice.kept == "start":
+            state = model.state_dict()
+            weights = {k: state[k].detach().float().clone() for k in weights}
+        return weights, choice.to_dict()
 
     def calibrate(self, weights: dict) -> dict | None:
         """Rank 0, final export of a stage that trains the denoiser: the spread gain fitted on the
