@@ -86,8 +86,7 @@ class MeanNet(nn.Module):
         self.decoder = nn.ModuleList(DecoderLevel(cfg, i) for i in range(cfg.levels - 1))
         self.head = ResBlock(width, width, cfg.emb_dim, cfg.norm)
         self.out = nn.Sequential(make_norm(width, cfg.norm), nn.SiLU(), nn.Conv2d(width, 1, 3, padding=1))
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
+        self.drop_correction_()  # the untrained network returns its start
 
     @torch.no_grad()
     def drop_correction_(self) -> MeanNet:

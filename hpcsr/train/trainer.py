@@ -288,7 +288,7 @@ class Trainer:
                 "frozen for steps 0..%d: parameters under %s", self.freeze.steps - 1, ", ".join(self.freeze.prefixes)
             )
         self.engine = build_engine(objective, cfg, load_universal=universal, freeze=self.freeze)
-        if self.ema_wanted:
+        if cfg.train.ema_decay > 0:  # the average of what this stage trains
             trained = tuple(f"{PREFIX}{module}." for module in TRAINED[self.stage])
             named = {n: p for n, p in self.engine.module.named_parameters() if n.startswith(trained)}
             self.ema = ShardedEMA(named, cfg.train.ema_decay)
@@ -340,10 +340,6 @@ class Trainer:
             motion_start=self.cfg.model.motion_start(t),
             upsample=self.cfg.model.upsample,
         )
-
-    @property
-    def ema_wanted(self) -> bool:
-        return self.cfg.train.ema_decay > 0
 
     @property
     def step(self) -> int:
