@@ -108,9 +108,9 @@ def target_steps(up, valid, velocities: dict, t: int, target: int):
     valid (F, Y, X) (torch): step k sits p = (k + 0.5) / t - 0.5 blocks from the target frame's centre
     and blends the target frame moved by v p t and its neighbour on the step's side moved by v (p t -/+ t),
     weights 1 - |p| and |p| (the module's formula, v = velocities[j] for the frames j, j + 1 around
-    the step, HR px per HR step); where the neighbour is missing, the moved target frame alone, and
-    where no frame is given on the step's side (no future frames: nowcasting), the target frame
-    moved on with the other side's motion. With v = 0 this is the mean network's 'linear' start
+    the step, HR px per HR step); where some of the neighbour's cells are missing, the moved target
+    frame alone there, and where the step's side has no frame (none given: nowcasting; or a wholly
+    missing one: no velocity for that pair), the target frame moved on with the other side's motion. With v = 0 this is the mean network's 'linear' start
     (`hpcsr.models.mean_net.linear_in_time`)."""
     steps = []
     for k in range(t):
@@ -118,14 +118,15 @@ def target_steps(up, valid, velocities: dict, t: int, target: int):
         side = 1 if p > 0 else -1
         neighbour = target + side
         own, other = p * t, p * t - side * t  # HR steps from each frame's centre
-        if not 0 <= neighbour < up.shape[0]:  # no frame on this side: the target frame carried on
-            vy, vx = next(iter(velocities.values()), (0.0, 0.0))
+        pair = min(target, neighbour)
+        if not 0 <= neighbour < up.shape[0] or pair not in velocities:  # no frame on this side: the
+            vy, vx = next(iter(velocities.values()), (0.0, 0.0))  # target frame carried on
             steps.append(warp(up[target], vy * own, vx * own))
             continue
         if p == 0:
             steps.append(up[target])
             continue
-        v = velocities[min(target, neighbour)]
+        v = velocities[pair]
         weight = abs(p) * warp(valid[neighbour], v[0] * other, v[1] * other)  # 0 where it is missing
         steps.append(_blend(up[target], up[neighbour], weight, v, own, other))
     return torch.stack(steps)
@@ -140,8 +141,14 @@ def halo_cells(velocities: dict, s: int, t: int) -> int:
 
 def frame_velocities(lr, s: int, t: int, target: int) -> dict:
     """{j: (vy, vx)} for the frame pairs (j, j + 1) around the target frame of lr (F, ny, nx) (LR
-    frames in `displacement` units, NaN missing), HR px per HR step."""
-    return {j: velocity(lr[j], lr[j + 1], s, t) for j in (target - 1, target) if 0 <= j and j + 1 < lr.shape[0]}
+    frames in `displacement` units, NaN missing), HR px per HR step; none for a pair with a wholly
+    missing frame (a sequence's first or last block, whose context the sampler marks absent), so
+    that `target_steps` carries the target frame on with the known motion there rather than holding
+    it still (measured on KNMI, benchmarks/skill_experiment.py at (4, 2): the start's RMSE on the
+    first and last blocks 0.0656 and 0.0779 mm held, 0.0566 and 0.0691 carried on)."""
+    pairs = [j for j in (target - 1, target) if 0 <= j and j + 1 < lr.shape[0]]
+    present = [bool(torch.as_tensor(frame).isfinite().any()) for frame in lr]
+    return {j: velocity(lr[j], lr[j + 1], s, t) for j in pairs if present[j] and present[j + 1]}
 
 
 def field_start(lr, s: int, t: int, target: int, mode: str = "bicubic", velocities: dict | None = None):

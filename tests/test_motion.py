@@ -7,7 +7,17 @@ import torch
 
 from hpcsr.coarsen import coarsen
 from hpcsr.evaluate import baselines as bl
-from hpcsr.motion import displacement, field_start, halo_cells, motion_linear, target_steps, velocity, warp
+from hpcsr.models.inputs import prepare_lr
+from hpcsr.motion import (
+    displacement,
+    field_start,
+    frame_velocities,
+    halo_cells,
+    motion_linear,
+    target_steps,
+    velocity,
+    warp,
+)
 
 
 def _blob(shape, cy, cx, width=4.0, peak=5.0):
@@ -138,3 +148,19 @@ def test_without_a_future_frame_the_target_frame_is_carried_on_with_the_past_mot
     torch.testing.assert_close(got[1], up[1])  # the centre
     blend = (2 / 3) * warp(up[1], 0.0, -2.0) + (1 / 3) * warp(up[0], 0.0, 4.0)
     torch.testing.assert_close(got[0], blend, atol=1e-5, rtol=1e-5)
+
+
+def test_a_wholly_missing_neighbour_frame_is_treated_as_no_frame():
+    """The sampler marks a sequence's absent context frames as NaN: the first block's start must then
+    be the one computed without that frame (the target frame carried on with the later motion), not
+    the target frame held still because a NaN frame has no measurable motion."""
+    s, t = 2, 2
+    lr = torch.from_numpy(np.stack([_blob((16, 20), 8, 5 + 3 * k, width=2) for k in range(3)]).astype(np.float32))
+    without = field_start(lr[1:], s, t, 0)
+    missing = lr.clone()
+    missing[0] = float("nan")
+    torch.testing.assert_close(field_start(missing, s, t, 1), without)
+    moved = frame_velocities(lr[1:], s, t, 0)[0]
+    assert moved[1] > 0  # the blob moves along x, so carrying it on differs from holding it
+    assert not torch.allclose(without[0], prepare_lr(lr[1:2][None], s, "bicubic")[0][0, 0])
+    assert frame_velocities(missing, s, t, 1).keys() == {1}
