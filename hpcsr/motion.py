@@ -110,8 +110,8 @@ def target_steps(up, valid, velocities: dict, t: int, target: int):
     weights 1 - |p| and |p| (the module's formula, v = velocities[j] for the frames j, j + 1 around
     the step, HR px per HR step); where some of the neighbour's cells are missing, the moved target
     frame alone there, and where the step's side has no frame (none given: nowcasting; or a wholly
-    missing one: no velocity for that pair), the target frame moved on with the other side's motion. With v = 0 this is the mean network's 'linear' start
-    (`hpcsr.models.mean_net.linear_in_time`)."""
+    missing one: no velocity for that pair), the target frame moved on with the other side's
+    motion. With v = 0 this is the mean network's 'linear' start (`hpcsr.models.mean_net.linear_in_time`)."""
     steps = []
     for k in range(t):
         p = (k + 0.5) / t - 0.5
@@ -119,8 +119,9 @@ def target_steps(up, valid, velocities: dict, t: int, target: int):
         neighbour = target + side
         own, other = p * t, p * t - side * t  # HR steps from each frame's centre
         pair = min(target, neighbour)
-        if not 0 <= neighbour < up.shape[0] or pair not in velocities:  # no frame on this side: the
-            vy, vx = next(iter(velocities.values()), (0.0, 0.0))  # target frame carried on
+        if not 0 <= neighbour < up.shape[0] or pair not in velocities:
+            # no frame on this side: the target frame carried on with the other side's motion
+            vy, vx = next(iter(velocities.values()), (0.0, 0.0))
             steps.append(warp(up[target], vy * own, vx * own))
             continue
         if p == 0:
@@ -146,9 +147,11 @@ def frame_velocities(lr, s: int, t: int, target: int) -> dict:
     that `target_steps` carries the target frame on with the known motion there rather than holding
     it still (measured on KNMI, benchmarks/skill_experiment.py at (4, 2): the start's RMSE on the
     first and last blocks 0.0656 and 0.0779 mm held, 0.0566 and 0.0691 carried on)."""
-    pairs = [j for j in (target - 1, target) if 0 <= j and j + 1 < lr.shape[0]]
-    present = [bool(torch.as_tensor(frame).isfinite().any()) for frame in lr]
-    return {j: velocity(lr[j], lr[j + 1], s, t) for j in pairs if present[j] and present[j + 1]}
+
+    def present(j: int) -> bool:
+        return 0 <= j < lr.shape[0] and bool(torch.as_tensor(lr[j]).isfinite().any())
+
+    return {j: velocity(lr[j], lr[j + 1], s, t) for j in (target - 1, target) if present(j) and present(j + 1)}
 
 
 def field_start(lr, s: int, t: int, target: int, mode: str = "bicubic", velocities: dict | None = None):
