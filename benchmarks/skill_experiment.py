@@ -708,6 +708,12 @@ def one_pair(pair: str, a, data: Path, extra: list[Path], crop: Path, work: Path
     }
 
 
+def interval(calibration: dict, at: str) -> str:
+    """'[lo, hi]': the bootstrap interval of the spread/skill the calibration recorded at 'one' or 'gain'."""
+    lo_hi = calibration.get(f"spread_skill_interval_at_{at}")
+    return f"[{lo_hi[0]:.2f}, {lo_hi[1]:.2f}]" if lo_hi else ""
+
+
 def markdown(rows: list[dict]) -> str:
     head = (
         "| pair | ensemble CRPS | bicubic MAE | CRPS < MAE | mean-net RMSE | bicubic RMSE | RMSE < bicubic | "
@@ -729,9 +735,10 @@ def markdown(rows: list[dict]) -> str:
     )
     gains = "".join(
         f"- {r['pair']} spread gain {c['gain']:.3g}, fitted on the training radar's validation patches "
-        f"(free fit {c['free_gain']:.3g}, floor {c['min_gain']:g}; "
-        f"fair CRPS {c['crps_at_one']:.4f} -> {c['crps_at_gain']:.4f} mm, spread/skill "
-        f"{c['spread_skill_at_one']:.2f} -> {c['spread_skill_at_gain']:.2f} there)\n"
+        f"(free fit {c['free_gain']:.3g}, floor {c['min_gain']:g}, nearest point estimate "
+        f"{c.get('point_gain', float('nan')):.3g}; fair CRPS {c['crps_at_one']:.4f} -> {c['crps_at_gain']:.4f} mm, "
+        f"spread/skill {c['spread_skill_at_one']:.2f} {interval(c, 'one')} -> {c['spread_skill_at_gain']:.2f} "
+        f"{interval(c, 'gain')} there)\n"
         for r in rows
         if (c := r["spread_calibration"])
     )

@@ -82,3 +82,17 @@ def test_the_mass_transform_is_part_of_the_fit():
     assert abs(np.log(fit.spread_skill_at_gain)) <= abs(np.log(fit.spread_skill_at_one))
     with pytest.raises(ValueError, match="at least 2 members"):
         fit_spread_gain(model, batches(model, 1.0, n=1), NORM, 1, "ddim", 4, 0.5, seed=2)
+
+
+def test_the_gain_moves_only_as_far_as_the_patches_show():
+    """The gain kept is the one nearest 1 whose bootstrap interval of spread/skill over the patches
+    holds 1, not the one whose point estimate is nearest 1: a clear deficit is corrected, by the
+    least change the patches call for."""
+    model = micro_model()
+    fit = fit_spread_gain(model, batches(model, 1.5, n=4, B=4), NORM, 8, "dpmpp2m", 6, 0.0, seed=1)
+    lo, hi = fit.spread_skill_interval_at_one
+    assert lo <= fit.spread_skill_at_one <= hi < 1, fit  # the deficit is outside the patches' noise
+    lo, hi = fit.spread_skill_interval_at_gain
+    assert lo <= 1 <= hi and lo <= fit.spread_skill_at_gain <= hi, fit
+    assert 1 < fit.gain <= fit.point_gain and fit.gain == fit.free_gain, fit
+    assert fit.spread_skill_at_gain <= 1 or fit.gain == fit.point_gain  # the interval's edge, from below
