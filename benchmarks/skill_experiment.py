@@ -88,6 +88,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, figure, log, run_logged, write_result  # noqa: E402
 
+from hpcsr.evaluate.criteria import shown as value_text  # noqa: E402
+
 DATA = REPO.parent / "shared" / "data"
 TRAIN_FILE = "bom_c10_20201031.nc"
 # held-out networks (--eval); KNMI is the default because the MeteoSwiss AQC product lacks the small
@@ -491,11 +493,6 @@ def describe_ranks(counts) -> str:
     return f"{shape} (lowest rank {f[0]:.2f}, middle {middle:.2f}, highest {f[-1]:.2f} x flat)"
 
 
-def number(value) -> str:
-    """A criterion's number for the tables: 3 significant digits, 'n/a' when undefined."""
-    return "n/a" if value is None else f"{value:.3g}"
-
-
 def noted(entry: dict, why: str | None) -> dict:
     """The criterion with the reason its score is undefined, when it is."""
     return {**entry, "note": why} if entry["value"] is None and why else entry
@@ -547,7 +544,7 @@ def criteria(metrics: dict, bicubic_cell_mass_rmse: float, untrained_mean_rmse: 
             "mass_error_claimed_scale": {
                 **check(claim.get("relative_error"), high=MASS_ERROR_MAX),
                 "note": f"claimed scale: {claim.get('scale', 'unknown')}; cell-scale error "
-                f"{number(ens['mass']['cell_relative'])}" + (f"; {claim['note']}" if claim.get("note") else ""),
+                f"{value_text(ens['mass']['cell_relative'])}" + (f"; {claim['note']}" if claim.get("note") else ""),
             }
         },
     }
@@ -564,7 +561,7 @@ def criteria_tables(rows: list[dict]) -> str:
                 if c["group"] == n:
                     verdict = "met" if c["met"] else "NOT met"
                     lines.append(
-                        f"| {r['pair']} | {name} | {number(c['value'])} | {c['target']} | {verdict} "
+                        f"| {r['pair']} | {name} | {value_text(c['value'])} | {c['target']} | {verdict} "
                         f"| {c.get('note', '')} |"
                     )
         out.append("\n".join(lines) + "\n")

@@ -253,3 +253,11 @@ def test_criterion_check_and_ratio():
     assert ratio(1.0, 4.0) == 0.25 and ratio(1.0, 0.0) is None and ratio(None, 2.0) is None
     with pytest.raises(ValueError, match="bound"):
         check(1.0)
+
+
+def test_a_value_just_past_a_round_target_is_not_printed_as_the_target():
+    from hpcsr.evaluate.criteria import shown
+
+    assert shown(1.003) == "1.003" and shown(0.6004) == "0.6004" and shown(1.496) == "1.496"
+    assert shown(1.0) == "1" and shown(0.9355) == "0.935" and shown(1.0076) == "1.01" and shown(2.14) == "2.14"
+    assert shown(4.05e-8) == "4.05e-08" and shown(None) == "n/a" and shown(float("nan")) == "n/a"

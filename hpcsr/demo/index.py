@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from hpcsr.atomic import AtomicPath, write_json_atomic, write_text_atomic
-from hpcsr.evaluate.criteria import check, ratio
+from hpcsr.evaluate.criteria import check, ratio, shown
 
 # (column, forecast, metric) of the score table; lower is better for each
 SCORES = (
@@ -118,7 +118,7 @@ def criteria_table(pairs: list[dict]) -> tuple:
     for p in pairs:
         metrics = p.get("metrics") or {}
         checks = demo_criteria(metrics)
-        cells = [f"{_fmt(c['value'], 3)} {'met' if c['met'] else 'NOT met'}" for c in checks.values()]
+        cells = [f"{shown(c['value'])} {'met' if c['met'] else 'NOT met'}" for c in checks.values()]
         rows.append(
             [p["name"], *cells, "yes" if all(c["met"] for c in checks.values()) else "NO", *credibility(metrics)]
         )

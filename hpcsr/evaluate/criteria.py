@@ -32,3 +32,18 @@ def check(value, *, low: float | None = None, high: float | None = None, strict:
         and (high is None or (value < high if strict else value <= high))
     )
     return {"value": float(value) if finite else None, "target": target, "met": bool(met)}
+
+
+def shown(value, digits: int = 3) -> str:
+    """A criterion's value as text with `digits` significant digits, more (up to 6) where rounding
+    would leave fewer digits than that and a different number, so a value just past a round target
+    does not print as the target: 1.003 is '1.003', not '1' (under '<= 1' it is NOT met), while 1.0
+    stays '1' and 0.9355 '0.936'. 'n/a' for a missing or non-finite value."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    text = f"{value:.{digits}g}"
+    for more in range(digits + 1, 7):
+        if float(text) == value or len(text.lstrip("-0.").replace(".", "")) >= digits or "e" in text:
+            break
+        text = f"{value:.{more}g}"
+    return text
