@@ -38,12 +38,11 @@ def shown(value, digits: int = 3) -> str:
     """A criterion's value as text with `digits` significant digits, more (up to 6) where rounding
     would leave fewer digits than that and a different number, so a value just past a round target
     does not print as the target: 1.003 is '1.003', not '1' (under '<= 1' it is NOT met), while 1.0
-    stays '1' and 0.9355 '0.936'. 'n/a' for a missing or non-finite value."""
+    stays '1' and 0.9361 '0.936'. 'n/a' for a missing or non-finite value."""
     if value is None or not math.isfinite(value):
         return "n/a"
-    text = f"{value:.{digits}g}"
-    for more in range(digits + 1, 7):
-        if float(text) == value or len(text.lstrip("-0.").replace(".", "")) >= digits or "e" in text:
+    for places in range(digits, 7):
+        text = f"{value:.{places}g}"
+        if "e" in text or float(text) == value or len(text.lstrip("-0.").replace(".", "")) >= digits:
             break
-        text = f"{value:.{more}g}"
     return text

@@ -124,9 +124,8 @@ def fit_spread_gain(
             y = truth.double().numpy()
             valid = np.isfinite(y) & np.isfinite(x).all(axis=0)
             scores.append(crps_ensemble(x[:, valid], y[valid]))
-            zero = np.zeros((), dtype=np.float64)
-            var_sums.append(np.where(valid, ensemble_variance(np.where(valid, x, 0.0)), zero).sum(axis=(1, 2, 3)))
-            err_sums.append(np.where(valid, (x.mean(axis=0) - np.where(valid, y, 0.0)) ** 2, zero).sum(axis=(1, 2, 3)))
+            var_sums.append(np.where(valid, ensemble_variance(np.where(valid, x, 0.0)), 0.0).sum(axis=(1, 2, 3)))
+            err_sums.append((np.where(valid, x.mean(axis=0) - y, 0.0) ** 2).sum(axis=(1, 2, 3)))
         crps[gain] = float(np.concatenate(scores).mean())
         variance[gain], error[gain] = np.concatenate(var_sums), np.concatenate(err_sums)  # per patch
     ratio = {g: spread_skill_ratio(variance[g].sum(), error[g].sum(), members) for g in GAINS}
