@@ -52,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps", type=int, default=D.steps, help="sampler steps of the fast samplers (default %(default)s)"
     )
     p.add_argument(
-        "--eta", type=float, default=D.eta, help="DDIM noise, 0 deterministic .. 1 ancestral (default %(default)s)"
+        "--eta",
+        type=float,
+        default=D.eta,
+        help="DDIM noise, sampler ddim only: 0 deterministic .. 1 ancestral (default %(default)s)",
     )
     p.add_argument(
         "--seed",

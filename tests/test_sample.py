@@ -504,6 +504,10 @@ def test_missing_export_and_bad_options_are_clear_errors(hr_nc, export, work, ca
     assert "tile=18" in capsys.readouterr().err
     assert run_sample(*base_args(export, hr_nc, work / "x.nc", "--time-range", "2020-01-01", "2020-01-02")) == 2
     assert "--time-range" in capsys.readouterr().err
+    assert run_sample(*base_args(export, hr_nc, work / "x.nc", "--eta", "0.5")) == 2  # the default sampler has no eta
+    assert "sampler 'dpmpp2m_ddim' takes none" in capsys.readouterr().err
+    assert run_sample(*base_args(export, hr_nc, work / "x.nc", "--sampler", "ddim", "--eta", "1.5")) == 2
+    assert "eta=1.5 must be in [0, 1]" in capsys.readouterr().err
     assert not (work / "x.nc").exists()
     assert not list(work.glob(".x.nc.*.tmp")), "no temporary file may be left behind"
 
