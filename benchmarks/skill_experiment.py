@@ -89,6 +89,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, figure, log, run_logged, write_result  # noqa: E402
 
 from hpcsr.evaluate.criteria import shown as value_text  # noqa: E402
+from hpcsr.evaluate.metrics import rank_ends  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 TRAIN_FILE = "bom_c10_20201031.nc"
@@ -505,8 +506,7 @@ def criteria(metrics: dict, bicubic_cell_mass_rmse: float, untrained_mean_rmse: 
 
     f = metrics["forecasts"]
     ens, bic, mean = f["ensemble"], f["bicubic"], f["mean"]
-    ranks = np.asarray(ens["rank_histogram"], float)
-    low_end, high_end = ranks[[0, -1]] / ranks.mean()
+    low_end, high_end = rank_ends(ens["rank_histogram"])
     spectral = ens.get("spectral_ratio") or {}
     claim = metrics.get("mass_claim") or {}
     undefined = metrics.get("undefined", {})

@@ -9,6 +9,7 @@ from hpcsr.evaluate.metrics import (
     crps_ensemble,
     ensemble_variance,
     observation_rank,
+    rank_ends,
     rank_histogram,
     spread_skill_ratio,
 )
@@ -117,3 +118,9 @@ def test_upper_tail_limits():
         tail.quantile(0.5)
     with pytest.raises(ValueError, match="raise capacity"):
         tail.add(np.ones(1))
+
+
+def test_rank_ends_are_multiples_of_a_flat_share():
+    assert rank_ends([6, 2, 2, 2]) == (2.0, 0.6666666666666666)  # flat share 3
+    assert rank_ends([5, 5, 5]) == (1.0, 1.0)
+    assert all(np.isnan(rank_ends([0, 0, 0])))  # nothing counted: undefined, not 0 or inf

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hpcsr.atomic import AtomicPath, write_json_atomic, write_text_atomic
 from hpcsr.evaluate.criteria import check, ratio, shown
+from hpcsr.evaluate.metrics import rank_ends
 
 # (column, forecast, metric) of the score table; lower is better for each
 SCORES = (
@@ -98,12 +99,19 @@ def demo_criteria(metrics: dict) -> dict:
 
 
 def credibility(metrics: dict) -> list[str]:
-    """The ensemble's wet fraction ratio, spectral ratio range and seam ratio (truth's in brackets), as text."""
+    """The ensemble's wet fraction ratio, spectral ratio range, seam ratio (truth's in brackets) and rank
+    histogram ends (lowest / highest x flat), as text."""
     ens = metrics.get("forecasts", {}).get("ensemble", {})
     spectral = ens.get("spectral_ratio") or {}
     band = f"{_fmt(spectral.get('min'), 3)} .. {_fmt(spectral.get('max'), 3)}" if spectral else "-"
     truth_seam = metrics.get("truth", {}).get("seam_ratio")
-    return [_fmt(ens.get("wet_fraction_ratio"), 3), band, f"{_fmt(ens.get('seam_ratio'), 3)} ({_fmt(truth_seam, 3)})"]
+    ranks = " / ".join(f"{v:.2f}" for v in rank_ends(ens["rank_histogram"])) if "rank_histogram" in ens else "-"
+    return [
+        _fmt(ens.get("wet_fraction_ratio"), 3),
+        band,
+        f"{_fmt(ens.get('seam_ratio'), 3)} ({_fmt(truth_seam, 3)})",
+        ranks,
+    ]
 
 
 def criteria_table(pairs: list[dict]) -> tuple:
@@ -112,7 +120,13 @@ def criteria_table(pairs: list[dict]) -> tuple:
     header = (
         ["pair"]
         + [f"{name} ({c['target']})" for name, c in targets.items()]
-        + ["all met", "wet fraction / truth", "spectral ratio (2 px .. LR cell)", "seam ratio (truth)"]
+        + [
+            "all met",
+            "wet fraction / truth",
+            "spectral ratio (2 px .. LR cell)",
+            "seam ratio (truth)",
+            "rank ends (lowest / highest x flat)",
+        ]
     )
     rows = []
     for p in pairs:
@@ -177,7 +191,9 @@ def blocks(summary: dict) -> list:
             "Criteria: ratios below 1 beat bicubic (+ linear in time). For information: the members' wet "
             "fraction over the truth's, their power over the truth's at wavelengths from 2 HR px to the LR "
             "cell (min .. max), and the seam ratio (mean |neighbour difference| across LR-cell edges over "
-            "inside cells; the truth's in brackets).",
+            "inside cells; the truth's in brackets), and the rank histogram's ends as multiples of a flat "
+            "histogram's share (the lowest far above 1: the truth below every member too often, members too wet; "
+            "the highest: too dry).",
         ),
         (
             "p",

@@ -8,6 +8,8 @@ counting over a domain is the caller's job (`hpcsr.evaluate.evaluation`).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # Fewer members than this make the fair CRPS too noisy to rank models; results are flagged.
@@ -72,3 +74,13 @@ def observation_rank(ensemble: np.ndarray, obs: np.ndarray, rng: np.random.Gener
 def rank_histogram(ranks: np.ndarray, members: int) -> np.ndarray:
     """Counts of each rank 0..m (length m + 1)."""
     return np.bincount(np.asarray(ranks).ravel(), minlength=members + 1)
+
+
+def rank_ends(counts) -> tuple[float, float]:
+    """(lowest, highest) rank's share of a rank histogram as a multiple of a flat histogram's (1:
+    calibrated; the lowest far above 1: the truth below every member too often, members too wet)."""
+    counts = np.asarray(counts, float)
+    flat = counts.mean()
+    if not flat > 0:
+        return math.nan, math.nan
+    return float(counts[0] / flat), float(counts[-1] / flat)
