@@ -8,6 +8,8 @@ fraction wanders around about 12 % (85-90 % of pixels dry), and intensities grow
 above the threshold (a heavy, lognormal-like tail). Values are quantised to tenths of mm, pixels
 outside a smooth coverage region are 65535, and each hour is written as a `YYYYMMDDHH_RR.gtif` with
 Comephore's tags and GeoKeys into monthly `H_COMEPHORE_YYYYMM.tar` archives. Deterministic per seed.
+The field evolves on a periodic canvas of at least OUTER_SCALE_KM (512 km) a side, of which the
+grid is the centre, so a small grid is a window on weather larger than itself (see OUTER_SCALE_KM).
 """
 
 from __future__ import annotations
@@ -61,6 +63,16 @@ class SynthConfig:
             raise ValueError(f"start={self.start!r} is not a day like 2020-01-01") from None
 
 
+# km: the canvas side the rain field evolves on (periodic), whatever the grid's size. Weather's
+# structures reach hundreds of km; a field as large as a small grid has none larger than the grid and
+# advects its rain round and round it. Measured on hourly rain in 4 km x 2 h blocks (the demo's s4_t2):
+# the share of a block's mass in its wettest hour, median, and the share of wet pixels in wet blocks
+# were 1.0 / 0.56 on the demo's 80 km grid with the field on the grid, 0.83 / 0.82 on a 512 km canvas
+# (four seeds x 6 days); real radar summed to hours: 0.67-0.98 / 0.73-0.97 (Comephore 0.72 / 0.97,
+# KNMI, BoM, MeteoSwiss, OPERA in ../shared/data).
+OUTER_SCALE_KM = 512
+
+
 def _wavenumbers(n_y: int, n_x: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ky = np.fft.fftfreq(n_y).astype(np.float32)[:, None]
     kx = np.fft.rfftfreq(n_x).astype(np.float32)[None, :]
@@ -68,11 +80,16 @@ def _wavenumbers(n_y: int, n_x: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 class RainField:
-    """The evolving spectral state; `step()` returns the next hour in mm (float32, NaN outside)."""
+    """The evolving spectral state; `step()` returns the next hour in mm (float32, NaN outside).
+
+    The field lives on a periodic canvas of at least OUTER_SCALE_KM a side, and the grid is its
+    centre: the weather's largest structures and the distance the rain travels before it comes
+    round again do not shrink with the grid."""
 
     def __init__(self, cfg: SynthConfig, rng: np.random.Generator):
-        n = cfg.size
-        self.cfg, self.rng, self.shape = cfg, rng, (n, n)
+        n = max(cfg.size, OUTER_SCALE_KM)
+        self.cfg, self.rng, self.shape = cfg, rng, (cfg.size, cfg.size)
+        self.canvas = (n, n)
         self.ky, self.kx, k = _wavenumbers(n, n)
         k_floor = 1.0 / n
         self.amplitude = np.maximum(k, k_floor) ** (-cfg.spectral_slope / 2)
@@ -87,8 +104,9 @@ class RainField:
         self.regime = rng.standard_normal()
         self.mask = self._coverage_mask()
 
-    def _white(self) -> np.ndarray:
-        shape = self.ky.shape[0], self.kx.shape[1]
+    def _white(self, k: np.ndarray | None = None) -> np.ndarray:
+        """Complex white noise on the rfft grid of wavenumbers `k` (default: the canvas's)."""
+        shape = (self.ky.shape[0], self.kx.shape[1]) if k is None else k.shape
         re = self.rng.standard_normal(shape, dtype=np.float32)
         im = self.rng.standard_normal(shape, dtype=np.float32)
         return (re + 1j * im).astype(np.complex64)
@@ -96,7 +114,7 @@ class RainField:
     def _coverage_mask(self) -> np.ndarray:
         n = self.shape[0]
         ky, kx, k = _wavenumbers(n, n)
-        smooth = np.fft.irfft2(self._white() * np.maximum(k, 1.0 / n) ** -2.5 * (k < 8.0 / n), s=self.shape)
+        smooth = np.fft.irfft2(self._white(k) * np.maximum(k, 1.0 / n) ** -2.5 * (k < 8.0 / n), s=self.shape)
         smooth = (smooth - smooth.mean()) / (smooth.std() + 1e-12)
         yy, xx = np.mgrid[0:n, 0:n] / (n - 1) - 0.5
         score = smooth * 0.35 - 4.0 * (yy**2 + xx**2)
@@ -112,8 +130,10 @@ class RainField:
         self.wind *= np.exp(0.05 * rng.standard_normal() - 0.05 * np.log(np.hypot(*self.wind) / cfg.speed_kmh))
         shift = np.exp(-2j * np.pi * (self.ky * self.wind[0] + self.kx * self.wind[1])).astype(np.complex64)
         self.state = self.phi * shift * self.state + self.innovation * self._white()
-        field = np.fft.irfft2(self.state * self.amplitude, s=self.shape)
+        field = np.fft.irfft2(self.state * self.amplitude, s=self.canvas)
         field = (field - field.mean()) / (field.std() + 1e-12)
+        first = (self.canvas[0] - self.shape[0]) // 2
+        field = field[first : first + self.shape[0], first : first + self.shape[1]]
         rho = np.exp(-1.0 / 24.0)
         self.regime = rho * self.regime + np.sqrt(1 - rho * rho) * rng.standard_normal()
         wet = np.clip(cfg.wet_fraction * np.exp(0.9 * self.regime - 0.405), 0.003, 0.45)
