@@ -11,9 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-# seed of the synthetic weather: its last days (validation and test hours) have rain at both sizes
-# (seed 0's test hours are nearly dry, which leaves little to score)
-SYNTH_SEED = 1
 SYNTH_COVERAGE = 0.95  # radar coverage of the synthetic grid (small grids: keep most of it covered)
 SCRATCH = ((2, 1), (4, 2))  # pairs trained from scratch (one with t > 1)
 TRANSFER = ((5, 3),)  # pairs seeded from the nearest SCRATCH pair (hpcsr.transfer plan and seed)
@@ -25,6 +22,7 @@ class DemoSize:
     """One size of the main job; the full one fits 15 minutes on 2 CPU cores."""
 
     days: int  # days of synthetic hourly Comephore data
+    seed: int  # seed of the synthetic weather (see FULL)
     val_hours: int  # validation split: at least L*t consecutive hours for every pair (s5_t3: 15)
     test_hours: int  # test split, sampled and evaluated (sampling cost grows with it)
     size: int  # side of the synthetic grid in 1 km pixels (a multiple of patch: whole mass regions)
@@ -56,12 +54,18 @@ class DemoSize:
         return tuple(h / hours for h in (hours - self.val_hours - self.test_hours, self.val_hours, self.test_hours))
 
 
+# The synthetic weather's seed: the first (from 0) whose train, validation and test hours each have rain
+# (> 2 % of the grid above 0.1 mm) in at least 30 % of their hours, so that every split has something
+# to learn and to score. The grid is a window on weather larger than itself (preprocessing.synth), so
+# a window is dry for days at some seeds: at 80 km x 6 days seed 0's test day is dry (wet hours 0 %),
+# seed 1's 17 %; seed 2: 43 / 79 / 96 %. At 60 km x 4 days (QUICK) seeds 0-2 fail; seed 3: 39 / 42 / 50 %.
 # FULL's test split is a whole (rainy) day: six hours were two blocks at s5_t3, too few to score. Its
 # denoiser trains 500 steps: measured in s35 on that day, 250 -> 500 took the members' fine-scale
 # power from 4.6-18 to 2.5-7.4 x the truth's at s4_t2 and CRPS / bicubic MAE from 0.584 / 0.629 to
 # 0.556 / 0.583 at s4_t2 / s5_t3 (README "Skill on real radar", the demo table).
 FULL = DemoSize(
     days=6,
+    seed=2,
     val_hours=24,
     test_hours=24,
     size=80,
@@ -78,6 +82,7 @@ FULL = DemoSize(
 )
 QUICK = DemoSize(
     days=4,
+    seed=3,
     val_hours=24,
     test_hours=6,
     size=60,
@@ -101,7 +106,7 @@ def preprocess_settings(size: DemoSize) -> dict:
         "source": "synthetic",
         "synthetic.days": size.days,
         "synthetic.size": size.size,
-        "synthetic.seed": SYNTH_SEED,
+        "synthetic.seed": size.seed,
         "synthetic.coverage": SYNTH_COVERAGE,
         "split_fractions": list(size.split_fractions),
     }
