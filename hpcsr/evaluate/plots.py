@@ -87,7 +87,8 @@ def plot_spectra(path, spectra: dict, pixel_size_km: float | None = None) -> Pat
         ax.loglog(wavelength, np.where(power > 0, power, np.nan), label=_label(name), **style)
     ax.invert_xaxis()
     ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.xaxis.set_minor_locator(ticker.LogLocator(subs=(2.0, 5.0)))  # 2, 5, 20, 50: a span of one decade
+    ax.xaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))  # otherwise shows a single label
     ax.set_xlabel(f"wavelength ({unit})")
     ax.set_ylabel("power (mm² per HR step²)")
     ax.grid(True, which="both", alpha=0.3)
