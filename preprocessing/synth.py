@@ -4,7 +4,8 @@ Each hour is a Gaussian random field with a power-law spectrum (|F(k)|^2 ~ k^-be
 Fourier space as an AR(1) process whose memory grows with wavelength (small cells live about an
 hour, synoptic structures a day) and advected by a slowly turning wind (a phase shift per step).
 Rain falls where the field exceeds a threshold set by a slowly varying "weather regime", so the wet
-fraction wanders around about 12 % (85-90 % of pixels dry), and intensities grow exponentially
+fraction of the whole canvas (below) wanders around about 12 % (85-90 % of pixels dry; a small grid
+sees dry days and wet ones as weather passes), and intensities grow exponentially
 above the threshold (a heavy, lognormal-like tail). Values are quantised to tenths of mm, pixels
 outside a smooth coverage region are 65535, and each hour is written as a `YYYYMMDDHH_RR.gtif` with
 Comephore's tags and GeoKeys into monthly `H_COMEPHORE_YYYYMM.tar` archives. Deterministic per seed.
