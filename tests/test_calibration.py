@@ -96,3 +96,17 @@ def test_the_gain_moves_only_as_far_as_the_patches_show():
     assert lo <= 1 <= hi and lo <= fit.spread_skill_at_gain <= hi, fit
     assert 1 < fit.gain <= fit.point_gain and fit.gain == fit.free_gain, fit
     assert fit.spread_skill_at_gain <= 1 or fit.gain == fit.point_gain  # the interval's edge, from below
+
+
+def test_a_fit_stopped_at_the_grid_end_says_so(caplog):
+    """A truth with four times the residual needs more than the grid's largest gain (2): the fit keeps
+    2 and warns that the ensemble stays under-dispersed; a fit inside the grid does not warn."""
+    model = micro_model()
+    with caplog.at_level("WARNING", logger="hpcsr.train.calibration"):
+        fit = fit_spread_gain(model, batches(model, 4.0), NORM, 8, "dpmpp2m", 6, 0.0, seed=1)
+    assert fit.gain == GAINS[-1] and fit.spread_skill_interval_at_gain[1] < 1, fit
+    assert "end of its gain grid (2)" in caplog.text and "under-dispersed" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="hpcsr.train.calibration"):
+        fit_spread_gain(model, batches(model, 1.0), NORM, 8, "dpmpp2m", 6, 0.0, seed=1)
+    assert "gain grid" not in caplog.text

@@ -29,6 +29,9 @@ On a second training seed the (4, 1) interval at 1 was [0.61, 1.00]: the gain st
 1.32) and KNMI came out under-dispersed there (spread/skill 0.91 -> 0.70), while its t = 2 ensembles,
 which the point fits had widened to 1.32 / 1.07, came into calibration (1.41 -> 1.15, 1.15 -> 1.09).
 
+When even the grid's largest gain (2) leaves the validation ensemble under-dispersed (its interval
+below 1), the fit keeps 2 and logs a warning: the demo's s5_t3 in s37 (validation spread/skill 0.59
+[0.55, 0.63] at gain 1, 0.84 [0.76, 0.89] at 2; on its test day 0.986 at 2).
 The fit only widens by default (train.calibration_min_gain = 1: gains below it are not chosen; the
 gain the whole grid would choose is recorded as `free_gain`). The validation patches come from the
 training data, whose errors understate those on radar the network never saw, and a small validation
@@ -50,6 +53,7 @@ steps and eta (sample.spread_gain overrides it).
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass
 
@@ -58,6 +62,8 @@ import torch
 
 from hpcsr.evaluate.metrics import crps_ensemble, ensemble_variance, spread_skill_ratio
 from hpcsr.train.objective import delivered_mm
+
+log = logging.getLogger(__name__)
 
 GAINS = tuple(2.0 ** (k / 10) for k in range(-20, 11))  # the grid searched: 0.25 .. 2 in steps of 2^0.1, 1 exact
 BOOTSTRAP = 400  # resamples of the validation patches behind each gain's spread/skill interval
@@ -149,6 +155,17 @@ def fit_spread_gain(
 
     allowed = [g for g in GAINS if g >= min_gain]
     free, best = least_change(GAINS), least_change(allowed)
+    if best == GAINS[-1] and interval[best][1] < 1.0:
+        log.warning(
+            "spread calibration stopped at the end of its gain grid (%.3g): spread/skill there is still %.3g "
+            "[%.3g, %.3g] on %d validation patches, so the ensemble stays under-dispersed; more denoiser "
+            "training or a validation split like the data sampled is the cure, not a larger gain "
+            "(sample.spread_gain sets one by hand)",
+            best,
+            ratio[best],
+            *interval[best],
+            len(error[1.0]),
+        )
     return SpreadCalibration(
         gain=best,
         free_gain=free,
