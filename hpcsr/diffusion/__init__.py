@@ -14,6 +14,7 @@ from hpcsr.diffusion.parametrization import (
 )
 from hpcsr.diffusion.samplers import (
     SAMPLERS,
+    check_eta,
     check_sampler,
     ddim_sample,
     ddpm_sample,
@@ -36,6 +37,7 @@ __all__ = [
     "ddim_sample",
     "dpmpp_2m_sample",
     "draw",
+    "check_eta",
     "check_sampler",
     "SAMPLERS",
     "sampling_steps",

@@ -78,8 +78,7 @@ def _step_coefficients(schedule, step, shape, device, x):
 
 def ddim_sample(predict_v, schedule, shape, steps=50, eta=0.0, generator=None, device=None, spacing="quadratic"):
     """DDIM over `steps` steps; eta in [0, 1] scales the injected noise (0: deterministic)."""
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"DDIM eta={eta} must be in [0, 1] (0 deterministic, 1 ancestral)")
+    check_eta("ddim", eta)
     device = schedule.betas.device if device is None else device
     grid = sampling_steps(schedule.steps, steps, spacing)
     x = _noise(shape, generator, device)
@@ -132,6 +131,18 @@ def check_sampler(sampler: str) -> None:
         raise ValueError(
             f"sampler {sampler!r} unknown: use 'dpmpp2m_ddim', 'dpmpp2m' or 'ddim' (fast, `steps` steps) or "
             "'ddpm' (every step of the schedule)"
+        )
+
+
+def check_eta(sampler: str, eta: float) -> None:
+    """A clear error unless `eta` is in [0, 1], and 0 for every sampler but 'ddim' (the others take no
+    noise setting: an eta given to them would be ignored)."""
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta={eta} must be in [0, 1] (DDIM's noise: 0 deterministic, 1 ancestral)")
+    if eta > 0 and sampler != "ddim":
+        raise ValueError(
+            f"eta={eta} is DDIM's noise, and sampler {sampler!r} takes none (it would be ignored): "
+            "use sampler 'ddim' with eta, or leave eta at 0"
         )
 
 

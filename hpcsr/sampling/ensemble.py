@@ -53,7 +53,7 @@ import torch
 from tqdm import tqdm
 
 from hpcsr.coarsen import repeat_blocks
-from hpcsr.diffusion import check_sampler, draw
+from hpcsr.diffusion import check_eta, check_sampler, draw
 from hpcsr.factors import MassFunction
 from hpcsr.mass import SCALES, conserve, default_mode
 from hpcsr.models.inputs import prepare_lr
@@ -100,13 +100,7 @@ class SampleConfig:
         if isinstance(self.members, bool) or not isinstance(self.members, int) or self.members < 1:
             raise ValueError(f"members={self.members!r} must be a positive integer")
         check_sampler(self.sampler)
-        if not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"eta={self.eta} must be in [0, 1] (DDIM's noise: 0 deterministic, 1 ancestral)")
-        if self.eta > 0 and self.sampler != "ddim":
-            raise ValueError(
-                f"eta={self.eta} is DDIM's noise, and sampler {self.sampler!r} takes none (it would be ignored): "
-                "use sampler 'ddim' with eta, or leave eta at 0"
-            )
+        check_eta(self.sampler, self.eta)
         if self.mass is not None and self.mass not in MASS_SCALES:
             raise ValueError(f"mass scale {self.mass!r} unknown: use one of {', '.join(MASS_SCALES)}")
         if self.context not in CONTEXT_POLICIES:
