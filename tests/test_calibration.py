@@ -12,6 +12,7 @@ import torch
 from hpcsr.data.normalise import Normaliser
 from hpcsr.factors import recipe
 from hpcsr.models import ModelConfig, build_model
+from hpcsr.spread import widened_mm
 from hpcsr.train.calibration import GAINS, fit_spread_gain
 
 MICRO = ModelConfig(widths=(8, 16), heads=2, windows=(1, 1), emb_dim=8)
@@ -27,15 +28,16 @@ def micro_model(mass_scale: str = "none", seed: int = 0):
     return model.eval()
 
 
-def batches(model, residual_factor: float, n: int = 3, B: int = 4, P: int = 16):
-    """(lr, hr) normalised batches whose truth is mean + residual_factor * (one more member - mean)."""
+def batches(model, residual_factor: float, n: int = 3, B: int = 4, P: int = 16, space: str = "mm"):
+    """(lr, hr) normalised batches whose truth is one more member widened by residual_factor in `space`
+    (hpcsr.spread) as the fit widens its members."""
     g = torch.Generator().manual_seed(7)
     out = []
     for _ in range(n):
         lr = torch.randn(B, model.frames, P // model.s, P // model.s, generator=g)
         mean = model.predict_mean(lr)
         draw = model.sample(lr, 1, "dpmpp2m", 6, generator=g, mean=mean)[:, 0]
-        out.append((lr, mean + residual_factor * (draw - mean)))
+        out.append((lr, NORM.forward(widened_mm(mean, draw - mean, residual_factor, NORM, space))))
     return out
 
 
@@ -44,7 +46,17 @@ def test_a_truth_drawn_like_the_members_keeps_gain_one():
     fit = fit_spread_gain(model, batches(model, 1.0), NORM, 8, "dpmpp2m", 6, 0.0, seed=1)
     assert 2**-0.3 <= fit.gain <= 2**0.3, fit
     assert 0.8 < fit.spread_skill_at_gain < 1.25
-    assert (fit.sampler, fit.steps, fit.members, fit.patches) == ("dpmpp2m", 6, 8, 12)
+    assert (fit.sampler, fit.steps, fit.members, fit.patches, fit.space) == ("dpmpp2m", 6, 8, 12, "mm")
+
+
+@pytest.mark.parametrize("space", ["mm", "normalised"])
+def test_a_truth_with_half_the_residual_asks_for_about_half_in_either_space(space):
+    """The fit widens (or narrows) in the space it is told, and records it."""
+    model = micro_model()
+    fit = fit_spread_gain(model, batches(model, 0.5, space=space), NORM, 8, "dpmpp2m", 6, 0.0, 1, 0.0, space)
+    assert 2**-1.4 <= fit.gain <= 2**-0.6 and fit.space == space, fit
+    with pytest.raises(ValueError, match="spread gain space 'log' unknown"):
+        fit_spread_gain(model, batches(model, 1.0, n=1), NORM, 2, "dpmpp2m", 2, 0.0, 1, 1.0, "log")
 
 
 def test_a_truth_with_half_the_residual_asks_for_about_half():

@@ -283,8 +283,8 @@ def test_another_seed_gives_another_ensemble(base, export, hr_nc, work):
 
 
 def test_the_exports_spread_gain_scales_the_residual_for_its_sampler_only(export, hr_nc, work):
-    """An export calibrated at gain 0.5 for the default sampler with 2 steps: sampled that way, every member's
-    residual (normalised units, where no member is clipped at 0) is half the uncalibrated one; with
+    """An export calibrated (before s38, in normalised units) at gain 0.5 for the default sampler with 2
+    steps: sampled that way, every member's residual (normalised units, where no member is clipped at 0) is half the uncalibrated one; with
     another step count the gain is 1 and the file says why; sample.spread_gain overrides both."""
     fit = {"gain": 0.5, "sampler": "dpmpp2m_ddim", "steps": 2, "eta": 0.0, "members": 8, "patches": 4}
     calibrated = make_export(work / "calibrated" / "model.pt", PAIR, extra={"spread_calibration": fit})
@@ -303,6 +303,8 @@ def test_the_exports_spread_gain_scales_the_residual_for_its_sampler_only(export
         with xr.open_dataset(out) as ds:
             z[name] = norm.forward(members_of(ds)) - norm.forward(ds["precip_mean"].values)[None]
             attrs[name] = (ds.attrs["spread_gain"], ds.attrs["spread_gain_source"])
+            if path == calibrated:  # calibrated before s38, no space named: normalised units, as then
+                assert ds.attrs["spread_gain_space"] == "normalised"
     assert attrs["plain"] == (1.0, "none (the export has no spread calibration)")
     assert attrs["calibrated"] == (0.5, "export calibration on its validation patches")
     assert attrs["other_steps"][0] == 1.0 and "calibrated for dpmpp2m_ddim, 2 steps" in attrs["other_steps"][1]
@@ -312,6 +314,26 @@ def test_the_exports_spread_gain_scales_the_residual_for_its_sampler_only(export
         unclipped &= (members_of(a) > 0) & (members_of(b) > 0) & (a["precip_mean"].values > 0)[None]
     assert unclipped.mean() > 0.5
     np.testing.assert_allclose(z["calibrated"][unclipped], 0.5 * z["plain"][unclipped], atol=1e-4)
+
+
+def test_an_export_calibrated_in_mm_widens_each_members_rain_about_the_mean(export, hr_nc, work):
+    """An export whose calibration says space 'mm' (hpcsr.spread, the default since s38): with gain 0.5
+    each member's departure in mm from the mean network's rain (precip_mean without a mass transform)
+    is half the uncalibrated member's, everywhere (M + 0.5 (X - M) is never below 0); the file says so."""
+    fit = {"gain": 0.5, "space": "mm", "sampler": "dpmpp2m_ddim", "steps": 2, "eta": 0.0, "members": 8, "patches": 4}
+    calibrated = make_export(work / "calibrated_mm" / "model.pt", PAIR, extra={"spread_calibration": fit})
+    departure = {}
+    for name, path in (("plain", export), ("calibrated", calibrated)):
+        out = work / f"gain_mm_{name}.nc"
+        args = base_args(path, hr_nc, out, "--mass", "none", "--time-range", "2011-11-05T03:00", "2011-11-05T04:00")
+        assert run_sample(*args) == 0
+        with xr.open_dataset(out) as ds:
+            departure[name] = members_of(ds) - ds["precip_mean"].values[None]
+            space = ds.attrs["spread_gain_space"]
+        assert space == "mm"  # no calibration: mm as well
+    both = np.isfinite(departure["plain"])
+    assert both.mean() > 0.5 and np.abs(departure["plain"][both]).max() > 0.1
+    np.testing.assert_allclose(departure["calibrated"][both], 0.5 * departure["plain"][both], atol=1e-5, rtol=1e-4)
 
 
 # ------------------------------------------------------------------ missing data

@@ -13,10 +13,11 @@ the input are all-NaN, and NaN cells are masked by the networks (never propagate
    with the same windows (as CorrDiff's patch-based sampling). The domain is one consistent field
    at every step: no seams and no drop of ensemble spread in the overlaps, which independent
    tiles averaged afterwards would give.
-3. output = relu(denormalised(mean + g * sigma * residual)), sigma the residual's scale (one number, or
-   with model.residual_norm 'local' a field computed once per target over the whole domain from
-   the blended mean and the LR: hpcsr.models.residual_scale), g the spread gain (`spread_gain`: the
-   export's gain fitted on its validation patches, hpcsr.train.calibration), then the mass transform
+3. output = mean + sigma * residual widened by the spread gain g and taken to mm (hpcsr.spread: in mm
+   relu(M + g (X - M)), M and X the mean's and the member's rain), sigma the residual's scale (one
+   number, or with model.residual_norm 'local' a field computed once per target over the whole domain
+   from the blended mean and the LR: hpcsr.models.residual_scale), g the export's gain fitted on its
+   validation patches (`spread_gain`, hpcsr.train.calibration, in the space it records), then the mass transform
    (hpcsr.mass.conserve with the recipe's mass function) over the full domain at the chosen scale:
    'cell' each s x s x t block (exact per LR cell), 'frame' the whole domain of the target block,
    'image' the author's patch scale, 'none' skips it (the export's recipe chooses: 'cell' unless trained
@@ -60,6 +61,7 @@ from hpcsr.models.inputs import prepare_lr
 from hpcsr.motion import field_start
 from hpcsr.sampling.inputs import LRSequence
 from hpcsr.sampling.tiles import WINDOWS, Blender, TileLayout, default_overlap
+from hpcsr.spread import DEFAULT_SPACE, LEGACY_SPACE, widened_mm
 
 log = logging.getLogger(__name__)
 
@@ -179,10 +181,18 @@ class Conditions:
         return self.sampler.condition(self.lr_z, self.mean, first, count)
 
 
+def spread_space(export) -> str:
+    """Where the spread gain widens the members (hpcsr.spread): the space the export's calibration was
+    fitted in (an export calibrated before s38 names none: normalised), mm without a calibration."""
+    fitted = export.metadata.get("spread_calibration")
+    return fitted.get("space", LEGACY_SPACE) if fitted else DEFAULT_SPACE
+
+
 def spread_gain(export, cfg: SampleConfig, steps: int) -> tuple[float, str]:
     """The residual gain and where it comes from: cfg.spread_gain when set, else the export's
     calibrated gain (hpcsr.train.calibration) when it was measured with this sampler, steps and eta,
-    else 1 (said in the log: a gain measured with another sampler does not carry over)."""
+    else 1 (said in the log: a gain measured with another sampler does not carry over). Either is
+    applied in the export's `spread_space`."""
     if cfg.spread_gain is not None:
         return float(cfg.spread_gain), "sample.spread_gain"
     fitted = export.metadata.get("spread_calibration")
@@ -239,6 +249,7 @@ class EnsembleSampler:
         if not isinstance(self.steps, int) or not 1 <= self.steps <= schedule.steps:
             raise ValueError(f"steps={cfg.steps!r} must be an integer in 1..{schedule.steps} (the schedule's length)")
         self.gain, self.gain_source = spread_gain(export, cfg, self.steps)
+        self.gain_space = spread_space(export)
         if "denoiser" not in export.metadata.get("trained", ["denoiser"]):
             log.warning(
                 "export %s is stage %r: its denoiser was not trained, members are the mean plus untrained "
@@ -313,7 +324,7 @@ class EnsembleSampler:
         """The residual's scale (t, Y, X) or scalar over the whole domain of one target, from its LR
         context (frames, ny, nx) and blended mean (t, Y, X): one field, so no seams between tiles."""
         lr_up, lr_valid = prepare_lr(lr_z[None], self.s, self.model.cfg.upsample)
-        sigma = self.gain * self.model.residual_sigma(lr_up, lr_valid, mean[None])
+        sigma = self.model.residual_sigma(lr_up, lr_valid, mean[None])
         return sigma[0] if sigma.dim() else sigma
 
     @torch.no_grad()
@@ -378,7 +389,14 @@ class EnsembleSampler:
 
     def to_mm(self, z: torch.Tensor, lr_mm: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Normalised (t, Y, X) -> relu(mm) -> mass transform -> NaN where masked."""
-        mm = torch.relu(self.normaliser.inverse(z))
+        return self.delivered(torch.relu(self.normaliser.inverse(z)), lr_mm, mask)
+
+    def member_mm(self, mean: torch.Tensor, residual: torch.Tensor, lr_mm: torch.Tensor, mask: torch.Tensor):
+        """One member from the mean and its residual (normalised, t, Y, X): widened by the spread gain in
+        its space (hpcsr.spread), relu(mm) -> mass transform -> NaN where masked."""
+        return self.delivered(widened_mm(mean, residual, self.gain, self.normaliser, self.gain_space), lr_mm, mask)
+
+    def delivered(self, mm: torch.Tensor, lr_mm: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         mm = self.mass_transform(mm, lr_mm[self.past - 1][None])
         return torch.where(mask, torch.full_like(mm, float("nan")), mm)
 
@@ -410,6 +428,7 @@ class EnsembleSampler:
             "eta": cfg.eta,
             "spread_gain": self.gain,
             "spread_gain_source": self.gain_source,
+            "spread_gain_space": self.gain_space,
             "seed": cfg.seed,
             "seed_rule": "member m at target block end tau: torch generator seeded from "
             "numpy SeedSequence(seed, spawn_key=(m, tau seconds since 1970))",
@@ -448,7 +467,7 @@ def _members(sampler: EnsembleSampler, block, units, lr_mm, lr_z, means, masks, 
                 current = (n, sampler.conditions(lr_z[n], means[n]), sampler.residual_sigma(lr_z[n], means[n]))
             gen = unit_generator(sampler.cfg.seed, m, int(block[n]), sampler.device)
             residual = sampler.residual(current[1], current[2], gen)
-            member = sampler.to_mm(means[n] + residual, lr_mm[n], masks[n]).cpu()
+            member = sampler.member_mm(means[n], residual, lr_mm[n], masks[n]).cpu()
         bar.update(1)
         yield member
 

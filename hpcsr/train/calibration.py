@@ -6,10 +6,11 @@ scaling each member's residual by 0.5-0.6 brought spread/skill to 0.95-1.13 and 
 0.76 / 0.82 to 0.65 / 0.69 x bicubic's MAE, while the calibrated (4, 1) ensemble was best left as it
 was. So the end of a diffusion (or joint) stage fits one gain g on its validation patches:
 
-    member = relu(denormalise(mean + g * sigma * r)), then the recipe's mass transform,
+    member = relu(M + g (X - M)), then the recipe's mass transform,
 
-the sampler's own output with the residual scaled by g, for every g of a geometric grid, scored in
-mm after the mass transform as the evaluation scores it. Each gain's spread/skill ratio (with the
+with M the mean network's rain and X the sampler's own member in mm (hpcsr.spread; in the space
+'normalised', train.calibration_space, the residual in log1p units is scaled instead), for every g of
+a geometric grid, scored in mm after the mass transform as the evaluation scores it. Each gain's spread/skill ratio (with the
 (m+1)/m correction) gets a 90 % bootstrap interval over the patches (BOOTSTRAP resamples), and the
 gain kept is the one nearest 1 whose interval holds 1: the least change the patches show to be
 needed, not the gain whose point estimate is nearest 1 (recorded as `point_gain`). It goes into the
@@ -31,7 +32,8 @@ which the point fits had widened to 1.32 / 1.07, came into calibration (1.41 -> 
 
 When even the grid's largest gain (2) leaves the validation ensemble under-dispersed (its interval
 below 1), the fit keeps 2 and logs a warning: the demo's s5_t3 in s37 (validation spread/skill 0.59
-[0.55, 0.63] at gain 1, 0.84 [0.76, 0.89] at 2; on its test day 0.986 at 2).
+[0.55, 0.63] at gain 1, 0.84 [0.76, 0.89] at 2 in normalised units, 0.77 [0.70, 0.82] in mm; on its
+test day 0.986 / 0.906 at 2).
 The fit only widens by default (train.calibration_min_gain = 1: gains below it are not chosen; the
 gain the whole grid would choose is recorded as `free_gain`). The validation patches come from the
 training data, whose errors understate those on radar the network never saw, and a small validation
@@ -61,7 +63,8 @@ import numpy as np
 import torch
 
 from hpcsr.evaluate.metrics import crps_ensemble, ensemble_variance, spread_skill_ratio
-from hpcsr.train.objective import delivered_mm
+from hpcsr.spread import DEFAULT_SPACE, check_space, widened_mm
+from hpcsr.train.objective import conserved_mm
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ class SpreadCalibration:
     free_gain: float  # the same choice over the whole grid (what the fit would choose without the floor)
     point_gain: float  # the gain >= min_gain whose spread/skill alone is closest to 1 (no interval)
     min_gain: float
+    space: str  # where the gain widens the members (hpcsr.spread): 'mm' or 'normalised'
     sampler: str
     steps: int
     eta: float
@@ -105,10 +109,12 @@ def fit_spread_gain(
     eta: float,
     seed: int,
     min_gain: float = 1.0,
+    space: str = DEFAULT_SPACE,
 ) -> SpreadCalibration:
     """The residual gain of `model` (an SRModel, eval mode) at least `min_gain` whose spread/skill is
     closest to 1 over `batches`, (lr, hr[, start]) normalised validation batches, each member sampled as
-    `hpcsr sample` would."""
+    `hpcsr sample` would and widened in `space` (hpcsr.spread)."""
+    check_space(space)
     if members < 2:
         raise ValueError(f"spread calibration needs at least 2 members per patch, got {members}")
     if not 0 <= min_gain <= GAINS[-1]:
@@ -125,7 +131,7 @@ def fit_spread_gain(
     for gain in GAINS:
         scores, var_sums, err_sums = [], [], []
         for (mean, residual, lr), truth in zip(draws, truths):
-            mm = delivered_mm(mean + gain * residual, lr, normaliser, recipe)
+            mm = conserved_mm(widened_mm(mean, residual, gain, normaliser, space), lr, normaliser, recipe)
             x = mm.transpose(0, 1).double().numpy()  # (m, B, t, Y, X)
             y = truth.double().numpy()
             valid = np.isfinite(y) & np.isfinite(x).all(axis=0)
@@ -171,6 +177,7 @@ def fit_spread_gain(
         free_gain=free,
         point_gain=nearest(allowed),
         min_gain=float(min_gain),
+        space=space,
         sampler=sampler,
         steps=int(steps),
         eta=float(eta),

@@ -31,6 +31,9 @@ class TrainConfig:
     keep_better_start: bool = False  # mean stage: export the start if it validates better (hpcsr.train.mean_selection)
     calibration_members: int = 8  # diffusion, joint: members per validation patch for the spread gain (0: none)
     calibration_min_gain: float = 1.0  # smallest spread gain the fit may choose (1: it only widens; 0: free)
+    calibration_space: typing.Literal["mm", "normalised"] = (
+        "mm"  # where the spread gain widens each member about the mean network's rain (hpcsr.spread)
+    )
     checkpoint_every: int = 100  # steps between DeepSpeed checkpoints (a signal or the end also saves)
     keep_checkpoints: int = 2  # complete checkpoints kept (older ones deleted)
     export_every: int = 0  # steps between milestone fp32 exports (0: only the final export)

@@ -39,12 +39,17 @@ def delivered_mm(x: torch.Tensor, lr: torch.Tensor, normaliser, recipe) -> torch
     """What the sampler makes of normalised HR fields x (B, ..., t, Y, X): relu(mm), then the
     recipe's mass transform against the target LR frame of lr (B, frames, y, x), normalised, at
     index recipe.context - 1. Differentiable in x."""
-    mm = torch.relu(normaliser.inverse(x.float()))
+    return conserved_mm(torch.relu(normaliser.inverse(x.float())), lr, normaliser, recipe)
+
+
+def conserved_mm(mm: torch.Tensor, lr: torch.Tensor, normaliser, recipe) -> torch.Tensor:
+    """HR fields mm (B, ..., t, Y, X) in mm after the recipe's mass transform against the target LR
+    frame of lr (as `delivered_mm`)."""
     if recipe.mass_scale == "none":
         return mm
     past = recipe.context
     lr_mm = normaliser.inverse(lr[:, past - 1 : past].float())  # (B, 1, y, x), NaN kept
-    lr_mm = lr_mm.view(lr_mm.shape[0], *([1] * (x.dim() - 4)), *lr_mm.shape[1:])
+    lr_mm = lr_mm.view(lr_mm.shape[0], *([1] * (mm.dim() - 4)), *lr_mm.shape[1:])
     s, t = recipe.pair.s, recipe.pair.t
     return conserve(mm, lr_mm, s, t, recipe.mass, recipe.mass_scale, default_mode(recipe.mass_scale))
 

@@ -636,11 +636,13 @@ class Trainer:
             sc.eta,
             cfg.seed,
             cfg.train.calibration_min_gain,
+            cfg.train.calibration_space,
         )
         log.info(
-            "spread gain %.3g (free fit %.3g, floor %g; %s, %d steps) on %d validation patches x %d members in "
+            "spread gain %.3g in %s (free fit %.3g, floor %g; %s, %d steps) on %d validation patches x %d members in "
             "%.0f s: fair CRPS %.4g -> %.4g mm, spread/skill %.2f -> %.2f",
             fit.gain,
+            fit.space,
             fit.free_gain,
             fit.min_gain,
             fit.sampler,
