@@ -31,7 +31,7 @@ LAYERS = (
         "hpcsr.dist",
         "hpcsr.diffusion",
     ),
-    ("hpcsr.mass", "hpcsr.motion", "hpcsr.data", "hpcsr.models"),
+    ("hpcsr.mass", "hpcsr.motion", "hpcsr.data", "hpcsr.models", "hpcsr.spread"),
     ("hpcsr.config",),
     ("hpcsr.export",),
     ("hpcsr.train", "hpcsr.sampling", "hpcsr.evaluate"),
