@@ -366,7 +366,7 @@ def test_exact_resume_other_zero_stages(case, reference, train_dataset, tmp_path
     assert fit["gain"] in GAINS and abs(math.log(fit["spread_skill_at_gain"])) <= abs(
         math.log(fit["spread_skill_at_one"])
     )
-    assert (fit["sampler"], fit["steps"], fit["members"]) == ("dpmpp2m_ddim", 10, 8)
+    assert (fit["sampler"], fit["steps"], fit["members"], fit["space"]) == ("dpmpp2m_ddim", 10, 8, "mm")
     if stage_name == "diffusion":
         mean_export = export_blob(reference)["state_dict"]
         frozen = [k for k in mean_export if k.startswith("mean_net.")]
