@@ -56,6 +56,17 @@ class ExportError(ValueError):
     """An export that cannot be used here; the message names the file and the fix."""
 
 
+def recorded_model(record: dict) -> dict:
+    """An export's (or checkpoint's) model record with the values it was trained with where it names
+    none: a key added to ModelConfig later defaults to the old behaviour, not the new default."""
+    recorded = dict(record)
+    recorded.setdefault("residual_norm", "global")  # exports from before the local residual scale
+    recorded.setdefault("mean_skip", "hold")  # exports from before the linear-in-time start
+    recorded.setdefault("residual_edge", "pixel")  # exports from before the cell-averaged edge
+    recorded.setdefault("mean_sees_start", False)  # exports from before the start entered the head (s39)
+    return recorded
+
+
 def recipe_to_dict(recipe: Recipe) -> dict:
     return {
         "s": recipe.pair.s,
@@ -151,11 +162,7 @@ class Export:
 
     @property
     def model_config(self) -> ModelConfig:
-        recorded = dict(self.metadata["model"])
-        recorded.setdefault("residual_norm", "global")  # exports from before the local residual scale
-        recorded.setdefault("mean_skip", "hold")  # exports from before the linear-in-time start
-        recorded.setdefault("residual_edge", "pixel")  # exports from before the cell-averaged edge
-        return build(ModelConfig, recorded, "model")
+        return build(ModelConfig, recorded_model(self.metadata["model"]), "model")
 
     @property
     def normaliser(self) -> Normaliser:

@@ -116,6 +116,23 @@ def test_warm_start_copies_all_and_keeps_lineage_chain(tmp_path, source):
     )
 
 
+def test_an_export_from_before_a_model_key_existed_seeds_with_the_value_it_was_trained_with(tmp_path):
+    """An export written before model.mean_sees_start (s39) names no such key and has no start_in
+    weights: as a source it reads as trained, mean_sees_start False, and warm-starts a run of that
+    architecture with every weight, not a refusal for the new default's extra layer."""
+    old = dataclasses.replace(TINY, mean_sees_start=False)
+    path = tmp_path / "old" / "model.pt"
+    src_model = write_source(path, cfg=old)
+    metadata = json.loads(path.with_suffix(".json").read_text())
+    del metadata["model"]["mean_sees_start"]
+    exports.write_export(path, src_model.state_dict(), metadata)
+    assert load_source(path).model["mean_sees_start"] is False
+    seed = make_seed(path, "4x2", tmp_path / "seed.pt", "warm_start")
+    loaded = exports.load_export(seed.path)
+    assert loaded.model_config.mean_sees_start is False
+    assert all(torch.equal(v, src_model.state_dict()[k]) for k, v in loaded.state_dict.items())
+
+
 def test_a_refused_transfer_leaves_an_earlier_seed_and_its_report_as_they_were(tmp_path, source):
     """Issue 15: a refusal used to overwrite <out>.report.json beside an earlier, good seed (a report
     of one transfer next to the seed of another). Now the seed, its JSON and report stay byte-identical

@@ -204,8 +204,9 @@ class Trainer:
         """Refuse a checkpoint of another factor pair, architecture or stage, naming both."""
         mine = {"pair": self.recipe.pair.name, "model": dataclasses.asdict(self.cfg.model), "stage": self.stage}
         theirs = {k: marker.get(k) for k in mine}
-        theirs["model"] = {
-            k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in (theirs["model"] or {}).items()
+        theirs["model"] = {  # a key its code did not know yet: the value it was trained with
+            k: (list(v) if isinstance(v, (list, tuple)) else v)
+            for k, v in exports.recorded_model(theirs["model"] or {}).items()
         }
         mine["model"] = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in mine["model"].items()}
         diffs = []

@@ -57,7 +57,8 @@ class Source:
 
     @property
     def model(self) -> dict | None:
-        return self.metadata.get("model")
+        record = self.metadata.get("model")
+        return exports.recorded_model(record) if record else None
 
     @property
     def stage(self) -> str | None:
