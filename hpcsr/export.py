@@ -63,7 +63,6 @@ def recorded_model(record: dict) -> dict:
     recorded.setdefault("residual_norm", "global")  # exports from before the local residual scale
     recorded.setdefault("mean_skip", "hold")  # exports from before the linear-in-time start
     recorded.setdefault("residual_edge", "pixel")  # exports from before the cell-averaged edge
-    recorded.setdefault("mean_sees_start", False)  # exports from before the start entered the head (s39)
     return recorded
 
 

@@ -113,37 +113,6 @@ def test_the_motion_start_is_given_to_the_mean_network_and_refused_where_it_does
     torch.testing.assert_close(at_one.predict_mean(lr1), upsample_space(lr1[:, -1], 4)[:, None])
 
 
-@pytest.mark.parametrize("sees", [True, False])
-def test_the_correction_depends_on_the_start_only_when_the_mean_network_sees_it(sees):
-    """model.mean_sees_start (the default): the start enters the head beside the decoder's features,
-    so two starts of the same LR frames get different corrections; without it (exports from before
-    s39) the correction is the same and the start only adds."""
-    r = recipe(4, 2)
-    model = randomise(build_model(dataclasses.replace(TINY, mean_skip="motion", mean_sees_start=sees), r, 1))
-    assert (model.mean_net.start_in is not None) == sees
-    g = torch.Generator().manual_seed(2)
-    lr = torch.rand(2, model.frames, 5, 5, generator=g)  # 20 px: padded to the UNet's multiple inside
-    a, b = torch.rand(2, 2, 20, 20, generator=g), torch.rand(2, 2, 20, 20, generator=g)
-    with torch.no_grad():
-        change = (model.predict_mean(lr, start=a) - a) - (model.predict_mean(lr, start=b) - b)
-    assert float(change.abs().max()) > 1e-2 if sees else float(change.abs().max()) < 1e-5  # float rounding
-
-
-def test_an_export_from_before_the_start_entered_the_head_loads_without_it(tmp_path):
-    """Exports written before model.mean_sees_start have neither the key nor start_in's weights: they
-    load strictly, as they were trained, and give the same mean."""
-    from hpcsr.export import Export, recipe_to_dict
-
-    old = randomise(build_model(dataclasses.replace(TINY, mean_sees_start=False), recipe(4, 1)))
-    record = {k: v for k, v in dataclasses.asdict(TINY).items() if k != "mean_sees_start"}
-    metadata = {"model": record, "recipe": recipe_to_dict(recipe(4, 1)), "future_context": 0}
-    loaded = Export(tmp_path / "model.pt", old.state_dict(), metadata).build_model()
-    assert loaded.cfg.mean_sees_start is False and loaded.mean_net.start_in is None
-    lr = torch.rand(1, old.frames, 6, 6, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.predict_mean(lr), old.predict_mean(lr))
-
-
 def test_auto_start_is_motion_for_short_lr_steps_only():
     """model.mean_skip 'auto' resolves from t x the HR step (MOTION_MAX_LR_MINUTES = 30); an explicit
     choice is kept; a network built with 'auto' takes a given start, else the linear one."""

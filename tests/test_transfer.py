@@ -117,19 +117,20 @@ def test_warm_start_copies_all_and_keeps_lineage_chain(tmp_path, source):
 
 
 def test_an_export_from_before_a_model_key_existed_seeds_with_the_value_it_was_trained_with(tmp_path):
-    """An export written before model.mean_sees_start (s39) names no such key and has no start_in
-    weights: as a source it reads as trained, mean_sees_start False, and warm-starts a run of that
-    architecture with every weight, not a refusal for the new default's extra layer."""
-    old = dataclasses.replace(TINY, mean_sees_start=False)
+    """An export written before model.residual_edge and model.mean_skip existed names neither: as a
+    source it reads as trained (per-pixel edge, the held target frame), and its seed records that,
+    not the keys' newer defaults (which its weights were never trained for)."""
+    old = dataclasses.replace(TINY, residual_edge="pixel", mean_skip="hold")
     path = tmp_path / "old" / "model.pt"
     src_model = write_source(path, cfg=old)
     metadata = json.loads(path.with_suffix(".json").read_text())
-    del metadata["model"]["mean_sees_start"]
+    for key in ("residual_edge", "mean_skip"):
+        del metadata["model"][key]
     exports.write_export(path, src_model.state_dict(), metadata)
-    assert load_source(path).model["mean_sees_start"] is False
+    assert (load_source(path).model["residual_edge"], load_source(path).model["mean_skip"]) == ("pixel", "hold")
     seed = make_seed(path, "4x2", tmp_path / "seed.pt", "warm_start")
     loaded = exports.load_export(seed.path)
-    assert loaded.model_config.mean_sees_start is False
+    assert (loaded.model_config.residual_edge, loaded.model_config.mean_skip) == ("pixel", "hold")
     assert all(torch.equal(v, src_model.state_dict()[k]) for k, v in loaded.state_dict.items())
 
 

@@ -70,7 +70,6 @@ class ModelConfig:
         # auto: motion where an LR step is short enough for the rain to keep its shape, else linear
         # (`resolve_mean_skip`, from the training data's step; exports record the resolved choice)
     )
-    mean_sees_start: bool = True  # the mean net's head also sees its start (the correction depends on it)
     sigma_data: float = 1.0  # the denoiser's data scale (EDM preconditioning, hpcsr.diffusion.parametrization; 1: v)
 
     def __post_init__(self):

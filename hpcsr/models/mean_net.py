@@ -84,9 +84,6 @@ class MeanNet(nn.Module):
         self.frame_emb = FrameEmbedding(cfg.emb_dim)
         self.encoder = nn.ModuleList(EncoderLevel(cfg, i) for i in range(cfg.levels))
         self.decoder = nn.ModuleList(DecoderLevel(cfg, i) for i in range(cfg.levels - 1))
-        # the start of each output step enters the head beside the decoder's features, so the
-        # correction can depend on where the start put the rain (model.mean_sees_start)
-        self.start_in = nn.Conv2d(1, width, 3, padding=1) if cfg.mean_sees_start else None
         self.head = ResBlock(width, width, cfg.emb_dim, cfg.norm)
         self.out = nn.Sequential(make_norm(width, cfg.norm), nn.SiLU(), nn.Conv2d(width, 1, 3, padding=1))
         self.drop_correction_()  # the untrained network returns its start
@@ -113,8 +110,7 @@ class MeanNet(nn.Module):
             raise ValueError(f"a start was given but model.mean_skip is {self.cfg.mean_skip!r} (t={t}): drop it")
         B, frames = lr_up.shape[:2]
         x = frame_inputs([lr_up, lr_valid], static, frames).to(self.stem.weight.dtype)  # bf16 when the model is
-        window_multiple = 2 ** (self.cfg.levels - 1)
-        x, window = pad_to_multiple(x, window_multiple)
+        x, window = pad_to_multiple(x, 2 ** (self.cfg.levels - 1))
         h = self.stem(x)
         emb = self.frame_emb(context_times(frames, target, x.device), LR_FRAME)
         skips = []
@@ -132,13 +128,10 @@ class MeanNet(nn.Module):
             level = self.decoder[i]
             d = level.block(torch.cat([level.up(d), skips[i]], dim=1))
         d = d[:, None].expand(B, t, *d.shape[1:]).flatten(0, 1)
+        out_emb = self.frame_emb(output_times(t, x.device), HR_FRAME).repeat(B, 1)
+        y = self.out(self.head(d, out_emb)).view(B, t, *d.shape[2:])
         if start is None:
             start = (
                 linear_in_time(lr_up, lr_valid, t, target) if self.cfg.mean_skip != "hold" else lr_up[:, target, None]
             )
-        start = start.expand(B, t, H, W)
-        if self.start_in is not None:
-            d = d + self.start_in(pad_to_multiple(start.reshape(B * t, 1, H, W).to(d.dtype), window_multiple)[0])
-        out_emb = self.frame_emb(output_times(t, x.device), HR_FRAME).repeat(B, 1)
-        y = self.out(self.head(d, out_emb)).view(B, t, *d.shape[2:])
         return crop(y, window) + start
