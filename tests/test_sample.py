@@ -284,8 +284,9 @@ def test_another_seed_gives_another_ensemble(base, export, hr_nc, work):
 
 def test_the_exports_spread_gain_scales_the_residual_for_its_sampler_only(export, hr_nc, work):
     """An export calibrated (before s38, in normalised units) at gain 0.5 for the default sampler with 2
-    steps: sampled that way, every member's residual (normalised units, where no member is clipped at 0) is half the uncalibrated one; with
-    another step count the gain is 1 and the file says why; sample.spread_gain overrides both."""
+    steps: sampled that way, every member's residual (normalised units, where no member is clipped at
+    0) is half the uncalibrated one; with another step count the gain is 1 and the file says why;
+    sample.spread_gain overrides both."""
     fit = {"gain": 0.5, "sampler": "dpmpp2m_ddim", "steps": 2, "eta": 0.0, "members": 8, "patches": 4}
     calibrated = make_export(work / "calibrated" / "model.pt", PAIR, extra={"spread_calibration": fit})
     runs = {

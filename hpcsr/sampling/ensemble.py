@@ -61,7 +61,7 @@ from hpcsr.models.inputs import prepare_lr
 from hpcsr.motion import field_start
 from hpcsr.sampling.inputs import LRSequence
 from hpcsr.sampling.tiles import WINDOWS, Blender, TileLayout, default_overlap
-from hpcsr.spread import DEFAULT_SPACE, LEGACY_SPACE, widened_mm
+from hpcsr.spread import DEFAULT_SPACE, LEGACY_SPACE, check_space, widened_mm
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,9 @@ def spread_space(export) -> str:
     """Where the spread gain widens the members (hpcsr.spread): the space the export's calibration was
     fitted in (an export calibrated before s38 names none: normalised), mm without a calibration."""
     fitted = export.metadata.get("spread_calibration")
-    return fitted.get("space", LEGACY_SPACE) if fitted else DEFAULT_SPACE
+    space = fitted.get("space", LEGACY_SPACE) if fitted else DEFAULT_SPACE
+    check_space(space)  # an export naming another space is refused before any member is drawn
+    return space
 
 
 def spread_gain(export, cfg: SampleConfig, steps: int) -> tuple[float, str]:

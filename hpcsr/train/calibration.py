@@ -10,9 +10,9 @@ was. So the end of a diffusion (or joint) stage fits one gain g on its validatio
 
 with M the mean network's rain and X the sampler's own member in mm (hpcsr.spread; in the space
 'normalised', train.calibration_space, the residual in log1p units is scaled instead), for every g of
-a geometric grid, scored in mm after the mass transform as the evaluation scores it. Each gain's spread/skill ratio (with the
-(m+1)/m correction) gets a 90 % bootstrap interval over the patches (BOOTSTRAP resamples), and the
-gain kept is the one nearest 1 whose interval holds 1: the least change the patches show to be
+a geometric grid, scored in mm after the mass transform as the evaluation scores it. Each gain's
+spread/skill ratio (with the (m+1)/m correction) gets a 90 % bootstrap interval over the patches
+(BOOTSTRAP resamples), and the gain kept is the one nearest 1 whose interval holds 1: the least change the patches show to be
 needed, not the gain whose point estimate is nearest 1 (recorded as `point_gain`). It goes into the
 export's metadata (`spread_calibration`) with the sampler it was measured with, the fair CRPS at it
 and at 1, and both intervals.
