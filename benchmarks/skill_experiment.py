@@ -167,12 +167,11 @@ def tag(a, keys) -> str:
     return hashlib.sha256(json.dumps([vars(a)[k] for k in keys]).encode()).hexdigest()[:8]
 
 
-def preprocess(work: Path, pairs: list[str], eval_file: str, pixels: int) -> tuple[Path, Path]:
-    """HR store + shards of the training day (`pixels` x `pixels` source pixels averaged into one);
-    HR store of the evaluation day (same cadence)."""
+def preprocess_train(work: Path, pairs: list[str], pixels: int) -> Path:
+    """HR store + shards of the training day, `pixels` x `pixels` source pixels averaged into one."""
     py = [sys.executable, "-m", "preprocessing.cli"]
     name = "train" if pixels == 1 else f"train_px{pixels}"
-    train, held_out = work / "data" / name, work / "data" / f"eval_{Path(eval_file).stem}"
+    train = work / "data" / name
     ingest = ["ingest", "--out", str(train), "--netcdf", str(DATA / TRAIN_FILE), "--cadence", str(CADENCE_MIN)]
     run_logged(
         py + ingest + ["--aggregate-pixels", str(pixels), "--quiet"],
@@ -184,22 +183,27 @@ def preprocess(work: Path, pairs: list[str], eval_file: str, pixels: int) -> tup
         work / "logs" / f"shards_{name}.log",
         2,
     )
+    return train
+
+
+def preprocess_eval(work: Path, eval_file: str) -> Path:
+    """HR store of the evaluation day, at the training data's cadence."""
+    held_out = work / "data" / f"eval_{Path(eval_file).stem}"
+    ingest = ["ingest", "--out", str(held_out), "--netcdf", str(DATA / eval_file), "--cadence", str(CADENCE_MIN)]
     run_logged(
-        py
-        + [
-            "ingest",
-            "--out",
-            str(held_out),
-            "--netcdf",
-            str(DATA / eval_file),
-            "--cadence",
-            str(CADENCE_MIN),
-            "--quiet",
-        ],
+        [sys.executable, "-m", "preprocessing.cli", *ingest, "--quiet"],
         work / "logs" / f"ingest_{held_out.name}.log",
         2,
     )
-    return train, held_out / "hr.h5"
+    return held_out / "hr.h5"
+
+
+def pixel_sizes(text: str) -> list[int]:
+    """--train-pixels as distinct averaging sizes, the first the main one (1 or 2 each)."""
+    sizes = [int(x) for x in text.split(",") if x.strip()]
+    if not sizes or any(x not in (1, 2) for x in sizes) or len(set(sizes)) != len(sizes):
+        raise SystemExit(f"--train-pixels {text!r}: distinct sizes of 1 and 2, comma-separated, e.g. 1,2")
+    return sizes
 
 
 def extra_networks(choice: str, eval_name: str) -> list[str]:
@@ -626,7 +630,7 @@ def one_pair(pair: str, a, data: Path, extra: list[Path], crop: Path, work: Path
                 "--coarsen",
                 "--members",
                 str(a.members),
-                *(["--allow-other-grid"] if a.train_pixels == 1 else []),  # 500 m training, 1 km here
+                *(["--allow-other-grid"] if pixel_sizes(a.train_pixels)[0] == 1 else []),  # 500 m data, 1 km here
                 *(["--tile", str(a.tile)] if a.tile else []),
                 "--out",
                 str(ensemble),
@@ -825,11 +829,10 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="training seed (default %(default)s)")
     p.add_argument(
         "--train-pixels",
-        type=int,
-        choices=(1, 2),
-        default=1,
-        help="BoM 500 m pixels averaged per side into one training pixel: 1 trains at 500 m, 2 at the "
-        "evaluation radars' 1 km (default %(default)s)",
+        default="1,2",
+        help="BoM 500 m pixels averaged per side into one training pixel, comma-separated: the first size's "
+        "shard is the training data with its validation split, each further size's train split joins "
+        "the training data (data.extra_shards); 1 is 500 m, 2 the evaluation radars' 1 km (default %(default)s)",
     )
     p.add_argument(
         "--set",
@@ -880,8 +883,11 @@ def main(argv=None) -> int:
     log(
         f"preprocessing {TRAIN_FILE} (training) and {eval_file} (evaluation) at {CADENCE_MIN}-min steps into {work / 'data'}"
     )
-    data, eval_store = preprocess(work, pairs, eval_file, a.train_pixels)
-    extra = preprocess_extra(work, pairs, networks)
+    sizes = pixel_sizes(a.train_pixels)
+    a.train_pixels = ",".join(map(str, sizes))  # normalised, so the training tag names the data
+    data, *more_sizes = [preprocess_train(work, pairs, pixels) for pixels in sizes]
+    eval_store = preprocess_eval(work, eval_file)
+    extra = more_sizes + preprocess_extra(work, pairs, networks)
     if networks:
         log(f"extra training data (every step): {', '.join(extra_files)}")
     crop = work / "data" / f"eval_{a.eval}_crop{a.crop}_steps{a.steps}.nc"
@@ -938,7 +944,8 @@ def main(argv=None) -> int:
     from hpcsr.atomic import write_text_atomic
 
     title = f"# Skill on real data ({'quick run, no verdict' if a.quick else 'default run'})\n\n"
-    trained_on = ", ".join([TRAIN_FILE, *(f"{f} (every step)" for f in extra_files)])
+    at = " and ".join({1: "500 m", 2: "1 km"}[x] for x in sizes)
+    trained_on = ", ".join([f"{TRAIN_FILE} at {at}", *(f"{f} (every step)" for f in extra_files)])
     source = f"Trained on {trained_on}, evaluated on {eval_file} (rows {window['rows']}, cols {window['cols']}, steps {window['steps']}).\n\n"
     write_text_atomic(out.with_suffix(".md"), title + source + table)
     log(
