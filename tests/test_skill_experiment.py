@@ -1,8 +1,9 @@
 """benchmarks/skill_experiment.py --quick end to end on the real radar files: preprocessing of the
-BoM (training) and MeteoSwiss (evaluation) days, both training stages of three pairs, sampling,
-evaluation and the result files. Seconds of training cannot show skill, so only the shape of the
-result is checked: every number is there and finite, and the reports with their figures exist.
-The criteria are checked on a hand-made metrics dict.
+BoM (training, at 500 m with its 1 km aggregate mixed in: --train-pixels 1,2) and KNMI (evaluation)
+days, both training stages of three pairs, sampling, evaluation and the result files. Seconds of
+training cannot show skill, so only the shape of the result is checked: every number is there and
+finite, and the reports with their figures exist. The criteria are checked on a hand-made metrics
+dict.
 """
 
 from __future__ import annotations
@@ -111,6 +112,14 @@ def test_extra_training_networks_never_include_the_evaluation_network():
         skill_experiment.extra_networks("opera", "knmi")
 
 
+def test_training_pixel_sizes_are_distinct_ones_and_twos_the_first_the_main_shard():
+    assert skill_experiment.pixel_sizes("1,2") == [1, 2]
+    assert skill_experiment.pixel_sizes(" 2 ") == [2]
+    for bad in ("", "1,1", "3", "1,4"):
+        with pytest.raises(SystemExit, match="--train-pixels"):
+            skill_experiment.pixel_sizes(bad)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     not all((DATA / f).is_file() for f in FILES),
@@ -124,6 +133,8 @@ def test_quick_run_writes_finite_scores_and_reports(tmp_path):
             sys.executable,
             str(REPO / "benchmarks" / "skill_experiment.py"),
             "--quick",
+            "--train-pixels",
+            "1,2",
             "--work",
             str(tmp_path / "work"),
             "--out",
@@ -162,4 +173,7 @@ def test_quick_run_writes_finite_scores_and_reports(tmp_path):
     for r in rows:
         meta = json.loads((Path(r["run_dir"]) / "mean" / "export" / "model.json").read_text())
         assert meta["model"]["mean_skip"] == ("linear" if r["pair"] == "s4_t1" else "motion"), r["pair"]
+        # --train-pixels 1,2: BoM at 500 m with its validation split, its 1 km train split mixed in
+        assert Path(meta["shard"]).parts[-3] == "train", meta["shard"]
+        assert [Path(x).parts[-3] for x in meta["extra_shards"]] == ["train_px2"], meta["extra_shards"]
     assert "(the mean network's start with model.mean_skip 'motion')" in md
