@@ -52,8 +52,9 @@
    For t > 1 the model also sees the next LR block (data.future_context's default), because the bicubic
    baseline interpolates linearly in time between neighbouring blocks and so uses it too.
 4. Per pair: `hpcsr train` stage mean then stage diffusion (one process each, 1 thread; pairs in
-   parallel; the diffusion stage ends by fitting its spread gain on the BoM validation patches,
-   hpcsr.train.calibration), `hpcsr sample` (--members members, every other setting the defaults a
+   parallel; the diffusion stage ends by fitting its spread gain on --val-patches BoM validation
+   patches, hpcsr.train.calibration: 128, since 32 left the fit to the seed's draw of patches, see
+   there), `hpcsr sample` (--members members, every other setting the defaults a
    user gets: blended tiles of the training patch's side, the sampler and its steps, the recipe's mass
    transform, the export's spread gain), `python -m hpcsr.evaluate`
    (baselines nearest, bicubic + linear in time, mean network).
@@ -806,7 +807,12 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of both stages (default %(default)s)")
     p.add_argument("--warmup", type=int, default=20, help="warm-up steps of both stages (default %(default)s)")
     p.add_argument("--val-every", type=int, default=50, help="steps between validation losses (default %(default)s)")
-    p.add_argument("--val-patches", type=int, default=32, help="fixed validation patches (default %(default)s)")
+    p.add_argument(
+        "--val-patches",
+        type=int,
+        default=128,
+        help="fixed validation patches, of the mean stage's validation and the spread calibration (default %(default)s)",
+    )
     p.add_argument(
         "--members", type=int, default=10, help="ensemble members, >= 10 for the fair CRPS (default %(default)s)"
     )
