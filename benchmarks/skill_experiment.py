@@ -120,6 +120,7 @@ EXTRA_TRAIN = {
 }
 SPLIT = "2020-10-31T09:00,2020-10-31T12:00"  # end of train, end of validation (BoM)
 CADENCE_MIN = 10
+PREPROCESS = [sys.executable, "-m", "preprocessing.cli"]  # the preprocessing CLI, as a command
 COPIED = (
     "report.md",
     "report.html",
@@ -180,17 +181,16 @@ def tag(a, keys) -> str:
 
 def preprocess_train(work: Path, pairs: list[str], pixels: int) -> Path:
     """HR store + shards of the training day, `pixels` x `pixels` source pixels averaged into one."""
-    py = [sys.executable, "-m", "preprocessing.cli"]
     name = "train" if pixels == 1 else f"train_px{pixels}"
     train = work / "data" / name
     ingest = ["ingest", "--out", str(train), "--netcdf", str(DATA / TRAIN_FILE), "--cadence", str(CADENCE_MIN)]
     run_logged(
-        py + ingest + ["--aggregate-pixels", str(pixels), "--quiet"],
+        PREPROCESS + ingest + ["--aggregate-pixels", str(pixels), "--quiet"],
         work / "logs" / f"ingest_{name}.log",
         2,
     )
     run_logged(
-        py + ["shards", "--out", str(train), "--pairs", ",".join(pairs), "--split-bounds", SPLIT, "--quiet"],
+        PREPROCESS + ["shards", "--out", str(train), "--pairs", ",".join(pairs), "--split-bounds", SPLIT, "--quiet"],
         work / "logs" / f"shards_{name}.log",
         2,
     )
@@ -202,7 +202,7 @@ def preprocess_eval(work: Path, eval_file: str) -> Path:
     held_out = work / "data" / f"eval_{Path(eval_file).stem}"
     ingest = ["ingest", "--out", str(held_out), "--netcdf", str(DATA / eval_file), "--cadence", str(CADENCE_MIN)]
     run_logged(
-        [sys.executable, "-m", "preprocessing.cli", *ingest, "--quiet"],
+        [*PREPROCESS, *ingest, "--quiet"],
         work / "logs" / f"ingest_{held_out.name}.log",
         2,
     )
@@ -235,14 +235,13 @@ def extra_networks(choice: str, eval_name: str) -> list[str]:
 
 def preprocess_extra(work: Path, pairs: list[str], networks: list[str]) -> list[Path]:
     """HR store + shards (every step in the train split) of each file of the extra training networks."""
-    py = [sys.executable, "-m", "preprocessing.cli"]
     folders = []
     for name in (f for n in networks for f in EXTRA_TRAIN[n]):
         folder = work / "data" / f"extra_{Path(name).stem}"
         ingest = ["ingest", "--out", str(folder), "--netcdf", str(DATA / name), "--cadence", str(CADENCE_MIN)]
-        run_logged(py + ingest + ["--quiet"], work / "logs" / f"ingest_{folder.name}.log", 2)
+        run_logged(PREPROCESS + ingest + ["--quiet"], work / "logs" / f"ingest_{folder.name}.log", 2)
         shards = ["shards", "--out", str(folder), "--pairs", ",".join(pairs), "--split-fractions", "1,0,0"]
-        run_logged(py + shards + ["--quiet"], work / "logs" / f"shards_{folder.name}.log", 2)
+        run_logged(PREPROCESS + shards + ["--quiet"], work / "logs" / f"shards_{folder.name}.log", 2)
         folders.append(folder)
     return folders
 

@@ -12,10 +12,10 @@ with M the mean network's rain and X the sampler's own member in mm (hpcsr.sprea
 'normalised', train.calibration_space, the residual in log1p units is scaled instead), for every g of
 a geometric grid, scored in mm after the mass transform as the evaluation scores it. Each gain's
 spread/skill ratio (with the (m+1)/m correction) gets a 90 % bootstrap interval over the patches
-(BOOTSTRAP resamples), and the gain kept is the one nearest 1 whose interval holds 1: the least change the patches show to be
-needed, not the gain whose point estimate is nearest 1 (recorded as `point_gain`). It goes into the
-export's metadata (`spread_calibration`) with the sampler it was measured with, the fair CRPS at it
-and at 1, and both intervals.
+(BOOTSTRAP resamples), and the gain kept is the one nearest 1 whose interval holds 1: the least
+change the patches show to be needed, not the gain whose point estimate is nearest 1 (recorded as
+`point_gain`). It goes into the export's metadata (`spread_calibration`) with the sampler it was
+measured with, the fair CRPS at it and at 1, and both intervals.
 
 Why the interval: two dozen validation patches of one day measure spread/skill to about +-10 %, and
 fitting the point estimate carried that noise into every member. Same exports, point -> interval
@@ -31,9 +31,10 @@ On a second training seed the (4, 1) interval at 1 was [0.61, 1.00]: the gain st
 which the point fits had widened to 1.32 / 1.07, came into calibration (1.41 -> 1.15, 1.15 -> 1.09).
 Those were 32 patches (the first 32 of the seed's validation stream, the skill experiment's setting
 until s40); on the first 128 the same (4, 1) export's interval at 1 is [0.57, 0.84] and the gain
-1.23 (point fit 1.62), and KNMI's spread/skill 0.70 -> 0.85; seed 0 keeps 1.23 / 1 at (4, 1) / (4, 2),
-(8, 2) goes 1 -> 1.07 (KNMI 0.919 -> 0.972), and t = 2 on seed 1 keeps 1 (intervals at 1 [0.77, 1.01] / [0.90, 1.08]). The skill experiment
-fits on 128 patches since (63-139 s per pair on one shared CPU core, 16-25 s for 32).
+1.23 (point fit 1.62), and KNMI's spread/skill 0.70 -> 0.85; seed 0 keeps 1.23 / 1 at (4, 1) /
+(4, 2), (8, 2) goes 1 -> 1.07 (KNMI 0.919 -> 0.972), and t = 2 on seed 1 keeps 1 (intervals at 1
+[0.77, 1.01] / [0.90, 1.08]). The skill experiment fits on 128 patches since (63-139 s per pair on
+one shared CPU core, 16-25 s for 32).
 
 When even the grid's largest gain (2) leaves the validation ensemble under-dispersed (its interval
 below 1), the fit keeps 2 and logs a warning: the demo's s5_t3 in s37 (validation spread/skill 0.59
