@@ -8,7 +8,7 @@ import torch
 
 from hpcsr.coarsen import coarsen, repeat_blocks
 from hpcsr.factors import PAPER_PAIRS, MassFunction, recipe
-from hpcsr.mass import MODES, SCALES, conserve, mass_function, region_totals
+from hpcsr.mass import FACTOR_CAP, MODES, SCALES, conserve, mass_function, region_totals
 
 IDENTITY = MassFunction(1.0, 0.0)
 # every valid (scale, mode): 'smooth' is a per-cell mode
@@ -63,11 +63,52 @@ def test_hand_computed_2x2():
     e = torch.tensor([math.e, math.e**3, 1.0, 1.0])
     expected = (8 * e / e.sum()).view(1, 1, 2, 2)
     torch.testing.assert_close(conserve(x, lr, 2, 1, IDENTITY, "cell", "softmax"), expected)
-    # sqrt with offset 0.5: f = [0.5, sqrt(3) - 0.5, 0, 0]
+    # sqrt with offset 0.5: f = [0.5, sqrt(3) - 0.5, 0, 0], sum 1.73 < 8 / 4: capped at factor 4, the
+    # rest (8 - 4 f.sum()) spread along the LR field, uniform under a single cell
     f = torch.tensor([0.5, math.sqrt(3) - 0.5, 0.0, 0.0])
     torch.testing.assert_close(
-        conserve(x, lr, 2, 1, MassFunction(0.5, 0.5), "cell"), (8 * f / f.sum()).view(1, 1, 2, 2)
+        conserve(x, lr, 2, 1, MassFunction(0.5, 0.5), "cell"), (4 * f + (8 - 4 * f.sum()) / 4).view(1, 1, 2, 2)
     )
+    torch.testing.assert_close(
+        conserve(x, lr, 2, 1, MassFunction(0.5, 0.5), "image"), (8 * f / f.sum()).view(1, 1, 2, 2)
+    )
+
+
+def test_capped_cell_factor_hand_computed():
+    """A cell where f(x) holds 1/8 of the LR mass: f(x) x FACTOR_CAP (4) stays, the rest follows the
+    bilinear upsampling of the LR field [2, 0] (rows [2, 1.5, 0.5, 0], align_corners=False); at image
+    scale the same input keeps the plain common factor 8."""
+    assert FACTOR_CAP == 4.0
+    x = torch.tensor([[[[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]]])  # left cell mean 0.25
+    lr = torch.tensor([[[[2.0, 0.0]]]])
+    rest = torch.tensor([2.0, 1.5]) / 1.75  # left cell's shape, normalised to cell mean 1
+    expected = torch.tensor([[[[4 + rest[0], rest[1], 0.0, 0.0], [rest[0], rest[1], 0.0, 0.0]]]])
+    torch.testing.assert_close(conserve(x, lr, 2, 1, IDENTITY, "cell"), expected)
+    torch.testing.assert_close(conserve(x, lr, 2, 1, IDENTITY, "image"), 8 * x)
+
+
+@pytest.mark.parametrize("mode", ["multiplicative", "smooth"])
+def test_a_trace_of_rain_does_not_take_a_whole_cell(mode):
+    """One light pixel in a wet 4 x 4 x 2 cell: uncapped, all 32 pixels' mass would land on it; capped,
+    no pixel holds 1/4 of any cell's mass, and every cell is still exact."""
+    s, t = 4, 2
+    x = torch.zeros(1, t, 8, 8)
+    x[0, 0, 1, 1] = 0.01
+    lr = torch.tensor([[[[1.0, 0.5], [2.0, 1.0]]]])
+    y = conserve(x, lr, s, t, IDENTITY, "cell", mode)
+    torch.testing.assert_close(coarsen(y, s, t), lr, rtol=1e-5, atol=1e-7)
+    blocks = y.reshape(t, 2, s, 2, s).permute(1, 3, 0, 2, 4).reshape(4, -1)
+    assert float((blocks.amax(1) / blocks.sum(1)).max()) < 0.25
+
+
+def test_gradcheck_float64_capped_cell():
+    """The capped branch (factor ~50 in the first cell) is differentiable in x and lr."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.rand(1, 2, 4, 4, generator=g, dtype=torch.float64) + 0.05
+    x[..., :2, :2] = torch.tensor([[0.02, 0.001], [0.001, 0.001]], dtype=torch.float64)  # off f's kink at 0
+    x.requires_grad_(True)
+    lr = (torch.rand(1, 1, 2, 2, generator=g, dtype=torch.float64) + 0.5).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: conserve(a, b, 2, 2, IDENTITY, "cell"), (x, lr))
 
 
 def test_mass_function_values_and_cap():
