@@ -8,7 +8,7 @@ coarsened by each factor pair (perfect-model LR) and rebuilt two ways: the evalu
 (bicubic in space, linear in time: `hpcsr.evaluate.baselines.bicubic_linear`) and bicubic in space,
 interpolated in time along the motion between the two LR frames around each step
 (`hpcsr.motion`). Both are scored by RMSE against the truth, as they are and after the default mass
-transform (identity, mode 'smooth', per LR cell: what every member and the mean get). The figure
+transform (identity, mode 'smooth', per LR cell: what every member gets). The figure
 is the motion version's RMSE against the linear one's with the same mass step (lower is better);
 the ratios without the mass step are extra fields. Missing pixels are read as 0 (a probe of the
 interpolation, not of gaps).

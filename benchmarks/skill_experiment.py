@@ -77,7 +77,8 @@
    failure to learn from a failure to transfer to another radar.
 
 Mass transform: the recipe's default since issue 13 is the identity matched per LR cell with a smooth
-factor field (`hpcsr.mass`, mode 'smooth'). The author's f(x) = sqrt(x) - 0.01 over the whole tile
+factor field (`hpcsr.mass`, mode 'smooth') for members; the mean network's output gets mode 'filled'
+(since s42), and so do the references it is compared with (criterion 3). The author's f(x) = sqrt(x) - 0.01 over the whole tile
 (factor.mass_preset=author) multiplied bicubic's RMSE by 3.2 at (4, 1), 1.3 at (4, 2) and 11 at (2, 1)
 on the MeteoSwiss crop; each pair's `references` in the JSON give every variant's effect on bicubic.
 
@@ -151,11 +152,11 @@ CRITERIA = {
     5: "Seam ratios: LR-cell (and sampling-tile) edges against the field inside",
     6: "Relative mass error at the scale the ensemble claims",
 }
-# the references of criterion 3, with the sampler's default mass transform (identity per LR cell, smooth)
-SAME_MASS = "bicubic + identity per LR cell, smooth factor (like with like)"
-UNTRAINED = "mean network before training + identity per LR cell, smooth factor"
+# the references of criterion 3, with the sampler's mass transform of the mean (identity per LR cell, filled)
+SAME_MASS = "bicubic + identity per LR cell, filled (like with like)"
+UNTRAINED = "mean network before training + identity per LR cell, filled"
 # what a start that follows the rain's motion gives (hpcsr.motion), with the same mass transform
-MOTION = "bicubic + motion-compensated in time + identity per LR cell, smooth factor"
+MOTION = "bicubic + motion-compensated in time + identity per LR cell, filled"
 TRAIN_KEYS = (
     "widths",
     "patch",
@@ -397,11 +398,12 @@ def references(crop: Path, pair: str, export: Path) -> dict:
     bicubic + linear in time (the evaluation's baseline) plain and after each mass transform (per LR
     block: the author's function over the whole crop = the author's preset with the crop as one tile;
     the author's function per LR cell; the identity per LR cell with a piecewise-constant factor; the
-    identity per LR cell with the smooth factor field, as the sampler's default), and the mean network
-    before training (its output layer starts at zero, so it returns its start: the bicubic upsampling
-    of the normalised target LR frame, linear in time to the neighbouring frames it is given when
-    model.mean_skip is 'linear') with the sampler's default transform, and bicubic interpolated in
-    time along the rain's motion (`hpcsr.evaluate.baselines.motion`) with that transform."""
+    identity per LR cell with the smooth factor field, the sampler's default for members; the same in
+    mode 'filled', the sampler's default for the mean), and the mean network before training (its
+    output layer starts at zero, so it returns its start: the bicubic upsampling of the normalised
+    target LR frame, linear in time to the neighbouring frames it is given when model.mean_skip is
+    'linear') with the sampler's transform of the mean, and bicubic interpolated in time along the
+    rain's motion (`hpcsr.evaluate.baselines.motion`) with that transform."""
     import torch
     import xarray as xr
 
@@ -409,9 +411,10 @@ def references(crop: Path, pair: str, export: Path) -> dict:
     from hpcsr.evaluate.baselines import bicubic_linear, motion
     from hpcsr.export import load_export
     from hpcsr.factors import MassFunction, recipe
-    from hpcsr.mass import conserve
+    from hpcsr.mass import conserve, default_mode, estimate_mode
 
     s, t = map(int, pair.split("x"))
+    mean_mode = estimate_mode(default_mode("cell"))
     with xr.open_dataset(crop) as ds:
         truth = ds["precip"].values.astype(np.float32)
     truth = truth[: truth.shape[0] // t * t]
@@ -430,9 +433,12 @@ def references(crop: Path, pair: str, export: Path) -> dict:
         f"bicubic + author's {sqrt_fn.label} over the crop": per_block(bicubic, sqrt_fn, "image"),
         f"bicubic + author's {sqrt_fn.label} per LR cell": per_block(bicubic, sqrt_fn, "cell"),
         "bicubic + identity per LR cell, piecewise-constant factor": per_block(bicubic, identity, "cell"),
-        SAME_MASS: per_block(bicubic, identity, "cell", "smooth"),
-        UNTRAINED: per_block(untrained, identity, "cell", "smooth"),
-        MOTION: per_block(torch.from_numpy(motion(lr.numpy(), s, t)), identity, "cell", "smooth"),
+        "bicubic + identity per LR cell, smooth factor (the members' transform)": per_block(
+            bicubic, identity, "cell", "smooth"
+        ),
+        SAME_MASS: per_block(bicubic, identity, "cell", mean_mode),
+        UNTRAINED: per_block(untrained, identity, "cell", mean_mode),
+        MOTION: per_block(torch.from_numpy(motion(lr.numpy(), s, t)), identity, "cell", mean_mode),
     }
     return {
         name: {
@@ -453,14 +459,14 @@ def untrained_model(export):
 def in_domain_check(run_dir: Path, shard: Path, patch: int, items: int = 128) -> dict:
     """RMSE (mm) on the TRAINING radar's validation split (BoM 09-12 UTC, fixed patches of the
     trainer's validation stream) of the mean network trained and before training, both with the
-    identity cell mass transform: whether training helps where it was trained (compare with the
+    identity cell mass transform in the sampler's mode for the mean: whether training helps where it was trained (compare with the
     evaluation crop to separate a training failure from a failure to transfer to another radar)."""
     import torch
 
     from hpcsr.data.patches import PatchDataset, PatchSpec
     from hpcsr.export import load_export
     from hpcsr.factors import MassFunction
-    from hpcsr.mass import conserve
+    from hpcsr.mass import conserve, default_mode, estimate_mode
     from hpcsr.train.trainer import stacked
 
     export = load_export(run_dir / "mean")
@@ -476,7 +482,8 @@ def in_domain_check(run_dir: Path, shard: Path, patch: int, items: int = 128) ->
     truth, lr_mm = norm.inverse(hr), norm.inverse(lr[:, L - 1 : L])
 
     def rmse(z):
-        x = conserve(torch.relu(norm.inverse(z)), lr_mm, s, t, MassFunction(1.0, 0.0), "cell", "smooth")
+        mode = estimate_mode(default_mode("cell"))
+        x = conserve(torch.relu(norm.inverse(z)), lr_mm, s, t, MassFunction(1.0, 0.0), "cell", mode)
         return float(((x - truth) ** 2).mean().sqrt())
 
     return {

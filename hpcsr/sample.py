@@ -74,7 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--mass-mode",
         choices=MODES,
         default=None,
-        help="mass-transform mode (default: smooth at cell scale, a factor field without seams; else multiplicative)",
+        help="mass-transform mode of the members (default: smooth at cell scale, a factor field without seams; "
+        "else multiplicative)",
+    )
+    p.add_argument(
+        "--mean-mass-mode",
+        choices=MODES,
+        default=None,
+        help="mass-transform mode of the mean (default: filled beside smooth members, fewer cell edges; "
+        "else the members' mode)",
     )
     p.add_argument(
         "--mass-region",

@@ -8,11 +8,11 @@ import torch
 
 from hpcsr.coarsen import coarsen, repeat_blocks
 from hpcsr.factors import PAPER_PAIRS, MassFunction, recipe
-from hpcsr.mass import FACTOR_CAP, MODES, SCALES, conserve, mass_function, region_totals
+from hpcsr.mass import CELL_MODES, FACTOR_CAP, MODES, SCALES, conserve, estimate_mode, mass_function, region_totals
 
 IDENTITY = MassFunction(1.0, 0.0)
-# every valid (scale, mode): 'smooth' is a per-cell mode
-COMBOS = [(scale, mode) for scale in SCALES for mode in MODES if mode != "smooth" or scale == "cell"]
+# every valid (scale, mode): 'smooth' and 'filled' are per-cell modes
+COMBOS = [(scale, mode) for scale in SCALES for mode in MODES if mode not in CELL_MODES or scale == "cell"]
 
 
 def rain(shape, seed, wet=0.5):
@@ -87,7 +87,7 @@ def test_capped_cell_factor_hand_computed():
     torch.testing.assert_close(conserve(x, lr, 2, 1, IDENTITY, "image"), 8 * x)
 
 
-@pytest.mark.parametrize("mode", ["multiplicative", "smooth"])
+@pytest.mark.parametrize("mode", ["multiplicative", "smooth", "filled"])
 def test_a_trace_of_rain_does_not_take_a_whole_cell(mode):
     """One light pixel in a wet 4 x 4 x 2 cell: uncapped, all 32 pixels' mass would land on it; capped,
     no pixel holds 1/4 of any cell's mass, and every cell is still exact."""
@@ -183,8 +183,8 @@ def test_broadcast_over_members_and_bf16_input():
 @pytest.mark.parametrize(
     "scale,mode",
     [
-        pytest.param(*c, marks=pytest.mark.slow) if c == ("cell", "smooth") else c for c in COMBOS
-    ],  # smooth: ~25 s on 2 busy cores
+        pytest.param(*c, marks=pytest.mark.slow) if c[1] in CELL_MODES else c for c in COMBOS
+    ],  # smooth, filled: ~25 s each on 2 busy cores
 )
 def test_gradcheck_float64(scale, mode):
     s, t = 2, 2
@@ -245,3 +245,34 @@ def test_smooth_cell_mode_is_exact_without_seams():
     assert seam(smooth) < 0.5 * seam(blocky)
     with pytest.raises(ValueError, match="mass mode 'smooth' works per LR cell: use scale 'cell', not 'frame'"):
         conserve(x, lr, s, t, IDENTITY, "frame", "smooth")
+
+
+def seam_ratio(y, s: int) -> float:
+    """Mean |difference| of neighbouring pixels across LR-cell edges over the same inside cells."""
+    n = y.shape[-1]
+    d = torch.cat(
+        [(y[..., :, 1:] - y[..., :, :-1]).abs().flatten(-2), (y[..., 1:, :] - y[..., :-1, :]).abs().flatten(-2)], -1
+    )
+    edge = torch.cat([((torch.arange(1, n) % s) == 0).repeat(n)] * 2)
+    return float(d[..., edge].mean() / d[..., ~edge].mean())
+
+
+def test_filled_mode_spreads_what_a_capped_factor_cannot_without_cell_edges():
+    """One trace of rain under 16 wet cells and a dry one: 'smooth' (like 'multiplicative') spreads
+    each cell's mass on its own (uniform where f(x) is dry), so the cell grid shows (seam ratio ~5);
+    'filled' spreads it with a field continuous across cells (~1.3). Both exact; the dry cell dry."""
+    s, t = 4, 2
+    x = torch.zeros(1, t, 16, 16)
+    x[0, 0, 5, 5] = 0.01
+    lr = torch.tensor([[1.0, 0.5, 0.7, 1.0], [2.0, 1.0, 1.2, 0.8], [1.5, 1.0, 0.0, 0.4], [1.0, 0.8, 0.5, 0.3]])[
+        None, None
+    ]
+    smooth, filled = (conserve(x, lr, s, t, IDENTITY, "cell", mode) for mode in ("smooth", "filled"))
+    for y in (smooth, filled):
+        torch.testing.assert_close(coarsen(y, s, t), lr, rtol=1e-5, atol=1e-6)
+        assert float(y[..., 8:12, 8:12].abs().max()) == 0.0
+    assert seam_ratio(filled, s) < 1.5 < 3 < seam_ratio(smooth, s)
+    assert float(filled.min()) >= 0.0
+    assert (estimate_mode("smooth"), estimate_mode("multiplicative")) == ("filled", "multiplicative")
+    with pytest.raises(ValueError, match="mass mode 'filled' works per LR cell: use scale 'cell', not 'image'"):
+        conserve(x, lr, s, t, IDENTITY, "image", "filled")

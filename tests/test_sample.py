@@ -25,6 +25,7 @@ from hpcsr.coarsen import coarsen
 from hpcsr.data.normalise import Normaliser
 from hpcsr.export import load_export, recipe_to_dict, write_export
 from hpcsr.factors import FactorPair, recipe
+from hpcsr.mass import conserve
 from hpcsr.models import ModelConfig, build_model
 from hpcsr.sample import main as sample_main
 from hpcsr.sampling import EnsembleSampler, SampleConfig, target_times
@@ -162,6 +163,7 @@ def test_output_layout_coordinates_crs_and_attributes(base, hr_nc, export):
             0,
             "cell",
         )
+        assert (a["mass_mode"], a["mean_mass_mode"]) == ("smooth", "filled")
         assert a["interval_minutes"] == 60 and a["context_frames"] == 6
         assert "hpcsr" in json.loads(a["code_version"])
         assert "cropped to 40 x 36" in json.loads(a["input"])["notes"][0]
@@ -178,6 +180,25 @@ def test_cell_mass_is_the_lr_input_exactly(base, hr_nc):
         got = coarsen(field, 4, 2)
         ok = np.isfinite(lr)
         np.testing.assert_allclose(got[ok], lr[ok], rtol=1e-5, atol=1e-6)
+
+
+def test_members_get_the_smooth_mass_mode_and_the_mean_the_filled_one(base, export, hr_nc, work):
+    """The same run without a mass transform, then transformed by hand: the members are the 'smooth'
+    transform of theirs, the mean the 'filled' transform of its own (hpcsr.mass)."""
+    raw = work / "no_mass.nc"
+    assert run_sample(*base_args(export, hr_nc, raw, "--mass", "none")) == 0
+    lr = torch.from_numpy(coarsen(truth(hr_nc), 4, 2))
+    fn = load_export(export).recipe.mass
+    with xr.open_dataset(base) as ens, xr.open_dataset(raw) as plain:
+        pairs = [
+            (members_of(ens), members_of(plain), "smooth"),
+            (ens["precip_mean"].values, plain["precip_mean"].values, "filled"),
+        ]
+    for got, before, mode in pairs:
+        want = conserve(torch.from_numpy(before), lr, 4, 2, fn, "cell", mode).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    smooth_mean = conserve(torch.from_numpy(pairs[1][1]), lr, 4, 2, fn, "cell", "smooth").numpy()
+    assert np.abs(pairs[1][0] - smooth_mean).max() > 1e-3  # the modes differ on this field
 
 
 def test_lr_netcdf_input_gives_the_same_ensemble(base, hr_nc, export, work):
@@ -495,7 +516,7 @@ def test_image_and_frame_scale_masses(export, hr_nc):
     x = torch.rand(2, 40, 36) * 3
     for mass, region in (("image", 3), ("frame", None)):
         sampler = EnsembleSampler(exp, seq, SampleConfig(members=1, mass=mass, mass_region=region, tile=16, overlap=4))
-        out = sampler.mass_transform(x, lr)
+        out = sampler.mass_transform(x, lr, sampler.cfg.mass_mode)
         got = coarsen(out, 4, 2)[0]
         if mass == "frame":
             torch.testing.assert_close(got.sum(), lr.sum(), rtol=1e-5, atol=0)
@@ -730,7 +751,7 @@ def test_default_image_scale_is_seamless_and_keeps_the_domain_total(export, hr_n
         sampler = EnsembleSampler(
             exp, seq, SampleConfig(members=1, mass="image", mass_region=region, tile=16, overlap=4)
         )
-        outs[region] = out = sampler.mass_transform(x, lr)
+        outs[region] = out = sampler.mass_transform(x, lr, sampler.cfg.mass_mode)
         torch.testing.assert_close(coarsen(out, 4, 2).sum(), lr.sum(), rtol=1e-5, atol=0)
     step = {k: max(v.diff(dim=-1).abs().max().item(), v.diff(dim=-2).abs().max().item()) for k, v in outs.items()}
     assert step[None] < 0.75 * step[4], step

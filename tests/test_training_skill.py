@@ -2,7 +2,7 @@
 Rainfields3 day in ../shared/data, 4 km -> 1 km) must beat, on held-back patches of the validation
 split (09-12 UTC, never trained on), both its own untrained start (its output layer at zero: bicubic of
 the normalised LR, linear in time, which at t = 1 is the target frame) and
-bicubic in mm, all three with the sampler's default mass transform (identity per LR cell, smooth).
+bicubic in mm, all three with the members' mass transform (identity per LR cell, smooth).
 Real preprocessing and a real `hpcsr train` process; the RMSE is in mm.
 """
 

@@ -30,7 +30,9 @@ the input are all-NaN, and NaN cells are masked by the networks (never propagate
    partitions the domain into R x R LR-cell regions matched exactly; a mass function other than
    the identity then changes level from region to region, which shows as seams.
 4. masking: HR pixels under a NaN target LR cell are NaN (counted); with context='strict' also those
-   under a cell that is NaN in any context frame. The mean (precip_mean) gets steps 3-4 as well.
+   under a cell that is NaN in any context frame. The mean (precip_mean) gets steps 3-4 as well, its
+   mass transform in `mean_mass_mode` (default: 'filled' where members get 'smooth', hpcsr.mass: an
+   estimate may carry light rain where members are dry, and it shows fewer cell edges).
 
 Reproducibility: the noise of member m at target time tau comes from its own generator, seeded by
 SeedSequence(seed, spawn_key=(m, tau)); it does not depend on the batch size, on the number of
@@ -56,7 +58,7 @@ from tqdm import tqdm
 from hpcsr.coarsen import repeat_blocks
 from hpcsr.diffusion import check_eta, check_sampler, draw
 from hpcsr.factors import MassFunction
-from hpcsr.mass import SCALES, conserve, default_mode
+from hpcsr.mass import CELL_MODES, SCALES, conserve, default_mode, estimate_mode
 from hpcsr.models.inputs import prepare_lr
 from hpcsr.motion import field_start
 from hpcsr.sampling.inputs import LRSequence
@@ -84,6 +86,7 @@ class SampleConfig:
     mass_mode: str | None = (
         None  # mass-transform mode (see hpcsr.mass; None: smooth at cell scale, else multiplicative)
     )
+    mean_mass_mode: str | None = None  # the mean's mode (None: 'filled' beside members' 'smooth', else the same)
     mass_region: int | None = None  # image scale: exact regions of this side in LR cells (None: blended sampling tiles)
     tile: int | None = None  # HR tile side, multiple of s (None: the recipe's patch)
     overlap: int | None = (
@@ -230,8 +233,11 @@ class EnsembleSampler:
             self.cfg = cfg = replace(cfg, mass=self.recipe.mass_scale)
         if cfg.mass_mode is None:  # per cell, a factor field continuous across cell edges (no seams)
             self.cfg = cfg = replace(cfg, mass_mode=default_mode(cfg.mass))
-        if cfg.mass_mode == "smooth" and cfg.mass != "cell":
-            raise ValueError(f"mass mode 'smooth' works per LR cell: use mass scale 'cell', not {cfg.mass!r}")
+        if cfg.mean_mass_mode is None:  # an estimate: fewer cell edges, light rain allowed where members are dry
+            self.cfg = cfg = replace(cfg, mean_mass_mode=estimate_mode(cfg.mass_mode))
+        for mode in (cfg.mass_mode, cfg.mean_mass_mode):
+            if mode in CELL_MODES and cfg.mass != "cell":
+                raise ValueError(f"mass mode {mode!r} works per LR cell: use mass scale 'cell', not {cfg.mass!r}")
         self.normaliser = export.normaliser
         self.s, self.t = self.recipe.pair.s, self.recipe.pair.t
         if self.model.cfg.static_channels:
@@ -356,14 +362,14 @@ class EnsembleSampler:
             bad = bad | (~torch.isfinite(lr_mm)).any(dim=0)
         return repeat_blocks(bad[None], self.s, self.t)
 
-    def mass_transform(self, x: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-        """x (t, Y, X) mm with the mass of lr (1, ny, nx) at the configured scale."""
+    def mass_transform(self, x: torch.Tensor, lr: torch.Tensor, mode: str) -> torch.Tensor:
+        """x (t, Y, X) mm with the mass of lr (1, ny, nx) at the configured scale, in `mode`."""
         cfg, s = self.cfg, self.s
         fn = self.recipe.mass
         if cfg.mass == "none":
             return x
         if cfg.mass != "image":
-            return conserve(x, lr, s, self.t, fn, cfg.mass, cfg.mass_mode)
+            return conserve(x, lr, s, self.t, fn, cfg.mass, mode)
         R = cfg.mass_region
         if R is None:
             out = torch.zeros_like(x)
@@ -375,7 +381,7 @@ class EnsembleSampler:
                     self.t,
                     fn,
                     "image",
-                    cfg.mass_mode,
+                    mode,
                 )
                 self.blender.blend(tiles, first, out)
             return conserve(out, lr, s, self.t, MassFunction(), "frame")  # a rescale by ~1: the exact domain total
@@ -384,22 +390,21 @@ class EnsembleSampler:
         for r0 in range(0, ny, R):
             for c0 in range(0, nx, R):
                 ys, xs = slice(r0 * s, min(r0 + R, ny) * s), slice(c0 * s, min(c0 + R, nx) * s)
-                out[:, ys, xs] = conserve(
-                    x[:, ys, xs], lr[:, r0 : r0 + R, c0 : c0 + R], s, self.t, fn, "image", cfg.mass_mode
-                )
+                out[:, ys, xs] = conserve(x[:, ys, xs], lr[:, r0 : r0 + R, c0 : c0 + R], s, self.t, fn, "image", mode)
         return out
 
-    def to_mm(self, z: torch.Tensor, lr_mm: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Normalised (t, Y, X) -> relu(mm) -> mass transform -> NaN where masked."""
-        return self.delivered(torch.relu(self.normaliser.inverse(z)), lr_mm, mask)
+    def mean_mm(self, z: torch.Tensor, lr_mm: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The mean (normalised, t, Y, X) -> relu(mm) -> mass transform in the mean's mode -> NaN where masked."""
+        return self.delivered(torch.relu(self.normaliser.inverse(z)), lr_mm, mask, self.cfg.mean_mass_mode)
 
     def member_mm(self, mean: torch.Tensor, residual: torch.Tensor, lr_mm: torch.Tensor, mask: torch.Tensor):
         """One member from the mean and its residual (normalised, t, Y, X): widened by the spread gain in
         its space (hpcsr.spread), relu(mm) -> mass transform -> NaN where masked."""
-        return self.delivered(widened_mm(mean, residual, self.gain, self.normaliser, self.gain_space), lr_mm, mask)
+        member = widened_mm(mean, residual, self.gain, self.normaliser, self.gain_space)
+        return self.delivered(member, lr_mm, mask, self.cfg.mass_mode)
 
-    def delivered(self, mm: torch.Tensor, lr_mm: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        mm = self.mass_transform(mm, lr_mm[self.past - 1][None])
+    def delivered(self, mm: torch.Tensor, lr_mm: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+        mm = self.mass_transform(mm, lr_mm[self.past - 1][None], mode)
         return torch.where(mask, torch.full_like(mm, float("nan")), mm)
 
     # ------------------------------------------------------------------ settings record
@@ -436,6 +441,7 @@ class EnsembleSampler:
             "numpy SeedSequence(seed, spawn_key=(m, tau seconds since 1970))",
             "mass_scale": cfg.mass,
             "mass_mode": cfg.mass_mode,
+            "mean_mass_mode": cfg.mean_mass_mode,
             "mass_function": fn.label,
             "mass_region_cells": (cfg.mass_region or 0) if cfg.mass == "image" else 0,
             "mass_image_rule": (
@@ -538,7 +544,7 @@ def sample_sequence(
                     writer.write_member((c + n) * t, m, member.numpy())
         if rank != 0:
             continue
-        mean = np.concatenate([sampler.to_mm(means[n], lr_mm[n], masks[n]).cpu().numpy() for n in range(len(block))])
+        mean = np.concatenate([sampler.mean_mm(means[n], lr_mm[n], masks[n]).cpu().numpy() for n in range(len(block))])
         masked = np.concatenate([masks[n].sum(dim=(-2, -1)).cpu().numpy() for n in range(len(block))]).astype(np.int32)
         if writer is not None:
             writer.write_mean(c * t, mean, masked)
