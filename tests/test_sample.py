@@ -552,6 +552,8 @@ def test_missing_export_and_bad_options_are_clear_errors(hr_nc, export, work, ca
     assert "sampler 'dpmpp2m_ddim' takes none" in capsys.readouterr().err
     assert run_sample(*base_args(export, hr_nc, work / "x.nc", "--sampler", "ddim", "--eta", "1.5")) == 2
     assert "eta=1.5 must be in [0, 1]" in capsys.readouterr().err
+    assert run_sample(*base_args(export, hr_nc, work / "x.nc", "--mass", "frame", "--mean-mass-mode", "filled")) == 2
+    assert "mass mode 'filled' works per LR cell: use mass scale 'cell', not 'frame'" in capsys.readouterr().err
     assert not (work / "x.nc").exists()
     assert not list(work.glob(".x.nc.*.tmp")), "no temporary file may be left behind"
 
