@@ -17,9 +17,9 @@ largest values, c removes drizzle), then the mass of f(x) is matched to the LR m
   where the mass a capped factor cannot give (see FACTOR_CAP) comes from a second smooth field, an
   amplitude per cell, bilinearly interpolated, on the bilinear upsampling of the LR field, found in
   the same sweeps; the exact step is then a small correction at most cells, so the output carries
-  fewer cell edges, but light rain appears where f(x) is dry (measured in session s42: on unseen
-  radar the mean network's cell seams 1.109 -> 1.073 at (8,2); members made this way turn wet-biased,
-  lowest rank 1.45 x flat, so members keep 'smooth');
+  fewer cell edges, but light rain appears where f(x) is dry (on unseen radar the mean network's
+  cell seams 1.109 -> 1.073 at (8,2), session s42; members made this way turned wet-biased in s41's
+  probe, lowest rank 1.45 x flat, so members keep 'smooth');
   'softmax': exp(f(x)) * M / sum exp(f(x)) (every pixel keeps some rain);
   'additive': f(x) + (M - sum f(x)) / count (may go negative).
 Masses are taken with `hpcsr.coarsen.coarsen` and spread back with `repeat_blocks`, the operators
