@@ -106,6 +106,14 @@ def _ingest_args(p: argparse.ArgumentParser, required: bool) -> None:
         help="netCDF: store the mean of each K x K block of source pixels (e.g. 2: 500 m -> 1 km) (default %(default)s)",
     )
     p.add_argument(
+        "--dequantise",
+        type=float,
+        default=D.dequantise,
+        metavar="Q",
+        help="netCDF: the source rounds its amounts to multiples of Q mm per source step (BoM Rainfields3: "
+        "0.05); smooth each step inside its rounding bins, dry pixels kept dry (0: off; default %(default)s)",
+    )
+    p.add_argument(
         "--cap",
         type=float,
         default=D.cap,

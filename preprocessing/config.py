@@ -63,6 +63,7 @@ class PreprocessConfig:
     source_interval: typing.Optional[int] = None  # netCDF accumulation minutes if the files lack interval_minutes
     aggregate_pixels: int = IngestConfig.aggregate_pixels  # netCDF: k x k source pixels -> one (mean)
     cap: float = DEFAULT_CAP_MM_PER_HOUR  # plausibility cap in mm/h; higher rates are masked
+    dequantise: float = 0.0  # netCDF: the source's rounding step in mm per source step, smoothed away (0: off)
     on_bad_input: str = IngestConfig.on_bad_input  # unreadable frame: skip (a gap, with a warning) or fail
     encoding: typing.Optional[str] = None  # 'uint16/<units per mm>' or 'float32' (None: by source)
     unit_frames: int = IngestConfig.unit_frames  # frames per unit of ingest work
@@ -107,6 +108,10 @@ class PreprocessConfig:
             raise ConfigError(f"preprocess.source_interval={self.source_interval} must be >= 1 minute (or null)")
         if not self.cap > 0:
             raise ConfigError(f"preprocess.cap={self.cap} must be > 0 mm/h")
+        if not self.dequantise >= 0 or (self.dequantise and self.source != "netcdf"):
+            raise ConfigError(
+                f"preprocess.dequantise={self.dequantise}: >= 0 mm, and 0 unless preprocess.source=netcdf"
+            )
         if self.on_bad_input not in ("skip", "fail"):
             raise ConfigError(f"preprocess.on_bad_input={self.on_bad_input!r} is not allowed: choose skip or fail")
         if self.encoding is not None:
@@ -163,6 +168,7 @@ class PreprocessConfig:
             source_interval=self.source_interval,
             aggregate_pixels=self.aggregate_pixels,
             cap_mm_per_hour=self.cap,
+            dequantise_mm=self.dequantise,
             on_bad_input=self.on_bad_input,
             encoding=self.encoding,
             layout=self.layout,

@@ -53,6 +53,9 @@ class IngestConfig:
     source_interval: int | None = None  # netCDF accumulation interval when the files lack the attribute
     aggregate_pixels: int = 1  # netCDF: k x k source pixels averaged into one stored pixel (500 m -> 1 km: 2)
     cap_mm_per_hour: float = DEFAULT_CAP_MM_PER_HOUR  # plausibility cap on rates (higher values are masked)
+    dequantise_mm: float = (
+        0.0  # netCDF: the source's rounding step, mm per source step (preprocessing.dequantise); 0: off
+    )
     on_bad_input: str = "skip"  # 'skip': unreadable frames become gaps, with a warning; 'fail': stop
     encoding: str | None = None  # None: uint16/10 for Comephore, float32 for netCDF; or 'uint16/<n>', 'float32'
     layout: StoreLayout = field(default_factory=StoreLayout)  # chunking and compression
@@ -80,7 +83,14 @@ class IngestConfig:
         if self.cadence_minutes < 1 or self.unit_frames < 1:
             raise ValueError(f"cadence_minutes={self.cadence_minutes} and unit_frames={self.unit_frames} must be >= 1")
         cap_amount(self.cap_mm_per_hour, 60)
-        self.store_encoding()
+        enc = self.store_encoding()
+        if not self.dequantise_mm >= 0:
+            raise ValueError(f"dequantise_mm={self.dequantise_mm} must be >= 0 mm (0: off)")
+        if self.dequantise_mm and (self.comephore or enc.dtype != "float32"):
+            raise ValueError(
+                f"dequantise_mm={self.dequantise_mm} needs netCDF input stored as float32 (a uint16 store "
+                "would round the dequantised amounts again)"
+            )
 
     @property
     def source_kind(self) -> str:
@@ -127,6 +137,7 @@ def plan_units(cfg: IngestConfig) -> tuple[list[Unit], list[dict], dict]:
         cfg.cadence_minutes,
         cfg.aggregate_pixels,
         cfg.cap_mm_per_hour,
+        cfg.dequantise_mm,
         cfg.store_encoding().dtype,
         cfg.store_encoding().units_per_mm,
         asdict(cfg.layout),
@@ -196,7 +207,7 @@ def _frames_comephore(unit: Unit, cfg: IngestConfig, skipped: list):
 
 def _frames_netcdf(unit: Unit, cfg: IngestConfig, plan, enc: Encoding):
     first, stop = unit.frames
-    for end, mm, qc in netcdf.read_steps(plan, first, stop, cfg.cap_mm_per_hour):
+    for end, mm, qc in netcdf.read_steps(plan, first, stop, cfg.cap_mm_per_hour, cfg.dequantise_mm):
         label = f"{plan.path} step ending {np.datetime64(end, 's')}"
         stored = enc.encode_mm(mm, label)
         valid = ~np.isnan(stored) if enc.dtype == "float32" else stored != enc.fill
@@ -381,6 +392,7 @@ def assemble(
                 "units_per_mm": enc.units_per_mm,
                 "fill_value": enc.fill,
                 "cap_mm_per_hour": float(cfg.cap_mm_per_hour),
+                "dequantise_mm": float(cfg.dequantise_mm),
                 "geokeys": json.dumps({str(k): v for k, v in grid0.geokeys.items()}),
                 "skipped": json.dumps(sorted(skipped, key=lambda r: (r["time"] or 0, r["input"], r["member"]))),
                 "provenance": json.dumps(provenance, sort_keys=True),

@@ -9,7 +9,9 @@ at E is the sum of the k = cadence / interval source steps ending in (E - cadenc
 wherever any of them is NaN. Output steps end on multiples of the cadence since the epoch; an
 output step with some of its source steps absent from the file is not produced (recorded), and a
 source step off the file's own step grid is left out (recorded, with a warning).
-Values are checked (negative, above the plausibility cap) on the source steps, before summing.
+Values are checked (negative, above the plausibility cap) on the source steps, before summing; with
+`dequantise_mm` q > 0 each source step is then smoothed inside its rounding bins
+(`preprocessing.dequantise`), for a product that rounds its amounts to multiples of q.
 
 A finer grid can be aggregated to a coarser one (`pixels` = k): each output pixel is the mean of a
 k x k block of source pixels (mm per step is an amount per unit area, so the mean keeps the mass;
@@ -29,6 +31,7 @@ import netCDF4
 import numpy as np
 
 from hpcsr.coarsen import coarsen
+from preprocessing.dequantise import dequantise
 from preprocessing.geotiff import Grid
 from preprocessing.quality import FrameQC, cap_amount, clean_mm
 
@@ -237,9 +240,10 @@ def plan_file(
     return plan, skipped
 
 
-def read_steps(plan: NetcdfPlan, first: int, stop: int, cap_mm_per_hour: float):
+def read_steps(plan: NetcdfPlan, first: int, stop: int, cap_mm_per_hour: float, dequantise_mm: float = 0.0):
     """Yield (end time, mm float32 frame, FrameQC) for output steps first..stop-1 of the plan,
-    reading only the source steps of one output step at a time."""
+    reading only the source steps of one output step at a time (each dequantised when
+    dequantise_mm > 0)."""
     limit = cap_amount(cap_mm_per_hour, plan.interval_minutes)
     with _open(plan.path) as ds:
         var = ds.variables[PRECIP]
@@ -251,7 +255,7 @@ def read_steps(plan: NetcdfPlan, first: int, stop: int, cap_mm_per_hour: float):
             total = np.zeros(block.shape[1:], np.float64)
             for i in idx:
                 mm, step_qc = clean_mm(block[i - lo], limit)
-                total += mm
+                total += dequantise(mm, dequantise_mm) if dequantise_mm else mm
                 qc += step_qc
             frame = total.astype(np.float32)
             if plan.pixels > 1:

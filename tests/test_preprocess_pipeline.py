@@ -479,3 +479,17 @@ def test_pixel_aggregation_is_a_netcdf_key_of_the_section_and_a_flag():
         from_mapping({"aggregate_pixels": 2})  # synthetic Comephore: its 1 km grid is kept
     with pytest.raises(ConfigError, match=r"aggregate_pixels=0"):
         from_mapping({"source": "netcdf", "inputs": ["a.nc"], "aggregate_pixels": 0})
+
+
+def test_dequantisation_is_a_netcdf_key_of_the_section_and_a_flag():
+    from hpcsr.config import ConfigError
+    from preprocessing.config import from_mapping
+
+    flags = ["ingest", "--out", "o", "--netcdf", "a.nc", "--dequantise", "0.05"]
+    cfg = cli._config(cli.build_parser().parse_args(flags))
+    assert cfg == from_mapping({"source": "netcdf", "inputs": ["a.nc"], "dequantise": 0.05})
+    assert cfg.ingest_config(cfg.inputs).dequantise_mm == 0.05
+    with pytest.raises(ConfigError, match=r"dequantise=0.1: >= 0 mm, and 0 unless preprocess.source=netcdf"):
+        from_mapping({"dequantise": 0.1})  # synthetic Comephore
+    with pytest.raises(ConfigError, match=r"dequantise=-1"):
+        from_mapping({"source": "netcdf", "inputs": ["a.nc"], "dequantise": -1})

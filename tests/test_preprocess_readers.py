@@ -399,6 +399,41 @@ def test_bom_aggregated_to_1km_keeps_its_rain(tmp_path):
     assert plan_units(cfg)[0][0].key != plan_units(IngestConfig(netcdf=(src,), cadence_minutes=60))[0][0].key
 
 
+def test_netcdf_dequantised_on_ingest(tmp_path):
+    """--dequantise Q: each source step is smoothed inside its rounding bins before the steps are
+    summed (two 30-min steps into one hour here), the store records Q, the units' key changes with it;
+    it refuses Comephore, a uint16 store and a negative step."""
+    from preprocessing.dequantise import dequantise
+    from preprocessing.ingest import plan_units
+
+    minutes = 26_000_000 // 60 * 60 + 30 * np.arange(1, 5)  # four 30-min steps: two hours
+    yy, xx = np.mgrid[0:12, 0:10]
+    light = 0.05 + 0.006 * xx + 0.003 * yy
+    values = np.stack([np.round(light * (1 + 0.2 * k) / 0.05) * 0.05 for k in range(4)]).astype(np.float32)
+    values[:, 0, :3] = 0.0  # dry
+    values[1, 5, 5] = np.nan
+    path = str(tmp_path / "r.nc")
+    _write_nc(path, values, minutes, interval=30)
+    cfg = IngestConfig(netcdf=(path,), dequantise_mm=0.05)
+    ingest(tmp_path / "o", cfg, Comm(), progress=False)
+    store = HRStore(tmp_path / "o" / "hr.h5")
+    got = store.read(0, 2)
+    want = np.stack([dequantise(values[2 * h], 0.05) + dequantise(values[2 * h + 1], 0.05) for h in range(2)])
+    np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True)
+    assert np.isnan(got[0, 5, 5]) and np.all(got[:, 0, :3] == 0)
+    assert not np.allclose(got[1], values[2] + values[3])  # it did smooth
+    with h5py.File(store.path) as f:
+        assert float(f.attrs["dequantise_mm"]) == 0.05
+    assert plan_units(cfg)[0][0].key != plan_units(IngestConfig(netcdf=(path,)))[0][0].key
+    for bad, match in (
+        (dict(netcdf=(path,), dequantise_mm=0.05, encoding="uint16/100"), "needs netCDF input stored as float32"),
+        (dict(comephore=(str(tmp_path),), dequantise_mm=0.1), "needs netCDF input stored as float32"),
+        (dict(netcdf=(path,), dequantise_mm=-0.05), "must be >= 0 mm"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            IngestConfig(**bad)
+
+
 def test_netcdf_uint16_encoding_is_lossless_or_refuses(tmp_path):
     minutes = 26_000_000 // 60 * 60 + 60 * np.arange(1, 4)
     values = np.array([0.0, 0.01, 1.23, 4.56], np.float32).reshape(1, 2, 2).repeat(3, axis=0)

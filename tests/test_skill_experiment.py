@@ -120,6 +120,27 @@ def test_training_pixel_sizes_are_distinct_ones_and_twos_the_first_the_main_shar
             skill_experiment.pixel_sizes(bad)
 
 
+@pytest.mark.slow  # ingests and shards the whole BoM day
+@pytest.mark.skipif(not (DATA / FILES[0]).is_file(), reason=f"real data {FILES[0]} absent from {DATA}")
+def test_dequantised_training_data_is_its_own_store_and_run(tmp_path):
+    """--dequantise-train Q: the training day is ingested with --dequantise Q into a store of its own
+    name that records Q, where most light-rain values are off BoM's 0.05 mm grid; the setting is part
+    of the run's tag."""
+    import h5py
+    import numpy as np
+
+    train = skill_experiment.preprocess_train(tmp_path, ["s4_t1"], 1, 0.05)
+    assert train.name == "train_dq0.05" and (train / "shards" / "s4_t1.h5").is_file()
+    with h5py.File(train / "hr.h5") as f:
+        assert float(f.attrs["dequantise_mm"]) == 0.05
+    from hpcsr.data.store import HRStore
+
+    light = HRStore(train / "hr.h5").read(60, 61)
+    light = light[(light > 0) & (light < 0.3)]
+    assert light.size > 1000 and np.mean(np.abs(light / 0.05 - np.round(light / 0.05)) > 1e-3) > 0.5
+    assert "dequantise_train" in skill_experiment.TRAIN_KEYS  # a run on it never reuses a plain run's exports
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     not all((DATA / f).is_file() for f in FILES),
