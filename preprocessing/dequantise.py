@@ -9,7 +9,8 @@ the bins (alternating projections). Heavy rain, whose neighbours differ by many 
 q/2; light rain, a few q, loses the steps between levels. Why (README "Skill on real radar", s42):
 BoM's light rain is 4-15 x rougher at the pixel scale than KNMI's (0.01 mm steps), and members
 trained on it carried 2-2.7 x the unseen radar's power at 2-3 px; trained on the dequantised file,
-(4,2) 1.24-2.14 -> 0.84-1.42 x.
+(4,2) 1.24-2.14 -> 0.84-1.42 x, but (4,1)'s members lost half their power at every scale and became
+under-dispersed (spread/skill 0.82 -> 0.60), so nothing uses it by default.
 """
 
 from __future__ import annotations
