@@ -258,9 +258,9 @@ def seam_ratio(y, s: int) -> float:
 
 
 def test_filled_mode_spreads_what_a_capped_factor_cannot_without_cell_edges():
-    """One trace of rain under 16 wet cells and a dry one: 'smooth' (like 'multiplicative') spreads
-    each cell's mass on its own (uniform where f(x) is dry), so the cell grid shows (seam ratio ~5);
-    'filled' spreads it with a field continuous across cells (~1.3). Both exact; the dry cell dry."""
+    """One trace of rain under 15 wet cells and a dry one: 'smooth' (like 'multiplicative') spreads
+    each cell's mass on its own (uniform where f(x) is dry), so the cell grid shows (seam ratio 5.6);
+    'filled' spreads it with a field continuous across cells (1.43). Both exact; the dry cell dry."""
     s, t = 4, 2
     x = torch.zeros(1, t, 16, 16)
     x[0, 0, 5, 5] = 0.01
