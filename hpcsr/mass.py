@@ -155,15 +155,18 @@ def _smooth_fill(g, lr0, valid, s: int, t: int):
     shape_mass = coarsen(shape, s, t)
     c = torch.ones_like(lr0)
     a = torch.zeros_like(lr0)
+    scaled, fill = g * _up(c, s, t), _up(a, s, t) * shape  # the two parts on the HR grid
     for _ in range(SMOOTH_SWEEPS):
-        got = coarsen(g * _up(c, s, t), s, t)
-        rest = (lr0 - coarsen(_up(a, s, t) * shape, s, t)).clamp_min(0)
+        got = coarsen(scaled, s, t)
+        rest = (lr0 - coarsen(fill, s, t)).clamp_min(0)
         step = (c * rest / torch.where(got > DRY_MASS, got, one)).clamp(max=FACTOR_CAP)
         c = torch.where(valid & (got > DRY_MASS), step, c)
-        got = coarsen(g * _up(c, s, t) + _up(a, s, t) * shape, s, t)
+        scaled = g * _up(c, s, t)
+        got = coarsen(scaled + fill, s, t)
         more = (a + (lr0 - got) / torch.where(shape_mass > DRY_MASS, shape_mass, one)).clamp_min(0)
         a = torch.where(valid & (shape_mass > DRY_MASS), more, a)
-    return g * _up(c, s, t) + _up(a, s, t) * shape
+        fill = _up(a, s, t) * shape
+    return scaled + fill
 
 
 def _up(c, s: int, t: int):
