@@ -63,6 +63,7 @@ def recorded_model(record: dict) -> dict:
     recorded.setdefault("residual_norm", "global")  # exports from before the local residual scale
     recorded.setdefault("mean_skip", "hold")  # exports from before the linear-in-time start
     recorded.setdefault("residual_edge", "pixel")  # exports from before the cell-averaged edge
+    recorded.setdefault("downsample", "strided")  # exports from before the pooled downsampling (s44)
     return recorded
 
 

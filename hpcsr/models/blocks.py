@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 NORMS = ("group", "pixel")  # model.norm
+DOWNSAMPLES = ("strided", "pool")  # model.downsample
 
 
 def norm_groups(channels: int) -> int:
@@ -62,15 +63,26 @@ class ResBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int):
+    """Halve the field, model.downsample: 'pool' (the mean of each 2 x 2 block, then a 3 x 3
+    convolution: aligned with the 2 x 2 blocks `Upsample` makes, and alike at every border) or
+    'strided' (a 3 x 3 convolution at stride 2: its outputs centre on the even pixels, so its windows
+    reach past the top and left borders and never past the bottom and right ones, and `Upsample`'s
+    blocks sit half a pixel off them)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kind: str = "pool"):
         super().__init__()
-        self.conv = nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1)
+        if kind not in DOWNSAMPLES:
+            raise ValueError(f"downsampling {kind!r} unknown: use one of {', '.join(DOWNSAMPLES)}")
+        self.pool = kind == "pool"
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, stride=1 if self.pool else 2, padding=1)
 
     def forward(self, x):
-        return self.conv(x)
+        return self.conv(F.avg_pool2d(x, 2) if self.pool else x)
 
 
 class Upsample(nn.Module):
+    """Double the field: each pixel repeated over a 2 x 2 block, then a 3 x 3 convolution."""
+
     def __init__(self, in_ch: int, out_ch: int):
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1)

@@ -71,6 +71,10 @@ class ModelConfig:
         # (`resolve_mean_skip`, from the training data's step; exports record the resolved choice)
     )
     sigma_data: float = 1.0  # the denoiser's data scale (EDM preconditioning, hpcsr.diffusion.parametrization; 1: v)
+    downsample: typing.Literal["strided", "pool"] = (
+        "pool"  # halving between UNet levels: 2 x 2 mean then a 3 x 3 conv (aligned with the upsampling's
+        # 2 x 2 blocks, alike at every border), or a stride-2 3 x 3 conv (centred on the even pixels)
+    )
 
     def __post_init__(self):
         self.widths = tuple(self.widths)
@@ -94,7 +98,7 @@ class ModelConfig:
             raise ValueError(f"model.emb_dim={self.emb_dim} must be even (sine and cosine halves)")
         if self.static_channels < 0:
             raise ValueError(f"model.static_channels={self.static_channels} must be >= 0")
-        check_choices(self, "model")  # upsample, schedule, residual_norm, residual_edge, mean_skip
+        check_choices(self, "model")  # upsample, schedule, residual_norm, residual_edge, mean_skip, downsample
         if not self.residual_scale > 0:
             raise ValueError(f"model.residual_scale={self.residual_scale} must be > 0")
         if not self.sigma_data > 0:

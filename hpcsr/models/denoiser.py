@@ -31,7 +31,9 @@ class ContextEncoder(nn.Module):
         super().__init__()
         self.stem = nn.Conv2d(2 + cfg.static_channels, cfg.widths[0], 3, padding=1)
         self.blocks = nn.ModuleList(ResBlock(w, w, norm=cfg.norm) for w in cfg.widths)
-        self.downs = nn.ModuleList(Downsample(cfg.widths[i], cfg.widths[i + 1]) for i in range(cfg.levels - 1))
+        self.downs = nn.ModuleList(
+            Downsample(cfg.widths[i], cfg.widths[i + 1], cfg.downsample) for i in range(cfg.levels - 1)
+        )
 
     def forward(self, x):
         h = self.stem(x)

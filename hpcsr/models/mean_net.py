@@ -64,7 +64,7 @@ class EncoderLevel(nn.Module):
         self.blocks = nn.ModuleList(ResBlock(width, width, emb_dim, cfg.norm) for _ in range(cfg.blocks_per_level))
         self.temporal = TemporalAttention(width, cfg.heads, cfg.emb_dim, with_context)
         self.spatial = WindowAttention(width, cfg.heads, window, norm_groups(width), cfg.norm) if window > 1 else None
-        self.down = Downsample(width, cfg.widths[level + 1]) if level + 1 < cfg.levels else None
+        self.down = Downsample(width, cfg.widths[level + 1], cfg.downsample) if level + 1 < cfg.levels else None
 
 
 class DecoderLevel(nn.Module):
