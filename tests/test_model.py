@@ -1,14 +1,17 @@
 """The SRModel at tiny size: forward + backward for every pair of the paper's grid, the wiring
 (target frame, residual on the interpolated LR), NaN masking, transfer across pairs, bf16,
-no host syncs, and errors that name the bad values."""
+no host syncs, borders treated alike (model.downsample), and errors that name the bad values."""
 
+import copy
 import dataclasses
 
 import pytest
 import torch
+from torch import nn
 
 from hpcsr.coarsen import upsample_space
 from hpcsr.diffusion.noise_levels import NoiseLevels
+from hpcsr.export import recorded_model
 from hpcsr.factors import PAPER_PAIRS, recipe
 from hpcsr.models import ModelConfig, build_model
 
@@ -424,6 +427,7 @@ def test_residual_std_is_measured_carried_and_scales_the_diffusion():
         ("upsample", "cubic", "model.upsample='cubic' must be 'bicubic', 'bilinear' or 'nearest'"),
         ("schedule", "quadratic", "model.schedule='quadratic' must be 'linear', 'cosine' or 'sigmoid'"),
         ("mean_skip", "none", "model.mean_skip='none' must be 'auto', 'hold', 'linear' or 'motion'"),
+        ("downsample", "max", "model.downsample='max' must be 'strided' or 'pool'"),
     ],
 )
 def test_a_model_config_built_in_code_refuses_a_value_outside_its_choices(key, value, message):
@@ -431,3 +435,58 @@ def test_a_model_config_built_in_code_refuses_a_value_outside_its_choices(key, v
     only when hpcsr.config builds it: exports rebuild theirs from metadata."""
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(TINY, **{key: value})
+
+
+def mean_and_v(model, lr, noisy):
+    """The mean network's output and the denoiser's v on it at one diffusion step."""
+    with torch.no_grad():
+        mean = model.predict_mean(lr)
+        lr_up, valid = model._prepare(lr, None)
+        cond = model.denoiser.encode(lr_up, valid, None, mean, model.target)
+        return mean, model.denoiser(noisy, torch.tensor([500]), cond)
+
+
+def mirrored(model):
+    """A copy of `model` whose 3 x 3 kernels are mirrored top to bottom (1 x 1 ones are their own
+    mirror; the window attention has no position terms)."""
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for m in twin.modules():
+            if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
+                m.weight.copy_(m.weight.flip(-2))
+    return twin
+
+
+@pytest.mark.parametrize("downsample", ["pool", "strided"])
+def test_pooled_downsampling_treats_the_top_and_bottom_borders_alike(downsample):
+    """Mirror the field top to bottom and the kernels with it: the pooled UNet returns the mirrored
+    mean and v (its 2 x 2 means line up with the upsampling's 2 x 2 blocks, and every border is padded
+    alike); the stride-2 convolution samples the even rows, which the mirror turns into odd ones, so
+    its output differs."""
+    model = randomise(build_model(dataclasses.replace(TINY, downsample=downsample), recipe(4, 2), 1)).eval()
+    g = torch.Generator().manual_seed(1)
+    lr = torch.rand(1, model.frames, 12, 12, generator=g)
+    noisy = torch.randn(1, 2, 48, 48, generator=g)
+    mean, v = mean_and_v(model, lr, noisy)
+    mean_m, v_m = mean_and_v(mirrored(model), lr.flip(-2), noisy.flip(-2))
+    diff = max(float((mean_m.flip(-2) - mean).abs().max()), float((v_m.flip(-2) - v).abs().max()))
+    if downsample == "pool":
+        assert diff < 1e-5
+    else:
+        assert diff > 1e-3
+
+
+def test_an_export_from_before_the_downsample_option_keeps_the_stride_2_convolution():
+    """A model record without the key is rebuilt as it was trained, not with the new default; the
+    state dict's shapes do not change with the option, so only the record tells them apart."""
+    old = {k: v for k, v in dataclasses.asdict(TINY).items() if k != "downsample"}
+    assert recorded_model(old)["downsample"] == "strided"
+    assert TINY.downsample == "pool"
+    shapes = {
+        kind: {
+            k: v.shape
+            for k, v in build_model(dataclasses.replace(TINY, downsample=kind), recipe(4, 2)).state_dict().items()
+        }
+        for kind in ("pool", "strided")
+    }
+    assert shapes["pool"] == shapes["strided"]
