@@ -13,7 +13,7 @@
    from scratch (s42, seed 0): the (4,2) members' power over the truth's 1.24-2.14 -> 0.84-1.42, but
    at (4,1) the members lose half their power at every scale (0.97-1.30 -> 0.47-0.58), spread/skill
    0.821 -> 0.596, rank ends 1.07 / 1.03 -> 2.13 / 2.07 x flat, CRPS / bicubic MAE 0.658 -> 0.692:
-   not the default (README "Skill on real radar").
+   not the default (docs/SKILL_LOG.md).
    --train-pixels sets the training data's pixel sizes, the first one's shard with its validation
    split (the mean stage's validation and the spread calibration), each further size's train split
    joining it as data.extra_shards, drawn in proportion to its distinct patches. 1 (the default) is

@@ -33,7 +33,7 @@ step are each capped). Without it, a cell where the network left a trace of rain
 mass piled into that trace: at t = 2 on unseen radar 0.78 % / 0.20 % of the mean network's wet cells
 (mean > 0.1 mm/h) at (4,2) / (8,2) held >= 1/4 of their mass in one pixel, the truth's 0.04 % / 0 %;
 capping at 4 (chosen on the training radar's validation) cut that to 0.23 % / 0 % and the mean
-network's RMSE by 3.4 / 5.8 %, and left t = 1 unchanged (README "Skill on real radar", session s41).
+network's RMSE by 3.4 / 5.8 %, and left t = 1 unchanged (docs/SKILL_LOG.md, session s41).
 LR cells that are NaN (missing) are left out of every mass, and their HR pixels are returned
 unchanged. Computations are in float32 or wider; the result is differentiable in x and lr, with
 no host synchronisation.

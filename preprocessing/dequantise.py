@@ -6,7 +6,7 @@ Each wet pixel x (> 0) may move inside its rounding bin [x - q/2, x + q/2] (and 
 (0) stay exactly 0 and missing ones (NaN) stay NaN. Inside those bounds, ROUNDS rounds of a 3 x 3
 box mean (edges padded with the nearest pixel, missing pixels read as 0), each projected back into
 the bins (alternating projections). Heavy rain, whose neighbours differ by many q, moves by at most
-q/2; light rain, a few q, loses the steps between levels. Why (README "Skill on real radar", s42):
+q/2; light rain, a few q, loses the steps between levels. Why (docs/SKILL_LOG.md, s42):
 BoM's light rain is 4-15 x rougher at the pixel scale than KNMI's (0.01 mm steps), and members
 trained on it carried 2-2.7 x the unseen radar's power at 2-3 px; trained on the dequantised file,
 (4,2) 1.24-2.14 -> 0.84-1.42 x, but (4,1)'s members lost half their power at every scale and became

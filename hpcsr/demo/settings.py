@@ -62,7 +62,7 @@ class DemoSize:
 # FULL's test split is a whole (rainy) day: six hours were two blocks at s5_t3, too few to score. Its
 # denoiser trains 500 steps: measured in s35 on that day, 250 -> 500 took the members' fine-scale
 # power from 4.6-18 to 2.5-7.4 x the truth's at s4_t2 and CRPS / bicubic MAE from 0.584 / 0.629 to
-# 0.556 / 0.583 at s4_t2 / s5_t3 (README "Skill on real radar", the demo table).
+# 0.556 / 0.583 at s4_t2 / s5_t3 (docs/SKILL_LOG.md, part 2).
 FULL = DemoSize(
     days=6,
     seed=2,

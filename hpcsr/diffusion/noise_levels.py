@@ -12,7 +12,7 @@
   EDM's objective on the schedule's steps: EDM's loss weight lambda(sigma) times its output scale
   c_out^2 is 1 in the network's units, as here.
 
-Measured (issue 13, session s29; README, "Skill on real radar"): on real radar (trained on BoM, sampled
+Measured (issue 13, session s29; docs/SKILL_LOG.md): on real radar (trained on BoM, sampled
 on KNMI, (4,2) / (8,2), two seeds each) the lognormal levels keep the fair CRPS within the seeds'
 spread, bring spread/skill nearer 1 and cut the members' excess power at 2-3 px by a third; in the
 demo's 250-step trainings they leave the ensembles over-dispersed (spread/skill 1.34 at s5_t3) and

@@ -14,8 +14,7 @@ D = sigma^2 + sigma_data^2 a^2,
     => v = (a x_n - x0) / sigma = a sigma (1 - sigma_data^2) / D x_n + sigma_data / sqrt(D) G.
 A sigma_data below the data's standard deviation copies less of the noisy input into x0 (c_skip), so
 the network need not cancel that noise pixel by pixel where the data's own variation is smaller than
-the noise; measured on real radar, 0.5 multiplies the members' small-scale power instead (README,
-"Skill on real radar"), hence the default 1. The training loss is the MSE on G: EDM's weight 1 / c_out^2 on the x0 error, which is the
+the noise; measured on real radar, 0.5 multiplies the members' small-scale power instead (docs/SKILL_LOG.md), hence the default 1. The training loss is the MSE on G: EDM's weight 1 / c_out^2 on the x0 error, which is the
 v error's MSE times D / sigma_data^2.
 """
 

@@ -15,7 +15,7 @@ mean network at t = 2 came out worse than its start both on BoM's own validation
 network's RMSE on KNMI fell to 0.780 / 0.817 x bicubic's (trained: 0.825-0.871 / 0.856-0.891) and its
 cell seams to 1.07 / 1.10, but the residual diffusion trained on that mean came out under-dispersed
 on KNMI (rank-histogram ends 1.4-2.1 x flat at three of the four pair-seeds), so it is not the
-default (README "Skill on real radar").
+default (docs/SKILL_LOG.md).
 """
 
 from __future__ import annotations
