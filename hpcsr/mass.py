@@ -9,10 +9,16 @@ largest values, c removes drizzle), then the mass of f(x) is matched to the LR m
   'cell': each s x s x t block (exact per LR cell).
 - mode 'multiplicative' (default): f(x) * M / sum f(x);
   'smooth' (scale 'cell' only): multiplicative with a factor field that is continuous across cell
-  edges: a per-cell factor c, bilinearly interpolated to the HR grid, is found by SMOOTH_SWEEPS
+  edges: a per-cell factor c, interpolated to the HR grid geometrically (bilinear in
+  log(c + FACTOR_OFFSET) between cell centres: factors are ratios), is found by SMOOTH_SWEEPS
   fixed-point sweeps c <- c * M / sum(f(x) * up(c)), then the exact per-cell step corrects what is
   left (factors near 1, so the steps at cell edges that a piecewise-constant factor leaves become
-  small); a wet cell beside a dry one tapers towards it instead of ending in a cliff;
+  small); a wet cell beside a dry one tapers towards it instead of ending in a cliff. Why geometric
+  (s45): interpolated linearly, a nearly dry cell beside a wet one received half the wet cell's
+  factor at their shared edge, more rain than its LR amount allows whatever its own factor, so the
+  exact step scaled the whole cell down and left a cliff along its edges; on MeteoSwiss radar (many
+  dry cells) bicubic's seam ratio went to 1.31 (truth 1.02), with it 1.05 and RMSE 4 % lower, on
+  KNMI at s = 8 1.30 -> 1.01, the mean network's at (8,2) on unseen radar 1.27 -> 1.13;
   'filled' (scale 'cell' only; for estimates such as the mean network, not for members): 'smooth'
   where the mass a capped factor cannot give (see FACTOR_CAP) comes from a second smooth field, an
   amplitude per cell, bilinearly interpolated, on the bilinear upsampling of the LR field, found in
@@ -52,6 +58,7 @@ CELL_MODES = ("smooth", "filled")  # modes defined per LR cell only
 SMOOTH_SWEEPS = 16  # fixed-point sweeps of the smooth factor field before the exact per-cell step
 DRY_MASS = 1e-12  # mm: a region whose mean f(x) is below this counts as all dry
 FACTOR_CAP = 4.0  # per-cell modes: the largest factor on f(x); the rest follows the LR field's shape
+FACTOR_OFFSET = 1e-3  # 'smooth', 'filled': factors are interpolated geometrically, log(c + this)
 
 
 def default_mode(scale: str) -> str:
@@ -140,10 +147,10 @@ def _smooth_factor(g, lr0, valid, s: int, t: int):
         valid & (have <= DRY_MASS) & (lr0 > 0), one, c
     )  # all-dry f(x) under wet LR: the exact step spreads it
     for _ in range(SMOOTH_SWEEPS):
-        got = coarsen(g * _up(c, s, t), s, t)
+        got = coarsen(g * _up_factor(c, s, t), s, t)
         step = (c * lr0 / torch.where(got > DRY_MASS, got, one)).clamp(max=FACTOR_CAP)
         c = torch.where(valid & (got > DRY_MASS), step, c)
-    return _up(c, s, t)
+    return _up_factor(c, s, t)
 
 
 def _smooth_fill(g, lr0, valid, s: int, t: int):
@@ -155,23 +162,30 @@ def _smooth_fill(g, lr0, valid, s: int, t: int):
     shape_mass = coarsen(shape, s, t)
     c = torch.ones_like(lr0)
     a = torch.zeros_like(lr0)
-    scaled, fill = g * _up(c, s, t), _up(a, s, t) * shape  # the two parts on the HR grid
+    scaled, fill = g * _up_factor(c, s, t), _up_factor(a, s, t) * shape  # the two parts on the HR grid
     for _ in range(SMOOTH_SWEEPS):
         got = coarsen(scaled, s, t)
         rest = (lr0 - coarsen(fill, s, t)).clamp_min(0)
         step = (c * rest / torch.where(got > DRY_MASS, got, one)).clamp(max=FACTOR_CAP)
         c = torch.where(valid & (got > DRY_MASS), step, c)
-        scaled = g * _up(c, s, t)
+        scaled = g * _up_factor(c, s, t)
         got = coarsen(scaled + fill, s, t)
         more = (a + (lr0 - got) / torch.where(shape_mass > DRY_MASS, shape_mass, one)).clamp_min(0)
         a = torch.where(valid & (shape_mass > DRY_MASS), more, a)
-        fill = _up(a, s, t) * shape
+        fill = _up_factor(a, s, t) * shape
     return scaled + fill
 
 
 def _up(c, s: int, t: int):
-    """LR-grid factors (..., n, y, x) -> HR grid (..., n*t, Y, X): bilinear in space, repeated in time."""
+    """LR-grid values (..., n, y, x) -> HR grid (..., n*t, Y, X): bilinear in space, repeated in time."""
     return upsample_space(c, s, "bilinear").repeat_interleave(t, dim=-3).clamp_min(0)
+
+
+def _up_factor(c, s: int, t: int):
+    """Per-cell factors (..., n, y, x) >= 0 -> HR grid: bilinear in log(c + FACTOR_OFFSET), i.e. geometric
+    between cell centres, minus the offset (0 stays 0, 1 stays 1), repeated in time (see 'smooth')."""
+    logs = torch.log(c.clamp_min(0) + FACTOR_OFFSET)
+    return (upsample_space(logs, s, "bilinear").exp() - FACTOR_OFFSET).clamp_min(0).repeat_interleave(t, dim=-3)
 
 
 def _along_lr(short, lr0, s: int, t: int):
