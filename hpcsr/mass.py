@@ -25,7 +25,7 @@ largest values, c removes drizzle), then the mass of f(x) is matched to the LR m
   1.19), members 1.19 -> 1.06;
   'filled' (scale 'cell' only; for estimates such as the mean network, not for members): 'smooth'
   where the mass a capped factor cannot give (see FACTOR_CAP) comes from a second smooth field, an
-  amplitude per cell, bilinearly interpolated, on the bilinear upsampling of the LR field, found in
+  amplitude per cell, interpolated like the factor, on the bilinear upsampling of the LR field, found in
   the same sweeps; the exact step is then a small correction at most cells, so the output carries
   fewer cell edges, but light rain appears where f(x) is dry (on unseen radar the mean network's
   cell seams 1.109 -> 1.073 at (8,2), session s42; members made this way turned wet-biased in s41's
@@ -62,9 +62,7 @@ CELL_MODES = ("smooth", "filled")  # modes defined per LR cell only
 SMOOTH_SWEEPS = 16  # fixed-point sweeps of the smooth factor field before the exact per-cell step
 DRY_MASS = 1e-12  # mm: a region whose mean f(x) is below this counts as all dry
 FACTOR_CAP = 4.0  # per-cell modes: the largest factor on f(x); the rest follows the LR field's shape
-CENTRE_KEEP = (
-    0.75  # 'smooth', 'filled': beside a cell of factor 0, a cell's centre pixels keep this share of its factor
-)
+CENTRE_KEEP = 0.75  # smooth modes: share of its factor a centre pixel keeps beside a factor-0 cell
 
 
 def default_mode(scale: str) -> str:
@@ -161,7 +159,7 @@ def _smooth_factor(g, lr0, valid, s: int, t: int):
 
 def _smooth_fill(g, lr0, valid, s: int, t: int):
     """'filled' before its exact step: g * up(c) + up(a) * up(lr0), with a per-cell factor c (capped)
-    and a per-cell fill amplitude a >= 0, both bilinearly interpolated; each sweep sets c to give the
+    and a per-cell fill amplitude a >= 0, both interpolated geometrically (`_up_factor`); each sweep sets c to give the
     mass the fill leaves, then a to give what c could not. Missing cells keep c = 1, a = 0."""
     one = torch.ones((), dtype=g.dtype, device=g.device)
     shape = _up(lr0, s, t)
