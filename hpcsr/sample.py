@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="HR overlap of neighbouring tiles, a multiple of s (default: ~1/4 tile, at least 2 LR cells, at most half the tile)",
     )
     p.add_argument(
+        "--residual-overlap",
+        type=int,
+        help="the same for the denoiser's tiles (default: --overlap's)",
+    )
+    p.add_argument(
         "--spread-gain",
         type=float,
         help="factor on every member's residual (default: the gain the export fitted on its validation patches "

@@ -137,6 +137,27 @@ def test_evaluate_returns_the_credibility_scores():
         assert one_chunk["forecasts"]["ensemble"][key] == pytest.approx(e[key], rel=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:. members < 10")
+def test_members_tile_seams_count_the_denoisers_tile_edges_too():
+    """With (tile, overlap, the denoiser's overlap) the ensemble's tile seams are scored at both
+    tilings' edges (members carry both), the other forecasts' at the mean's: a step that only the
+    denoiser's tiles make shows in the ensemble's ratio and nowhere else. 64 px at s = 4: 32 px tiles
+    overlapping by 8 px start at 0, 24, 32 px; by 4 px at 0, 28, 32 px."""
+    rng = np.random.default_rng(0)
+    truth = rng.gamma(2.0, 1.0, size=(2, 64, 64)).astype(np.float32)
+    ens = np.repeat(truth[None], 10, axis=0).copy()
+    ens[..., 28:, :] += 10.0  # a step between rows 27 and 28: the denoiser's tile edge only
+    ens[..., :, 28:] += 10.0
+    kwargs = dict(baselines=("nearest",), scales=(1,), progress=False)
+    same = evaluate(truth, ens, None, 4, 1, tiles=(32, 8), **kwargs)
+    both = evaluate(truth, ens, None, 4, 1, tiles=(32, 8, 4), **kwargs)
+    assert same["forecasts"]["ensemble"]["tile_seam_ratio"] < 1.5 < both["forecasts"]["ensemble"]["tile_seam_ratio"]
+    for key in ("nearest",):
+        assert both["forecasts"][key]["tile_seam_ratio"] == same["forecasts"][key]["tile_seam_ratio"]
+    assert both["truth"]["tile_seam_ratio"] == same["truth"]["tile_seam_ratio"]
+    assert both["settings"]["sampling_tiles"] == {"tile_px": 32, "overlap_px": 8, "residual_overlap_px": 4}
+
+
 def test_perfect_and_doubled_ensembles():
     truth, _ = _case()
     perfect = evaluate(truth, np.repeat(truth[None], 10, axis=0), None, 4, 1, baselines=(), scales=(1,), progress=False)

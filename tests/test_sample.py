@@ -463,24 +463,44 @@ def test_tiles_blend_without_seams(export, hr_nc):
     # edges only; with two cells 0.89 and 0.80)
     for name, tile in (("single", 40), ("cosine", 16)):
         overlap = default_overlap(tile, exp.pair.s) if tile == 16 else 0
-        sampler = EnsembleSampler(exp, seq, SampleConfig(members=1, steps=2, tile=tile, overlap=overlap, mass="none"))
+        cfg = SampleConfig(members=1, steps=2, tile=tile, overlap=overlap, residual_overlap=overlap // 2, mass="none")
+        sampler = EnsembleSampler(exp, seq, cfg)
         lr, _ = sampler.context_frames(target)
         z = sampler.normaliser.forward(torch.from_numpy(lr[0]))
         mean = sampler.mean_field(z)
         residual = sampler.residual(
             sampler.conditions(z, mean), sampler.residual_sigma(z, mean), torch.Generator().manual_seed(0)
         )
-        fields[name] = (sampler.layout, mean.numpy(), residual.numpy())
-    layout = fields["cosine"][0]
+        fields[name] = (sampler.layout, mean.numpy(), residual.numpy(), sampler.residual_layout)
+    layout, residual_layout = fields["cosine"][0], fields["cosine"][3]
+    assert residual_layout.overlap == 4 < layout.overlap == 8  # the denoiser's tiles as asked, apart from the mean's
     # no larger row-to-row change across tile edges than elsewhere (1.0 = none at all)
     assert _edge_ratio(layout, fields["cosine"][1]) < 1.4
     assert _edge_ratio(layout, fields["single"][1]) < 1.2
-    # the residual is sampled over the whole domain at once: no seams either
+    # the residual is sampled over the whole domain at once: no seams either, at the denoiser's tile
+    # edges nor at the mean's
+    assert _edge_ratio(residual_layout, fields["cosine"][2]) < 1.3
     assert _edge_ratio(layout, fields["cosine"][2]) < 1.3
     # tiled and single-tile means differ only by tile-border effects of the (random-weight) network
     single = fields["single"][1]
     rel = np.abs(fields["cosine"][1] - single).mean() / np.abs(single - single.mean()).mean()
     assert rel < 0.35
+
+
+def test_the_denoiser_tiles_like_the_mean_unless_told(export, hr_nc):
+    """sample.residual_overlap: by default the denoiser's tiles are the mean's; set, they overlap by
+    it, and the file records both tilings (the evaluation scores the members' seams at both)."""
+    exp = load_export(export)
+    seq = open_hr(hr_nc, exp.pair)
+    default = EnsembleSampler(exp, seq, SampleConfig(members=1, tile=16))
+    assert default.residual_layout == default.layout and default.layout.overlap == 8
+    apart = EnsembleSampler(exp, seq, SampleConfig(members=1, tile=16, residual_overlap=4))
+    assert apart.layout.overlap == 8 and apart.residual_layout.overlap == 4
+    attrs = apart.attributes()
+    assert (attrs["overlap"], attrs["residual_overlap"]) == (8, 4)
+    assert attrs["residual_tiles_per_frame"] == len(apart.residual_layout) > 0
+    with pytest.raises(ValueError, match="multiple of s=4"):
+        EnsembleSampler(exp, seq, SampleConfig(members=1, tile=16, residual_overlap=3))
 
 
 def test_the_motion_start_is_the_whole_domains_whatever_the_tiling(work):

@@ -37,7 +37,7 @@ from hpcsr.evaluate.metrics import (
 )
 from hpcsr.evaluate.quantiles import UpperTail
 from hpcsr.evaluate.spectra import log_spectral_distance, radial_power_spectrum, spectral_ratio
-from hpcsr.evaluate.structure import FieldStructure, tile_edge_pairs
+from hpcsr.evaluate.structure import FieldStructure, tile_edge_pairs, union_edges
 from hpcsr.factors import FactorPair
 
 log = logging.getLogger(__name__)
@@ -229,6 +229,11 @@ def perfect_model_lr(truth, s: int, t: int, chunk: int = 240):
     )
 
 
+def _tiles_record(tiles: tuple[int, ...]) -> dict:
+    record = {"tile_px": tiles[0], "overlap_px": tiles[1]}
+    return record if len(tiles) < 3 else {**record, "residual_overlap_px": tiles[2]}
+
+
 def _undefined(s, forecasts, spectra, tiles, tile_edges) -> dict:
     """{score: why it is None} for the credibility scores a pair or a grid cannot have."""
     out = {}
@@ -276,8 +281,9 @@ def evaluate(
     down to whole LR blocks). `seed`: rank-histogram tie breaking (reproducible for a given seed and
     chunking). Fewer than 10 members: a UserWarning and the flag 'fewer_than_10_members'.
     `wet_mm`: wet threshold in mm per HR step (None: 0.1 mm/h over `interval_minutes`, the HR step,
-    10 min when that is None too; see `wet_threshold`). `tiles`: (tile side, overlap) in HR pixels
-    of the sampler's tiling, for the tile seam ratio (None: not scored). Scores that a pair cannot
+    10 min when that is None too; see `wet_threshold`). `tiles`: (tile side, overlap[, the
+    denoiser's overlap]) in HR pixels of the sampler's tiling, for the tile seam ratio (None: not
+    scored): the ensemble's at both tilings' edges, the other forecasts' (and the truth's) at the first. Scores that a pair cannot
     have (seam and spectral ratios at s = 1) are None, with the reason under 'undefined'.
     """
     baselines = tuple(baselines) + (("mean",) if mean is not None and "mean" not in baselines else ())
@@ -289,7 +295,11 @@ def evaluate(
     wet, wet_rule = wet_threshold(wet_mm, interval_minutes)
     members = ensemble.shape[0]
     T, Y, X = truth.shape
-    tile_edges = tile_edge_pairs((Y, X), s, *tiles) if tiles is not None else None
+    tile_edges = tile_edge_pairs((Y, X), s, *tiles[:2]) if tiles is not None else None
+    # members carry the mean's tile edges and the denoiser's (hpcsr.sampling.ensemble)
+    member_edges = tile_edges
+    if tiles is not None and len(tiles) > 2 and tiles[2] != tiles[1]:
+        member_edges = union_edges(tile_edges, tile_edge_pairs((Y, X), s, tiles[0], tiles[2]))
     chunk = time_chunk or max(1, CHUNK_VALUES // (members * Y * X))
     chunk = min(max(t, chunk // t * t), T)
     warn = []
@@ -306,7 +316,16 @@ def evaluate(
     forecast_members = {"ensemble": members, **{b: 1 for b in baselines}}
     scores = {
         name: _ForecastScores(
-            m, T * Y * X, thresholds, scales, lowest, s, t, tile_cells, FieldStructure((Y, X), wet), tile_edges
+            m,
+            T * Y * X,
+            thresholds,
+            scales,
+            lowest,
+            s,
+            t,
+            tile_cells,
+            FieldStructure((Y, X), wet),
+            member_edges if name == "ensemble" else tile_edges,
         )
         for name, m in forecast_members.items()
     }
@@ -398,7 +417,7 @@ def evaluate(
             "wet_mm_per_step": wet,
             "wet_rule": wet_rule,
             "spectral_band_px": [2, s],
-            "sampling_tiles": None if tiles is None else {"tile_px": tiles[0], "overlap_px": tiles[1]},
+            "sampling_tiles": None if tiles is None else _tiles_record(tiles),
             "baseline_timing": "LR block mean placed at its block centre j*t+(t-1)/2; HR step i at i",
         },
         "showcase_step": int(np.argmax(step_totals)),

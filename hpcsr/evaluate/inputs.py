@@ -186,11 +186,14 @@ def interval_minutes(ensemble: xr.DataArray, attrs: dict) -> float | None:
     return None
 
 
-def sampling_tiles(attrs: dict) -> tuple[int, int] | None:
-    """(tile side, overlap) in HR pixels of the sampler's tiling, from the attributes `hpcsr sample`
-    writes (tile, overlap); None for an ensemble that does not record them."""
+def sampling_tiles(attrs: dict) -> tuple[int, ...] | None:
+    """(tile side, overlap[, the denoiser's overlap]) in HR pixels of the sampler's tiling, from the
+    attributes `hpcsr sample` writes (tile, overlap, residual_overlap; ensembles sampled before
+    s46 have no residual_overlap: their denoiser used the mean's tiles); None for an ensemble that
+    does not record them."""
     if "tile" in attrs and "overlap" in attrs:
-        return int(attrs["tile"]), int(attrs["overlap"])
+        tiles = (int(attrs["tile"]), int(attrs["overlap"]))
+        return tiles + (int(attrs["residual_overlap"]),) if "residual_overlap" in attrs else tiles
     return None
 
 

@@ -40,6 +40,13 @@ def tile_edge_pairs(hr_shape: tuple[int, int], s: int, tile: int, overlap: int) 
     return tuple(edges) if any(p.any() for p in edges) else None
 
 
+def union_edges(a, b):
+    """Pairs at the edges of either of two tilings (`tile_edge_pairs` results, None: no edge)."""
+    if a is None or b is None:
+        return a if b is None else b
+    return tuple(x | y for x, y in zip(a, b))
+
+
 class FieldStructure:
     """Running sums of one forecast (or the truth, as one member): wet points and, per pair
     position along y and along x, the sum of |neighbour differences| and the number of pairs."""

@@ -104,8 +104,8 @@ def run_sample(cfg: SampleStageConfig, *, command: str | None = None) -> SampleR
     sampler = EnsembleSampler(export, seq, cfg.sampling(), pick_device(cfg.device, info.local_rank))
     if info.rank == 0:
         log.info(
-            "sampling %d blocks x %d members of %s on %d x %d HR pixels (%d tiles of %d, overlap %d), %s %d steps, "
-            "%d rank(s)",
+            "sampling %d blocks x %d members of %s on %d x %d HR pixels (%d tiles of %d, overlap %d; the "
+            "denoiser's %d, overlap %d), %s %d steps, %d rank(s)",
             len(targets),
             cfg.members,
             export.pair.name,
@@ -113,6 +113,8 @@ def run_sample(cfg: SampleStageConfig, *, command: str | None = None) -> SampleR
             len(sampler.layout),
             sampler.layout.tile,
             sampler.layout.overlap,
+            len(sampler.residual_layout),
+            sampler.residual_layout.overlap,
             cfg.sampler,
             sampler.steps,
             info.world_size,
