@@ -24,7 +24,10 @@
    (seed 1); mean network 0.889 / 0.795 / 0.841 against 0.884 / 0.800 / 0.877 and 0.893 / 0.831 /
    0.863 against 0.886 / 0.846 / 0.837 x bicubic's RMSE; members' power at (8,2) up to 2.75 / 2.52 x
    the truth's against 2.39 / 2.03. Within a retraining's spread everywhere but the (8,2) members'
-   excess power, worse on both seeds: not the default.
+   excess power, worse on both seeds: not the default. Again in s46, when the t = 2 members lacked
+   power instead: (8,2) gains (CRPS 0.574 -> 0.566, power 0.49-1.02 -> 0.61-0.97), (4,2) does not
+   (0.51-0.62), (4,1) loses its spectrum (1.40-1.73) and the mean network's tile seams (1.103):
+   still not the default (docs/SKILL_LOG.md).
    2 alone, against 1 (session s26, same settings otherwise): it does
    not help: spread/skill 1.42 / 0.99 / 1.38 at (4,1) / (4,2) / (8,2) (500 m: 1.18 / 1.10 / 1.40),
    members' power 2.2-5.5 x the truth's at 2-8 px (500 m: 0.54-2.8 x), mean network 0.91 / 0.92 /
