@@ -283,8 +283,9 @@ def evaluate(
     `wet_mm`: wet threshold in mm per HR step (None: 0.1 mm/h over `interval_minutes`, the HR step,
     10 min when that is None too; see `wet_threshold`). `tiles`: (tile side, overlap[, the
     denoiser's overlap]) in HR pixels of the sampler's tiling, for the tile seam ratio (None: not
-    scored): the ensemble's at both tilings' edges, the other forecasts' (and the truth's) at the first. Scores that a pair cannot
-    have (seam and spectral ratios at s = 1) are None, with the reason under 'undefined'.
+    scored): the ensemble's at both tilings' edges, the other forecasts' (and the truth's) at the
+    first. Scores that a pair cannot have (seam and spectral ratios at s = 1) are None, with the
+    reason under 'undefined'.
     """
     baselines = tuple(baselines) + (("mean",) if mean is not None and "mean" not in baselines else ())
     thresholds, scales = tuple(float(q) for q in thresholds), tuple(int(n) for n in scales)
