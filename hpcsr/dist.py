@@ -14,8 +14,12 @@ address and port) from, in order of precedence:
    the MPI ranks differ from the Slurm task and MPI describes the processes;
 4. ``mpi``: an MPI launcher's environment (PMI_RANK, OMPI_COMM_WORLD_RANK, PMIX_RANK,
    MPI_LOCALRANKID, ...) and then mpi4py, imported only in that case: rank 0 broadcasts its address
-   (127.0.0.1 when all ranks share one host) and a free port;
+   (127.0.0.1 when all ranks share one host);
 5. ``single``: one process.
+
+Where no MASTER_PORT is given and rank 0 can tell the others (MPI, or one process), the port is
+AUTO_PORT (0) until the rendezvous: rank 0's store then listens on a port the OS picks and MPI
+broadcasts it, so no other program can take the port between its choice and its use.
 
 `init_distributed()` exports what DeepSpeed reads (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_SIZE,
 MASTER_ADDR, MASTER_PORT), selects DeepSpeed's CPU accelerator when there is no CUDA, keeps
@@ -34,11 +38,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import random
 import re
 import socket
 import sys
 import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 
 OVERRIDE_VAR = "HPCSR_DIST_SOURCE"
 RENDEZVOUS_TIMEOUT_VAR = "HPCSR_RENDEZVOUS_TIMEOUT_S"
@@ -49,6 +55,7 @@ LOOPBACK = "127.0.0.1"
 # job id: below Linux's ephemeral range (32768+), so concurrent jobs on a node rarely collide.
 SLURM_PORT_BASE = 15000
 SLURM_PORT_SPAN = 15000
+AUTO_PORT = 0  # master_port before the rendezvous when rank 0 picks one (see the module docstring)
 # Environment variables that show an MPI launcher started this process (MPICH/Hydra, Intel MPI,
 # Slurm's PMI2, OpenMPI, PMIx, MVAPICH).
 MPI_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
@@ -127,11 +134,31 @@ def _check_ranks(info: DistInfo, names: str) -> DistInfo:
     return info
 
 
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel hands to outgoing connections (Linux's ip_local_port_range)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that was free on `host` a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port free on `host` now, for MASTER_PORT of processes started apart (torchrun-style).
+
+    Drawn below the kernel's ephemeral range, so that no outgoing connection can take it before the
+    master listens on it (an OS-picked port can be, and then the master fails with EADDRINUSE).
+    """
+    floor = _ephemeral_floor()
+    low = SLURM_PORT_BASE + SLURM_PORT_SPAN  # above the ports Slurm jobs derive from their id
+    candidates = random.Random().sample(range(low, floor), min(64, max(floor - low, 0)))
+    for port in candidates + [0]:  # 0: the OS picks, where the range below its own is empty or full
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise DistConfigError(f"no free TCP port on {host}")
 
 
 def expand_nodelist(nodelist: str, name: str = "SLURM_JOB_NODELIST") -> list[str]:
@@ -212,7 +239,7 @@ def _from_env(environ: Mapping[str, str]) -> DistInfo:
     addr = addr or LOOPBACK
     if world > 1 and "MASTER_PORT" not in environ:
         raise DistConfigError(f"WORLD_SIZE={world} but MASTER_PORT is not set: set it to a free port of rank 0's host")
-    port = _port(environ) if "MASTER_PORT" in environ else free_port()
+    port = _port(environ) if "MASTER_PORT" in environ else AUTO_PORT
     local_size_var = next((v for v in ("LOCAL_WORLD_SIZE", "LOCAL_SIZE") if v in environ), None)
     single_host = addr in (LOOPBACK, "localhost", "::1")
     if "LOCAL_RANK" in environ:
@@ -315,6 +342,7 @@ def _mpi_world_from_env(environ: Mapping[str, str]) -> tuple[int, int] | None:
 
 
 _MPI_INFO: DistInfo | None = None  # discovered once per process: it costs collective MPI calls
+_INFO: DistInfo | None = None  # set by init_distributed once torch.distributed runs
 
 
 def _from_mpi(environ: Mapping[str, str]) -> DistInfo:
@@ -335,7 +363,7 @@ def _from_mpi(environ: Mapping[str, str]) -> DistInfo:
     local.Free()
     if rank == 0:
         addr = LOOPBACK if local_size == world else socket.gethostname()
-        port = _port(environ) if "MASTER_PORT" in environ else free_port(addr if addr == LOOPBACK else "")
+        port = _port(environ) if "MASTER_PORT" in environ else AUTO_PORT
         chosen = (environ.get("MASTER_ADDR", "").strip() or addr, port)
     else:
         chosen = None
@@ -345,7 +373,7 @@ def _from_mpi(environ: Mapping[str, str]) -> DistInfo:
 
 
 def _single(environ: Mapping[str, str]) -> DistInfo:
-    port = _port(environ) if "MASTER_PORT" in environ else free_port()
+    port = _port(environ) if "MASTER_PORT" in environ else AUTO_PORT
     return DistInfo(0, 1, 0, 1, LOOPBACK, port, "single")
 
 
@@ -353,8 +381,11 @@ def discover(environ: Mapping[str, str] | None = None) -> DistInfo:
     """Who this process is, from `environ` (default os.environ); see the module docstring.
 
     Changes nothing; only the MPI source communicates (mpi4py initialises MPI, rank 0 broadcasts).
+    After init_distributed, discover() returns what it started with (the port rank 0 listens on).
     Raises DistConfigError naming the variable when a value is bad or the sources disagree.
     """
+    if environ is None and _INFO is not None:
+        return _INFO
     environ = os.environ if environ is None else environ
     forced = environ.get(OVERRIDE_VAR, "").strip().lower()
     if forced not in ("", "auto") + SOURCES:
@@ -387,8 +418,6 @@ def discover(environ: Mapping[str, str] | None = None) -> DistInfo:
 
 # ---------------------------------------------------------------------------- start and stop
 
-_INFO: DistInfo | None = None
-
 
 def _writable_extensions_dir() -> str:
     """A folder torch may JIT-build C++ extensions into: the user cache if writable, else tmp."""
@@ -419,31 +448,54 @@ def _rendezvous_timeout(environ: Mapping[str, str]) -> float:
     return value
 
 
-def _rendezvous(info: DistInfo, timeout_s: float):
-    """A TCPStore at the master: rank 0 serves it and waits for every rank; the others connect.
+def _rendezvous_error(info: DistInfo, port: int, timeout_s: float, err: Exception) -> DistRendezvousError:
+    cause = " ".join(str(err).split())[:300] or type(err).__name__
+    return DistRendezvousError(
+        f"rank {info.rank} of {info.world_size} on host {socket.gethostname()}: no rendezvous with the "
+        f"master at {info.master_addr}:{port} within {timeout_s:g} s ({cause}). Check that "
+        f"{info.master_addr} is rank 0's host and reachable from here, that port {port} is free "
+        f"there (MASTER_PORT chooses another) and that every rank started; {RENDEZVOUS_TIMEOUT_VAR} sets the limit"
+    )
 
-    Raises DistRendezvousError naming this host, the master's address and port when the store
-    cannot listen (port in use), cannot be reached, or not every rank arrives within timeout_s.
+
+def _rendezvous(info: DistInfo, timeout_s: float):
+    """A TCPStore at the master: rank 0 serves it, the others connect; returns (store, info).
+
+    With a given port rank 0 waits for every rank. With AUTO_PORT rank 0 listens on a port the OS
+    picks and MPI (the one source that leaves the port to rank 0 with several ranks) broadcasts it;
+    the returned info carries it. Raises DistRendezvousError naming this host, the master's address
+    and port when the store cannot listen (port in use), cannot be reached, or not every rank
+    arrives within timeout_s.
     """
     from torch.distributed import TCPStore
 
-    try:
-        return TCPStore(
-            info.master_addr,
-            info.master_port,
-            info.world_size,
-            is_master=info.rank == 0,
-            timeout=datetime.timedelta(seconds=timeout_s),
-            wait_for_workers=True,
-        )
-    except RuntimeError as err:  # torch's DistStoreError and DistNetworkError are RuntimeErrors
-        cause = " ".join(str(err).split())[:300] or type(err).__name__
-        raise DistRendezvousError(
-            f"rank {info.rank} of {info.world_size} on host {socket.gethostname()}: no rendezvous with the "
-            f"master at {info.master_addr}:{info.master_port} within {timeout_s:g} s ({cause}). Check that "
-            f"{info.master_addr} is rank 0's host and reachable from here, that port {info.master_port} is free "
-            f"there (MASTER_PORT chooses another) and that every rank started; {RENDEZVOUS_TIMEOUT_VAR} sets the limit"
-        ) from None
+    timeout = datetime.timedelta(seconds=timeout_s)
+    addr, world, port = info.master_addr, info.world_size, info.master_port
+    if port != AUTO_PORT:
+        try:
+            return TCPStore(addr, port, world, info.rank == 0, timeout=timeout, wait_for_workers=True), info
+        except RuntimeError as err:  # torch's DistStoreError and DistNetworkError are RuntimeErrors
+            raise _rendezvous_error(info, port, timeout_s, err) from None
+    store, failure = None, None
+    if info.rank == 0:
+        try:
+            store = TCPStore(addr, 0, world, True, timeout=timeout, wait_for_workers=False)
+            port = store.port
+        except RuntimeError as err:
+            failure = err
+    if world > 1:
+        from mpi4py import MPI
+
+        port, cause = MPI.COMM_WORLD.bcast((port, failure and str(failure)), root=0)
+        failure = RuntimeError(f"rank 0: {cause}") if cause is not None and failure is None else failure
+    if failure is None and info.rank > 0:
+        try:
+            store = TCPStore(addr, port, world, False, timeout=timeout)
+        except RuntimeError as err:
+            failure = err
+    if failure is not None:
+        raise _rendezvous_error(info, port, timeout_s, failure)
+    return store, dataclasses.replace(info, master_port=port)
 
 
 def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> DistInfo:
@@ -484,7 +536,8 @@ def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> D
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     timeout = datetime.timedelta(seconds=timeout_s)
     if not tdist.is_initialized():
-        store = _rendezvous(info, rendezvous_s)
+        store, info = _rendezvous(info, rendezvous_s)
+        os.environ["MASTER_PORT"] = str(info.master_port)  # the port rank 0's store listens on
         tdist.init_process_group(backend, store=store, rank=info.rank, world_size=info.world_size, timeout=timeout)
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False, timeout=timeout)
     if tdist.get_world_size() != info.world_size or tdist.get_rank() != info.rank:

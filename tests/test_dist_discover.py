@@ -217,10 +217,18 @@ def test_bad_override(env, named):
         discover(env)
 
 
-def test_nothing_set_is_a_single_process_on_a_free_port():
+def test_nothing_set_is_a_single_process_whose_port_the_os_picks_at_the_rendezvous():
     info = discover({})
     assert (info.rank, info.world_size, info.source, info.master_addr) == (0, 1, "single", "127.0.0.1")
-    assert 0 < info.master_port < 65536
+    assert info.master_port == dist.AUTO_PORT
+    assert discover({"RANK": "0", "WORLD_SIZE": "1"}).master_port == dist.AUTO_PORT
+
+
+def test_free_port_is_below_the_range_outgoing_connections_take():
+    # CI failed once (EADDRINUSE) when an OS-picked port was taken before the master listened on it
+    floor = dist._ephemeral_floor()
+    ports = {dist.free_port() for _ in range(20)}
+    assert all(dist.SLURM_PORT_BASE + dist.SLURM_PORT_SPAN <= p < floor for p in ports) and len(ports) > 1
 
 
 def test_srun_with_pmi_is_slurm_without_touching_mpi(monkeypatch):
