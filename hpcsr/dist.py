@@ -448,8 +448,12 @@ def _rendezvous_timeout(environ: Mapping[str, str]) -> float:
     return value
 
 
-def _rendezvous_error(info: DistInfo, port: int, timeout_s: float, err: Exception) -> DistRendezvousError:
-    cause = " ".join(str(err).split())[:300] or type(err).__name__
+def _cause(err: Exception) -> str:
+    """torch's error message on one line, at most 300 characters."""
+    return " ".join(str(err).split())[:300] or type(err).__name__
+
+
+def _rendezvous_error(info: DistInfo, port: int, timeout_s: float, cause: str) -> DistRendezvousError:
     return DistRendezvousError(
         f"rank {info.rank} of {info.world_size} on host {socket.gethostname()}: no rendezvous with the "
         f"master at {info.master_addr}:{port} within {timeout_s:g} s ({cause}). Check that "
@@ -475,24 +479,25 @@ def _rendezvous(info: DistInfo, timeout_s: float):
         try:
             return TCPStore(addr, port, world, info.rank == 0, timeout=timeout, wait_for_workers=True), info
         except RuntimeError as err:  # torch's DistStoreError and DistNetworkError are RuntimeErrors
-            raise _rendezvous_error(info, port, timeout_s, err) from None
+            raise _rendezvous_error(info, port, timeout_s, _cause(err)) from None
     store, failure = None, None
     if info.rank == 0:
         try:
             store = TCPStore(addr, 0, world, True, timeout=timeout, wait_for_workers=False)
             port = store.port
         except RuntimeError as err:
-            failure = err
+            failure = _cause(err)
     if world > 1:
         from mpi4py import MPI
 
-        port, cause = MPI.COMM_WORLD.bcast((port, failure and str(failure)), root=0)
-        failure = RuntimeError(f"rank 0: {cause}") if cause is not None and failure is None else failure
+        port, failure = MPI.COMM_WORLD.bcast((port, failure), root=0)
+        if failure is not None and info.rank > 0:
+            failure = f"rank 0: {failure}"
     if failure is None and info.rank > 0:
         try:
             store = TCPStore(addr, port, world, False, timeout=timeout)
         except RuntimeError as err:
-            failure = err
+            failure = _cause(err)
     if failure is not None:
         raise _rendezvous_error(info, port, timeout_s, failure)
     return store, dataclasses.replace(info, master_port=port)
