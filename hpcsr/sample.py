@@ -26,6 +26,7 @@ from hpcsr.sampling.config import SampleStageConfig
 from hpcsr.sampling.ensemble import CONTEXT_POLICIES, MASS_SCALES
 from hpcsr.sampling.run import run_sample
 from hpcsr.sampling.tiles import WINDOWS
+from hpcsr.symmetry import SYMMETRIES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,18 +95,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overlap",
         type=int,
-        help="HR overlap of neighbouring tiles, a multiple of s (default: ~1/4 tile, at least 2 LR cells, at most half the tile)",
+        help="HR overlap of the mean network's neighbouring tiles, a multiple of s (default: half the tile)",
     )
     p.add_argument(
         "--residual-overlap",
         type=int,
-        help="the same for the denoiser's tiles (default: --overlap's)",
+        help="the same for the denoiser's tiles (default: ~1/4 tile, at least 2 LR cells, at most half the tile)",
     )
     p.add_argument(
         "--spread-gain",
         type=float,
         help="factor on every member's residual (default: the gain the export fitted on its validation patches "
         "when it was measured with this sampler, steps and eta; else 1)",
+    )
+    p.add_argument(
+        "--mean-symmetries",
+        type=int,
+        choices=(1, SYMMETRIES),
+        default=D.mean_symmetries,
+        help="8: the mean network's estimate averaged over the 8 symmetries of the square (lower error at t = 1, "
+        "more visible cell edges; 8 x its cost); 1: the network as it is (default %(default)s)",
     )
     p.add_argument("--window", choices=WINDOWS, default=D.window, help="tile blending window (default %(default)s)")
     p.add_argument("--batch", type=int, default=D.batch, help="tiles per network forward (default %(default)s)")

@@ -30,6 +30,7 @@ LAYERS = (
         "hpcsr.cf",
         "hpcsr.dist",
         "hpcsr.diffusion",
+        "hpcsr.symmetry",
     ),
     ("hpcsr.mass", "hpcsr.motion", "hpcsr.data", "hpcsr.models", "hpcsr.spread"),
     ("hpcsr.config",),

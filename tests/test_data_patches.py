@@ -11,10 +11,11 @@ from torch.utils.data import DataLoader
 
 from hpcsr.coarsen import coarsen
 from hpcsr.data.normalise import Normaliser
-from hpcsr.data.patches import PatchDataset, PatchSpec, dihedral, split_windows, valid_corners
+from hpcsr.data.patches import PatchDataset, PatchSpec, split_windows, valid_corners
 from hpcsr.data.sampler import SamplesSeenSampler
 from hpcsr.data.store import SPLIT_CODES, Shard
 from hpcsr.motion import field_start
+from hpcsr.symmetry import dihedral
 
 SPEC = PatchSpec(context=2, patch=24)
 
@@ -145,16 +146,6 @@ def test_wet_bias_draws_wetter_patches_from_the_lr_alone(shard_path, normaliser)
     assert uniform.keep_probability(lr) == 1.0
     with pytest.raises(ValueError, match="wet_bias=1.5 must be in"):
         PatchDataset(shard_path, SPEC, "train", normaliser, seed=3, wet_bias=1.5)
-
-
-def test_dihedral_symmetries_are_the_eight_of_the_square():
-    z = torch.arange(12.0).reshape(1, 3, 4)
-    turned = [dihedral(z, k) for k in range(8)]
-    assert torch.equal(turned[0], z)
-    assert len({(tuple(t.shape), tuple(t.flatten().tolist())) for t in turned}) == 8  # all distinct
-    for k in range(8):  # each is a permutation of the pixels, and quarter turns compose
-        assert sorted(turned[k].flatten().tolist()) == sorted(z.flatten().tolist())
-    assert torch.equal(dihedral(dihedral(z, 1), 1), dihedral(z, 2))
 
 
 def test_augmented_items_stay_valid_pairs(shard_path, normaliser):

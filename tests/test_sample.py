@@ -30,7 +30,7 @@ from hpcsr.models import ModelConfig, build_model
 from hpcsr.sample import main as sample_main
 from hpcsr.sampling import EnsembleSampler, SampleConfig, target_times
 from hpcsr.sampling.inputs import open_hr
-from hpcsr.sampling.tiles import Blender, TileLayout, default_overlap
+from hpcsr.sampling.tiles import Blender, TileLayout, default_overlap, mean_overlap
 
 PAIR = FactorPair(4, 2)
 MICRO = ModelConfig(widths=(8, 16), heads=2, windows=(1, 1), emb_dim=8)
@@ -413,6 +413,15 @@ def test_default_overlap_is_a_quarter_tile_of_at_least_two_cells():
     assert {k: default_overlap(*k) for k in cases} == cases
 
 
+def test_the_mean_s_overlap_is_half_the_tile_in_whole_cells():
+    """(tile px, s) -> overlap px: half the tile's cells, rounded down; a one-cell tile has none."""
+    cases = {(32, 4): 16, (32, 8): 16, (40, 2): 20, (40, 5): 20, (24, 8): 8, (12, 4): 4, (8, 8): 0}
+    assert {k: mean_overlap(*k) for k in cases} == cases
+    for (tile, s), overlap in cases.items():
+        assert overlap >= default_overlap(tile, s)
+        TileLayout(s, 10, 10, tile, overlap)  # a valid layout: at most half the tile
+
+
 def test_blending_weights_are_a_partition_of_unity():
     layout = TileLayout(s=4, ny=10, nx=9, tile=16, overlap=4)
     assert [c for c in layout.corners] == [(r, c) for r in (0, 3, 6) for c in (0, 3, 5)]
@@ -487,17 +496,19 @@ def test_tiles_blend_without_seams(export, hr_nc):
     assert rel < 0.35
 
 
-def test_the_denoiser_tiles_like_the_mean_unless_told(export, hr_nc):
-    """sample.residual_overlap: by default the denoiser's tiles are the mean's; set, they overlap by
-    it, and the file records both tilings (the evaluation scores the members' seams at both)."""
+def test_the_mean_tiles_overlap_by_half_and_the_denoiser_s_by_a_quarter_unless_told(export, hr_nc):
+    """By default the mean network's tiles overlap by half their side and the denoiser's by
+    `default_overlap`; each is set on its own, and the file records both tilings (the evaluation
+    scores the seams at both)."""
     exp = load_export(export)
     seq = open_hr(hr_nc, exp.pair)
-    default = EnsembleSampler(exp, seq, SampleConfig(members=1, tile=16))
-    assert default.residual_layout == default.layout and default.layout.overlap == 8
-    apart = EnsembleSampler(exp, seq, SampleConfig(members=1, tile=16, residual_overlap=4))
-    assert apart.layout.overlap == 8 and apart.residual_layout.overlap == 4
+    default = EnsembleSampler(exp, seq, SampleConfig(members=1, tile=24))  # 6 x 6 cells
+    assert (default.layout.overlap, default.residual_layout.overlap) == (12, 8)
+    assert len(default.layout) > len(default.residual_layout)
+    apart = EnsembleSampler(exp, seq, SampleConfig(members=1, tile=16, overlap=4, residual_overlap=8))
+    assert apart.layout.overlap == 4 and apart.residual_layout.overlap == 8
     attrs = apart.attributes()
-    assert (attrs["overlap"], attrs["residual_overlap"]) == (8, 4)
+    assert (attrs["overlap"], attrs["residual_overlap"]) == (4, 8)
     assert attrs["residual_tiles_per_frame"] == len(apart.residual_layout) > 0
     with pytest.raises(ValueError, match="multiple of s=4"):
         EnsembleSampler(exp, seq, SampleConfig(members=1, tile=16, residual_overlap=3))
@@ -830,7 +841,7 @@ def test_condition_cache_budget_changes_memory_not_members(export, hr_nc):
         z = sampler.normaliser.forward(torch.from_numpy(lr[0]))
         mean = sampler.mean_field(z)
         conds = sampler.conditions(z, mean)
-        assert len(conds.kept) == (len(sampler.batches()) if budget else 0)
+        assert len(conds.kept) == (len(sampler.batches(sampler.residual_layout)) if budget else 0)
         sigma = sampler.residual_sigma(z, mean)
         members.append(sampler.residual(conds, sigma, torch.Generator().manual_seed(0)).numpy())
     np.testing.assert_array_equal(members[0], members[1])

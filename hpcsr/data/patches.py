@@ -39,17 +39,11 @@ from torch.utils.data import Dataset
 from hpcsr.data.normalise import Normaliser
 from hpcsr.data.store import SPLIT_CODES, Shard, decode
 from hpcsr.motion import field_start, halo_cells, velocity
+from hpcsr.symmetry import dihedral
 
 MAX_REDRAWS = 64  # draws tried per item before giving up on finding enough valid HR pixels
 WET_FLOOR = 0.1  # wet_bias: the smallest keep probability (dry patches still teach that dry stays dry)
 DRY_MM = 0.0  # wet_bias: an LR value above this many mm counts as wet
-
-
-def dihedral(z: torch.Tensor, k: int) -> torch.Tensor:
-    """Symmetry k (0..7) of the square applied to the last two axes: k % 4 quarter turns, then a
-    transpose when k >= 4. k = 0 is the identity."""
-    z = torch.rot90(z, k % 4, dims=(-2, -1))
-    return z.transpose(-2, -1).contiguous() if k >= 4 else z.contiguous()
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from hpcsr.models.config import ModelConfig
 from hpcsr.models.denoiser import Denoiser
 from hpcsr.models.inputs import check_hr_like, check_lr, check_static, prepare_lr
 from hpcsr.models.mean_net import MeanNet
+from hpcsr.symmetry import SYMMETRIES, check_symmetries, self_ensemble
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -68,9 +69,14 @@ class SRModel(nn.Module):
         check_static(static, lr, self.s, self.cfg.static_channels)
         return prepare_lr(lr, self.s, self.cfg.upsample)
 
-    def predict_mean(self, lr, static=None, start=None) -> torch.Tensor:
+    def predict_mean(self, lr, static=None, start=None, symmetries: int = 1) -> torch.Tensor:
         """The conditional mean (B, t, Y, X); `start` (B, t, Y, X): the motion-compensated start
-        (model.mean_skip 'motion' at t > 1, `hpcsr.motion.field_start`; None otherwise)."""
+        (model.mean_skip 'motion' at t > 1, `hpcsr.motion.field_start`; None otherwise). With
+        `symmetries` 8, for inference: the mean over the 8 symmetries of the square of the prediction
+        for the turned input, turned back (`hpcsr.symmetry.self_ensemble`); 1: the network as it is."""
+        check_symmetries(symmetries)
+        if symmetries == SYMMETRIES:
+            return self_ensemble(self.predict_mean, lr, static, start)
         lr_up, lr_valid = self._prepare(lr, static)
         return self.mean_net(lr_up, lr_valid, static, self.t, self.target, start)
 
