@@ -1,7 +1,7 @@
 """The 8 symmetries of the square on a field's last two axes (rotations by multiples of 90 degrees,
 with or without a transpose), used twice: training patches are turned by one of them
-(`hpcsr.data.patches`, augmentation), and the mean network's estimate averages over all eight
-(`self_ensemble`, inference).
+(`hpcsr.data.patches`, augmentation), and with `sample.mean_symmetries=8` the mean network's
+estimate averages over all eight (`self_ensemble`, inference; measured in docs/SKILL_LOG.md, s49).
 
 Coarsening over square LR cells commutes with every one of them, so a turned (lr, hr) pair is still
 a valid example, and a turned input's prediction turned back is another estimate of the same field.
