@@ -4,6 +4,8 @@ operation as it is, makes any other one equivariant, and, in the model, leaves a
 start (what it returns before training) unchanged."""
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +16,9 @@ from hpcsr.models import ModelConfig, build_model
 from hpcsr.motion import field_start
 from hpcsr.sampling.ensemble import SampleConfig
 from hpcsr.symmetry import SYMMETRIES, dihedral, self_ensemble, undo_dihedral
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_model import randomise  # noqa: E402
 
 TINY = ModelConfig.tiny()
 
@@ -69,17 +74,10 @@ def test_fields_given_as_none_pass_through():
     assert seen == [None] * SYMMETRIES
 
 
-def randomised(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return model.eval()
-
-
 @pytest.mark.parametrize("mean_skip", ["linear", "motion"])
 def test_the_model_s_self_ensemble_is_equivariant(mean_skip):
-    model = randomised(build_model(dataclasses.replace(TINY, mean_skip=mean_skip), recipe(4, 2), future_context=1))
+    model = randomise(build_model(dataclasses.replace(TINY, mean_skip=mean_skip), recipe(4, 2), future_context=1))
+    model.eval()
     g = torch.Generator().manual_seed(2)
     lr = torch.rand(2, model.frames, 6, 6, generator=g)
     start = torch.stack([field_start(x, 4, 2, model.target) for x in lr]) if mean_skip == "motion" else None
