@@ -119,22 +119,21 @@ def test_temporal_attention_fused_kernels_match_math(dtype):
     assert (fused - ref).abs().max().item() <= 2e-2 * scale
 
 
-def test_window_attention_fused_kernels_match_math():
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
+def test_window_attention_in_bf16_on_gpu_matches_fp32_on_cpu():
+    """The shifted-copy window attention (no SDPA call) under CUDA bf16 autocast against the same
+    layer in fp32 on the CPU: the softmax runs in fp32, so only bf16 rounding separates them."""
     from hpcsr.models.attention import WindowAttention
 
     torch.manual_seed(0)
-    cuda = torch.device("cuda")
-    layer = WindowAttention(dim=16, heads=4, window=3, groups=4).to(cuda)
+    layer = WindowAttention(dim=16, heads=4, window=3, groups=4)
     torch.nn.init.normal_(layer.out.weight, 0, 0.1)
-    x = torch.randn(16, 16, 100, 100, device=cuda)
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-        with sdpa_kernel([SDPBackend.MATH]):
-            ref = layer(x).float()
-        with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
-            fused = layer(x).float()
-    assert (fused - ref).abs().max().item() <= 2e-2 * ref.abs().max().item()
+    x = torch.randn(16, 16, 100, 100)
+    with torch.no_grad():
+        ref = layer(x)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            got = layer.cuda()(x.cuda()).float().cpu()
+    assert torch.isfinite(got).all()
+    assert (got - ref).abs().max().item() <= 2e-2 * ref.abs().max().item()
 
 
 @pytest.mark.parametrize("scale", ["cell", "image", "frame"])

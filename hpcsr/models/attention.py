@@ -1,12 +1,13 @@
-"""Attention layers, all through torch.nn.functional.scaled_dot_product_attention (fused kernels on
-GPUs, bf16-autocast safe, no data-dependent control flow).
+"""Attention layers: bf16-autocast safe, no data-dependent control flow.
 
 - `TemporalAttention`: per-pixel multi-head attention across frames. Queries are the frames of x
   (B, F, C, H, W); keys/values are the same frames plus, optionally, context frames
   (B, L, C, H, W) (self-attention in the mean network, self + cross attention to the LR context
-  in the denoiser). Frame-time embeddings tell the frames apart, so any F and L work.
+  in the denoiser). Frame-time embeddings tell the frames apart, so any F and L work. Through
+  torch.nn.functional.scaled_dot_product_attention (fused kernels on GPUs).
 - `WindowAttention`: each pixel attends to its w x w neighbourhood (sliding window, edges
-  replicated), (N, C, H, W) -> (N, C, H, W); works for any H, W.
+  replicated), (N, C, H, W) -> (N, C, H, W); works for any H, W. Computed from w * w shifted
+  copies of the keys and values, with pixels as the contiguous dimension.
 Both are residual (x + attention) with a zero-initialised output projection.
 """
 
@@ -71,22 +72,17 @@ class WindowAttention(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def _neighbours(self, z: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N*H*W, heads, w*w, C/heads): the w x w neighbourhood of every pixel."""
-        N, C, H, W = z.shape
-        w, p = self.window, self.window // 2
-        patches = F.unfold(F.pad(z, (p, p, p, p), mode="replicate"), w)  # (N, C*w*w, H*W)
-        patches = patches.view(N, self.heads, C // self.heads, w * w, H * W)
-        return patches.permute(0, 4, 1, 3, 2).reshape(N * H * W, self.heads, w * w, C // self.heads)
-
     def forward(self, x):
+        """Scores and outputs as sums of the w * w shifted copies of the (edge-replicated) keys and
+        values, pixels contiguous: on CPU 3x faster (forward + backward) than gathering every
+        pixel's neighbourhood into one SDPA call of w * w keys each (benchmarks/model_step.py)."""
         N, C, H, W = x.shape
+        heads, d, w, p = self.heads, C // self.heads, self.window, self.window // 2
         q, k, v = self.qkv(self.norm(x)).chunk(3, dim=1)
-        q = (
-            q.reshape(N, self.heads, C // self.heads, H * W)
-            .permute(0, 3, 1, 2)
-            .reshape(N * H * W, self.heads, 1, C // self.heads)
-        )
-        o = F.scaled_dot_product_attention(q, self._neighbours(k), self._neighbours(v))
-        o = o.reshape(N, H * W, C).transpose(1, 2).reshape(N, C, H, W)
-        return x + self.out(o)
+        k, v = (F.pad(z, (p, p, p, p), mode="replicate").view(N, heads, d, H + 2 * p, W + 2 * p) for z in (k, v))
+        q = q.view(N, heads, d, H, W) * d**-0.5
+        shifts = [(i, j) for i in range(w) for j in range(w)]  # row-major over the window
+        scores = torch.stack([(q * k[..., i : i + H, j : j + W]).sum(2) for i, j in shifts], dim=2)
+        weights = scores.float().softmax(dim=2).to(v.dtype)  # (N, heads, w * w, H, W)
+        o = sum(weights[:, :, n, None] * v[..., i : i + H, j : j + W] for n, (i, j) in enumerate(shifts))
+        return x + self.out(o.reshape(N, C, H, W))
