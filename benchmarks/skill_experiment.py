@@ -189,6 +189,17 @@ TRAIN_KEYS = (
 SAMPLE_KEYS = ("members", "crop", "eval", "steps", "block", "tile")  # block: the crop starts a block of this many steps
 
 
+def run_name(a, p: argparse.ArgumentParser) -> str:
+    """'default run', or the training and sampling options given that differ from their defaults."""
+    defaults = vars(p.parse_args([]))
+    given = [
+        f"--{key.replace('_', '-')} {' --set '.join(value) if isinstance(value, list) else value}"
+        for key, value in vars(a).items()
+        if key in (*TRAIN_KEYS, *SAMPLE_KEYS) and key in defaults and value != defaults[key]
+    ]
+    return f"run with {' '.join(given)}" if given else "default run"
+
+
 def tag(a, keys) -> str:
     return hashlib.sha256(json.dumps([vars(a)[k] for k in keys]).encode()).hexdigest()[:8]
 
@@ -993,7 +1004,7 @@ def main(argv=None) -> int:
     written = write_result(out, "skill_experiment", figures, a.quick, meta)
     from hpcsr.atomic import write_text_atomic
 
-    title = f"# Skill on real data ({'quick run, no verdict' if a.quick else 'default run'})\n\n"
+    title = f"# Skill on real data ({'quick run, no verdict' if a.quick else run_name(a, p)})\n\n"
     at = " and ".join({1: "500 m", 2: "1 km"}[x] for x in sizes)
     trained_on = ", ".join([f"{TRAIN_FILE} at {at}", *(f"{f} (every step)" for f in extra_files)])
     source = f"Trained on {trained_on}, evaluated on {eval_file} (rows {window['rows']}, cols {window['cols']}, steps {window['steps']}).\n\n"

@@ -8,6 +8,7 @@ dict.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -118,6 +119,19 @@ def test_training_pixel_sizes_are_distinct_ones_and_twos_the_first_the_main_shar
     for bad in ("", "1,1", "3", "1,4"):
         with pytest.raises(SystemExit, match="--train-pixels"):
             skill_experiment.pixel_sizes(bad)
+
+
+def test_a_run_is_named_by_its_options_that_differ_from_the_defaults():
+    """The result's title says which training and sampling options the run changed, so a variant's
+    committed .md cannot pass for the default run."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--patch", type=int, default=32)
+    p.add_argument("--train-pixels", default="1")
+    p.add_argument("--set", action="append", default=[])
+    p.add_argument("--jobs", type=int, default=2)  # neither training nor sampling: not named
+    assert skill_experiment.run_name(p.parse_args(["--jobs", "1"]), p) == "default run"
+    a = p.parse_args(["--patch", "48", "--train-pixels", "2,1", "--set", "x=1", "--set", "y=2"])
+    assert skill_experiment.run_name(a, p) == "run with --patch 48 --train-pixels 2,1 --set x=1 --set y=2"
 
 
 @pytest.mark.slow  # ingests and shards the whole BoM day
