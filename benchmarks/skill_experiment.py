@@ -193,9 +193,10 @@ def run_name(a, p: argparse.ArgumentParser) -> str:
     """'default run', or the training and sampling options given that differ from their defaults."""
     defaults = vars(p.parse_args([]))
     given = [
-        f"--{key.replace('_', '-')} {' --set '.join(value) if isinstance(value, list) else value}"
+        f"--{key.replace('_', '-')} {item}"
         for key, value in vars(a).items()
         if key in (*TRAIN_KEYS, *SAMPLE_KEYS) and key in defaults and value != defaults[key]
+        for item in (value if isinstance(value, list) else [value])  # an appended option: once per value
     ]
     return f"run with {' '.join(given)}" if given else "default run"
 
