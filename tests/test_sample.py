@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import subprocess
 from pathlib import Path
 
@@ -47,13 +48,15 @@ def make_export(
     extra: dict | None = None,
     cfg: ModelConfig = MICRO,
     fresh_mean_head: bool = False,
+    patch: int | None = None,
 ) -> Path:
     """A model of `pair` with perturbed initial weights, normalised with the synthetic storm's log1p stats;
     `data_grid` (the training grid an export records) only when given, as in exports of older versions;
     `extra`: more metadata (e.g. a spread calibration); `fresh_mean_head`: the mean network's output
-    layer left at zero, so its mean is its start."""
+    layer left at zero, so its mean is its start; `patch`: the training patch it records (default the recipe's)."""
     torch.manual_seed(seed)
     rec = recipe(pair.s, pair.t)
+    rec = rec if patch is None else dataclasses.replace(rec, patch=patch)
     model = build_model(cfg, rec)
     with torch.no_grad():
         for p in model.parameters():
@@ -494,6 +497,28 @@ def test_tiles_blend_without_seams(export, hr_nc):
     single = fields["single"][1]
     rel = np.abs(fields["cosine"][1] - single).mean() / np.abs(single - single.mean()).mean()
     assert rel < 0.35
+
+
+def test_tiles_other_than_the_training_patch_are_warned_about(work, hr_nc, caplog):
+    """The networks normalise over the whole tile (GroupNorm), so a tile of another size than the
+    export's training patch changes their output: the sampler says so, unless the domain is what
+    keeps the tiles from the patch's size."""
+    exp = load_export(make_export(work / "patch16" / "joint" / "export" / "model.pt", PAIR, patch=16))
+    seq = open_hr(hr_nc, exp.pair)  # 40 x 36 px
+
+    def warned(**options) -> bool:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="hpcsr.sampling.ensemble"):
+            EnsembleSampler(exp, seq, SampleConfig(members=1, **options))
+        return "trained on 16 px patches" in caplog.text
+
+    assert not warned() and not warned(tile=16)
+    assert warned(tile=32) and warned(tile=8) and warned(tile=64)  # 64: the whole domain, 40 x 36
+    big = load_export(make_export(work / "patch100" / "joint" / "export" / "model.pt", PAIR, patch=100))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hpcsr.sampling.ensemble"):
+        EnsembleSampler(big, seq, SampleConfig(members=1, tile=40))  # the domain is smaller than the patch
+    assert "px patches" not in caplog.text
 
 
 def test_the_mean_tiles_overlap_by_half_and_the_denoiser_s_by_a_quarter_unless_told(export, hr_nc):

@@ -270,6 +270,7 @@ class EnsembleSampler:
         self.layout = TileLayout(self.s, ny, nx, tile, overlap, cfg.window)  # the mean network's tiles
         self.blender = Blender(self.layout, self.device)
         self.residual_layout = TileLayout(self.s, ny, nx, tile, residual_overlap, cfg.window)  # the denoiser's
+        self.warn_off_patch_tiles()
         self.residual_blender = Blender(self.residual_layout, self.device)
         schedule = self.model.schedule
         self.steps = schedule.steps if cfg.sampler == "ddpm" else cfg.steps
@@ -283,6 +284,25 @@ class EnsembleSampler:
                 "residuals; use the diffusion (or joint) stage's export",
                 export.path,
                 export.metadata.get("stage"),
+            )
+
+    def warn_off_patch_tiles(self) -> None:
+        """A warning when the tiles the networks see differ from their training patch (`recipe.patch`)
+        where the domain would allow patch-sized ones: GroupNorm takes its statistics over the whole
+        tile, so another size changes what every pixel is normalised by (s47: the 128 px KNMI crop as one
+        tile left the (4, 2) / (8, 2) ensembles 1.5-1.8 x too wide, fair CRPS 0.53 / 0.57 -> 0.64 / 0.69
+        x bicubic's MAE), and a smaller tile also gives the networks less context than in training."""
+        patch, side = self.recipe.patch, self.layout.tile
+        rows, cols = (c * self.s for c in self.layout.cells)
+        possible = min(patch, self.layout.ny * self.s), min(patch, self.layout.nx * self.s)
+        if side != patch and (rows, cols) != possible:
+            log.warning(
+                "sampling tiles of %d px, the export trained on %d px patches: the networks' GroupNorm statistics "
+                "then span fields of another size than in training, which changes their output (on held-out radar "
+                "a 4 x larger tile left the ensembles 1.5-1.8 x too wide); keep the default tile (the training "
+                "patch) unless you have measured yours",
+                side,
+                patch,
             )
 
     # ------------------------------------------------------------------ inputs
