@@ -14,6 +14,7 @@ from hpcsr.config import compose
 from hpcsr.dist import DistInfo
 from hpcsr.export import ExportError, load_weights, resolve_export
 from hpcsr.models import ModelConfig, build_model
+from hpcsr.models.sr_model import masked_mse
 from hpcsr.train.activation import enable_activation_checkpointing
 from hpcsr.train.checkpoint import CheckpointIncompatible
 from hpcsr.train.ema import ShardedEMA
@@ -157,6 +158,34 @@ def test_stage_objectives_freeze_what_they_do_not_train():
     assert loss.item() == pytest.approx(parts.sum().item(), rel=1e-6)
     loss.backward()
     assert all(p.grad is not None for p in joint.model.mean_net.parameters())
+
+
+def test_the_mean_stage_trains_off_the_pooling_grid_and_validates_on_it():
+    """train.mean_grid_shift: a training forward of the mean network places the patch a random
+    (dy, dx) off the UNet's pooling grid, drawn from the step's generator (the same generator, the
+    same shift); in eval mode (validation, export), without a generator or with the option off, none."""
+    model = tiny_model()
+    with torch.no_grad():  # a trained-like network: its output layer is not zero
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(5)
+    lr, hr = torch.randn(2, 2, 6, 6, generator=g), torch.randn(2, 3, 24, 24, generator=g)
+    shifted = StageObjective(model, "mean", grid_shift=True).train()
+    plain = StageObjective(model, "mean").train()
+    grid = model.mean_net.grid
+    assert grid == 4
+    draws = {shifted.shift(torch.Generator().manual_seed(k)) for k in range(40)}
+    assert all(0 <= dy < grid and 0 <= dx < grid for dy, dx in draws) and len(draws) > 8
+    first = shifted(lr, hr, torch.Generator().manual_seed(1))[0]
+    assert torch.equal(first, shifted(lr, hr, torch.Generator().manual_seed(1))[0])
+    shift = shifted.shift(torch.Generator().manual_seed(1))
+    by_hand = masked_mse(model.predict_mean(lr, shift=shift), hr, torch.isfinite(hr))
+    torch.testing.assert_close(first, by_hand)
+    unshifted = plain(lr, hr, torch.Generator().manual_seed(1))[0]
+    assert shift != (0, 0) and not torch.allclose(first, unshifted)
+    assert torch.equal(shifted(lr, hr)[0], unshifted)  # no generator: no shift
+    shifted.eval()
+    assert torch.equal(shifted(lr, hr, torch.Generator().manual_seed(1))[0], unshifted)
 
 
 def test_mean_loss_mm_term_scores_the_delivered_field_by_hand():

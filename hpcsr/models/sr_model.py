@@ -69,16 +69,19 @@ class SRModel(nn.Module):
         check_static(static, lr, self.s, self.cfg.static_channels)
         return prepare_lr(lr, self.s, self.cfg.upsample)
 
-    def predict_mean(self, lr, static=None, start=None, symmetries: int = 1) -> torch.Tensor:
+    def predict_mean(self, lr, static=None, start=None, symmetries: int = 1, shift=None) -> torch.Tensor:
         """The conditional mean (B, t, Y, X); `start` (B, t, Y, X): the motion-compensated start
         (model.mean_skip 'motion' at t > 1, `hpcsr.motion.field_start`; None otherwise). With
         `symmetries` 8, for inference: the mean over the 8 symmetries of the square of the prediction
-        for the turned input, turned back (`hpcsr.symmetry.self_ensemble`); 1: the network as it is."""
+        for the turned input, turned back (`hpcsr.symmetry.self_ensemble`); 1: the network as it is.
+        `shift`: the training's offset of the field against the network's pooling grid (MeanNet)."""
         check_symmetries(symmetries)
         if symmetries == SYMMETRIES:
+            if shift is not None:
+                raise ValueError("a grid shift is a training augmentation: not with the self-ensemble")
             return self_ensemble(self.predict_mean, lr, static, start)
         lr_up, lr_valid = self._prepare(lr, static)
-        return self.mean_net(lr_up, lr_valid, static, self.t, self.target, start)
+        return self.mean_net(lr_up, lr_valid, static, self.t, self.target, start, shift)
 
     @property
     def edge_cell(self) -> int:

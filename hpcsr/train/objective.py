@@ -7,6 +7,13 @@
              the residual uses the mean of the same forward pass, detached (the diffusion
              gradient does not flow into the mean network).
 
+With `grid_shift` (train.mean_grid_shift, stages mean and joint) each training forward of the mean
+network places the patch (dy, dx) pixels off the UNet's pooling grid, drawn from the step's generator
+(`MeanNet.forward`'s shift; validation, export and sampling use none). Why: a patch's origin is an LR
+cell's corner, so without it the 2^k x 2^k pooling blocks always sit at the same place inside the
+cells, and the network can tie what it learns to that place (where the training radar's rain sits in
+a cell), which shows as steps at the cell edges and does not carry to another radar.
+
 `StageObjective.forward(lr, hr, generator)` returns (loss, parts) with parts = [mean term,
 diffusion term] (NaN where a stage has no such term), so DeepSpeed sees one module whose
 state_dict keys are the SRModel's with the prefix `model.`.
@@ -64,6 +71,7 @@ class StageObjective(nn.Module):
         mm_weight: float = 0.0,
         hr_var_mm: float = 1.0,
         levels: NoiseLevels | None = None,
+        grid_shift: bool = False,
     ):
         super().__init__()
         if stage not in STAGES:
@@ -75,6 +83,7 @@ class StageObjective(nn.Module):
         self.model, self.stage, self.autocast_bf16 = model, stage, autocast_bf16
         self.normaliser, self.mm_weight, self.hr_var_mm = normaliser, float(mm_weight), float(hr_var_mm)
         self.levels = levels  # None: SRModel.diffusion_loss's default
+        self.grid_shift = grid_shift
         for name in ("mean_net", "denoiser"):
             getattr(model, name).requires_grad_(name in TRAINED[stage])
 
@@ -88,6 +97,14 @@ class StageObjective(nn.Module):
         if self.autocast_bf16:
             return torch.autocast(device_type="cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def shift(self, generator: torch.Generator | None):
+        """The mean network's offset against its pooling grid for one training forward (None: none)."""
+        if not (self.grid_shift and self.training and generator is not None):
+            return None
+        grid = self.model.mean_net.grid
+        dy, dx = torch.randint(0, grid, (2,), generator=generator, device=generator.device).tolist()
+        return dy, dx
 
     def mean_term(self, lr: torch.Tensor, hr: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
         """MSE of the mean in normalised units, plus mm_weight x the delivered field's MSE in mm
@@ -109,14 +126,14 @@ class StageObjective(nn.Module):
         nan = torch.full((), float("nan"), device=hr.device)
         with self._autocast():
             if self.stage == "mean":
-                loss = self.mean_term(lr, hr, m.predict_mean(lr, start=start))
+                loss = self.mean_term(lr, hr, m.predict_mean(lr, start=start, shift=self.shift(generator)))
                 return loss, torch.stack([loss.detach().float(), nan])
             if self.stage == "diffusion":
                 with torch.no_grad():
                     mean = m.predict_mean(lr, start=start)
                 loss = m.diffusion_loss(lr, hr, mean, generator=generator, levels=self.levels)
                 return loss, torch.stack([nan, loss.detach().float()])
-            mean = m.predict_mean(lr, start=start)
+            mean = m.predict_mean(lr, start=start, shift=self.shift(generator))
             mean_term = self.mean_term(lr, hr, mean)
             diffusion_term = m.diffusion_loss(lr, hr, mean, generator=generator, levels=self.levels)
             loss = mean_term + diffusion_term

@@ -280,6 +280,7 @@ class Trainer:
             mm_weight=cfg.train.mean_loss_mm_weight if "mean_net" in TRAINED[self.stage] else 0.0,
             hr_var_mm=float(self.shard_stats.get("hr_std", 0.0)) ** 2,
             levels=cfg.train.levels,
+            grid_shift=cfg.train.mean_grid_shift,
         )
 
         # parameters a transfer seed keeps fixed for its first steps (the marker's record on resume)
