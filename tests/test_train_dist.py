@@ -42,6 +42,7 @@ COMMON = [
 ]
 REFERENCE = [
     "train.keep_better_start=true",  # the choice between the trained mean network and its start, recorded
+    "train.mean_grid_shift=true",  # the mean network trained off its pooling grid: resumes must stay exact
     "train.steps=8",
     "train.checkpoint_every=2",
     "train.export_every=4",

@@ -29,7 +29,7 @@ class TrainConfig:
     noise_log_std: float = 1.2  # lognormal noise levels: standard deviation of ln sigma (EDM)
     ema_decay: float = 0.999  # EMA of the trained networks, exported in their place (every stage; 0: off)
     keep_better_start: bool = False  # mean stage: export the start if it validates better (hpcsr.train.mean_selection)
-    mean_grid_shift: bool = True  # mean, joint: each training forward shifts the patch off the UNet's pooling grid
+    mean_grid_shift: bool = False  # mean, joint: each training forward shifts the patch off the UNet's pooling grid
     calibration_members: int = 8  # diffusion, joint: members per validation patch for the spread gain (0: none)
     calibration_min_gain: float = 1.0  # smallest spread gain the fit may choose (1: it only widens; 0: free)
     calibration_space: typing.Literal["mm", "normalised"] = (
