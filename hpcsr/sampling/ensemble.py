@@ -270,8 +270,8 @@ class EnsembleSampler:
         self.layout = TileLayout(self.s, ny, nx, tile, overlap, cfg.window)  # the mean network's tiles
         self.blender = Blender(self.layout, self.device)
         self.residual_layout = TileLayout(self.s, ny, nx, tile, residual_overlap, cfg.window)  # the denoiser's
-        self.warn_off_patch_tiles()
         self.residual_blender = Blender(self.residual_layout, self.device)
+        self.warn_off_patch_tiles()
         schedule = self.model.schedule
         self.steps = schedule.steps if cfg.sampler == "ddpm" else cfg.steps
         if not isinstance(self.steps, int) or not 1 <= self.steps <= schedule.steps:
@@ -294,7 +294,7 @@ class EnsembleSampler:
         x bicubic's MAE), and a smaller tile also gives the networks less context than in training."""
         patch, side = self.recipe.patch, self.layout.tile
         rows, cols = (c * self.s for c in self.layout.cells)
-        possible = min(patch, self.layout.ny * self.s), min(patch, self.layout.nx * self.s)
+        possible = tuple(min(patch, px) for px in self.layout.hr_shape)
         if side != patch and (rows, cols) != possible:
             log.warning(
                 "sampling tiles of %d px, the export trained on %d px patches: the networks' GroupNorm statistics "
