@@ -39,6 +39,13 @@ def test_bad_choice_lists_allowed_values():
         compose(["train.stage=pretrain"])
 
 
+def test_grid_shift_refuses_the_joint_stage_and_the_mm_term():
+    for extra in ["train.stage=joint", "train.mean_loss_mm_weight=0.5"]:
+        with pytest.raises(ConfigError, match=r"mean_grid_shift is for the mean stage"):
+            compose(["train.mean_grid_shift=true", extra])
+    assert compose(["train.mean_grid_shift=true", "train.stage=diffusion"]).train.mean_grid_shift
+
+
 def test_bad_type_names_value():
     with pytest.raises(ConfigError, match=r"train\.steps='many' must be an integer"):
         compose(["train.steps=many"])

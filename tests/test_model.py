@@ -157,29 +157,29 @@ def test_fresh_mean_with_the_linear_start_is_the_evaluation_baseline(s, t):
         torch.testing.assert_close(mean, torch.from_numpy(baseline[n * t : (n + 1) * t]), atol=1e-5, rtol=1e-5)
 
 
-def test_a_grid_shift_moves_the_field_against_the_pooling_blocks_only():
-    """MeanNet's shift (dy, dx) pads the field dy rows / dx columns on top / left before the UNet
-    (train.mean_grid_shift): the output keeps its shape; a fresh network (its start) is unchanged; a
-    trained one changes, since its 2 x 2 pooling blocks then cut the field elsewhere; (0, 0) on a
-    field of whole blocks is no shift at all; an offset outside the grid is refused."""
-    from hpcsr.models.blocks import crop, pad_to_multiple
+def test_a_window_runs_the_mean_network_on_that_part_of_the_field_only():
+    """predict_mean's window (top, left, h, w) (train.mean_grid_shift) cuts the prepared inputs before
+    the network: a fresh network (its start) returns the same window of its whole-field output; a
+    trained one differs from its whole-field output there, since its pooling blocks then fall elsewhere
+    and its statistics span the window; a window outside the field, or with the self-ensemble, is
+    refused."""
+    from hpcsr.models.blocks import crop
 
-    x = torch.arange(2 * 3 * 10 * 9, dtype=torch.float32).view(2, 3, 10, 9)
-    padded, window = pad_to_multiple(x, 4, (3, 1))
-    assert padded.shape[-2:] == (16, 12) and window[:2] == (3, 1) and torch.equal(crop(padded, window), x)
-    assert torch.equal(padded[..., 3, 1:10], x[..., 0, :]) and torch.equal(padded[..., 0, 1:10], x[..., 0, :])
     fresh = build_model(TINY, recipe(4, 2))
     lr, _ = batch(fresh, 24)
-    torch.testing.assert_close(fresh.predict_mean(lr, shift=(2, 3)), fresh.predict_mean(lr), rtol=0, atol=1e-6)
+    window = (2, 3, 20, 16)
+    cut = fresh.predict_mean(lr, window=window)
+    assert cut.shape == (*lr.shape[:1], 2, 20, 16)
+    torch.testing.assert_close(cut, crop(fresh.predict_mean(lr), window), rtol=0, atol=1e-6)
     trained = randomise(build_model(TINY, recipe(4, 2)))
-    base = trained.predict_mean(lr)
-    assert torch.equal(trained.predict_mean(lr, shift=(0, 0)), base)
-    moved = trained.predict_mean(lr, shift=(1, 2))
-    assert moved.shape == base.shape and not torch.allclose(moved, base, atol=1e-4)
-    with pytest.raises(ValueError, match="pooling grid"):
-        trained.predict_mean(lr, shift=(4, 0))
-    with pytest.raises(ValueError, match="not with the self-ensemble"):
-        trained.predict_mean(lr, symmetries=8, shift=(1, 1))
+    whole = trained.predict_mean(lr)
+    assert torch.equal(trained.predict_mean(lr, window=(0, 0, 24, 24)), whole)
+    assert not torch.allclose(trained.predict_mean(lr, window=window), crop(whole, window), atol=1e-4)
+    for bad in [(5, 0, 20, 20), (0, 0, 0, 8), (-1, 0, 8, 8)]:
+        with pytest.raises(ValueError, match="must lie inside the 24 x 24 field"):
+            trained.predict_mean(lr, window=bad)
+    with pytest.raises(ValueError, match="not for the self-ensemble"):
+        trained.predict_mean(lr, symmetries=8, window=window)
 
 
 def test_every_lr_frame_influences_the_mean():

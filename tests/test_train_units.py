@@ -161,9 +161,13 @@ def test_stage_objectives_freeze_what_they_do_not_train():
 
 
 def test_the_mean_stage_trains_off_the_pooling_grid_and_validates_on_it():
-    """train.mean_grid_shift: a training forward of the mean network places the patch a random
-    (dy, dx) off the UNet's pooling grid, drawn from the step's generator (the same generator, the
-    same shift); in eval mode (validation, export), without a generator or with the option off, none."""
+    """train.mean_grid_shift: a training forward of the mean network runs on a window of the patch
+    whose side is the largest multiple of the pooling grid g that fits at every offset, its corner drawn
+    in 0..g-1 from the step's generator (the same generator, the same window), and the loss is the
+    window's, computed here by hand; in eval mode (validation, export), without a generator or with the
+    option off, the whole patch. The joint stage and the mm term refuse it; the diffusion stage ignores it."""
+    from hpcsr.models.blocks import crop
+
     model = tiny_model()
     with torch.no_grad():  # a trained-like network: its output layer is not zero
         for p in model.parameters():
@@ -174,18 +178,26 @@ def test_the_mean_stage_trains_off_the_pooling_grid_and_validates_on_it():
     plain = StageObjective(model, "mean").train()
     grid = model.mean_net.grid
     assert grid == 4
-    draws = {shifted.shift(torch.Generator().manual_seed(k)) for k in range(40)}
-    assert all(0 <= dy < grid and 0 <= dx < grid for dy, dx in draws) and len(draws) > 8
+    windows = {shifted.window(torch.Generator().manual_seed(k), (24, 22)) for k in range(40)}
+    assert {w[2:] for w in windows} == {(20, 16)}  # 24 - 3 -> 20, 22 - 3 -> 16
+    assert all(0 <= dy < grid and 0 <= dx < grid for dy, dx, _, _ in windows) and len(windows) > 8
     first = shifted(lr, hr, torch.Generator().manual_seed(1))[0]
     assert torch.equal(first, shifted(lr, hr, torch.Generator().manual_seed(1))[0])
-    shift = shifted.shift(torch.Generator().manual_seed(1))
-    by_hand = masked_mse(model.predict_mean(lr, shift=shift), hr, torch.isfinite(hr))
+    window = shifted.window(torch.Generator().manual_seed(1), (24, 24))
+    target = crop(hr, window)
+    by_hand = masked_mse(model.predict_mean(lr, window=window), target, torch.isfinite(target))
     torch.testing.assert_close(first, by_hand)
     unshifted = plain(lr, hr, torch.Generator().manual_seed(1))[0]
-    assert shift != (0, 0) and not torch.allclose(first, unshifted)
-    assert torch.equal(shifted(lr, hr)[0], unshifted)  # no generator: no shift
+    assert not torch.allclose(first, unshifted)
+    assert torch.equal(shifted(lr, hr)[0], unshifted)  # no generator: the whole patch
     shifted.eval()
     assert torch.equal(shifted(lr, hr, torch.Generator().manual_seed(1))[0], unshifted)
+    with pytest.raises(ValueError, match="leaves no window"):
+        StageObjective(model, "mean", grid_shift=True).train().window(torch.Generator(), (6, 24))
+    for stage, weight in [("joint", 0.0), ("mean", 1.0)]:
+        with pytest.raises(ValueError, match="mean_grid_shift is for the mean stage"):
+            StageObjective(model, stage, grid_shift=True, mm_weight=weight, normaliser=object())
+    StageObjective(model, "diffusion", grid_shift=True)
 
 
 def test_mean_loss_mm_term_scores_the_delivered_field_by_hand():

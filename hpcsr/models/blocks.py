@@ -91,20 +91,14 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int, shift: tuple[int, int] | None = None):
-    """Replicate-pad the last two dims of x (N, C, H, W) up to multiples of `multiple`; returns the
-    padded tensor and the (top, left, H, W) window that `crop` cuts back out. The padding is split
-    evenly, or with `shift` (dy, dx) it is dy rows on top and dx columns on the left (then the rest):
-    the field then sits dy, dx pixels off the grid of `multiple` x `multiple` blocks."""
+def pad_to_multiple(x: torch.Tensor, multiple: int):
+    """Replicate-pad the last two dims of x (N, C, H, W) evenly up to multiples of `multiple`; returns
+    the padded tensor and the (top, left, H, W) window that `crop` cuts back out."""
     H, W = x.shape[-2:]
-    if shift is None:
-        ph, pw = -H % multiple, -W % multiple
-        top, left = ph // 2, pw // 2
-    else:
-        top, left = shift
-        ph, pw = top + (-(H + top)) % multiple, left + (-(W + left)) % multiple
+    ph, pw = -H % multiple, -W % multiple
     if ph == 0 and pw == 0:
         return x, (0, 0, H, W)
+    top, left = ph // 2, pw // 2
     return F.pad(x, (left, pw - left, top, ph - top), mode="replicate"), (top, left, H, W)
 
 

@@ -100,11 +100,9 @@ class MeanNet(nn.Module):
         """Side of the UNet's coarsest blocks in pixels: the field is padded to a multiple of it."""
         return 2 ** (self.cfg.levels - 1)
 
-    def forward(self, lr_up, lr_valid, static, t: int, target: int, start=None, shift=None):
+    def forward(self, lr_up, lr_valid, static, t: int, target: int, start=None):
         """lr_up, lr_valid (B, F, H, W) on the HR grid; static (B, S, H, W) or None -> (B, t, H, W).
-        `start` (B, t, H, W): the motion-compensated start, needed with mean_skip 'motion' at t > 1.
-        `shift` (dy, dx), each in 0..grid-1: the field placed that many pixels off the UNet's
-        pooling grid (`pad_to_multiple`), as training does with train.mean_grid_shift."""
+        `start` (B, t, H, W): the motion-compensated start, needed with mean_skip 'motion' at t > 1."""
         B, H, W = lr_up.shape[0], *lr_up.shape[2:]
         if self.cfg.motion_start(t):
             if start is None or tuple(start.shape) != (B, t, H, W):
@@ -117,9 +115,7 @@ class MeanNet(nn.Module):
             raise ValueError(f"a start was given but model.mean_skip is {self.cfg.mean_skip!r} (t={t}): drop it")
         B, frames = lr_up.shape[:2]
         x = frame_inputs([lr_up, lr_valid], static, frames).to(self.stem.weight.dtype)  # bf16 when the model is
-        if shift is not None and not all(0 <= int(v) < self.grid for v in shift):
-            raise ValueError(f"shift {tuple(shift)} must be two offsets in 0..{self.grid - 1} (the pooling grid)")
-        x, window = pad_to_multiple(x, self.grid, shift)
+        x, window = pad_to_multiple(x, self.grid)
         h = self.stem(x)
         emb = self.frame_emb(context_times(frames, target, x.device), LR_FRAME)
         skips = []

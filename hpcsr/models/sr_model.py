@@ -22,11 +22,20 @@ from hpcsr.diffusion import (
 from hpcsr.diffusion.noise_levels import NoiseLevels
 from hpcsr.factors import Recipe
 from hpcsr.models import residual_scale
+from hpcsr.models.blocks import crop
 from hpcsr.models.config import ModelConfig
 from hpcsr.models.denoiser import Denoiser
 from hpcsr.models.inputs import check_hr_like, check_lr, check_static, prepare_lr
 from hpcsr.models.mean_net import MeanNet
 from hpcsr.symmetry import SYMMETRIES, check_symmetries, self_ensemble
+
+
+def check_window(window, shape) -> None:
+    """A (top, left, h, w) window must lie inside a field of `shape` (H, W) and be non-empty."""
+    top, left, h, w = (int(v) for v in window)
+    H, W = shape
+    if not (0 <= top and 0 <= left and h > 0 and w > 0 and top + h <= H and left + w <= W):
+        raise ValueError(f"window {tuple(window)} (top, left, h, w) must lie inside the {H} x {W} field")
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -69,19 +78,25 @@ class SRModel(nn.Module):
         check_static(static, lr, self.s, self.cfg.static_channels)
         return prepare_lr(lr, self.s, self.cfg.upsample)
 
-    def predict_mean(self, lr, static=None, start=None, symmetries: int = 1, shift=None) -> torch.Tensor:
+    def predict_mean(self, lr, static=None, start=None, symmetries: int = 1, window=None) -> torch.Tensor:
         """The conditional mean (B, t, Y, X); `start` (B, t, Y, X): the motion-compensated start
         (model.mean_skip 'motion' at t > 1, `hpcsr.motion.field_start`; None otherwise). With
         `symmetries` 8, for inference: the mean over the 8 symmetries of the square of the prediction
         for the turned input, turned back (`hpcsr.symmetry.self_ensemble`); 1: the network as it is.
-        `shift`: the training's offset of the field against the network's pooling grid (MeanNet)."""
+        `window` (top, left, h, w) on the HR grid: the network runs on that part of the prepared
+        inputs (and start, static) only and returns (B, t, h, w) (train.mean_grid_shift)."""
         check_symmetries(symmetries)
         if symmetries == SYMMETRIES:
-            if shift is not None:
-                raise ValueError("a grid shift is a training augmentation: not with the self-ensemble")
+            if window is not None:
+                raise ValueError("a training window is not for the self-ensemble")
             return self_ensemble(self.predict_mean, lr, static, start)
         lr_up, lr_valid = self._prepare(lr, static)
-        return self.mean_net(lr_up, lr_valid, static, self.t, self.target, start, shift)
+        if window is not None:
+            check_window(window, lr_up.shape[-2:])
+            lr_up, lr_valid = crop(lr_up, window), crop(lr_valid, window)
+            static = None if static is None else crop(static, window)
+            start = None if start is None else crop(start, window)
+        return self.mean_net(lr_up, lr_valid, static, self.t, self.target, start)
 
     @property
     def edge_cell(self) -> int:

@@ -29,7 +29,7 @@ class TrainConfig:
     noise_log_std: float = 1.2  # lognormal noise levels: standard deviation of ln sigma (EDM)
     ema_decay: float = 0.999  # EMA of the trained networks, exported in their place (every stage; 0: off)
     keep_better_start: bool = False  # mean stage: export the start if it validates better (hpcsr.train.mean_selection)
-    mean_grid_shift: bool = False  # mean, joint: each training forward shifts the patch off the UNet's pooling grid
+    mean_grid_shift: bool = False  # mean stage: each training forward runs on a window off the UNet's pooling grid
     calibration_members: int = 8  # diffusion, joint: members per validation patch for the spread gain (0: none)
     calibration_min_gain: float = 1.0  # smallest spread gain the fit may choose (1: it only widens; 0: free)
     calibration_space: typing.Literal["mm", "normalised"] = (
@@ -74,6 +74,11 @@ class TrainConfig:
         if not (self.mean_loss_mm_weight >= 0 and self.mean_loss_mm_weight < float("inf")):
             raise ValueError(f"train.mean_loss_mm_weight={self.mean_loss_mm_weight} must be a finite number >= 0")
         self.levels  # building them raises on bad values
+        if self.mean_grid_shift and (self.stage == "joint" or self.mean_loss_mm_weight > 0):
+            raise ValueError(
+                "train.mean_grid_shift is for the mean stage with train.mean_loss_mm_weight=0, "
+                "not for stage joint (hpcsr.train.objective)"
+            )
         if not 0.0 <= self.calibration_min_gain <= 2.0:
             raise ValueError(
                 f"train.calibration_min_gain={self.calibration_min_gain} must be in [0, 2] (the gains searched)"

@@ -7,15 +7,16 @@
              the residual uses the mean of the same forward pass, detached (the diffusion
              gradient does not flow into the mean network).
 
-With `grid_shift` (train.mean_grid_shift, stages mean and joint) each training forward of the mean
-network places the patch (dy, dx) pixels off the UNet's pooling grid, drawn from the step's generator
-(`MeanNet.forward`'s shift; validation, export and sampling use none). Why: a patch's origin is an LR
-cell's corner, so without it the 2^k x 2^k pooling blocks always sit at the same place inside the
-cells, and the network can tie what it learns to that place (where the training radar's rain sits in
-a cell), which shows as steps at the cell edges and does not carry to another radar. Measured in s51
-(docs/SKILL_LOG.md): the mean's cell seams on KNMI fall at every pair, its RMSE rises by 0.2-0.6 %, and
-a bright line appears along the domain's right and bottom edges at (8, 2), where inference, unlike
-most training forwards, has no padding after the field: an option, not the default.
+With `grid_shift` (train.mean_grid_shift; the mean stage, the diffusion stage ignores it) each training forward runs the mean network
+on a window of the patch: its side the largest multiple of the UNet's pooling grid g (2^(levels-1)
+pixels) that fits at every offset, its corner (dy, dx) drawn in 0..g-1 from the step's generator;
+inputs, start and target are cut alike and the loss is the window's (validation, export and sampling
+run on whole fields). Why: a patch's origin is an LR cell's corner, so without it the g x g pooling
+blocks always sit at the same place inside the cells, and the network can tie what it learns to that
+place, which shows as steps at the cell edges and does not carry to another radar. The window is cut,
+not padded: s51 shifted the field by replicate padding instead, and the network then drew a bright
+line along the domain's right and bottom edges at (8, 2), since most of its training forwards had
+padding after the field and inference has none (docs/SKILL_LOG.md).
 
 `StageObjective.forward(lr, hr, generator)` returns (loss, parts) with parts = [mean term,
 diffusion term] (NaN where a stage has no such term), so DeepSpeed sees one module whose
@@ -37,6 +38,7 @@ from torch import nn
 
 from hpcsr.diffusion.noise_levels import NoiseLevels
 from hpcsr.mass import conserve, default_mode
+from hpcsr.models.blocks import crop
 from hpcsr.models.sr_model import masked_mse
 
 STAGES = ("mean", "diffusion", "joint")
@@ -86,6 +88,11 @@ class StageObjective(nn.Module):
         self.model, self.stage, self.autocast_bf16 = model, stage, autocast_bf16
         self.normaliser, self.mm_weight, self.hr_var_mm = normaliser, float(mm_weight), float(hr_var_mm)
         self.levels = levels  # None: SRModel.diffusion_loss's default
+        if grid_shift and (stage == "joint" or self.mm_weight > 0):
+            raise ValueError(
+                "train.mean_grid_shift is for the mean stage without a mm term (train.mean_loss_mm_weight=0): "
+                "the joint stage's diffusion term and the mm term's mass transform need the whole patch"
+            )
         self.grid_shift = grid_shift
         for name in ("mean_net", "denoiser"):
             getattr(model, name).requires_grad_(name in TRAINED[stage])
@@ -101,13 +108,18 @@ class StageObjective(nn.Module):
             return torch.autocast(device_type="cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def shift(self, generator: torch.Generator | None):
-        """The mean network's offset against its pooling grid for one training forward (None: none)."""
+    def window(self, generator: torch.Generator | None, shape) -> tuple[int, int, int, int] | None:
+        """The (top, left, h, w) window of a field of `shape` (H, W) that one training forward of the
+        mean network runs on (None: the whole field): h, w the largest multiples of the pooling grid
+        g with h + g - 1 <= H (w alike), the corner drawn in 0..g-1."""
         if not (self.grid_shift and self.training and generator is not None):
             return None
-        grid = self.model.mean_net.grid
-        dy, dx = torch.randint(0, grid, (2,), generator=generator, device=generator.device).tolist()
-        return dy, dx
+        g = self.model.mean_net.grid
+        h, w = ((side - g + 1) // g * g for side in shape)
+        if h < g or w < g:
+            raise ValueError(f"train.mean_grid_shift: a {tuple(shape)} patch leaves no window of the {g} px grid")
+        dy, dx = torch.randint(0, g, (2,), generator=generator, device=generator.device).tolist()
+        return dy, dx, h, w
 
     def mean_term(self, lr: torch.Tensor, hr: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
         """MSE of the mean in normalised units, plus mm_weight x the delivered field's MSE in mm
@@ -129,14 +141,16 @@ class StageObjective(nn.Module):
         nan = torch.full((), float("nan"), device=hr.device)
         with self._autocast():
             if self.stage == "mean":
-                loss = self.mean_term(lr, hr, m.predict_mean(lr, start=start, shift=self.shift(generator)))
+                window = self.window(generator, hr.shape[-2:])
+                mean = m.predict_mean(lr, start=start, window=window)
+                loss = self.mean_term(lr, hr if window is None else crop(hr, window), mean)
                 return loss, torch.stack([loss.detach().float(), nan])
             if self.stage == "diffusion":
                 with torch.no_grad():
                     mean = m.predict_mean(lr, start=start)
                 loss = m.diffusion_loss(lr, hr, mean, generator=generator, levels=self.levels)
                 return loss, torch.stack([nan, loss.detach().float()])
-            mean = m.predict_mean(lr, start=start, shift=self.shift(generator))
+            mean = m.predict_mean(lr, start=start)
             mean_term = self.mean_term(lr, hr, mean)
             diffusion_term = m.diffusion_loss(lr, hr, mean, generator=generator, levels=self.levels)
             loss = mean_term + diffusion_term
