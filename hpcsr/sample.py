@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overlap",
         type=int,
-        help="HR overlap of the mean network's neighbouring tiles, a multiple of s (default: tiles every quarter tile, at least 2 LR cells, overlapping by at least half; hpcsr.sampling.tiles.mean_overlap)",
+        help="HR overlap of the mean network's neighbouring tiles, a multiple of s (default: half the tile)",
     )
     p.add_argument(
         "--residual-overlap",

@@ -416,20 +416,21 @@ def test_default_overlap_is_a_quarter_tile_of_at_least_two_cells():
     assert {k: default_overlap(*k) for k in cases} == cases
 
 
-def test_the_mean_s_tiles_start_every_quarter_tile_and_overlap_by_at_least_half():
-    """(tile px, s) -> overlap px: a stride of a quarter of the tile's cells rounded up, at least two
-    cells, and at least half the tile's cells (rounded down) shared; a one-cell tile has none."""
-    cases = {(32, 4): 24, (32, 8): 16, (32, 2): 24, (40, 2): 30, (40, 5): 30, (24, 8): 8, (12, 4): 4, (8, 8): 0}
+def test_the_mean_s_overlap_is_half_the_tile_in_whole_cells():
+    """(tile px, s) -> overlap px: half the tile's cells, rounded down; a one-cell tile has none. A
+    larger overlap is allowed while the tiles keep a stride of one cell."""
+    cases = {(32, 4): 16, (32, 8): 16, (40, 2): 20, (40, 5): 20, (24, 8): 8, (12, 4): 4, (8, 8): 0}
     assert {k: mean_overlap(*k) for k in cases} == cases
     for (tile, s), overlap in cases.items():
         assert overlap >= default_overlap(tile, s)
         TileLayout(s, 10, 10, tile, overlap)  # a valid layout
+    TileLayout(4, 10, 10, 32, 28)
     with pytest.raises(ValueError, match="leaves no stride between tiles of 32: use at most 28"):
         TileLayout(4, 10, 10, 32, 32)
 
 
 def test_blending_with_ramps_longer_than_half_the_tile_is_a_partition_of_unity():
-    """Tiles of 8 cells every 2 cells (the mean's default at s = 4): each side's sin^2 ramps cross; the
+    """Tiles of 8 cells every 2 cells (sample.overlap=24 at s = 4): each side's sin^2 ramps cross; the
     blend of identical tiles returns the field, and a tile's weight peaks in its middle."""
     layout = TileLayout(s=4, ny=14, nx=12, tile=32, overlap=24)
     assert sorted({r for r, _ in layout.corners}) == [0, 2, 4, 6] and sorted({c for _, c in layout.corners}) == [
@@ -541,14 +542,14 @@ def test_tiles_other_than_the_training_patch_are_warned_about(work, hr_nc, caplo
     assert "px patches" not in caplog.text
 
 
-def test_the_mean_tiles_overlap_by_mean_overlap_and_the_denoiser_s_by_a_quarter_unless_told(export, hr_nc):
-    """By default the mean network's tiles overlap by `mean_overlap` and the denoiser's by
+def test_the_mean_tiles_overlap_by_half_and_the_denoiser_s_by_a_quarter_unless_told(export, hr_nc):
+    """By default the mean network's tiles overlap by half their side and the denoiser's by
     `default_overlap`; each is set on its own, and the file records both tilings (the evaluation
     scores the seams at both)."""
     exp = load_export(export)
     seq = open_hr(hr_nc, exp.pair)
     default = EnsembleSampler(exp, seq, SampleConfig(members=1, tile=24))  # 6 x 6 cells
-    assert (default.layout.overlap, default.residual_layout.overlap) == (16, 8)
+    assert (default.layout.overlap, default.residual_layout.overlap) == (12, 8)
     assert len(default.layout) > len(default.residual_layout)
     apart = EnsembleSampler(exp, seq, SampleConfig(members=1, tile=16, overlap=4, residual_overlap=8))
     assert apart.layout.overlap == 4 and apart.residual_layout.overlap == 8

@@ -4,8 +4,8 @@ For every target LR block n (time tau) the model sees the L + F LR frames at tau
 block for j = 0..L+F-1 (L = recipe context, F = the export's future frames); frames absent from
 the input are all-NaN, and NaN cells are masked by the networks (never propagated). Per target:
 
-1. mean: the mean network on every tile (batched), a tile every quarter tile, each overlapping its
-   neighbours by at least half (`overlap`, tiles.mean_overlap), blended into the domain (tiles.py); with model.mean_skip
+1. mean: the mean network on every tile (batched), tiles overlapping by half their side
+   (`overlap`, tiles.mean_overlap), blended into the domain (tiles.py); with model.mean_skip
    'motion' its start along the rain's motion is computed over the whole domain. With
    `mean_symmetries` 8 each tile's mean is the network's self-ensemble over the 8 symmetries of the
    square (hpcsr.symmetry), not the default: measured on KNMI (s45's exports, s49), RMSE -1.2 / +0.1
@@ -104,7 +104,7 @@ class SampleConfig:
     mean_mass_mode: str | None = None  # the mean's mode (None: 'filled' beside members' 'smooth', else the same)
     mass_region: int | None = None  # image scale: exact regions of this side in LR cells (None: blended sampling tiles)
     tile: int | None = None  # HR tile side, multiple of s (None: the recipe's patch)
-    overlap: int | None = None  # HR overlap of the mean network's tiles, multiple of s (None: tiles.mean_overlap)
+    overlap: int | None = None  # HR overlap of the mean network's tiles, multiple of s (None: half the tile)
     residual_overlap: int | None = None  # the denoiser's (None: ~1/4 tile, >= 2 LR cells, <= half the tile)
     window: str = "cosine"  # blending window: cosine (raised cosine ramps) or uniform (plain average)
     batch: int = 16  # tiles per network forward

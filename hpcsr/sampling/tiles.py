@@ -39,21 +39,21 @@ def default_overlap(tile: int, s: int) -> int:
 
 
 def mean_overlap(tile: int, s: int) -> int:
-    """The mean network's overlap: neighbouring tiles start every quarter of the tile (rounded up to
-    whole LR cells, at least two cells), and overlap by at least half the tile (in whole cells; none
-    for a one-cell tile). Every pixel's mean is then a weighted average over several placements of
-    the network (a 32 px tile at s = 4: four per axis, 169 tiles on a 128 px crop where the half-tile
-    rule ran 49), each of which it lies well inside of. The mean runs once per target, where the
-    denoiser runs its tiles at every step of every member; the denoiser keeps `default_overlap` (a
-    wider one costs members' small-scale power, see hpcsr.sampling.ensemble).
-    Measured on KNMI (benchmarks/skill_experiment.py's mean networks, s52): at (4, 1) / (4, 2), the
-    half tile -> three quarters, the mean's RMSE 0.3 / 0.02 % lower, its tile seam ratio 1.039 / 1.030
-    -> 1.012 / 1.006, its LR-cell seams unchanged (1.095 / 1.056); at (8, 2) (four-cell tiles) both
-    rules give half the tile. Before (s49), a quarter tile -> a half at (4, 1) / (4, 2): tile seams
-    1.089 / 1.087 -> 1.039 / 1.030, RMSE 0.6 / 0.1 % lower."""
-    cells = tile // s
-    stride = max(2, math.ceil(cells / 4))
-    return s * max(cells // 2, cells - stride)
+    """The mean network's overlap: half the tile, in whole LR cells (none for a one-cell tile), so
+    every pixel's mean comes from tiles it lies well inside of. That is about twice the tiles (49
+    instead of 25 on a 128 px crop with 32 px tiles at s = 4), run once per target, where the denoiser
+    runs its tiles at every step of every member; the denoiser
+    keeps `default_overlap` (a wider one costs members' small-scale power, see hpcsr.sampling.ensemble).
+    Measured on KNMI (benchmarks/skill_experiment.py, s45's trainings, s49): with 32 px tiles at
+    (4, 1) / (4, 2), a quarter tile -> a half, the mean's tile seam ratio 1.089 / 1.087 -> 1.039 /
+    1.030 (criterion <= 1.1; the truth scores 1.045 at the same pixels), the members' 1.072 / 1.073 ->
+    1.021 / 1.006, the mean's RMSE 0.6 / 0.1 % lower, its LR-cell seams 1.091 / 1.060 -> 1.095 /
+    1.056; at (8, 2) both rules give 16 px. Denser still (s52, the committed run's networks): a tile
+    every quarter tile (sample.overlap=24 with 32 px tiles at s = 4, 169 tiles instead of 49) lowers
+    the (4, 1) / (4, 2) mean's RMSE by 0.3 / 0.02 % and its tile seams to 1.012 / 1.006, (4, 1)'s CRPS
+    0.666 -> 0.663, but the mean then takes 23.7 s instead of 7.8 s for (4, 1)'s 20 targets and the
+    whole sampling of the crop 20-30 % longer: an option (docs/SKILL_LOG.md)."""
+    return s * ((tile // s) // 2)
 
 
 def starts(n: int, size: int, stride: int) -> list[int]:
