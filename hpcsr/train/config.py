@@ -8,6 +8,18 @@ from dataclasses import dataclass
 from hpcsr.diffusion.noise_levels import NoiseLevels
 
 
+def grid_shift_conflict(stage: str, mm_weight: float) -> str | None:
+    """Why train.mean_grid_shift cannot train `stage` with that mean loss mm weight (None: it can):
+    its windows cut the patch, and the joint stage's diffusion term and the mm term's mass transform
+    need the whole patch (hpcsr.train.objective). The diffusion stage ignores it."""
+    if stage == "joint" or mm_weight > 0:
+        return (
+            "train.mean_grid_shift is for the mean stage without a mm term (train.mean_loss_mm_weight=0): "
+            "the joint stage's diffusion term and the mm term's mass transform need the whole patch"
+        )
+    return None
+
+
 @dataclass
 class TrainConfig:
     """What is trained, for how long, and how progress is saved and reported."""
@@ -74,11 +86,8 @@ class TrainConfig:
         if not (self.mean_loss_mm_weight >= 0 and self.mean_loss_mm_weight < float("inf")):
             raise ValueError(f"train.mean_loss_mm_weight={self.mean_loss_mm_weight} must be a finite number >= 0")
         self.levels  # building them raises on bad values
-        if self.mean_grid_shift and (self.stage == "joint" or self.mean_loss_mm_weight > 0):
-            raise ValueError(
-                "train.mean_grid_shift is for the mean stage with train.mean_loss_mm_weight=0, "
-                "not for stage joint (hpcsr.train.objective)"
-            )
+        if self.mean_grid_shift and (conflict := grid_shift_conflict(self.stage, self.mean_loss_mm_weight)):
+            raise ValueError(conflict)
         if not 0.0 <= self.calibration_min_gain <= 2.0:
             raise ValueError(
                 f"train.calibration_min_gain={self.calibration_min_gain} must be in [0, 2] (the gains searched)"

@@ -8,9 +8,9 @@
              gradient does not flow into the mean network).
 
 With `grid_shift` (train.mean_grid_shift; the mean stage, the diffusion stage ignores it) each
-training forward runs the mean network on a window of the patch: its side the largest multiple of the UNet's pooling grid g (2^(levels-1)
-pixels) that fits at every offset, its corner (dy, dx) drawn in 0..g-1 from the step's generator;
-inputs, start and target are cut alike and the loss is the window's (validation, export and sampling
+training forward runs the mean network on a window of the patch: its side the largest multiple of
+the UNet's pooling grid g (2^(levels-1) pixels) that fits at every offset, its corner (dy, dx) drawn
+in 0..g-1 from the step's generator; inputs, start and target are cut alike and the loss is the window's (validation, export and sampling
 run on whole fields). Why: a patch's origin is an LR cell's corner, so without it the g x g pooling
 blocks always sit at the same place inside the cells, and the network can tie what it learns to that
 place, which shows as steps at the cell edges and does not carry to another radar. The window is cut,
@@ -42,6 +42,7 @@ from hpcsr.diffusion.noise_levels import NoiseLevels
 from hpcsr.mass import conserve, default_mode
 from hpcsr.models.blocks import crop
 from hpcsr.models.sr_model import masked_mse
+from hpcsr.train.config import grid_shift_conflict
 
 STAGES = ("mean", "diffusion", "joint")
 PREFIX = "model."
@@ -90,11 +91,8 @@ class StageObjective(nn.Module):
         self.model, self.stage, self.autocast_bf16 = model, stage, autocast_bf16
         self.normaliser, self.mm_weight, self.hr_var_mm = normaliser, float(mm_weight), float(hr_var_mm)
         self.levels = levels  # None: SRModel.diffusion_loss's default
-        if grid_shift and (stage == "joint" or self.mm_weight > 0):
-            raise ValueError(
-                "train.mean_grid_shift is for the mean stage without a mm term (train.mean_loss_mm_weight=0): "
-                "the joint stage's diffusion term and the mm term's mass transform need the whole patch"
-            )
+        if grid_shift and (conflict := grid_shift_conflict(stage, self.mm_weight)):
+            raise ValueError(conflict)
         self.grid_shift = grid_shift
         for name in ("mean_net", "denoiser"):
             getattr(model, name).requires_grad_(name in TRAINED[stage])
