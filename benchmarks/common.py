@@ -113,9 +113,10 @@ START = time.monotonic()
 RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-def untrained_export(path, cfg, pair) -> Path:
-    """An export of a randomly initialised SRModel (`cfg` size, factor pair `pair`), normalised as
-    log1p with mean 0 and std 1: for timing and memory, which do not depend on the weights."""
+def untrained_export(path, cfg, pair, patch: int | None = None) -> Path:
+    """An export of a randomly initialised SRModel (`cfg` size, factor pair `pair`; `patch`: the
+    training patch it records, default the recipe's), normalised as log1p with mean 0 and std 1: for
+    timing and memory, which do not depend on the weights."""
     import dataclasses
 
     import torch
@@ -127,6 +128,7 @@ def untrained_export(path, cfg, pair) -> Path:
 
     torch.manual_seed(0)
     rec = recipe(pair.s, pair.t)
+    rec = rec if patch is None else dataclasses.replace(rec, patch=patch)
     metadata = {
         "stage": "joint",
         "pair": {"s": pair.s, "t": pair.t, "name": pair.name},

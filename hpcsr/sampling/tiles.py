@@ -51,8 +51,9 @@ def mean_overlap(tile: int, s: int) -> int:
     1.056; at (8, 2) both rules give 16 px. Denser still (s52, the committed run's networks): a tile
     every quarter tile (sample.overlap=24 with 32 px tiles at s = 4, 169 tiles instead of 49) lowers
     the (4, 1) / (4, 2) mean's RMSE by 0.3 / 0.02 % and its tile seams to 1.012 / 1.006, (4, 1)'s CRPS
-    0.666 -> 0.663, but the mean then takes 23.7 s instead of 7.8 s for (4, 1)'s 20 targets and the
-    whole sampling of the crop 20-30 % longer: an option (docs/SKILL_LOG.md)."""
+    0.666 -> 0.663, but the mean then costs 3.6 x and the whole sampling of the crop with 4 members
+    takes 22 % longer (benchmarks/mean_tiling.py, one thread: 13.2 -> 47.6 s and 96.7 -> 117.6 s):
+    an option (docs/SKILL_LOG.md)."""
     return s * ((tile // s) // 2)
 
 
