@@ -405,14 +405,15 @@ def untrained_start(export, lr):
 
     norm, cfg, s, t = export.normaliser, export.model_config, export.pair.s, export.pair.t
     future, past = int(export.metadata.get("future_context", 0)), min(1, export.recipe.context - 1)
+    space = export.build_model().start_space  # model.start_unit: the space the start is interpolated in
     z = norm.forward(lr)
-    up = upsample_space(z, s, "bicubic")
+    up = upsample_space(z, s, cfg.upsample) if space is None else space.upsample(z, s, cfg.upsample)
     blocks = []
     for n in range(len(lr)):
         lo, hi = max(n - past, 0), min(n + future, len(lr) - 1)
         frames = up[lo : hi + 1][None]
         if cfg.motion_start(t):  # the sampler's: motion over the whole crop
-            blocks.append(field_start(z[lo : hi + 1], s, t, n - lo, cfg.upsample))
+            blocks.append(field_start(z[lo : hi + 1], s, t, n - lo, cfg.upsample, space=space))
         elif cfg.mean_skip == "linear":
             blocks.append(linear_in_time(frames, torch.ones_like(frames), t, n - lo)[0])
         else:
@@ -427,9 +428,9 @@ def references(crop: Path, pair: str, export: Path) -> dict:
     the author's function per LR cell; the identity per LR cell with a piecewise-constant factor; the
     identity per LR cell with the smooth factor field, the sampler's default for members; the same in
     mode 'filled', the sampler's default for the mean), and the mean network before training (its
-    output layer starts at zero, so it returns its start: the bicubic upsampling of the normalised
-    target LR frame, linear in time to the neighbouring frames it is given when model.mean_skip is
-    'linear') with the sampler's transform of the mean, and bicubic interpolated in time along the
+    output layer starts at zero, so it returns its start: the bicubic upsampling of the target LR
+    frame in the start's space (model.start_unit), linear in time to the neighbouring frames it is
+    given when model.mean_skip is 'linear') with the sampler's transform of the mean, and bicubic interpolated in time along the
     rain's motion (`hpcsr.evaluate.baselines.motion`) with that transform."""
     import torch
     import xarray as xr
@@ -500,7 +501,7 @@ def in_domain_check(run_dir: Path, shard: Path, patch: int, items: int = 128) ->
     model, norm = export.build_model().eval(), export.normaliser
     L, s, t = export.recipe.context, export.recipe.pair.s, export.recipe.pair.t
     # the items carry the mean network's start when it takes one, as in training
-    spec = PatchSpec(L, patch, model.frames - L, model.cfg.motion_start(t), model.cfg.upsample)
+    spec = PatchSpec(L, patch, model.frames - L, model.cfg.motion_start(t), model.cfg.upsample, model.cfg.start_unit_mm)
     data = PatchDataset(shard, spec, "val", norm, 0, 1.0, "val")
     lr, hr, *start = stacked([data[i] for i in range(items)])
     with torch.no_grad():

@@ -64,6 +64,7 @@ def recorded_model(record: dict) -> dict:
     recorded.setdefault("mean_skip", "hold")  # exports from before the linear-in-time start
     recorded.setdefault("residual_edge", "pixel")  # exports from before the cell-averaged edge
     recorded.setdefault("downsample", "strided")  # exports from before the pooled downsampling (s44)
+    recorded.setdefault("start_unit", "network")  # exports from before the start's own space (s53)
     return recorded
 
 
@@ -174,7 +175,9 @@ class Export:
 
     def build_model(self):
         """The SRModel of this export with its weights loaded (eval mode, CPU)."""
-        model = build_model(self.model_config, self.recipe, int(self.metadata.get("future_context", 0)))
+        model = build_model(
+            self.model_config, self.recipe, int(self.metadata.get("future_context", 0)), self.normaliser
+        )
         state = self.state_dict
         if model.cfg.residual_norm == "global":  # exports from before the local residual scale lack its buffers
             state = {**{k: v for k, v in model.state_dict().items() if k in LOCAL_SCALE_BUFFERS}, **state}

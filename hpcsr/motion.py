@@ -154,15 +154,18 @@ def frame_velocities(lr, s: int, t: int, target: int) -> dict:
     return {j: velocity(lr[j], lr[j + 1], s, t) for j in (target - 1, target) if present(j) and present(j + 1)}
 
 
-def field_start(lr, s: int, t: int, target: int, mode: str = "bicubic", velocities: dict | None = None):
+def field_start(lr, s: int, t: int, target: int, mode: str = "bicubic", velocities: dict | None = None, space=None):
     """The mean network's 'motion' start (t, ny*s, nx*s) of block `target` from the LR frames lr
     (F, ny, nx) (torch, the networks' normalised units, NaN missing): upsampled as the networks'
-    input (`hpcsr.models.inputs.prepare_lr`, interpolation `mode`), then `target_steps` with
-    `velocities` (default: `frame_velocities` of these frames; give those of a larger field when lr
-    is a window of it, with `halo_cells` around the part that is kept)."""
+    input (`hpcsr.models.inputs.prepare_lr`, interpolation `mode`) or in the model's start space
+    (`space`, hpcsr.models.start_space), then `target_steps` with `velocities` (default:
+    `frame_velocities` of these frames; give those of a larger field when lr is a window of it, with
+    `halo_cells` around the part that is kept)."""
     if velocities is None:
         velocities = frame_velocities(lr, s, t, target)
     up, valid = prepare_lr(lr[None], s, mode)
+    if space is not None:
+        up = space.upsample(lr[None], s, mode)
     return target_steps(up[0], valid[0], velocities, t, target)
 
 

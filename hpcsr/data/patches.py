@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 
 from hpcsr.data.normalise import Normaliser
 from hpcsr.data.store import SPLIT_CODES, Shard, decode
+from hpcsr.models.start_space import StartSpace
 from hpcsr.motion import field_start, halo_cells, velocity
 from hpcsr.symmetry import dihedral
 
@@ -50,13 +51,15 @@ DRY_MM = 0.0  # wet_bias: an LR value above this many mm counts as wet
 class PatchSpec:
     """Geometry of one item: context L, future frames F, HR patch side P (multiple of s); with
     `motion_start` the item also carries the mean network's 'motion' start (model.mean_skip, t > 1),
-    upsampled with `upsample` as the networks' input."""
+    upsampled with `upsample` as the networks' input, in log1p(mm / `start_unit`) when that is set
+    (model.start_unit, hpcsr.models.start_space)."""
 
     context: int
     patch: int
     future: int = 0
     motion_start: bool = False
     upsample: str = "bicubic"
+    start_unit: float | None = None
 
     def __post_init__(self):
         if self.context < 1 or self.future < 0 or self.patch < 1:
@@ -237,7 +240,8 @@ class PatchDataset(Dataset):
         y0, x0 = max(y // s - h, 0), max(x // s - h, 0)
         y1, x1 = min((y + P) // s + h, ny), min((x + P) // s + h, nx)
         lr = self.normaliser.forward(shard.lr[first : i + self.spec.future + 1, y0:y1, x0:x1])
-        start = field_start(torch.from_numpy(lr), s, t, target, self.spec.upsample, velocities)
+        space = None if self.spec.start_unit is None else StartSpace(self.normaliser, self.spec.start_unit)
+        start = field_start(torch.from_numpy(lr), s, t, target, self.spec.upsample, velocities, space)
         return start[:, y - y0 * s : y - y0 * s + P, x - x0 * s : x - x0 * s + P].contiguous()
 
     def keep_probability(self, lr: torch.Tensor) -> float:

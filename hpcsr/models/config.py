@@ -70,6 +70,11 @@ class ModelConfig:
         # auto: motion where an LR step is short enough for the rain to keep its shape, else linear
         # (`resolve_mean_skip`, from the training data's step; exports record the resolved choice)
     )
+    start_unit: typing.Literal["auto", "network"] | float = (
+        "auto"  # u of the space w = log1p(mm / u) the mean net's start is interpolated in (start_space.py):
+        # auto: the 99th percentile of the train split's wet HR amounts (resolved by training, recorded
+        # in exports); network: the networks' own units; a number: u in mm per HR step
+    )
     sigma_data: float = 1.0  # the denoiser's data scale (EDM preconditioning, hpcsr.diffusion.parametrization; 1: v)
     downsample: typing.Literal["strided", "pool"] = (
         "pool"  # halving between UNet levels: 2 x 2 mean then a 3 x 3 conv (aligned with the upsampling's
@@ -99,10 +104,22 @@ class ModelConfig:
         if self.static_channels < 0:
             raise ValueError(f"model.static_channels={self.static_channels} must be >= 0")
         check_choices(self, "model")  # upsample, schedule, residual_norm, residual_edge, mean_skip, downsample
+        if self.start_unit not in ("auto", "network") and not (
+            isinstance(self.start_unit, (int, float)) and not isinstance(self.start_unit, bool) and self.start_unit > 0
+        ):
+            raise ValueError(
+                f"model.start_unit={self.start_unit!r} must be 'auto', 'network' or a positive number of mm"
+            )
         if not self.residual_scale > 0:
             raise ValueError(f"model.residual_scale={self.residual_scale} must be > 0")
         if not self.sigma_data > 0:
             raise ValueError(f"model.sigma_data={self.sigma_data} must be > 0 (1: the denoiser predicts v)")
+
+    @property
+    def start_unit_mm(self) -> float | None:
+        """u of the mean's start space in mm, or None: the networks' units ('network', and 'auto'
+        before training resolves it)."""
+        return None if isinstance(self.start_unit, str) else float(self.start_unit)
 
     def motion_start(self, t: int) -> bool:
         """Whether the mean network at temporal factor t is given its start along the motion (computed

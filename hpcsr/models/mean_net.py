@@ -16,6 +16,8 @@ the whole field, beyond the patch or tile, so that start is computed outside the
 patch loader and the sampler) and given to it; at t = 1 all three are the target frame. 'auto' is
 resolved by training from the data's step (`hpcsr.models.config.resolve_mean_skip`) and exports
 record the result; a network built with 'auto' itself takes a given start, else the linear one.
+The frames the start is made of are the network's upsampled input unless `start_frames` are given:
+the same LR frames interpolated in another space (`model.start_unit`, hpcsr.models.start_space).
 """
 
 from __future__ import annotations
@@ -100,9 +102,10 @@ class MeanNet(nn.Module):
         """Side of the UNet's coarsest blocks in pixels: the field is padded to a multiple of it."""
         return 2 ** (self.cfg.levels - 1)
 
-    def forward(self, lr_up, lr_valid, static, t: int, target: int, start=None):
+    def forward(self, lr_up, lr_valid, static, t: int, target: int, start=None, start_frames=None):
         """lr_up, lr_valid (B, F, H, W) on the HR grid; static (B, S, H, W) or None -> (B, t, H, W).
-        `start` (B, t, H, W): the motion-compensated start, needed with mean_skip 'motion' at t > 1."""
+        `start` (B, t, H, W): the motion-compensated start, needed with mean_skip 'motion' at t > 1.
+        `start_frames` (B, F, H, W): what a hold or linear start is made of (default lr_up)."""
         B, H, W = lr_up.shape[0], *lr_up.shape[2:]
         if self.cfg.motion_start(t):
             if start is None or tuple(start.shape) != (B, t, H, W):
@@ -136,7 +139,10 @@ class MeanNet(nn.Module):
         out_emb = self.frame_emb(output_times(t, x.device), HR_FRAME).repeat(B, 1)
         y = self.out(self.head(d, out_emb)).view(B, t, *d.shape[2:])
         if start is None:
+            frames_up = lr_up if start_frames is None else start_frames
             start = (
-                linear_in_time(lr_up, lr_valid, t, target) if self.cfg.mean_skip != "hold" else lr_up[:, target, None]
+                linear_in_time(frames_up, lr_valid, t, target)
+                if self.cfg.mean_skip != "hold"
+                else frames_up[:, target, None]
             )
         return crop(y, window) + start

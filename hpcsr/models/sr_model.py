@@ -27,6 +27,7 @@ from hpcsr.models.config import ModelConfig
 from hpcsr.models.denoiser import Denoiser
 from hpcsr.models.inputs import check_hr_like, check_lr, check_static, prepare_lr
 from hpcsr.models.mean_net import MeanNet
+from hpcsr.models.start_space import StartSpace
 from hpcsr.symmetry import SYMMETRIES, check_symmetries, self_ensemble
 
 
@@ -51,7 +52,7 @@ class SRModel(nn.Module):
     LR values. hr and means are (B, t, Y, X); static fields, if configured, (B, S, Y, X).
     A `generator` must live on the device of the data (torch's rule for random draws)."""
 
-    def __init__(self, cfg: ModelConfig, recipe: Recipe, future_context: int = 0):
+    def __init__(self, cfg: ModelConfig, recipe: Recipe, future_context: int = 0, normaliser=None):
         super().__init__()
         if future_context < 0:
             raise ValueError(f"future_context={future_context} must be >= 0")
@@ -61,6 +62,10 @@ class SRModel(nn.Module):
         self.future_context = future_context
         self.frames = recipe.context + future_context
         self.mean_net = MeanNet(cfg)
+        # the space the mean's start is interpolated in (model.start_unit): it needs the data's
+        # normalisation (`normaliser`, hpcsr.data.normalise) to go from the networks' units to mm
+        unit = cfg.start_unit_mm
+        self.start_space = StartSpace(normaliser, unit) if unit is not None and normaliser is not None else None
         self.denoiser = Denoiser(cfg)
         self.schedule = NoiseSchedule(cfg.schedule, cfg.diffusion_steps, recipe.beta_start, recipe.beta_end)
         # standard deviation of the residual hr - mean on training patches (normalised units), measured
@@ -78,6 +83,18 @@ class SRModel(nn.Module):
         check_static(static, lr, self.s, self.cfg.static_channels)
         return prepare_lr(lr, self.s, self.cfg.upsample)
 
+    def start_frames(self, lr, start=None):
+        """The LR frames (B, F, Y, X) on the HR grid interpolated in the start's space, or None when
+        the start is given (`start`) or made of the networks' input (model.start_unit 'network')."""
+        if start is not None or self.cfg.start_unit_mm is None:
+            return None
+        if self.start_space is None:
+            raise ValueError(
+                f"model.start_unit={self.cfg.start_unit} interpolates the mean's start in log1p(mm / u) and "
+                "needs the data's normalisation: build the model with build_model(..., normaliser=)"
+            )
+        return self.start_space.upsample(lr, self.s, self.cfg.upsample)
+
     def predict_mean(self, lr, static=None, start=None, symmetries: int = 1, window=None) -> torch.Tensor:
         """The conditional mean (B, t, Y, X); `start` (B, t, Y, X): the motion-compensated start
         (model.mean_skip 'motion' at t > 1, `hpcsr.motion.field_start`; None otherwise). With
@@ -91,12 +108,12 @@ class SRModel(nn.Module):
                 raise ValueError("a training window is not for the self-ensemble")
             return self_ensemble(self.predict_mean, lr, static, start)
         lr_up, lr_valid = self._prepare(lr, static)
+        frames = self.start_frames(lr, start)
         if window is not None:
             check_window(window, lr_up.shape[-2:])
             lr_up, lr_valid = crop(lr_up, window), crop(lr_valid, window)
-            static = None if static is None else crop(static, window)
-            start = None if start is None else crop(start, window)
-        return self.mean_net(lr_up, lr_valid, static, self.t, self.target, start)
+            static, start, frames = (None if x is None else crop(x, window) for x in (static, start, frames))
+        return self.mean_net(lr_up, lr_valid, static, self.t, self.target, start, frames)
 
     @property
     def edge_cell(self) -> int:
@@ -129,7 +146,10 @@ class SRModel(nn.Module):
         for lr, hr, *start in batches:
             check_hr_like("hr", hr, lr, self.s, self.t)
             lr_up, lr_valid = self._prepare(lr, static)
-            mean = self.mean_net(lr_up, lr_valid, static, self.t, self.target, *start).float()
+            start = start[0] if start else None
+            mean = self.mean_net(
+                lr_up, lr_valid, static, self.t, self.target, start, self.start_frames(lr, start)
+            ).float()
             valid = torch.isfinite(hr)
             residual = (hr.float() - mean)[valid]
             fit.add(
@@ -204,7 +224,7 @@ class SRModel(nn.Module):
             raise ValueError(f"members={members!r} must be a positive integer")
         lr_up, lr_valid = self._prepare(lr, static)
         if mean is None:
-            mean = self.mean_net(lr_up, lr_valid, static, self.t, self.target, start)
+            mean = self.mean_net(lr_up, lr_valid, static, self.t, self.target, start, self.start_frames(lr, start))
         else:
             check_hr_like("mean", mean, lr, self.s, self.t)
         mean = mean.float()
@@ -221,6 +241,7 @@ class SRModel(nn.Module):
         return mean[:, None] + sigma * residual.view(B, members, t, Y, X)
 
 
-def build_model(cfg: ModelConfig, recipe: Recipe, future_context: int = 0) -> SRModel:
-    """The model of one factor pair: architecture from `cfg`, (s, t, L, beta range) from `recipe`."""
-    return SRModel(cfg, recipe, future_context)
+def build_model(cfg: ModelConfig, recipe: Recipe, future_context: int = 0, normaliser=None) -> SRModel:
+    """The model of one factor pair: architecture from `cfg`, (s, t, L, beta range) from `recipe`;
+    `normaliser` (hpcsr.data.normalise): the data's units, which a start_unit in mm needs."""
+    return SRModel(cfg, recipe, future_context, normaliser)

@@ -348,7 +348,9 @@ class EnsembleSampler:
         out = torch.zeros(self.t, *self.layout.hr_shape, device=self.device)
         start = None
         if self.model.cfg.motion_start(self.t):
-            start = field_start(lr_z, self.s, self.t, self.model.target, self.model.cfg.upsample)
+            start = field_start(
+                lr_z, self.s, self.t, self.model.target, self.model.cfg.upsample, space=self.model.start_space
+            )
         for first, count in self.batches():
             tiles = None if start is None else self.tiles_of(start, first, count, hr=True)
             self.blender.blend(

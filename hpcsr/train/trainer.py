@@ -40,6 +40,7 @@ from hpcsr.data.sampler import SamplesSeenSampler
 from hpcsr.data.store import Shard
 from hpcsr.models import build_model, residual_scale
 from hpcsr.models.config import resolve_mean_skip
+from hpcsr.models.start_space import START_QUANTILE, resolve_start_unit
 from hpcsr.train.activation import enable_activation_checkpointing
 from hpcsr.train.calibration import fit_spread_gain
 from hpcsr.train.checkpoint import CheckpointIncompatible, CheckpointManager, tag_of
@@ -252,6 +253,10 @@ class Trainer:
             lr_step = self.recipe.pair.t * self.data_grid["interval_minutes"]
             log.info("model.mean_skip auto -> %s (LR step %d min)", skip, lr_step)
             self.cfg = cfg = type(cfg)(**{**vars(cfg), "model": dataclasses.replace(cfg.model, mean_skip=skip)})
+        unit = resolve_start_unit(cfg.model.start_unit, histogram)
+        if unit != cfg.model.start_unit:  # 'auto' from the train split: the model, checkpoints and exports say which
+            log.info("model.start_unit auto -> %.4g mm (%g quantile of the wet HR amounts)", unit, START_QUANTILE)
+            self.cfg = cfg = type(cfg)(**{**vars(cfg), "model": dataclasses.replace(cfg.model, start_unit=unit)})
         self.normaliser = Normaliser.from_stats(self.shard_stats, cfg.data.normalisation, cfg.data.log_unit, histogram)
 
         # the newest complete checkpoint wins over every initial-weights option
@@ -264,7 +269,7 @@ class Trainer:
                 self.ckpt.prepare_universal(self.resumed_from)
 
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        self.model = build_model(cfg.model, self.recipe, self.spec.future)
+        self.model = build_model(cfg.model, self.recipe, self.spec.future, self.normaliser)
         self.train_data = self.train_patches("train", cfg.data.augment)
         if self.resumed_from is None:
             self.initialise_weights()
@@ -341,6 +346,7 @@ class Trainer:
             self.cfg.data.future_frames(t),
             motion_start=self.cfg.model.motion_start(t),
             upsample=self.cfg.model.upsample,
+            start_unit=self.cfg.model.start_unit_mm,
         )
 
     @property
@@ -591,7 +597,7 @@ class Trainer:
         n = cfg.data.val_patches
         if not cfg.train.keep_better_start or not n:
             return weights, None
-        model = build_model(cfg.model, self.recipe, self.spec.future)
+        model = build_model(cfg.model, self.recipe, self.spec.future, self.normaliser)
         model.load_state_dict(weights)
         model.eval()
         choice = select_mean(model, first_batches(self.val_data or self.val_dataset(), n, cfg.data.batch_size))
@@ -615,7 +621,7 @@ class Trainer:
         members, n = cfg.train.calibration_members, cfg.data.val_patches
         if not members or not n:
             return None
-        model = build_model(cfg.model, self.recipe, self.spec.future)
+        model = build_model(cfg.model, self.recipe, self.spec.future, self.normaliser)
         model.load_state_dict(weights)
         model.eval()
         batches = first_batches(self.val_data or self.val_dataset(), n, cfg.data.batch_size)
