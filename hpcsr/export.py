@@ -175,9 +175,8 @@ class Export:
 
     def build_model(self):
         """The SRModel of this export with its weights loaded (eval mode, CPU)."""
-        model = build_model(
-            self.model_config, self.recipe, int(self.metadata.get("future_context", 0)), self.normaliser
-        )
+        normaliser = self.normaliser if "normalisation" in self.metadata else None  # model.start_unit in mm needs it
+        model = build_model(self.model_config, self.recipe, int(self.metadata.get("future_context", 0)), normaliser)
         state = self.state_dict
         if model.cfg.residual_norm == "global":  # exports from before the local residual scale lack its buffers
             state = {**{k: v for k, v in model.state_dict().items() if k in LOCAL_SCALE_BUFFERS}, **state}

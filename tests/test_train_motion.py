@@ -19,6 +19,7 @@ from test_train_dist import COMMON, train_one_rank  # noqa: E402
 from hpcsr.data.normalise import Normaliser  # noqa: E402
 from hpcsr.data.patches import PatchDataset, PatchSpec  # noqa: E402
 from hpcsr.data.store import Shard  # noqa: E402
+from hpcsr.models.start_space import resolve_start_unit  # noqa: E402
 from hpcsr.train.trainer import stacked  # noqa: E402
 
 MOTION = [*COMMON, "model.mean_skip=motion", "data.val_patches=4", "train.val_every=1"]  # no future frame
@@ -44,7 +45,9 @@ def test_both_stages_train_with_the_motion_start(train_dataset, tmp_path):
     shard_path = train_dataset / "shards" / "s4_t3.h5"
     with Shard(shard_path) as shard:
         norm = Normaliser.from_stats(shard.stats, "log1p")
-    spec = PatchSpec(context=2, patch=24, future=0, motion_start=True)
+        unit = resolve_start_unit("auto", shard.hr_histogram())  # model.start_unit auto, recorded as the number
+    assert meta["model"]["start_unit"] == unit
+    spec = PatchSpec(context=2, patch=24, future=0, motion_start=True, start_unit=unit)
     val = PatchDataset(shard_path, spec, "val", norm, seed=0, stream="val")
     lr, hr, start = stacked([val[i] for i in range(4)])
     valid = torch.isfinite(hr)
