@@ -20,7 +20,7 @@ percentile of the set's own wet amounts):
 | Comephore sample (hourly) | 0.902 / 0.917 | 0.909 / 0.919 | 0.918 / 0.921 |
 | OPERA France, hourly | 0.865 / 0.967 | 0.883 / 0.968 | 0.916 / 0.968 |
 | MeteoNet NW, 5 min | 0.852 / 0.919 | 0.825 / 0.916 | 0.860 / 0.919 |
-| the demo's synthetic test day (s2_t1 / s4_t2 / s5_t3, u of its train split 7 mm) | 1.013 / 0.993 / 0.986 | 0.962 / 0.954 / 0.952 | - |
+| the demo's synthetic test day, s = 2 / 4 / 5 at t = 1 (u = its train split's q99, 7.0 mm) | 1.013 / 0.993 / 0.986 | 0.961 / 0.953 / 0.952 | - |
 
 No single space wins everywhere; u = q99 is within 1 % of the best of the three on most sets and
 never far off (the worst: OPERA at s = 2, 2 % behind u = 1 mm), where the networks' own units lose up
