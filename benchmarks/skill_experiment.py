@@ -401,11 +401,13 @@ def untrained_start(export, lr):
 
     from hpcsr.coarsen import upsample_space
     from hpcsr.models.mean_net import linear_in_time
+    from hpcsr.models.start_space import StartSpace
     from hpcsr.motion import field_start
 
     norm, cfg, s, t = export.normaliser, export.model_config, export.pair.s, export.pair.t
     future, past = int(export.metadata.get("future_context", 0)), min(1, export.recipe.context - 1)
-    space = export.build_model().start_space  # model.start_unit: the space the start is interpolated in
+    unit = cfg.start_unit_mm  # model.start_unit: the space the start is interpolated in
+    space = None if unit is None else StartSpace(norm, unit)
     z = norm.forward(lr)
     up = upsample_space(z, s, cfg.upsample) if space is None else space.upsample(z, s, cfg.upsample)
     blocks = []

@@ -163,9 +163,7 @@ def field_start(lr, s: int, t: int, target: int, mode: str = "bicubic", velociti
     `halo_cells` around the part that is kept)."""
     if velocities is None:
         velocities = frame_velocities(lr, s, t, target)
-    up, valid = prepare_lr(lr[None], s, mode)
-    if space is not None:
-        up = space.upsample(lr[None], s, mode)
+    up, valid = prepare_lr(lr[None], s, mode, space)
     return target_steps(up[0], valid[0], velocities, t, target)
 
 

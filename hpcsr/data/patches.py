@@ -157,6 +157,7 @@ class PatchDataset(Dataset):
         self._z_dry = float(normaliser.forward(np.full(1, DRY_MM, np.float32))[0]) + 1e-6
         self._shard = self._store = self._hr_table = None
         self._velocity = {}  # LR frame j of the shard -> motion (vy, vx) from frame j to j + 1
+        self._start_space = None if spec.start_unit is None else StartSpace(normaliser, spec.start_unit)
 
     def __len__(self) -> int:
         """Items in one epoch (one visit of every window); the dataset accepts any item number >= 0."""
@@ -240,8 +241,7 @@ class PatchDataset(Dataset):
         y0, x0 = max(y // s - h, 0), max(x // s - h, 0)
         y1, x1 = min((y + P) // s + h, ny), min((x + P) // s + h, nx)
         lr = self.normaliser.forward(shard.lr[first : i + self.spec.future + 1, y0:y1, x0:x1])
-        space = None if self.spec.start_unit is None else StartSpace(self.normaliser, self.spec.start_unit)
-        start = field_start(torch.from_numpy(lr), s, t, target, self.spec.upsample, velocities, space)
+        start = field_start(torch.from_numpy(lr), s, t, target, self.spec.upsample, velocities, self._start_space)
         return start[:, y - y0 * s : y - y0 * s + P, x - x0 * s : x - x0 * s + P].contiguous()
 
     def keep_probability(self, lr: torch.Tensor) -> float:

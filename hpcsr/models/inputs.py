@@ -60,8 +60,12 @@ def check_static(static, lr: torch.Tensor, s: int, channels: int) -> None:
         raise ValueError(f"static fields must have shape {expected} (model.static_channels={channels}), got {got}")
 
 
-def prepare_lr(lr: torch.Tensor, s: int, mode: str):
-    """(B, F, y, x) with NaN -> (values, validity), both (B, F, y*s, x*s); values are 0 where missing."""
+def prepare_lr(lr: torch.Tensor, s: int, mode: str, space=None):
+    """(B, F, y, x) with NaN -> (values, validity), both (B, F, y*s, x*s); values are 0 where missing,
+    or, with `space` (hpcsr.models.start_space.StartSpace), interpolated in that space."""
     valid = torch.isfinite(lr)
-    filled = torch.where(valid, lr, torch.zeros((), dtype=lr.dtype, device=lr.device))
-    return upsample_space(filled, s, mode), upsample_space(valid.to(lr.dtype), s, "nearest")
+    if space is not None:
+        values = space.upsample(lr, s, mode)
+    else:
+        values = upsample_space(torch.where(valid, lr, torch.zeros((), dtype=lr.dtype, device=lr.device)), s, mode)
+    return values, upsample_space(valid.to(lr.dtype), s, "nearest")
