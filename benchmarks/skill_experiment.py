@@ -399,7 +399,7 @@ def untrained_start(export, lr):
     them along the motion of the whole crop, as the sampler does."""
     import torch
 
-    from hpcsr.coarsen import upsample_space
+    from hpcsr.models.inputs import prepare_lr
     from hpcsr.models.mean_net import linear_in_time
     from hpcsr.models.start_space import StartSpace
     from hpcsr.motion import field_start
@@ -409,7 +409,7 @@ def untrained_start(export, lr):
     unit = cfg.start_unit_mm  # model.start_unit: the space the start is interpolated in
     space = None if unit is None else StartSpace(norm, unit)
     z = norm.forward(lr)
-    up = upsample_space(z, s, cfg.upsample) if space is None else space.upsample(z, s, cfg.upsample)
+    up = prepare_lr(z[None], s, cfg.upsample, space)[0][0]  # the crop is covered at every step: no NaN
     blocks = []
     for n in range(len(lr)):
         lo, hi = max(n - past, 0), min(n + future, len(lr) - 1)

@@ -66,7 +66,7 @@ class DemoSize:
 # demo scores their mean against bicubic, and m members' own scatter adds spread^2 / m to that mean's
 # squared error. Measured in s54 on s2_t1's test day (same export): two ensembles of 10 members 1.014
 # and 1.011 x bicubic's RMSE, the two as one of 20 0.993 (an infinite ensemble: 0.975; the mean
-# network 0.974); sampling then takes about twice as long (s2_t1: 75 s -> about 150 s).
+# network 0.974); sampling then takes about twice as long (s2_t1: 75 s -> 138 s).
 FULL = DemoSize(
     days=6,
     seed=2,
