@@ -10,7 +10,7 @@ import torch
 from scipy.optimize import nnls
 
 from hpcsr.diffusion.noise_levels import NoiseLevels
-from hpcsr.export import Export, ExportError, recipe_to_dict
+from hpcsr.export import Export, ExportError, recipe_to_dict, recorded_model
 from hpcsr.factors import recipe
 from hpcsr.models import build_model
 from hpcsr.models.config import ModelConfig
@@ -118,8 +118,9 @@ def test_measured_local_scale_follows_a_heteroscedastic_residual():
 
 
 def test_diffusion_loss_and_samples_use_the_local_scale():
-    """The v target is built on (hr - mean) / sigma(x), and samples are mean + sigma(x) * x0."""
-    model = build_model(TINY, recipe(4, 1)).eval()
+    """The v target is built on (hr - mean) / sigma(x), and samples are mean + sigma(x) * x0 (no dry
+    level here: the next test's)."""
+    model = build_model(dataclasses.replace(TINY, dry_offset=0.0), recipe(4, 1)).eval()
     with torch.no_grad():
         model.residual_coef.copy_(torch.tensor([0.2, 0.5, 0.1, 0.3]))
         model.residual_std.fill_(1.0)
@@ -204,3 +205,59 @@ def test_an_export_from_before_the_local_scale_loads_as_global(tmp_path):
     new = {**metadata, "model": dataclasses.asdict(TINY)}
     with pytest.raises(ExportError, match="missing residual_coef"):  # a local export without them is damaged
         Export(tmp_path / "model.pt", old_weights, new).build_model()
+
+
+def test_dry_pixels_sit_dry_offset_units_below_in_the_diffused_residual():
+    """model.dry_offset d: at HR pixels at the normalised 0 mm the denoiser's target is (hr - mean) /
+    sigma - d, elsewhere (hr - mean) / sigma; missing pixels stay 0; d = 0 is the plain residual.
+    The diffusion loss is built on that target (an oracle denoiser that knows it scores 0)."""
+    g = torch.Generator().manual_seed(3)
+    lr = torch.randn(2, recipe(4, 1).context, 6, 6, generator=g)
+    dry_value = -0.7
+    hr = dry_value + 0.01 + torch.rand(2, 1, 24, 24, generator=g)  # wet: above the normalised 0 mm
+    hr[:, :, :12] = dry_value  # the top half dry
+    hr[0, 0, 20, 20] = float("nan")  # missing
+    mean = torch.randn(2, 1, 24, 24, generator=g)
+    valid = torch.isfinite(hr)
+    plain, offset = (build_model(dataclasses.replace(TINY, dry_offset=d), recipe(4, 1)).eval() for d in (0.0, 0.5))
+    for model in (plain, offset):
+        with torch.no_grad():
+            model.residual_coef.copy_(torch.tensor([0.2, 0.5, 0.1, 0.3]))
+            model.residual_dry.fill_(dry_value)
+    lr_up, lr_valid = prepare_lr(lr, 4, TINY.upsample)
+    sigma = offset.residual_sigma(lr_up, lr_valid, mean)
+    unit = torch.where(valid, hr - mean, torch.zeros(())) / sigma
+    torch.testing.assert_close(plain.diffused_residual(hr, mean, sigma, valid), unit)
+    shifted = offset.diffused_residual(hr, mean, sigma, valid)
+    torch.testing.assert_close(shifted[:, :, :12], unit[:, :, :12] - 0.5)
+    torch.testing.assert_close(shifted[:, :, 12:], unit[:, :, 12:])
+    assert float(shifted[0, 0, 20, 20]) == 0.0
+
+    replay = torch.Generator().manual_seed(0)
+    steps = NoiseLevels().draw(offset.schedule, 2, replay)
+    eps = torch.randn(hr.shape, generator=replay)
+    a, s = offset.schedule.coefficients(steps, 4)
+
+    class Oracle(torch.nn.Module):
+        def encode(self, *args):
+            return None
+
+        def forward(self, noisy, n, cond):
+            return a * eps - s * shifted
+
+    offset.denoiser = Oracle()
+    assert float(offset.diffusion_loss(lr, hr, mean, generator=torch.Generator().manual_seed(0))) < 1e-10
+
+
+def test_dry_offset_must_be_a_finite_non_negative_number():
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"model.dry_offset=.* must be a finite number >= 0"):
+            dataclasses.replace(TINY, dry_offset=bad)
+
+
+def test_an_export_from_before_the_dry_level_keeps_dry_at_the_zero_level():
+    """A model record without model.dry_offset (made before s56) is rebuilt with 0, as it was trained,
+    not with today's default: resuming or fine-tuning it keeps its target."""
+    old = {k: v for k, v in dataclasses.asdict(TINY).items() if k != "dry_offset"}
+    assert recorded_model(old)["dry_offset"] == 0.0
+    assert TINY.dry_offset == 0.5

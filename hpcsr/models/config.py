@@ -7,6 +7,7 @@ the noise schedule's beta range come from `hpcsr.factors.recipe`.
 
 from __future__ import annotations
 
+import math
 import typing
 from dataclasses import dataclass, fields
 
@@ -76,6 +77,8 @@ class ModelConfig:
         # in exports); network: the networks' own units; a number: u in mm per HR step
     )
     sigma_data: float = 1.0  # the denoiser's data scale (EDM preconditioning, hpcsr.diffusion.parametrization; 1: v)
+    dry_offset: float = 0.5  # the denoiser's target at dry (0 mm) HR pixels sits this many residual units below
+    # the residual that reaches 0 mm (0: at it, before s56); the sampler's relu maps it to 0 mm (SRModel.diffused_residual)
     downsample: typing.Literal["strided", "pool"] = (
         "pool"  # halving between UNet levels: 2 x 2 mean then a 3 x 3 conv (aligned with the upsampling's
         # 2 x 2 blocks, alike at every border), or a stride-2 3 x 3 conv (centred on the even pixels)
@@ -112,6 +115,8 @@ class ModelConfig:
             )
         if not self.residual_scale > 0:
             raise ValueError(f"model.residual_scale={self.residual_scale} must be > 0")
+        if not (math.isfinite(self.dry_offset) and self.dry_offset >= 0):
+            raise ValueError(f"model.dry_offset={self.dry_offset} must be a finite number >= 0 (0: dry is not offset)")
         if not self.sigma_data > 0:
             raise ValueError(f"model.sigma_data={self.sigma_data} must be > 0 (1: the denoiser predicts v)")
 

@@ -30,6 +30,8 @@ from hpcsr.models.mean_net import MeanNet
 from hpcsr.models.start_space import StartSpace
 from hpcsr.symmetry import SYMMETRIES, check_symmetries, self_ensemble
 
+DRY_TOLERANCE = 1e-6  # normalised units: HR values this close above the normalised 0 mm count as dry
+
 
 def check_window(window, shape) -> None:
     """A (top, left, h, w) window must lie inside a field of `shape` (H, W) and be non-empty."""
@@ -180,6 +182,17 @@ class SRModel(nn.Module):
         check_hr_like("hr", hr, lr, self.s, self.t)
         return masked_mse(self.predict_mean(lr, static, start), hr, torch.isfinite(hr))
 
+    def diffused_residual(self, hr, mean, sigma, valid) -> torch.Tensor:
+        """What the denoiser learns to draw: (hr - mean) / sigma, 0 where hr is missing, and at dry HR
+        pixels (hr at the normalised 0 mm, `residual_dry`) model.dry_offset units lower. Dry is then
+        a level below the one that reaches 0 mm instead of at it, so the members' sampling error
+        around it stays dry (the sampler's relu) instead of half of it turning into drizzle."""
+        residual = torch.where(valid, hr.float() - mean, torch.zeros((), device=hr.device)) / sigma
+        if self.cfg.dry_offset > 0:
+            dry = valid & (hr.float() <= self.residual_dry.float() + DRY_TOLERANCE)
+            residual = torch.where(dry, residual - self.cfg.dry_offset, residual)
+        return residual
+
     def diffusion_loss(self, lr, hr, mean, generator=None, static=None, levels: NoiseLevels | None = None):
         """MSE of the denoiser's output (v, or EDM's preconditioned output when model.sigma_data is not
         1) on the residual (hr - mean) / residual_unit at a random step drawn by `levels` (default:
@@ -190,8 +203,7 @@ class SRModel(nn.Module):
         lr_up, lr_valid = self._prepare(lr, static)
         mean = mean.detach().float()
         valid = torch.isfinite(hr)
-        sigma = self.residual_sigma(lr_up, lr_valid, mean)
-        residual = torch.where(valid, hr.float() - mean, torch.zeros((), device=hr.device)) / sigma
+        residual = self.diffused_residual(hr, mean, self.residual_sigma(lr_up, lr_valid, mean), valid)
         B = hr.shape[0]
         steps = (levels or NoiseLevels()).draw(self.schedule, B, generator, hr.device)
         eps = torch.randn(residual.shape, generator=generator, device=hr.device, dtype=torch.float32)
