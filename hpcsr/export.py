@@ -65,7 +65,6 @@ def recorded_model(record: dict) -> dict:
     recorded.setdefault("residual_edge", "pixel")  # exports from before the cell-averaged edge
     recorded.setdefault("downsample", "strided")  # exports from before the pooled downsampling (s44)
     recorded.setdefault("start_unit", "network")  # exports from before the start's own space (s53)
-    recorded.setdefault("dry_offset", 0.0)  # exports from before the dry level (s56)
     return recorded
 
 

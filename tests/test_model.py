@@ -274,9 +274,8 @@ def test_nan_in_hr_is_left_out_of_the_losses():
 
 def test_diffusion_loss_at_a_perfect_denoiser_is_zero():
     """With the denoiser replaced by the exact v for a known residual, the loss vanishes: the target
-    and the noising follow the v-parametrisation (on the plain residual: the dry level's offset is
-    test_residual_scale's)."""
-    model = build_model(dataclasses.replace(TINY, dry_offset=0.0), recipe(10, 1))
+    and the noising follow the v-parametrisation."""
+    model = build_model(TINY, recipe(10, 1))
     lr, hr = batch(model, 20, B=3)
     mean = torch.zeros_like(hr)
     replay = torch.Generator().manual_seed(0)  # the loss draws the steps (default levels), then the noise
@@ -411,8 +410,8 @@ def test_bad_inputs_name_the_values():
 def test_residual_std_is_measured_carried_and_scales_the_diffusion():
     """measure_residual_std sets the buffer to the std of hr - mean over all batches (as if pooled);
     the state dict carries it; with the global residual scale the v target and the samples use
-    residual / (std * residual_scale) (the local scale and the dry level: tests/test_residual_scale.py)."""
-    glob = dataclasses.replace(TINY, residual_norm="global", dry_offset=0.0)
+    residual / (std * residual_scale) (the local scale: tests/test_residual_scale.py)."""
+    glob = dataclasses.replace(TINY, residual_norm="global")
     model = randomise(build_model(glob, recipe(10, 1)))
     lr, hr = batch(model, 20, B=3)
     hr = 0.2 * hr

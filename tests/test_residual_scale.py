@@ -10,7 +10,7 @@ import torch
 from scipy.optimize import nnls
 
 from hpcsr.diffusion.noise_levels import NoiseLevels
-from hpcsr.export import Export, ExportError, recipe_to_dict, recorded_model
+from hpcsr.export import Export, ExportError, recipe_to_dict
 from hpcsr.factors import recipe
 from hpcsr.models import build_model
 from hpcsr.models.config import ModelConfig
@@ -118,9 +118,8 @@ def test_measured_local_scale_follows_a_heteroscedastic_residual():
 
 
 def test_diffusion_loss_and_samples_use_the_local_scale():
-    """The v target is built on (hr - mean) / sigma(x), and samples are mean + sigma(x) * x0 (no dry
-    level here: the next test's)."""
-    model = build_model(dataclasses.replace(TINY, dry_offset=0.0), recipe(4, 1)).eval()
+    """The v target is built on (hr - mean) / sigma(x), and samples are mean + sigma(x) * x0."""
+    model = build_model(TINY, recipe(4, 1)).eval()
     with torch.no_grad():
         model.residual_coef.copy_(torch.tensor([0.2, 0.5, 0.1, 0.3]))
         model.residual_std.fill_(1.0)
@@ -253,11 +252,3 @@ def test_dry_offset_must_be_a_finite_non_negative_number():
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match=r"model.dry_offset=.* must be a finite number >= 0"):
             dataclasses.replace(TINY, dry_offset=bad)
-
-
-def test_an_export_from_before_the_dry_level_keeps_dry_at_the_zero_level():
-    """A model record without model.dry_offset (made before s56) is rebuilt with 0, as it was trained,
-    not with today's default: resuming or fine-tuning it keeps its target."""
-    old = {k: v for k, v in dataclasses.asdict(TINY).items() if k != "dry_offset"}
-    assert recorded_model(old)["dry_offset"] == 0.0
-    assert TINY.dry_offset == 0.5

@@ -77,8 +77,8 @@ class ModelConfig:
         # in exports); network: the networks' own units; a number: u in mm per HR step
     )
     sigma_data: float = 1.0  # the denoiser's data scale (EDM preconditioning, hpcsr.diffusion.parametrization; 1: v)
-    dry_offset: float = 0.5  # the denoiser's target at dry (0 mm) HR pixels sits this many residual units below
-    # the residual that reaches 0 mm (0: at it, before s56); the sampler's relu maps it to 0 mm (SRModel.diffused_residual)
+    dry_offset: float = 0.0  # the denoiser's target at dry (0 mm) HR pixels sits this many residual units below
+    # the residual that reaches 0 mm (0: at it); the sampler's relu maps it to 0 mm (SRModel.diffused_residual)
     downsample: typing.Literal["strided", "pool"] = (
         "pool"  # halving between UNet levels: 2 x 2 mean then a 3 x 3 conv (aligned with the upsampling's
         # 2 x 2 blocks, alike at every border), or a stride-2 3 x 3 conv (centred on the even pixels)

@@ -1,7 +1,8 @@
 """SRModel: the mean network, the residual denoiser and the noise schedule of one factor pair,
 with the training losses and the sampler entry point. All tensors are in normalised units.
 The diffusion runs on (hr - mean) / sigma with sigma the residual's scale: one global standard
-deviation or a per-pixel field (`residual_sigma`, hpcsr.models.residual_scale).
+deviation or a per-pixel field (`residual_sigma`, hpcsr.models.residual_scale); at dry HR pixels
+model.dry_offset units lower (`diffused_residual`).
 """
 
 from __future__ import annotations
