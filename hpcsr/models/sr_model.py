@@ -188,9 +188,10 @@ class SRModel(nn.Module):
         pixels (hr at the normalised 0 mm, `residual_dry`) model.dry_offset units lower. Dry is then
         a level below the one that reaches 0 mm instead of at it, so the members' sampling error
         around it stays dry (the sampler's relu) instead of half of it turning into drizzle."""
-        residual = torch.where(valid, hr.float() - mean, torch.zeros((), device=hr.device)) / sigma
+        hr = hr.float()
+        residual = torch.where(valid, hr - mean, torch.zeros((), device=hr.device)) / sigma
         if self.cfg.dry_offset > 0:
-            dry = valid & (hr.float() <= self.residual_dry.float() + DRY_TOLERANCE)
+            dry = valid & (hr <= self.residual_dry.float() + DRY_TOLERANCE)
             residual = torch.where(dry, residual - self.cfg.dry_offset, residual)
         return residual
 
