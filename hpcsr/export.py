@@ -56,16 +56,26 @@ class ExportError(ValueError):
     """An export that cannot be used here; the message names the file and the fix."""
 
 
+# ModelConfig keys added after the first export format, each with the behaviour of the code before it:
+# an export or checkpoint that names none of them was trained so. A key added to ModelConfig needs an
+# entry here, or a run stopped before it cannot resume (tests/test_train_units.py checks the list).
+LEGACY_MODEL = {
+    "residual_norm": "global",  # before the local residual scale
+    "residual_edge": "pixel",  # before the cell-averaged edge
+    "norm": "group",  # before the per-pixel normalisation option (group was the only one)
+    "mean_skip": "hold",  # before the linear-in-time start
+    "start_unit": "network",  # before the start's own space (s53)
+    "sigma_data": 1.0,  # before EDM's preconditioning option (1: plain v-prediction)
+    "dry_offset": 0.0,  # before the dry level option (s56: dry at the 0 mm level)
+    "downsample": "strided",  # before the pooled downsampling (s44)
+}
+
+
 def recorded_model(record: dict) -> dict:
     """An export's (or checkpoint's) model record with the values it was trained with where it names
-    none: a key added to ModelConfig later defaults to the old behaviour, not the new default."""
-    recorded = dict(record)
-    recorded.setdefault("residual_norm", "global")  # exports from before the local residual scale
-    recorded.setdefault("mean_skip", "hold")  # exports from before the linear-in-time start
-    recorded.setdefault("residual_edge", "pixel")  # exports from before the cell-averaged edge
-    recorded.setdefault("downsample", "strided")  # exports from before the pooled downsampling (s44)
-    recorded.setdefault("start_unit", "network")  # exports from before the start's own space (s53)
-    return recorded
+    none: a key added to ModelConfig later defaults to the old behaviour (LEGACY_MODEL), not the new
+    default."""
+    return {**LEGACY_MODEL, **record}
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:

@@ -12,7 +12,7 @@ import torch
 
 from hpcsr.config import compose
 from hpcsr.dist import DistInfo
-from hpcsr.export import ExportError, load_weights, resolve_export
+from hpcsr.export import LEGACY_MODEL, ExportError, load_weights, resolve_export
 from hpcsr.models import ModelConfig, build_model
 from hpcsr.models.sr_model import masked_mse
 from hpcsr.train.activation import enable_activation_checkpointing
@@ -68,6 +68,42 @@ def test_checkpoint_of_another_pair_or_architecture_is_refused_naming_both(tmp_p
     other = {**good["model"], "widths": [8, 16, 64]}
     with pytest.raises(CheckpointIncompatible, match=r"model.widths=\[8, 16, 64\] \(checkpoint\) vs \[8, 16, 32\]"):
         t.check_compatible({**good, "model": other}, "here")
+
+
+# the ModelConfig keys of the first export format; every key added since has its old behaviour in LEGACY_MODEL
+FIRST_MODEL_KEYS = {
+    "widths",
+    "heads",
+    "windows",
+    "blocks_per_level",
+    "emb_dim",
+    "static_channels",
+    "upsample",
+    "schedule",
+    "diffusion_steps",
+    "residual_scale",
+}
+
+
+def test_every_model_key_added_since_the_first_exports_has_its_old_behaviour_recorded():
+    """Without it, a run checkpointed by the code before the key cannot resume (s57: model.dry_offset,
+    model.norm and model.sigma_data were missing, and a run from s53 was refused)."""
+    keys = {f.name for f in dataclasses.fields(ModelConfig)}
+    assert not FIRST_MODEL_KEYS & set(LEGACY_MODEL)
+    assert keys == FIRST_MODEL_KEYS | set(LEGACY_MODEL), "a new ModelConfig key needs its old behaviour in LEGACY_MODEL"
+    dataclasses.replace(ModelConfig.tiny(), **LEGACY_MODEL)  # each old value is still a valid setting
+
+
+def test_a_checkpoint_from_before_a_new_model_key_resumes_with_the_old_behaviour_only(tmp_path):
+    """A checkpoint marker that names none of the keys added in s45-s56 (as one of s53's runs): the
+    default run resumes it, a run that sets one of them otherwise is refused, naming it."""
+    t = trainer_for([], tmp_path)
+    added = ("dry_offset", "norm", "sigma_data")
+    old = {k: v for k, v in dataclasses.asdict(t.cfg.model).items() if k not in added}
+    marker = {"pair": "s4_t3", "stage": "mean", "model": old}
+    t.check_compatible(marker, "here")
+    with pytest.raises(CheckpointIncompatible, match=r"model.dry_offset=0.0 \(checkpoint\) vs 0.5 \(this run\)"):
+        trainer_for(["model.dry_offset=0.5"], tmp_path).check_compatible(marker, "here")
 
 
 def test_weights_of_another_architecture_are_refused_with_the_keys(tmp_path):
