@@ -95,8 +95,8 @@ def test_every_model_key_added_since_the_first_exports_has_its_old_behaviour_rec
 
 
 def test_a_checkpoint_from_before_a_new_model_key_resumes_with_the_old_behaviour_only(tmp_path):
-    """A checkpoint marker that names none of the keys added in s45-s56 (as one of s53's runs): the
-    default run resumes it, a run that sets one of them otherwise is refused, naming it."""
+    """A checkpoint marker that names none of the three keys LEGACY_MODEL lacked before s57 (as one of
+    s53's runs): the default run resumes it, a run that sets one of them otherwise is refused, naming it."""
     t = trainer_for([], tmp_path)
     added = ("dry_offset", "norm", "sigma_data")
     old = {k: v for k, v in dataclasses.asdict(t.cfg.model).items() if k not in added}
