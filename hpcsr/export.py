@@ -68,6 +68,7 @@ LEGACY_MODEL = {
     "sigma_data": 1.0,  # before EDM's preconditioning option (1: plain v-prediction)
     "dry_offset": 0.0,  # before the dry level option (s56: dry at the 0 mm level)
     "downsample": "strided",  # before the pooled downsampling (s44)
+    "pixel_input": False,  # before the networks could be told the pixel size (s58)
 }
 
 

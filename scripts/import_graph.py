@@ -31,6 +31,7 @@ LAYERS = (
         "hpcsr.dist",
         "hpcsr.diffusion",
         "hpcsr.symmetry",
+        "hpcsr.pixel_size",
     ),
     ("hpcsr.mass", "hpcsr.motion", "hpcsr.data", "hpcsr.models", "hpcsr.spread"),
     ("hpcsr.config",),

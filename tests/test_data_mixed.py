@@ -68,6 +68,24 @@ def test_items_come_from_each_part_in_proportion_to_its_distinct_patches(train_d
     mixed.close()
 
 
+def test_mix_shards_draws_each_part_equally_often(train_dataset, other_store):
+    """data.mix 'shards': each shard is drawn equally often whatever its size (one radar at two pixel
+    sizes told to the networks: two tasks, not one twice the data); another mix is refused by name."""
+    from hpcsr.data.config import DataConfig
+
+    a, b = parts([train_dataset / "shards" / "s4_t3.h5", other_store / "shards" / "s4_t3.h5"])
+    mixed = MixedPatches([a, b], seed=5, stream=a.stream, mix="shards")
+    assert np.allclose(mixed.weights, [0.5, 0.5])
+    n = 2000
+    share = np.mean([mixed.source(i) for i in range(n)])
+    assert abs(share - 0.5) < 5 * np.sqrt(0.25 / n)
+    with pytest.raises(ValueError, match="mix 'equal'"):
+        MixedPatches([a, b], seed=5, stream=a.stream, mix="equal")
+    with pytest.raises(ValueError, match="data.mix='equal'"):
+        DataConfig(mix="equal")
+    mixed.close()
+
+
 def test_shards_of_different_pairs_are_refused_naming_both(train_dataset, other_store):
     a = parts([train_dataset / "shards" / "s4_t3.h5"])[0]
     with Shard(other_store / "shards" / "s2_t1.h5") as shard:

@@ -515,3 +515,40 @@ def test_an_export_from_before_the_downsample_option_keeps_the_stride_2_convolut
         for kind in ("pool", "strided")
     }
     assert shapes["pool"] == shapes["strided"]
+
+
+def test_pixel_input_tells_both_networks_each_item_s_pixel_size():
+    """model.pixel_input: without a pixel size the model refuses to run, naming the setting; each item
+    gets the output of its own pixel size (a (B,) level is the per-item batch of two one-level runs),
+    both networks depend on it, the ensemble's members share their item's, and the gradient reaches
+    the embeddings. Without the option the networks have no such input (exports from before it)."""
+    model = randomise(build_model(dataclasses.replace(TINY, pixel_input=True), recipe(4, 2), 1)).eval()
+    lr, hr = batch(model, 24)
+    with pytest.raises(ValueError, match="pixel_input"):
+        model.predict_mean(lr)
+    levels = torch.tensor([0.0, -1.0])
+    gen = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    with torch.no_grad():
+        runs = {}
+        for level in (0.0, -1.0):
+            model.pixel_level = level
+            runs[level] = (model.predict_mean(lr), model.sample(lr, 3, "ddim", 2, generator=gen()))
+        model.pixel_level = levels
+        mean, members = model.predict_mean(lr), model.sample(lr, 3, "ddim", 2, generator=gen())
+    assert (runs[0.0][0] - runs[-1.0][0]).abs().max() > 1e-4  # the mean network is told (float noise: 1e-6)
+    assert torch.allclose(mean[0], runs[0.0][0][0], atol=1e-5) and torch.allclose(mean[1], runs[-1.0][0][1], atol=1e-5)
+    residual = {k: v[1] - v[0][:, None] for k, v in runs.items()}
+    assert (residual[0.0] - residual[-1.0]).abs().max() > 1e-4  # the denoiser is told
+    assert torch.allclose(members[0], runs[0.0][1][0], atol=1e-4)
+    assert torch.allclose(members[1], runs[-1.0][1][1], atol=1e-4)
+    model.train()
+    loss = model.mean_loss(lr, hr) + model.diffusion_loss(lr, hr, mean, generator=gen())
+    loss.backward()
+    for net in (model.mean_net, model.denoiser):
+        assert float(sum(p.grad.abs().sum() for p in net.pixel_emb.parameters())) > 0
+    model.pixel_level = torch.zeros(3)
+    with pytest.raises(ValueError, match="3 values for a batch of 2"):
+        model.predict_mean(lr)
+    plain = build_model(TINY, recipe(4, 2), 1)
+    assert plain.mean_net.pixel_emb is None and plain.denoiser.pixel_emb is None
+    assert not any("pixel_emb" in k for k in plain.state_dict())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass
 
+MIXES = ("patches", "shards")  # data.mix: how the shards of data.shard + data.extra_shards share the draws
+
 
 @dataclass
 class DataConfig:
@@ -12,6 +14,8 @@ class DataConfig:
 
     shard: typing.Optional[str] = None  # shard file; None: <data_dir>/shards/s{s}_t{t}.h5
     extra_shards: tuple[str, ...] = ()  # more shards of the pair (other radars, periods) mixed into training
+    mix: typing.Literal["patches", "shards"] = "patches"  # with extra_shards, each draw picks a shard in proportion
+    # to its distinct patches (every patch about equally likely) or each shard equally often (hpcsr.data.mixed)
     batch_size: int = 8  # patches per rank and step
     num_workers: int = 0  # DataLoader worker processes per rank (each opens its own HDF5 handles)
     min_valid: float = 1.0  # minimum fraction of valid HR pixels in a patch
@@ -39,6 +43,8 @@ class DataConfig:
     def __post_init__(self):
         extra = self.extra_shards
         self.extra_shards = (str(extra),) if isinstance(extra, str) else tuple(str(p) for p in extra)
+        if self.mix not in MIXES:
+            raise ValueError(f"data.mix={self.mix!r} must be one of {', '.join(MIXES)}")
         if self.batch_size < 1:
             raise ValueError(f"data.batch_size={self.batch_size} must be >= 1")
         if self.num_workers < 0:

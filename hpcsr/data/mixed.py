@@ -5,7 +5,9 @@ learns the training radar better with every step and transfers worse to another 
 four times the mean stage's steps on BoM lowered its own validation RMSE and raised the held-out
 KNMI one). `MixedPatches` draws each item from one of several `PatchDataset`s, chosen at random
 with probabilities proportional to their numbers of distinct patches (windows x corners of the
-split), so a larger or longer store weighs more and every distinct patch is about equally likely.
+split; mix 'patches'), so a larger or longer store weighs more and every distinct patch is about
+equally likely, or with equal probabilities (mix 'shards': each shard a task of its own, such as one
+radar at two pixel sizes told to the networks, model.pixel_input).
 The choice is fixed by seed, stream and item number, so the stream stays deterministic and a
 resumed run continues with the samples an uninterrupted run would have drawn (hpcsr.data.sampler).
 """
@@ -23,7 +25,7 @@ class MixedPatches(Dataset):
     """Items of several PatchDatasets of one factor pair and one patch geometry, each item from one of
     them (`source`); the item number is passed on unchanged, so each part keeps its own epochs."""
 
-    def __init__(self, parts: list[PatchDataset], seed: int, stream: int):
+    def __init__(self, parts: list[PatchDataset], seed: int, stream: int, mix: str = "patches"):
         if not parts:
             raise ValueError("MixedPatches needs at least one patch dataset")
         pairs = {p.pair for p in parts}
@@ -32,7 +34,11 @@ class MixedPatches(Dataset):
             raise ValueError(f"shards of different factor pairs cannot be mixed: {named}")
         self.parts, self.seed, self.stream = parts, int(seed), int(stream)
         self.pair = parts[0].pair
+        if mix not in ("patches", "shards"):
+            raise ValueError(f"mix {mix!r} must be 'patches' or 'shards'")
         sizes = np.array([len(p.windows) * len(p.corners) for p in parts], np.float64)
+        if mix == "shards":
+            sizes = np.ones(len(parts))
         self.weights = sizes / sizes.sum()
         self._edges = np.cumsum(self.weights)
 

@@ -83,6 +83,8 @@ class ModelConfig:
         "pool"  # halving between UNet levels: 2 x 2 mean then a 3 x 3 conv (aligned with the upsampling's
         # 2 x 2 blocks, alike at every border), or a stride-2 3 x 3 conv (centred on the even pixels)
     )
+    pixel_input: bool = False  # both networks are told the HR pixel size (log2 of its side in km, an embedding):
+    # for training on several pixel sizes (data.extra_shards); the trainer tells each patch's, the sampler the input's
 
     def __post_init__(self):
         self.widths = tuple(self.widths)

@@ -20,7 +20,15 @@ from torch import nn
 
 from hpcsr.models.blocks import Downsample, ResBlock, crop, make_norm, pad_to_multiple
 from hpcsr.models.config import ModelConfig
-from hpcsr.models.embeddings import HR_FRAME, LR_FRAME, FrameEmbedding, StepEmbedding, context_times, output_times
+from hpcsr.models.embeddings import (
+    HR_FRAME,
+    LR_FRAME,
+    FrameEmbedding,
+    PixelEmbedding,
+    StepEmbedding,
+    context_times,
+    output_times,
+)
 from hpcsr.models.mean_net import DecoderLevel, EncoderLevel, frame_inputs
 
 
@@ -53,13 +61,15 @@ class Condition:
     constant: torch.Tensor  # (B, t, C, H, W) per-frame constant input channels (unpadded)
     context: list  # per level (B, L, width_i, H_i, W_i) context-encoder features (padded grid)
     context_emb: torch.Tensor  # (L, E) LR frame-time embeddings
+    pixel_emb: torch.Tensor | None = None  # (B, E) the HR pixel size's embedding (model.pixel_input)
 
     def repeat(self, members: int) -> "Condition":
         """Each batch item repeated `members` times in a row (ensemble members)."""
         if members == 1:
             return self
         rep = lambda x: x.repeat_interleave(members, dim=0)  # noqa: E731
-        return Condition(rep(self.constant), [rep(c) for c in self.context], self.context_emb)
+        pixel = None if self.pixel_emb is None else rep(self.pixel_emb)
+        return Condition(rep(self.constant), [rep(c) for c in self.context], self.context_emb, pixel)
 
 
 class Denoiser(nn.Module):
@@ -71,6 +81,7 @@ class Denoiser(nn.Module):
         self.stem = nn.Conv2d(4 + cfg.static_channels, width, 3, padding=1)
         self.step_emb = StepEmbedding(E)
         self.frame_emb = FrameEmbedding(E)
+        self.pixel_emb = PixelEmbedding(E) if cfg.pixel_input else None
         self.context_encoder = ContextEncoder(cfg)
         self.encoder = nn.ModuleList(EncoderLevel(cfg, i, E, with_context=True) for i in range(cfg.levels))
         self.decoder = nn.ModuleList(DecoderLevel(cfg, i, E) for i in range(cfg.levels - 1))
@@ -78,8 +89,9 @@ class Denoiser(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def encode(self, lr_up, lr_valid, static, mean, target: int) -> Condition:
-        """lr_up, lr_valid (B, F, H, W); static (B, S, H, W) or None; mean (B, t, H, W)."""
+    def encode(self, lr_up, lr_valid, static, mean, target: int, pixel=None) -> Condition:
+        """lr_up, lr_valid (B, F, H, W); static (B, S, H, W) or None; mean (B, t, H, W); pixel (B,):
+        the HR pixel size, log2 of km, with model.pixel_input (added to every block's condition)."""
         B, frames = lr_up.shape[:2]
         t = mean.shape[1]
         dtype = self.stem.weight.dtype  # inputs follow the model's dtype (bf16 under DeepSpeed bf16)
@@ -89,7 +101,9 @@ class Denoiser(nn.Module):
         target_valid = lr_valid[:, target, None].expand(B, t, *lr_up.shape[2:])
         constant = frame_inputs([mean.to(lr_up.dtype), target_up, target_valid], static, t).to(dtype)
         constant = constant.view(B, t, *constant.shape[1:])
-        return Condition(constant, context, self.frame_emb(context_times(frames, target, lr_up.device), LR_FRAME))
+        context_emb = self.frame_emb(context_times(frames, target, lr_up.device), LR_FRAME)
+        pixel_emb = None if self.pixel_emb is None else self.pixel_emb(pixel)
+        return Condition(constant, context, context_emb, pixel_emb)
 
     def forward(self, x_noisy, steps, cond: Condition):
         """x_noisy (B, t, H, W), steps (B,) integer diffusion steps -> v (B, t, H, W)."""
@@ -97,7 +111,10 @@ class Denoiser(nn.Module):
         x = torch.cat([x_noisy[:, :, None].to(cond.constant.dtype), cond.constant], dim=2).flatten(0, 1)
         x, window = pad_to_multiple(x, self.multiple)
         frame = self.frame_emb(output_times(t, x.device), HR_FRAME)  # (t, E)
-        emb = (self.step_emb(steps)[:, None] + frame).reshape(B * t, -1)  # (B*t, E)
+        emb = self.step_emb(steps)[:, None] + frame  # (B, t, E)
+        if cond.pixel_emb is not None:
+            emb = emb + cond.pixel_emb[:, None]
+        emb = emb.reshape(B * t, -1)
         h = self.stem(x)
         skips = []
         for level, context in zip(self.encoder, cond.context):

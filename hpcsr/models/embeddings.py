@@ -1,4 +1,4 @@
-"""Sinusoidal embeddings of scalars: diffusion steps and frame times.
+"""Embeddings of scalars: diffusion steps and frame times (sinusoidal), the HR pixel size (learned).
 
 Frame times are measured in LR blocks relative to the start of the block being super-resolved
 (the target block spans [0, 1)): LR context frame j of a window whose target is frame `target`
@@ -63,3 +63,17 @@ class StepEmbedding(nn.Module):
 
     def forward(self, steps: torch.Tensor) -> torch.Tensor:
         return self.mlp(fourier_features(steps, self.dim, STEP_PERIODS).to(self.mlp[0].weight.dtype))
+
+
+class PixelEmbedding(nn.Module):
+    """Embedding of the HR pixel size, given as log2 of its side in km (1 km: 0, 500 m: -1), per item
+    (B,) (model.pixel_input). Rain that moves a given speed crosses twice as many pixels per step at
+    500 m as at 1 km, and a patch of the same pixels covers a quarter of the area: a network trained on
+    several pixel sizes learns what differs, and is told which one it samples."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(1, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, level: torch.Tensor) -> torch.Tensor:
+        return self.mlp(level.reshape(-1, 1).to(self.mlp[0].weight.dtype))

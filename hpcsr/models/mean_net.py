@@ -28,7 +28,7 @@ from torch import nn
 from hpcsr.models.attention import TemporalAttention, WindowAttention
 from hpcsr.models.blocks import Downsample, ResBlock, Upsample, crop, make_norm, norm_groups, pad_to_multiple
 from hpcsr.models.config import ModelConfig
-from hpcsr.models.embeddings import HR_FRAME, LR_FRAME, FrameEmbedding, context_times, output_times
+from hpcsr.models.embeddings import HR_FRAME, LR_FRAME, FrameEmbedding, PixelEmbedding, context_times, output_times
 
 
 def frame_inputs(channels: list[torch.Tensor], static, frames: int) -> torch.Tensor:
@@ -84,6 +84,7 @@ class MeanNet(nn.Module):
         width = cfg.widths[0]
         self.stem = nn.Conv2d(2 + cfg.static_channels, width, 3, padding=1)
         self.frame_emb = FrameEmbedding(cfg.emb_dim)
+        self.pixel_emb = PixelEmbedding(cfg.emb_dim) if cfg.pixel_input else None
         self.encoder = nn.ModuleList(EncoderLevel(cfg, i) for i in range(cfg.levels))
         self.decoder = nn.ModuleList(DecoderLevel(cfg, i) for i in range(cfg.levels - 1))
         self.head = ResBlock(width, width, cfg.emb_dim, cfg.norm)
@@ -102,8 +103,9 @@ class MeanNet(nn.Module):
         """Side of the UNet's coarsest blocks in pixels: the field is padded to a multiple of it."""
         return 2 ** (self.cfg.levels - 1)
 
-    def forward(self, lr_up, lr_valid, static, t: int, target: int, start=None, start_frames=None):
+    def forward(self, lr_up, lr_valid, static, t: int, target: int, start=None, start_frames=None, pixel=None):
         """lr_up, lr_valid (B, F, H, W) on the HR grid; static (B, S, H, W) or None -> (B, t, H, W).
+        `pixel` (B,): the HR pixel size, log2 of km, with model.pixel_input (the output head's condition).
         `start` (B, t, H, W): the motion-compensated start, needed with mean_skip 'motion' at t > 1.
         `start_frames` (B, F, H, W): what a hold or linear start is made of (default lr_up)."""
         B, H, W = lr_up.shape[0], *lr_up.shape[2:]
@@ -137,6 +139,8 @@ class MeanNet(nn.Module):
             d = level.block(torch.cat([level.up(d), skips[i]], dim=1))
         d = d[:, None].expand(B, t, *d.shape[1:]).flatten(0, 1)
         out_emb = self.frame_emb(output_times(t, x.device), HR_FRAME).repeat(B, 1)
+        if self.pixel_emb is not None:
+            out_emb = out_emb + self.pixel_emb(pixel).repeat_interleave(t, dim=0)
         y = self.out(self.head(d, out_emb)).view(B, t, *d.shape[2:])
         if start is None:
             frames_up = lr_up if start_frames is None else start_frames

@@ -80,6 +80,26 @@ class SRModel(nn.Module):
         # time (hpcsr.models.residual_scale): its coefficients and the normalised value of 0 mm.
         self.register_buffer("residual_coef", torch.tensor([1.0, 0.0, 0.0, 0.0]))
         self.register_buffer("residual_dry", torch.zeros((), dtype=torch.float32))
+        # model.pixel_input: the HR pixel size the networks are told, log2 of its side in km: a float for
+        # every item, or a (B,) tensor per item (mixed shards). The trainer sets it to its shard's and per
+        # training batch, the sampler to its input's (`pixel_levels` refuses to run without it).
+        self.pixel_level = None
+
+    def pixel_levels(self, batch: int, device) -> torch.Tensor | None:
+        """`pixel_level` as (batch,) for the networks; None without model.pixel_input."""
+        if not self.cfg.pixel_input:
+            return None
+        if self.pixel_level is None:
+            raise ValueError(
+                "model.pixel_input: the networks must be told the HR pixel size; set SRModel.pixel_level "
+                "(log2 of the pixel side in km, hpcsr.pixel_size.pixel_level)"
+            )
+        level = torch.as_tensor(self.pixel_level, dtype=torch.float32, device=device).reshape(-1)
+        if level.numel() == 1:
+            return level.expand(batch)
+        if level.numel() != batch:
+            raise ValueError(f"pixel_level has {level.numel()} values for a batch of {batch} items")
+        return level
 
     def _prepare(self, lr, static):
         check_lr(lr, self.frames, self.future_context)
@@ -116,7 +136,8 @@ class SRModel(nn.Module):
             check_window(window, lr_up.shape[-2:])
             lr_up, lr_valid = crop(lr_up, window), crop(lr_valid, window)
             static, start, frames = (None if x is None else crop(x, window) for x in (static, start, frames))
-        return self.mean_net(lr_up, lr_valid, static, self.t, self.target, start, frames)
+        pixel = self.pixel_levels(lr.shape[0], lr.device)
+        return self.mean_net(lr_up, lr_valid, static, self.t, self.target, start, frames, pixel)
 
     @property
     def edge_cell(self) -> int:
@@ -150,9 +171,8 @@ class SRModel(nn.Module):
             check_hr_like("hr", hr, lr, self.s, self.t)
             lr_up, lr_valid = self._prepare(lr, static)
             start = start[0] if start else None
-            mean = self.mean_net(
-                lr_up, lr_valid, static, self.t, self.target, start, self.start_frames(lr, start)
-            ).float()
+            frames, pixel = self.start_frames(lr, start), self.pixel_levels(lr.shape[0], lr.device)
+            mean = self.mean_net(lr_up, lr_valid, static, self.t, self.target, start, frames, pixel).float()
             valid = torch.isfinite(hr)
             residual = (hr.float() - mean)[valid]
             fit.add(
@@ -211,7 +231,7 @@ class SRModel(nn.Module):
         eps = torch.randn(residual.shape, generator=generator, device=hr.device, dtype=torch.float32)
         a, sigma = self.schedule.coefficients(steps, residual.dim())
         noisy = a * residual + sigma * eps
-        cond = self.denoiser.encode(lr_up, lr_valid, static, mean, self.target)
+        cond = self.denoiser.encode(lr_up, lr_valid, static, mean, self.target, self.pixel_levels(B, hr.device))
         target = output_from_v(noisy, v_from_x0_eps(residual, eps, a, sigma), a, sigma, self.cfg.sigma_data)
         return masked_mse(self.denoiser(noisy, steps, cond), target, valid)
 
@@ -237,12 +257,14 @@ class SRModel(nn.Module):
         if isinstance(members, bool) or not isinstance(members, int) or members < 1:
             raise ValueError(f"members={members!r} must be a positive integer")
         lr_up, lr_valid = self._prepare(lr, static)
+        pixel = self.pixel_levels(lr.shape[0], lr.device)
         if mean is None:
-            mean = self.mean_net(lr_up, lr_valid, static, self.t, self.target, start, self.start_frames(lr, start))
+            frames = self.start_frames(lr, start)
+            mean = self.mean_net(lr_up, lr_valid, static, self.t, self.target, start, frames, pixel)
         else:
             check_hr_like("mean", mean, lr, self.s, self.t)
         mean = mean.float()
-        cond = self.denoiser.encode(lr_up, lr_valid, static, mean, self.target).repeat(members)
+        cond = self.denoiser.encode(lr_up, lr_valid, static, mean, self.target, pixel).repeat(members)
         B, t, Y, X = mean.shape
         shape = (B * members, t, Y, X)
 

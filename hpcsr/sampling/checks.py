@@ -15,31 +15,25 @@ import logging
 
 import numpy as np
 
+from hpcsr.pixel_size import in_metres, pixel_level
+
 log = logging.getLogger(__name__)
 
-METRES = {
-    "m": 1.0,
-    "metre": 1.0,
-    "metres": 1.0,
-    "meter": 1.0,
-    "meters": 1.0,
-    "km": 1000.0,
-    "kilometre": 1000.0,
-    "kilometres": 1000.0,
-    "kilometer": 1000.0,
-    "kilometers": 1000.0,
-}
 RTOL = 0.01
-
-
-def _in_metres(size: float, units: str | None) -> float | None:
-    factor = METRES.get(str(units).strip().lower()) if units else None
-    return None if factor is None else size * factor
 
 
 def _pixel(centres: np.ndarray) -> float | None:
     steps = np.abs(np.diff(np.asarray(centres, np.float64)))
     return float(np.median(steps)) if steps.size else None
+
+
+def input_pixel_level(seq) -> float:
+    """The input's HR pixel size as the networks are told it (model.pixel_input): log2 of km."""
+    sizes = [_pixel(centres) for centres in (seq.x_hr, seq.y_hr)]
+    where = f"input {seq.source.get('path', '?')}"
+    if any(size is None for size in sizes):
+        raise ValueError(f"{where}: one HR pixel along x or y gives no pixel size to tell the networks")
+    return pixel_level(sizes, seq.x_attrs.get("units"), where)
 
 
 def grid_mismatches(grid: dict, seq) -> list[str]:
@@ -53,7 +47,7 @@ def grid_mismatches(grid: dict, seq) -> list[str]:
         here = _pixel(centres)
         if here is None:
             continue
-        a, b = _in_metres(here, units), _in_metres(trained, grid["units"])
+        a, b = in_metres(here, units), in_metres(trained, grid["units"])
         if a is None or b is None:  # not lengths (degrees) or absent: compare as given unless both differ
             if units and str(units) != str(grid["units"]):
                 continue

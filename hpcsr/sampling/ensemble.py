@@ -75,6 +75,7 @@ from hpcsr.factors import MassFunction
 from hpcsr.mass import CELL_MODES, SCALES, conserve, default_mode, estimate_mode
 from hpcsr.models.inputs import prepare_lr
 from hpcsr.motion import field_start
+from hpcsr.sampling.checks import input_pixel_level
 from hpcsr.sampling.inputs import LRSequence
 from hpcsr.sampling.tiles import WINDOWS, Blender, TileLayout, default_overlap, mean_overlap
 from hpcsr.spread import DEFAULT_SPACE, LEGACY_SPACE, check_space, widened_mm
@@ -261,6 +262,9 @@ class EnsembleSampler:
                 f"export {export.path} needs {self.model.cfg.static_channels} static fields; hpcsr sample "
                 "has no static input yet: use an export trained with model.static_channels=0"
             )
+        if self.model.cfg.pixel_input:  # the networks are told the input's pixel size
+            self.model.pixel_level = input_pixel_level(seq)
+            log.info("model.pixel_input: told the HR pixel size 2^%.3f km", self.model.pixel_level)
         self.past = self.recipe.context
         self.frames = self.model.frames  # context + future frames
         tile = cfg.tile if cfg.tile is not None else self.recipe.patch
@@ -367,8 +371,9 @@ class EnsembleSampler:
         """The denoiser's condition of its tiles first..first+count-1 of one target."""
         layout = self.residual_layout
         lr_up, lr_valid = prepare_lr(self.tiles_of(lr_z, first, count, False, layout), self.s, self.model.cfg.upsample)
+        pixel = self.model.pixel_levels(lr_up.shape[0], lr_up.device)
         return self.model.denoiser.encode(
-            lr_up, lr_valid, None, self.tiles_of(mean, first, count, True, layout), self.model.target
+            lr_up, lr_valid, None, self.tiles_of(mean, first, count, True, layout), self.model.target, pixel
         )
 
     def conditions(self, lr_z: torch.Tensor, mean: torch.Tensor) -> "Conditions":

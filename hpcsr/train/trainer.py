@@ -41,6 +41,7 @@ from hpcsr.data.store import Shard
 from hpcsr.models import build_model, residual_scale
 from hpcsr.models.config import resolve_mean_skip
 from hpcsr.models.start_space import START_QUANTILE, resolve_start_unit
+from hpcsr.pixel_size import pixel_level
 from hpcsr.train.activation import enable_activation_checkpointing
 from hpcsr.train.calibration import fit_spread_gain
 from hpcsr.train.checkpoint import CheckpointIncompatible, CheckpointManager, tag_of
@@ -169,7 +170,7 @@ class Trainer:
 
     def train_patches(self, stream: str, augment: bool):
         """The train split's patches under `stream`: of data.shard, or mixed with data.extra_shards in
-        proportion to their numbers of distinct patches (hpcsr.data.mixed)."""
+        proportion to their numbers of distinct patches or equally (data.mix, hpcsr.data.mixed)."""
         cfg = self.cfg
         parts = [
             PatchDataset(
@@ -185,7 +186,7 @@ class Trainer:
             )
             for path in [self.shard_path(), *self.extra_shard_paths()]
         ]
-        return parts[0] if len(parts) == 1 else MixedPatches(parts, cfg.seed, parts[0].stream)
+        return parts[0] if len(parts) == 1 else MixedPatches(parts, cfg.seed, parts[0].stream, cfg.data.mix)
 
     def _marker_extra(self) -> dict:
         cfg = self.cfg
@@ -237,8 +238,12 @@ class Trainer:
             )
         self.code_version = code_version()
         named = [("data.shard", self.shard_path())] + [("data.extra_shards", p) for p in self.extra_shard_paths()]
+        self.shard_pixel_levels = []  # model.pixel_input: log2 km of each shard's HR pixel, data.shard first
         for key, path in named:
             with Shard(path) as shard:
+                if cfg.model.pixel_input:
+                    grid = shard.data_grid()
+                    self.shard_pixel_levels.append(pixel_level(grid["hr_pixel"], grid["units"], f"{key} {path}"))
                 if shard.pair != self.recipe.pair:
                     raise ValueError(
                         f"{key}: shard {path} holds factor pair {shard.pair.name}, this run is "
@@ -269,7 +274,11 @@ class Trainer:
                 self.ckpt.prepare_universal(self.resumed_from)
 
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        self.model = build_model(cfg.model, self.recipe, self.spec.future, self.normaliser)
+        if self.shard_pixel_levels:
+            log.info(
+                "model.pixel_input: HR pixels of 2^(%s) km", ", ".join(f"{v:.3f}" for v in self.shard_pixel_levels)
+            )
+        self.model = self.new_model()
         self.train_data = self.train_patches("train", cfg.data.augment)
         if self.resumed_from is None:
             self.initialise_weights()
@@ -329,6 +338,28 @@ class Trainer:
                     "lineage": self.state.lineage,
                 },
             )
+
+    def new_model(self):
+        """The run's model, told the main shard's HR pixel size (model.pixel_input)."""
+        model = build_model(self.cfg.model, self.recipe, self.spec.future, self.normaliser)
+        model.pixel_level = self.shard_pixel_levels[0] if self.shard_pixel_levels else None
+        return model
+
+    def tell_pixel(self, source=None) -> None:
+        """model.pixel_input: tell the model its items' HR pixel sizes, `source` (B,) each item's shard
+        (MixedPatches' 'source'), or the main shard's (None: validation, calibration, one shard)."""
+        if not self.shard_pixel_levels:
+            return
+        levels = torch.tensor(self.shard_pixel_levels, dtype=torch.float32)
+        self.model.pixel_level = float(levels[0]) if source is None else levels[source]
+
+    def told_batches(self, data, n: int, b: int):
+        """`first_batches` of `data`, the model told each batch's pixel sizes as the batch is taken."""
+        for start in range(0, n, b):
+            items = [data[i] for i in range(start, min(start + b, n))]
+            self.tell_pixel(torch.stack([x["source"] for x in items]) if "source" in items[0] else None)
+            yield stacked(items)
+        self.tell_pixel()
 
     def val_dataset(self) -> PatchDataset:
         """The fixed validation patches (items 0..data.val_patches-1 of their own stream)."""
@@ -393,7 +424,7 @@ class Trainer:
         data = self.train_patches("residual_std", augment=False)
         self.model.eval()
         dry = float(self.normaliser.forward(torch.zeros(1))[0])
-        value = self.model.measure_residual_std(first_batches(data, RESIDUAL_PATCHES, cfg.data.batch_size), dry=dry)
+        value = self.model.measure_residual_std(self.told_batches(data, RESIDUAL_PATCHES, cfg.data.batch_size), dry=dry)
         self.model.train()
         data.close()
         log.info(
@@ -597,7 +628,7 @@ class Trainer:
         n = cfg.data.val_patches
         if not cfg.train.keep_better_start or not n:
             return weights, None
-        model = build_model(cfg.model, self.recipe, self.spec.future, self.normaliser)
+        model = self.new_model()
         model.load_state_dict(weights)
         model.eval()
         choice = select_mean(model, first_batches(self.val_data or self.val_dataset(), n, cfg.data.batch_size))
@@ -621,7 +652,7 @@ class Trainer:
         members, n = cfg.train.calibration_members, cfg.data.val_patches
         if not members or not n:
             return None
-        model = build_model(cfg.model, self.recipe, self.spec.future, self.normaliser)
+        model = self.new_model()
         model.load_state_dict(weights)
         model.eval()
         batches = first_batches(self.val_data or self.val_dataset(), n, cfg.data.batch_size)
@@ -704,7 +735,9 @@ class Trainer:
                     batch = next(batches)
                     noise = noise_generator(cfg.seed, TRAIN_NOISE, step, self.rank, micro)
                     start = (batch["start"],) if "start" in batch else ()  # the 'motion' start
+                    self.tell_pixel(batch.get("source"))
                     loss, parts = self.engine(batch["lr"], batch["hr"], noise, *start)
+                    self.tell_pixel()
                     if torch.isfinite(loss):
                         self.engine.backward(loss)
                         sums[0] += float(loss.detach())
