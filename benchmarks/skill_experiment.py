@@ -16,9 +16,15 @@
    not the default (docs/SKILL_LOG.md).
    --train-pixels sets the training data's pixel sizes, the first one's shard with its validation
    split (the mean stage's validation and the spread calibration), each further size's train split
-   joining it as data.extra_shards, drawn in proportion to its distinct patches. 1 (the default) is
-   BoM at 500 m; 2 aggregated to 1 km (`--aggregate-pixels 2`), the evaluation radars' pixel; 1,2
-   both (the 1 km patches about one draw in five). Measured from scratch on two training seeds
+   joining it as data.extra_shards. 1 is BoM at 500 m; 2 aggregated to 1 km (`--aggregate-pixels 2`),
+   the evaluation radars' pixel. With several sizes the networks are told each patch's pixel size
+   (model.pixel_input; the crop's 1 km when sampling) and each size is drawn equally often (data.mix
+   shards). The default since s58 is 2,1: BoM at 1 km with its validation split, 500 m told as such.
+   Measured from scratch on two seeds against 1 (s58, docs/SKILL_LOG.md): CRPS / bicubic MAE at (4,1)
+   / (4,2) / (8,2) 0.660 / 0.527 / 0.569 -> 0.657 / 0.525 / 0.552 (seed 0) and 0.658 / 0.552 / 0.573
+   -> 0.659 / 0.519 / 0.561 (seed 1); the t = 2 members' power 0.53-0.75 / 0.47-0.93 -> 0.83-1.32 /
+   0.91-1.69 (seed 0). Before s58 the sizes were mixed untold, in proportion to their distinct patches
+   (1,2: the 1 km patches about one draw in five). Measured so from scratch on two training seeds
    (session s40), 1,2 against 1, at (4,1) / (4,2) / (8,2): CRPS / bicubic MAE 0.660 / 0.545 / 0.568
    against 0.658 / 0.552 / 0.580 (seed 0) and 0.669 / 0.538 / 0.572 against 0.662 / 0.539 / 0.574
    (seed 1); mean network 0.889 / 0.795 / 0.841 against 0.884 / 0.800 / 0.877 and 0.893 / 0.831 /
@@ -52,10 +58,11 @@
    --crop x --crop window that radar covers at every step (stride 32 px) and, in it, the wettest
    run of --steps consecutive steps; both chosen from the truth's rain amount alone, before any
    model runs, and written as CF netCDF. The LR input is the perfect-model coarsening of that truth
-   (`hpcsr sample --hr CROP --coarsen`). The BoM pixel is 500 m, the held-out ones 1 km: the
-   sampler refuses another grid than the training data's unless told (--allow-other-grid, passed
-   here: the experiment asks whether what was learned per pixel transfers; per pixel, BoM at 500 m
-   and at 1 km have the same small-scale power within 10 %, radar_spectra.md).
+   (`hpcsr sample --hr CROP --coarsen`). The held-out radars' pixel is 1 km, the default training
+   data's main shard too (BoM at 1 km); with --train-pixels 1 (BoM at 500 m first) the sampler would
+   refuse another grid than the training data's unless told (--allow-other-grid, passed then: the
+   experiment asks whether what was learned per pixel transfers; per pixel, BoM at 500 m and at 1 km
+   have the same small-scale power within 10 %, radar_spectra.md).
 3. Pairs (4, 1), (4, 2) and (8, 2) by default: 4 km and 8 km LR grids to 1 km, without and with
    temporal super-resolution (10 -> 20 min blocks). (2, 1) is not the default because these radar
    products are smooth at two pixels: on the MeteoSwiss crop, bicubic's RMSE at (2, 1) is 0.027 mm, 5 % of the
@@ -901,10 +908,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="training seed (default %(default)s)")
     p.add_argument(
         "--train-pixels",
-        default="1",
+        default="2,1",
         help="BoM 500 m pixels averaged per side into one training pixel, comma-separated: the first size's "
         "shard is the training data with its validation split, each further size's train split joins "
-        "the training data (data.extra_shards); 1 is 500 m, 2 the evaluation radars' 1 km (default %(default)s)",
+        "the training data (data.extra_shards, drawn equally often, the networks told each patch's pixel "
+        "size); 1 is 500 m, 2 the evaluation radars' 1 km (default %(default)s)",
     )
     p.add_argument(
         "--set",
