@@ -170,6 +170,8 @@ def test_quick_run_writes_finite_scores_and_reports(tmp_path):
             "--quick",
             "--train-pixels",
             "1,2",
+            "--set",
+            "model.pixel_input=true",  # the option's whole path: told per patch, per crop, in the in-domain check
             "--work",
             str(tmp_path / "work"),
             "--out",
@@ -211,6 +213,6 @@ def test_quick_run_writes_finite_scores_and_reports(tmp_path):
         # --train-pixels 1,2: BoM at 500 m with its validation split, its 1 km train split mixed in
         assert Path(meta["shard"]).parts[-3] == "train", meta["shard"]
         assert [Path(x).parts[-3] for x in meta["extra_shards"]] == ["train_px2"], meta["extra_shards"]
-        # several pixel sizes: the networks are told each patch's (and the crop's when sampling)
+        # several pixel sizes, the networks told each patch's (--set model.pixel_input=true)
         assert meta["model"]["pixel_input"] is True, r["pair"]
     assert "(the mean network's start with model.mean_skip 'motion')" in md
