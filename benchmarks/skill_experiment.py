@@ -23,7 +23,7 @@
    (4,1) / (4,2) / (8,2) 0.660 / 0.527 / 0.569 -> 0.661 / 0.527 / 0.559 (seed 0) and 0.658 / 0.552 /
    0.573 -> 0.663 / 0.525 / 0.565 (seed 1); the t = 2 members' power 0.53-0.75 / 0.47-0.93 -> 0.73-1.10
    / 0.77-1.47 (seed 0); criteria missed 8 -> 5 and 8 -> 7. Telling the networks each patch's pixel
-   size as well (--set model.pixel_input=true) lowers the CRPS by another 0.5-1.2 % at every pair but
+   size as well (--set model.pixel_input=true) lowers the CRPS by another 0.3-1.3 % at every pair but
    gives the (8,2) members 1.54-1.76 x the truth's power (three runs): not the default. Before s58
    the sizes were mixed in proportion to their distinct patches (1,2: the 1 km patches about one draw
    in five). Measured so from scratch on two training seeds
