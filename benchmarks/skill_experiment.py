@@ -503,11 +503,10 @@ def told_pixel(model, shard: Path):
     """`model`, told the HR pixel size of `shard`'s data when it takes one (model.pixel_input)."""
     if model.cfg.pixel_input:
         from hpcsr.data.store import Shard
-        from hpcsr.pixel_size import pixel_level
+        from hpcsr.pixel_size import grid_level
 
         with Shard(shard) as opened:
-            grid = opened.data_grid()
-        model.pixel_level = pixel_level(grid["hr_pixel"], grid["units"], str(shard))
+            model.pixel_level = grid_level(opened.data_grid(), str(shard))
     return model
 
 

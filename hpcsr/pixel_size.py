@@ -30,6 +30,11 @@ def in_metres(size: float, units: str | None) -> float | None:
     return None if factor is None else size * factor
 
 
+def grid_level(grid: dict, where: str) -> float:
+    """`pixel_level` of a training grid as shards and exports record it (`Shard.data_grid`)."""
+    return pixel_level(grid["hr_pixel"], grid["units"], where)
+
+
 def pixel_level(sizes, units: str | None, where: str) -> float:
     """log2 of the pixel side in km from its (x, y) sizes in `units`: the mean of both axes' levels.
     Refused (ValueError naming `where`) when the units are not lengths or a size is not positive."""

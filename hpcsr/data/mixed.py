@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hpcsr.data.config import MIXES
 from hpcsr.data.patches import PatchDataset
 
 
@@ -34,8 +35,8 @@ class MixedPatches(Dataset):
             raise ValueError(f"shards of different factor pairs cannot be mixed: {named}")
         self.parts, self.seed, self.stream = parts, int(seed), int(stream)
         self.pair = parts[0].pair
-        if mix not in ("patches", "shards"):
-            raise ValueError(f"mix {mix!r} must be 'patches' or 'shards'")
+        if mix not in MIXES:
+            raise ValueError(f"mix {mix!r} must be one of {', '.join(MIXES)}")
         sizes = np.array([len(p.windows) * len(p.corners) for p in parts], np.float64)
         if mix == "shards":
             sizes = np.ones(len(parts))

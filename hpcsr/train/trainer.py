@@ -41,7 +41,7 @@ from hpcsr.data.store import Shard
 from hpcsr.models import build_model, residual_scale
 from hpcsr.models.config import resolve_mean_skip
 from hpcsr.models.start_space import START_QUANTILE, resolve_start_unit
-from hpcsr.pixel_size import pixel_level
+from hpcsr.pixel_size import grid_level
 from hpcsr.train.activation import enable_activation_checkpointing
 from hpcsr.train.calibration import fit_spread_gain
 from hpcsr.train.checkpoint import CheckpointIncompatible, CheckpointManager, tag_of
@@ -100,10 +100,16 @@ def stacked(items: list[dict]) -> tuple[torch.Tensor, ...]:
     return tuple(torch.stack([x[k] for x in items]) for k in ("lr", "hr", "start") if k in items[0])
 
 
-def first_batches(data, n: int, b: int):
-    """(lr, hr[, start]) batches of items 0..n-1 of `data`, b at a time (generated, so few are held at once)."""
+def item_batches(data, n: int, b: int):
+    """Items 0..n-1 of `data` in lists of b (generated, so few are held at once)."""
     for start in range(0, n, b):
-        yield stacked([data[i] for i in range(start, min(start + b, n))])
+        yield [data[i] for i in range(start, min(start + b, n))]
+
+
+def first_batches(data, n: int, b: int):
+    """(lr, hr[, start]) batches of items 0..n-1 of `data`, b at a time."""
+    for items in item_batches(data, n, b):
+        yield stacked(items)
 
 
 def noise_generator(seed: int, stream: int, step: int, rank: int, micro: int) -> torch.Generator:
@@ -238,12 +244,11 @@ class Trainer:
             )
         self.code_version = code_version()
         named = [("data.shard", self.shard_path())] + [("data.extra_shards", p) for p in self.extra_shard_paths()]
-        self.shard_pixel_levels = []  # model.pixel_input: log2 km of each shard's HR pixel, data.shard first
+        levels = []  # model.pixel_input: log2 km of each shard's HR pixel, data.shard first
         for key, path in named:
             with Shard(path) as shard:
                 if cfg.model.pixel_input:
-                    grid = shard.data_grid()
-                    self.shard_pixel_levels.append(pixel_level(grid["hr_pixel"], grid["units"], f"{key} {path}"))
+                    levels.append(grid_level(shard.data_grid(), f"{key} {path}"))
                 if shard.pair != self.recipe.pair:
                     raise ValueError(
                         f"{key}: shard {path} holds factor pair {shard.pair.name}, this run is "
@@ -254,6 +259,7 @@ class Trainer:
                     self.data_grid = shard.data_grid()
                     histogram = shard.hr_histogram()
                     skip = resolve_mean_skip(cfg.model.mean_skip, self.recipe.pair.t, shard.interval_minutes)
+        self.shard_pixel_levels = torch.tensor(levels) if levels else None
         if skip != cfg.model.mean_skip:  # 'auto' from the data's step: the model, checkpoints and exports say which
             lr_step = self.recipe.pair.t * self.data_grid["interval_minutes"]
             log.info("model.mean_skip auto -> %s (LR step %d min)", skip, lr_step)
@@ -274,9 +280,10 @@ class Trainer:
                 self.ckpt.prepare_universal(self.resumed_from)
 
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        if self.shard_pixel_levels:
+        if self.shard_pixel_levels is not None:
             log.info(
-                "model.pixel_input: HR pixels of 2^(%s) km", ", ".join(f"{v:.3f}" for v in self.shard_pixel_levels)
+                "model.pixel_input: HR pixels of 2^(%s) km",
+                ", ".join(f"{v:.3f}" for v in self.shard_pixel_levels.tolist()),
             )
         self.model = self.new_model()
         self.train_data = self.train_patches("train", cfg.data.augment)
@@ -342,21 +349,20 @@ class Trainer:
     def new_model(self):
         """The run's model, told the main shard's HR pixel size (model.pixel_input)."""
         model = build_model(self.cfg.model, self.recipe, self.spec.future, self.normaliser)
-        model.pixel_level = self.shard_pixel_levels[0] if self.shard_pixel_levels else None
+        model.pixel_level = None if self.shard_pixel_levels is None else float(self.shard_pixel_levels[0])
         return model
 
     def tell_pixel(self, source=None) -> None:
         """model.pixel_input: tell the model its items' HR pixel sizes, `source` (B,) each item's shard
         (MixedPatches' 'source'), or the main shard's (None: validation, calibration, one shard)."""
-        if not self.shard_pixel_levels:
+        if self.shard_pixel_levels is None:
             return
-        levels = torch.tensor(self.shard_pixel_levels, dtype=torch.float32)
+        levels = self.shard_pixel_levels
         self.model.pixel_level = float(levels[0]) if source is None else levels[source]
 
     def told_batches(self, data, n: int, b: int):
         """`first_batches` of `data`, the model told each batch's pixel sizes as the batch is taken."""
-        for start in range(0, n, b):
-            items = [data[i] for i in range(start, min(start + b, n))]
+        for items in item_batches(data, n, b):
             self.tell_pixel(torch.stack([x["source"] for x in items]) if "source" in items[0] else None)
             yield stacked(items)
         self.tell_pixel()
