@@ -75,17 +75,18 @@ def test_criteria_on_hand_made_metrics():
                 "spectral_ratio": {"min": 0.7, "max": 1.6},
                 "wet_fraction_ratio": 1.1,
                 "seam_ratio": 1.05,
-                "tile_seam_ratio": 1.0,
+                "tile_seam_ratio": 1.16,
                 "mass": {"cell_relative": 3e-7},
             },
             "bicubic": {"mae": 0.1, "rmse": 0.1},
             "mean": {"rmse": 0.08, "seam_ratio": 1.2, "tile_seam_ratio": None},
         },
+        "truth": {"seam_ratio": 1.0, "tile_seam_ratio": 1.08},
         "mass_claim": {"scale": "cell", "relative_error": 3e-7, "note": ""},
         "undefined": {},
     }
     c = skill_experiment.criteria(metrics, bicubic_cell_mass_rmse=0.09, untrained_mean_rmse=0.07)
-    assert set(c) == CRITERIA | {"ensemble_tile_seam_ratio", "mean_tile_seam_ratio"}
+    assert set(c) == CRITERIA | {"ensemble_tile_seam_to_truth", "mean_tile_seam_to_truth"}
     assert c["crps_to_bicubic_mae"] == {"group": 1, "value": pytest.approx(0.5), "target": "<= 0.6", "met": True}
     # rank ends 12 and 8 of a mean 10: 1.2 and 0.8 x flat, 1.5 x each other (at the limit)
     assert c["rank_lowest_to_flat"]["value"] == pytest.approx(1.2) and c["rank_end_balance"]["met"]
@@ -94,7 +95,19 @@ def test_criteria_on_hand_made_metrics():
     assert c["spectral_ratio_min"]["met"] and not c["spectral_ratio_max"]["met"]
     assert c["wet_fraction_ratio"]["target"] == "0.85 .. 1.15" and c["wet_fraction_ratio"]["met"]
     assert c["ensemble_seam_ratio"]["met"] and not c["mean_seam_ratio"]["met"]
-    assert c["mean_tile_seam_ratio"] == {"group": 5, "value": None, "target": "<= 1.1", "met": False}
+    # tile seams over the truth's at the same pairs: 1.16 / 1.08, met where the raw 1.16 would not be
+    assert c["ensemble_tile_seam_to_truth"]["value"] == pytest.approx(1.16 / 1.08)
+    assert c["ensemble_tile_seam_to_truth"]["met"]
+    assert c["ensemble_tile_seam_to_truth"]["note"] == "tile seam ratio 1.16 over the truth's 1.08"
+    assert c["mean_tile_seam_to_truth"] == {
+        "group": 5,
+        "value": None,
+        "target": "<= 1.1",
+        "met": False,
+        "note": "tile seam ratio n/a over the truth's 1.08",
+    }
+    metrics["truth"]["tile_seam_ratio"] = 1.0  # the same raw 1.16 where the truth has no excess: not met
+    assert not skill_experiment.criteria(metrics, 0.09, 0.07)["ensemble_tile_seam_to_truth"]["met"]
     assert c["mass_error_claimed_scale"]["met"] and "cell-scale error 3e-07" in c["mass_error_claimed_scale"]["note"]
     tables = skill_experiment.criteria_tables([{"pair": "s4_t1", "criteria": c}])
     assert tables.count("### ") == 6
