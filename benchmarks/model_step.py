@@ -6,6 +6,10 @@ Baseline in the same run: the default size without windowed spatial attention (w
 [1,1,1,1,1]), which isolates the cost of the author's 3 x 3 windows. Figures are seconds per step
 (lower is better), medians over the repeats after one warm-up step.
 
+Also the context length L at the skill experiment's (4, 1) (tiny size, patch 32, batch 8, fp32): L = 3
+against the recipe's L = 10 as the baseline, the same model otherwise (docs/SKILL_LOG.md s60: L = 3
+scores the same on unseen radar at 10-minute steps).
+
     python benchmarks/model_step.py [--threads 1] [--repeats 3] [--quick] [--out benchmarks/results/model_step.json]
 
 --quick: tiny size (and its no-window baseline) only, patch 40 (a minute on CPU).
@@ -27,21 +31,27 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from common import figure, write_result  # noqa: E402
 
-from hpcsr.factors import recipe  # noqa: E402
+from hpcsr.factors import Recipe, recipe  # noqa: E402
 from hpcsr.models import ModelConfig, build_model  # noqa: E402
+
+SHORT_CONTEXT = 3  # the context length compared with the recipe's at (4, 1)
 
 
 def without_windows(cfg: ModelConfig) -> ModelConfig:
     return dataclasses.replace(cfg, windows=(1,) * cfg.levels)
 
 
-def step_times(cfg: ModelConfig, precision: str, repeats: int, batch: int, patch: int, label: str) -> list[float]:
+def step_times(
+    cfg: ModelConfig, precision: str, repeats: int, batch: int, patch: int, label: str, r: Recipe | None = None
+) -> list[float]:
+    """Seconds of each timed joint-loss step at recipe `r` (default: (10, 3)'s)."""
     torch.manual_seed(0)
-    r = recipe(10, 3)
+    r = r or recipe(10, 3)
+    s, t = r.pair.s, r.pair.t
     model = build_model(cfg, r)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    lr = torch.randn(batch, r.context, patch // 10, patch // 10)
-    hr = torch.randn(batch, 3, patch, patch)
+    lr = torch.randn(batch, r.context, patch // s, patch // s)
+    hr = torch.randn(batch, t, patch, patch)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     times = []
     for i in range(repeats + 1):
@@ -88,12 +98,31 @@ def main(argv=None) -> None:
             )
             figures.append(fig)
             rows.append((name, precision, params, fig["value"], fig["baseline"]["value"]))
+    base_r = recipe(4, 1)
+    short = dataclasses.replace(base_r, context=SHORT_CONTEXT)
+    short_times = step_times(ModelConfig.tiny(), "fp32", args.repeats, 8, 32, f"tiny (4,1) L={SHORT_CONTEXT}", short)
+    recipe_times = step_times(ModelConfig.tiny(), "fp32", args.repeats, 8, 32, f"tiny (4,1) L={base_r.context}", base_r)
+    context_fig = figure(
+        f"tiny fp32 step at (4,1), L = {SHORT_CONTEXT} (patch 32, batch 8)",
+        "s/step",
+        short_times,
+        f"the recipe's L = {base_r.context}",
+        recipe_times,
+        higher_is_better=False,
+        pair="s4_t1",
+        context=SHORT_CONTEXT,
+    )
+    figures.append(context_fig)
     print(
         f"\npair (10,3), L=5, patch {patch}, batch {batch}, {args.threads} thread(s), CPU {torch.backends.cpu.get_cpu_capability()}"
     )
     print(f"{'size':<9}{'precision':>10}{'params':>12}{'s/step':>9}{'no-window s/step':>18}")
     for name, precision, params, value, base in rows:
         print(f"{name:<9}{precision:>10}{params:>12,}{value:>9.3f}{base:>18.3f}")
+    print(
+        f"(4,1), tiny, fp32, patch 32, batch 8: L={SHORT_CONTEXT} {context_fig['value']:.3f} s/step, "
+        f"L={base_r.context} {context_fig['baseline']['value']:.3f} s/step ({context_fig['ratio']:.2f}x)"
+    )
     meta = {
         "threads": args.threads,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -321,3 +321,19 @@ def test_mean_tiling_times_both_tilings_on_real_radar(tmp_path):
         assert (fig["tiles_per_frame"], fig["baseline_tiles_per_frame"]) == (169, 49)
         assert fig["baseline"]["name"] == "half tile (default)" and fig["value"] > 0 and fig["baseline"]["value"] > 0
         assert not fig["higher_is_better"] and fig["ratio"] == pytest.approx(fig["baseline"]["value"] / fig["value"])
+
+
+def test_model_step_times_a_short_context_against_the_recipes(tmp_path):
+    """benchmarks/model_step.py --quick: the (4,1) context figure times L = 3 against the recipe's L = 10
+    as its baseline in the same run, beside the window-attention figures (timings not asserted)."""
+    from model_step import main
+
+    out = tmp_path / "model_step.json"
+    main(["--quick", "--repeats", "1", "--out", str(out)])
+    data = json.loads(out.read_text())
+    context = [fig for fig in data["figures"] if fig.get("pair") == "s4_t1"]
+    assert len(context) == 1 and len(data["figures"]) == 3  # tiny fp32, tiny bf16, the context figure
+    fig = context[0]
+    assert fig["context"] == 3 and fig["baseline"]["name"] == "the recipe's L = 10"
+    assert fig["value"] > 0 and fig["baseline"]["value"] > 0 and not fig["higher_is_better"]
+    assert fig["ratio"] == pytest.approx(fig["baseline"]["value"] / fig["value"])
